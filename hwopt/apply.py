@@ -1,0 +1,134 @@
+"""Applying rule steps in order, each verified with onnxruntime against its input.
+
+Exact rules must reproduce their input's outputs within the exact tolerance
+or the whole apply fails with the observed error; inexact rules report the
+relative L2 error, cosine similarity and (for class scores) top-1 agreement of
+every output, per step and for the final model against the original.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+
+from hwopt.errors import HwoptError, VerificationError
+from hwopt.metrics import ModelMetrics, model_metrics
+from hwopt.rewrites import RewriteContext, SiteOutcome, get_rule
+from hwopt.ruleset import RuleStep
+from hwopt.sites import Analysis, Site, SiteIds
+from hwopt.verify import Comparison, compare_models
+
+_GLOB_CHARS = set("*?[")
+
+
+@dataclass
+class StepResult:
+    step: RuleStep
+    exact: bool
+    applied: list[SiteOutcome]
+    skipped: list[tuple[str, str]]  # (site id, why not)
+    comparison: Comparison | None  # against the step's input; None when nothing was applied
+    metrics: ModelMetrics
+    seconds: float
+
+
+@dataclass
+class ApplyResult:
+    model: onnx.ModelProto
+    before: ModelMetrics
+    after: ModelMetrics
+    steps: list[StepResult] = field(default_factory=list)
+    final: Comparison | None = None  # final model against the original
+
+    @property
+    def exact(self) -> bool:
+        return all(step.exact for step in self.steps if step.applied)
+
+
+def _choose_sites(step: RuleStep, analysis: Analysis, ids: SiteIds) -> tuple[list[Site], list[tuple[str, str]]]:
+    rule = get_rule(step.rule)
+    if step.sites:
+        candidates = analysis.select(step.sites, rule.site_kind, ids)
+        explicit = {s for s in step.sites if not _GLOB_CHARS & set(s)}
+    else:
+        candidates, explicit = rule.find_sites(analysis), set()
+    chosen, skipped = [], []
+    for site in candidates:
+        reason = rule.check(site, step.params, analysis)
+        if reason is None:
+            chosen.append(site)
+        elif site.id in explicit:
+            raise HwoptError(f"{step.rule} cannot apply at {site.id}: {reason}")
+        elif not any(fnmatch.fnmatchcase(site.id, p) for p in explicit):
+            skipped.append((site.id, reason))
+    return chosen, skipped
+
+
+def apply_steps(
+    original: onnx.ModelProto,
+    canonical: onnx.ModelProto,
+    steps: list[RuleStep],
+    calibration: dict[str, np.ndarray],
+    evaluation: dict[str, np.ndarray],
+    seed: int = 0,
+    progress: Callable[[str, int, int], None] | None = None,
+    on_step: Callable[[RuleStep], None] | None = None,
+) -> ApplyResult:
+    """Apply ``steps`` to the canonical model; verify each step and the result against the original."""
+    ids = Analysis(canonical).site_ids
+    current = canonical
+    before = model_metrics(Analysis(canonical).graph)
+    result = ApplyResult(model=canonical, before=before, after=before)
+    ctx = RewriteContext(calibration=calibration, evaluation=evaluation, seed=seed, progress=progress)
+    for step in steps:
+        if on_step is not None:
+            on_step(step)
+        start = time.perf_counter()
+        rule = get_rule(step.rule)
+        analysis = Analysis(current, ids)
+        sites, skipped = _choose_sites(step, analysis, ids)
+        exact = rule.is_exact(step.params)
+        if not sites:
+            result.steps.append(StepResult(step, exact, [], skipped, None, model_metrics(analysis.graph),
+                                           time.perf_counter() - start))
+            continue
+        rewritten, outcomes = rule.apply(analysis, sites, step.params, ctx)
+        comparison = compare_models(current, rewritten, evaluation)
+        if exact and not comparison.exact:
+            raise VerificationError(
+                f"{step.rule} is exact but changed the outputs: relative max-abs error "
+                f"{comparison.worst_rel_max_abs:.2e} (please report this model)"
+            )
+        ids = {**Analysis(rewritten, ids).site_ids, **ids}
+        current = rewritten
+        result.steps.append(StepResult(step, exact, outcomes, skipped, comparison,
+                                       model_metrics(Analysis(current).graph), time.perf_counter() - start))
+    result.model = current
+    result.after = result.steps[-1].metrics if result.steps else before
+    check_written_model(original, current)
+    result.final = compare_models(original, current, evaluation)
+    return result
+
+
+def check_written_model(original: onnx.ModelProto, model: onnx.ModelProto) -> None:
+    """The contract of every written model: full checker, loads in onnxruntime, same signature."""
+    try:
+        onnx.checker.check_model(model, full_check=True)
+    except Exception as exc:  # checker raises ValidationError and InferenceError
+        raise VerificationError(f"the rewritten model fails the ONNX checker: {str(exc).splitlines()[0]}") from None
+    try:
+        ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    except Exception as exc:  # onnxruntime raises several unrelated types
+        raise VerificationError(f"onnxruntime cannot load the rewritten model: {str(exc).splitlines()[0]}") from None
+    initializers = {t.name for t in original.graph.initializer}
+    for kind, ours, theirs in (("input", model.graph.input, original.graph.input),
+                               ("output", model.graph.output, original.graph.output)):
+        want = [v for v in theirs if v.name not in initializers]
+        if [v.SerializeToString() for v in ours] != [v.SerializeToString() for v in want]:
+            raise VerificationError(f"the rewritten model's graph {kind}s differ from the original's")

@@ -1,0 +1,171 @@
+"""The working graph: onnx-graphsurgeon import/export and small structural helpers.
+
+Rules read and edit an ``onnx_graphsurgeon.Graph``; exporting goes back through
+onnx shape inference and keeps the reference model's graph input/output
+declarations, IR version and opsets, so written models keep their signature.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import onnx
+import onnx_graphsurgeon as gs
+
+from hwopt.canonicalize import drop_unused_opsets, infer_shapes
+
+Tensor = gs.Tensor
+Node = gs.Node
+
+
+def import_graph(model: onnx.ModelProto) -> gs.Graph:
+    return gs.import_onnx(model)
+
+
+def export_graph(graph: gs.Graph, reference: onnx.ModelProto) -> onnx.ModelProto:
+    """Export ``graph`` as a checked-shape model with ``reference``'s signature and opsets."""
+    graph.cleanup(remove_unused_graph_inputs=False).toposort()
+    model = gs.export_onnx(graph, do_type_check=False)
+    signature = {v.name: v for v in list(reference.graph.input) + list(reference.graph.output)}
+    for value in list(model.graph.input) + list(model.graph.output):
+        if value.name in signature:
+            value.CopyFrom(signature[value.name])
+    model.ir_version = reference.ir_version
+    del model.opset_import[:]
+    model.opset_import.extend(reference.opset_import)
+    drop_unused_opsets(model)
+    model.producer_name = "hwopt"
+    # Stale intermediate shapes would poison inference after channel changes: infer afresh.
+    del model.graph.value_info[:]
+    return infer_shapes(model)
+
+
+def constant_value(tensor: Tensor) -> np.ndarray | None:
+    """The value of a constant tensor (initializer or Constant node output), else None."""
+    if isinstance(tensor, gs.Constant):
+        return np.asarray(tensor.values)
+    if len(tensor.inputs) == 1 and tensor.inputs[0].op == "Constant":
+        value = tensor.inputs[0].attrs.get("value")
+        if isinstance(value, gs.Constant):
+            return np.asarray(value.values)
+    return None
+
+
+def producer(tensor: Tensor) -> Node | None:
+    return tensor.inputs[0] if tensor.inputs else None
+
+
+def consumers(tensor: Tensor) -> list[Node]:
+    return list(tensor.outputs)
+
+
+def channels(tensor: Tensor) -> int | None:
+    shape = tensor.shape
+    if shape is None or len(shape) < 2 or not isinstance(shape[1], int):
+        return None
+    return shape[1]
+
+
+def spatial(tensor: Tensor) -> tuple[int, int] | None:
+    shape = tensor.shape
+    if shape is None or len(shape) != 4 or not all(isinstance(d, int) for d in shape[2:]):
+        return None
+    return int(shape[2]), int(shape[3])
+
+
+@dataclass(frozen=True)
+class ConvAttrs:
+    """A Conv node's geometry with explicit pads (auto_pad resolved from shapes)."""
+
+    kernel: tuple[int, int]
+    strides: tuple[int, int]
+    pads: tuple[int, int, int, int]  # top, left, bottom, right
+    dilations: tuple[int, int]
+    group: int
+    in_channels: int
+    out_channels: int
+
+    @property
+    def is_pointwise(self) -> bool:
+        return self.kernel == (1, 1) and self.strides == (1, 1) and not any(self.pads) and self.group == 1
+
+    @property
+    def is_depthwise(self) -> bool:
+        return self.group == self.in_channels == self.out_channels and self.group > 1
+
+
+def conv_weight(node: Node) -> np.ndarray | None:
+    return constant_value(node.inputs[1]) if len(node.inputs) > 1 else None
+
+
+def conv_bias(node: Node) -> np.ndarray | None:
+    if len(node.inputs) > 2 and node.inputs[2] is not None and node.inputs[2].name:
+        return constant_value(node.inputs[2])
+    return None
+
+
+def conv_attrs(node: Node) -> ConvAttrs | None:
+    """Geometry of a 2-D Conv with constant weights, or None if it is not one we can reason about."""
+    if node.op != "Conv":
+        return None
+    weight = conv_weight(node)
+    if weight is None or weight.ndim != 4:
+        return None
+    group = int(node.attrs.get("group", 1))
+    kernel = tuple(int(k) for k in node.attrs.get("kernel_shape", weight.shape[2:]))
+    strides = tuple(int(s) for s in node.attrs.get("strides", (1, 1)))
+    dilations = tuple(int(d) for d in node.attrs.get("dilations", (1, 1)))
+    pads = _explicit_pads(node, kernel, strides, dilations)
+    if pads is None:
+        return None
+    return ConvAttrs(
+        kernel=kernel,  # type: ignore[arg-type]
+        strides=strides,  # type: ignore[arg-type]
+        pads=pads,
+        dilations=dilations,  # type: ignore[arg-type]
+        group=group,
+        in_channels=weight.shape[1] * group,
+        out_channels=weight.shape[0],
+    )
+
+
+def _explicit_pads(node: Node, kernel, strides, dilations) -> tuple[int, int, int, int] | None:
+    auto_pad = node.attrs.get("auto_pad", "NOTSET")
+    if isinstance(auto_pad, bytes):
+        auto_pad = auto_pad.decode()
+    if auto_pad in ("NOTSET", ""):
+        pads = node.attrs.get("pads", (0, 0, 0, 0))
+        return (int(pads[0]), int(pads[1]), int(pads[2]), int(pads[3]))
+    if auto_pad == "VALID":
+        return (0, 0, 0, 0)
+    hw = spatial(node.inputs[0])
+    if hw is None:
+        return None
+    total = []
+    for size, k, s, d in zip(hw, kernel, strides, dilations):
+        out = math.ceil(size / s)
+        total.append(max(0, (out - 1) * s + (k - 1) * d + 1 - size))
+    small = [t // 2 for t in total]
+    large = [t - t // 2 for t in total]
+    if auto_pad == "SAME_UPPER":
+        return (small[0], small[1], large[0], large[1])
+    return (large[0], large[1], small[0], small[1])
+
+
+def conv_node_attrs(attrs: ConvAttrs, kernel: tuple[int, int] | None = None, group: int | None = None) -> dict:
+    """ONNX attributes for a new Conv with ``attrs``' geometry (explicit pads, no auto_pad)."""
+    return {
+        "kernel_shape": list(kernel or attrs.kernel),
+        "strides": list(attrs.strides),
+        "pads": list(attrs.pads),
+        "dilations": list(attrs.dilations),
+        "group": int(group if group is not None else attrs.group),
+    }
+
+
+def sanitize(name: str) -> str:
+    """A node name turned into something a person can type in a site id."""
+    cleaned = "".join(c if c.isalnum() or c in "_.-" else "_" for c in name.strip("/"))
+    return cleaned.strip("_") or "node"

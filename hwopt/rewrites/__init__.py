@@ -1,0 +1,22 @@
+"""The rewrite rules, by name: one module per rule, one line each here."""
+
+from __future__ import annotations
+
+from hwopt.errors import HwoptError
+from hwopt.rewrites.align_channels import AlignChannels
+from hwopt.rewrites.base import Param, RewriteContext, Rule, SiteOutcome
+from hwopt.rewrites.depth_multiplier import DepthMultiplier
+from hwopt.rewrites.dw_to_dense import DwToDense
+from hwopt.rewrites.fuse_ibn import FuseIBN
+
+RULES: dict[str, Rule] = {rule.name: rule for rule in (FuseIBN(), AlignChannels(), DwToDense(), DepthMultiplier())}
+
+
+def get_rule(name: str) -> Rule:
+    try:
+        return RULES[name]
+    except KeyError:
+        raise HwoptError(f"unknown rule {name!r} (rules: {', '.join(RULES)})") from None
+
+
+__all__ = ["RULES", "Param", "RewriteContext", "Rule", "SiteOutcome", "get_rule"]
