@@ -16,12 +16,11 @@ from typing import Callable
 
 import numpy as np
 import onnx
-import onnx_graphsurgeon as gs
 
 from hwopt.calibration import OrtRunner
 from hwopt.channel_groups import ChannelGroup, GroupConsumer
 from hwopt.fitting import ConvLeastSquares
-from hwopt.graph import Node, constant_value, conv_attrs
+from hwopt.graph import Node, constant_value, conv_attrs, conv_bias, set_constant_input, set_conv_params
 
 
 @dataclass
@@ -75,12 +74,6 @@ def resize_plan(group: ChannelGroup, new: int) -> ChannelPlan:
     return extend_plan(group, new)
 
 
-def _set_input(node: Node, index: int, values: np.ndarray, suffix: str) -> None:
-    """Give ``node`` its own new constant (initializers may be shared between nodes)."""
-    name = f"{node.name}_{suffix}"
-    node.inputs[index] = gs.Constant(name, np.ascontiguousarray(values))
-
-
 def _rows(values: np.ndarray, plan: ChannelPlan, axis: int, new_rows: np.ndarray) -> np.ndarray:
     kept = np.take(values, plan.keep, axis=axis)
     return np.concatenate([kept, new_rows.astype(values.dtype)], axis=axis)
@@ -102,29 +95,23 @@ def resize_group(group: ChannelGroup, plan: ChannelPlan, rng: np.random.Generato
     """Edit the graph's weights in place so that the group has ``plan.channels`` channels."""
     for node in group.producers:
         weight = constant_value(node.inputs[1])
-        _set_input(node, 1, _rows(weight, plan, 0, _new_rows(weight, plan, 0, 0.0, rng, 0.1)), f"W_{tag}")
-        bias = _bias(node)
+        set_constant_input(node, 1, _rows(weight, plan, 0, _new_rows(weight, plan, 0, 0.0, rng, 0.1)), f"W_{tag}")
+        bias = conv_bias(node)
         if bias is not None:
-            _set_input(node, 2, _rows(bias, plan, 0, _new_rows(bias, plan, 0, 0.0, rng, 0.0)), f"B_{tag}")
+            set_constant_input(node, 2, _rows(bias, plan, 0, _new_rows(bias, plan, 0, 0.0, rng, 0.0)), f"B_{tag}")
     for node in group.depthwise:
         weight = constant_value(node.inputs[1])
-        _set_input(node, 1, _rows(weight, plan, 0, _new_rows(weight, plan, 0, 0.0, rng, 0.0)), f"W_{tag}")
-        bias = _bias(node)
+        set_constant_input(node, 1, _rows(weight, plan, 0, _new_rows(weight, plan, 0, 0.0, rng, 0.0)), f"W_{tag}")
+        bias = conv_bias(node)
         if bias is not None:
-            _set_input(node, 2, _rows(bias, plan, 0, _new_rows(bias, plan, 0, 0.0, rng, 0.0)), f"B_{tag}")
+            set_constant_input(node, 2, _rows(bias, plan, 0, _new_rows(bias, plan, 0, 0.0, rng, 0.0)), f"B_{tag}")
         node.attrs["group"] = plan.channels
     for use in group.params:
         value = constant_value(use.node.inputs[use.input_index])
         new_rows = _new_rows(value, plan, use.axis, use.neutral, rng, 0.0)
-        _set_input(use.node, use.input_index, _rows(value, plan, use.axis, new_rows), f"p{use.input_index}_{tag}")
+        set_constant_input(use.node, use.input_index, _rows(value, plan, use.axis, new_rows), f"p{use.input_index}_{tag}")
     for consumer in group.consumers:
         _resize_consumer_columns(consumer, plan, tag)
-
-
-def _bias(node: Node) -> np.ndarray | None:
-    if len(node.inputs) > 2 and node.inputs[2] is not None and node.inputs[2].name:
-        return constant_value(node.inputs[2])
-    return None
 
 
 def _column_index(plan: ChannelPlan, spatial: int) -> np.ndarray:
@@ -137,7 +124,7 @@ def _resize_consumer_columns(consumer: GroupConsumer, plan: ChannelPlan, tag: st
     weight = constant_value(node.inputs[1])
     if node.op == "Conv":
         zeros = np.zeros((weight.shape[0], plan.added, *weight.shape[2:]), dtype=weight.dtype)
-        _set_input(node, 1, np.concatenate([weight[:, plan.keep], zeros], axis=1), f"Wc_{tag}")
+        set_constant_input(node, 1, np.concatenate([weight[:, plan.keep], zeros], axis=1), f"Wc_{tag}")
         return
     # Dense consumer: columns of the (K, M) matrix, K = channels * spatial.
     matrix = dense_matrix(node)
@@ -157,7 +144,7 @@ def dense_matrix(node: Node) -> np.ndarray:
 def set_dense_matrix(node: Node, matrix: np.ndarray, tag: str) -> None:
     if node.op == "Gemm" and int(node.attrs.get("transB", 0)):
         matrix = matrix.T
-    _set_input(node, 1, matrix, f"Wc_{tag}")
+    set_constant_input(node, 1, matrix, f"Wc_{tag}")
 
 
 # -- refitting consumers ------------------------------------------------------
@@ -234,14 +221,10 @@ def _write_refit(job: RefitJob) -> None:
     node = job.consumer.node
     if node.op == "Conv":
         weight = constant_value(node.inputs[1])
-        bias = _bias(node)
+        bias = conv_bias(node)
         b0 = bias if bias is not None else np.zeros(weight.shape[0], dtype=weight.dtype)
         w, b = job.fitter.solve(weight, b0, ridge=job.ridge)
-        _set_input(node, 1, w, "W_refit")
-        if len(node.inputs) > 2:
-            _set_input(node, 2, b, "B_refit")
-        else:
-            node.inputs.append(gs.Constant(f"{node.name}_B_refit", b))
+        set_conv_params(node, w, b, "refit")
         return
     # Gemm: fit the effective y = x @ (alpha * W) + beta * C, then store with alpha = beta = 1.
     alpha = float(node.attrs.get("alpha", 1.0))
@@ -255,7 +238,4 @@ def _write_refit(job: RefitJob) -> None:
     set_dense_matrix(node, w.reshape(matrix.shape[1], matrix.shape[0]).T, "refit")
     node.attrs["alpha"] = 1.0
     node.attrs["beta"] = 1.0
-    if len(node.inputs) > 2:
-        _set_input(node, 2, b, "C_refit")
-    else:
-        node.inputs.append(gs.Constant(f"{node.name}_C_refit", b))
+    set_constant_input(node, 2, b, "C_refit")

@@ -106,6 +106,21 @@ def conv_bias(node: Node) -> np.ndarray | None:
     return None
 
 
+def set_constant_input(node: Node, index: int, values: np.ndarray, suffix: str) -> None:
+    """Give ``node`` its own new constant input (initializers may be shared between nodes)."""
+    constant = gs.Constant(f"{node.name}_{suffix}", np.ascontiguousarray(values))
+    if index < len(node.inputs):
+        node.inputs[index] = constant
+    else:
+        node.inputs.append(constant)
+
+
+def set_conv_params(node: Node, weight: np.ndarray, bias: np.ndarray, suffix: str) -> None:
+    """Replace a Conv's weight and bias (adding the bias input when it had none)."""
+    set_constant_input(node, 1, weight, f"W_{suffix}")
+    set_constant_input(node, 2, bias, f"B_{suffix}")
+
+
 def conv_attrs(node: Node) -> ConvAttrs | None:
     """Geometry of a 2-D Conv with constant weights, or None if it is not one we can reason about."""
     if node.op != "Conv":

@@ -2,11 +2,20 @@
 
 The fused conv keeps the depthwise conv's stride, padding, dilation and output
 tensor, so the block's depthwise activation, squeeze-excite and project conv
-stay as they were. Its weights cannot be copied (an activation sat between
-the two convs): they are fitted by ridge least squares so that the fused
-conv's pre-activation output matches the original depthwise pre-activation
-output on calibration inputs, starting from (and pulled toward) the linear
-composition of the two kernels.
+stay in place. Its weights cannot be copied (an activation sat between the two
+convs), so they are fitted, block after block in graph order, like layer-wise
+post-training reconstruction:
+
+1. the fused conv, by ridge least squares, so that its pre-activation output
+   matches the original block's depthwise pre-activation output, from the
+   block input as the already-rewritten model computes it (earlier blocks'
+   errors are compensated), pulled toward the linear composition of the two
+   kernels;
+2. then (``project=refit``) the project 1x1 conv, so that the block output
+   matches the original's from the new hidden activations.
+
+``init=linear`` (the linear composition alone) and ``init=random`` are the
+baselines the refit is measured against.
 """
 
 from __future__ import annotations
@@ -17,9 +26,10 @@ import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
 
-from hwopt.calibration import OrtRunner
+from hwopt.blocks import IBNBlock
+from hwopt.calibration import OrtRunner, Samples
 from hwopt.fitting import ConvLeastSquares, linear_fusion_init
-from hwopt.graph import conv_bias, conv_node_attrs, conv_weight, export_graph
+from hwopt.graph import conv_attrs, conv_bias, conv_node_attrs, conv_weight, export_graph, set_conv_params
 from hwopt.rewrites.base import Param, RewriteContext, Rule, SiteOutcome
 from hwopt.sites import Analysis, Site
 from hwopt.verify import compare_outputs
@@ -30,12 +40,25 @@ def _bias_or_zeros(node: gs.Node, channels: int) -> np.ndarray:
     return bias if bias is not None else np.zeros(channels, dtype=np.float32)
 
 
+def _fit_conv(
+    fitter: ConvLeastSquares, source: onnx.ModelProto, x_name: str, reference: onnx.ModelProto, y_name: str,
+    samples: Samples, progress,
+) -> None:
+    """Accumulate ``fitter`` with inputs from ``source`` and targets from ``reference``, batch by batch."""
+    inputs = OrtRunner(source, [x_name], only_extra=True)
+    targets = OrtRunner(reference, [y_name], only_extra=True)
+    for (_, x), (_, y) in zip(inputs.iter_batches(samples, progress), targets.iter_batches(samples)):
+        fitter.update(x[x_name], y[y_name])
+
+
 class FuseIBN(Rule):
     name = "fuse-ibn"
     summary = "IBN expand 1x1 + depthwise KxK -> one KxK conv, weights refit on calibration data"
     site_kind = "ibn"
     params = (
         Param("init", str, "lstsq", "how the fused weights are made", choices=("lstsq", "linear", "random")),
+        Param("project", str, "refit", "refit the project conv afterwards (lstsq only) or keep it",
+              choices=("refit", "keep")),
         Param("ridge", float, 1e-3, "ridge strength (relative to the data scale) toward the linear init",
               minimum=0.0),
     )
@@ -44,76 +67,94 @@ class FuseIBN(Rule):
         return False
 
     def check(self, site: Site, params: dict[str, Any], analysis: Analysis) -> str | None:
-        block = site.target
-        if block.expand is None:
+        if site.target.expand is None:
             return "the block has no expand conv (nothing to fuse)"
         return None
 
     def apply(
         self, analysis: Analysis, sites: list[Site], params: dict[str, Any], ctx: RewriteContext
     ) -> tuple[onnx.ModelProto, list[SiteOutcome]]:
+        reference = analysis.model
         blocks = [site.target for site in sites]
-        weights = self._fused_weights(analysis.model, blocks, params, ctx)
-        for block, (weight, bias) in zip(blocks, weights):
-            dw = block.depthwise
-            attrs = block.dw_attrs
-            fused = gs.Node(
-                "Conv",
-                name=block.expand.name,
-                attrs=conv_node_attrs(attrs, group=1),
-                inputs=[block.expand.inputs[0], gs.Constant(f"{block.expand.name}_W_fused", weight),
-                        gs.Constant(f"{block.expand.name}_B_fused", bias)],
-                outputs=[dw.outputs[0]],
-            )
-            dw.outputs.clear()  # the fused conv now produces the depthwise output tensor
-            block.expand.outputs.clear()
-            analysis.graph.nodes.append(fused)
-        model = export_graph(analysis.graph, analysis.model)
-        return model, self._outcomes(analysis.model, model, sites, blocks, params, ctx)
+        # Described before the rewrite: export detaches the replaced convs from the graph.
+        shapes = [f"{b.in_channels}->{b.hidden_channels} k{b.dw_attrs.kernel[0]} s{b.dw_attrs.strides[0]}"
+                  for b in blocks]
+        rng = np.random.default_rng(ctx.seed)
+        current = reference
+        for number, block in enumerate(blocks, 1):
+            label = f"fuse-ibn: block {number}/{len(blocks)}"
+            weight, bias = self._fused_weights(block, current, reference, params, ctx, rng, label)
+            fused = self._replace(analysis.graph, block, weight, bias)
+            if params["init"] == "lstsq" and params["project"] == "refit":
+                current = export_graph(analysis.graph, reference)
+                self._refit_project(block, fused, current, reference, params, ctx, label)
+            if number < len(blocks):
+                current = export_graph(analysis.graph, reference)
+        model = export_graph(analysis.graph, reference)
+        return model, self._outcomes(reference, model, sites, blocks, shapes, params, ctx)
 
-    def _fused_weights(self, model, blocks, params, ctx) -> list[tuple[np.ndarray, np.ndarray]]:
-        inits = []
-        for block in blocks:
-            hidden = block.hidden_channels
-            inits.append(linear_fusion_init(
-                conv_weight(block.expand), _bias_or_zeros(block.expand, hidden),
-                conv_weight(block.depthwise), _bias_or_zeros(block.depthwise, hidden),
-            ))
+    def _fused_weights(
+        self, block: IBNBlock, current: onnx.ModelProto, reference: onnx.ModelProto, params, ctx, rng, label
+    ) -> tuple[np.ndarray, np.ndarray]:
+        hidden = block.hidden_channels
+        w0, b0 = linear_fusion_init(
+            conv_weight(block.expand), _bias_or_zeros(block.expand, hidden),
+            conv_weight(block.depthwise), _bias_or_zeros(block.depthwise, hidden),
+        )
         if params["init"] == "linear":
-            return inits
+            return w0, b0
         if params["init"] == "random":
-            rng = np.random.default_rng(ctx.seed)
-            out = []
-            for weight, bias in inits:
-                fan_in = weight[0].size
-                out.append((rng.normal(0, np.sqrt(2.0 / fan_in), weight.shape).astype(np.float32),
-                            np.zeros_like(bias)))
-            return out
-        fitters = []
-        for block in blocks:
-            attrs = block.dw_attrs
-            fitters.append(ConvLeastSquares(block.in_channels, block.hidden_channels, attrs.kernel,
-                                            attrs.strides, attrs.pads, attrs.dilations, seed=ctx.seed))
-        names = [t for b in blocks for t in (b.expand.inputs[0].name, b.depthwise.outputs[0].name)]
-        runner = OrtRunner(model, extra_outputs=sorted(set(names)))
-        for _, outputs in runner.iter_batches(ctx.calibration, progress=ctx.report("fuse-ibn: calibration")):
-            for block, fitter in zip(blocks, fitters):
-                fitter.update(outputs[block.expand.inputs[0].name], outputs[block.depthwise.outputs[0].name])
-        return [fitter.solve(w0, b0, ridge=params["ridge"]) for fitter, (w0, b0) in zip(fitters, inits)]
+            fan_in = w0[0].size
+            return rng.normal(0, np.sqrt(2.0 / fan_in), w0.shape).astype(np.float32), np.zeros_like(b0)
+        attrs = block.dw_attrs
+        fitter = ConvLeastSquares(block.in_channels, hidden, attrs.kernel, attrs.strides, attrs.pads,
+                                  attrs.dilations, seed=ctx.seed)
+        _fit_conv(fitter, current, block.expand.inputs[0].name, reference, block.depthwise.outputs[0].name,
+                  ctx.calibration, ctx.report(label))
+        return fitter.solve(w0, b0, ridge=params["ridge"])
 
-    def _outcomes(self, before, after, sites, blocks, params, ctx) -> list[SiteOutcome]:
+    @staticmethod
+    def _replace(graph: gs.Graph, block: IBNBlock, weight: np.ndarray, bias: np.ndarray) -> gs.Node:
+        """The fused conv takes the expand conv's input and produces the depthwise conv's output tensor."""
+        dw = block.depthwise
+        fused = gs.Node(
+            "Conv",
+            name=block.expand.name,
+            attrs=conv_node_attrs(block.dw_attrs, group=1),
+            inputs=[block.expand.inputs[0], gs.Constant(f"{block.expand.name}_W_fused", weight),
+                    gs.Constant(f"{block.expand.name}_B_fused", bias)],
+            outputs=[dw.outputs[0]],
+        )
+        dw.outputs.clear()
+        block.expand.outputs.clear()
+        graph.nodes.append(fused)
+        return fused
+
+    @staticmethod
+    def _refit_project(block: IBNBlock, fused: gs.Node, current, reference, params, ctx, label) -> None:
+        project = block.project
+        attrs = conv_attrs(project)
+        fitter = ConvLeastSquares(attrs.in_channels, attrs.out_channels, attrs.kernel, attrs.strides, attrs.pads,
+                                  attrs.dilations, seed=ctx.seed)
+        _fit_conv(fitter, current, project.inputs[0].name, reference, project.outputs[0].name,
+                  ctx.calibration, ctx.report(label + " (project)"))
+        w0 = conv_weight(project)
+        weight, bias = fitter.solve(w0, _bias_or_zeros(project, attrs.out_channels), ridge=params["ridge"])
+        set_conv_params(project, weight, bias, "refit")
+
+    def _outcomes(self, before, after, sites, blocks, shapes, params, ctx) -> list[SiteOutcome]:
         """Each block's output deviation on held-out inputs (the whole model is verified by the caller)."""
         names = [block.output.name for block in blocks]
-        reference = OrtRunner(before, extra_outputs=names).run_all(ctx.evaluation)
-        candidate = OrtRunner(after, extra_outputs=names).run_all(ctx.evaluation)
-        comparison = compare_outputs({n: reference[n] for n in names}, {n: candidate[n] for n in names})
+        reference = OrtRunner(before, names, only_extra=True).run_all(ctx.evaluation)
+        candidate = OrtRunner(after, names, only_extra=True).run_all(ctx.evaluation)
+        comparison = compare_outputs(reference, candidate)
         outcomes = []
-        for site, block, figures in zip(sites, blocks, comparison.outputs):
-            attrs = block.dw_attrs
+        how = params["init"] + (", project refit" if params["init"] == "lstsq" and params["project"] == "refit"
+                                else "")
+        for site, shape, figures in zip(sites, shapes, comparison.outputs):
             outcomes.append(SiteOutcome(
                 site.id,
-                f"{block.in_channels}->{block.hidden_channels} k{attrs.kernel[0]} s{attrs.strides[0]} "
-                f"fused ({params['init']}); block output cosine {figures.cosine:.4f}, rel L2 {figures.rel_l2:.3f}",
+                f"{shape} fused ({how}); block output cosine {figures.cosine:.4f}, rel L2 {figures.rel_l2:.3f}",
                 {"block_cosine": figures.cosine, "block_rel_l2": figures.rel_l2},
             ))
         return outcomes

@@ -1,0 +1,202 @@
+"""Calibration data and batched onnxruntime runs that expose intermediate tensors.
+
+Sample sets are dicts ``input name -> array`` whose first axis counts samples;
+each sample has the model's input shape with its batch dim dropped. A model
+with a fixed batch of B is fed B samples at a time, a dynamic batch is fed up
+to ``batch`` samples at a time. ``OrtRunner`` can also return internal tensors
+(the rules fit weights on them) by promoting them to graph outputs of a copy.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable, Iterator
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+from onnx import helper
+
+from hwopt.errors import HwoptError
+
+Samples = dict[str, np.ndarray]
+
+_DEFAULT_BATCH = 16
+
+
+def _real_inputs(model: onnx.ModelProto) -> list[onnx.ValueInfoProto]:
+    initializers = {t.name for t in model.graph.initializer}
+    return [v for v in model.graph.input if v.name not in initializers]
+
+
+def _sample_shape(value: onnx.ValueInfoProto) -> tuple[tuple[int, ...], int | None]:
+    """(per-sample shape, fixed batch size or None when the batch dim is symbolic)."""
+    dims = value.type.tensor_type.shape.dim
+    if not dims:
+        raise HwoptError(f"input {value.name!r} has no shape")
+    rest = []
+    for axis, dim in enumerate(dims[1:], 1):
+        if not dim.HasField("dim_value"):
+            raise HwoptError(f"input {value.name!r} has an unknown dimension {axis}: give it with --input-shape")
+        rest.append(dim.dim_value)
+    batch = dims[0].dim_value if dims[0].HasField("dim_value") else None
+    return tuple(rest), batch
+
+
+def _numpy_dtype(value: onnx.ValueInfoProto) -> np.dtype:
+    return np.dtype(helper.tensor_dtype_to_np_dtype(value.type.tensor_type.elem_type))
+
+
+def random_inputs(model: onnx.ModelProto, count: int, seed: int) -> Samples:
+    """``count`` seeded standard-normal samples for every graph input (integers: small non-negatives)."""
+    rng = np.random.default_rng(seed)
+    samples: Samples = {}
+    for value in _real_inputs(model):
+        shape, _ = _sample_shape(value)
+        dtype = _numpy_dtype(value)
+        if np.issubdtype(dtype, np.floating):
+            samples[value.name] = rng.standard_normal((count, *shape)).astype(dtype)
+        elif dtype == np.bool_:
+            samples[value.name] = rng.integers(0, 2, (count, *shape)).astype(dtype)
+        else:
+            samples[value.name] = rng.integers(0, 4, (count, *shape)).astype(dtype)
+    return samples
+
+
+def sample_count(samples: Samples) -> int:
+    return len(next(iter(samples.values()))) if samples else 0
+
+
+def load_calibration(path: str | Path, model: onnx.ModelProto) -> Samples:
+    """Read an .npz of arrays named after the graph inputs, checked against the model."""
+    path = Path(path)
+    if not path.is_file():
+        raise HwoptError(f"{path}: no such calibration file")
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            data = {name: archive[name] for name in archive.files}
+    except (OSError, ValueError, EOFError) as exc:
+        raise HwoptError(f"{path}: not a readable .npz file ({str(exc).splitlines()[0][:200]})") from None
+    expected = {v.name: v for v in _real_inputs(model)}
+    missing = sorted(set(expected) - set(data))
+    if missing:
+        raise HwoptError(f"{path}: no array for input {missing[0]!r} (arrays: {', '.join(sorted(data)) or 'none'})")
+    counts = set()
+    out: Samples = {}
+    for name, value in expected.items():
+        array = data[name]
+        shape, batch = _sample_shape(value)
+        if array.shape[1:] == shape:
+            pass
+        elif batch == 1 and array.shape == (1, *shape):
+            pass
+        else:
+            raise HwoptError(
+                f"{path}: array {name!r} has shape {array.shape}, expected (samples, {', '.join(map(str, shape))})"
+            )
+        out[name] = array.astype(_numpy_dtype(value), copy=False)
+        counts.add(len(array))
+    if len(counts) != 1:
+        raise HwoptError(f"{path}: the arrays hold different numbers of samples {sorted(counts)}")
+    return out
+
+
+class OrtRunner:
+    """Runs a model in onnxruntime (CPU, basic optimizations off) over sample sets in batches."""
+
+    def __init__(
+        self,
+        model: onnx.ModelProto,
+        extra_outputs: list[str] = (),
+        batch: int = _DEFAULT_BATCH,
+        only_extra: bool = False,
+    ) -> None:
+        """``only_extra``: return just ``extra_outputs`` and run only the nodes they need."""
+        input_names = {v.name for v in _real_inputs(model)}
+        # A graph input asked for as an "internal" tensor is simply passed through from the feed.
+        self.passthrough = [n for n in dict.fromkeys(extra_outputs) if n in input_names]
+        internal = [n for n in extra_outputs if n not in input_names]
+        model = _pruned_to(model, internal) if only_extra else _with_outputs(model, internal)
+        options = ort.SessionOptions()
+        # Keep the graph as written: fusions would hide the tensors we ask for.
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+        options.log_severity_level = 3
+        self.session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+        self.output_names = [o.name for o in self.session.get_outputs()]
+        inputs = _real_inputs(model)
+        fixed = {_sample_shape(v)[1] for v in inputs}
+        fixed_batch = next(iter(fixed)) if len(fixed) == 1 else None
+        self.batch = fixed_batch if fixed_batch is not None else batch
+        self.fixed_batch = fixed_batch is not None
+
+    def iter_batches(
+        self, samples: Samples, progress: Callable[[int, int], None] | None = None
+    ) -> Iterator[tuple[slice, dict[str, np.ndarray]]]:
+        """Yield (sample slice, outputs by name) for consecutive batches of ``samples``."""
+        total = sample_count(samples)
+        if self.fixed_batch and total % self.batch:
+            raise HwoptError(f"the model takes batches of {self.batch}: give a multiple of {self.batch} samples")
+        for start in range(0, total, self.batch):
+            part = slice(start, min(start + self.batch, total))
+            feed = {name: np.ascontiguousarray(array[part]) for name, array in samples.items()}
+            values = self.session.run(None, feed)
+            if progress is not None:
+                progress(part.stop, total)
+            outputs = dict(zip(self.output_names, values))
+            outputs.update({name: feed[name] for name in self.passthrough})
+            yield part, outputs
+
+    def run_all(self, samples: Samples, names: list[str] | None = None) -> dict[str, np.ndarray]:
+        """Every (or the named) outputs for all samples, concatenated along the sample axis."""
+        wanted = names or self.output_names + self.passthrough
+        parts: dict[str, list[np.ndarray]] = {name: [] for name in wanted}
+        for _, outputs in self.iter_batches(samples):
+            for name in wanted:
+                parts[name].append(outputs[name])
+        return {name: np.concatenate(chunks, axis=0) for name, chunks in parts.items()}
+
+
+def _pruned_to(model: onnx.ModelProto, names: list[str]) -> onnx.ModelProto:
+    """A copy of ``model`` that outputs exactly ``names`` and keeps only the nodes they depend on."""
+    needed = set(names)
+    kept: list[onnx.NodeProto] = []
+    for node in reversed(model.graph.node):
+        if needed.intersection(node.output):
+            kept.append(node)
+            needed.update(i for i in node.input if i)
+    copy = onnx.ModelProto()
+    copy.ir_version = model.ir_version
+    copy.opset_import.extend(model.opset_import)
+    graph = copy.graph
+    graph.name = model.graph.name
+    graph.node.extend(reversed(kept))
+    graph.initializer.extend(t for t in model.graph.initializer if t.name in needed)
+    graph.input.extend(v for v in model.graph.input if v.name in needed or v.name not in
+                       {t.name for t in model.graph.initializer})
+    graph.value_info.extend(model.graph.value_info)
+    present = {o.name for o in model.graph.output}
+    graph.output.extend(o for o in model.graph.output if o.name in names)
+    return _with_outputs(copy, [n for n in names if n not in present], copy_model=False)
+
+
+def _with_outputs(model: onnx.ModelProto, names: list[str], copy_model: bool = True) -> onnx.ModelProto:
+    """A copy of ``model`` whose graph also outputs the internal tensors ``names``."""
+    present = {o.name for o in model.graph.output}
+    wanted = [n for n in dict.fromkeys(names) if n not in present]
+    if not wanted:
+        return model
+    if copy_model:
+        copy = onnx.ModelProto()
+        copy.CopyFrom(model)
+    else:
+        copy = model
+    known = {v.name: v for v in copy.graph.value_info}
+    produced = {out for node in copy.graph.node for out in node.output}
+    for name in wanted:
+        if name in known:
+            copy.graph.output.append(known[name])
+        elif name in produced:
+            copy.graph.output.append(helper.make_empty_tensor_value_info(name))
+        else:
+            raise HwoptError(f"internal tensor {name!r} is not in the model")
+    return copy

@@ -1,0 +1,103 @@
+"""Comparing two models' outputs with onnxruntime on the same inputs.
+
+Exact means every output matches the reference elementwise within
+``|candidate - reference| <= ATOL + RTOL * |reference|`` (fp32: rtol 1e-4,
+atol 1e-5). For every output we also report relative L2 error, cosine
+similarity, relative max-abs error and, for outputs that look like class
+scores (rank 2 or 3 with at least 10 classes on the last axis), top-1
+agreement over the last axis.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import onnx
+
+from hwopt.calibration import OrtRunner, Samples, sample_count
+
+RTOL = 1e-4
+ATOL = 1e-5
+_MIN_CLASSES = 10
+
+
+@dataclass
+class OutputComparison:
+    name: str
+    max_abs_err: float
+    rel_max_abs_err: float  # max |a - b| / max |reference|
+    rel_l2: float
+    cosine: float
+    within_tolerance: bool
+    top1_agreement: float | None = None
+
+
+@dataclass
+class Comparison:
+    samples: int
+    outputs: list[OutputComparison] = field(default_factory=list)
+
+    @property
+    def exact(self) -> bool:
+        return all(o.within_tolerance for o in self.outputs)
+
+    @property
+    def worst_rel_max_abs(self) -> float:
+        return max((o.rel_max_abs_err for o in self.outputs), default=0.0)
+
+    @property
+    def worst_cosine(self) -> float:
+        return min((o.cosine for o in self.outputs), default=1.0)
+
+    @property
+    def worst_rel_l2(self) -> float:
+        return max((o.rel_l2 for o in self.outputs), default=0.0)
+
+    def to_dict(self) -> dict:
+        return {"samples": self.samples, "exact": self.exact, "outputs": [asdict(o) for o in self.outputs]}
+
+
+def compare_arrays(name: str, reference: np.ndarray, candidate: np.ndarray) -> OutputComparison:
+    ref = np.asarray(reference, dtype=np.float64)
+    cand = np.asarray(candidate, dtype=np.float64)
+    if ref.shape != cand.shape:
+        raise ValueError(f"output {name!r}: shapes differ {ref.shape} vs {cand.shape}")
+    diff = np.abs(cand - ref)
+    max_abs = float(diff.max(initial=0.0))
+    ref_scale = float(np.abs(ref).max(initial=0.0))
+    ref_norm = float(np.linalg.norm(ref))
+    cand_norm = float(np.linalg.norm(cand))
+    rel_l2 = float(np.linalg.norm(cand - ref)) / ref_norm if ref_norm else (0.0 if cand_norm == 0 else np.inf)
+    if ref_norm and cand_norm:
+        cosine = float(np.dot(ref.ravel(), cand.ravel()) / (ref_norm * cand_norm))
+    else:
+        cosine = 1.0 if ref_norm == cand_norm else 0.0
+    top1 = None
+    if ref.ndim in (2, 3) and ref.shape[-1] >= _MIN_CLASSES:
+        top1 = float(np.mean(ref.argmax(axis=-1) == cand.argmax(axis=-1)))
+    return OutputComparison(
+        name=name,
+        max_abs_err=max_abs,
+        rel_max_abs_err=max_abs / ref_scale if ref_scale else max_abs,
+        rel_l2=rel_l2,
+        cosine=cosine,
+        within_tolerance=bool(np.all(diff <= ATOL + RTOL * np.abs(ref))),
+        top1_agreement=top1,
+    )
+
+
+def compare_outputs(reference: dict[str, np.ndarray], candidate: dict[str, np.ndarray]) -> Comparison:
+    names = list(reference)
+    samples = len(next(iter(reference.values()))) if reference else 0
+    return Comparison(samples, [compare_arrays(n, reference[n], candidate[n]) for n in names])
+
+
+def compare_models(reference: onnx.ModelProto, candidate: onnx.ModelProto, inputs: Samples) -> Comparison:
+    """Run both models on ``inputs`` and compare every graph output of the reference."""
+    names = [o.name for o in reference.graph.output]
+    ref = OrtRunner(reference).run_all(inputs, names)
+    cand = OrtRunner(candidate).run_all(inputs, names)
+    comparison = compare_outputs(ref, cand)
+    comparison.samples = sample_count(inputs)
+    return comparison
