@@ -1,8 +1,12 @@
 """Comparing two models' outputs with onnxruntime on the same inputs.
 
-Exact means every output matches the reference elementwise within
-``|candidate - reference| <= ATOL + RTOL * |reference|`` (fp32: rtol 1e-4,
-atol 1e-5). For every output we also report relative L2 error, cosine
+Exact means every output matches the reference within
+``max |candidate - reference| <= ATOL + RTOL * max |reference|`` (fp32: rtol
+1e-4, atol 1e-5): allclose's tolerance taken against the output's scale
+rather than element by element. Element by element is below the fp32 noise
+floor of deep nets: onnxruntime's own optimization levels disagree by 6e-4
+on SSDLite box outputs of magnitude 24 (elements near zero then fail any
+elementwise rtol), while a wrong rewrite errs by orders of magnitude more. For every output we also report relative L2 error, cosine
 similarity, relative max-abs error and, for outputs that look like class
 scores (rank 2 or 3 with at least 10 classes on the last axis), top-1
 agreement over the last axis.
@@ -82,7 +86,7 @@ def compare_arrays(name: str, reference: np.ndarray, candidate: np.ndarray) -> O
         rel_max_abs_err=max_abs / ref_scale if ref_scale else max_abs,
         rel_l2=rel_l2,
         cosine=cosine,
-        within_tolerance=bool(np.all(diff <= ATOL + RTOL * np.abs(ref))),
+        within_tolerance=bool(max_abs <= ATOL + RTOL * ref_scale),
         top1_agreement=top1,
     )
 

@@ -1,0 +1,315 @@
+"""Cutting a model into the kernels a target executes, as light descriptors.
+
+A ``Kernel`` is what the measurement backends time and the estimator scores:
+an op kind and its geometry, nothing else, so equal kernels share one
+measurement and one prediction (it is hashable and used as a cache key). A
+``ScheduledKernel`` places one kernel in a model: which nodes it covers and
+which tensors it reads and writes (for memory accounting and for attributing
+latency to blocks).
+
+Kinds:
+
+======== ================================================================
+conv     standard conv (group 1), any KxK, with its fused activation
+dwconv   depthwise conv (group == channels), with its fused activation
+gconv    grouped conv (1 < group < channels)
+gemm     Gemm / MatMul: ``batch`` rows of ``cin`` -> ``cout``
+eltwise  elementwise op of ``inputs`` tensors (Add, Mul, ...), fused act
+act      a standalone activation or per-channel affine op
+pool     MaxPool / AveragePool, ``kernel`` x ``kernel`` window
+reduce   global pooling and spatial reductions (GAP, ReduceMean, ...)
+resize   Resize / Upsample from (h, w) to (out_h, out_w)
+concat   Concat of ``inputs`` tensors into ``cout`` channels
+softmax  Softmax / LogSoftmax over ``cout`` x ``out_h`` x ``out_w`` values
+layout   data movement: Transpose, Pad, Slice, Split, Gather, Tile, ...
+view     metadata only: Reshape, Flatten, Squeeze, Unsqueeze, Identity, ...
+======== ================================================================
+
+Any other op becomes kind ``unknown`` with ``op`` set: the estimator refuses
+it (or applies an explicit, reported fallback); it is never counted as free.
+Tensors that are not 4-D NCHW are described as ``cin``/``cout`` values per
+sample with h = w = 1. All figures are per sample (batch 1).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+import onnx
+import onnx_graphsurgeon as gs
+
+from hwopt.activations import UNARY_ELEMENTWISE, match_activation_chain
+from hwopt.graph import Node, Tensor, conv_attrs, constant_value, import_graph
+
+KINDS = ("conv", "dwconv", "gconv", "gemm", "eltwise", "act", "pool", "reduce", "resize", "concat", "softmax",
+         "layout", "view", "unknown")
+CONV_KINDS = ("conv", "dwconv", "gconv")
+
+_ELTWISE = {"Add", "Sub", "Mul", "Div", "Max", "Min", "Sum", "Mean", "Pow", "PRelu", "Where", "And", "Or", "Equal"}
+_ACT = UNARY_ELEMENTWISE | {"Clip", "BatchNormalization", "InstanceNormalization", "Sqrt", "Reciprocal", "Cast",
+                            "Floor", "Ceil", "Round", "Log", "Sin", "Cos", "Not"}
+_POOL = {"MaxPool", "AveragePool", "LpPool"}
+_REDUCE = {"GlobalAveragePool", "GlobalMaxPool", "ReduceMean", "ReduceMax", "ReduceMin", "ReduceSum", "ReduceL2",
+           "ArgMax", "ArgMin", "TopK"}
+_RESIZE = {"Resize", "Upsample"}
+_SOFTMAX = {"Softmax", "LogSoftmax"}
+_LAYOUT = {"Transpose", "Pad", "Slice", "Split", "Gather", "Tile", "Expand", "DepthToSpace", "SpaceToDepth",
+           "ScatterND", "GatherElements"}
+_VIEW = {"Reshape", "Flatten", "Squeeze", "Unsqueeze", "Identity", "Dropout", "Shape", "Constant",
+         "ConstantOfShape", "Size"}
+
+
+@dataclass(frozen=True)
+class Kernel:
+    """One kernel's geometry: what a backend measures and the estimator scores."""
+
+    kind: str
+    cin: int
+    cout: int
+    h: int = 1  # input height
+    w: int = 1  # input width
+    out_h: int = 1
+    out_w: int = 1
+    kernel: int = 1  # window height (square windows; kw kept separately for the rare non-square)
+    kw: int = 1
+    stride: int = 1
+    groups: int = 1
+    act: str = ""  # fused activation kind ("" = none)
+    inputs: int = 1  # tensors read (eltwise, concat)
+    batch: int = 1  # gemm rows
+    op: str = ""  # the ONNX op for act/eltwise/layout/unknown kernels
+    dtype_bytes: int = 4
+
+    @property
+    def macs(self) -> int:
+        """Multiply-accumulates (conv/gemm); 0 for other kinds."""
+        if self.kind in CONV_KINDS:
+            return self.cout * self.out_h * self.out_w * (self.cin // max(self.groups, 1)) * self.kernel * self.kw
+        if self.kind == "gemm":
+            return self.batch * self.cin * self.cout
+        return 0
+
+    @property
+    def flops(self) -> int:
+        if self.macs:
+            return 2 * self.macs
+        return self.out_elements * max(self.inputs - 1, 1) if self.kind not in ("view", "layout") else 0
+
+    @property
+    def in_elements(self) -> int:
+        per_input = self.cin * self.h * self.w * (self.batch if self.kind == "gemm" else 1)
+        return per_input * (1 if self.kind == "concat" else self.inputs)
+
+    @property
+    def out_elements(self) -> int:
+        return self.cout * self.out_h * self.out_w * (self.batch if self.kind == "gemm" else 1)
+
+    @property
+    def weight_elements(self) -> int:
+        if self.kind in CONV_KINDS:
+            return self.cout * (self.cin // max(self.groups, 1)) * self.kernel * self.kw + self.cout
+        if self.kind == "gemm":
+            return self.cin * self.cout + self.cout
+        return 0
+
+    def describe(self) -> str:
+        if self.kind in CONV_KINDS:
+            text = f"{self.kind} {self.cin}->{self.cout} k{self.kernel}" + (
+                f"x{self.kw}" if self.kw != self.kernel else "") + f" s{self.stride} @{self.h}x{self.w}"
+            if self.kind == "gconv":
+                text += f" g{self.groups}"
+        elif self.kind == "gemm":
+            text = f"gemm {self.batch}x{self.cin}->{self.cout}"
+        elif self.kind in ("resize",):
+            text = f"resize {self.cin} ch {self.h}x{self.w}->{self.out_h}x{self.out_w}"
+        else:
+            name = self.op or self.kind
+            text = f"{self.kind}{'(' + name + ')' if name != self.kind else ''} {self.cout} ch @{self.out_h}x{self.out_w}"
+        return text + (f" +{self.act}" if self.act else "")
+
+
+@dataclass(frozen=True)
+class FusionPolicy:
+    """What a target executes as one kernel (from its target file)."""
+
+    activation: bool = True  # conv/eltwise + following activation chain
+    view_ops_free: bool = True  # Reshape & co. are metadata: a 'view' kernel the target costs at zero
+
+
+@dataclass
+class ScheduledKernel:
+    kernel: Kernel
+    nodes: list[str]  # ONNX node names it covers, in order
+    inputs: list[str]  # activation tensors it reads
+    output: str  # the tensor it writes (the end of its fused chain)
+    output_bytes: int = 0  # per sample, at the model's dtype
+
+
+@dataclass
+class Schedule:
+    kernels: list[ScheduledKernel] = field(default_factory=list)
+    input_bytes: dict[str, int] = field(default_factory=dict)  # graph inputs
+    outputs: list[str] = field(default_factory=list)  # graph outputs (live to the end)
+
+    def by_node(self) -> dict[str, int]:
+        return {name: index for index, sk in enumerate(self.kernels) for name in sk.nodes}
+
+
+def _dims(tensor: Tensor) -> list[int]:
+    shape = tensor.shape or []
+    return [d if isinstance(d, int) and d > 0 else 1 for d in shape]
+
+
+def _geometry(tensor: Tensor) -> tuple[int, int, int]:
+    """(channels, h, w) per sample; non-4-D tensors are (values, 1, 1)."""
+    dims = _dims(tensor)
+    if len(dims) == 4:
+        return dims[1], dims[2], dims[3]
+    values = int(np.prod(dims[1:])) if len(dims) > 1 else int(np.prod(dims) or 1)
+    return max(values, 1), 1, 1
+
+
+def _dtype_bytes(tensor: Tensor) -> int:
+    try:
+        return np.dtype(tensor.dtype).itemsize if tensor.dtype is not None else 4
+    except TypeError:
+        return 4
+
+
+def _variables(node: Node) -> list[Tensor]:
+    return [t for t in node.inputs if isinstance(t, gs.Variable) and t.name]
+
+
+def _kind_of(node: Node) -> str:
+    op = node.op
+    if op in _ELTWISE:
+        return "eltwise" if len(_variables(node)) > 1 else "act"
+    for kind, ops in (("act", _ACT), ("pool", _POOL), ("reduce", _REDUCE), ("resize", _RESIZE),
+                      ("softmax", _SOFTMAX), ("layout", _LAYOUT), ("view", _VIEW)):
+        if op in ops:
+            return kind
+    if op == "Concat":
+        return "concat"
+    return "unknown"
+
+
+def _conv_kernel(node: Node) -> Kernel | None:
+    attrs = conv_attrs(node)
+    if attrs is None:
+        return None
+    cin, h, w = _geometry(node.inputs[0])
+    _, oh, ow = _geometry(node.outputs[0])
+    if attrs.is_depthwise:
+        kind = "dwconv"
+    elif attrs.group == 1:
+        kind = "conv"
+    else:
+        kind = "gconv"
+    return Kernel(kind, attrs.in_channels, attrs.out_channels, h, w, oh, ow, attrs.kernel[0], attrs.kernel[1],
+                  attrs.strides[0], attrs.group, dtype_bytes=_dtype_bytes(node.outputs[0]))
+
+
+def _gemm_kernel(node: Node) -> Kernel:
+    x = _dims(node.inputs[0])
+    weight = constant_value(node.inputs[1])
+    y = _dims(node.outputs[0])
+    if weight is not None and weight.ndim == 2:
+        transposed = node.op == "Gemm" and int(node.attrs.get("transB", 0))
+        k, m = (weight.shape[1], weight.shape[0]) if transposed else weight.shape
+    else:
+        k, m = (x[-1] if x else 1), (y[-1] if y else 1)
+    rows = int(np.prod(x[1:-1])) if len(x) > 2 else 1
+    return Kernel("gemm", int(k), int(m), batch=max(rows, 1), op=node.op, dtype_bytes=_dtype_bytes(node.outputs[0]))
+
+
+def _generic_kernel(node: Node, kind: str) -> Kernel:
+    variables = _variables(node)
+    source = variables[0] if variables else node.outputs[0]
+    cin, h, w = _geometry(source)
+    cout, oh, ow = _geometry(node.outputs[0])
+    window, stride = 1, 1
+    if kind == "pool":
+        shape = node.attrs.get("kernel_shape", [1, 1])
+        window = int(shape[0])
+        stride = int(node.attrs.get("strides", [1, 1])[0])
+    if kind == "concat":
+        cin = sum(_geometry(t)[0] for t in variables)
+    return Kernel(kind, cin, cout, h, w, oh, ow, window, window if kind == "pool" else 1, stride,
+                  inputs=max(len(variables), 1), op=node.op, dtype_bytes=_dtype_bytes(node.outputs[0]))
+
+
+def schedule(model_or_graph: onnx.ModelProto | gs.Graph, policy: FusionPolicy = FusionPolicy()) -> Schedule:
+    """The model's kernels in execution (topological) order under the target's fusion policy."""
+    graph = model_or_graph if isinstance(model_or_graph, gs.Graph) else import_graph(model_or_graph)
+    graph.toposort()
+    consumed: set[int] = set()
+    result = Schedule(
+        input_bytes={t.name: int(np.prod(_dims(t)[1:] or [1])) * _dtype_bytes(t) for t in graph.inputs},
+        outputs=[t.name for t in graph.outputs],
+    )
+    for node in graph.nodes:
+        if id(node) in consumed:
+            continue
+        kind = _kind_of(node)
+        if node.op == "Conv":
+            kernel = _conv_kernel(node)
+            if kernel is None:
+                kernel = Kernel("unknown", *_geometry(node.inputs[0])[:1], _geometry(node.outputs[0])[0],
+                                op="Conv(non-constant weights)")
+        elif node.op in ("Gemm", "MatMul"):
+            kernel = _gemm_kernel(node)
+        else:
+            kernel = _generic_kernel(node, kind)
+            if kind == "unknown":
+                kernel = replace(kernel, op=node.op)
+        nodes = [node]
+        output = node.outputs[0]
+        if policy.activation and kernel.kind in CONV_KINDS + ("gemm", "eltwise"):
+            end, chain = match_activation_chain(output)
+            if chain:
+                kernel = replace(kernel, act="+".join(a.kind for a in chain))
+                for act in chain:
+                    nodes.extend(act.nodes)
+                output = end
+        consumed.update(id(n) for n in nodes)
+        if kernel.kind == "view" and not policy.view_ops_free:
+            kernel = replace(kernel, kind="layout")
+        inputs = [t.name for t in _variables(node)]
+        result.kernels.append(ScheduledKernel(
+            kernel, [n.name for n in nodes], inputs, output.name,
+            int(np.prod(_dims(output)[1:] or [1])) * _dtype_bytes(output),
+        ))
+    return result
+
+
+def peak_live_bytes(sched: Schedule, pad_channels_to: int = 1) -> int:
+    """Peak of live activation bytes over the schedule (kernel outputs, channels padded to P)."""
+    last_use: dict[str, int] = {}
+    for index, sk in enumerate(sched.kernels):
+        for name in sk.inputs:
+            last_use[name] = index
+    final = set(sched.outputs)
+    live: dict[str, int] = dict(sched.input_bytes)
+    peak = sum(live.values())
+    for index, sk in enumerate(sched.kernels):
+        if sk.kernel.kind != "view":
+            live[sk.output] = _padded(sk, pad_channels_to)
+        else:
+            # A view aliases its input: no new buffer (its input stays live as long as the view is used).
+            for name in sk.inputs:
+                last_use[name] = max(last_use.get(name, index), last_use.get(sk.output, index))
+        peak = max(peak, sum(live.values()))
+        for name in [n for n in live if last_use.get(n, -1) <= index and n not in final]:
+            del live[name]
+    return peak
+
+
+def _padded(sk: ScheduledKernel, p: int) -> int:
+    k = sk.kernel
+    if p <= 1 or k.out_h * k.out_w == 1 and k.kind not in CONV_KINDS:
+        return sk.output_bytes
+    channels = k.cout
+    padded = math.ceil(channels / p) * p
+    return sk.output_bytes * padded // max(channels, 1)

@@ -1,0 +1,130 @@
+"""Targets: small declarative files that say what an accelerator is and how it is measured.
+
+A shipped target lives in ``estimator/<name>/target.toml`` (beside its trained
+estimator); a user's own is any TOML path. Schema::
+
+    name = "npu32"
+    description = "32x32 weight-stationary systolic array (TPU-like), SCALE-Sim"
+    parallelism = 32            # P: lanes working on channels at once
+    dtype = "int8"              # element type the target computes in
+    backend = "scalesim"        # scalesim | onnxruntime | table
+    memory_budget_bytes = 4194304
+
+    [fusion]                    # what the target runs as one kernel
+    activation = true           # conv/gemm/eltwise + its activation chain
+    view_ops_free = true        # Reshape & co. are metadata (cost 0, stated)
+
+    [backend_settings]          # passed to the backend as is
+    ...
+
+    [vector_unit]               # cost model of non-conv kernels (where the backend has one)
+    ...
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+from hwopt.errors import HwoptError
+from hwopt.kernels import FusionPolicy
+
+DEFAULT_TARGET = "npu32"
+_DTYPE_BYTES = {"int8": 1, "uint8": 1, "fp16": 2, "bf16": 2, "fp32": 4, "float32": 4}
+
+
+def data_root() -> Path:
+    """The folder holding ``estimator/`` and ``rules/`` (HWOPT_DATA, else the source checkout)."""
+    override = os.environ.get("HWOPT_DATA")
+    return Path(override) if override else Path(__file__).resolve().parent.parent
+
+
+def estimator_root() -> Path:
+    return data_root() / "estimator"
+
+
+@dataclass
+class Target:
+    name: str
+    description: str
+    parallelism: int
+    dtype: str
+    backend: str
+    memory_budget_bytes: int
+    fusion: FusionPolicy
+    backend_settings: dict[str, Any] = field(default_factory=dict)
+    vector_unit: dict[str, Any] = field(default_factory=dict)
+    path: Path | None = None
+
+    @property
+    def dtype_bytes(self) -> int:
+        return _DTYPE_BYTES[self.dtype]
+
+    @property
+    def folder(self) -> Path:
+        """Where this target's estimator, tables and card live."""
+        assert self.path is not None
+        return self.path.parent
+
+
+def _require(data: dict, key: str, kind: type, where: Path) -> Any:
+    if key not in data:
+        raise HwoptError(f"{where}: target file lacks {key!r}")
+    value = data[key]
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise HwoptError(f"{where}: {key!r} must be {kind.__name__}, got {value!r}")
+    return value
+
+
+def load_target_file(path: str | Path) -> Target:
+    path = Path(path)
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise HwoptError(f"{path}: no such target file") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise HwoptError(f"{path}: not a valid TOML target file ({exc})") from None
+    dtype = _require(data, "dtype", str, path)
+    if dtype not in _DTYPE_BYTES:
+        raise HwoptError(f"{path}: dtype {dtype!r} is not one of {', '.join(_DTYPE_BYTES)}")
+    parallelism = _require(data, "parallelism", int, path)
+    if parallelism < 1:
+        raise HwoptError(f"{path}: parallelism must be >= 1")
+    fusion = data.get("fusion", {})
+    return Target(
+        name=_require(data, "name", str, path),
+        description=str(data.get("description", "")),
+        parallelism=parallelism,
+        dtype=dtype,
+        backend=_require(data, "backend", str, path),
+        memory_budget_bytes=int(data.get("memory_budget_bytes", 0)),
+        fusion=FusionPolicy(activation=bool(fusion.get("activation", True)),
+                            view_ops_free=bool(fusion.get("view_ops_free", True))),
+        backend_settings=dict(data.get("backend_settings", {})),
+        vector_unit=dict(data.get("vector_unit", {})),
+        path=path.resolve(),
+    )
+
+
+def shipped_targets() -> list[str]:
+    root = estimator_root()
+    return sorted(p.parent.name for p in root.glob("*/target.toml"))
+
+
+def load_target(name_or_path: str | Path = DEFAULT_TARGET) -> Target:
+    """A shipped target by name, or a target file by path."""
+    text = str(name_or_path)
+    if text.endswith(".toml") or os.sep in text:
+        return load_target_file(text)
+    path = estimator_root() / text / "target.toml"
+    if not path.is_file():
+        raise HwoptError(f"unknown target {text!r} (targets: {', '.join(shipped_targets()) or 'none'})")
+    return load_target_file(path)
