@@ -17,7 +17,7 @@ from typing import Callable
 import numpy as np
 import onnx
 
-from hwopt.calibration import OrtRunner
+from hwopt.calibration import OrtRunner, sample_count
 from hwopt.channel_groups import ChannelGroup, GroupConsumer
 from hwopt.fitting import ConvLeastSquares
 from hwopt.graph import Node, constant_value, conv_attrs, conv_bias, set_constant_input, set_conv_params
@@ -181,6 +181,7 @@ def refit_consumers(
     if source_is_reference:
         kept_rows = {node.name: plan.keep for group, plan in resized for node in group.producers}
     jobs: list[RefitJob] = []
+    samples = sample_count(calibration)
     for group, plan in resized:
         if not plan.needs_refit:
             continue
@@ -192,10 +193,10 @@ def refit_consumers(
             if node.op == "Conv":
                 attrs = conv_attrs(node)
                 fitter = ConvLeastSquares(plan.channels, attrs.out_channels, attrs.kernel, attrs.strides,
-                                          attrs.pads, attrs.dilations, seed=seed)
+                                          attrs.pads, attrs.dilations, seed=seed, samples=samples)
             else:
                 matrix = dense_matrix(node)
-                fitter = ConvLeastSquares(matrix.shape[0], matrix.shape[1], (1, 1), seed=seed)
+                fitter = ConvLeastSquares(matrix.shape[0], matrix.shape[1], (1, 1), seed=seed, samples=samples)
             jobs.append(RefitJob(consumer, consumer.input.name, node.outputs[0].name, columns,
                                  kept_rows.get(node.name), fitter, ridge))
     if not jobs:

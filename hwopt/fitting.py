@@ -1,25 +1,37 @@
 """Least-squares fitting of conv and dense weights from calibration tensors.
 
 A conv is linear in its weights: every output pixel is a dot product of one
-input patch (im2col row) with the filter. So fitting a conv to produce given
-outputs from given inputs is linear least squares over patches. We accumulate
-the normal equations batch by batch (float64), so any number of calibration
-samples fits in memory, and solve once with a ridge term that pulls the
-solution toward an initial guess (scaled to the data so one ``ridge`` value
-works for every layer).
+input patch (im2col row) with the filter, so fitting a conv to produce given
+outputs from given inputs is linear least squares over patches. The fitter
+keeps a seeded sample of patches (a row budget that shrinks as the number of
+unknowns grows, so a solve stays a few seconds on two cores) and solves with a
+ridge term that pulls the solution toward an initial guess, scaled to the data
+so one ``ridge`` value works for every layer.
+
+When the fitted output feeds a clipping activation (ReLU, ReLU6, Clip), only
+the activation's output matters: a target below the lower bound is met by
+any prediction below it too. ``solve(clip=...)`` then refines the plain
+solution by a few rounds of least squares on targets moved onto the
+predictions wherever both are clipped alike (a majorize-minimize scheme for
+the clipped loss).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-# Patches drawn per update: plenty for a few hundred unknowns per output channel,
-# and it keeps a 512-sample calibration of a 112x112 layer to seconds.
-_MAX_ROWS_PER_UPDATE = 8192
+# Row budget ~ this many multiply-adds for the normal equations (rows x features^2).
+_NORMAL_EQUATION_MACS = 1.5e10
+_MIN_ROWS, _MAX_ROWS = 8192, 131072
+_CLIP_ROUNDS = 6
+
+
+def row_budget(features: int) -> int:
+    return int(np.clip(_NORMAL_EQUATION_MACS / features**2, _MIN_ROWS, _MAX_ROWS))
 
 
 class ConvLeastSquares:
-    """Accumulates ``y ~ conv(x, W) + b`` normal equations; ``solve`` returns (W, b)."""
+    """Collects (patch, target) rows of ``y ~ conv(x, W) + b``; ``solve`` returns (W, b)."""
 
     def __init__(
         self,
@@ -30,20 +42,24 @@ class ConvLeastSquares:
         pads: tuple[int, int, int, int] = (0, 0, 0, 0),
         dilations: tuple[int, int] = (1, 1),
         seed: int = 0,
-        max_rows: int = _MAX_ROWS_PER_UPDATE,
+        samples: int = 64,
     ) -> None:
+        """``samples``: how many calibration samples will be fed (spreads the row budget over them)."""
         self.in_channels = in_channels
         self.out_channels = out_channels
         self.kernel = tuple(kernel)
         self.strides = tuple(strides)
         self.pads = tuple(pads)
         self.dilations = tuple(dilations)
-        self.max_rows = max_rows
         self.rng = np.random.default_rng(seed)
-        features = in_channels * self.kernel[0] * self.kernel[1] + 1  # + bias column
-        self.xtx = np.zeros((features, features), dtype=np.float64)
-        self.xty = np.zeros((features, out_channels), dtype=np.float64)
-        self.rows = 0
+        self.features = in_channels * self.kernel[0] * self.kernel[1]
+        self.rows_per_sample = max(1, -(-row_budget(self.features + 1) // max(samples, 1)))
+        self._x: list[np.ndarray] = []
+        self._y: list[np.ndarray] = []
+
+    @property
+    def rows(self) -> int:
+        return sum(len(x) for x in self._x)
 
     def _patches(self, x: np.ndarray, out_hw: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
         """Sampled im2col rows of ``x`` and the (n, i, j) output positions they belong to."""
@@ -57,10 +73,8 @@ class ConvLeastSquares:
         if windows.shape[2] < ho or windows.shape[3] < wo:
             raise ValueError(f"conv geometry gives {windows.shape[2:4]} outputs, targets have {out_hw}")
         total = x.shape[0] * ho * wo
-        if total > self.max_rows:
-            flat = np.sort(self.rng.choice(total, self.max_rows, replace=False))
-        else:
-            flat = np.arange(total)
+        wanted = self.rows_per_sample * x.shape[0]
+        flat = np.sort(self.rng.choice(total, wanted, replace=False)) if total > wanted else np.arange(total)
         n, rest = np.divmod(flat, ho * wo)
         i, j = np.divmod(rest, wo)
         rows = windows[n, :, i, j]  # (R, C, kh, kw)
@@ -69,39 +83,62 @@ class ConvLeastSquares:
     def update(self, x: np.ndarray, y: np.ndarray) -> None:
         """Add a batch: ``x`` (N, Cin, H, W) inputs, ``y`` (N, Cout, Ho, Wo) wanted outputs."""
         rows, (n, i, j) = self._patches(x, (y.shape[2], y.shape[3]))
-        targets = y[n, :, i, j]  # (R, Cout)
-        self._accumulate(rows, targets)
+        self._add(rows, y[n, :, i, j])
 
     def update_rows(self, x: np.ndarray, y: np.ndarray) -> None:
-        """Add a batch of a dense layer: ``x`` (N, K), ``y`` (N, M)."""
-        self._accumulate(x, y)
+        """Add a batch of a dense layer: ``x`` (N, K), ``y`` (N, M) (one row per sample: all kept)."""
+        self._add(x, y)
 
-    def _accumulate(self, rows: np.ndarray, targets: np.ndarray) -> None:
-        design = np.empty((rows.shape[0], rows.shape[1] + 1), dtype=np.float64)
+    def _add(self, rows: np.ndarray, targets: np.ndarray) -> None:
+        design = np.empty((rows.shape[0], rows.shape[1] + 1), dtype=np.float32)
         design[:, :-1] = rows
         design[:, -1] = 1.0
-        self.xtx += design.T @ design
-        self.xty += design.T @ targets.astype(np.float64)
-        self.rows += rows.shape[0]
+        self._x.append(design)
+        self._y.append(np.asarray(targets, dtype=np.float32))
 
-    def solve(self, w0: np.ndarray, b0: np.ndarray, ridge: float = 1e-3) -> tuple[np.ndarray, np.ndarray]:
-        """Weights minimising ||X theta - Y||^2 + ridge * scale * ||theta - theta0||^2."""
+    def solve(
+        self,
+        w0: np.ndarray,
+        b0: np.ndarray,
+        ridge: float = 1e-3,
+        clip: tuple[float, float] | None = None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Weights minimising ||X theta - Y||^2 + ridge * scale * ||theta - theta0||^2.
+
+        ``clip=(low, high)``: the loss is taken after clipping predictions and targets to that range.
+        """
         out_channels = w0.shape[0]
         theta0 = np.concatenate([w0.reshape(out_channels, -1).T, b0.reshape(1, -1)], axis=0).astype(np.float64)
-        if theta0.shape != self.xty.shape:
-            raise ValueError(f"initial weights {w0.shape} do not match the fit ({self.xty.shape})")
-        if self.rows == 0:
+        if theta0.shape != (self.features + 1, self.out_channels):
+            raise ValueError(f"initial weights {w0.shape} do not match the fit ({self.features + 1} features)")
+        if not self._x:
             return w0.astype(np.float32), b0.astype(np.float32)
-        scale = float(np.trace(self.xtx)) / self.xtx.shape[0] or 1.0
-        lhs = self.xtx + ridge * scale * np.eye(self.xtx.shape[0])
-        rhs = self.xty + ridge * scale * theta0
-        try:
-            theta = np.linalg.solve(lhs, rhs)
-        except np.linalg.LinAlgError:
-            theta = np.linalg.lstsq(lhs, rhs, rcond=None)[0]
+        x = np.concatenate(self._x)
+        y = np.concatenate(self._y)
+        xtx = (x.T @ x).astype(np.float64)
+        scale = float(np.trace(xtx)) / xtx.shape[0] or 1.0
+        lhs = xtx + ridge * scale * np.eye(xtx.shape[0])
+        prior = ridge * scale * theta0
+        theta = _solve(lhs, (x.T @ y).astype(np.float64) + prior)
+        if clip is not None:
+            low, high = clip
+            for _ in range(_CLIP_ROUNDS):
+                pred = x @ theta.astype(np.float32)
+                # Where prediction and target are clipped to the same bound, the clipped loss is zero:
+                # move the target onto the prediction so that row stops pulling.
+                free = ((y <= low) & (pred <= low)) | ((y >= high) & (pred >= high))
+                target = np.where(free, pred, y)
+                theta = _solve(lhs, (x.T @ target).astype(np.float64) + prior)
         weight = theta[:-1].T.reshape(w0.shape).astype(np.float32)
         bias = theta[-1].astype(np.float32)
         return weight, bias
+
+
+def _solve(lhs: np.ndarray, rhs: np.ndarray) -> np.ndarray:
+    try:
+        return np.linalg.solve(lhs, rhs)
+    except np.linalg.LinAlgError:
+        return np.linalg.lstsq(lhs, rhs, rcond=None)[0]
 
 
 def linear_fusion_init(

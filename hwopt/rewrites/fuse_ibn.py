@@ -27,7 +27,8 @@ import onnx
 import onnx_graphsurgeon as gs
 
 from hwopt.blocks import IBNBlock
-from hwopt.calibration import OrtRunner, Samples
+from hwopt.activations import Activation, clip_bounds
+from hwopt.calibration import OrtRunner, Samples, sample_count
 from hwopt.fitting import ConvLeastSquares, linear_fusion_init
 from hwopt.graph import conv_attrs, conv_bias, conv_node_attrs, conv_weight, export_graph, set_conv_params
 from hwopt.rewrites.base import Param, RewriteContext, Rule, SiteOutcome
@@ -40,15 +41,34 @@ def _bias_or_zeros(node: gs.Node, channels: int) -> np.ndarray:
     return bias if bias is not None else np.zeros(channels, dtype=np.float32)
 
 
+def _clip_range(acts: list[Activation]) -> tuple[float, float] | None:
+    """The (low, high) range of a clipping activation right after the fused conv, else None."""
+    if not acts:
+        return None
+    first = acts[0]
+    if first.kind == "relu":
+        return 0.0, np.inf
+    if first.kind in ("relu6", "clip"):
+        if first.kind == "relu6":
+            return 0.0, 6.0
+        low, high = clip_bounds(first.nodes[0]) if first.nodes[0].op == "Clip" else (None, None)
+        return (low, high) if low is not None else None
+    return None
+
+
 def _fit_conv(
     fitter: ConvLeastSquares, source: onnx.ModelProto, x_name: str, reference: onnx.ModelProto, y_name: str,
-    samples: Samples, progress,
+    samples: Samples, progress, minus: str | None = None,
 ) -> None:
-    """Accumulate ``fitter`` with inputs from ``source`` and targets from ``reference``, batch by batch."""
-    inputs = OrtRunner(source, [x_name], only_extra=True)
+    """Accumulate ``fitter`` with inputs from ``source`` and targets from ``reference``, batch by batch.
+
+    ``minus``: a tensor of ``source`` subtracted from the target (a residual branch's other operand).
+    """
+    inputs = OrtRunner(source, [x_name] + ([minus] if minus else []), only_extra=True)
     targets = OrtRunner(reference, [y_name], only_extra=True)
     for (_, x), (_, y) in zip(inputs.iter_batches(samples, progress), targets.iter_batches(samples)):
-        fitter.update(x[x_name], y[y_name])
+        target = y[y_name] - x[minus] if minus else y[y_name]
+        fitter.update(x[x_name], target)
 
 
 class FuseIBN(Rule):
@@ -108,10 +128,10 @@ class FuseIBN(Rule):
             return rng.normal(0, np.sqrt(2.0 / fan_in), w0.shape).astype(np.float32), np.zeros_like(b0)
         attrs = block.dw_attrs
         fitter = ConvLeastSquares(block.in_channels, hidden, attrs.kernel, attrs.strides, attrs.pads,
-                                  attrs.dilations, seed=ctx.seed)
+                                  attrs.dilations, seed=ctx.seed, samples=sample_count(ctx.calibration))
         _fit_conv(fitter, current, block.expand.inputs[0].name, reference, block.depthwise.outputs[0].name,
                   ctx.calibration, ctx.report(label))
-        return fitter.solve(w0, b0, ridge=params["ridge"])
+        return fitter.solve(w0, b0, ridge=params["ridge"], clip=_clip_range(block.depthwise_acts))
 
     @staticmethod
     def _replace(graph: gs.Graph, block: IBNBlock, weight: np.ndarray, bias: np.ndarray) -> gs.Node:
@@ -135,9 +155,15 @@ class FuseIBN(Rule):
         project = block.project
         attrs = conv_attrs(project)
         fitter = ConvLeastSquares(attrs.in_channels, attrs.out_channels, attrs.kernel, attrs.strides, attrs.pads,
-                                  attrs.dilations, seed=ctx.seed)
-        _fit_conv(fitter, current, project.inputs[0].name, reference, project.outputs[0].name,
-                  ctx.calibration, ctx.report(label + " (project)"))
+                                  attrs.dilations, seed=ctx.seed, samples=sample_count(ctx.calibration))
+        if block.residual is not None:
+            # Fit the block output (project + skip) to the original's, from the skip as the rewritten model
+            # has it: the project conv then also absorbs upstream error carried by the residual stream.
+            _fit_conv(fitter, current, project.inputs[0].name, reference, block.output.name,
+                      ctx.calibration, ctx.report(label + " (project)"), minus=block.input.name)
+        else:
+            _fit_conv(fitter, current, project.inputs[0].name, reference, project.outputs[0].name,
+                      ctx.calibration, ctx.report(label + " (project)"))
         w0 = conv_weight(project)
         weight, bias = fitter.solve(w0, _bias_or_zeros(project, attrs.out_channels), ridge=params["ridge"])
         set_conv_params(project, weight, bias, "refit")

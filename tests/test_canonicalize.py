@@ -1,0 +1,122 @@
+"""Loading and canonicalisation of messy real-export habits: always exact, verified."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from hwopt.calibration import OrtRunner, random_inputs
+from hwopt.canonicalize import canonicalize, load_canonical
+from hwopt.errors import HwoptError
+from hwopt.modelio import InputShape, load_model
+from hwopt.verify import compare_models
+from tests.conftest import EXAMPLES
+
+
+@pytest.mark.parametrize("name", EXAMPLES)
+def test_canonicalisation_is_exact_and_clean(example_path, name: str) -> None:
+    original, canonical, report = load_canonical(example_path(name))
+    ops = {n.op_type for n in canonical.graph.node}
+    assert "BatchNormalization" not in ops and "Constant" not in ops and "Identity" not in ops
+    assert report.nodes_after < report.nodes_before
+    assert all(n.name for n in canonical.graph.node)
+    assert len({n.name for n in canonical.graph.node}) == len(canonical.graph.node)
+    onnx.checker.check_model(canonical, full_check=True)
+    # Independent re-check on other inputs than the ones canonicalize verified with.
+    comparison = compare_models(original, canonical, random_inputs(original, 2, seed=7))
+    assert comparison.exact, comparison.to_dict()
+    assert [i.name for i in canonical.graph.input] == [i.name for i in original.graph.input]
+    assert [o.name for o in canonical.graph.output] == [o.name for o in original.graph.output]
+
+
+def test_constant_node_weights_become_initializers(example_path) -> None:
+    original = load_model(example_path("efficientnet_lite0"))
+    assert not original.graph.initializer
+    _, canonical, report = load_canonical(example_path("efficientnet_lite0"))
+    assert report.removed("Constant") > 100
+    assert len(canonical.graph.initializer) > 50
+
+
+def test_dynamic_batch_is_kept_and_other_dims_must_be_known(tmp_path: Path) -> None:
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, "H", "W"])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4, "H", "W"])
+    w = numpy_helper.from_array(np.ones((4, 3, 1, 1), np.float32), "w")
+    graph = helper.make_graph([helper.make_node("Conv", ["x", "w"], ["y"], name="c")], "g", [x], [y], [w])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    path = tmp_path / "dyn.onnx"
+    onnx.save(model, path)
+    with pytest.raises(HwoptError, match=r"unknown dimension 2.*--input-shape x=1x3x224x224"):
+        load_canonical(path)
+    original, canonical, _ = load_canonical(path, [InputShape.parse("x=1x3x16x16")])
+    assert canonical.graph.input[0].type.tensor_type.shape.dim[2].dim_value == 16
+    with pytest.raises(HwoptError, match="fixed to 3"):
+        load_canonical(path, [InputShape.parse("x=1x5x16x16")])
+
+
+def test_external_data_model_loads_and_missing_data_is_a_clear_error(tmp_path: Path, example_path) -> None:
+    model = onnx.load(example_path("mobilenetv2"))
+    path = tmp_path / "ext.onnx"
+    external = onnx.ModelProto()
+    external.CopyFrom(model)  # save_model converts the model it is given in place
+    onnx.save_model(external, path, save_as_external_data=True, location="ext.weights", size_threshold=1024)
+    assert (tmp_path / "ext.weights").stat().st_size > 1_000_000
+    loaded = load_model(path)
+    runner_a, runner_b = OrtRunner(loaded), OrtRunner(model)
+    inputs = random_inputs(model, 1, 0)
+    np.testing.assert_array_equal(runner_a.run_all(inputs)["output"], runner_b.run_all(inputs)["output"])
+    (tmp_path / "ext.weights").unlink()
+    with pytest.raises(HwoptError, match="missing external data file 'ext.weights'"):
+        load_model(path)
+
+
+@pytest.mark.parametrize("opset", [10, 99])
+def test_unsupported_opset_is_refused(tmp_path: Path, opset: int) -> None:
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 2])
+    graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g", [x], [y])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    path = tmp_path / "m.onnx"
+    path.write_bytes(model.SerializeToString())
+    with pytest.raises(HwoptError, match=f"unsupported opset {opset}"):
+        load_model(path)
+
+
+@pytest.mark.parametrize("content", [b"", b"hello, not a model\n" * 10])
+def test_not_onnx_is_refused(tmp_path: Path, content: bytes) -> None:
+    path = tmp_path / "bad.onnx"
+    path.write_bytes(content)
+    with pytest.raises(HwoptError):
+        load_model(path)
+
+
+def test_truncated_file_is_refused(tmp_path: Path, example_path) -> None:
+    data = example_path("mobilenetv3_small").read_bytes()
+    path = tmp_path / "truncated.onnx"
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(HwoptError, match="truncated|not an ONNX"):
+        load_model(path)
+
+
+def test_canonicalize_detects_a_changed_function(example_path) -> None:
+    """The verification has teeth: a model with a perturbed weight is not 'exact' against the original."""
+    original, canonical, _ = load_canonical(example_path("mobilenetv2"))
+    broken = onnx.ModelProto()
+    broken.CopyFrom(canonical)
+    weight = next(t for t in broken.graph.initializer if len(t.dims) == 4)
+    values = numpy_helper.to_array(weight).copy()
+    values.flat[0] += 0.05 * float(np.abs(values).max())
+    weight.CopyFrom(numpy_helper.from_array(values, weight.name))
+    comparison = compare_models(original, broken, random_inputs(original, 2, seed=3))
+    assert not comparison.exact
+    assert comparison.worst_rel_max_abs > 1e-4
+
+
+def test_canonicalize_verifies_by_default(example_path) -> None:
+    model = load_model(example_path("resnet18"))
+    _, report = canonicalize(model)
+    assert report.max_rel_error < 1e-4
+    assert report.removed("Identity") == 5 and report.removed("BatchNormalization") == 20
