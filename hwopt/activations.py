@@ -34,7 +34,9 @@ class Activation:
 def match_activation(x: Tensor) -> Activation | None:
     """The activation that consumes ``x`` (all of whose nodes only touch x), or None."""
     users = list(x.outputs)
-    for matcher in (_match_x_times_gate, _match_torch_hardswish, _match_minmax_relu6, _match_single):
+    for matcher in (
+        _match_x_times_gate, _match_torch_hardswish, _match_minmax_relu6, _match_single, _match_scalar_affine
+    ):
         found = matcher(x, users)
         if found is not None:
             return found
@@ -75,6 +77,24 @@ def _match_single(x: Tensor, users: list[Node]) -> Activation | None:
             return None
         return Activation(_clip_kind(low, high), x, node.outputs[0], [node])
     return None
+
+
+def _match_scalar_affine(x: Tensor, users: list[Node]) -> Activation | None:
+    """x * s, x + b, x - b, x / s with a 1-element constant: elementwise, channel-blind.
+
+    PP-LCNetV3 (PP-OCRv4) puts such a learnable affine after every activation
+    (``hardswish -> Mul(scale) -> Add(bias)``); it cannot be folded into the next
+    conv when that conv pads with zeros, so it is part of the activation chain.
+    """
+    if len(users) != 1 or users[0].op not in ("Mul", "Add", "Sub", "Div"):
+        return None
+    node = users[0]
+    other = _other_input(node, x)
+    if other is None or (node.op in ("Sub", "Div") and node.inputs[0] is not x) or other is x:
+        return None
+    if _scalar(other) is None:
+        return None
+    return Activation("affine", x, node.outputs[0], [node])
 
 
 def clip_bounds(node: Node) -> tuple[float | None, float | None]:

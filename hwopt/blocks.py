@@ -81,7 +81,7 @@ class IBNBlock:
         if self.residual is not None:
             parts.append("residual")
         if self.expand is None:
-            parts.append("no expand")
+            parts.append("no expand" + (f" ({'; '.join(self.notes)})" if self.notes else ""))
         return ", ".join(parts)
 
 
@@ -116,9 +116,23 @@ def find_ibn_blocks(graph: gs.Graph, depthwise: list[DepthwiseConv] | None = Non
     """All IBN blocks, in topological order of their depthwise conv."""
     depthwise = depthwise if depthwise is not None else find_depthwise(graph)
     blocks: list[IBNBlock] = []
+    claimed: dict[str, str] = {}  # conv name -> id of the fusable block whose project it is
     for dw in depthwise:
         block = _match_block(dw.node, len(blocks))
         if block is not None:
+            # A conv belongs to at most one fusable block. In a stack of depthwise-separable
+            # layers (PP-LCNet, MobileNetV1) each pointwise conv is the project of one block and
+            # the expand of the next; fusing both would fuse away the first block's output.
+            # Blocks claim their convs in topological order; a later block whose expand is
+            # taken is reported without one.
+            if block.expand is not None and block.expand.name in claimed:
+                block.notes.append(f"its expand conv is the project of {claimed[block.expand.name]}")
+                block.input = block.depthwise.inputs[0]
+                block.expand, block.expand_acts = None, []
+                if block.residual is not None and block.input not in block.residual.inputs:
+                    block.residual, block.output = None, block.project.outputs[0]
+            if block.expand is not None:
+                claimed[block.project.name] = block.id
             dw.block = block.id
             blocks.append(block)
     return blocks

@@ -16,6 +16,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 
+import numpy as np
 import onnx
 import onnxruntime as ort
 
@@ -74,6 +75,107 @@ def ort_basic_optimize(model: onnx.ModelProto) -> onnx.ModelProto:
     return optimized
 
 
+_AFFINE_OPS = ("Mul", "Add", "Sub", "Div")
+
+
+def fold_conv_affine(model: onnx.ModelProto) -> int:
+    """Fold ``Conv -> Mul/Add/Sub/Div by a per-channel or scalar constant`` into the Conv.
+
+    onnxruntime's Conv+Mul / Conv+Add fusions only fire when the constant is the
+    second operand and has the conv's exact per-channel shape; paddle2onnx writes
+    ``Mul(scale, conv)`` / ``Add(conv, bias)`` with 1-element constants (PP-LCNetV3's
+    learnable affine blocks, after every conv), which leaves every conv followed by
+    two nodes that hide IBN blocks and activations. Exact up to float rounding.
+    Returns the number of nodes folded.
+    """
+    graph = model.graph
+    inits = {t.name: t for t in graph.initializer}
+    outputs = {v.name for v in graph.output}
+    folded = 0
+    changed = True
+    while changed:
+        changed = False
+        uses: Counter = Counter(name for node in graph.node for name in node.input)
+        producers = {name: node for node in graph.node for name in node.output}
+        for node in list(graph.node):
+            if node.op_type not in _AFFINE_OPS or len(node.input) != 2:
+                continue
+            for x_index in (0, 1):
+                if x_index == 1 and node.op_type in ("Sub", "Div"):
+                    break  # c - x and c / x are not affine in x
+                x, c = node.input[x_index], node.input[1 - x_index]
+                conv = producers.get(x)
+                if conv is None or conv.op_type != "Conv" or c not in inits or uses[x] != 1 or x in outputs:
+                    continue
+                if _fold_one(graph, inits, conv, node, c):
+                    graph.node.remove(node)
+                    folded += 1
+                    changed = True
+                break
+            if changed:
+                break
+    if folded:
+        used = {name for node in graph.node for name in node.input}
+        used |= {v.name for v in graph.output} | {v.name for v in graph.input}
+        keep = [t for t in graph.initializer if t.name in used]
+        del graph.initializer[:]
+        graph.initializer.extend(keep)
+    return folded
+
+
+def _fold_one(graph, inits, conv, node, const_name) -> bool:
+    from onnx import numpy_helper
+
+    if len(conv.input) < 2 or conv.input[1] not in inits:
+        return False
+    weight = numpy_helper.to_array(inits[conv.input[1]])
+    if weight.dtype not in (np.float32, np.float64, np.float16) or weight.ndim < 3:
+        return False
+    out_channels, rank = weight.shape[0], weight.ndim
+    value = numpy_helper.to_array(inits[const_name]).astype(np.float64)
+    # Broadcast against (N, C, spatial...): only shapes that vary at most along C qualify.
+    if value.ndim > rank or (value.ndim == rank and value.shape[0] != 1):
+        return False
+    full = value.reshape((1,) * (rank - value.ndim) + value.shape)
+    if any(d != 1 for i, d in enumerate(full.shape) if i != 1) or full.shape[1] not in (1, out_channels):
+        return False
+    per_channel = np.broadcast_to(full.reshape(-1), (out_channels,))
+    bias = (
+        numpy_helper.to_array(inits[conv.input[2]]).astype(np.float64)
+        if len(conv.input) > 2 and conv.input[2] and conv.input[2] in inits
+        else None
+    )
+    if len(conv.input) > 2 and conv.input[2] and bias is None:
+        return False  # a non-constant bias
+    if bias is None:
+        bias = np.zeros(out_channels)
+    w = weight.astype(np.float64)
+    if node.op_type in ("Mul", "Div"):
+        scale = per_channel if node.op_type == "Mul" else 1.0 / per_channel
+        w = w * scale.reshape((-1,) + (1,) * (rank - 1))
+        bias = bias * scale
+    else:
+        bias = bias + (per_channel if node.op_type == "Add" else -per_channel)
+    # New initializers: the originals may be shared with other nodes.
+    names = {t.name for t in graph.initializer}
+    for index, array in ((1, w.astype(weight.dtype)), (2, bias.astype(weight.dtype))):
+        base = f"{conv.output[0]}_folded_{'W' if index == 1 else 'B'}"
+        name, k = base, 0
+        while name in names:
+            k += 1
+            name = f"{base}{k}"
+        names.add(name)
+        tensor = numpy_helper.from_array(array, name)
+        graph.initializer.append(tensor)
+        inits[name] = tensor
+        if index < len(conv.input):
+            conv.input[index] = name
+        else:
+            conv.input.append(name)
+    conv.output[0] = node.output[0]
+    return True
+
+
 def drop_unused_opsets(model: onnx.ModelProto) -> None:
     used = {node.domain or "" for node in model.graph.node}
     keep = [o for o in model.opset_import if (o.domain or "") in used or o.domain in ("", "ai.onnx")]
@@ -101,9 +203,18 @@ def infer_shapes(model: onnx.ModelProto) -> onnx.ModelProto:
     """Strict onnx shape inference with data propagation (fills value_info)."""
     del model.graph.value_info[:]
     try:
-        return onnx.shape_inference.infer_shapes(model, check_type=True, strict_mode=True, data_prop=True)
+        inferred = onnx.shape_inference.infer_shapes(model, check_type=True, strict_mode=True, data_prop=True)
     except Exception as exc:  # InferenceError and friends
         raise HwoptError(f"shape inference failed: {str(exc).strip().splitlines()[0][:300]}") from None
+    # Inference overwrites symbolic output dims with the values it computed (after
+    # --input-shape fixes a dynamic input), which would change the model's declared
+    # signature: keep the graph input/output declarations exactly as they were.
+    declared = {v.name: v for v in list(model.graph.input) + list(model.graph.output)}
+    for value in list(inferred.graph.input) + list(inferred.graph.output):
+        if value.name in declared and value.SerializeToString() != declared[value.name].SerializeToString():
+            inferred.graph.value_info.append(value)  # the inferred shape stays known to analyses
+            value.CopyFrom(declared[value.name])
+    return inferred
 
 
 def canonicalize(
@@ -121,6 +232,7 @@ def canonicalize(
     check_input_dims(original)
 
     canonical = ort_basic_optimize(original)
+    folded = fold_conv_affine(canonical)
     drop_unused_opsets(canonical)
     name_nodes(canonical)
     _restore_io(canonical, original)
@@ -134,6 +246,8 @@ def canonicalize(
         ops_after=Counter(n.op_type for n in canonical.graph.node),
         seconds=0.0,
     )
+    if folded:
+        report.notes.append(f"folded {folded} constant Mul/Add/Sub/Div into the preceding Conv")
     if verify:
         from hwopt.calibration import random_inputs
         from hwopt.verify import compare_models

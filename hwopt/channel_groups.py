@@ -67,6 +67,14 @@ class ChannelGroup:
         return text
 
 
+def _reshape_infers_axis1(node: Node) -> bool:
+    """True when a Reshape's constant target shape takes axis 1 from its input (-1, or 0 = copy)."""
+    shape = constant_value(node.inputs[1]) if len(node.inputs) > 1 else None
+    if shape is None or shape.ndim != 1 or shape.size < 2:
+        return False
+    return int(shape[1]) == -1 or (int(shape[1]) == 0 and not int(node.attrs.get("allowzero", 0)))
+
+
 class _UnionFind:
     def __init__(self) -> None:
         self.parent: dict[str, str] = {}
@@ -185,6 +193,10 @@ class _GroupBuilder:
 
     def _visit_reshape_like(self, node: Node) -> None:
         x, y = node.inputs[0], node.outputs[0]
+        if node.op == "Reshape" and not _reshape_infers_axis1(node):
+            # A target shape that spells out axis 1 (paddle2onnx: Reshape(x, [1, 200]) before the
+            # classifier MatMul) would no longer fit once the channel count changes.
+            return self._block_all(node, f"Reshape {node.name!r} with a fixed target shape")
         xs, ys = x.shape, y.shape
         if xs is None or ys is None or channels(x) is None:
             return self._block_all(node, f"{node.op} {node.name!r} with unknown shapes")

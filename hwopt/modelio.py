@@ -69,6 +69,7 @@ def load_model(path: str | os.PathLike) -> onnx.ModelProto:
     if not model.graph.node or not model.opset_import or not model.graph.output:
         raise HwoptError(f"{path}: not an ONNX model (no graph, opset or outputs found)")
     _load_external_data(model, path)
+    _clear_negative_dims(model)
     version = opset_version(model)
     if not MIN_OPSET <= version <= MAX_OPSET:
         raise HwoptError(
@@ -80,6 +81,20 @@ def load_model(path: str | os.PathLike) -> onnx.ModelProto:
     except (onnx.checker.ValidationError, ValueError) as exc:
         raise HwoptError(f"{path}: invalid ONNX model: {_first_line(exc)}") from None
     return model
+
+
+def _clear_negative_dims(model: onnx.ModelProto) -> None:
+    """Make negative dim values (paddle2onnx writes -1 for a dynamic batch) unknown dims.
+
+    ONNX has no meaning for a negative dim; left in place, -1 reads as a fixed dim
+    everywhere (so ``--input-shape x=1x...`` was refused as conflicting with it).
+    """
+    graph = model.graph
+    for value in list(graph.input) + list(graph.output) + list(graph.value_info):
+        if value.type.HasField("tensor_type") and value.type.tensor_type.HasField("shape"):
+            for dim in value.type.tensor_type.shape.dim:
+                if dim.HasField("dim_value") and dim.dim_value < 0:
+                    dim.Clear()
 
 
 def _load_external_data(model: onnx.ModelProto, path: Path) -> None:

@@ -1,0 +1,233 @@
+"""hwopt on real exporters' output.
+
+``tests/data/ch_ppocr_mobile_v2.0_cls_infer.onnx`` is a real paddle2onnx export
+(see tests/data/README.md). The PP-OCRv4 models (PP-LCNetV3 backbone) are too
+large to ship, so the paddle2onnx patterns they broke hwopt with are rebuilt
+here node for node in a small hand-built graph:
+
+- dynamic batch written as ``dim_value: -1``;
+- ``Conv -> Mul(scale, conv) -> Add(conv, bias)`` with 1-element constants
+  after every conv (a learnable affine block) that onnxruntime does not fold;
+- ``hardswish -> Mul(scale) -> Add(bias)`` before the next conv;
+- stacks of depthwise-separable layers, where each pointwise conv is the
+  project of one IBN-shaped block and the expand of the next;
+- symbolic output dims, which must survive ``--input-shape``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from hwopt.apply import apply_steps, check_written_model
+from hwopt.calibration import random_inputs
+from hwopt.canonicalize import canonicalize, load_canonical
+from hwopt.modelio import InputShape, load_model, save_model
+from hwopt.ruleset import parse_rule_option
+from hwopt.sites import Analysis
+
+DATA = Path(__file__).parent / "data"
+PADDLE_CLS = DATA / "ch_ppocr_mobile_v2.0_cls_infer.onnx"
+CLS_SHAPE = [InputShape("x", (1, 3, 48, 192))]
+
+
+def _dims(value: onnx.ValueInfoProto) -> list:
+    return [d.dim_param or d.dim_value for d in value.type.tensor_type.shape.dim]
+
+
+def _apply(original, canonical, rules: list[str], samples: int = 4):
+    calibration = random_inputs(original, samples, 1)
+    evaluation = random_inputs(original, 2, 2)
+    return apply_steps(original, canonical, [parse_rule_option(r) for r in rules], calibration, evaluation)
+
+
+def _round_trip(model: onnx.ModelProto, path: Path) -> onnx.ModelProto:
+    save_model(model, path)
+    loaded = load_model(path)
+    onnx.checker.check_model(loaded, full_check=True)
+    return loaded
+
+
+# -- the real paddle2onnx export ------------------------------------------------------------
+
+
+def test_paddle_minus_one_batch_dim_takes_input_shape() -> None:
+    model = load_model(PADDLE_CLS)
+    assert model.producer_name == "PaddlePaddle"
+    # paddle2onnx writes the dynamic batch as dim_value -1: it must read as unknown, not as fixed.
+    assert not model.graph.input[0].type.tensor_type.shape.dim[0].HasField("dim_value")
+    original, canonical, report = load_canonical(PADDLE_CLS, CLS_SHAPE)
+    assert _dims(original.graph.input[0]) == [1, 3, 48, 192]
+    assert report.nodes_before == 566 and report.nodes_after < 200
+    assert report.removed("BatchNormalization") == 35
+
+
+def test_paddle_cls_sites_and_exact_rules(tmp_path: Path) -> None:
+    original, canonical, _ = load_canonical(PADDLE_CLS, CLS_SHAPE)
+    analysis = Analysis(canonical)
+    blocks = analysis.of_kind("ibn")
+    assert len(blocks) == 11  # MobileNetV3-small: every bneck block
+    assert all(b.target.fusable for b in blocks)  # PP-OCR cls: every bneck has an expand conv
+    assert len(analysis.of_kind("dw")) == 11
+    result = _apply(original, canonical, ["dw-to-dense", "align-channels:p=32,mode=pad"])
+    assert result.exact and all(step.applied for step in result.steps)
+    assert result.final.exact
+    written = _round_trip(result.model, tmp_path / "cls_exact.onnx")
+    check_written_model(original, written)
+    assert not any(n.op_type == "Conv" and _group(n) > 1 for n in written.graph.node)
+
+
+def test_paddle_cls_fuse_ibn_and_depth_multiplier(tmp_path: Path) -> None:
+    original, canonical, _ = load_canonical(PADDLE_CLS, CLS_SHAPE)
+    result = _apply(original, canonical, ["fuse-ibn@ibn1,ibn4", "depth-multiplier:ratio=0.75@ibn9"])
+    assert [len(step.applied) for step in result.steps] == [2, 1]
+    assert not result.exact and result.final.worst_cosine > 0.5
+    written = _round_trip(result.model, tmp_path / "cls_fused.onnx")
+    check_written_model(original, written)
+
+
+def _group(node: onnx.NodeProto) -> int:
+    return next((a.i for a in node.attribute if a.name == "group"), 1)
+
+
+# -- paddle2onnx PP-LCNetV3 patterns, rebuilt ------------------------------------------------
+
+
+class _LCNetBuilder:
+    """paddle2onnx's way of writing PP-LCNetV3 layers (as in PP-OCRv4 det/rec)."""
+
+    def __init__(self, seed: int = 0) -> None:
+        self.rng = np.random.default_rng(seed)
+        self.nodes: list[onnx.NodeProto] = []
+        self.inits: list[onnx.TensorProto] = []
+        self.count = 0
+
+    def _name(self, op: str) -> str:
+        self.count += 1
+        return f"p2o.{op}.{self.count}"
+
+    def const(self, value, shape=None) -> str:
+        name = self._name("const")
+        array = np.asarray(value, dtype=np.float32)
+        self.inits.append(numpy_helper.from_array(array.reshape(shape) if shape is not None else array, name))
+        return name
+
+    def node(self, op: str, inputs: list[str], **attrs) -> str:
+        name = self._name(op)
+        self.nodes.append(helper.make_node(op, inputs, [name + ".out"], name=name, **attrs))
+        return name + ".out"
+
+    def affine(self, x: str, scale_first: bool = True) -> str:
+        scale = self.const([self.rng.uniform(0.5, 1.5)], (1,))
+        bias = self.const([self.rng.uniform(-0.3, 0.3)], (1,))
+        y = self.node("Mul", [scale, x] if scale_first else [x, scale])
+        return self.node("Add", [y, bias])
+
+    def hardswish(self, x: str) -> str:
+        clipped = self.node("Clip", [self.node("Add", [x, self.const(3.0)]), self.const(0.0), self.const(6.0)])
+        return self.node("Div", [self.node("Mul", [x, clipped]), self.const(6.0)])
+
+    def conv(self, x: str, cin: int, cout: int, k: int = 1, stride: int = 1, group: int = 1) -> str:
+        weight = self.rng.normal(0, np.sqrt(2.0 / (cin // group * k * k)), (cout, cin // group, k, k))
+        bias = self.rng.normal(0, 0.1, cout)
+        return self.node("Conv", [x, self.const(weight), self.const(bias)], kernel_shape=[k, k],
+                         strides=[stride, stride], pads=[k // 2] * 4, group=group)
+
+    def conv_act(self, x: str, cin: int, cout: int, k: int = 1, stride: int = 1, group: int = 1) -> str:
+        # conv -> learnable affine -> hardswish -> learnable affine
+        return self.affine(self.hardswish(self.affine(self.conv(x, cin, cout, k, stride, group))), False)
+
+    def model(self) -> onnx.ModelProto:
+        x = self.conv_act("x", 3, 8, 3, 2)
+        for cin, cout, stride in ((8, 16, 1), (16, 16, 1), (16, 24, 2)):
+            x = self.conv_act(x, cin, cin, 3, stride, group=cin)  # depthwise
+            x = self.conv_act(x, cin, cout)  # pointwise
+        y = self.conv(self.node("GlobalAveragePool", [x]), 24, 10)
+        self.nodes[-1].output[0] = "out"
+        graph = helper.make_graph(
+            self.nodes, "lcnet",
+            [helper.make_tensor_value_info("x", TensorProto.FLOAT, [-1, 3, "h", "w"])],
+            [helper.make_tensor_value_info("out", TensorProto.FLOAT, ["n", 10, 1, 1])],
+            self.inits,
+        )
+        assert y
+        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 12)], producer_name="PaddlePaddle")
+        model.ir_version = 8
+        return model
+
+
+LC_SHAPE = [InputShape("x", (1, 3, 32, 32))]
+
+
+@pytest.fixture()
+def lcnet(tmp_path: Path) -> Path:
+    path = tmp_path / "lcnet.onnx"
+    onnx.save(_LCNetBuilder().model(), path)
+    return path
+
+
+def test_conv_affine_is_folded_and_exact(lcnet: Path) -> None:
+    original, canonical, report = load_canonical(lcnet, LC_SHAPE)
+    convs = {out: n for n in canonical.graph.node if n.op_type == "Conv" for out in n.output}
+    # No Mul by a constant is left directly after a conv: scale and bias were folded into it.
+    # (The Add of hardswish's x + 3 stays: the conv output has a second use.)
+    inits = {t.name for t in canonical.graph.initializer}
+    for node in canonical.graph.node:
+        if node.op_type == "Mul" and any(i in convs for i in node.input):
+            assert not any(i in inits for i in node.input), node.name
+    assert report.nodes_after == report.nodes_before - 2 * 7
+    assert report.max_rel_error < 1e-4
+    # The constants it replaced are gone, not left behind as unused initializers.
+    used = {i for n in canonical.graph.node for i in n.input}
+    assert all(t.name in used for t in canonical.graph.initializer)
+
+
+def test_affine_after_activation_and_dw_separable_blocks(lcnet: Path) -> None:
+    _, canonical, _ = load_canonical(lcnet, LC_SHAPE)
+    blocks = [s.target for s in Analysis(canonical).of_kind("ibn")]
+    assert len(blocks) == 3
+    assert [b.fusable for b in blocks] == [False, True, False]
+    assert [a.kind for a in blocks[1].expand_acts] == ["hardswish", "affine", "affine"]
+    assert [a.kind for a in blocks[1].depthwise_acts] == ["hardswish", "affine", "affine"]
+    # ibn2's expand conv is ibn1's project: a conv belongs to one fusable block only.
+    assert "ibn1" in blocks[2].describe()
+    assert blocks[2].input is blocks[2].depthwise.inputs[0]
+
+
+def test_all_rules_on_lcnet_keep_symbolic_output(lcnet: Path, tmp_path: Path) -> None:
+    original, canonical, _ = load_canonical(lcnet, LC_SHAPE)
+    # Shape inference knows the output is 1x10x1x1, but the declared signature stays symbolic.
+    assert _dims(canonical.graph.output[0]) == ["n", 10, 1, 1]
+    exact = _apply(original, canonical, ["dw-to-dense", "align-channels:p=32,mode=pad"])
+    assert exact.exact and exact.final.exact
+    everything = _apply(original, canonical, [
+        "fuse-ibn", "depth-multiplier:ratio=0.75", "dw-to-dense", "align-channels:p=32,mode=pad",
+    ])
+    assert everything.steps[0].applied and everything.steps[2].applied
+    written = _round_trip(everything.model, tmp_path / "lcnet_all.onnx")
+    check_written_model(original, written)
+    assert _dims(written.graph.output[0]) == ["n", 10, 1, 1]
+    session = ort.InferenceSession(str(tmp_path / "lcnet_all.onnx"), providers=["CPUExecutionProvider"])
+    (out,) = session.run(None, {"x": np.ones((1, 3, 32, 32), np.float32)})
+    assert out.shape == (1, 10, 1, 1) and np.isfinite(out).all()
+
+
+def test_canonicalize_folds_per_channel_and_sub_div() -> None:
+    b = _LCNetBuilder(1)
+    y = b.conv("x", 3, 4, 3)
+    y = b.node("Div", [b.node("Sub", [y, b.const(np.arange(4), (1, 4, 1, 1))]), b.const(2.0)])
+    y = b.node("Mul", [b.const(np.linspace(0.5, 2, 4), (4, 1, 1)), y])
+    # c - x is not affine in the way a conv bias is: only x - c and x / c fold.
+    b.node("Sub", [b.const(1.0), y])
+    b.nodes[-1].output[0] = "out"
+    graph = helper.make_graph(b.nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])],
+                              [helper.make_tensor_value_info("out", TensorProto.FLOAT, [1, 4, 8, 8])], b.inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    canonical, report = canonicalize(model)
+    assert [n.op_type for n in canonical.graph.node] == ["Conv", "Sub"]
+    assert report.max_rel_error < 1e-4
