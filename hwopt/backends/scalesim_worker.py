@@ -28,6 +28,10 @@ import os
 import sys
 import tempfile
 
+# This file sits beside hwopt's own scalesim.py, which would shadow the scalesim package.
+_HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.curdir) != _HERE]
+
 
 def _config_text(s: dict) -> str:
     bandwidth = int(s["dram_bandwidth_words"])
