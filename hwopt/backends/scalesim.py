@@ -161,22 +161,26 @@ class ScaleSimBackend:
         """SCALE-Sim results of distinct layers: from the cache, the misses simulated in parallel."""
         results: dict[LayerSpec, dict] = {}
         misses = []
-        for spec in dict.fromkeys(specs):
+        distinct = list(dict.fromkeys(specs))
+        for spec in distinct:
             cached = self._cached(spec)
             if cached is None:
                 misses.append(spec)
             else:
                 results[spec] = cached
+        if progress:
+            progress(len(results), len(distinct))
         if misses:
             python = ensure_env()
-            # Largest first, dealt in chunks, so the two workers finish at about the same time.
+            # Largest first, dealt round-robin into chunks of about _CHUNK layers, so the workers stay
+            # busy and finish at about the same time.
             misses.sort(key=lambda s: -(s.ifmap_h * s.ifmap_w * s.channels * s.num_filters))
             chunks = [misses[i::math.ceil(len(misses) / _CHUNK)] for i in range(math.ceil(len(misses) / _CHUNK))]
             with ThreadPoolExecutor(max_workers=min(self.workers, len(chunks))) as pool:
                 for chunk, chunk_results in zip(chunks, pool.map(lambda c: self._run_worker(python, c), chunks)):
                     results.update(zip(chunk, chunk_results))
                     if progress:
-                        progress(len(results), len(results) + sum(1 for s in misses if s not in results))
+                        progress(len(results), len(distinct))
         return results
 
     # -- the Backend protocol ----------------------------------------------------------------
