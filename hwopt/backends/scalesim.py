@@ -1,0 +1,236 @@
+"""The ``scalesim`` backend: conv/gemm kernels timed on the SCALE-Sim systolic-array emulator.
+
+SCALE-Sim 3.0.0 runs in its own environment (``scalesim_env``) through a
+subprocess (``scalesim_worker.py``); it is never imported here.
+
+Mapping of kernels to SCALE-Sim layers (SCALE-Sim has no padding, so the
+input it is given is the padded one: ``(out - 1) * stride + kernel``):
+
+- ``conv``: one layer, ``cin`` channels -> ``cout`` filters.
+- ``gemm``: a 1x1 conv over ``batch`` rows (ifmap ``batch`` x 1, ``cin``
+  channels, ``cout`` filters): the same operand matrices as SCALE-Sim's GEMM
+  mode, with one topology format for every layer.
+- ``gconv``: one group (``cin/g`` -> ``cout/g``) simulated once, times ``g``.
+- ``dwconv``: ONE single-channel layer (1 -> ``cout/cin`` filters) simulated
+  once, times the channel count. This is exactly what SCALE-Sim itself does
+  for a layer named ``DP`` (one single-channel layer per channel, each a full
+  layer run) but without simulating identical channels again: its ``DP`` mode
+  took 31 s and 1.3 GB for three MobileNet layers, this takes well under 1 s.
+
+Per-layer results are cached on disk (``$HWOPT_CACHE/scalesim/<hash>.json``,
+the hash over the layer spec, the simulator settings and the SCALE-Sim
+version), so a warm cache makes a whole model instant; misses run in up to
+``workers`` parallel processes (target setting ``workers``, default 2).
+
+Bandwidth: npu32 runs SCALE-Sim in its CALC mode (it reports the DRAM
+traffic and assumes the bandwidth the array asks for) and the backend applies
+the target's DRAM bandwidth as a roofline: ``max(sim cycles, DRAM bytes /
+bandwidth)``. SCALE-Sim's USER mode (enforced bandwidth, stalls) is still
+available (``bandwidth_mode = "USER"``) but in 3.0.0 it is unusable for
+layers whose weights exceed the filter SRAM: a 1x1280->1000 gemm gave 1.65 M
+cycles of which 1.53 M stalls and 52 M DRAM filter reads (41x its 1.28 MB of
+weights) after 80 s of simulation; CALC gives 121.6 k compute cycles and
+exactly 1.28 M filter reads in 9 s.
+
+Each measurement: ``latency_us`` = (max(SCALE-Sim's total cycles incl.
+prefetch and stalls x multiplier, DRAM bytes / bandwidth) + the fused
+activation's vector-unit cycles) / clock;
+``dram_bytes`` = SCALE-Sim's DRAM reads + writes x multiplier (its word is one
+byte; SCALE-Sim counts whole bus lines of the array width, so small or
+single-channel layers show more traffic than their tensor sizes). Other
+kinds are costed by the target's vector-unit model (``vector_unit``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Sequence
+
+import onnx
+
+from hwopt.backends.base import Measurement, Progress
+from hwopt.backends.scalesim_env import SCALESIM_VERSION, cache_root, ensure_env
+from hwopt.backends.vector_unit import VectorUnit
+from hwopt.errors import HwoptError
+from hwopt.kernels import Kernel, schedule
+from hwopt.targets import Target
+
+WORKER = Path(__file__).with_name("scalesim_worker.py")
+ARRAY_KINDS = ("conv", "dwconv", "gconv", "gemm")
+# Settings the simulation depends on (anything else in [backend_settings] does not change cycles).
+_SIM_KEYS = ("array_rows", "array_cols", "dataflow", "ifmap_sram_kb", "filter_sram_kb", "ofmap_sram_kb",
+             "bandwidth_mode", "dram_bandwidth_words", "request_buffer", "sram_banks", "sram_bank_ports")
+_REQUIRED = ("clock_mhz", "array_rows", "array_cols", "dataflow", "ifmap_sram_kb", "filter_sram_kb",
+             "ofmap_sram_kb", "dram_bandwidth_words")
+_WORD_BYTES = 1  # SCALE-Sim 3.0.0's word size (fixed in single_layer_sim.py)
+_CHUNK = 8  # layers per worker process call: bounds a worker's lifetime, keeps both workers busy
+
+
+@dataclass(frozen=True)
+class LayerSpec:
+    """One SCALE-Sim conv layer (padded input, as SCALE-Sim has no padding)."""
+
+    ifmap_h: int
+    ifmap_w: int
+    filter_h: int
+    filter_w: int
+    channels: int
+    num_filters: int
+    stride: int
+
+
+def layer_for(kernel: Kernel) -> tuple[LayerSpec, int]:
+    """The SCALE-Sim layer simulating a conv/gemm kernel, and how many times it runs."""
+    k = kernel
+    if k.kind == "gemm":
+        return LayerSpec(max(k.batch, 1), 1, 1, 1, k.cin, k.cout, 1), 1
+    if k.kind not in ("conv", "dwconv", "gconv"):
+        raise HwoptError(f"kernel kind {k.kind!r} does not run on the systolic array")
+    groups = max(k.groups, 1)
+    if k.cin % groups or k.cout % groups:
+        raise HwoptError(f"{k.describe()}: channels {k.cin}->{k.cout} not divisible by groups {groups}")
+    ifmap_h = (max(k.out_h, 1) - 1) * k.stride + k.kernel
+    ifmap_w = (max(k.out_w, 1) - 1) * k.stride + k.kw
+    # conv: groups == 1; gconv: one group x groups; dwconv: one channel (cout/cin filters) x channels.
+    return LayerSpec(ifmap_h, ifmap_w, k.kernel, k.kw, k.cin // groups, k.cout // groups, k.stride), groups
+
+
+class ScaleSimBackend:
+    """Measures kernels of one target with SCALE-Sim (array) and the vector-unit model (the rest)."""
+
+    name = "scalesim"
+
+    def __init__(self, target: Target, workers: int | None = None, cache_dir: str | Path | None = None) -> None:
+        settings = dict(target.backend_settings)
+        missing = [key for key in _REQUIRED if key not in settings]
+        if missing:
+            raise HwoptError(f"target {target.name!r}: [backend_settings] lacks {missing[0]!r}")
+        self.target = target
+        self.clock_mhz = float(settings["clock_mhz"])
+        self.sim_settings = {key: settings[key] for key in _SIM_KEYS if key in settings}
+        self.workers = max(1, int(workers if workers is not None else settings.get("workers", 2)))
+        self.cache_dir = Path(cache_dir) if cache_dir else cache_root() / "scalesim"
+        self.bandwidth = float(settings["dram_bandwidth_words"]) * _WORD_BYTES
+        self.vector = VectorUnit(target.vector_unit, target.dtype_bytes)
+        blob = json.dumps({"settings": self.sim_settings, "scalesim": SCALESIM_VERSION}, sort_keys=True)
+        self.settings_hash = hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+    # -- cache -------------------------------------------------------------------------------
+    def cache_path(self, spec: LayerSpec) -> Path:
+        blob = json.dumps({"layer": asdict(spec), "settings": self.sim_settings, "scalesim": SCALESIM_VERSION},
+                          sort_keys=True)
+        return self.cache_dir / f"{hashlib.sha256(blob.encode()).hexdigest()[:32]}.json"
+
+    def _cached(self, spec: LayerSpec) -> dict | None:
+        path = self.cache_path(spec)
+        try:
+            return json.loads(path.read_text())["result"]
+        except (OSError, ValueError, KeyError):
+            return None  # missing or damaged (interrupted write): simulate again
+
+    def _store(self, spec: LayerSpec, result: dict) -> None:
+        path = self.cache_path(spec)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps({"layer": asdict(spec), "settings": self.sim_settings,
+                                   "scalesim": SCALESIM_VERSION, "result": result}, sort_keys=True))
+        tmp.replace(path)  # atomic: a reader never sees half a file
+
+    # -- simulation --------------------------------------------------------------------------
+    def _run_worker(self, python: Path, specs: list[LayerSpec]) -> list[dict]:
+        # -I: isolated from the user's environment variables and site-packages (and hwopt's path).
+        request = json.dumps({"settings": self.sim_settings, "layers": [asdict(s) for s in specs]})
+        done = subprocess.run([str(python), "-I", str(WORKER)], input=request, capture_output=True, text=True)
+        if done.returncode != 0:
+            lines = [line for line in done.stderr.strip().splitlines() if line.strip()] or ["no output"]
+            raise HwoptError(f"SCALE-Sim failed on {asdict(specs[0])}: {lines[-1]}")
+        results = json.loads(done.stdout)
+        for spec, result in zip(specs, results):
+            self._store(spec, result)
+        return results
+
+    def simulate(self, specs: Sequence[LayerSpec], progress: Progress | None = None) -> dict[LayerSpec, dict]:
+        """SCALE-Sim results of distinct layers: from the cache, the misses simulated in parallel."""
+        results: dict[LayerSpec, dict] = {}
+        misses = []
+        distinct = list(dict.fromkeys(specs))
+        for spec in distinct:
+            cached = self._cached(spec)
+            if cached is None:
+                misses.append(spec)
+            else:
+                results[spec] = cached
+        if progress:
+            progress(len(results), len(distinct))
+        if misses:
+            python = ensure_env()
+            # Largest first, dealt round-robin into chunks of about _CHUNK layers, so the workers stay
+            # busy and finish at about the same time.
+            misses.sort(key=lambda s: -(s.ifmap_h * s.ifmap_w * s.channels * s.num_filters))
+            chunks = [misses[i::math.ceil(len(misses) / _CHUNK)] for i in range(math.ceil(len(misses) / _CHUNK))]
+            with ThreadPoolExecutor(max_workers=min(self.workers, len(chunks))) as pool:
+                for chunk, chunk_results in zip(chunks, pool.map(lambda c: self._run_worker(python, c), chunks)):
+                    results.update(zip(chunk, chunk_results))
+                    if progress:
+                        progress(len(results), len(distinct))
+        return results
+
+    # -- the Backend protocol ----------------------------------------------------------------
+    def measure(self, kernels: Sequence[Kernel], progress: Progress | None = None) -> list[Measurement]:
+        """One measurement per kernel, in order; identical kernels share one simulation."""
+        array_layers = {k: layer_for(k) for k in dict.fromkeys(kernels) if k.kind in ARRAY_KINDS}
+        for k in kernels:  # fail on an unknown op before any (slow) simulation starts
+            if k.kind not in ARRAY_KINDS:
+                self.vector.cost(k)
+        sims = self.simulate([spec for spec, _ in array_layers.values()], progress)
+        out = []
+        for k in kernels:
+            if k.kind in ARRAY_KINDS:
+                spec, times = array_layers[k]
+                sim = sims[spec]
+                act_cycles = self.vector.fused_activation_cycles(k)
+                dram = (sim["dram_ifmap_reads"] + sim["dram_filter_reads"] + sim["dram_ofmap_writes"]) * times
+                # Bandwidth roofline: in CALC mode SCALE-Sim assumes DRAM delivers what the array asks.
+                memory_cycles = math.ceil(dram / self.bandwidth)
+                cycles = max(sim["total_cycles"] * times, memory_cycles) + act_cycles
+                meta = {"scalesim": SCALESIM_VERSION, "settings_hash": self.settings_hash, "cycles": cycles,
+                        "sim_total_cycles": sim["total_cycles"], "sim_compute_cycles": sim["compute_cycles"],
+                        "sim_stall_cycles": sim["stall_cycles"], "memory_cycles": memory_cycles, "repeats": times, "act_cycles": act_cycles,
+                        "mapping_efficiency_pct": round(sim["mapping_efficiency_pct"], 3), "model": "scalesim"}
+            else:
+                cost = self.vector.cost(k)
+                cycles, dram = cost.cycles, cost.dram_bytes
+                meta = {"scalesim": SCALESIM_VERSION, "settings_hash": self.settings_hash, "cycles": cycles,
+                        "compute_cycles": cost.compute_cycles, "memory_cycles": cost.memory_cycles,
+                        "model": "vector_unit"}
+            out.append(Measurement(k, cycles / self.clock_mhz, float(dram), self.name, meta))
+        return out
+
+
+def measure_model_npu32(model: onnx.ModelProto, target: Target | None = None,
+                        backend: ScaleSimBackend | None = None) -> tuple[float, list[Measurement]]:
+    """(total latency in microseconds, one measurement per scheduled kernel) of a canonical model."""
+    if target is None:
+        from hwopt.targets import load_target
+        target = load_target("npu32")
+    backend = backend or ScaleSimBackend(target)
+    kernels = [sk.kernel for sk in schedule(model, target.fusion).kernels]
+    measurements = backend.measure(kernels)
+    return sum(m.latency_us for m in measurements), measurements
+
+
+if __name__ == "__main__":  # pragma: no cover - a quick manual check: python -m hwopt.backends.scalesim MODEL
+    from hwopt.canonicalize import load_canonical
+    _, canonical, _ = load_canonical(sys.argv[1])
+    total, ms = measure_model_npu32(canonical)
+    for m in ms:
+        print(f"{m.latency_us:12.2f} us  {m.kernel.describe()}")
+    print(f"total {total:.1f} us")
