@@ -196,9 +196,9 @@ def profile(
         from hwopt.profile import profile as run_profile
         from hwopt.profile import sweep
 
+        measurer = get_backend(t)  # first: a missing backend is the first thing to say
         models = [load_canonical(m, _shapes(input_shape))[1] for m in from_models or []]
         kernels = sweep(t.parallelism, models, examples=examples, count=count, seed=seed)
-        measurer = get_backend(t)
         with progress_bar(quiet) as progress:
             result = run_profile(kernels, measurer, output or default_out, progress, label=f"profiling {t.name}")
         if not quiet:
