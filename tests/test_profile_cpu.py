@@ -222,5 +222,9 @@ def test_measure_prints_a_latency(fast_target: Path, tmp_path: Path) -> None:
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1
 
 
-def test_backend_registry_dispatches_by_target(fast_target: Path) -> None:
+def test_backend_registry_dispatches_by_target(fast_target: Path, tmp_path: Path) -> None:
     assert isinstance(get_backend(load_target(fast_target)), OrtBackend)
+    two_threads = tmp_path / "two.toml"
+    two_threads.write_text(fast_target.read_text().replace("threads = 1", "threads = 2"))
+    with pytest.raises(HwoptError, match="clock 'cpu' needs threads = 1"):
+        get_backend(load_target(two_threads))
