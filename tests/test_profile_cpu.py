@@ -85,6 +85,24 @@ def test_every_supported_kind_builds_a_checked_model_and_times(backend: OrtBacke
         assert m.kernel == kernel and m.backend == "onnxruntime"
         assert m.latency_us > 0, kernel.describe()
         assert m.meta["threads"] == 1 and m.meta["repeats"] >= 5 and m.meta["onnxruntime"]
+        assert m.meta["raw_us"] >= m.latency_us and m.meta["boundary_us"] > 0
+
+
+def test_boundary_model_holds_exactly_the_boundary_reorders(tmp_path: Path) -> None:
+    import onnxruntime as ort
+
+    from hwopt.backends.ort_boundary import boundary_model
+
+    model = kernel_model(KERNELS[0])
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    options.optimized_model_filepath = str(tmp_path / "opt.onnx")
+    ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    optimized = onnx.load(tmp_path / "opt.onnx")
+    shapes = {v.name: [d.dim_value for d in v.type.tensor_type.shape.dim] for v in model.graph.output}
+    ops = [n.op_type for n in boundary_model(optimized, shapes).graph.node]
+    reorders = [n.op_type for n in optimized.graph.node if n.op_type.startswith("Reorder")]
+    assert ops == reorders or (not reorders and ops == ["Neg"])
 
 
 def test_kernel_models_are_seeded_and_exact_in_shape() -> None:
