@@ -204,6 +204,10 @@ def profile(
         if not quiet:
             stdout.print(f"{result.measured} kernels measured, {result.skipped} already in the table; "
                          f"{result.total} rows in {result.output}")
+        for kernel, message in result.failed[:5]:
+            stderr.print(f"hwopt: not measured: {kernel.describe()}: {message}", markup=False, highlight=False)
+        if result.failed:
+            raise HwoptError(f"{len(result.failed)} kernel(s) could not be measured (listed above); the rest are saved")
 
 
 @app.command()

@@ -22,7 +22,7 @@ configurations to measure next.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
@@ -250,17 +250,29 @@ class ProfileResult:
     measured: int  # new rows this run
     skipped: int  # already in the table
     total: int  # rows in the table now
+    failed: list[tuple[Kernel, str]] = field(default_factory=list)  # the backend cannot measure these (reported)
 
 
 def profile(kernels: Sequence[Kernel], backend, output: str | Path, progress: ProgressFn | None = None,
             label: str = "profiling") -> ProfileResult:
-    """Measure the kernels not yet in ``output``, appending each row as it is taken (resumable)."""
+    """Measure the kernels not yet in ``output``, appending each row as it is taken (resumable).
+
+    A kernel the backend refuses (HwoptError: e.g. an op it has no model for) does
+    not stop a long sweep: it is listed in the result's ``failed`` for the caller to report.
+    """
     output = Path(output)
     done = {m.kernel for m in read_table(output)} if output.exists() and output.stat().st_size else set()
     todo = [k for k in _dedupe(kernels) if k not in done]
+    failed: list[tuple[Kernel, str]] = []
     for index, kernel in enumerate(todo):
-        # One kernel per append: an interruption loses at most the kernel being timed.
-        write_table(output, backend.measure([kernel]), append=True)
+        try:
+            measured = backend.measure([kernel])
+        except HwoptError as exc:
+            failed.append((kernel, str(exc)))
+        else:
+            # One kernel per append: an interruption loses at most the kernel being timed.
+            write_table(output, measured, append=True)
         if progress is not None:
             progress(label, index + 1, len(todo))
-    return ProfileResult(output, len(todo), len(_dedupe(kernels)) - len(todo), len(done) + len(todo))
+    new = len(todo) - len(failed)
+    return ProfileResult(output, new, len(_dedupe(kernels)) - len(todo), len(done) + new, failed)

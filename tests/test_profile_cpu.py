@@ -185,6 +185,9 @@ def test_profile_resumes_without_duplicates(backend: OrtBackend, tmp_path: Path)
     rows = read_table(out)
     assert sorted(map(repr, (m.kernel for m in rows))) == sorted(map(repr, kernels))
     assert profile(kernels, backend, out).measured == 0
+    refused = profile(kernels + [Kernel("act", 8, 8, 4, 4, 4, 4, op="BatchNormalization")], backend, out)
+    assert refused.measured == 0 and len(refused.failed) == 1 and "BatchNormalization" in refused.failed[0][1]
+    assert len(read_table(out)) == len(kernels)
 
 
 # ---------------------------------------------------------------- the table backend and the CLI
