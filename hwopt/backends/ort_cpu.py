@@ -76,14 +76,17 @@ class TimingSettings:
     @classmethod
     def from_target(cls, target: Target) -> "TimingSettings":
         s = target.backend_settings
-        settings = cls(
-            threads=int(s.get("threads", 1)), warmup_runs=int(s.get("warmup_runs", 5)),
-            min_repeats=int(s.get("min_repeats", 10)), max_repeats=int(s.get("max_repeats", 300)),
-            max_seconds=float(s.get("max_seconds", 2.0)), stability=float(s.get("stability", 0.02)),
-            window=int(s.get("window", 10)), graph_optimization=str(s.get("graph_optimization", "all")),
-            providers=tuple(s.get("providers", ["CPUExecutionProvider"])), seed=int(s.get("seed", 0)),
-            clock=str(s.get("clock", "wall")), net_of_boundary=bool(s.get("net_of_boundary", True)),
-        )
+        try:
+            settings = cls(
+                threads=int(s.get("threads", 1)), warmup_runs=int(s.get("warmup_runs", 5)),
+                min_repeats=int(s.get("min_repeats", 10)), max_repeats=int(s.get("max_repeats", 300)),
+                max_seconds=float(s.get("max_seconds", 2.0)), stability=float(s.get("stability", 0.02)),
+                window=int(s.get("window", 10)), graph_optimization=str(s.get("graph_optimization", "all")),
+                providers=tuple(s.get("providers", ["CPUExecutionProvider"])), seed=int(s.get("seed", 0)),
+                clock=str(s.get("clock", "wall")), net_of_boundary=bool(s.get("net_of_boundary", True)),
+            )
+        except (TypeError, ValueError) as exc:
+            raise HwoptError(f"{target.name}: bad [backend_settings] value ({exc})") from None
         if settings.clock not in ("wall", "cpu"):
             raise HwoptError(f"{target.name}: clock must be 'wall' or 'cpu', got {settings.clock!r}")
         if settings.clock == "cpu" and (settings.threads != 1 or _providers(settings) != ["CPUExecutionProvider"]):
