@@ -249,3 +249,17 @@ def test_backend_registry_dispatches_by_target(fast_target: Path, tmp_path: Path
     two_threads.write_text(fast_target.read_text().replace("threads = 1", "threads = 2"))
     with pytest.raises(HwoptError, match="clock 'cpu' needs threads = 1"):
         get_backend(load_target(two_threads))
+
+
+def test_profile_cli_sweeps_and_resumes(fast_target: Path, tmp_path: Path) -> None:
+    from examples.build import build_example
+
+    model = build_example("mobilenetv3_small", tmp_path)
+    out = tmp_path / "sweep.csv.gz"
+    args = ("profile", "--target", str(fast_target), "--no-examples", "--from", str(model), "--count", "3",
+            "-o", str(out), "-q")
+    assert _cli(*args).returncode == 0
+    assert len(read_table(out)) == 3
+    again = _cli(*args[:-1])
+    assert again.returncode == 0 and "0 kernels measured, 3 already in the table" in again.stdout
+    assert _cli("profile", "--no-examples", "-o", str(out)).returncode == 2  # nothing to sample from
