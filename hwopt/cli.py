@@ -145,6 +145,101 @@ def apply(
             stdout.print(f"wrote {output}")
 
 
+@app.command()
+def targets() -> None:
+    """The shipped targets: parallelism P, dtype, measurement backend."""
+    with user_errors():
+        from rich.table import Table
+
+        from hwopt.targets import load_target, shipped_targets
+
+        table = Table("target", "P", "dtype", "backend", "description")
+        for name in shipped_targets():
+            t = load_target(name)
+            table.add_row(t.name, str(t.parallelism), t.dtype, t.backend, t.description)
+        stdout.print(table)
+
+
+@app.command()
+def profile(
+    source: Optional[Path] = typer.Argument(None, help="with --backend table: the CSV of measurements to import"),
+    target: str = typer.Option("cpu", "--target", "-t", help="shipped target name or target TOML path"),
+    from_models: Optional[List[Path]] = typer.Option(None, "--from", help="also sample kernels from this model (repeatable)"),
+    examples: bool = typer.Option(True, "--examples/--no-examples", help="sample kernels from the example models"),
+    count: Optional[int] = typer.Option(None, "--count", min=1, help="measure at most N kernels of the sweep"),
+    output: Optional[Path] = typer.Option(None, "-o", "--output", help="measurements table (default: the target's)"),
+    backend: Optional[str] = typer.Option(None, "--backend", help="'table' imports SOURCE instead of measuring"),
+    seed: int = typer.Option(0, "--seed", help="seed of the sweep's sampling"),
+    input_shape: Optional[List[str]] = InputShapes,
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress"),
+) -> None:
+    """Measure the kernel sweep on a target (resumable), or import a table measured elsewhere."""
+    with user_errors():
+        from hwopt.targets import load_target
+
+        t = load_target(target)
+        default_out = t.folder / "measurements.csv.gz"
+        if backend == "table":
+            from hwopt.backends.table import import_table
+
+            if source is None:
+                raise HwoptError("--backend table needs the CSV to import: hwopt profile --backend table FILE")
+            rows = import_table(source, output or default_out)
+            stdout.print(f"imported {len(rows)} kernel measurements from {source} into {output or default_out}")
+            return
+        if backend is not None:
+            raise HwoptError(f"--backend {backend!r}: only 'table' can be chosen (the target names its own backend)")
+        if source is not None:
+            raise HwoptError(f"unexpected argument {source}: a table to import needs --backend table")
+        from hwopt.backends import get_backend
+        from hwopt.canonicalize import load_canonical
+        from hwopt.profile import profile as run_profile
+        from hwopt.profile import sweep
+
+        measurer = get_backend(t)  # first: a missing backend is the first thing to say
+        models = [load_canonical(m, _shapes(input_shape))[1] for m in from_models or []]
+        kernels = sweep(t.parallelism, models, examples=examples, count=count, seed=seed)
+        with progress_bar(quiet) as progress:
+            result = run_profile(kernels, measurer, output or default_out, progress, label=f"profiling {t.name}")
+        if not quiet:
+            stdout.print(f"{result.measured} kernels measured, {result.skipped} already in the table; "
+                         f"{result.total} rows in {result.output}")
+        for kernel, message in result.failed[:5]:
+            stderr.print(f"hwopt: not measured: {kernel.describe()}: {message}", markup=False, highlight=False)
+        if result.failed:
+            raise HwoptError(f"{len(result.failed)} kernel(s) could not be measured (listed above); the rest are saved")
+
+
+@app.command()
+def measure(
+    model: Path = typer.Argument(..., help="ONNX model file"),
+    target: str = typer.Option("cpu", "--target", "-t", help="shipped target name or target TOML path"),
+    input_shape: Optional[List[str]] = InputShapes,
+    as_json: bool = typer.Option(False, "--json", help="print JSON"),
+) -> None:
+    """The whole model's latency on a target (cpu: timed end to end with onnxruntime)."""
+    with user_errors():
+        from hwopt.backends import model_measurer
+        from hwopt.canonicalize import check_input_dims
+        from hwopt.modelio import apply_input_shapes, load_model
+        from hwopt.targets import load_target
+
+        t = load_target(target)
+        measurer = model_measurer(t)  # before loading: a missing backend is the first thing to say
+        proto = load_model(model)
+        apply_input_shapes(proto, _shapes(input_shape))
+        check_input_dims(proto)
+        result = measurer(proto if input_shape else model, t)
+        latency = float(getattr(result, "latency_us", result))
+        meta = dict(getattr(result, "meta", {}) or {})
+        if as_json:
+            print(json.dumps({"model": str(model), "target": t.name, "latency_us": latency,
+                              "backend": getattr(result, "backend", t.backend), "meta": meta}, indent=2))
+            return
+        detail = f" (median of {meta['repeats']} runs, {meta.get('threads', '?')} thread(s))" if "repeats" in meta else ""
+        stdout.print(f"{model} on {t.name}: {latency / 1000:.3f} ms{detail}")
+
+
 def _calibration_sets(model, path: Optional[Path], count: int, eval_count: int, seed: int):
     """Calibration and held-out evaluation inputs: from the user's file (split) or seeded random."""
     from hwopt.calibration import load_calibration, random_inputs

@@ -1,0 +1,84 @@
+"""Measurement backends, by the name a target file gives in ``backend = "..."``.
+
+Each entry names a factory ``module:attribute`` imported only when used, so
+a backend's heavy dependencies (or a backend not installed yet) cost nothing
+to the others. A factory takes the ``Target`` and returns an object with the
+``Backend`` protocol (``hwopt.backends.base``). ``MODEL_MEASURERS`` name the
+function that measures a whole model on a target (``f(model_path_or_proto,
+target)`` returning an object with ``latency_us``, ``backend`` and ``meta``):
+onnxruntime times the model end to end; scalesim sums its simulated kernels
+through ``hwopt.backends.scalesim.measure_model_npu32``.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from hwopt.errors import HwoptError
+
+BACKENDS: dict[str, str] = {
+    "onnxruntime": "hwopt.backends.ort_cpu:OrtBackend",
+    "table": "hwopt.backends.table:TableBackend",
+    "scalesim": "hwopt.backends.scalesim:ScaleSimBackend",
+}
+
+MODEL_MEASURERS: dict[str, str] = {
+    "onnxruntime": "hwopt.backends.ort_cpu:measure_model",
+    "scalesim": "hwopt.backends:scalesim_model",
+}
+
+# What to tell the user when a backend's module is absent from this install.
+_MISSING = {"scalesim": "the npu32 (scalesim) backend is not installed"}
+
+
+def _resolve(table: dict[str, str], name: str, what: str) -> Callable[..., Any]:
+    if name not in table:
+        raise HwoptError(f"no {what} for backend {name!r} (known: {', '.join(sorted(table))})")
+    module_name, attribute = table[name].split(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name and module_name.startswith(exc.name):  # the backend module itself, not one of its imports
+            raise HwoptError(_MISSING.get(name, f"the {name} backend is not installed")) from None
+        raise
+    found = getattr(module, attribute, None)
+    if found is None:
+        raise HwoptError(f"the {name} backend has no {attribute} ({what})")
+    return found
+
+
+@dataclass
+class ModelEstimate:
+    """A whole model's latency from a per-kernel backend (the sum of its kernels)."""
+
+    latency_us: float
+    backend: str
+    meta: dict = field(default_factory=dict)
+
+
+def scalesim_model(model, target) -> ModelEstimate:
+    """npu32: the model's kernels simulated by SCALE-Sim and summed (the scalesim module's helper).
+
+    The helper wants a canonical model (shapes inferred), so the model is canonicalised here.
+    """
+    helper = _resolve({"scalesim": "hwopt.backends.scalesim:measure_model_npu32"}, "scalesim", "model helper")
+    from hwopt.canonicalize import canonicalize
+    from hwopt.modelio import load_model
+
+    proto = load_model(model) if isinstance(model, (str, Path)) else model
+    canonical, _ = canonicalize(proto, verify=False)
+    total_us, measurements = helper(canonical, target)
+    return ModelEstimate(float(total_us), "scalesim", {"kernels": len(measurements), "target": target.name})
+
+
+def get_backend(target, **options: Any):
+    """The measurement backend for ``target`` (by ``target.backend``)."""
+    return _resolve(BACKENDS, target.backend, "measurement backend")(target, **options)
+
+
+def model_measurer(target) -> Callable[..., Any]:
+    """The whole-model measuring function for ``target``'s backend."""
+    return _resolve(MODEL_MEASURERS, target.backend, "whole-model measurement")

@@ -1,0 +1,254 @@
+"""The ``onnxruntime`` backend: real timings of kernels and whole models on this machine.
+
+Each kernel is built as its own tiny ONNX model (``kernel_models``) and run in
+its own onnxruntime session with the target's fixed thread count. Timing
+protocol (settings from the target's ``[backend_settings]``):
+
+1. ``warmup_runs`` untimed runs (allocations, caches, lazy kernel selection);
+2. timed runs in windows of ``window``; after each window, stop when at least
+   ``min_repeats`` runs were taken and the median of all runs moved less than
+   ``stability`` (2%) relative to the median one window earlier;
+3. never more than ``max_repeats`` runs or ``max_seconds`` of timed runs (the
+   measurement then records ``stable: false``).
+
+The latency is the median (robust to the odd preempted run). With
+``net_of_boundary`` (the default) the kernel's latency is net of what only an
+isolated session pays: one session run's fixed cost and the NCHWc layout
+conversions at its graph boundary (``ort_boundary``), timed the same way and
+subtracted (never below a tenth of the raw time: a noise guard); ``meta``
+keeps ``raw_us`` and ``boundary_us``. The ``clock``
+setting chooses what is timed: ``wall`` (elapsed time: the truth on a quiet
+machine) or ``cpu`` (the CPU time of the thread running the session: with one
+intra-op thread onnxruntime computes in the calling thread, so this is the
+same figure without the time other processes took the core away; on a shared
+machine wall-clock medians of multi-millisecond models were inflated 50-70%
+while CPU time stayed within a few percent of the quiet-machine wall time). Inputs and outputs are bound once (I/O binding) so the timed call is
+the session's own work, not Python's copying. ``measure_model`` times a whole
+model the same way: the ground truth the per-kernel estimates are judged by.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import statistics
+import tempfile
+import time
+from dataclasses import dataclass, replace
+from functools import lru_cache
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+
+from hwopt.backends.base import Measurement, Progress
+from hwopt.backends.kernel_models import kernel_model
+from hwopt.backends.ort_boundary import boundary_model
+from hwopt.errors import HwoptError
+from hwopt.kernels import Kernel
+from hwopt.targets import Target
+
+NAME = "onnxruntime"
+_LEVELS = {"disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL, "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+           "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED, "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL}
+_NUMPY = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64,
+          "tensor(int64)": np.int64, "tensor(int32)": np.int32, "tensor(int8)": np.int8, "tensor(uint8)": np.uint8,
+          "tensor(bool)": np.bool_}
+
+
+@dataclass(frozen=True)
+class TimingSettings:
+    threads: int = 1
+    warmup_runs: int = 5
+    min_repeats: int = 10
+    max_repeats: int = 300
+    max_seconds: float = 2.0
+    stability: float = 0.02
+    window: int = 10
+    graph_optimization: str = "all"
+    providers: tuple[str, ...] = ("CPUExecutionProvider",)
+    seed: int = 0
+    clock: str = "wall"  # wall | cpu (thread CPU time; one thread only)
+    net_of_boundary: bool = True  # subtract the isolated session's run cost and boundary reorders
+
+    @classmethod
+    def from_target(cls, target: Target) -> "TimingSettings":
+        s = target.backend_settings
+        try:
+            settings = cls(
+                threads=int(s.get("threads", 1)), warmup_runs=int(s.get("warmup_runs", 5)),
+                min_repeats=int(s.get("min_repeats", 10)), max_repeats=int(s.get("max_repeats", 300)),
+                max_seconds=float(s.get("max_seconds", 2.0)), stability=float(s.get("stability", 0.02)),
+                window=int(s.get("window", 10)), graph_optimization=str(s.get("graph_optimization", "all")),
+                providers=tuple(s.get("providers", ["CPUExecutionProvider"])), seed=int(s.get("seed", 0)),
+                clock=str(s.get("clock", "wall")), net_of_boundary=bool(s.get("net_of_boundary", True)),
+            )
+        except (TypeError, ValueError) as exc:
+            raise HwoptError(f"{target.name}: bad [backend_settings] value ({exc})") from None
+        if settings.clock not in ("wall", "cpu"):
+            raise HwoptError(f"{target.name}: clock must be 'wall' or 'cpu', got {settings.clock!r}")
+        if settings.clock == "cpu" and (settings.threads != 1 or _providers(settings) != ["CPUExecutionProvider"]):
+            # Other threads' (or a GPU's) work is invisible to the calling thread's CPU clock.
+            raise HwoptError(f"{target.name}: clock 'cpu' needs threads = 1 and the CPU provider only")
+        if settings.graph_optimization not in _LEVELS:
+            raise HwoptError(f"{target.name}: graph_optimization must be one of {', '.join(_LEVELS)}")
+        if min(settings.threads, settings.window, settings.min_repeats, settings.max_repeats) < 1:
+            raise HwoptError(f"{target.name}: threads, window and repeats must be >= 1")
+        return settings
+
+
+@dataclass
+class Timing:
+    median_us: float
+    repeats: int
+    stable: bool
+
+
+@lru_cache(maxsize=1)
+def machine() -> str:
+    """The CPU model (from /proc/cpuinfo where there is one) and architecture."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.lower().startswith("model name"):
+                return f"{line.split(':', 1)[1].strip()} ({platform.machine()})"
+    except OSError:
+        pass
+    return f"{platform.processor() or 'unknown cpu'} ({platform.machine()})"
+
+
+def _providers(settings: TimingSettings) -> list[str]:
+    """The asked-for providers that this onnxruntime has, CPU always last as the fallback."""
+    available = set(ort.get_available_providers())
+    chosen = [p for p in settings.providers if p in available and p != "CPUExecutionProvider"]
+    return chosen + ["CPUExecutionProvider"]
+
+
+def _session(model: onnx.ModelProto, settings: TimingSettings,
+             optimized_path: str | None = None) -> ort.InferenceSession:
+    options = ort.SessionOptions()
+    if optimized_path:
+        options.optimized_model_filepath = optimized_path  # the graph ORT actually runs, for ort_boundary
+    options.intra_op_num_threads = settings.threads
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.graph_optimization_level = _LEVELS[settings.graph_optimization]
+    options.log_severity_level = 3
+    # Threads spin-waiting between runs would steal the core from the next run on a small machine.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    try:
+        return ort.InferenceSession(model.SerializeToString(), options, providers=_providers(settings))
+    except Exception as exc:  # onnxruntime raises several unrelated types
+        raise HwoptError(f"onnxruntime cannot load the model: {str(exc).strip().splitlines()[0][:300]}") from None
+
+
+def _random_feeds(session: ort.InferenceSession, seed: int) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    feeds = {}
+    for value in session.get_inputs():
+        shape = [d if isinstance(d, int) and d > 0 else 1 for d in value.shape]  # symbolic batch -> 1
+        dtype = _NUMPY.get(value.type)
+        if dtype is None:
+            raise HwoptError(f"input {value.name!r} has type {value.type}, which hwopt cannot feed")
+        feeds[value.name] = rng.standard_normal(shape).astype(dtype) if dtype != np.bool_ else np.ones(shape, bool)
+    return feeds
+
+
+def time_session(session: ort.InferenceSession, settings: TimingSettings) -> Timing:
+    """Median latency of ``session`` under the stability protocol (module docstring)."""
+    binding = session.io_binding()
+    for name, array in _random_feeds(session, settings.seed).items():
+        binding.bind_cpu_input(name, array)
+    for output in session.get_outputs():
+        binding.bind_output(output.name)
+    run = session.run_with_iobinding
+    now = time.thread_time_ns if settings.clock == "cpu" else time.perf_counter_ns
+    for _ in range(settings.warmup_runs):
+        run(binding)
+    samples: list[float] = []
+    previous = None
+    spent = 0.0  # timed seconds (on the chosen clock)
+    deadline = time.perf_counter() + 5 * settings.max_seconds  # a hard wall-clock cap on a very busy machine
+    while True:
+        for _ in range(settings.window):
+            start = now()
+            run(binding)
+            samples.append((now() - start) / 1000.0)
+        spent += sum(samples[-settings.window:]) / 1e6
+        median = statistics.median(samples)
+        stable = previous is not None and abs(median - previous) <= settings.stability * previous
+        if len(samples) >= settings.min_repeats and stable:
+            return Timing(median, len(samples), True)
+        if len(samples) >= settings.max_repeats or spent >= settings.max_seconds or time.perf_counter() > deadline:
+            return Timing(median, len(samples), False)
+        previous = median
+
+
+class OrtBackend:
+    """Measures kernels as real onnxruntime sessions on this machine (the Backend protocol)."""
+
+    name = NAME
+
+    def __init__(self, target: Target) -> None:
+        self.target = target
+        self.settings = TimingSettings.from_target(target)
+
+    def meta(self, timing: Timing | None) -> dict:
+        meta = {"machine": machine(), "onnxruntime": ort.__version__, "threads": self.settings.threads,
+                "providers": _providers(self.settings), "target": self.target.name,
+                "clock": self.settings.clock}
+        if timing is None:
+            meta["note"] = "view: metadata only, cost 0"
+        else:
+            meta.update(repeats=timing.repeats, stable=timing.stable)
+        return meta
+
+    def measure_one(self, kernel: Kernel) -> Measurement:
+        if kernel.kind == "view":
+            return Measurement(kernel, 0.0, None, self.name, self.meta(None))
+        model = kernel_model(kernel, self.settings.seed)
+        if not self.settings.net_of_boundary:
+            timing = time_session(_session(model, self.settings), self.settings)
+            return Measurement(kernel, timing.median_us, None, self.name, self.meta(timing))
+        with tempfile.TemporaryDirectory(prefix="hwopt-ort-") as tmp:
+            path = os.path.join(tmp, "optimized.onnx")
+            timing = time_session(_session(model, self.settings, path), self.settings)
+            optimized = onnx.load(path)
+        shapes = {v.name: [d.dim_value for d in v.type.tensor_type.shape.dim] for v in model.graph.output}
+        # The boundary graph is run as written: optimizing it could cancel the reorders it times.
+        plain = replace(self.settings, graph_optimization="disable")
+        boundary = time_session(_session(boundary_model(optimized, shapes), plain), plain)
+        net = max(timing.median_us - boundary.median_us, 0.1 * timing.median_us)
+        meta = self.meta(timing)
+        meta.update(raw_us=round(timing.median_us, 3), boundary_us=round(boundary.median_us, 3))
+        return Measurement(kernel, net, None, self.name, meta)
+
+    def measure(self, kernels: Sequence[Kernel], progress: Progress | None = None) -> list[Measurement]:
+        out = []
+        for index, kernel in enumerate(kernels):
+            out.append(self.measure_one(kernel))
+            if progress is not None:
+                progress(index + 1, len(kernels))
+        return out
+
+
+@dataclass
+class ModelLatency:
+    """A whole model's measured latency on a target."""
+
+    latency_us: float
+    backend: str
+    meta: dict
+
+
+def measure_model(model: str | Path | onnx.ModelProto, target: Target) -> ModelLatency:
+    """The whole model timed end to end as one session: the ground truth for this target."""
+    from hwopt.modelio import load_model
+
+    proto = model if isinstance(model, onnx.ModelProto) else load_model(model)
+    backend = OrtBackend(target)
+    timing = time_session(_session(proto, backend.settings), backend.settings)
+    meta = backend.meta(timing)
+    meta["model"] = proto.graph.name if isinstance(model, onnx.ModelProto) else str(model)
+    return ModelLatency(timing.median_us, NAME, meta)

@@ -1,0 +1,287 @@
+"""The profiling sweep: which kernels to measure on a target, and measuring them resumably.
+
+The estimator is only as good as the kernels it was trained on, so the sweep
+samples configurations from the distribution of real models rather than a
+grid: it takes every kernel of the example models (and of the user's
+``--from`` models), adds what the rewrites produce (for every IBN block the
+fused-IBN conv: a KxK standard conv from the block input to the hidden
+channels at the depthwise stride; for every depthwise conv its dense
+replacement, groups 1), then perturbs each seed kernel along one axis at a
+time: channel counts aligned to P (multiples of P) and misaligned (P*k +- 1,
+odd counts), expand ratios, kernel sizes 1/3/5/7, strides 1/2 and
+resolutions 7..224. Everything is seeded and deduplicated by ``Kernel``;
+categories are interleaved so any prefix (``--count N``) is a mix.
+
+``profile`` appends each measurement to the output table as it is taken and
+skips kernels already there, so an interrupted sweep resumes where it
+stopped. ``neighbours`` is the adaptive-refinement hook (nn-Meter style):
+given the kernels the estimator predicts worst, it proposes nearby
+configurations to measure next.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, replace
+from functools import lru_cache
+from pathlib import Path
+from typing import Callable, Iterable, Sequence
+
+import numpy as np
+import onnx
+
+from hwopt.backends.base import read_table, write_table
+from hwopt.errors import HwoptError
+from hwopt.kernels import CONV_KINDS, Kernel, schedule
+
+RESOLUTIONS = (7, 14, 28, 56, 112, 224)
+KERNEL_SIZES = (1, 3, 5, 7)
+EXPAND_RATIOS = (2, 3, 4, 6)
+# Keep every sweep kernel cheap enough to time many times: a single conv beyond
+# these is far outside what mobile vision models run, and would take seconds each.
+MAX_MACS = 2_000_000_000
+MAX_ELEMENTS = 16_000_000
+
+ProgressFn = Callable[[str, int, int], None]
+
+
+# ---------------------------------------------------------------- seed kernels
+
+@lru_cache(maxsize=1)
+def _example_canonicals() -> tuple[onnx.ModelProto, ...]:
+    """The example models, canonical (built in memory, seed 0); empty where examples/ is not installed."""
+    try:
+        from examples.zoo import MODELS
+    except ImportError:
+        return ()
+    from hwopt.canonicalize import canonicalize
+
+    return tuple(canonicalize(build(0), verify=False)[0] for build in MODELS.values())
+
+
+def model_kernels(canonical: onnx.ModelProto) -> tuple[list[Kernel], list[Kernel], list[Kernel]]:
+    """A canonical model's (kernels, fused-IBN convs, dense replacements of its depthwise convs)."""
+    from hwopt.blocks import find_ibn_blocks
+    from hwopt.graph import import_graph
+
+    graph = import_graph(canonical)
+    sched = schedule(graph)
+    kernels = [sk.kernel for sk in sched.kernels if sk.kernel.kind not in ("view", "unknown")]
+    by_node = sched.by_node()
+    fused = []
+    for block in find_ibn_blocks(graph):
+        if block.expand is None:
+            continue  # nothing to fuse (MobileNetV2's first block)
+        dw = sched.kernels[by_node[block.depthwise.name]].kernel
+        expand = sched.kernels[by_node[block.expand.name]].kernel
+        # fuse-ibn: KxK standard conv, block input -> hidden, at the depthwise stride, with the expand's act.
+        fused.append(Kernel("conv", block.in_channels, block.hidden_channels, expand.h, expand.w, dw.out_h,
+                            dw.out_w, dw.kernel, dw.kw, dw.stride, 1, expand.act, dtype_bytes=dw.dtype_bytes))
+    dense = [replace(k, kind="conv", groups=1) for k in kernels if k.kind == "dwconv"]
+    return kernels, fused, dense
+
+
+# ---------------------------------------------------------------- perturbations
+
+def _out(size: int, stride: int) -> int:
+    return max(1, math.ceil(size / stride))
+
+
+def with_channels(k: Kernel, cin: int, cout: int) -> Kernel | None:
+    """``k`` with new channel counts (kept consistent with its kind), or None when impossible."""
+    cin, cout = max(cin, 1), max(cout, 1)
+    if k.kind == "dwconv":
+        return replace(k, cin=cout, cout=cout, groups=cout)
+    if k.kind == "gconv":
+        g = k.groups
+        cin, cout = max(g, cin // g * g), max(g, cout // g * g)
+        return replace(k, cin=cin, cout=cout)
+    if k.kind in ("conv", "gemm"):
+        return replace(k, cin=cin, cout=cout)
+    if k.kind == "concat":
+        return replace(k, cin=max(cout, k.inputs), cout=max(cout, k.inputs))
+    return replace(k, cin=cout, cout=cout)  # channel-preserving kinds
+
+
+def with_resolution(k: Kernel, size: int) -> Kernel | None:
+    """``k`` at input resolution ``size`` x ``size`` (output scaled as the kind does)."""
+    if k.kind == "gemm" or (k.h == 1 and k.w == 1 and k.kind not in CONV_KINDS):
+        return None  # not spatial
+    if k.kind in CONV_KINDS or k.kind == "pool":
+        return replace(k, h=size, w=size, out_h=_out(size, k.stride), out_w=_out(size, k.stride))
+    if k.kind == "reduce":
+        return replace(k, h=size, w=size, out_h=1 if k.out_h == 1 else size, out_w=1 if k.out_w == 1 else size)
+    if k.kind == "resize":
+        scale = k.out_h / max(k.h, 1)
+        return replace(k, h=size, w=size, out_h=max(1, round(size * scale)), out_w=max(1, round(size * scale)))
+    return replace(k, h=size, w=size, out_h=size, out_w=size)
+
+
+def with_window(k: Kernel, kernel: int | None = None, stride: int | None = None) -> Kernel | None:
+    if k.kind not in CONV_KINDS and k.kind != "pool":
+        return None
+    kernel = k.kernel if kernel is None else kernel
+    stride = k.stride if stride is None else stride
+    return replace(k, kernel=kernel, kw=kernel, stride=stride, out_h=_out(k.h, stride), out_w=_out(k.w, stride))
+
+
+def aligned(c: int, p: int) -> int:
+    return max(p, round(c / p) * p)
+
+
+def misaligned(c: int, p: int, rng: np.random.Generator) -> int:
+    """A count off the P grid: P*k +- 1 or an odd count near c."""
+    base = aligned(c, p)
+    options = [base + 1, base - 1, c | 1 if c % p == 0 else c, base + p // 2 + 1]
+    return max(1, int(options[rng.integers(len(options))]))
+
+
+def perturb(k: Kernel, p: int, rng: np.random.Generator) -> list[Kernel]:
+    """Variants of ``k``, one axis at a time: aligned and misaligned channels, expand ratio, window, stride, size."""
+    out: list[Kernel | None] = []
+    keep_cin = k.cin if k.cin <= 4 else None  # the image input (3 channels) is what it is
+    out.append(with_channels(k, keep_cin or aligned(k.cin, p), aligned(k.cout, p)))
+    out.append(with_channels(k, keep_cin or misaligned(k.cin, p, rng), misaligned(k.cout, p, rng)))
+    if k.kind == "conv" and k.kernel == 1 and k.cout > k.cin:  # an expand conv: other expand ratios
+        ratio = int(rng.choice(EXPAND_RATIOS))
+        out.append(with_channels(k, k.cin, k.cin * ratio))
+    if k.kind in CONV_KINDS:
+        sizes = [s for s in KERNEL_SIZES if s != k.kernel and (s > 1 or k.kind == "conv")]
+        out.append(with_window(k, kernel=int(rng.choice(sizes))))
+        out.append(with_window(k, stride=2 if k.stride == 1 else 1))
+    elif k.kind == "pool":
+        out.append(with_window(k, stride=2 if k.stride == 1 else 1))
+    sizes = [s for s in RESOLUTIONS if s != k.h]
+    out.append(with_resolution(k, int(rng.choice(sizes))))
+    return [v for v in out if v is not None and v != k and affordable(v)]
+
+
+def affordable(k: Kernel) -> bool:
+    """Cheap enough to time repeatedly (see MAX_MACS / MAX_ELEMENTS)."""
+    return k.macs <= MAX_MACS and max(k.in_elements, k.out_elements) <= MAX_ELEMENTS
+
+
+# ---------------------------------------------------------------- the sweep
+
+def _interleave(groups: Sequence[Sequence[Kernel]]) -> list[Kernel]:
+    """Round-robin over groups, deduplicated, so any prefix holds every category."""
+    seen: set[Kernel] = set()
+    out = []
+    for index in range(max((len(g) for g in groups), default=0)):
+        for group in groups:
+            if index < len(group) and group[index] not in seen:
+                seen.add(group[index])
+                out.append(group[index])
+    return out
+
+
+def _dedupe(kernels: Iterable[Kernel]) -> list[Kernel]:
+    return list(dict.fromkeys(kernels))
+
+
+def sweep(parallelism: int, models: Sequence[onnx.ModelProto] = (), *, examples: bool = True, count: int | None = None,
+          seed: int = 0) -> list[Kernel]:
+    """The kernels to measure for a target of parallelism P (deterministic for a seed)."""
+    canonicals = list(_example_canonicals() if examples else ()) + list(models)
+    if not canonicals:
+        raise HwoptError("nothing to sample kernels from: give --from MODEL.onnx (the examples are not installed)")
+    seeds, fused, dense = [], [], []
+    for model in canonicals:
+        kernels, f, d = model_kernels(model)
+        seeds += kernels
+        fused += f
+        dense += d
+    seeds, fused, dense = _dedupe(seeds), _dedupe(fused), _dedupe(dense)
+    rng = np.random.default_rng(seed)
+    aligned_v, misaligned_v, other_v = [], [], []
+    for k in seeds + fused + dense:
+        variants = perturb(k, parallelism, rng)
+        for v in variants:
+            if v.cout % parallelism == 0 and v.cout != k.cout:
+                aligned_v.append(v)
+            elif v.cout % parallelism and v.cout != k.cout:
+                misaligned_v.append(v)
+            else:
+                other_v.append(v)
+    # Shuffle each perturbation group (seeded) so a capped sweep is not biased to the first model.
+    groups = [seeds, [k for k in fused if affordable(k)], [k for k in dense if affordable(k)]]
+    for group in (aligned_v, misaligned_v, other_v):
+        order = rng.permutation(len(group))
+        groups.append([group[i] for i in order])
+    kernels = _interleave(groups)
+    return kernels[:count] if count is not None else kernels
+
+
+def neighbours(kernels: Sequence[Kernel], parallelism: int, *, per_kernel: int = 6, seed: int = 0,
+               exclude: Iterable[Kernel] = ()) -> list[Kernel]:
+    """Adaptive refinement: configurations next to the worst-predicted kernels, to measure next.
+
+    For each kernel, in order: output channels one P-step up and down, one
+    channel off the P grid either side, input channels one P-step up, and the
+    resolution doubled and halved (kind-consistent, affordable, not in
+    ``exclude``, deduplicated); at most ``per_kernel`` each. Deterministic.
+    """
+    skip = set(exclude)
+    found: list[Kernel] = []
+    p = parallelism
+    for k in kernels:
+        candidates = [with_channels(k, k.cin, k.cout + p), with_channels(k, k.cin, k.cout - p),
+                      with_channels(k, k.cin, k.cout + 1), with_channels(k, k.cin, k.cout - 1),
+                      with_channels(k, k.cin + p, k.cout) if k.cin > 4 else None]
+        if k.h > 1:
+            candidates += [with_resolution(k, min(k.h * 2, 448)), with_resolution(k, max(k.h // 2, 1))]
+        taken = 0
+        for c in candidates:
+            if c is None or c == k or c in skip or not affordable(c) or c.cout < 1:
+                continue
+            skip.add(c)
+            found.append(c)
+            taken += 1
+            if taken >= per_kernel:
+                break
+    return found
+
+
+# ---------------------------------------------------------------- measuring
+
+@dataclass
+class ProfileResult:
+    output: Path
+    measured: int  # new rows this run
+    skipped: int  # already in the table
+    total: int  # rows in the table now
+    failed: list[tuple[Kernel, str]] = field(default_factory=list)  # the backend cannot measure these (reported)
+
+
+def _compact(path: Path) -> None:
+    """Rewrite a finished table as one gzip member (per-row appends leave one member per row, ~6x larger)."""
+    temporary = path.with_name(path.name + ".tmp.gz")
+    write_table(temporary, read_table(path))
+    temporary.replace(path)  # atomic: an interruption leaves the appended table as it was
+
+
+def profile(kernels: Sequence[Kernel], backend, output: str | Path, progress: ProgressFn | None = None,
+            label: str = "profiling") -> ProfileResult:
+    """Measure the kernels not yet in ``output``, appending each row as it is taken (resumable).
+
+    A kernel the backend refuses (HwoptError: e.g. an op it has no model for) does
+    not stop a long sweep: it is listed in the result's ``failed`` for the caller to report.
+    """
+    output = Path(output)
+    done = {m.kernel for m in read_table(output)} if output.exists() and output.stat().st_size else set()
+    todo = [k for k in _dedupe(kernels) if k not in done]
+    failed: list[tuple[Kernel, str]] = []
+    for index, kernel in enumerate(todo):
+        try:
+            measured = backend.measure([kernel])
+        except HwoptError as exc:
+            failed.append((kernel, str(exc)))
+        else:
+            # One kernel per append: an interruption loses at most the kernel being timed.
+            write_table(output, measured, append=True)
+        if progress is not None:
+            progress(label, index + 1, len(todo))
+    new = len(todo) - len(failed)
+    if new and output.suffix == ".gz":
+        _compact(output)
+    return ProfileResult(output, new, len(_dedupe(kernels)) - len(todo), len(done) + new, failed)
