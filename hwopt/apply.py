@@ -21,10 +21,8 @@ from hwopt.errors import HwoptError, VerificationError
 from hwopt.metrics import ModelMetrics, model_metrics
 from hwopt.rewrites import RewriteContext, SiteOutcome, get_rule
 from hwopt.ruleset import RuleStep
-from hwopt.sites import Analysis, Site, SiteIds
+from hwopt.sites import Analysis, Site, SiteIds, is_glob
 from hwopt.verify import Comparison, compare_models
-
-_GLOB_CHARS = set("*?[")
 
 
 @dataclass
@@ -55,7 +53,7 @@ def _choose_sites(step: RuleStep, analysis: Analysis, ids: SiteIds) -> tuple[lis
     rule = get_rule(step.rule)
     if step.sites:
         candidates = analysis.select(step.sites, rule.site_kind, ids)
-        explicit = {s for s in step.sites if not _GLOB_CHARS & set(s)}
+        explicit = {s for s in step.sites if not is_glob(s)}
     else:
         candidates, explicit = rule.find_sites(analysis), set()
     chosen, skipped = [], []

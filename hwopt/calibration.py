@@ -117,15 +117,19 @@ class OrtRunner:
         self.passthrough = [n for n in dict.fromkeys(extra_outputs) if n in input_names]
         internal = [n for n in extra_outputs if n not in input_names]
         model = _pruned_to(model, internal) if only_extra else _with_outputs(model, internal)
-        options = ort.SessionOptions()
-        # Keep the graph as written: fusions would hide the tensors we ask for.
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-        options.log_severity_level = 3
-        self.session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
-        self.output_names = [o.name for o in self.session.get_outputs()]
         inputs = _real_inputs(model)
         fixed = {_sample_shape(v)[1] for v in inputs}
         fixed_batch = next(iter(fixed)) if len(fixed) == 1 else None
+        self.session = None
+        if fixed_batch == 1:
+            # Most exports fix batch 1; running samples one by one is several times slower, so try the
+            # same graph with a free batch dim and keep it only if it really runs batched.
+            self.session = _batched_session(model, inputs)
+            if self.session is not None:
+                fixed_batch = None
+        if self.session is None:
+            self.session = _session(model)
+        self.output_names = [o.name for o in self.session.get_outputs()]
         self.batch = fixed_batch if fixed_batch is not None else batch
         self.fixed_batch = fixed_batch is not None
 
@@ -154,6 +158,36 @@ class OrtRunner:
             for name in wanted:
                 parts[name].append(outputs[name])
         return {name: np.concatenate(chunks, axis=0) for name, chunks in parts.items()}
+
+
+def _session(model: onnx.ModelProto) -> ort.InferenceSession:
+    options = ort.SessionOptions()
+    # Keep the graph as written: fusions would hide the tensors we ask for.
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    options.log_severity_level = 3
+    return ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+
+
+def _batched_session(model: onnx.ModelProto, inputs: list[onnx.ValueInfoProto]) -> ort.InferenceSession | None:
+    """A session of ``model`` with batch dim 'N' on inputs and outputs, if it runs a batch of 2 correctly."""
+    free = onnx.ModelProto()
+    free.CopyFrom(model)
+    del free.graph.value_info[:]
+    names = {v.name for v in inputs}
+    for value in list(free.graph.input) + list(free.graph.output):
+        dims = value.type.tensor_type.shape.dim
+        if (value.name in names or value in free.graph.output) and dims:
+            dims[0].Clear()
+            dims[0].dim_param = "N"
+    try:
+        session = _session(free)
+        probe = {v.name: np.zeros((2, *_sample_shape(v)[0]), _numpy_dtype(v)) for v in inputs}
+        outputs = session.run(None, probe)
+    except Exception:  # noqa: BLE001 - a graph that hard-codes its batch (Reshape to [1, -1], ...)
+        return None
+    if any(np.ndim(o) == 0 or np.shape(o)[0] != 2 for o in outputs):
+        return None
+    return session
 
 
 def _pruned_to(model: onnx.ModelProto, names: list[str]) -> onnx.ModelProto:

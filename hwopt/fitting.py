@@ -22,8 +22,8 @@ import numpy as np
 
 # Row budget ~ this many multiply-adds for the normal equations (rows x features^2).
 _NORMAL_EQUATION_MACS = 1.5e10
-_MIN_ROWS, _MAX_ROWS = 8192, 131072
-_CLIP_ROUNDS = 6
+_MIN_ROWS, _MAX_ROWS = 2048, 32768
+_CLIP_ROUNDS = 4
 
 
 def row_budget(features: int) -> int:
@@ -119,7 +119,9 @@ class ConvLeastSquares:
         scale = float(np.trace(xtx)) / xtx.shape[0] or 1.0
         lhs = xtx + ridge * scale * np.eye(xtx.shape[0])
         prior = ridge * scale * theta0
-        theta = _solve(lhs, (x.T @ y).astype(np.float64) + prior)
+        # One factorisation serves every refinement round (only the right-hand side changes).
+        solve = _solver(lhs)
+        theta = solve((x.T @ y).astype(np.float64) + prior)
         if clip is not None:
             low, high = clip
             for _ in range(_CLIP_ROUNDS):
@@ -128,17 +130,19 @@ class ConvLeastSquares:
                 # move the target onto the prediction so that row stops pulling.
                 free = ((y <= low) & (pred <= low)) | ((y >= high) & (pred >= high))
                 target = np.where(free, pred, y)
-                theta = _solve(lhs, (x.T @ target).astype(np.float64) + prior)
+                theta = solve((x.T @ target).astype(np.float64) + prior)
         weight = theta[:-1].T.reshape(w0.shape).astype(np.float32)
         bias = theta[-1].astype(np.float32)
         return weight, bias
 
 
-def _solve(lhs: np.ndarray, rhs: np.ndarray) -> np.ndarray:
+def _solver(lhs: np.ndarray):
+    """rhs -> lhs^-1 rhs for a symmetric positive (semi-)definite ``lhs``, factorised once."""
     try:
-        return np.linalg.solve(lhs, rhs)
+        inverse = np.linalg.inv(lhs)
     except np.linalg.LinAlgError:
-        return np.linalg.lstsq(lhs, rhs, rcond=None)[0]
+        inverse = np.linalg.pinv(lhs, hermitian=True)
+    return lambda rhs: inverse @ rhs
 
 
 def linear_fusion_init(

@@ -74,12 +74,15 @@ class Analysis:
         return [s for s in self.sites.values() if s.kind == kind]
 
     def select(self, patterns: list[str], kind: str, all_ids: SiteIds | None = None) -> list[Site]:
-        """Sites of ``kind`` matching ids or globs; an unknown id is an error naming what exists."""
+        """Sites of ``kind`` matching ids or globs; an unknown id is an error naming what exists.
+
+        A glob that matches nothing is not an error: rule files with globs are reused across models.
+        """
         chosen: dict[str, Site] = {}
         candidates = self.of_kind(kind)
         for pattern in patterns:
             matched = [s for s in candidates if fnmatch.fnmatchcase(s.id, pattern)]
-            if not matched:
+            if not matched and not is_glob(pattern):
                 known = all_ids is not None and pattern in all_ids.values()
                 if known:
                     raise HwoptError(f"site {pattern!r} no longer exists here (an earlier rule rewrote it)")
@@ -88,6 +91,10 @@ class Analysis:
                 chosen[site.id] = site
         order = list(self.sites)
         return sorted(chosen.values(), key=lambda s: order.index(s.id))
+
+
+def is_glob(pattern: str) -> bool:
+    return bool(set("*?[") & set(pattern))
 
 
 def _known(sites: list[Site]) -> str:

@@ -19,7 +19,9 @@ from tests.conftest import EXAMPLES
 
 # Parameters that give every rule sites on the examples (P=24 misaligns the usual multiples of 8/32).
 RULE_OPTIONS = {
-    "fuse-ibn": "fuse-ibn",
+    # The graph surgery at every site (linear init is instant); the least-squares refit on early blocks.
+    "fuse-ibn-all": "fuse-ibn:init=linear",
+    "fuse-ibn-lstsq": "fuse-ibn@ibn[1-3]",
     "align-channels": "align-channels:p=24,mode=pad",
     "align-trim": "align-channels:p=24,mode=trim",
     "dw-to-dense": "dw-to-dense",
@@ -53,7 +55,8 @@ def test_rule_on_example(loaded, tmp_path, name: str, option: str) -> None:
     step = parse_rule_option(RULE_OPTIONS[option])
     rule = RULES[step.rule]
     analysis = Analysis(canonical)
-    eligible = [s for s in rule.find_sites(analysis) if rule.check(s, step.params, analysis) is None]
+    candidates = analysis.select(step.sites, rule.site_kind) if step.sites else rule.find_sites(analysis)
+    eligible = [s for s in candidates if rule.check(s, step.params, analysis) is None]
     result = apply_steps(original, canonical, [step], calibration, evaluation)
     applied = result.steps[0].applied
     assert len(applied) == len(eligible)

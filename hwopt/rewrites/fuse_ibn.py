@@ -71,6 +71,28 @@ def _fit_conv(
         fitter.update(x[x_name], target)
 
 
+def _refit_conv(
+    node: gs.Node, current: onnx.ModelProto, reference: onnx.ModelProto, target: str, ridge: float,
+    ctx: RewriteContext, label: str, minus: str | None = None, clip: tuple[float, float] | None = None,
+) -> None:
+    """Refit a (group 1) conv of ``current`` so that it reproduces ``reference``'s tensor ``target``."""
+    attrs = conv_attrs(node)
+    fitter = ConvLeastSquares(attrs.in_channels, attrs.out_channels, attrs.kernel, attrs.strides, attrs.pads,
+                              attrs.dilations, seed=ctx.seed, samples=sample_count(ctx.calibration))
+    _fit_conv(fitter, current, node.inputs[0].name, reference, target, ctx.calibration, ctx.report(label), minus)
+    weight, bias = fitter.solve(conv_weight(node), _bias_or_zeros(node, attrs.out_channels), ridge=ridge, clip=clip)
+    set_conv_params(node, weight, bias, "refit")
+
+
+def _refit_project(block: IBNBlock, current, reference, ridge: float, ctx: RewriteContext, label: str) -> None:
+    if block.residual is not None:
+        # Fit the block output (project + skip) to the original's, from the skip as the rewritten model
+        # has it: the project conv then also absorbs upstream error carried by the residual stream.
+        _refit_conv(block.project, current, reference, block.output.name, ridge, ctx, label, minus=block.input.name)
+    else:
+        _refit_conv(block.project, current, reference, block.project.outputs[0].name, ridge, ctx, label)
+
+
 class FuseIBN(Rule):
     name = "fuse-ibn"
     summary = "IBN expand 1x1 + depthwise KxK -> one KxK conv, weights refit on calibration data"
@@ -101,17 +123,20 @@ class FuseIBN(Rule):
                   for b in blocks]
         rng = np.random.default_rng(ctx.seed)
         current = reference
+        fitting = params["init"] == "lstsq"
         for number, block in enumerate(blocks, 1):
             label = f"fuse-ibn: block {number}/{len(blocks)}"
             weight, bias = self._fused_weights(block, current, reference, params, ctx, rng, label)
-            fused = self._replace(analysis.graph, block, weight, bias)
-            if params["init"] == "lstsq" and params["project"] == "refit":
+            self._replace(analysis.graph, block, weight, bias)
+            if fitting:
+                # The next fit reads this block's rewritten output: materialise the model so far.
                 current = export_graph(analysis.graph, reference)
-                self._refit_project(block, fused, current, reference, params, ctx, label)
-            if number < len(blocks):
-                current = export_graph(analysis.graph, reference)
-        model = export_graph(analysis.graph, reference)
-        return model, self._outcomes(reference, model, sites, blocks, shapes, params, ctx)
+                if params["project"] == "refit":
+                    _refit_project(block, current, reference, params["ridge"], ctx, label + " (project)")
+                    current = export_graph(analysis.graph, reference)
+        if not fitting:
+            current = export_graph(analysis.graph, reference)
+        return current, self._outcomes(reference, current, sites, blocks, shapes, params, ctx)
 
     def _fused_weights(
         self, block: IBNBlock, current: onnx.ModelProto, reference: onnx.ModelProto, params, ctx, rng, label
@@ -149,24 +174,6 @@ class FuseIBN(Rule):
         block.expand.outputs.clear()
         graph.nodes.append(fused)
         return fused
-
-    @staticmethod
-    def _refit_project(block: IBNBlock, fused: gs.Node, current, reference, params, ctx, label) -> None:
-        project = block.project
-        attrs = conv_attrs(project)
-        fitter = ConvLeastSquares(attrs.in_channels, attrs.out_channels, attrs.kernel, attrs.strides, attrs.pads,
-                                  attrs.dilations, seed=ctx.seed, samples=sample_count(ctx.calibration))
-        if block.residual is not None:
-            # Fit the block output (project + skip) to the original's, from the skip as the rewritten model
-            # has it: the project conv then also absorbs upstream error carried by the residual stream.
-            _fit_conv(fitter, current, project.inputs[0].name, reference, block.output.name,
-                      ctx.calibration, ctx.report(label + " (project)"), minus=block.input.name)
-        else:
-            _fit_conv(fitter, current, project.inputs[0].name, reference, project.outputs[0].name,
-                      ctx.calibration, ctx.report(label + " (project)"))
-        w0 = conv_weight(project)
-        weight, bias = fitter.solve(w0, _bias_or_zeros(project, attrs.out_channels), ridge=params["ridge"])
-        set_conv_params(project, weight, bias, "refit")
 
     def _outcomes(self, before, after, sites, blocks, shapes, params, ctx) -> list[SiteOutcome]:
         """Each block's output deviation on held-out inputs (the whole model is verified by the caller)."""
