@@ -20,6 +20,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 
+from hwopt.canonical_clip import minmax_to_clip
 from hwopt.errors import HwoptError, VerificationError
 from hwopt.modelio import InputShape, apply_input_shapes
 
@@ -233,6 +234,7 @@ def canonicalize(
 
     canonical = ort_basic_optimize(original)
     folded = fold_conv_affine(canonical)
+    clamps = minmax_to_clip(canonical)
     drop_unused_opsets(canonical)
     name_nodes(canonical)
     _restore_io(canonical, original)
@@ -248,6 +250,8 @@ def canonicalize(
     )
     if folded:
         report.notes.append(f"folded {folded} constant Mul/Add/Sub/Div into the preceding Conv")
+    if clamps:
+        report.notes.append(f"rewrote {clamps} Max(Min(x, hi), lo) clamps as Clip")
     if verify:
         from hwopt.calibration import random_inputs
         from hwopt.verify import compare_models

@@ -53,6 +53,8 @@ def print_inspect(console: Console, analysis: Analysis, metrics: ModelMetrics, c
         f"Identity removed {canon.removed('Identity')}) in {canon.seconds:.2f} s, "
         f"verified exact (rel. max-abs error {canon.max_rel_error:.1e})"
     )
+    for note in canon.notes:
+        console.print(f"canonicalised: {note}")
     ops = Table(title="ops", show_edge=False)
     ops.add_column("op")
     ops.add_column("count", justify="right")
@@ -96,6 +98,7 @@ def inspect_dict(analysis: Analysis, metrics: ModelMetrics, canon: Canonicalizat
             "identity_removed": canon.removed("Identity"),
             "max_rel_error": canon.max_rel_error,
             "seconds": canon.seconds,
+            "notes": canon.notes,
         },
         "sites": [
             {"id": s.id, "kind": s.kind, "where": _where(s), "shape": s.describe(), "rules": rules[s.id],

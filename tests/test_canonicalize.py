@@ -33,12 +33,15 @@ def test_canonicalisation_is_exact_and_clean(example_path, name: str) -> None:
     assert [o.name for o in canonical.graph.output] == [o.name for o in original.graph.output]
 
 
-def test_constant_node_weights_become_initializers(example_path) -> None:
+def test_constant_node_weights_become_initializers_and_minmax_clamps_clip(example_path) -> None:
     original = load_model(example_path("efficientnet_lite0"))
     assert not original.graph.initializer
     _, canonical, report = load_canonical(example_path("efficientnet_lite0"))
     assert report.removed("Constant") > 100
     assert len(canonical.graph.initializer) > 50
+    ops = [n.op_type for n in canonical.graph.node]
+    assert "Min" not in ops and "Max" not in ops and ops.count("Clip") == 33
+    assert "rewrote 33 Max(Min(x, hi), lo) clamps as Clip" in report.notes
 
 
 def test_dynamic_batch_is_kept_and_other_dims_must_be_known(tmp_path: Path) -> None:
