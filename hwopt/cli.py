@@ -60,6 +60,18 @@ def progress_bar(quiet: bool):
     if quiet:
         yield None
         return
+    if not stderr.is_terminal:
+        # Logs (CI, pipelines): a plain line per quarter of each task instead of a live bar.
+        shown: dict[str, int] = {}
+
+        def log(label: str, done: int, total: int) -> None:
+            quarter = 4 * done // max(total, 1)
+            if shown.get(label, -1) < quarter:
+                shown[label] = quarter
+                stderr.print(f"{label}: {done}/{total}", markup=False, highlight=False)
+
+        yield log
+        return
     columns = (TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
                TimeElapsedColumn())
     with Progress(*columns, console=stderr, transient=True) as progress:
