@@ -1,6 +1,7 @@
 """fuse-ibn weight refit vs its baselines on MobileNetV2's first three expandable blocks.
 
     python bench/fuse_ibn_refit.py [--samples 512] [--eval 32] [--blocks ibn1,ibn2,ibn3]
+                                   [--model other.onnx [--input-shape NAME=1x3x224x224]]
 
 Fuses the blocks four ways -- least squares with the project conv refit (the
 default), least squares alone, the linear composition of the two kernels
@@ -26,6 +27,7 @@ from examples.build import build_example  # noqa: E402
 from hwopt.apply import apply_steps  # noqa: E402
 from hwopt.calibration import random_inputs  # noqa: E402
 from hwopt.canonicalize import load_canonical  # noqa: E402
+from hwopt.modelio import InputShape  # noqa: E402
 from hwopt.ruleset import parse_rule_option  # noqa: E402
 
 VARIANTS = {
@@ -41,13 +43,18 @@ def main() -> int:
     parser.add_argument("--samples", type=int, default=512, help="calibration samples")
     parser.add_argument("--eval", type=int, default=32, help="held-out evaluation samples")
     parser.add_argument("--blocks", default="ibn1,ibn2,ibn3")
+    parser.add_argument("--model", type=Path, help="another model than the MobileNetV2 example")
+    parser.add_argument("--input-shape", action="append", default=[], help="NAME=1x3x224x224 for --model")
     args = parser.parse_args()
+    shapes = [InputShape.parse(text) for text in args.input_shape]
     with tempfile.TemporaryDirectory() as tmp:
-        original, canonical, _ = load_canonical(build_example("mobilenetv2", Path(tmp)))
+        path = args.model or build_example("mobilenetv2", Path(tmp))
+        original, canonical, _ = load_canonical(path, shapes)
     calibration = random_inputs(original, args.samples, seed=0)
     evaluation = random_inputs(original, args.eval, seed=1)
     blocks = args.blocks.split(",")
-    table = Table(title=f"fuse-ibn on MobileNetV2 {args.blocks}: cosine similarity to the original "
+    name = args.model.name if args.model else "the MobileNetV2 example"
+    table = Table(title=f"fuse-ibn on {name} {args.blocks}: cosine similarity to the original "
                         f"({args.samples} calibration, {args.eval} held-out samples)")
     table.add_column("weights")
     for block in blocks:
