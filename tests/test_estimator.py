@@ -158,3 +158,14 @@ def test_train_cli_on_a_tiny_table(tmp_path: Path) -> None:
     assert np.all(estimator.predict([m.kernel for m in read_table(tiny)]) > 0)
     bad = runner.invoke(app, ["train", str(tmp_path / "missing.csv"), "-o", str(out)])
     assert bad.exit_code == 2 and "no such measurements table" in bad.output
+
+
+def test_npu32_estimator_has_the_off_chip_traffic_head(example_path) -> None:
+    npu = load_estimator("npu32")
+    result = npu.estimate(npu.schedule_of(example_path("mobilenetv3_small")))
+    assert result.dram_bytes is not None and result.dram_bytes > 0
+    assert result.dram_bytes == pytest.approx(sum(k.dram_bytes for k in result.per_kernel), rel=1e-9)
+    assert result.latency_us > 0 and not result.fallbacks
+    # int8, padded to 32: the target's layout, not the fp32 file's
+    assert result.peak_activation_bytes >= peak_activation_bytes(npu.schedule_of(example_path("mobilenetv3_small")),
+                                                                 1, 1)
