@@ -50,10 +50,8 @@ def test_trained_model_round_trips_through_xgboost_json(small_table: Path, tmp_p
     assert models and all(json.loads((tmp_path / m).read_text()).get("learner") for m in models)  # XGBoost JSON
     assert not list(tmp_path.glob("*.pkl")) and not list(tmp_path.glob("*.pickle"))
     kernels = [m.kernel for m in read_table(CPU_TABLE)[1::50]]
-    reloaded = load_estimator(target, tmp_path)
-    fresh = load_estimator(target, tmp_path)
-    first, second = reloaded.predict(kernels), fresh.predict(kernels)
-    assert np.array_equal(first, second)
+    assert np.array_equal(load_estimator(target, tmp_path).predict(kernels),
+                          load_estimator(target, tmp_path).predict(kernels))
     # identical to the in-memory model that was saved
     regressor = KernelRegressor.fit(*_xy(small_table, target), grid=SMALL_GRID)
     regressor.save(tmp_path / "again", "latency")
@@ -65,7 +63,7 @@ def test_trained_model_round_trips_through_xgboost_json(small_table: Path, tmp_p
 
 
 def _xy(table: Path, target):
-    rows = [m for m in read_table(table) if m.kernel.kind != "view"]
+    rows = [m for m in read_table(table) if m.kernel.kind in ("conv", "dwconv")]  # two groups: quick
     kernels = [m.kernel for m in rows]
     return (features(kernels, target.parallelism, target.dtype_bytes), [k.kind for k in kernels],
             np.array([m.latency_us for m in rows]))

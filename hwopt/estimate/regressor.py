@@ -31,6 +31,7 @@ from hwopt.errors import HwoptError
 from hwopt.estimate.features import BASE_SETS, FEATURES, KIND_CODE
 
 MIN_ROWS = 40
+MIN_CV_ROWS = 60
 SHARED = "shared"
 GRID = {"max_depth": (4, 6), "learning_rate": (0.1,), "n_estimators": (200,), "min_child_weight": (1, 4)}
 FOLDS = 3
@@ -53,7 +54,9 @@ def _fit_base(x: np.ndarray, y: np.ndarray, base: Sequence[int]) -> np.ndarray:
 
 def _booster(params: dict, x: np.ndarray, y: np.ndarray) -> xgb.Booster:
     """XGBoost's native API (no scikit-learn dependency)."""
-    options = {"objective": "reg:squarederror", "seed": SEED, "nthread": 2, "tree_method": "hist",
+    # Two threads (a shared machine) and only for larger groups: on a few hundred rows threads cost more.
+    options = {"objective": "reg:squarederror", "seed": SEED, "nthread": 2 if len(x) >= 2000 else 1,
+               "tree_method": "hist",
                "subsample": 0.9, "colsample_bytree": 0.9, "eta": params["learning_rate"],
                "max_depth": params["max_depth"], "min_child_weight": params["min_child_weight"]}
     return xgb.train(options, xgb.DMatrix(x, label=y), num_boost_round=params["n_estimators"])
@@ -114,12 +117,12 @@ class KernelRegressor:
             xs, ys = x[mask], logy[mask]
             if progress:
                 progress(f"training {quantity}", step, len(plan))
-            if len(xs) >= 2 * FOLDS:
+            if len(xs) >= MIN_CV_ROWS:
                 # The base's columns first (with the first grid point), then the grid with that base.
                 base = min(BASE_SETS, key=lambda b: _cv_rmse(combos[0], xs, ys, b))
                 rmse, best = min((_cv_rmse(p, xs, ys, base), i) for i, p in enumerate(combos))
                 params = combos[best]
-            else:  # too few rows to cross-validate: the smallest, most regularised model
+            else:  # too few rows for CV figures to mean much: the smallest, most regularised model
                 base, rmse, params = BASE_SETS[0], float("nan"), {**combos[0], "n_estimators": 50}
             coef = _fit_base(xs, ys, base)
             model = _booster(params, xs, ys - _design(xs, base) @ coef)
