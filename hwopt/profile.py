@@ -22,6 +22,7 @@ configurations to measure next.
 from __future__ import annotations
 
 import math
+import sys
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from pathlib import Path
@@ -47,25 +48,32 @@ ProgressFn = Callable[[str, int, int], None]
 
 # ---------------------------------------------------------------- seed kernels
 
-def example_names() -> tuple[str, ...]:
-    """The example model names (examples/zoo.py's MODELS), in the order of ``_example_canonicals``."""
+def _example_models() -> dict:
+    """examples/zoo.py's MODELS: importable from the checkout even when hwopt runs as a console script."""
     try:
         from examples.zoo import MODELS
     except ImportError:
-        return ()
-    return tuple(MODELS)
+        from hwopt.targets import data_root
+
+        # The examples live beside the package in the source checkout hwopt is installed from (-e).
+        if not (data_root() / "examples" / "zoo.py").is_file():
+            return {}
+        sys.path.append(str(data_root()))
+        from examples.zoo import MODELS
+    return MODELS
+
+
+def example_names() -> tuple[str, ...]:
+    """The example model names (examples/zoo.py's MODELS), in the order of ``_example_canonicals``."""
+    return tuple(_example_models())
 
 
 @lru_cache(maxsize=1)
 def _example_canonicals() -> tuple[onnx.ModelProto, ...]:
     """The example models, canonical (built in memory, seed 0); empty where examples/ is not installed."""
-    try:
-        from examples.zoo import MODELS
-    except ImportError:
-        return ()
     from hwopt.canonicalize import canonicalize
 
-    return tuple(canonicalize(build(0), verify=False)[0] for build in MODELS.values())
+    return tuple(canonicalize(build(0), verify=False)[0] for build in _example_models().values())
 
 
 def model_kernels(canonical: onnx.ModelProto) -> tuple[list[Kernel], list[Kernel], list[Kernel]]:
