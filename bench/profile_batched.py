@@ -52,13 +52,7 @@ def main() -> None:
     if target.backend == "scalesim":
         # Cheapest first (SCALE-Sim time grows with the layer): whatever finishes in the time there is
         # covers the most configurations; --max-sim caps it.
-        from hwopt.backends.scalesim import ARRAY_KINDS, layer_for
-
-        def cost(k) -> float:
-            if k.kind not in ARRAY_KINDS:
-                return 0.0
-            spec, _ = layer_for(k)
-            return float(spec.ifmap_h * spec.ifmap_w * spec.channels * spec.num_filters)
+        from hwopt.backends.scalesim import simulation_cost as cost
 
         todo = sorted((k for k in todo if (args.max_sim is None or cost(k) <= args.max_sim)
                        and (args.min_sim is None or cost(k) >= args.min_sim)), key=cost)

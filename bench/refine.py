@@ -61,13 +61,7 @@ def main() -> None:
           + ", ".join(f"{kernels[i].describe()} ({error[i]:.2f})" for i in eligible[:5]))
     candidates = neighbours(worst, target.parallelism, per_kernel=args.per_kernel, exclude=kernels)
     if target.backend == "scalesim":
-        from hwopt.backends.scalesim import ARRAY_KINDS, layer_for
-
-        def cost(k) -> float:
-            if k.kind not in ARRAY_KINDS:
-                return 0.0
-            spec, _ = layer_for(k)
-            return float(spec.ifmap_h * spec.ifmap_w * spec.channels * spec.num_filters)
+        from hwopt.backends.scalesim import simulation_cost as cost
 
         candidates = [k for k in candidates if cost(k) <= args.max_sim]
     print(f"measuring {len(candidates)} neighbours")

@@ -234,3 +234,11 @@ if __name__ == "__main__":  # pragma: no cover - a quick manual check: python -m
     for m in ms:
         print(f"{m.latency_us:12.2f} us  {m.kernel.describe()}")
     print(f"total {total:.1f} us")
+
+
+def simulation_cost(kernel: Kernel) -> float:
+    """A relative cost of simulating ``kernel`` (SCALE-Sim time grows with the layer); 0 when not simulated."""
+    if kernel.kind not in ARRAY_KINDS:
+        return 0.0
+    spec, _ = layer_for(kernel)
+    return float(spec.ifmap_h * spec.ifmap_w * spec.channels * spec.num_filters)
