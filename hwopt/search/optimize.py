@@ -1,0 +1,213 @@
+"""``hwopt optimize``: search, pick within budgets, materialise, verify, write, report.
+
+1. Canonical model -> sites -> search space (rule set's ``[search]`` table).
+2. Every kernel the space can produce is predicted once (cost model); the
+   strategy scores variants from kernel tables (``variants.py``).
+3. Finalists (best feasible by latency) are materialised with ``apply_steps``
+   in order until one is within ``--max-deviation``; that one is written.
+4. Side-by-side rows: baseline, each rule alone (wherever it helps), best.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import onnx
+
+from hwopt.apply import ApplyResult, apply_steps
+from hwopt.canonicalize import load_canonical
+from hwopt.errors import HwoptError
+from hwopt.kernels import Kernel
+from hwopt.ruleset import RuleStep
+from hwopt.search.config import SearchConfig, default_rules_path, load_search_file
+from hwopt.search.cost import make_cost_model
+from hwopt.search.objective import Budgets, Objective
+from hwopt.search.space import Space, build_space
+from hwopt.search.strategies import Problem, resolve_strategy, run_strategy
+from hwopt.search.variants import VariantModel
+from hwopt.sites import Analysis
+from hwopt.targets import load_target
+
+Progress = Callable[[str, int, int], None]
+
+
+@dataclass
+class Candidate:
+    """One variant with its estimated figures and, once materialised, its measured deviation."""
+
+    label: str
+    decisions: tuple[int, ...]
+    figures: dict[str, float]
+    steps: list[RuleStep]
+    exact: bool
+    result: ApplyResult | None = None
+    deviation: float | None = None  # worst relative L2 over the outputs vs the original
+    measured_us: float | None = None
+    note: str = ""
+
+    @property
+    def metrics(self):
+        return self.result.after if self.result is not None else None
+
+
+@dataclass
+class OptimizeResult:
+    model_path: Path
+    target: Any
+    cost_name: str
+    strategy: str
+    space: Space
+    vm: VariantModel
+    budgets: Budgets
+    evaluated: int
+    search_seconds: float
+    rows: list[Candidate]  # baseline, each rule alone, best
+    best: Candidate | None
+    finalists: list[Candidate]
+    pareto: list[dict[str, float]]
+    failure: list[str] = field(default_factory=list)  # why no variant meets the budgets
+    seconds: dict[str, float] = field(default_factory=dict)
+
+
+def _figures(vm: VariantModel, decisions: tuple[int, ...]) -> dict[str, float]:
+    raw = vm.evaluate(np.array([decisions]))
+    return {k: float(v[0]) for k, v in raw.items()}
+
+
+def rule_alone(space: Space, vm: VariantModel, rule: str) -> tuple[int, ...]:
+    """Each site's best option among the original and ``rule``'s, all other sites as they are."""
+    base = np.array(space.baseline, dtype=np.int64)
+    chosen = base.copy()
+    for vi, var in enumerate(space.variables):
+        options = [i for i, o in enumerate(var.options) if o.choice is not None and o.choice.rule == rule]
+        if not options:
+            continue
+        rows = np.repeat(base[None], len(options) + 1, axis=0)
+        rows[1:, vi] = options
+        latency = vm.latency(rows)
+        chosen[vi] = rows[int(np.argmin(latency)), vi]
+    return tuple(int(x) for x in chosen)
+
+
+def pareto_front(rows: np.ndarray, figures: dict[str, np.ndarray], limit: int = 12) -> list[dict[str, float]]:
+    """Non-dominated (latency, memory) variants among the evaluated ones, by memory (thinned to ``limit``)."""
+    order = np.lexsort((figures["latency_us"], figures["memory_bytes"]))
+    front, best = [], np.inf
+    for i in order:
+        if figures["latency_us"][i] < best:
+            best = figures["latency_us"][i]
+            front.append(int(i))
+    if len(front) > limit:
+        keep = np.unique(np.linspace(0, len(front) - 1, limit).round().astype(int))
+        front = [front[k] for k in keep]
+    return [{"latency_us": float(figures["latency_us"][i]), "memory_bytes": float(figures["memory_bytes"][i]),
+             "params": float(figures["params"][i]), "decisions": tuple(int(x) for x in rows[i])} for i in front]
+
+
+def _materialise(candidate: Candidate, original, canonical, calibration, evaluation, seed, progress) -> None:
+    result = apply_steps(original, canonical, candidate.steps, calibration, evaluation, seed=seed, progress=progress)
+    candidate.result = result
+    candidate.deviation = 0.0 if result.final is None else float(result.final.worst_rel_l2)
+    candidate.exact = result.exact if candidate.steps else True
+
+
+def optimize(
+    model_path: Path,
+    *,
+    target_name: str = "npu32",
+    rules_path: Path | None = None,
+    input_shapes=(),
+    budgets: Budgets = Budgets(),
+    strategy: str = "auto",
+    cost: str = "auto",
+    exact_only: bool = False,
+    seed: int = 0,
+    finalists: int = 3,
+    compare_rules: bool = True,
+    calibration_sets: Callable[[onnx.ModelProto], tuple[dict, dict]] | None = None,
+    measure: bool = False,
+    progress: Progress | None = None,
+) -> tuple[OptimizeResult, onnx.ModelProto | None]:
+    timings: dict[str, float] = {}
+    start = time.perf_counter()
+    target = load_target(target_name)
+    config: SearchConfig = load_search_file(rules_path or default_rules_path())
+    if exact_only:
+        config = config.restricted_to_exact()
+    original, canonical, _ = load_canonical(model_path, list(input_shapes), seed=seed)
+    analysis = Analysis(canonical)
+    p = config.p or target.parallelism
+    space = build_space(analysis, config, p)
+    cost_model = make_cost_model(cost, target, (lambda d, t: progress("measuring kernels", d, t)) if progress else None)
+    timings["load"] = time.perf_counter() - start
+    t0 = time.perf_counter()
+    vm = VariantModel(analysis, space, target.fusion, target.dtype_bytes, cost_model, progress)
+    timings["predict"] = time.perf_counter() - t0
+    objective = Objective(budgets)
+    name = resolve_strategy(strategy, space)
+    problem = Problem(space, vm, objective, seed=seed, progress=progress)
+    t0 = time.perf_counter()
+    problem.evaluate(np.array([space.start]))
+    run_strategy(name, problem)
+    rows, fitness = problem.archive()
+    timings["search"] = time.perf_counter() - t0
+    all_figures = vm.evaluate(rows)
+    pareto = pareto_front(rows, all_figures)
+
+    def candidate(label: str, decisions) -> Candidate:
+        decisions = tuple(int(x) for x in decisions)
+        return Candidate(label, decisions, _figures(vm, decisions), space.steps(decisions), space.is_exact(decisions))
+
+    calibration, evaluation = calibration_sets(original) if calibration_sets else ({}, {})
+    t0 = time.perf_counter()
+    feasible = np.flatnonzero(objective.violation(all_figures) == 0)
+    ranked = [candidate(f"finalist {i + 1}", rows[j]) for i, j in enumerate(feasible[:max(finalists, 1)])]
+    failure: list[str] = []
+    best: Candidate | None = None
+    if not ranked:
+        nearest = candidate("nearest", rows[int(np.argmin(objective.violation(all_figures)))])
+        failure = objective.shortfall(nearest.figures) or ["no variant within the budgets"]
+        failure = [f"no variant meets the budgets ({problem.evaluated:,} evaluated); the nearest: " + "; ".join(failure)]
+    for cand in ranked:
+        _materialise(cand, original, canonical, calibration, evaluation, seed, progress)
+        if budgets.max_deviation is not None and cand.deviation > budgets.max_deviation:
+            cand.note = f"output deviation {cand.deviation:.4g} > --max-deviation {budgets.max_deviation:.4g}"
+            continue
+        best = cand
+        break
+    if ranked and best is None:
+        devs = ", ".join(f"{c.deviation:.4g}" for c in ranked)
+        failure = [f"none of the {len(ranked)} fastest variants within the other budgets keeps the output "
+                   f"deviation within --max-deviation {budgets.max_deviation:.4g} (theirs: {devs}); "
+                   f"try --finalists N, --exact-only, or a rule set with fewer inexact rules"]
+    if best is not None:
+        best.label = "best"
+    timings["materialise"] = time.perf_counter() - t0
+    # Side by side: baseline, each rule alone (where it helps), the best.
+    side = [candidate("baseline", space.baseline)]
+    side[0].deviation, side[0].exact = 0.0, True
+    if compare_rules:
+        for rule in dict.fromkeys(o.choice.rule for v in space.variables for o in v.options if o.choice):
+            alone = candidate(f"{rule} alone", rule_alone(space, vm, rule))
+            if alone.steps:
+                side.append(alone)
+                if calibration_sets:
+                    _materialise(alone, original, canonical, calibration, evaluation, seed, progress)
+    if best is not None:
+        side.append(best)
+    if measure:
+        from hwopt.backends import model_measurer
+
+        measurer = model_measurer(target)
+        for row in side:
+            model = row.result.model if row.result is not None else canonical
+            row.measured_us = float(getattr(measurer(model, target), "latency_us"))
+    timings["compare"] = time.perf_counter() - t0 - timings["materialise"]
+    timings["total"] = time.perf_counter() - start
+    result = OptimizeResult(model_path, target, cost_model.name, name, space, vm, budgets, problem.evaluated,
+                            timings["search"], side, best, ranked, pareto, failure, timings)
+    return result, (best.result.model if best is not None and best.result is not None else None)
