@@ -171,6 +171,8 @@ def _summary(doc: dict[str, Any]) -> list[str]:
 
 
 def print_report(console: Console, doc: dict[str, Any]) -> None:
+    if not console.is_terminal:  # piped into a log: don't squeeze the tables into 80 columns
+        console = Console(file=console.file, width=200, soft_wrap=True)
     for line in _summary(doc):
         console.print(line, markup=False, highlight=False)
     for title, header, rows in _tables(doc):
