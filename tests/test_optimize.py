@@ -28,7 +28,7 @@ from hwopt.search.cost import make_cost_model
 from hwopt.search.objective import Budgets, Objective, parse_bytes, parse_latency
 from hwopt.search.space import build_space
 from hwopt.search.strategies import Problem, evolutionary, exhaustive, greedy
-from hwopt.search.variants import VariantModel
+from hwopt.search.variants import VariantModel, param_elements
 from hwopt.sites import Analysis
 from hwopt.targets import load_target
 from hwopt.verify import compare_models
@@ -154,7 +154,8 @@ def test_descriptor_edits_match_the_materialised_model(loaded, target, cost):
     figures = vm.evaluate(np.array([decisions]))
     real_latency = float(cost.predict([sk.kernel for sk in real.kernels]).sum())
     assert figures["latency_us"][0] == pytest.approx(real_latency, rel=1e-9)
-    assert figures["peak_model_bytes"][0] == peak_live_bytes(real)
+    assert figures["peak_model_bytes"][0] == peak_live_bytes(real, pad_channels_to=target.parallelism)
+    assert figures["params"][0] == sum(param_elements(sk.kernel, target.parallelism) for sk in real.kernels)
 
 
 def test_cli_optimize_json_save_rules_round_trip(example_path, tiny_rules, tmp_path):

@@ -20,10 +20,11 @@ them against the schedule of the materialised ONNX model):
   consumer convs (``cin x H x W`` of a flattened Gemm), both of its depthwise
   convs and of every per-channel kernel (act, add, pool, ...) inside it.
 
-Memory is parameters plus the peak of live activations, as
-``hwopt.kernels.peak_live_bytes`` computes it on the edited schedule: the live
-sets per step are fixed by the schedule (fusion swaps two steps of one block
-for one), so per variant only tensor sizes change: a matrix product.
+Memory is parameters plus the peak of live activations, in the target's
+layout (its element size, channels padded to P, as the estimator counts them),
+as ``hwopt.kernels.peak_live_bytes`` computes it on the edited schedule: the
+live sets per step are fixed by the schedule (fusion swaps two steps of one
+block for one), so per variant only tensor sizes change: a matrix product.
 """
 
 from __future__ import annotations
@@ -37,6 +38,22 @@ import numpy as np
 from hwopt.kernels import CONV_KINDS, Kernel, Schedule, ScheduledKernel, schedule
 from hwopt.search.space import Space
 from hwopt.sites import Analysis
+
+
+def _pad(c: int, p: int) -> int:
+    return -(-c // p) * p if p > 1 else c
+
+
+def param_elements(k: Kernel, p: int = 1) -> int:
+    """Weights + bias of one kernel in the target's layout, channels padded to P (as the estimator counts)."""
+    if k.kind in CONV_KINDS:
+        groups = max(k.groups, 1)
+        if groups == 1:
+            return _pad(k.cout, p) * _pad(k.cin, p) * k.kernel * k.kw + _pad(k.cout, p)
+        return _pad(k.cout, p) * (k.cin // groups) * k.kernel * k.kw + _pad(k.cout, p)
+    if k.kind == "gemm":
+        return _pad(k.cout, p) * _pad(k.cin, p) + _pad(k.cout, p)
+    return 0
 
 
 class CostModel(Protocol):
@@ -94,8 +111,10 @@ class VariantModel:
     """Scores variants of one canonical model on one target with one cost model."""
 
     def __init__(self, analysis: Analysis, space: Space, fusion, dtype_bytes: int, cost: CostModel,
-                 progress: Callable[[str, int, int], None] | None = None) -> None:
+                 progress: Callable[[str, int, int], None] | None = None, pad_to: int | None = None) -> None:
         self.analysis, self.space, self.cost = analysis, space, cost
+        # The target's memory layout: channels padded to P (as the estimator counts memory).
+        self.pad_to = space.p if pad_to is None else pad_to
         self.dtype_bytes = dtype_bytes  # the target's element size, for memory figures
         self.sched: Schedule = schedule(analysis.model, fusion)
         self.by_node = self.sched.by_node()
@@ -188,7 +207,7 @@ class VariantModel:
             offsets.append(len(lat))
             for k in slot.kernels:
                 lat.append(latency[k] if k is not None else 0.0)
-                weights.append(k.weight_elements if k is not None else 0)
+                weights.append(param_elements(k, self.pad_to) if k is not None else 0)
                 flops.append(k.flops if k is not None and k.macs else 0)
             sizes = [len(self.values[d]) for d in slot.deps]
             stride = 1
@@ -218,11 +237,20 @@ class VariantModel:
                 rows.append(alt[r])
                 owner.append((vi, 1))
         names = list(dict.fromkeys(n for row in rows for n in row))
-        size = dict(sched.input_bytes)  # bytes at the model's own dtype, as peak_live_bytes counts
+        # Each tensor: bytes per channel (model dtype) x its channel count, padded to P the way
+        # peak_live_bytes pads (kernel outputs with a spatial extent or from a conv; not graph inputs).
+        unit: dict[str, float] = {n: float(b) for n, b in sched.input_bytes.items()}
+        width: dict[str, int] = {n: 1 for n in sched.input_bytes}
+        padded: dict[str, bool] = {n: False for n in sched.input_bytes}
         for sk in sched.kernels:
-            size[sk.output] = sk.output_bytes
+            k = sk.kernel
+            unit[sk.output] = sk.output_bytes / max(k.cout, 1)
+            width[sk.output] = k.cout
+            padded[sk.output] = not (k.out_h * k.out_w == 1 and k.kind not in CONV_KINDS)
         self._tensor_names = names
-        self._tensor_bytes = np.array([size.get(n, 0) for n in names], dtype=np.float64)
+        self._tensor_unit = np.array([unit.get(n, 0.0) for n in names], dtype=np.float64)
+        self._tensor_width = np.array([_pad(width.get(n, 1), self.pad_to) if padded.get(n) else width.get(n, 1)
+                                       for n in names], dtype=np.float64)
         model_dtype = next((sk.kernel.dtype_bytes for sk in sched.kernels), 4)
         self._to_target = self.dtype_bytes / max(model_dtype, 1)
         self._live = np.zeros((len(rows), len(names)), dtype=np.float64)
@@ -233,15 +261,18 @@ class VariantModel:
         self._row_owner = np.array([o[0] for o in owner], dtype=np.int64)
         self._row_sign = np.array([o[1] for o in owner], dtype=np.int64)
         self._fuse_index = {vi: self.values[vi].index("fuse") for vi in set(self._row_owner.tolist()) if vi >= 0}
-        # Per channel variable: its tensors' columns and the size ratio of each option.
+        # Per channel variable: its tensors' columns and each option's (padded) channel count.
         self._scales = []
         for vi, var in enumerate(self.space.variables):
             if var.kind != "ch":
                 continue
             cols = [col[t.name] for t in var.group.tensors if t.name in col]
-            if cols:
-                ratio = np.array([o.value / var.group.channels for o in var.options], dtype=np.float64)
-                self._scales.append((vi, np.array(cols), ratio))
+            for pad in (True, False):
+                chosen = np.array([c for c in cols if padded.get(names[c]) == pad], dtype=np.int64)
+                if len(chosen):
+                    widths = np.array([_pad(o.value, self.pad_to) if pad else o.value for o in var.options],
+                                      dtype=np.float64)
+                    self._scales.append((vi, chosen, widths))
 
     # -- scoring -------------------------------------------------------------------------------
     def _flat(self, decisions: np.ndarray) -> np.ndarray:
@@ -257,9 +288,10 @@ class VariantModel:
         """Latency, params, FLOPs, peak activations and memory of each variant (vectorised)."""
         d = np.asarray(decisions, dtype=np.int64)
         flat = self._flat(d)
-        sizes = np.repeat(self._tensor_bytes[None, :], len(d), axis=0)
-        for vi, cols, ratio in self._scales:
-            sizes[:, cols] *= ratio[d[:, vi]][:, None]
+        widths = np.repeat(self._tensor_width[None, :], len(d), axis=0)
+        for vi, cols, options in self._scales:
+            widths[:, cols] = options[d[:, vi]][:, None]
+        sizes = widths * self._tensor_unit[None, :]
         live = sizes @ self._live.T  # (N, rows)
         active = np.ones_like(live, dtype=bool)
         for vi, fuse in self._fuse_index.items():
@@ -273,7 +305,7 @@ class VariantModel:
             "latency_us": self._lat[flat].sum(axis=1),
             "params": params,
             "flops": self._flops[flat].sum(axis=1),
-            "peak_model_bytes": peak_model,  # at the model's dtype: what peak_live_bytes says
+            "peak_model_bytes": peak_model,  # at the model's dtype: peak_live_bytes(schedule, pad_to)
             "peak_activation_bytes": peak,
             "memory_bytes": params * self.dtype_bytes + peak,
         }
