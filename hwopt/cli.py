@@ -261,7 +261,8 @@ def optimize(
     report: Optional[Path] = typer.Option(None, "--report", help="write the report as Markdown"),
     as_json: bool = typer.Option(False, "--json", help="print the report as JSON (schema hwopt.optimize/1)"),
     measure: bool = typer.Option(False, "--measure", help="also measure each compared variant on the target"),
-    compare: bool = typer.Option(True, "--compare/--no-compare", help="also materialise each rule alone"),
+    compare: bool = typer.Option(True, "--compare/--no-compare", help="materialise each rule-alone row too "
+                                 "(its output deviation and measured latency; --no-compare: estimates only)"),
     input_shape: Optional[List[str]] = InputShapes,
     calibration: Optional[Path] = typer.Option(None, "--calibration", help=".npz with arrays named after the inputs"),
     calibration_samples: int = typer.Option(64, "--calibration-samples", min=1, help="samples used for refits"),

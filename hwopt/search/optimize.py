@@ -190,13 +190,15 @@ def optimize(
     # Side by side: baseline, each rule alone (where it helps), the best.
     side = [candidate("baseline", space.baseline)]
     side[0].deviation, side[0].exact = 0.0, True
-    if compare_rules:
-        for rule in dict.fromkeys(o.choice.rule for v in space.variables for o in v.options if o.choice):
-            alone = candidate(f"{rule} alone", rule_alone(space, vm, rule))
-            if alone.steps:
-                side.append(alone)
-                if calibration_sets:
-                    _materialise(alone, original, canonical, calibration, evaluation, seed, progress)
+    for rule in dict.fromkeys(o.choice.rule for v in space.variables for o in v.options if o.choice):
+        alone = candidate(f"{rule} alone", rule_alone(space, vm, rule))
+        side.append(alone)
+        if not alone.steps:
+            alone.note, alone.deviation = "helps nowhere on this target (estimated)", 0.0
+        else:
+            # Materialised (deviation, verified exactness) only on request: it costs a full apply each.
+            if compare_rules and calibration_sets:
+                _materialise(alone, original, canonical, calibration, evaluation, seed, progress)
     if best is not None:
         side.append(best)
     if measure:
@@ -204,6 +206,8 @@ def optimize(
 
         measurer = model_measurer(target)
         for row in side:
+            if row.result is None and row.steps:
+                continue  # not materialised (see --compare)
             model = row.result.model if row.result is not None else canonical
             row.measured_us = float(getattr(measurer(model, target), "latency_us"))
     timings["compare"] = time.perf_counter() - t0 - timings["materialise"]

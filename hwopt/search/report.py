@@ -77,6 +77,16 @@ def decisions(result: OptimizeResult) -> tuple[list[dict[str, Any]], list[dict[s
             "exact": option.exact, "pinned": var.pinned,
             "needs_fine_tuning": not option.exact,
         }
+        if var.kind == "block" and len(var.options) > 1:
+            # What each option costs in this block, everything else as in the best variant: shows where
+            # a rule helps on this target and where it does not.
+            slots = block_slots.get(var.id, [])
+            costs = {}
+            for i, o in enumerate(var.options):
+                trial = list(result.best.decisions)
+                trial[space.index(var.id)] = i
+                costs[str(o.value)] = float(vm.slot_latencies(tuple(trial))[slots].sum())
+            entry["option_latency_us"] = costs
         block_id = var.id if var.kind == "block" else hidden_to_block.get(var.id)
         if block_id is not None and block_id in block_slots:
             slots = block_slots[block_id]
@@ -85,6 +95,8 @@ def decisions(result: OptimizeResult) -> tuple[list[dict[str, Any]], list[dict[s
                                                     "latency_after_us": float(after[slots].sum()),
                                                     "needs_fine_tuning": False})
             record["choices"].append(option.label if var.kind == "block" else f"hidden {option.label}")
+            if "option_latency_us" in entry:
+                record["option_latency_us"] = entry["option_latency_us"]
             record["needs_fine_tuning"] |= not option.exact
             entry["block"] = block_id
         out.append(entry)
@@ -125,23 +137,26 @@ def to_dict(result: OptimizeResult, output: Path | None, rules_out: Path | None,
 def _tables(doc: dict[str, Any]) -> list[tuple[str, list[str], list[list[str]]]]:
     """(title, header, rows) of every section, shared by the terminal and Markdown renderings."""
     measured = any(v["measured_latency_us"] is not None for v in doc["variants"])
+    notes = any(v["note"] for v in doc["variants"])
     header = ["variant", "est. latency", "vs baseline"] + (["measured"] if measured else []) + [
-        "params", "peak act.", "memory", "FLOPs", "deviation (rel L2)", "exact"]
+        "params", "peak act.", "memory", "FLOPs", "deviation (rel L2)", "exact"] + (["note"] if notes else [])
     rows = []
     for v in doc["variants"]:
         rows.append([v["label"], _fmt(v["latency_us"], "us"), f"{v['latency_change']:+.1%}"]
                     + ([_fmt(v["measured_latency_us"], "us")] if measured else [])
                     + [_fmt(v["params"], "count"), _fmt(v["peak_activation_bytes"], "bytes"),
                        _fmt(v["memory_bytes"], "bytes"), _fmt(v["flops"], "count"), _fmt(v["deviation"], "dev"),
-                       "yes" if v["exact"] else "no"])
+                       "yes" if v["exact"] else "no"] + ([v["note"]] if notes else []))
     sections = [("side by side", header, rows)]
     if doc["blocks"]:
         sections.append(("per-block decisions (best)", ["block", "decision", "latency before", "latency after",
-                                                        "change", "fine-tune"],
+                                                        "change", "fine-tune", "each option (est.)"],
                          [[b["block"], ", ".join(b["choices"]), _fmt(b["latency_before_us"], "us"),
                            _fmt(b["latency_after_us"], "us"),
                            f"{b['latency_after_us'] / max(b['latency_before_us'], 1e-9) - 1:+.0%}",
-                           "yes" if b["needs_fine_tuning"] else ""] for b in doc["blocks"]]))
+                           "yes" if b["needs_fine_tuning"] else "",
+                           "  ".join(f"{k} {_fmt(v, 'us')}" for k, v in b.get("option_latency_us", {}).items())]
+                          for b in doc["blocks"]]))
     others = [d for d in doc["decisions"] if "block" not in d and d["rule"]]
     if others:
         sections.append(("other decisions (best)", ["site", "decision", "exact"],
