@@ -329,6 +329,59 @@ def optimize(
             raise typer.Exit(1)
 
 
+@app.command()
+def estimate(
+    model: Path = typer.Argument(..., help="ONNX model file"),
+    target: str = typer.Option("npu32", "--target", "-t", help="shipped target name or target TOML path"),
+    estimator: Optional[Path] = typer.Option(None, "--estimator", help="estimator folder (default: the target's)"),
+    input_shape: Optional[List[str]] = InputShapes,
+    allow_fallback: bool = typer.Option(False, "--allow-fallback",
+                                        help="score unknown kernels by a roofline (flagged) instead of failing"),
+    as_json: bool = typer.Option(False, "--json", help="print JSON"),
+) -> None:
+    """Predicted latency (per kernel and total), parameter and peak activation memory, off-chip traffic."""
+    with user_errors():
+        import time
+
+        from hwopt.canonicalize import load_canonical
+        from hwopt.estimate import load_estimator
+        from hwopt.estimate.report import print_estimate
+        from hwopt.kernels import schedule
+
+        est = load_estimator(target, estimator, allow_fallback=allow_fallback)
+        _, canonical, _ = load_canonical(model, _shapes(input_shape))
+        start = time.perf_counter()  # after start-up and loading: what the search pays per model
+        result = est.estimate(schedule(canonical, est.target.fusion))
+        elapsed_ms = (time.perf_counter() - start) * 1000
+        if as_json:
+            print(json.dumps({"model": str(model), "estimate_ms": elapsed_ms, **result.to_dict()}, indent=2))
+        else:
+            print_estimate(stdout, result, str(model), elapsed_ms)
+
+
+@app.command()
+def train(
+    table: Path = typer.Argument(..., help="measurements table (CSV or CSV.gz, see docs/measurements.md)"),
+    output: Path = typer.Option(..., "-o", "--output", help="estimator folder to write (e.g. estimator/mydevice)"),
+    target: str = typer.Option("cpu", "--target", "-t", help="the target the table was measured on"),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress"),
+) -> None:
+    """Train a latency (and off-chip traffic) estimator from a measurements table."""
+    with user_errors():
+        from hwopt.backends.base import read_table
+        from hwopt.estimate.train import train_estimator
+        from hwopt.targets import load_target
+
+        t = load_target(target)
+        rows = read_table(table)
+        with progress_bar(quiet) as progress:
+            card = train_estimator(rows, t, output, progress, source=str(table))
+        if not quiet:
+            groups = card["training"]["groups"]
+            stdout.print(f"trained on {card['training']['rows']} kernels ({len(groups)} latency model(s): "
+                         f"{', '.join(groups)}) in {card['training']['seconds']} s; wrote {output}")
+
+
 def _calibration_sets(model, path: Optional[Path], count: int, eval_count: int, seed: int):
     """Calibration and held-out evaluation inputs: from the user's file (split) or seeded random."""
     from hwopt.calibration import load_calibration, random_inputs

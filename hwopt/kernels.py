@@ -151,6 +151,7 @@ class ScheduledKernel:
 class Schedule:
     kernels: list[ScheduledKernel] = field(default_factory=list)
     input_bytes: dict[str, int] = field(default_factory=dict)  # graph inputs
+    input_dtype_bytes: dict[str, int] = field(default_factory=dict)  # their element size (to rescale)
     outputs: list[str] = field(default_factory=list)  # graph outputs (live to the end)
 
     def by_node(self) -> dict[str, int]:
@@ -247,6 +248,7 @@ def schedule(model_or_graph: onnx.ModelProto | gs.Graph, policy: FusionPolicy = 
     consumed: set[int] = set()
     result = Schedule(
         input_bytes={t.name: int(np.prod(_dims(t)[1:] or [1])) * _dtype_bytes(t) for t in graph.inputs},
+        input_dtype_bytes={t.name: _dtype_bytes(t) for t in graph.inputs},
         outputs=[t.name for t in graph.outputs],
     )
     for node in graph.nodes:
@@ -284,18 +286,25 @@ def schedule(model_or_graph: onnx.ModelProto | gs.Graph, policy: FusionPolicy = 
     return result
 
 
-def peak_live_bytes(sched: Schedule, pad_channels_to: int = 1) -> int:
-    """Peak of live activation bytes over the schedule (kernel outputs, channels padded to P)."""
+def peak_live_bytes(sched: Schedule, pad_channels_to: int = 1, dtype_bytes: int | None = None) -> int:
+    """Peak of live activation bytes over the schedule (kernel outputs, channels padded to P).
+
+    ``dtype_bytes``: count every buffer at this element size (the target's dtype) instead of the model's.
+    """
     last_use: dict[str, int] = {}
     for index, sk in enumerate(sched.kernels):
         for name in sk.inputs:
             last_use[name] = index
     final = set(sched.outputs)
     live: dict[str, int] = dict(sched.input_bytes)
+    if dtype_bytes is not None:
+        live = {name: size // max(sched.input_dtype_bytes.get(name, 4), 1) * dtype_bytes for name, size in live.items()}
     peak = sum(live.values())
     for index, sk in enumerate(sched.kernels):
         if sk.kernel.kind != "view":
             live[sk.output] = _padded(sk, pad_channels_to)
+            if dtype_bytes is not None:
+                live[sk.output] = live[sk.output] // max(sk.kernel.dtype_bytes, 1) * dtype_bytes
         else:
             # A view aliases its input: no new buffer (its input stays live as long as the view is used).
             for name in sk.inputs:

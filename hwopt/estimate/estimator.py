@@ -1,0 +1,184 @@
+"""The batch API the search codes against: ``load_estimator(target)`` -> ``Estimator``.
+
+- ``Estimator.predict(kernels)``: latency (us) per kernel, cached by ``Kernel``
+  (it is hashable and equal kernels cost the same), cache misses scored in one
+  vectorised batch;
+- ``Estimator.predict_dram(kernels)``: off-chip bytes per kernel, or None when
+  the target's backend does not measure them (cpu);
+- ``Estimator.estimate(schedule_or_model)``: a ``ModelEstimate``: latency = the
+  sum over the target's schedule (views the target declares free cost 0 and
+  are listed as free), exact parameter and peak activation bytes in the
+  target's layout, accumulated off-chip traffic.
+
+A kernel whose kind the estimator never saw in training (or an ``unknown``
+op) is never counted as zero: it raises ``HwoptError`` naming the op, unless
+``allow_fallback`` is set, in which case a roofline estimate is used and the
+kernel is listed in ``ModelEstimate.fallbacks`` (and flagged per kernel).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import onnx
+
+from hwopt.errors import HwoptError
+from hwopt.estimate.fallback import Roofline
+from hwopt.estimate.features import features
+from hwopt.estimate.memory import param_bytes, peak_activation_bytes
+from hwopt.estimate.regressor import KernelRegressor
+from hwopt.kernels import Kernel, Schedule, schedule
+from hwopt.targets import Target, load_target
+
+INDEX = "estimator.json"
+
+
+@dataclass
+class KernelEstimate:
+    description: str
+    kind: str
+    latency_us: float
+    dram_bytes: float | None
+    nodes: list[str]
+    free: bool = False  # declared free by the target (views): 0 by definition, not by prediction
+    fallback: bool = False  # roofline estimate, not the learned model
+
+
+@dataclass
+class ModelEstimate:
+    latency_us: float
+    per_kernel: list[KernelEstimate]
+    param_bytes: int
+    peak_activation_bytes: int
+    dram_bytes: float | None
+    fallbacks: list[str] = field(default_factory=list)
+    target: str = ""
+
+    def to_dict(self) -> dict:
+        return {"target": self.target, "latency_us": self.latency_us, "param_bytes": self.param_bytes,
+                "peak_activation_bytes": self.peak_activation_bytes, "dram_bytes": self.dram_bytes,
+                "fallbacks": self.fallbacks, "kernels": [vars(k) for k in self.per_kernel]}
+
+
+class Estimator:
+    """A trained estimator for one target (see the module docstring)."""
+
+    def __init__(self, target: Target, latency: KernelRegressor, dram: KernelRegressor | None, roofline: Roofline,
+                 allow_fallback: bool = False, folder: Path | None = None) -> None:
+        self.target = target
+        self.latency = latency
+        self.dram = dram
+        self.roofline = roofline
+        self.allow_fallback = allow_fallback
+        self.folder = folder
+        self.p = target.parallelism
+        self.dtype_bytes = target.dtype_bytes
+        self.free_kinds = frozenset(("view",) if target.fusion.view_ops_free else ())
+        self._known = frozenset(latency.kinds)
+        self._latency_cache: dict[Kernel, float] = {}
+        self._dram_cache: dict[Kernel, float] = {}
+
+    # -- per kernel ------------------------------------------------------------------------------
+    def scorable(self, kernel: Kernel) -> bool:
+        """Whether the learned model covers this kernel (free kinds count as covered)."""
+        return kernel.kind in self.free_kinds or (kernel.kind in self._known and kernel.kind != "unknown")
+
+    def _check(self, kernels: Sequence[Kernel], allow_fallback: bool) -> None:
+        if allow_fallback:
+            return
+        for k in kernels:
+            if not self.scorable(k):
+                what = f"op {k.op!r}" if k.op else f"kind {k.kind!r}"
+                raise HwoptError(f"the {self.target.name} estimator cannot score {what} ({k.describe()}): it was "
+                                 f"never measured on this target; measure it (hwopt profile --from MODEL) or "
+                                 f"allow the roofline fallback (--allow-fallback)")
+
+    def _predict(self, kernels: Sequence[Kernel], model: KernelRegressor, cache: dict[Kernel, float],
+                 fallback_fn, allow_fallback: bool | None) -> np.ndarray:
+        allow = self.allow_fallback if allow_fallback is None else allow_fallback
+        self._check(kernels, allow)
+        misses = [k for k in dict.fromkeys(kernels) if k not in cache]
+        if misses:
+            free = [k for k in misses if k.kind in self.free_kinds]
+            learned = [k for k in misses if k.kind not in self.free_kinds and k.kind in model.kinds
+                       and k.kind != "unknown"]
+            other = [k for k in misses if k.kind not in self.free_kinds and k not in set(learned)]
+            cache.update(dict.fromkeys(free, 0.0))
+            if learned:
+                x = features(learned, self.p, self.dtype_bytes)
+                cache.update(zip(learned, model.predict(x, [k.kind for k in learned]).tolist()))
+            if other:
+                cache.update(zip(other, fallback_fn(other).tolist()))
+        return np.fromiter((cache[k] for k in kernels), dtype=np.float64, count=len(kernels))
+
+    def predict(self, kernels: Sequence[Kernel], allow_fallback: bool | None = None) -> np.ndarray:
+        """Latency (us) of each kernel; raises HwoptError on a kernel it cannot score unless fallback is allowed."""
+        return self._predict(kernels, self.latency, self._latency_cache,
+                             lambda ks: self.roofline.predict(ks, self.dtype_bytes), allow_fallback)
+
+    def predict_dram(self, kernels: Sequence[Kernel], allow_fallback: bool | None = None) -> np.ndarray | None:
+        """Off-chip traffic (bytes) of each kernel, or None where the target's backend does not measure it."""
+        if self.dram is None:
+            return None
+        from hwopt.estimate.fallback import kernel_bytes
+
+        return self._predict(kernels, self.dram, self._dram_cache,
+                             lambda ks: np.array([kernel_bytes(k, self.dtype_bytes) for k in ks], dtype=float),
+                             allow_fallback)
+
+    # -- per model -------------------------------------------------------------------------------
+    def schedule_of(self, model: onnx.ModelProto | str | Path) -> Schedule:
+        """The target's schedule of a model (canonicalised first: shapes, folded BatchNorm, constants)."""
+        from hwopt.canonicalize import canonicalize
+        from hwopt.modelio import load_model
+
+        proto = load_model(model) if isinstance(model, (str, Path)) else model
+        canonical, _ = canonicalize(proto, verify=False)
+        return schedule(canonical, self.target.fusion)
+
+    def estimate(self, schedule_or_model: Schedule | onnx.ModelProto | str | Path,
+                 allow_fallback: bool | None = None) -> ModelEstimate:
+        """Latency (sum over the schedule), memory and off-chip traffic of a model."""
+        sched = schedule_or_model if isinstance(schedule_or_model, Schedule) else self.schedule_of(schedule_or_model)
+        kernels = [sk.kernel for sk in sched.kernels]
+        latency = self.predict(kernels, allow_fallback)
+        dram = self.predict_dram(kernels, allow_fallback)
+        per_kernel, fallbacks = [], []
+        for i, sk in enumerate(sched.kernels):
+            k = sk.kernel
+            fallback = not self.scorable(k)
+            if fallback:
+                fallbacks.append(f"{k.describe()} [{', '.join(sk.nodes)}]")
+            per_kernel.append(KernelEstimate(k.describe(), k.kind, float(latency[i]),
+                                             None if dram is None else float(dram[i]), sk.nodes,
+                                             free=k.kind in self.free_kinds, fallback=fallback))
+        return ModelEstimate(
+            latency_us=float(latency.sum()), per_kernel=per_kernel,
+            param_bytes=param_bytes(sched, self.p, self.dtype_bytes),
+            peak_activation_bytes=peak_activation_bytes(sched, self.p, self.dtype_bytes),
+            dram_bytes=None if dram is None else float(dram.sum()), fallbacks=fallbacks, target=self.target.name)
+
+
+def load_estimator(target: str | Path | Target = "npu32", folder: str | Path | None = None,
+                   allow_fallback: bool = False) -> Estimator:
+    """The trained estimator of a target (its folder ``estimator/<name>/``, or ``folder``)."""
+    t = target if isinstance(target, Target) else load_target(target)
+    where = Path(folder) if folder is not None else t.folder
+    index = where / INDEX
+    try:
+        meta = json.loads(index.read_text())
+    except FileNotFoundError:
+        raise HwoptError(f"target {t.name!r} has no trained estimator in {where} "
+                         f"(train one: hwopt train TABLE -o {where})") from None
+    except ValueError as exc:
+        raise HwoptError(f"{index}: not an estimator index ({exc})") from None
+    if meta.get("parallelism") != t.parallelism or meta.get("dtype_bytes") != t.dtype_bytes:
+        raise HwoptError(f"{index}: trained for P={meta.get('parallelism')}, {meta.get('dtype_bytes')}-byte dtype; "
+                         f"target {t.name!r} has P={t.parallelism}, {t.dtype_bytes}-byte: retrain it")
+    latency = KernelRegressor.load(where, meta["latency"])
+    dram = KernelRegressor.load(where, meta["dram"]) if meta.get("dram") else None
+    return Estimator(t, latency, dram, Roofline(**meta["roofline"]), allow_fallback, where)

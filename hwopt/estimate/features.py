@@ -1,0 +1,114 @@
+"""A kernel's feature vector for the latency and memory regressors.
+
+Raw geometry (kind, H/W, Cin, Cout, kernel, stride, groups, dtype bytes) plus
+derived figures the latency mostly follows, so the trees only learn the
+residual structure:
+
+- work: MACs/FLOPs, parameter, input and output bytes (in the target's dtype);
+- the accelerator's staircase: ceil(C/P) and C mod P for both channel counts,
+  MACs and bytes with channels padded to P;
+- the array mapping of a P x P weight-stationary array: row folds
+  ceil(Cin/g * k * kw / P), column folds ceil(Cout/g / P), their product per
+  group, and ``fold_cycles`` = folds x (output pixels + P), a first-order
+  cycle count of streaming every fold (what a systolic array spends);
+- vector-unit work for the other kinds (elements the lanes touch, window taps).
+
+Everything is computed vectorised over a batch of kernels (the search scores
+thousands of variants), as float64 columns named in ``FEATURES``.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+from hwopt.kernels import CONV_KINDS, KINDS, Kernel
+
+# Elementary operations per element of an activation: prior knowledge that carries to activations the
+# training sweep lacks (e.g. hardswish seen only in a held-out family). Unknown names count as 4.
+ACT_OPS = {"": 0, "relu": 1, "relu6": 1, "clip": 1, "leakyrelu": 2, "prelu": 2, "hardsigmoid": 2, "hardswish": 3,
+           "x*hardsigmoid": 3, "sigmoid": 4, "silu": 5, "swish": 5, "tanh": 4, "gelu": 6, "mul": 1, "add": 1,
+           "batchnormalization": 2}
+_ACT_DEFAULT = 4
+
+FEATURES = (
+    "kind", "cin", "cout", "h", "w", "out_h", "out_w", "kernel", "kw", "stride", "groups", "inputs", "batch",
+    "dtype_bytes", "act_ops", "log_macs", "log_flops", "log_param_bytes", "log_in_bytes", "log_out_bytes",
+    "log_bytes", "cin_steps", "cin_mod", "cout_steps", "cout_mod", "log_padded_macs", "log_padded_bytes",
+    "row_folds", "col_folds", "log_folds", "log_fold_cycles", "log_vector_work", "log_pixels",
+    "pad_waste",
+)
+KIND_CODE = {kind: index for index, kind in enumerate(KINDS)}
+
+
+def act_ops(act: str) -> float:
+    """Elementary ops per element of an activation chain such as ``relu6`` or ``clip+mul``."""
+    return float(sum(ACT_OPS.get(part.lower(), _ACT_DEFAULT) for part in act.split("+") if part))
+
+
+def _ceil_div(a: np.ndarray, b: float) -> np.ndarray:
+    return np.ceil(a / b)
+
+
+def features(kernels: Sequence[Kernel], parallelism: int, dtype_bytes: int) -> np.ndarray:
+    """One row of ``FEATURES`` per kernel (float64), for a target of parallelism P and dtype bytes."""
+    p = float(max(parallelism, 1))
+    n = len(kernels)
+    col = {name: np.empty(n) for name in ("kind", "cin", "cout", "h", "w", "out_h", "out_w", "kernel", "kw",
+                                           "stride", "groups", "inputs", "batch", "kdtype", "act_ops", "macs",
+                                           "flops", "weights", "in_el", "out_el", "is_conv", "is_gemm")}
+    for i, k in enumerate(kernels):
+        col["kind"][i] = KIND_CODE.get(k.kind, -1)
+        for name in ("cin", "cout", "h", "w", "out_h", "out_w", "kernel", "kw", "stride", "groups", "inputs",
+                     "batch"):
+            col[name][i] = getattr(k, name)
+        col["kdtype"][i] = k.dtype_bytes
+        col["act_ops"][i] = act_ops(k.act if k.kind not in ("act",) else (k.op or k.act or "act"))
+        col["macs"][i] = k.macs
+        col["flops"][i] = k.flops
+        col["weights"][i] = k.weight_elements
+        col["in_el"][i] = k.in_elements
+        col["out_el"][i] = k.out_elements
+        col["is_conv"][i] = k.kind in CONV_KINDS
+        col["is_gemm"][i] = k.kind == "gemm"
+    db = float(dtype_bytes)
+    cin, cout, groups = col["cin"], col["cout"], np.maximum(col["groups"], 1)
+    pixels = np.where(col["is_gemm"] > 0, col["batch"], col["out_h"] * col["out_w"])
+    win = col["kernel"] * col["kw"]
+    cin_pad, cout_pad = _ceil_div(cin, p) * p, _ceil_div(cout, p) * p
+    # Depthwise/grouped: padding applies to the channel dimension; per-group input stays cin/g.
+    per_group_in = np.maximum(cin / groups, 1)
+    per_group_out = np.maximum(cout / groups, 1)
+    array = (col["is_conv"] + col["is_gemm"]) > 0
+    padded_macs = np.where(array, np.where(groups > 1, cout_pad * per_group_in, cin_pad * cout_pad) * win * pixels, 0.0)
+    row_folds = np.where(array, _ceil_div(per_group_in * win, p), 0.0)
+    col_folds = np.where(array, _ceil_div(per_group_out, p), 0.0)
+    folds = row_folds * col_folds * np.where(array, groups, 0.0)
+    fold_cycles = folds * (pixels + p)
+    in_bytes, out_bytes = col["in_el"] * db, col["out_el"] * db
+    param_bytes = col["weights"] * db
+    spatial_in = np.maximum(col["in_el"] / np.maximum(cin, 1), 1)
+    spatial_out = np.maximum(col["out_el"] / np.maximum(cout, 1), 1)
+    padded_bytes = (cin_pad * spatial_in * np.where(col["kind"] == KIND_CODE["concat"], 1, col["inputs"])
+                    + cout_pad * spatial_out) * db + param_bytes
+    taps = np.where(col["kind"] == KIND_CODE["pool"], win, 1.0)
+    vector_work = np.where(array, col["out_el"] * col["act_ops"],
+                           np.maximum(col["out_el"], col["in_el"]) * taps * np.maximum(col["inputs"] - 1, 1)
+                           + col["out_el"] * col["act_ops"])
+    log = np.log1p
+    out = np.column_stack([
+        col["kind"], cin, cout, col["h"], col["w"], col["out_h"], col["out_w"], col["kernel"], col["kw"],
+        col["stride"], groups, col["inputs"], col["batch"], np.full(n, db), col["act_ops"],
+        log(col["macs"]), log(col["flops"]), log(param_bytes), log(in_bytes), log(out_bytes),
+        log(in_bytes + out_bytes + param_bytes), _ceil_div(cin, p), np.mod(cin, p), _ceil_div(cout, p),
+        np.mod(cout, p), log(padded_macs), log(padded_bytes), row_folds, col_folds, log(folds),
+        log(fold_cycles), log(vector_work), log(pixels), cin_pad * cout_pad / np.maximum(cin * cout, 1),
+    ])
+    return out.astype(np.float64)
+
+
+# Columns of the log-linear base (see regressor.py): the few figures latency scales with.
+BASE_COLUMNS = ("log_fold_cycles", "log_bytes", "log_padded_bytes", "log_vector_work", "log_padded_macs",
+                "log_flops")
+BASE_INDEX = tuple(FEATURES.index(c) for c in BASE_COLUMNS)

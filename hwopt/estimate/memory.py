@@ -1,0 +1,44 @@
+"""Exact memory of a scheduled model in the target's layout: parameters and peak live activations.
+
+The target stores tensors in its own dtype (``dtype_bytes``) with channels
+padded to a multiple of P (the lanes work on P channels at once), so both
+figures are computed from element counts, not from the ONNX file's dtype:
+
+- parameters: every conv/gemm kernel's weights and bias, output channels (and
+  the input channels of a dense conv) padded to P;
+- activations: the peak over the execution order of the live buffers
+  (``hwopt.kernels.peak_live_bytes``, which frees a tensor after its last
+  reader and lets views alias their input), kernel outputs padded to P.
+  Graph inputs are counted unpadded (the first layer reads the image as is).
+"""
+
+from __future__ import annotations
+
+import math
+
+from hwopt.kernels import CONV_KINDS, Kernel, Schedule, peak_live_bytes
+
+
+def _pad(c: int, p: int) -> int:
+    return math.ceil(c / p) * p if p > 1 else c
+
+
+def param_elements(k: Kernel, p: int = 1) -> int:
+    """Weights + bias of one kernel in the target layout (0 for kinds without parameters)."""
+    if k.kind in CONV_KINDS:
+        groups = max(k.groups, 1)
+        if groups == 1:
+            return _pad(k.cout, p) * _pad(k.cin, p) * k.kernel * k.kw + _pad(k.cout, p)
+        return _pad(k.cout, p) * (k.cin // groups) * k.kernel * k.kw + _pad(k.cout, p)
+    if k.kind == "gemm":
+        return _pad(k.cout, p) * _pad(k.cin, p) + _pad(k.cout, p)
+    return 0
+
+
+def param_bytes(sched: Schedule, p: int, dtype_bytes: int) -> int:
+    return sum(param_elements(sk.kernel, p) for sk in sched.kernels) * dtype_bytes
+
+
+def peak_activation_bytes(sched: Schedule, p: int, dtype_bytes: int) -> int:
+    """Peak live activation bytes with channels padded to P, at the target's dtype."""
+    return peak_live_bytes(sched, pad_channels_to=p, dtype_bytes=dtype_bytes)

@@ -1,0 +1,38 @@
+"""The estimate as a rich table (per kernel) and totals, or as a JSON-ready dict."""
+
+from __future__ import annotations
+
+from rich.console import Console
+from rich.table import Table
+
+from hwopt.estimate.estimator import ModelEstimate
+
+
+def _bytes(n: float | None) -> str:
+    if n is None:
+        return "-"
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if abs(n) < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.2f} {unit}"
+        n /= 1024
+    return str(n)
+
+
+def print_estimate(console: Console, est: ModelEstimate, name: str, elapsed_ms: float | None = None) -> None:
+    table = Table("#", "kernel", "nodes", "latency (us)", "share", "off-chip", "note", title=f"{name} on {est.target}")
+    total = est.latency_us or 1.0
+    for i, k in enumerate(est.per_kernel):
+        note = "free (target)" if k.free else ("FALLBACK: roofline" if k.fallback else "")
+        table.add_row(str(i), k.description, ", ".join(k.nodes[:3]) + (" ..." if len(k.nodes) > 3 else ""),
+                      f"{k.latency_us:.2f}", f"{100 * k.latency_us / total:.1f}%", _bytes(k.dram_bytes), note)
+    console.print(table)
+    free = sum(1 for k in est.per_kernel if k.free)
+    console.print(f"latency: {est.latency_us / 1000:.3f} ms over {len(est.per_kernel)} kernels"
+                  + (f" ({free} free views at 0)" if free else ""))
+    console.print(f"parameters: {_bytes(est.param_bytes)}   peak activations: {_bytes(est.peak_activation_bytes)}"
+                  f"   off-chip traffic: {_bytes(est.dram_bytes)}")
+    if est.fallbacks:
+        console.print(f"[bold red]{len(est.fallbacks)} kernel(s) estimated by the roofline FALLBACK, not the "
+                      f"learned model:[/] " + "; ".join(est.fallbacks))
+    if elapsed_ms is not None:
+        console.print(f"estimated in {elapsed_ms:.1f} ms (schedule + predict + sum, after loading)")

@@ -1,0 +1,98 @@
+"""Training an estimator folder from a measurements table (a shipped target's, or a user's device).
+
+Writes into the output folder: ``latency.json`` + ``latency.<group>.json``
+(XGBoost JSON models), ``dram.*`` where the table has off-chip traffic
+(``dram_bytes``), ``estimator.json`` (the index: target P and dtype, model
+names, the calibrated fallback roofline) and the card (``card.json`` +
+``CARD.md``) describing the training data; ``bench/estimator_accuracy.py``
+adds the held-out accuracy figures to the card.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import shutil
+import time
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+
+from hwopt.backends.base import Measurement
+from hwopt.errors import HwoptError
+from hwopt.estimate.card import write_card
+from hwopt.estimate.estimator import INDEX
+from hwopt.estimate.fallback import Roofline
+from hwopt.estimate.features import features
+from hwopt.estimate.regressor import KernelRegressor
+from hwopt.targets import Target
+
+Progress = Callable[[str, int, int], None]
+MIN_TRAIN_ROWS = 10
+
+
+def usable(measurements: Sequence[Measurement]) -> list[Measurement]:
+    """Rows a regressor can learn from: scorable kinds with a positive latency (views are free by rule)."""
+    return [m for m in measurements if m.kernel.kind not in ("view", "unknown") and m.latency_us > 0
+            and np.isfinite(m.latency_us)]
+
+
+def train_estimator(measurements: Sequence[Measurement], target: Target, output: str | Path,
+                    progress: Progress | None = None, source: str = "", grid: dict | None = None) -> dict:
+    """Fit the latency (and, where measured, off-chip traffic) regressors; write the folder; return its card."""
+    start = time.perf_counter()
+    rows = usable(measurements)
+    if len(rows) < MIN_TRAIN_ROWS:
+        raise HwoptError(f"{source or 'the table'}: {len(rows)} usable rows; at least {MIN_TRAIN_ROWS} are needed")
+    output = Path(output)
+    output.mkdir(parents=True, exist_ok=True)
+    kernels = [m.kernel for m in rows]
+    kinds = [k.kind for k in kernels]
+    x = features(kernels, target.parallelism, target.dtype_bytes)
+    latency = np.array([m.latency_us for m in rows])
+    lat_model = KernelRegressor.fit(x, kinds, latency, "latency_us", progress, grid)
+    written = lat_model.save(output, "latency")
+    with_dram = np.array([m.dram_bytes is not None and m.dram_bytes > 0 for m in rows])
+    dram_model = None
+    # Off-chip traffic only where the backend measures it for (nearly) every row: a head trained on a few
+    # rows would be a guess presented as a measurement.
+    if with_dram.mean() >= 0.9:
+        dram = np.array([m.dram_bytes or 0.0 for m in rows])
+        dram_model = KernelRegressor.fit(x[with_dram], [k for k, d in zip(kinds, with_dram) if d], dram[with_dram],
+                                         "dram_bytes", progress, grid)
+        written += dram_model.save(output, "dram")
+    roofline = Roofline.fit(kernels, latency, target.dtype_bytes)
+    index = {"format": "hwopt-estimator/1", "target": target.name, "parallelism": target.parallelism,
+             "dtype_bytes": target.dtype_bytes, "latency": "latency",
+             "dram": "dram" if dram_model is not None else None, "roofline": roofline.to_dict()}
+    (output / INDEX).write_text(json.dumps(index, indent=1, sort_keys=True) + "\n")
+    if target.path is not None and not (output / "target.toml").exists():
+        shutil.copyfile(target.path, output / "target.toml")  # the folder is a usable target on its own
+    backends = collections.Counter(m.backend for m in rows)
+    card = {
+        "target": target.name,
+        "training": {
+            "table": source, "rows": len(rows), "rows_ignored": len(measurements) - len(rows),
+            "kinds": dict(collections.Counter(kinds)), "backends": dict(backends),
+            "groups": {g.name: {"rows": g.rows, "params": g.params, "cv_rmse_log": round(g.cv_rmse, 4)}
+                       for g in lat_model.groups.values()},
+            "dram_groups": None if dram_model is None else {
+                g.name: {"rows": g.rows, "params": g.params, "cv_rmse_log": round(g.cv_rmse, 4)}
+                for g in dram_model.groups.values()},
+            "seconds": round(time.perf_counter() - start, 1),
+        },
+        "roofline_fallback": roofline.to_dict(),
+    }
+    previous = output / "card.json"
+    if previous.exists():  # keep the accuracy section the bench wrote, marked stale if the data changed
+        try:
+            old = json.loads(previous.read_text())
+        except ValueError:
+            old = {}
+        if "accuracy" in old:
+            card["accuracy"] = old["accuracy"]
+            if old.get("training", {}).get("rows") != len(rows):
+                card["accuracy"]["stale"] = "retrained on other data since these figures: rerun the bench"
+    write_card(output, card)
+    return card
