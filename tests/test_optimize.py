@@ -213,3 +213,19 @@ def test_presets_parse():
     for name in ("default", "memory-bound"):
         config = load_search_file(REPO / "rules" / f"{name}.toml")
         assert config.rules and not config.pinned
+
+
+def test_pinned_rules_stay_pinned(loaded, target, cost, tmp_path):
+    _, _, analysis = loaded
+    path = tmp_path / "pinned.toml"
+    path.write_text('[[rule]]\nname = "fuse-ibn"\nsites = ["ibn1"]\n\n[search.dw-to-dense]\nsites = ["dw2"]\n')
+    space = build_space(analysis, load_search_file(path), target.parallelism)
+    assert [v.id for v in space.variables] == ["ibn1", "ibn2"]
+    ibn1 = space.variables[0]
+    assert ibn1.pinned and ibn1.allowed == [1] and ibn1.options[1].value == "fuse"
+    vm = VariantModel(analysis, space, target.fusion, target.dtype_bytes, cost)
+    problem = Problem(space, vm, Objective(Budgets()))
+    exhaustive(problem)
+    rows, _ = problem.archive()
+    assert len(rows) == 2 and all(r[0] == 1 for r in rows)
+    assert [s.rule for s in space.steps(tuple(rows[0]))][0] == "fuse-ibn"

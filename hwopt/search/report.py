@@ -128,7 +128,8 @@ def to_dict(result: OptimizeResult, output: Path | None, rules_out: Path | None,
         "blocks": blocks,
         "decisions": all_decisions,
         "fine_tuning": [d["site"] for d in all_decisions if d["needs_fine_tuning"]],
-        "finalists": [{"latency_us": c.figures["latency_us"], "deviation": c.deviation, "note": c.note}
+        "finalists": [{"label": c.label, "latency_us": c.figures["latency_us"], "deviation": c.deviation,
+                       "rules": [s.label() for s in c.steps], "note": c.note}
                       for c in result.finalists],
         "pareto": [{k: v for k, v in p.items() if k != "decisions"} for p in result.pareto],
     }

@@ -32,6 +32,9 @@ class Problem:
     seed: int = 0
     progress: Progress | None = None
     evaluated: int = 0
+    # Option indices each variable may take (default: the space's); a restricted search (fewer rules)
+    # keeps the same indices so the kernel tables stay valid.
+    restrict: list[list[int]] | None = None
     _rows: list[np.ndarray] = field(default_factory=list)
     _fit: list[np.ndarray] = field(default_factory=list)
 
@@ -53,12 +56,21 @@ class Problem:
         return rows[order], fit[order]
 
     def allowed(self) -> list[np.ndarray]:
-        return [np.array(v.allowed, dtype=np.int64) for v in self.space.variables]
+        lists = self.restrict if self.restrict is not None else [v.allowed for v in self.space.variables]
+        return [np.array(a, dtype=np.int64) for a in lists]
+
+    @property
+    def size(self) -> int:
+        return int(np.prod([len(a) for a in self.allowed()], dtype=np.float64))
+
+    @property
+    def start(self) -> np.ndarray:
+        return np.array([a[0] for a in self.allowed()], dtype=np.int64)
 
 
 def exhaustive(problem: Problem) -> None:
-    allowed = [v.allowed for v in problem.space.variables]
-    total = problem.space.size
+    allowed = [list(a) for a in problem.allowed()]
+    total = problem.size
     product = itertools.product(*allowed)
     done = 0
     while True:
@@ -84,7 +96,7 @@ def _neighbours(problem: Problem, current: np.ndarray) -> np.ndarray:
 
 def greedy(problem: Problem, start: np.ndarray | None = None) -> np.ndarray:
     """Coordinate descent from the start: take the best single change while it improves."""
-    current = np.array(problem.space.start if start is None else start, dtype=np.int64)
+    current = problem.start if start is None else np.array(start, dtype=np.int64)
     best = problem.evaluate(current[None])[0]
     steps = 0
     while True:
@@ -112,7 +124,7 @@ def evolutionary(problem: Problem, shots: int = 4, population: int = 64, generat
     n = len(allowed)
     sizes = np.array([len(a) for a in allowed])
     seed_row = greedy(problem)  # a good start, and the guarantee: never worse than greedy
-    start = np.array(problem.space.start, dtype=np.int64)
+    start = problem.start
     total = shots * generations
 
     def random_rows(count: int) -> np.ndarray:
@@ -150,15 +162,16 @@ STRATEGIES: dict[str, Callable[[Problem], object]] = {
 }
 
 
-def resolve_strategy(name: str, space: Space) -> str:
+def resolve_strategy(name: str, space: Space, size: int | None = None) -> str:
     from hwopt.errors import HwoptError
 
+    size = space.size if size is None else size
     if name == "auto":
-        return "exhaustive" if space.size <= EXHAUSTIVE_LIMIT else "evolutionary"
+        return "exhaustive" if size <= EXHAUSTIVE_LIMIT else "evolutionary"
     if name not in STRATEGIES:
         raise HwoptError(f"unknown strategy {name!r} (strategies: auto, {', '.join(STRATEGIES)})")
-    if name == "exhaustive" and space.size > 10 * EXHAUSTIVE_LIMIT:
-        raise HwoptError(f"the space has {space.size:,} variants: too many to enumerate "
+    if name == "exhaustive" and size > 10 * EXHAUSTIVE_LIMIT:
+        raise HwoptError(f"the space has {size:,} variants: too many to enumerate "
                          f"(use --strategy evolutionary, or restrict the rule set)")
     return name
 
