@@ -306,8 +306,9 @@ def optimize(
             save_model(best_model, output, protect=protect)
             if save_rules:
                 header = [f"hwopt optimize {model.name} --target {result.target.name} (seed {seed}): the chosen "
-                          f"variant's decisions.", f"Replay: hwopt apply {model.name} --rules {save_rules.name} "
-                          f"-o OUT.onnx --seed {seed}"]
+                          f"variant's decisions.", f"Replay: hwopt apply {model.name} --rules {save_rules.name} -o OUT.onnx "
+                          f"--seed {seed} --calibration-samples {calibration_samples} --eval-samples {eval_samples}"
+                          + (f" --calibration {calibration.name}" if calibration else "")]
                 fine = [s for s in result.best.steps if s.rule != "dw-to-dense"
                         and not (s.rule == "align-channels" and s.params.get("mode") == "pad")]
                 if fine:
