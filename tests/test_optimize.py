@@ -131,7 +131,8 @@ def test_memory_budget_is_a_constraint(tiny):
     assert feasible and all(vm.score(r).memory_bytes <= base.memory_bytes for r in feasible)
 
 
-def test_descriptor_edits_match_the_materialised_model(loaded, target, cost):
+@pytest.mark.parametrize("scope", ["block", "global"])
+def test_descriptor_edits_match_the_materialised_model(loaded, target, cost, scope):
     """Kernels scored for a variant == kernels of the real rewritten ONNX model's schedule."""
     original, canonical, analysis = loaded
     groups = [g.id for g in analysis.groups if g.resizable][:8]
@@ -139,7 +140,8 @@ def test_descriptor_edits_match_the_materialised_model(loaded, target, cost):
         "fuse-ibn": SearchRule("fuse-ibn", ["ibn1", "ibn3"]),
         "dw-to-dense": SearchRule("dw-to-dense", ["dw0", "dw2"]),
         "align-channels": SearchRule("align-channels", groups),
-        "depth-multiplier": SearchRule("depth-multiplier", ["ibn4"], ratios=(1.25,)),
+        "depth-multiplier": SearchRule("depth-multiplier", ["ibn4"] + (["ibn6"] if scope == "global" else []),
+                                       ratios=(1.25,), scope=scope),
     })
     space = build_space(analysis, config, target.parallelism)
     vm = VariantModel(analysis, space, target.fusion, target.dtype_bytes, cost)

@@ -21,6 +21,7 @@ searchable rules; a rule without a sub-table is never chosen by the search::
     sites = ["ibn*"]
     ratios = [0.5, 0.75, 1.0, 1.25]   # x hidden width, rounded to multiples of P
     # range = [0.75, 1.25]            # alternatively: every multiple of P in [0.75 C, 1.25 C]
+    # scope = "global"                # one ratio for every block (default "block": one per block)
 
 ``[[rule]]`` entries in the same file are pinned decisions: the search keeps
 them as they are (with ``sites``: at those sites; without: wherever the rule
@@ -47,7 +48,7 @@ _KEYS = {
     "fuse-ibn": {"sites"},
     "dw-to-dense": {"sites"},
     "align-channels": {"sites", "modes"},
-    "depth-multiplier": {"sites", "ratios", "range"},
+    "depth-multiplier": {"sites", "ratios", "range", "scope"},
 }
 
 
@@ -58,6 +59,7 @@ class SearchRule:
     modes: tuple[str, ...] = ("pad", "trim")  # align-channels
     ratios: tuple[float, ...] = (0.5, 0.75, 1.0, 1.25)  # depth-multiplier
     width_range: tuple[float, float] | None = None  # depth-multiplier: every multiple of P in the range
+    scope: str = "block"  # depth-multiplier: "block" (a width per block) or "global" (one ratio for all)
 
 
 @dataclass
@@ -123,6 +125,10 @@ def parse_search(data: dict, where: str) -> tuple[dict[str, SearchRule], int | N
             rule.modes = tuple(modes)
         if "ratios" in table:
             rule.ratios = _numbers(table["ratios"], f"{where} [search.{name}]", "ratios")
+        if "scope" in table:
+            if table["scope"] not in ("block", "global"):
+                raise HwoptError(f"{where}: [search.{name}] scope must be 'block' or 'global'")
+            rule.scope = table["scope"]
         if "range" in table:
             lo_hi = _numbers(table["range"], f"{where} [search.{name}]", "range")
             if len(lo_hi) != 2 or lo_hi[0] > lo_hi[1]:

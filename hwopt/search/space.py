@@ -35,11 +35,15 @@ from hwopt.sites import Analysis
 
 @dataclass(frozen=True)
 class Choice:
-    """How an option is materialised: one rule at one site with these parameters (None: as is)."""
+    """How an option is materialised: one rule at its site(s) with these parameters (None: as is)."""
 
     rule: str
-    site: str
+    site: str | tuple[str, ...]  # a tuple: the global depth multiplier, one step over many blocks
     params: tuple[tuple[str, Any], ...] = ()
+
+    @property
+    def sites(self) -> tuple[str, ...]:
+        return self.site if isinstance(self.site, tuple) else (self.site,)
 
 
 @dataclass(frozen=True)
@@ -52,6 +56,8 @@ class Option:
     def label(self) -> str:
         if self.choice is None:
             return str(self.value) if not isinstance(self.value, int) else f"{self.value} ch"
+        if isinstance(self.value, float):  # the global depth multiplier
+            return f"x{self.value:g} ({len(self.choice.sites)} blocks)"
         if isinstance(self.value, int):
             params = dict(self.choice.params)
             how = params.get("mode") or f"x{params.get('ratio', 0):.3g}"
@@ -68,6 +74,9 @@ class Variable:
     group: ChannelGroup | None = None  # kind "ch"
     block: Any = None  # kind "block": the IBNBlock
     dw: Any = None  # kind "block" / "dw": the DepthwiseConv node
+    # The channel groups this variable sets, with the width of each per option (kind "ch": its group;
+    # kind "dm", the global depth multiplier: every hidden group it scales).
+    tables: list[tuple[ChannelGroup, tuple[int, ...]]] = field(default_factory=list)
 
     @property
     def size(self) -> int:
@@ -124,7 +133,7 @@ class Space:
         for var, d in zip(self.variables, decisions):
             choice = var.options[d].choice
             if choice is not None:
-                grouped.setdefault((choice.rule, choice.params), []).append(choice.site)
+                grouped.setdefault((choice.rule, choice.params), []).extend(choice.sites)
         steps = []
         for (rule, params), sites in sorted(grouped.items(), key=lambda kv: (order.index(kv[0][0]), str(kv[0][1]))):
             steps.append(RuleStep(rule, get_rule(rule).parse_params(dict(params)), sites, "search"))
@@ -200,16 +209,42 @@ def build_space(analysis: Analysis, config: SearchConfig, p: int) -> Space:
         if dense and _matches(dw.id, dense.sites):
             options.append(Option("dense", Choice("dw-to-dense", dw.id), True))
         variables.append(Variable(dw.id, "dw", options, dw=dw))
+    dm = config.rules.get("depth-multiplier")
+    global_dm = dm is not None and dm.scope == "global"
+    hidden_groups: list[tuple[str, ChannelGroup]] = []
     for group in analysis.groups:
         if not group.resizable:
             continue
-        options = _channel_options(group, hidden_of.get(group.id), config, p)
-        variables.append(Variable(group.id, "ch", options, group=group))
+        block_id = hidden_of.get(group.id)
+        if global_dm and block_id is not None and _matches(block_id, dm.sites):
+            hidden_groups.append((block_id, group))
+            continue  # its width is the global multiplier's
+        options = _channel_options(group, None if global_dm else block_id, config, p)
+        variables.append(Variable(group.id, "ch", options, group=group,
+                                  tables=[(group, tuple(o.value for o in options))]))
+    if global_dm and hidden_groups:
+        variables.append(_global_multiplier(hidden_groups, dm.ratios, p))
     space = Space(variables, p, config)
     for step in config.pinned:
         _pin(space, analysis, step, hidden_of)
     space.variables = [v for v in space.variables if v.size > 1 or v.pinned]
     return space
+
+
+def _global_multiplier(hidden: list[tuple[str, ChannelGroup]], ratios: tuple[float, ...], p: int) -> Variable:
+    """One decision for every hidden width: x ratio, rounded to multiples of P (one rule step)."""
+    options = [Option(1.0, None)]
+    for ratio in sorted(set(ratios)):
+        widths = [scaled_channels(g.channels, ratio, p) for _, g in hidden]
+        sites = tuple(b for (b, g), w in zip(hidden, widths) if w != g.channels)
+        if sites and ratio != 1.0:
+            options.append(Option(float(ratio), Choice("depth-multiplier", sites,
+                                                       (("p", p), ("ratio", _fmt_ratio(ratio)))), False))
+    tables = []
+    for _, group in hidden:
+        widths = [group.channels] + [scaled_channels(group.channels, o.value, p) for o in options[1:]]
+        tables.append((group, tuple(widths)))
+    return Variable("depth-multiplier", "dm", options, tables=tables)
 
 
 def _pin(space: Space, analysis: Analysis, step: RuleStep, hidden_of: dict[str, str]) -> None:
@@ -244,3 +279,5 @@ def _pin(space: Space, analysis: Analysis, step: RuleStep, hidden_of: dict[str, 
         if var.pinned:
             raise HwoptError(f"{step.source}: {site.id} is already pinned by an earlier [[rule]]")
         var.options, var.pinned = [var.options[0], option], True
+        if var.kind == "ch":
+            var.tables = [(var.group, tuple(o.value for o in var.options))]

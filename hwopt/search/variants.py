@@ -122,21 +122,22 @@ class VariantModel:
         self._nodes = nodes
         variables = space.variables
         self.values = [[o.value for o in v.options] for v in variables]
-        # Which variable sets each tensor's channels, and each block's / depthwise conv's mode.
-        self.tensor_var: dict[str, int] = {}
-        self.gemm_in: dict[str, tuple[int, int]] = {}
+        # Which variable sets each tensor's channels (and to what, per option), and each block's /
+        # depthwise conv's mode.
+        self.tensor_var: dict[str, tuple[int, tuple[int, ...]]] = {}
+        self.gemm_in: dict[str, tuple[int, int, tuple[int, ...]]] = {}
         self.mode_of: dict[str, tuple[int, str]] = {}  # node name -> (var, "expand" | "dw")
         for vi, var in enumerate(variables):
-            if var.kind == "ch":
-                for tensor in var.group.tensors:
-                    self.tensor_var[tensor.name] = vi
-                for consumer in var.group.consumers:
+            for group, widths in var.tables:
+                for tensor in group.tensors:
+                    self.tensor_var[tensor.name] = (vi, widths)
+                for consumer in group.consumers:
                     if consumer.node.op in ("Gemm", "MatMul"):
-                        self.gemm_in[consumer.node.name] = (vi, consumer.spatial)
-            elif var.kind == "block":
+                        self.gemm_in[consumer.node.name] = (vi, consumer.spatial, widths)
+            if var.kind == "block":
                 self.mode_of[var.block.expand.name] = (vi, "expand")
                 self.mode_of[var.dw.node.name] = (vi, "dw")
-            else:
+            elif var.kind == "dw":
                 self.mode_of[var.dw.node.name] = (vi, "dw")
         self.slots = [self._slot(i, sk) for i, sk in enumerate(self.sched.kernels)]
         self._predict_tables(progress)
@@ -155,13 +156,13 @@ class VariantModel:
         dw_base = None
         if mode is not None and mode[1] == "expand":
             dw_base = self.sched.kernels[self.by_node[self.space.variables[mode[0]].dw.node.name]].kernel
-        deps = tuple(dict.fromkeys(v for v in (in_var, out_var, gemm[0] if gemm else None,
-                                                mode[0] if mode else None) if v is not None))
+        deps = tuple(dict.fromkeys(v[0] for v in (in_var, out_var, gemm, mode) if v is not None))
 
-        def build(values: dict[int, object]) -> Kernel | None:
-            cin = values[in_var] if in_var is not None else None
-            cout = values[out_var] if out_var is not None else None
-            how = values[mode[0]] if mode is not None else None
+        def build(picked: dict[int, int]) -> Kernel | None:
+            """The slot's kernel for these option indices of its variables."""
+            cin = in_var[1][picked[in_var[0]]] if in_var is not None else None
+            cout = out_var[1][picked[out_var[0]]] if out_var is not None else None
+            how = self.values[mode[0]][picked[mode[0]]] if mode is not None else None
             if mode is not None and mode[1] == "expand" and how == "fuse":
                 d = dw_base
                 return Kernel("conv", cin or base.cin, cout or base.cout, base.h, base.w, d.out_h, d.out_w,
@@ -175,7 +176,7 @@ class VariantModel:
                     return replace(base, kind="conv", cin=c, cout=c * multiplier, groups=1)
                 return replace(base, cin=c, cout=c * multiplier, groups=c)
             if base.kind == "gemm":
-                return replace(base, cin=values[gemm[0]] * gemm[1]) if gemm else base
+                return replace(base, cin=gemm[2][picked[gemm[0]]] * gemm[1]) if gemm else base
             if base.kind in CONV_KINDS:
                 return replace(base, cin=cin or base.cin, cout=cout or base.cout)
             new_cin = cin if cin is not None else base.cin
@@ -184,7 +185,7 @@ class VariantModel:
                 new_cout = base.cout // base.cin * cin  # a flatten: C x H x W values
             return replace(base, cin=new_cin, cout=new_cout)
 
-        combos = itertools.product(*(self.values[v] for v in deps))
+        combos = itertools.product(*(range(len(self.values[v])) for v in deps))
         kernels = [build(dict(zip(deps, combo))) for combo in combos]
         return _Slot(index, sk, deps, build, kernels)
 
@@ -264,15 +265,13 @@ class VariantModel:
         # Per channel variable: its tensors' columns and each option's (padded) channel count.
         self._scales = []
         for vi, var in enumerate(self.space.variables):
-            if var.kind != "ch":
-                continue
-            cols = [col[t.name] for t in var.group.tensors if t.name in col]
-            for pad in (True, False):
-                chosen = np.array([c for c in cols if padded.get(names[c]) == pad], dtype=np.int64)
-                if len(chosen):
-                    widths = np.array([_pad(o.value, self.pad_to) if pad else o.value for o in var.options],
-                                      dtype=np.float64)
-                    self._scales.append((vi, chosen, widths))
+            for group, options in var.tables:
+                cols = [col[t.name] for t in group.tensors if t.name in col]
+                for pad in (True, False):
+                    chosen = np.array([c for c in cols if padded.get(names[c]) == pad], dtype=np.int64)
+                    if len(chosen):
+                        widths = np.array([_pad(w, self.pad_to) if pad else w for w in options], dtype=np.float64)
+                        self._scales.append((vi, chosen, widths))
 
     # -- scoring -------------------------------------------------------------------------------
     def _flat(self, decisions: np.ndarray) -> np.ndarray:
