@@ -200,6 +200,9 @@ def test_cli_impossible_budget_exits_1_with_reason(example_path, tiny_rules, tmp
     assert done.returncode == 1
     assert "--max-memory" in done.stderr and "exceeds" in done.stderr
     assert not (tmp_path / "x.onnx").exists()
+    done = _cli("optimize", str(example_path(MODEL)), "-o", str(tmp_path / "x.onnx"), "--rules", str(tiny_rules),
+                "--max-latency", "1us", "--quiet")
+    assert done.returncode == 1 and "--max-latency" in done.stderr
 
 
 def test_cli_bad_input_exits_2(tmp_path, tiny_rules):
