@@ -123,6 +123,20 @@ BACKOFF: list[tuple[str, Callable]] = [
 ]
 
 
+def _diverse(rows: np.ndarray, count: int) -> list[int]:
+    """Indices of up to ``count`` rows, fastest first, each differing from the ones before in at least
+    a tenth of the decisions (two at least): the runners-up of a search mostly differ in one cheap
+    decision and would all deviate alike."""
+    need = max(2, len(rows[0]) // 10) if len(rows) else 0
+    chosen: list[int] = []
+    for i, row in enumerate(rows):
+        if all(int((row != rows[j]).sum()) >= need for j in chosen):
+            chosen.append(i)
+            if len(chosen) >= max(count, 1):
+                break
+    return chosen
+
+
 def _accept(cand: Candidate, budgets: Budgets, original, canonical, calibration, evaluation, seed, progress) -> bool:
     """Materialise a finalist and check it against --max-deviation."""
     _materialise(cand, original, canonical, calibration, evaluation, seed, progress)
@@ -182,7 +196,8 @@ def optimize(
     calibration, evaluation = calibration_sets(original) if calibration_sets else ({}, {})
     t0 = time.perf_counter()
     feasible = np.flatnonzero(objective.violation(all_figures) == 0)
-    ranked = [candidate(f"finalist {i + 1}", rows[j]) for i, j in enumerate(feasible[:max(finalists, 1)])]
+    ok_rows = rows[feasible]
+    ranked = [candidate(f"finalist {i + 1}", ok_rows[j]) for i, j in enumerate(_diverse(ok_rows, finalists))]
     failure: list[str] = []
     best: Candidate | None = None
     if not ranked:
