@@ -244,8 +244,9 @@ def optimize(
         if not alone.steps:
             alone.note, alone.deviation = "helps nowhere on this target (estimated)", 0.0
         else:
-            # Materialised (deviation, verified exactness) only on request: it costs a full apply each.
-            if compare_rules and calibration_sets:
+            # Materialised (deviation, verified exactness) only on request and when a model is written:
+            # it costs a full apply each.
+            if compare_rules and calibration_sets and best is not None:
                 _materialise(alone, original, canonical, calibration, evaluation, seed, progress)
     if best is not None:
         side.append(best)
