@@ -127,7 +127,8 @@ def to_dict(result: OptimizeResult, output: Path | None, rules_out: Path | None,
         "best": variant_dict(result.best, baseline) if result.best is not None else None,
         "blocks": blocks,
         "decisions": all_decisions,
-        "fine_tuning": [d["site"] for d in all_decisions if d["needs_fine_tuning"]],
+        "fine_tuning": [d["site"] if d["kind"] != "ch" or "block" not in d else f"{d['block']} (hidden width)"
+                        for d in all_decisions if d["needs_fine_tuning"]],
         "finalists": [{"label": c.label, "latency_us": c.figures["latency_us"], "deviation": c.deviation,
                        "rules": [s.label() for s in c.steps], "note": c.note}
                       for c in result.finalists],
