@@ -119,8 +119,8 @@ def _materialise(candidate: Candidate, original, canonical, calibration, evaluat
 BACKOFF: list[tuple[str, Callable]] = [
     ("no depth-multiplier", lambda o: o.choice is None or o.choice.rule != "depth-multiplier"),
     ("fusion and exact rewrites", lambda o: o.choice is None or o.exact or o.choice.rule == "fuse-ibn"),
-    ("exact rewrites only", lambda o: o.exact),
 ]
+# After those: at most half, a quarter, ... of the fastest finalist's inexact decisions, down to none.
 
 
 def _diverse(rows: np.ndarray, count: int) -> list[int]:
@@ -212,17 +212,28 @@ def optimize(
     if ranked and best is None:
         # Deviation back-off: search again with fewer inexact rules, most aggressive first, and try the
         # best of each (the same kernel tables: only the allowed options shrink).
-        for level, keep in BACKOFF:
-            restrict = [[i for i in v.allowed if v.pinned or keep(v.options[i])] for v in space.variables]
-            sub = Problem(space, vm, objective, seed=seed, progress=progress, restrict=restrict)
+        # Levels: fewer rules, then at most c/2, c/4, ..., 0 inexact decisions (c: the fastest's count).
+        # Each level's best is a candidate; candidates are tried fastest first.
+        count = sum(not v.options[d].exact and not v.pinned for v, d in zip(space.variables, ranked[0].decisions))
+        limits = [count >> i for i in range(1, max(count.bit_length(), 1) + 1)]
+        levels = [(n, k, None) for n, k in BACKOFF] + [(f"at most {k} inexact decisions", None, k)
+                                                       for k in dict.fromkeys(limits)]
+        backoff: list[Candidate] = []
+        for level, keep, max_inexact in levels:
+            restrict = None
+            if keep is not None:
+                restrict = [[i for i in v.allowed if v.pinned or keep(v.options[i])] for v in space.variables]
+            sub = Problem(space, vm, objective, seed=seed, progress=progress, restrict=restrict,
+                          max_inexact=max_inexact)
             sub.evaluate(sub.start[None])
             run_strategy(resolve_strategy(strategy, space, sub.size), sub)
             sub_rows, sub_fit = sub.archive()
             pick = next((r for r, f in zip(sub_rows, sub_fit) if f < INFEASIBLE and tuple(r) not in tried), None)
-            if pick is None:
-                continue
-            cand = candidate(f"finalist ({level})", pick)
-            tried.add(cand.decisions)
+            if pick is not None:
+                cand = candidate(f"finalist ({level})", pick)
+                tried.add(cand.decisions)
+                backoff.append(cand)
+        for cand in sorted(backoff, key=lambda c: c.figures["latency_us"]):
             ranked.append(cand)
             if _accept(cand, budgets, original, canonical, calibration, evaluation, seed, progress):
                 best = cand
