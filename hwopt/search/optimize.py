@@ -223,12 +223,16 @@ def optimize(
             restrict = None
             if keep is not None:
                 restrict = [[i for i in v.allowed if v.pinned or keep(v.options[i])] for v in space.variables]
+                if restrict == [v.allowed for v in space.variables]:
+                    continue  # this rule set has nothing this level would take away
             sub = Problem(space, vm, objective, seed=seed, progress=progress, restrict=restrict,
                           max_inexact=max_inexact)
             sub.evaluate(sub.start[None])
             run_strategy(resolve_strategy(strategy, space, sub.size), sub)
             sub_rows, sub_fit = sub.archive()
-            pick = next((r for r, f in zip(sub_rows, sub_fit) if f < INFEASIBLE and tuple(r) not in tried), None)
+            need = max(2, len(space.variables) // 10)
+            pick = next((r for r, f in zip(sub_rows, sub_fit) if f < INFEASIBLE
+                         and all(sum(a != b for a, b in zip(r, t)) >= need for t in tried)), None)
             if pick is not None:
                 cand = candidate(f"finalist ({level})", pick)
                 tried.add(cand.decisions)
