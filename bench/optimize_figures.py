@@ -3,6 +3,9 @@
     python -m bench.optimize_figures [--out /tmp/hwopt-figures] [--only mnv2,deviation,memory,cpu,exact,all]
 
 Prints every command it runs and a summary line per figure; JSON reports land in --out.
+Until npu32 has a trained estimator its cost model is the SCALE-Sim emulator, which must
+simulate every distinct kernel of the space once (hours for the default rule set on a
+loaded 2-core machine): pass ``--extra "--rules rules/fuse-dense.toml"`` for a small space.
 """
 
 from __future__ import annotations
