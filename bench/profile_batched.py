@@ -15,6 +15,8 @@ import argparse
 import time
 from pathlib import Path
 
+import numpy as np
+
 from hwopt.backends import get_backend
 from hwopt.backends.base import read_table, write_table
 from hwopt.profile import _compact, sweep
@@ -29,10 +31,22 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--max-sim", type=float, default=None,
                         help="skip array kernels whose SCALE-Sim layer is larger than this (ifmap h*w*C*filters)")
+    parser.add_argument("--min-sim", type=float, default=None, help="skip kernels whose layer is smaller")
+    parser.add_argument("--families", default=None,
+                        help="only kernels derived from these example models (comma-separated)")
+    parser.add_argument("--kinds", default=None, help="only these kernel kinds (comma-separated)")
+    parser.add_argument("--sample", type=int, default=None,
+                        help="measure N kernels spread evenly over the cost range (after the filters)")
     args = parser.parse_args()
     target = load_target(args.target)
     backend = get_backend(target)
-    kernels = sweep(target.parallelism, count=args.count)
+    origins: dict = {}
+    kernels = sweep(target.parallelism, count=args.count, origins=origins)
+    if args.families:
+        wanted = set(args.families.split(","))
+        kernels = [k for k in kernels if origins[k] & wanted]
+    if args.kinds:
+        kernels = [k for k in kernels if k.kind in args.kinds.split(",")]
     done = {m.kernel for m in read_table(args.output)} if args.output.exists() and args.output.stat().st_size else set()
     todo = [k for k in kernels if k not in done]
     if target.backend == "scalesim":
@@ -46,7 +60,10 @@ def main() -> None:
             spec, _ = layer_for(k)
             return float(spec.ifmap_h * spec.ifmap_w * spec.channels * spec.num_filters)
 
-        todo = sorted((k for k in todo if args.max_sim is None or cost(k) <= args.max_sim), key=cost)
+        todo = sorted((k for k in todo if (args.max_sim is None or cost(k) <= args.max_sim)
+                       and (args.min_sim is None or cost(k) >= args.min_sim)), key=cost)
+    if args.sample is not None and len(todo) > args.sample:
+        todo = [todo[int(i)] for i in np.linspace(0, len(todo) - 1, args.sample)]
     start = time.time()
     for i in range(0, len(todo), args.batch):
         chunk = todo[i:i + args.batch]

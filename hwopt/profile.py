@@ -47,6 +47,15 @@ ProgressFn = Callable[[str, int, int], None]
 
 # ---------------------------------------------------------------- seed kernels
 
+def example_names() -> tuple[str, ...]:
+    """The example model names (examples/zoo.py's MODELS), in the order of ``_example_canonicals``."""
+    try:
+        from examples.zoo import MODELS
+    except ImportError:
+        return ()
+    return tuple(MODELS)
+
+
 @lru_cache(maxsize=1)
 def _example_canonicals() -> tuple[onnx.ModelProto, ...]:
     """The example models, canonical (built in memory, seed 0); empty where examples/ is not installed."""
@@ -180,14 +189,32 @@ def _dedupe(kernels: Iterable[Kernel]) -> list[Kernel]:
 
 
 def sweep(parallelism: int, models: Sequence[onnx.ModelProto] = (), *, examples: bool = True, count: int | None = None,
-          seed: int = 0) -> list[Kernel]:
-    """The kernels to measure for a target of parallelism P (deterministic for a seed)."""
-    canonicals = list(_example_canonicals() if examples else ()) + list(models)
+          seed: int = 0, families: Sequence[str] | None = None,
+          origins: dict[Kernel, set[str]] | None = None) -> list[Kernel]:
+    """The kernels to measure for a target of parallelism P (deterministic for a seed).
+
+    ``families``: seed only from these example models (default: all). ``origins``: filled with
+    kernel -> the models it derives from (its seed kernel's models; user models are ``model<i>``), so
+    an evaluation can hold out whole model families from a table measured over all of them.
+    """
+    names = example_names() if examples else ()
+    canonicals = list(_example_canonicals() if examples else ())
+    if families is not None:
+        unknown = sorted(set(families) - set(names))
+        if unknown:
+            raise HwoptError(f"no example model {unknown[0]!r} (examples: {', '.join(names)})")
+        canonicals = [m for n, m in zip(names, canonicals) if n in families]
+        names = tuple(n for n in names if n in families)
+    names = tuple(names) + tuple(f"model{i}" for i in range(len(models)))
+    canonicals += list(models)
     if not canonicals:
         raise HwoptError("nothing to sample kernels from: give --from MODEL.onnx (the examples are not installed)")
     seeds, fused, dense = [], [], []
-    for model in canonicals:
+    source: dict[Kernel, set[str]] = {}
+    for name, model in zip(names, canonicals):
         kernels, f, d = model_kernels(model)
+        for k in kernels + f + d:
+            source.setdefault(k, set()).add(name)
         seeds += kernels
         fused += f
         dense += d
@@ -196,6 +223,8 @@ def sweep(parallelism: int, models: Sequence[onnx.ModelProto] = (), *, examples:
     aligned_v, misaligned_v, other_v = [], [], []
     for k in seeds + fused + dense:
         variants = perturb(k, parallelism, rng)
+        for v in variants:
+            source.setdefault(v, set()).update(source[k])
         for v in variants:
             if v.cout % parallelism == 0 and v.cout != k.cout:
                 aligned_v.append(v)
@@ -209,6 +238,8 @@ def sweep(parallelism: int, models: Sequence[onnx.ModelProto] = (), *, examples:
         order = rng.permutation(len(group))
         groups.append([group[i] for i in order])
     kernels = _interleave(groups)
+    if origins is not None:
+        origins.update({k: source[k] for k in kernels})
     return kernels[:count] if count is not None else kernels
 
 

@@ -16,8 +16,8 @@ def _md(card: dict) -> str:
              f"- latency groups (own model at >= 40 rows, else shared): "
              + ", ".join(f"{g} ({v['rows']} rows, CV RMSE log {v['cv_rmse_log']})"
                          for g, v in t.get("groups", {}).items()),
-             f"- off-chip traffic head: {'yes' if t.get('dram_groups') else 'no (the backend does not measure it)'}",
-             ""]
+             f"- off-chip traffic head: {'yes' if t.get('dram_groups') else 'no (the backend does not measure it)'}"]
+    lines += [f"- {note}" for note in card.get("notes", [])] + [""]
     acc = card.get("accuracy")
     if acc:
         lines += ["## Accuracy on held-out model families", ""]

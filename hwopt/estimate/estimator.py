@@ -106,7 +106,8 @@ class Estimator:
             free = [k for k in misses if k.kind in self.free_kinds]
             learned = [k for k in misses if k.kind not in self.free_kinds and k.kind in model.kinds
                        and k.kind != "unknown"]
-            other = [k for k in misses if k.kind not in self.free_kinds and k not in set(learned)]
+            learned_set = set(learned)
+            other = [k for k in misses if k.kind not in self.free_kinds and k not in learned_set]
             cache.update(dict.fromkeys(free, 0.0))
             if learned:
                 x = features(learned, self.p, self.dtype_bytes)

@@ -37,8 +37,15 @@ FEATURES = (
     "dtype_bytes", "act_ops", "log_macs", "log_flops", "log_param_bytes", "log_in_bytes", "log_out_bytes",
     "log_bytes", "cin_steps", "cin_mod", "cout_steps", "cout_mod", "log_padded_macs", "log_padded_bytes",
     "row_folds", "col_folds", "log_folds", "log_fold_cycles", "log_vector_work", "log_pixels",
-    "pad_waste",
+    "pad_waste", "log_proxy", "log_proxy_fill4",
 )
+# First-order cycle model (in lanes-cycles: P elements or P bytes per cycle), the regressors' base:
+# array kinds: every fold streams the output pixels plus a fill/drain of FILL_P x P cycles, or the bytes
+# at P per cycle if that is longer, plus the fused activation on the lanes; other kinds: the lanes'
+# work or the bytes, whichever is longer, plus a launch of LAUNCH_P x P cycles. The constants are
+# generic guesses (they made the npu32 per-kernel CV error 3-5x smaller); the learned parts correct them.
+FILL_P = 12
+LAUNCH_P = 2
 KIND_CODE = {kind: index for index, kind in enumerate(KINDS)}
 
 
@@ -96,6 +103,12 @@ def features(kernels: Sequence[Kernel], parallelism: int, dtype_bytes: int) -> n
     vector_work = np.where(array, col["out_el"] * col["act_ops"],
                            np.maximum(col["out_el"], col["in_el"]) * taps * np.maximum(col["inputs"] - 1, 1)
                            + col["out_el"] * col["act_ops"])
+    fused_act = out_bytes / db * col["act_ops"] / p
+    proxies = []
+    for fill in (FILL_P, 4):
+        compute = np.where(array, folds * (pixels + fill * p), vector_work / p)
+        proxies.append(np.maximum(compute, (in_bytes + out_bytes + param_bytes) / p)
+                       + np.where(array, fused_act, LAUNCH_P * p))
     log = np.log1p
     out = np.column_stack([
         col["kind"], cin, cout, col["h"], col["w"], col["out_h"], col["out_w"], col["kernel"], col["kw"],
@@ -104,11 +117,12 @@ def features(kernels: Sequence[Kernel], parallelism: int, dtype_bytes: int) -> n
         log(in_bytes + out_bytes + param_bytes), _ceil_div(cin, p), np.mod(cin, p), _ceil_div(cout, p),
         np.mod(cout, p), log(padded_macs), log(padded_bytes), row_folds, col_folds, log(folds),
         log(fold_cycles), log(vector_work), log(pixels), cin_pad * cout_pad / np.maximum(cin * cout, 1),
+        log(proxies[0]), log(proxies[1]),
     ])
     return out.astype(np.float64)
 
 
 # Columns of the log-linear base (see regressor.py): the few figures latency scales with.
-BASE_COLUMNS = ("log_fold_cycles", "log_bytes", "log_padded_bytes", "log_vector_work", "log_padded_macs",
-                "log_flops")
-BASE_INDEX = tuple(FEATURES.index(c) for c in BASE_COLUMNS)
+# (npu32 prefers the cycle model alone, cpu the three; per group, cross-validation picks.)
+BASE_SETS = tuple(tuple(FEATURES.index(c) for c in columns)
+                  for columns in (("log_proxy",), ("log_proxy", "log_bytes", "log_flops")))

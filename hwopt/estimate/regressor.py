@@ -1,9 +1,10 @@
 """Per-kind latency regressors: a log-linear base plus boosted trees on its residual, in XGBoost's JSON.
 
-Latency spans five decades and follows a few work figures (fold cycles,
-bytes, vector work) almost as a power law, which trees cannot extrapolate.
-So each group first fits a ridge regression of log latency on the log work
-figures (``features.BASE_COLUMNS``), and an XGBoost regressor learns the
+Latency spans five decades and follows a few work figures (the first-order
+cycle model ``log_proxy``, bytes, FLOPs) almost as a power law, which trees
+cannot extrapolate. So each group first fits a ridge regression of log
+latency on log work figures (one of ``features.BASE_SETS``, chosen by
+cross-validation), and an XGBoost regressor learns the
 residual in log space from every feature (the P staircase, folds, kind...).
 Prediction = exp(base + trees). Groups: one per kernel kind with at least
 ``MIN_ROWS`` rows, and one shared group (kind is a feature) for the rest.
@@ -27,9 +28,10 @@ import numpy as np
 import xgboost as xgb
 
 from hwopt.errors import HwoptError
-from hwopt.estimate.features import BASE_INDEX, FEATURES, KIND_CODE
+from hwopt.estimate.features import BASE_SETS, FEATURES, KIND_CODE
 
 MIN_ROWS = 40
+MIN_CV_ROWS = MIN_ROWS  # fewer rows: 3-fold CV scores are noise; the most regularised grid point is used
 SHARED = "shared"
 GRID = {"max_depth": (4, 6), "learning_rate": (0.1,), "n_estimators": (200,), "min_child_weight": (1, 4)}
 FOLDS = 3
@@ -39,12 +41,12 @@ RIDGE = 1e-3
 Progress = Callable[[str, int, int], None]
 
 
-def _design(x: np.ndarray) -> np.ndarray:
-    return np.column_stack([np.ones(len(x)), x[:, list(BASE_INDEX)]])
+def _design(x: np.ndarray, base: Sequence[int]) -> np.ndarray:
+    return np.column_stack([np.ones(len(x)), x[:, list(base)]])
 
 
-def _fit_base(x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    a = _design(x)
+def _fit_base(x: np.ndarray, y: np.ndarray, base: Sequence[int]) -> np.ndarray:
+    a = _design(x, base)
     penalty = RIDGE * len(x) * np.eye(a.shape[1])
     penalty[0, 0] = 0.0  # never shrink the intercept
     return np.linalg.solve(a.T @ a + penalty, a.T @ y)
@@ -52,19 +54,21 @@ def _fit_base(x: np.ndarray, y: np.ndarray) -> np.ndarray:
 
 def _booster(params: dict, x: np.ndarray, y: np.ndarray) -> xgb.Booster:
     """XGBoost's native API (no scikit-learn dependency)."""
-    options = {"objective": "reg:squarederror", "seed": SEED, "nthread": 2, "tree_method": "hist",
+    # Two threads (a shared machine) and only for larger groups: on a few hundred rows threads cost more.
+    options = {"objective": "reg:squarederror", "seed": SEED, "nthread": 2 if len(x) >= 2000 else 1,
+               "tree_method": "hist",
                "subsample": 0.9, "colsample_bytree": 0.9, "eta": params["learning_rate"],
                "max_depth": params["max_depth"], "min_child_weight": params["min_child_weight"]}
     return xgb.train(options, xgb.DMatrix(x, label=y), num_boost_round=params["n_estimators"])
 
 
-def _cv_rmse(params: dict, x: np.ndarray, y: np.ndarray) -> float:
+def _cv_rmse(params: dict, x: np.ndarray, y: np.ndarray, base: Sequence[int]) -> float:
     folds = np.random.default_rng(SEED).permutation(len(x)) % FOLDS
     errors = []
     for fold in range(FOLDS):
         train, test = folds != fold, folds == fold
-        coef = _fit_base(x[train], y[train])
-        base_tr, base_te = _design(x[train]) @ coef, _design(x[test]) @ coef
+        coef = _fit_base(x[train], y[train], base)
+        base_tr, base_te = _design(x[train], base) @ coef, _design(x[test], base) @ coef
         model = _booster(params, x[train], y[train] - base_tr)
         errors.append((model.inplace_predict(x[test]) + base_te - y[test]) ** 2)
     return float(np.sqrt(np.mean(np.concatenate(errors))))
@@ -73,11 +77,12 @@ def _cv_rmse(params: dict, x: np.ndarray, y: np.ndarray) -> float:
 @dataclass
 class Group:
     name: str
-    base: np.ndarray
+    base: np.ndarray  # coefficients: intercept, then one per base column
     booster: xgb.Booster
     params: dict
     cv_rmse: float
     rows: int
+    base_columns: tuple[int, ...] = ()
 
 
 @dataclass
@@ -112,15 +117,16 @@ class KernelRegressor:
             xs, ys = x[mask], logy[mask]
             if progress:
                 progress(f"training {quantity}", step, len(plan))
-            if len(xs) >= 2 * FOLDS:
-                scored = [(_cv_rmse(p, xs, ys), i) for i, p in enumerate(combos)]
-                rmse, best = min(scored)
+            if len(xs) >= MIN_CV_ROWS:
+                # The base's columns first (with the first grid point), then the grid with that base.
+                base = min(BASE_SETS, key=lambda b: _cv_rmse(combos[0], xs, ys, b))
+                rmse, best = min((_cv_rmse(p, xs, ys, base), i) for i, p in enumerate(combos))
                 params = combos[best]
-            else:  # too few rows to cross-validate: the smallest, most regularised model
-                rmse, params = float("nan"), {**combos[0], "n_estimators": 50}
-            coef = _fit_base(xs, ys)
-            model = _booster(params, xs, ys - _design(xs) @ coef)
-            out.groups[name] = Group(name, coef, model, params, rmse, int(mask.sum()))
+            else:  # too few rows for CV figures to mean much: the smallest, most regularised model
+                base, rmse, params = BASE_SETS[0], float("nan"), {**combos[0], "n_estimators": 50}
+            coef = _fit_base(xs, ys, base)
+            model = _booster(params, xs, ys - _design(xs, base) @ coef)
+            out.groups[name] = Group(name, coef, model, params, rmse, int(mask.sum()), tuple(base))
         if progress:
             progress(f"training {quantity}", len(plan), len(plan))
         return out
@@ -132,7 +138,7 @@ class KernelRegressor:
         for name in {self.group_of(k) for k in kinds.tolist()}:
             mask = np.array([self.group_of(k) == name for k in kinds.tolist()])
             group = self.groups[name]
-            margin = group.booster.inplace_predict(x[mask]) + _design(x[mask]) @ group.base
+            margin = group.booster.inplace_predict(x[mask]) + _design(x[mask], group.base_columns) @ group.base
             out[mask] = np.exp(margin)
         return out
 
@@ -147,7 +153,9 @@ class KernelRegressor:
             path = folder / f"{name}.{group.name}.json"
             group.booster.save_model(str(path))
             written.append(path)
-            meta["groups"][group.name] = {"model": path.name, "base": group.base.tolist(), "params": group.params,
+            meta["groups"][group.name] = {"model": path.name, "base": group.base.tolist(),
+                                          "base_columns": [FEATURES[i] for i in group.base_columns],
+                                          "params": group.params,
                                           "cv_rmse_log": group.cv_rmse, "rows": group.rows}
         index = folder / f"{name}.json"
         index.write_text(json.dumps(meta, indent=1, sort_keys=True) + "\n")
@@ -174,5 +182,6 @@ class KernelRegressor:
                 raise HwoptError(f"{folder / g['model']}: cannot load the XGBoost model ({exc})") from None
             booster.set_param({"nthread": 1})  # small batches: threads cost more than they save
             out.groups[gname] = Group(gname, np.asarray(g["base"], dtype=np.float64), booster, g["params"],
-                                      g["cv_rmse_log"], g["rows"])
+                                      g["cv_rmse_log"], g["rows"],
+                                      tuple(FEATURES.index(c) for c in g["base_columns"]))
         return out

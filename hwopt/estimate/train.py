@@ -32,6 +32,10 @@ Progress = Callable[[str, int, int], None]
 MIN_TRAIN_ROWS = 10
 
 
+def _rounded(value: float) -> float | None:
+    return None if value != value else round(value, 4)  # NaN (no CV) as null: strict JSON
+
+
 def usable(measurements: Sequence[Measurement]) -> list[Measurement]:
     """Rows a regressor can learn from: scorable kinds with a positive latency (views are free by rule)."""
     return [m for m in measurements if m.kernel.kind not in ("view", "unknown") and m.latency_us > 0
@@ -75,10 +79,10 @@ def train_estimator(measurements: Sequence[Measurement], target: Target, output:
         "training": {
             "table": source, "rows": len(rows), "rows_ignored": len(measurements) - len(rows),
             "kinds": dict(collections.Counter(kinds)), "backends": dict(backends),
-            "groups": {g.name: {"rows": g.rows, "params": g.params, "cv_rmse_log": round(g.cv_rmse, 4)}
+            "groups": {g.name: {"rows": g.rows, "params": g.params, "cv_rmse_log": _rounded(g.cv_rmse)}
                        for g in lat_model.groups.values()},
             "dram_groups": None if dram_model is None else {
-                g.name: {"rows": g.rows, "params": g.params, "cv_rmse_log": round(g.cv_rmse, 4)}
+                g.name: {"rows": g.rows, "params": g.params, "cv_rmse_log": _rounded(g.cv_rmse)}
                 for g in dram_model.groups.values()},
             "seconds": round(time.perf_counter() - start, 1),
         },
@@ -90,6 +94,8 @@ def train_estimator(measurements: Sequence[Measurement], target: Target, output:
             old = json.loads(previous.read_text())
         except ValueError:
             old = {}
+        if "notes" in old and old.get("training", {}).get("rows") == len(rows):
+            card["notes"] = old["notes"]
         if "accuracy" in old:
             card["accuracy"] = old["accuracy"]
             if old.get("training", {}).get("rows") != len(rows):

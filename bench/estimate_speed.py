@@ -1,0 +1,51 @@
+"""How long the estimator takes per model after start-up: predict + sum (and schedule) on a real model.
+
+    python -m bench.estimate_speed [--target cpu] [--model ssdlite_mobilenetv2]
+
+Times, best of 5, on a fresh estimator (cold prediction cache: every kernel a
+miss, scored in one vectorised batch) and warm (every kernel cached, what the
+search pays for a variant sharing kernels). Excludes Python start-up, model
+loading and canonicalisation; the schedule (cutting the canonical model into
+kernels) is timed separately.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+from examples.build import build_example
+from hwopt.canonicalize import canonicalize
+from hwopt.estimate import load_estimator
+from hwopt.kernels import schedule
+from hwopt.modelio import load_model
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--target", default="cpu")
+    parser.add_argument("--model", default="ssdlite_mobilenetv2")
+    args = parser.parse_args()
+    path = build_example(args.model, Path(tempfile.mkdtemp()))
+    canonical, _ = canonicalize(load_model(path), verify=False)
+    est = load_estimator(args.target)
+    sched_times, cold, warm = [], [], []
+    for _ in range(5):
+        start = time.perf_counter()
+        sched = schedule(canonical, est.target.fusion)
+        sched_times.append(time.perf_counter() - start)
+        fresh = load_estimator(args.target)
+        start = time.perf_counter()
+        fresh.estimate(sched)
+        cold.append(time.perf_counter() - start)
+        start = time.perf_counter()
+        fresh.estimate(sched)
+        warm.append(time.perf_counter() - start)
+    print(f"{args.model} on {args.target}: {len(sched.kernels)} kernels; estimate (predict + sum + memory) "
+          f"cold {min(cold) * 1000:.1f} ms, warm {min(warm) * 1000:.1f} ms; schedule {min(sched_times) * 1000:.1f} ms")
+
+
+if __name__ == "__main__":
+    main()
