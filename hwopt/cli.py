@@ -259,6 +259,96 @@ def measure(
 
 
 @app.command()
+def optimize(
+    model: Path = typer.Argument(..., help="ONNX model file (never modified)"),
+    output: Optional[Path] = typer.Option(None, "-o", "--output", help="where to write the best variant "
+                                          "(default: MODEL.hwopt.onnx next to the input)"),
+    target: str = typer.Option("npu32", "--target", "-t", help="shipped target name or target TOML path"),
+    rules_file: Optional[Path] = typer.Option(None, "--rules", help="rule set with a [search] table "
+                                              "(default: rules/default.toml)"),
+    strategy: str = typer.Option("auto", "--strategy", help="auto | exhaustive | evolutionary | greedy"),
+    cost: str = typer.Option("auto", "--cost", help="auto (trained estimator if the target has one, else its "
+                             "measurement backend) | estimator | backend"),
+    max_memory: Optional[str] = typer.Option(None, "--max-memory", help="params + peak activations, e.g. 4MiB"),
+    max_latency: Optional[str] = typer.Option(None, "--max-latency", help="estimated latency, e.g. 2.5ms or 800us"),
+    max_deviation: Optional[float] = typer.Option(None, "--max-deviation", min=0.0,
+                                                  help="worst relative L2 output error vs the original"),
+    exact_only: bool = typer.Option(False, "--exact-only", help="function-preserving rewrites only"),
+    finalists: int = typer.Option(3, "--finalists", min=1, help="variants materialised to check --max-deviation"),
+    save_rules: Optional[Path] = typer.Option(None, "--save-rules", help="write the chosen decisions as a rule set"),
+    report: Optional[Path] = typer.Option(None, "--report", help="write the report as Markdown"),
+    as_json: bool = typer.Option(False, "--json", help="print the report as JSON (schema hwopt.optimize/1)"),
+    measure: bool = typer.Option(False, "--measure", help="also measure each compared variant on the target"),
+    compare: bool = typer.Option(True, "--compare/--no-compare", help="materialise each rule-alone row too "
+                                 "(its output deviation and measured latency; --no-compare: estimates only)"),
+    input_shape: Optional[List[str]] = InputShapes,
+    calibration: Optional[Path] = typer.Option(None, "--calibration", help=".npz with arrays named after the inputs"),
+    calibration_samples: int = typer.Option(64, "--calibration-samples", min=1, help="samples used for refits"),
+    eval_samples: int = typer.Option(8, "--eval-samples", min=1, help="held-out samples for verification"),
+    seed: int = typer.Option(0, "--seed", help="seed of the search, random inputs and sampling"),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress, no tables"),
+) -> None:
+    """Search the rewrites for the fastest variant within budgets; write it, verified, with a report.
+
+    Exit 0: a model was written within the budgets; 1: no variant meets them (stderr says which budget
+    failed by how much); 2: bad input.
+    """
+    with user_errors():
+        from hwopt.modelio import save_model
+        from hwopt.search.objective import Budgets, parse_bytes, parse_latency
+        from hwopt.search.optimize import optimize as run_optimize
+        from hwopt.search.report import markdown, print_report, to_dict
+        from hwopt.search.rulefile import write_rules
+
+        budgets = Budgets(parse_bytes(max_memory) if max_memory else None,
+                          parse_latency(max_latency) if max_latency else None, max_deviation)
+        if not model.is_file():
+            raise HwoptError(f"{model}: no such file")
+        output = output or model.with_name(model.name.removesuffix(".onnx") + ".hwopt.onnx")
+        protect = [model] + [p for p in (calibration, rules_file) if p]
+        for path in [output] + [p for p in (save_rules, report) if p]:
+            if any(path.resolve() == p.resolve() for p in protect):
+                raise HwoptError(f"refusing to overwrite the input {path}: choose another path")
+
+        def calibration_sets(original):
+            return _calibration_sets(original, calibration, calibration_samples, eval_samples, seed)
+
+        with progress_bar(quiet) as progress:
+            result, best_model = run_optimize(
+                model, target_name=target, rules_path=rules_file, input_shapes=_shapes(input_shape),
+                budgets=budgets, strategy=strategy, cost=cost, exact_only=exact_only, seed=seed,
+                finalists=finalists, compare_rules=compare, calibration_sets=calibration_sets, measure=measure,
+                progress=progress,
+            )
+        if best_model is not None:
+            save_model(best_model, output, protect=protect)
+            if save_rules:
+                header = [f"hwopt optimize {model.name} --target {result.target.name} (seed {seed}): the chosen "
+                          f"variant's decisions.", f"Replay: hwopt apply {model.name} --rules {save_rules.name} -o OUT.onnx "
+                          f"--seed {seed} --calibration-samples {calibration_samples} --eval-samples {eval_samples}"
+                          + (f" --calibration {calibration.name}" if calibration else "")]
+                fine = [s for s in result.best.steps if s.rule != "dw-to-dense"
+                        and not (s.rule == "align-channels" and s.params.get("mode") == "pad")]
+                if fine:
+                    header.append("Needs fine-tuning (inexact, refit on calibration data only): "
+                                  + "; ".join(s.label() for s in fine))
+                write_rules(save_rules, result.best.steps, header)
+        doc = to_dict(result, output, save_rules, seed)
+        if report:
+            report.write_text(markdown(doc), encoding="utf-8")
+        if as_json:
+            print(json.dumps(doc, indent=2))
+        elif not quiet:
+            print_report(stdout, doc)
+            if best_model is not None:
+                stdout.print(f"wrote {output}" + (f" and {save_rules}" if save_rules else ""), highlight=False)
+        if best_model is None:
+            for line in result.failure:
+                stderr.print(f"hwopt: {line}", markup=False, highlight=False)
+            raise typer.Exit(1)
+
+
+@app.command()
 def estimate(
     model: Path = typer.Argument(..., help="ONNX model file"),
     target: str = typer.Option("npu32", "--target", "-t", help="shipped target name or target TOML path"),

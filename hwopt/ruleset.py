@@ -85,7 +85,8 @@ def load_rule_file(path: str | Path) -> list[RuleStep]:
         raise HwoptError(f"{path}: not a valid TOML rule file ({exc})") from None
     entries = data.get("rule", [])
     if not isinstance(entries, list) or not entries:
-        raise HwoptError(f"{path}: no [[rule]] entries")
+        hint = " (its [search] table is for 'hwopt optimize --rules')" if "search" in data else ""
+        raise HwoptError(f"{path}: no [[rule]] entries{hint}")
     steps = []
     for index, entry in enumerate(entries, 1):
         where = f"{path} rule #{index}"

@@ -1,0 +1,1 @@
+"""The search over rewrite variants: space, scoring, strategies, objective, report."""

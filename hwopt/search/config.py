@@ -1,0 +1,160 @@
+"""The search part of a rule-set file: which rules the search may use, where, with which options.
+
+A rule-set file for ``hwopt optimize`` is an ordinary rule-set file (see
+``hwopt.ruleset``) with an extra ``[search]`` table. Its sub-tables name the
+searchable rules; a rule without a sub-table is never chosen by the search::
+
+    [search]
+    # p = 32                      # parallelism factor; default: the target's
+
+    [search.fuse-ibn]             # per IBN block: fuse or not
+    sites = ["ibn*"]              # ids or globs (default: every site)
+
+    [search.dw-to-dense]          # per depthwise conv: dense or not
+    sites = ["dw*"]
+
+    [search.align-channels]       # per channel group: round up (pad, exact) / down (trim)
+    sites = ["ch:*"]
+    modes = ["pad", "trim"]
+
+    [search.depth-multiplier]     # per IBN block: hidden width, multiples of P
+    sites = ["ibn*"]
+    ratios = [0.5, 0.75, 1.0, 1.25]   # x hidden width, rounded to multiples of P
+    # range = [0.75, 1.25]            # alternatively: every multiple of P in [0.75 C, 1.25 C]
+    # scope = "global"                # one ratio for every block (default "block": one per block)
+
+``[[rule]]`` entries in the same file are pinned decisions: the search keeps
+them as they are (with ``sites``: at those sites; without: wherever the rule
+applies) and searches the rest. ``hwopt apply --rules`` ignores ``[search]``.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+from hwopt.errors import HwoptError
+from hwopt.rewrites import RULES
+from hwopt.ruleset import RuleStep, load_rule_file
+
+_KEYS = {
+    "fuse-ibn": {"sites"},
+    "dw-to-dense": {"sites"},
+    "align-channels": {"sites", "modes"},
+    "depth-multiplier": {"sites", "ratios", "range", "scope"},
+}
+
+
+@dataclass
+class SearchRule:
+    name: str
+    sites: list[str] = field(default_factory=lambda: ["*"])
+    modes: tuple[str, ...] = ("pad", "trim")  # align-channels
+    ratios: tuple[float, ...] = (0.5, 0.75, 1.0, 1.25)  # depth-multiplier
+    width_range: tuple[float, float] | None = None  # depth-multiplier: every multiple of P in the range
+    scope: str = "block"  # depth-multiplier: "block" (a width per block) or "global" (one ratio for all)
+
+
+@dataclass
+class SearchConfig:
+    rules: dict[str, SearchRule] = field(default_factory=dict)
+    pinned: list[RuleStep] = field(default_factory=list)
+    p: int | None = None
+    source: str = ""
+
+    def restricted_to_exact(self) -> "SearchConfig":
+        """Only function-preserving choices: dense instead of depthwise, channel padding."""
+        rules = {}
+        if "dw-to-dense" in self.rules:
+            rules["dw-to-dense"] = self.rules["dw-to-dense"]
+        if "align-channels" in self.rules and "pad" in self.rules["align-channels"].modes:
+            align = self.rules["align-channels"]
+            rules["align-channels"] = SearchRule(align.name, align.sites, ("pad",))
+        pinned = [s for s in self.pinned if RULES[s.rule].is_exact(s.params)]
+        dropped = [s.label() for s in self.pinned if not RULES[s.rule].is_exact(s.params)]
+        if dropped:
+            raise HwoptError(f"--exact-only: the rule set pins inexact rules ({', '.join(dropped)})")
+        return SearchConfig(rules, pinned, self.p, self.source + " (exact only)")
+
+
+def _sites(value: Any, where: str) -> list[str]:
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list) or not value or not all(isinstance(s, str) for s in value):
+        raise HwoptError(f"{where}: sites must be a non-empty list of site ids or globs")
+    return value
+
+
+def _numbers(value: Any, where: str, key: str) -> tuple[float, ...]:
+    if not isinstance(value, list) or not value or not all(isinstance(v, (int, float)) and v > 0 for v in value):
+        raise HwoptError(f"{where}: {key} must be a non-empty list of positive numbers")
+    return tuple(float(v) for v in value)
+
+
+def parse_search(data: dict, where: str) -> tuple[dict[str, SearchRule], int | None]:
+    if not isinstance(data, dict):
+        raise HwoptError(f"{where}: [search] must be a table")
+    p = data.get("p")
+    if p is not None and (not isinstance(p, int) or p < 1):
+        raise HwoptError(f"{where}: [search] p must be a positive integer")
+    rules: dict[str, SearchRule] = {}
+    for name, table in data.items():
+        if name == "p":
+            continue
+        if name not in _KEYS:
+            raise HwoptError(f"{where}: [search.{name}]: not a searchable rule (searchable: {', '.join(_KEYS)})")
+        table = table if isinstance(table, dict) else {}
+        unknown = sorted(set(table) - _KEYS[name])
+        if unknown:
+            raise HwoptError(f"{where}: [search.{name}]: unknown key {unknown[0]!r} "
+                             f"(keys: {', '.join(sorted(_KEYS[name]))})")
+        rule = SearchRule(name)
+        if "sites" in table:
+            rule.sites = _sites(table["sites"], f"{where} [search.{name}]")
+        if "modes" in table:
+            modes = table["modes"]
+            if not isinstance(modes, list) or not modes or not set(modes) <= {"pad", "trim"}:
+                raise HwoptError(f"{where}: [search.{name}] modes must be a list of 'pad' and/or 'trim'")
+            rule.modes = tuple(modes)
+        if "ratios" in table:
+            rule.ratios = _numbers(table["ratios"], f"{where} [search.{name}]", "ratios")
+        if "scope" in table:
+            if table["scope"] not in ("block", "global"):
+                raise HwoptError(f"{where}: [search.{name}] scope must be 'block' or 'global'")
+            rule.scope = table["scope"]
+        if "range" in table:
+            lo_hi = _numbers(table["range"], f"{where} [search.{name}]", "range")
+            if len(lo_hi) != 2 or lo_hi[0] > lo_hi[1]:
+                raise HwoptError(f"{where}: [search.{name}] range must be [low, high]")
+            rule.width_range = (lo_hi[0], lo_hi[1])
+        rules[name] = rule
+    return rules, p
+
+
+def load_search_file(path: str | Path) -> SearchConfig:
+    """A rule-set file's ``[search]`` table and its pinned ``[[rule]]`` steps."""
+    path = Path(path)
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise HwoptError(f"{path}: no such rule file") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise HwoptError(f"{path}: not a valid TOML rule file ({exc})") from None
+    pinned = load_rule_file(path) if data.get("rule") else []
+    if "search" not in data and not pinned:
+        raise HwoptError(f"{path}: neither a [search] table nor [[rule]] entries")
+    rules, p = parse_search(data.get("search", {}), str(path))
+    return SearchConfig(rules, pinned, p, str(path))
+
+
+def default_rules_path() -> Path:
+    from hwopt.targets import data_root
+
+    return data_root() / "rules" / "default.toml"

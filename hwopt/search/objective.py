@@ -1,0 +1,84 @@
+"""The objective: lowest estimated latency within the budgets.
+
+Latency and memory budgets are checked on every variant (from the kernel
+scores); the output-deviation budget needs the variant materialised and run,
+so it is checked on the finalists only (``hwopt.search.optimize``).
+Infeasible variants rank after every feasible one, by how far they miss.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import numpy as np
+
+from hwopt.errors import HwoptError
+
+_SIZE_UNITS = {"": 1, "b": 1, "k": 1000, "kb": 1000, "m": 1000**2, "mb": 1000**2, "g": 1000**3, "gb": 1000**3,
+               "kib": 1024, "mib": 1024**2, "gib": 1024**3}
+_TIME_UNITS = {"": 1.0, "us": 1.0, "µs": 1.0, "ms": 1000.0, "s": 1e6}
+INFEASIBLE = 1e15
+
+
+def parse_bytes(text: str) -> int:
+    """'4MiB', '3.5 MB', '1500000' -> bytes."""
+    match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([a-zA-Z]*)\s*", text or "")
+    unit = match.group(2).lower() if match else None
+    if not match or unit not in _SIZE_UNITS:
+        raise HwoptError(f"bad memory size {text!r}: expected a number with an optional unit "
+                         f"(B, KB, MB, GB, KiB, MiB, GiB), e.g. 4MiB")
+    return int(float(match.group(1)) * _SIZE_UNITS[unit])
+
+
+def parse_latency(text: str) -> float:
+    """'2.5ms', '800us', '800' (us) -> microseconds."""
+    match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([a-zA-Zµ]*)\s*", text or "")
+    unit = match.group(2).lower() if match else None
+    if not match or unit not in _TIME_UNITS:
+        raise HwoptError(f"bad latency {text!r}: expected a number with an optional unit (us, ms, s), e.g. 2.5ms")
+    return float(match.group(1)) * _TIME_UNITS[unit]
+
+
+@dataclass
+class Budgets:
+    max_memory: int | None = None  # bytes: parameters + peak activations at the target's dtype
+    max_latency: float | None = None  # microseconds (estimated)
+    max_deviation: float | None = None  # worst relative L2 error over the outputs, vs the original
+
+    def to_dict(self) -> dict:
+        return {"max_memory_bytes": self.max_memory, "max_latency_us": self.max_latency,
+                "max_deviation": self.max_deviation}
+
+
+@dataclass
+class Objective:
+    budgets: Budgets
+
+    def violation(self, figures: dict[str, np.ndarray]) -> np.ndarray:
+        """Relative excess over the latency and memory budgets (0 where within them)."""
+        excess = np.zeros(len(figures["latency_us"]))
+        if self.budgets.max_memory is not None:
+            excess += np.maximum(figures["memory_bytes"] / self.budgets.max_memory - 1.0, 0.0)
+        if self.budgets.max_latency is not None:
+            excess += np.maximum(figures["latency_us"] / self.budgets.max_latency - 1.0, 0.0)
+        return excess
+
+    def fitness(self, figures: dict[str, np.ndarray]) -> np.ndarray:
+        """Lower is better: latency when feasible, else after every feasible variant."""
+        excess = self.violation(figures)
+        return np.where(excess > 0, INFEASIBLE * (1.0 + excess), figures["latency_us"])
+
+    def shortfall(self, figures: dict[str, float]) -> list[str]:
+        """Which budgets a variant misses, and by how much (for the exit-1 message)."""
+        lines = []
+        b = self.budgets
+        if b.max_memory is not None and figures["memory_bytes"] > b.max_memory:
+            lines.append(f"memory {figures['memory_bytes']:,.0f} B exceeds --max-memory {b.max_memory:,} B "
+                         f"by {figures['memory_bytes'] - b.max_memory:,.0f} B "
+                         f"({figures['memory_bytes'] / b.max_memory - 1:.1%})")
+        if b.max_latency is not None and figures["latency_us"] > b.max_latency:
+            lines.append(f"latency {figures['latency_us']:,.1f} us exceeds --max-latency {b.max_latency:,.1f} us "
+                         f"by {figures['latency_us'] - b.max_latency:,.1f} us "
+                         f"({figures['latency_us'] / b.max_latency - 1:.1%})")
+        return lines

@@ -1,0 +1,211 @@
+"""The optimize report: rich tables on the terminal, Markdown, and JSON (schema ``hwopt.optimize/1``).
+
+Sections: the side-by-side comparison (baseline, each rule alone, best), the
+per-block decisions with each block's estimated latency before and after,
+the other decisions, and the Pareto front of latency against memory. The
+JSON document is specified in ``docs/optimize-json.md``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from rich.console import Console
+from rich.table import Table
+
+from hwopt.report import human_bytes, human_count
+from hwopt.search.optimize import Candidate, OptimizeResult
+from hwopt.search.space import hidden_group
+
+SCHEMA = "hwopt.optimize/1"
+
+
+def _fmt(value, kind: str) -> str:
+    if value is None:
+        return "-"
+    if kind == "us":
+        return f"{value / 1000:.3f} ms" if value >= 1000 else f"{value:.1f} us"
+    if kind == "bytes":
+        return human_bytes(value)
+    if kind == "count":
+        return human_count(value)
+    if kind == "dev":
+        return f"{value:.2e}" if value < 1e-3 else f"{value:.4f}"
+    return str(value)
+
+
+def variant_dict(row: Candidate, baseline: Candidate) -> dict[str, Any]:
+    f = row.figures
+    return {
+        "label": row.label,
+        "latency_us": f["latency_us"],
+        "latency_change": f["latency_us"] / baseline.figures["latency_us"] - 1.0,
+        "measured_latency_us": row.measured_us,
+        "params": int(f["params"]),
+        "flops": int(f["flops"]),
+        "peak_activation_bytes": int(f["peak_activation_bytes"]),
+        "memory_bytes": int(f["memory_bytes"]),
+        "deviation": row.deviation,
+        "exact": row.exact,
+        "rules": [s.label() for s in row.steps],
+        "note": row.note,
+    }
+
+
+def decisions(result: OptimizeResult) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(every decision of the best variant, per block: its choices and latency before and after)."""
+    if result.best is None:
+        return [], []
+    vm, space = result.vm, result.space
+    before = vm.slot_latencies(space.baseline)
+    after = vm.slot_latencies(result.best.decisions)
+    block_slots = vm.block_slots()
+    hidden_to_block = {}
+    for block in vm.analysis.blocks:
+        group = hidden_group(vm.analysis, block)
+        if group is not None:
+            hidden_to_block[group.id] = block.id
+    out = []
+    by_block: dict[str, dict[str, Any]] = {}
+    for var, d in zip(space.variables, result.best.decisions):
+        option = var.options[d]
+        entry = {
+            "site": var.id, "kind": var.kind, "choice": option.label,
+            "rule": option.choice.rule if option.choice else None,
+            "exact": option.exact, "pinned": var.pinned,
+            "needs_fine_tuning": not option.exact,
+        }
+        if var.kind == "block" and len(var.options) > 1:
+            # What each option costs in this block, everything else as in the best variant: shows where
+            # a rule helps on this target and where it does not.
+            slots = block_slots.get(var.id, [])
+            costs = {}
+            for i, o in enumerate(var.options):
+                trial = list(result.best.decisions)
+                trial[space.index(var.id)] = i
+                costs[str(o.value)] = float(vm.slot_latencies(tuple(trial))[slots].sum())
+            entry["option_latency_us"] = costs
+        block_id = var.id if var.kind == "block" else hidden_to_block.get(var.id)
+        if block_id is not None and block_id in block_slots:
+            slots = block_slots[block_id]
+            record = by_block.setdefault(block_id, {"block": block_id, "choices": [],
+                                                    "latency_before_us": float(before[slots].sum()),
+                                                    "latency_after_us": float(after[slots].sum()),
+                                                    "needs_fine_tuning": False})
+            record["choices"].append(option.label if var.kind == "block" else f"hidden {option.label}")
+            if "option_latency_us" in entry:
+                record["option_latency_us"] = entry["option_latency_us"]
+            record["needs_fine_tuning"] |= not option.exact
+            entry["block"] = block_id
+        out.append(entry)
+    return out, list(by_block.values())
+
+
+def to_dict(result: OptimizeResult, output: Path | None, rules_out: Path | None, seed: int) -> dict[str, Any]:
+    baseline = result.rows[0]
+    all_decisions, blocks = decisions(result)
+    return {
+        "schema": SCHEMA,
+        "status": "ok" if result.best is not None else "infeasible",
+        "model": str(result.model_path),
+        "output": str(output) if output and result.best is not None else None,
+        "rules_file": str(rules_out) if rules_out and result.best is not None else None,
+        "target": result.target.name,
+        "parallelism": result.space.p,
+        "cost_model": result.cost_name,
+        "strategy": result.strategy,
+        "seed": seed,
+        "space": {"variables": len(result.space.variables), "size": result.space.size,
+                  "distinct_kernels": result.vm.distinct_kernels, "rule_set": result.space.config.source},
+        "evaluated": result.evaluated,
+        "seconds": {k: round(v, 3) for k, v in result.seconds.items()},
+        "budgets": result.budgets.to_dict(),
+        "failure": result.failure,
+        "variants": [variant_dict(row, baseline) for row in result.rows],
+        "best": variant_dict(result.best, baseline) if result.best is not None else None,
+        "blocks": blocks,
+        "decisions": all_decisions,
+        "fine_tuning": [d["site"] if d["kind"] != "ch" or "block" not in d else f"{d['block']} (hidden width)"
+                        for d in all_decisions if d["needs_fine_tuning"]],
+        "finalists": [{"label": c.label, "latency_us": c.figures["latency_us"], "deviation": c.deviation,
+                       "rules": [s.label() for s in c.steps], "note": c.note}
+                      for c in result.finalists],
+        "pareto": [{k: v for k, v in p.items() if k != "decisions"} for p in result.pareto],
+    }
+
+
+def _tables(doc: dict[str, Any]) -> list[tuple[str, list[str], list[list[str]]]]:
+    """(title, header, rows) of every section, shared by the terminal and Markdown renderings."""
+    measured = any(v["measured_latency_us"] is not None for v in doc["variants"])
+    notes = any(v["note"] for v in doc["variants"])
+    header = ["variant", "est. latency", "vs baseline"] + (["measured"] if measured else []) + [
+        "params", "peak act.", "memory", "FLOPs", "deviation (rel L2)", "exact"] + (["note"] if notes else [])
+    rows = []
+    for v in doc["variants"]:
+        rows.append([v["label"], _fmt(v["latency_us"], "us"), f"{v['latency_change']:+.1%}"]
+                    + ([_fmt(v["measured_latency_us"], "us")] if measured else [])
+                    + [_fmt(v["params"], "count"), _fmt(v["peak_activation_bytes"], "bytes"),
+                       _fmt(v["memory_bytes"], "bytes"), _fmt(v["flops"], "count"), _fmt(v["deviation"], "dev"),
+                       "yes" if v["exact"] else "no"] + ([v["note"]] if notes else []))
+    sections = [("side by side", header, rows)]
+    if doc["blocks"]:
+        sections.append(("per-block decisions (best)", ["block", "decision", "latency before", "latency after",
+                                                        "change", "fine-tune", "each option (est.)"],
+                         [[b["block"], ", ".join(b["choices"]), _fmt(b["latency_before_us"], "us"),
+                           _fmt(b["latency_after_us"], "us"),
+                           f"{b['latency_after_us'] / max(b['latency_before_us'], 1e-9) - 1:+.0%}",
+                           "yes" if b["needs_fine_tuning"] else "",
+                           "  ".join(f"{k} {_fmt(v, 'us')}" for k, v in b.get("option_latency_us", {}).items())]
+                          for b in doc["blocks"]]))
+    others = [d for d in doc["decisions"] if "block" not in d and d["rule"]]
+    if others:
+        sections.append(("other decisions (best)", ["site", "decision", "exact"],
+                         [[d["site"], d["choice"], "yes" if d["exact"] else "no"] for d in others]))
+    if doc["pareto"]:
+        sections.append(("Pareto front: latency vs memory (estimated)", ["est. latency", "memory", "params"],
+                         [[_fmt(p["latency_us"], "us"), _fmt(p["memory_bytes"], "bytes"),
+                           _fmt(p["params"], "count")] for p in doc["pareto"]]))
+    return sections
+
+
+def _summary(doc: dict[str, Any]) -> list[str]:
+    lines = [f"{doc['model']} on {doc['target']} (P={doc['parallelism']}): cost model {doc['cost_model']}, "
+             f"{doc['strategy']} search over {doc['space']['size']:,} variants "
+             f"({doc['space']['variables']} decisions, {doc['space']['distinct_kernels']} distinct kernels), "
+             f"{doc['evaluated']:,} evaluated in {doc['seconds'].get('search', 0):.2f} s"]
+    if doc["best"] is not None:
+        b = doc["best"]
+        lines.append(f"best: {b['latency_change']:+.1%} estimated latency, "
+                     f"{'exact' if b['exact'] else 'inexact'}, output deviation {_fmt(b['deviation'], 'dev')}")
+        if doc["fine_tuning"]:
+            lines.append("needs fine-tuning (inexact rewrites, weights refit on calibration data only): "
+                         + ", ".join(doc["fine_tuning"]))
+    for line in doc["failure"]:
+        lines.append("FAILED: " + line)
+    return lines
+
+
+def print_report(console: Console, doc: dict[str, Any]) -> None:
+    if not console.is_terminal:  # piped into a log: don't squeeze the tables into 80 columns
+        console = Console(file=console.file, width=200, soft_wrap=True)
+    for line in _summary(doc):
+        console.print(line, markup=False, highlight=False)
+    for title, header, rows in _tables(doc):
+        table = Table(title=title, show_edge=False)
+        for i, name in enumerate(header):
+            table.add_column(name, justify="left" if i == 0 else "right")
+        for row in rows:
+            table.add_row(*row)
+        console.print(table)
+
+
+def markdown(doc: dict[str, Any]) -> str:
+    out = [f"# hwopt optimize: {Path(doc['model']).name} on {doc['target']}", ""]
+    out += [f"- {line}" for line in _summary(doc)] + [""]
+    for title, header, rows in _tables(doc):
+        out += [f"## {title}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        out += ["| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |" for row in rows]
+        out.append("")
+    return "\n".join(out)

@@ -1,0 +1,236 @@
+"""hwopt optimize: search strategies, budgets, descriptor edits vs real rewrites, CLI round trips.
+
+Real pieces only: the target's cost model (trained estimator, or the SCALE-Sim
+emulator with its disk cache when the target has no estimator yet), real ONNX
+written and read, onnxruntime. Spaces are kept small (a few sites of
+MobileNetV3-Small) so the suite stays fast once the emulator cache is warm.
+"""
+
+from __future__ import annotations
+
+import collections
+import itertools
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+
+from hwopt.apply import apply_steps
+from hwopt.calibration import random_inputs
+from hwopt.canonicalize import load_canonical
+from hwopt.kernels import peak_live_bytes, schedule
+from hwopt.search.config import SearchConfig, SearchRule, load_search_file
+from hwopt.search.cost import make_cost_model
+from hwopt.search.objective import Budgets, Objective, parse_bytes, parse_latency
+from hwopt.search.space import build_space
+from hwopt.search.strategies import Problem, evolutionary, exhaustive, greedy
+from hwopt.search.variants import VariantModel, param_elements
+from hwopt.sites import Analysis
+from hwopt.targets import load_target
+from hwopt.verify import compare_models
+
+REPO = Path(__file__).resolve().parent.parent
+MODEL = "mobilenetv3_small"
+# A small space: two fusable blocks, two depthwise convs, padding of the early groups.
+TINY_RULES = """
+[search.fuse-ibn]
+sites = ["ibn1", "ibn2"]
+[search.dw-to-dense]
+sites = ["dw1", "dw2"]
+[search.align-channels]
+sites = ["ch:features_features.1_*", "ch:features_features.2_*"]
+modes = ["pad"]
+"""
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "hwopt.cli", *args], cwd=REPO, capture_output=True, text=True,
+                          timeout=600)
+
+
+@pytest.fixture(scope="module")
+def target():
+    return load_target("npu32")
+
+
+@pytest.fixture(scope="module")
+def cost(target):
+    return make_cost_model("auto", target)
+
+
+@pytest.fixture(scope="module")
+def loaded(example_path):
+    original, canonical, _ = load_canonical(example_path(MODEL))
+    return original, canonical, Analysis(canonical)
+
+
+@pytest.fixture(scope="module")
+def tiny_rules(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("rules") / "tiny.toml"
+    path.write_text(TINY_RULES)
+    return path
+
+
+@pytest.fixture(scope="module")
+def tiny(loaded, tiny_rules, target, cost):
+    _, _, analysis = loaded
+    space = build_space(analysis, load_search_file(tiny_rules), target.parallelism)
+    return space, VariantModel(analysis, space, target.fusion, target.dtype_bytes, cost)
+
+
+def _problem(tiny, seed=0, budgets=Budgets()):
+    space, vm = tiny
+    return Problem(space, vm, Objective(budgets), seed=seed)
+
+
+def test_parse_budgets():
+    assert parse_bytes("4MiB") == 4 * 1024 * 1024 and parse_bytes("1.5 MB") == 1_500_000
+    assert parse_latency("2.5ms") == 2500.0 and parse_latency("800us") == 800.0 and parse_latency("7") == 7.0
+
+
+def test_exhaustive_is_best_of_enumeration(tiny):
+    space, vm = tiny
+    assert 8 <= space.size <= 5000
+    problem = _problem(tiny)
+    exhaustive(problem)
+    rows, fitness = problem.archive()
+    everything = list(itertools.product(*(v.allowed for v in space.variables)))
+    assert len(rows) == len(everything)
+    latencies = [vm.score(d).latency_us for d in everything]
+    assert fitness[0] == pytest.approx(min(latencies))
+    assert tuple(rows[0]) == everything[int(np.argmin(latencies))]
+
+
+def test_search_is_deterministic_and_evolutionary_beats_greedy(tiny):
+    runs = []
+    for _ in range(2):
+        problem = _problem(tiny, seed=7)
+        evolutionary(problem, shots=2, population=16, generations=10)
+        rows, fitness = problem.archive()
+        runs.append((tuple(rows[0]), float(fitness[0]), problem.evaluated))
+    assert runs[0] == runs[1]
+    greedy_problem = _problem(tiny)
+    greedy_best = greedy(greedy_problem)
+    assert runs[0][1] <= tiny[1].score(tuple(greedy_best)).latency_us + 1e-9
+    other = _problem(tiny, seed=8)
+    evolutionary(other, shots=2, population=16, generations=10)
+    assert other.evaluated == runs[0][2]  # same budget of evaluations, whatever the seed
+
+
+def test_memory_budget_is_a_constraint(tiny):
+    space, vm = tiny
+    base = vm.score(space.baseline)
+    problem = _problem(tiny, budgets=Budgets(max_memory=base.memory_bytes))
+    exhaustive(problem)
+    rows, fitness = problem.archive()
+    feasible = [tuple(r) for r, f in zip(rows, fitness) if f < 1e14]
+    assert feasible and all(vm.score(r).memory_bytes <= base.memory_bytes for r in feasible)
+
+
+@pytest.mark.parametrize("scope", ["block", "global"])
+def test_descriptor_edits_match_the_materialised_model(loaded, target, cost, scope):
+    """Kernels scored for a variant == kernels of the real rewritten ONNX model's schedule."""
+    original, canonical, analysis = loaded
+    groups = [g.id for g in analysis.groups if g.resizable][:8]
+    config = SearchConfig({
+        "fuse-ibn": SearchRule("fuse-ibn", ["ibn1", "ibn3"]),
+        "dw-to-dense": SearchRule("dw-to-dense", ["dw0", "dw2"]),
+        "align-channels": SearchRule("align-channels", groups),
+        "depth-multiplier": SearchRule("depth-multiplier", ["ibn4"] + (["ibn6"] if scope == "global" else []),
+                                       ratios=(1.25,), scope=scope),
+    })
+    space = build_space(analysis, config, target.parallelism)
+    vm = VariantModel(analysis, space, target.fusion, target.dtype_bytes, cost)
+    # Every variable away from the original where it can be (fused, dense, padded / trimmed, wider).
+    decisions = tuple(v.size - 1 if i % 2 == 0 else min(1, v.size - 1) for i, v in enumerate(space.variables))
+    steps = space.steps(decisions)
+    assert {s.rule for s in steps} == {"fuse-ibn", "dw-to-dense", "align-channels", "depth-multiplier"}
+    result = apply_steps(original, canonical, steps, random_inputs(original, 4, 0), random_inputs(original, 2, 1))
+    real = schedule(result.model, target.fusion)
+    ours = [k for k in vm.kernels(decisions) if k is not None]
+    assert collections.Counter(sk.kernel for sk in real.kernels) == collections.Counter(ours)
+    figures = vm.evaluate(np.array([decisions]))
+    real_latency = float(cost.predict([sk.kernel for sk in real.kernels]).sum())
+    assert figures["latency_us"][0] == pytest.approx(real_latency, rel=1e-9)
+    assert figures["peak_model_bytes"][0] == peak_live_bytes(real, pad_channels_to=target.parallelism)
+    assert figures["params"][0] == sum(param_elements(sk.kernel, target.parallelism) for sk in real.kernels)
+
+
+def test_cli_optimize_json_save_rules_round_trip(example_path, tiny_rules, tmp_path):
+    model = example_path(MODEL)
+    out, rules, report = tmp_path / "best.onnx", tmp_path / "best.toml", tmp_path / "report.md"
+    common = ["--calibration-samples", "8", "--eval-samples", "4", "--seed", "3"]
+    done = _cli("optimize", str(model), "-o", str(out), "--rules", str(tiny_rules), "--save-rules", str(rules),
+                "--report", str(report), "--json", *common)
+    assert done.returncode == 0, done.stderr
+    doc = json.loads(done.stdout)
+    assert doc["schema"] == "hwopt.optimize/1" and doc["status"] == "ok"
+    for key in ("model", "output", "target", "cost_model", "strategy", "space", "evaluated", "budgets", "variants",
+                "best", "blocks", "decisions", "fine_tuning", "pareto", "finalists", "seconds"):
+        assert key in doc, key
+    assert doc["variants"][0]["label"] == "baseline" and doc["variants"][-1]["label"] == "best"
+    assert doc["best"]["latency_us"] <= doc["variants"][0]["latency_us"]
+    assert report.read_text().startswith("# hwopt optimize")
+    replay = tmp_path / "replay.onnx"
+    done = _cli("apply", str(model), "--rules", str(rules), "-o", str(replay), "--quiet", *common)
+    assert done.returncode == 0, done.stderr
+    assert onnx.load(str(out)).SerializeToString() == onnx.load(str(replay)).SerializeToString()
+
+
+def test_cli_exact_only_matches_original(example_path, tiny_rules, tmp_path):
+    model = example_path(MODEL)
+    out = tmp_path / "exact.onnx"
+    done = _cli("optimize", str(model), "-o", str(out), "--rules", str(tiny_rules), "--exact-only", "--json",
+                "--no-compare", "--eval-samples", "4")
+    assert done.returncode == 0, done.stderr
+    doc = json.loads(done.stdout)
+    assert doc["best"]["exact"] and all(d["exact"] for d in doc["decisions"])
+    original = onnx.load(str(model))
+    comparison = compare_models(original, onnx.load(str(out)), random_inputs(original, 4, 11))
+    assert comparison.exact, comparison.worst_rel_max_abs
+
+
+def test_cli_impossible_budget_exits_1_with_reason(example_path, tiny_rules, tmp_path):
+    done = _cli("optimize", str(example_path(MODEL)), "-o", str(tmp_path / "x.onnx"), "--rules", str(tiny_rules),
+                "--max-memory", "64KiB", "--quiet")
+    assert done.returncode == 1
+    assert "--max-memory" in done.stderr and "exceeds" in done.stderr
+    assert not (tmp_path / "x.onnx").exists()
+    done = _cli("optimize", str(example_path(MODEL)), "-o", str(tmp_path / "x.onnx"), "--rules", str(tiny_rules),
+                "--max-latency", "1us", "--quiet")
+    assert done.returncode == 1 and "--max-latency" in done.stderr
+
+
+def test_cli_bad_input_exits_2(tmp_path, tiny_rules):
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(b"not onnx")
+    done = _cli("optimize", str(bad), "--rules", str(tiny_rules), "--quiet")
+    assert done.returncode == 2 and done.stderr.count("\n") == 1
+    done = _cli("optimize", str(bad), "--max-memory", "lots", "--quiet")
+    assert done.returncode == 2 and "bad memory size" in done.stderr
+
+
+def test_presets_parse():
+    for name in ("default", "memory-bound"):
+        config = load_search_file(REPO / "rules" / f"{name}.toml")
+        assert config.rules and not config.pinned
+
+
+def test_pinned_rules_stay_pinned(loaded, target, cost, tmp_path):
+    _, _, analysis = loaded
+    path = tmp_path / "pinned.toml"
+    path.write_text('[[rule]]\nname = "fuse-ibn"\nsites = ["ibn1"]\n\n[search.dw-to-dense]\nsites = ["dw2"]\n')
+    space = build_space(analysis, load_search_file(path), target.parallelism)
+    assert [v.id for v in space.variables] == ["ibn1", "ibn2"]
+    ibn1 = space.variables[0]
+    assert ibn1.pinned and ibn1.allowed == [1] and ibn1.options[1].value == "fuse"
+    vm = VariantModel(analysis, space, target.fusion, target.dtype_bytes, cost)
+    problem = Problem(space, vm, Objective(Budgets()))
+    exhaustive(problem)
+    rows, _ = problem.archive()
+    assert len(rows) == 2 and all(r[0] == 1 for r in rows)
+    assert [s.rule for s in space.steps(tuple(rows[0]))][0] == "fuse-ibn"
