@@ -20,17 +20,12 @@ Steps apply in the order given.
 
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover
-    import tomli as tomllib
-
 from hwopt.errors import HwoptError
+from hwopt.tomlfile import read_toml
 from hwopt.rewrites import get_rule
 
 
@@ -77,12 +72,7 @@ def parse_rule_option(text: str) -> RuleStep:
 
 def load_rule_file(path: str | Path) -> list[RuleStep]:
     path = Path(path)
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise HwoptError(f"{path}: no such rule file") from None
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise HwoptError(f"{path}: not a valid TOML rule file ({exc})") from None
+    data = read_toml(path, "rule file")
     entries = data.get("rule", [])
     if not isinstance(entries, list) or not entries:
         hint = " (its [search] table is for 'hwopt optimize --rules')" if "search" in data else ""

@@ -24,17 +24,12 @@ estimator); a user's own is any TOML path. Schema::
 from __future__ import annotations
 
 import os
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover
-    import tomli as tomllib
-
 from hwopt.errors import HwoptError
+from hwopt.tomlfile import read_toml
 from hwopt.kernels import FusionPolicy
 
 DEFAULT_TARGET = "npu32"
@@ -86,12 +81,7 @@ def _require(data: dict, key: str, kind: type, where: Path) -> Any:
 
 def load_target_file(path: str | Path) -> Target:
     path = Path(path)
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise HwoptError(f"{path}: no such target file") from None
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise HwoptError(f"{path}: not a valid TOML target file ({exc})") from None
+    data = read_toml(path, "target file")
     dtype = _require(data, "dtype", str, path)
     if dtype not in _DTYPE_BYTES:
         raise HwoptError(f"{path}: dtype {dtype!r} is not one of {', '.join(_DTYPE_BYTES)}")

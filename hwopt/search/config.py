@@ -30,19 +30,14 @@ applies) and searches the rest. ``hwopt apply --rules`` ignores ``[search]``.
 
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover
-    import tomli as tomllib
-
 from hwopt.errors import HwoptError
 from hwopt.rewrites import RULES
 from hwopt.ruleset import RuleStep, load_rule_file
+from hwopt.tomlfile import read_toml
 
 _KEYS = {
     "fuse-ibn": {"sites"},
@@ -141,12 +136,7 @@ def parse_search(data: dict, where: str) -> tuple[dict[str, SearchRule], int | N
 def load_search_file(path: str | Path) -> SearchConfig:
     """A rule-set file's ``[search]`` table and its pinned ``[[rule]]`` steps."""
     path = Path(path)
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise HwoptError(f"{path}: no such rule file") from None
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise HwoptError(f"{path}: not a valid TOML rule file ({exc})") from None
+    data = read_toml(path, "rule file")
     pinned = load_rule_file(path) if data.get("rule") else []
     if "search" not in data and not pinned:
         raise HwoptError(f"{path}: neither a [search] table nor [[rule]] entries")
