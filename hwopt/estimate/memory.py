@@ -19,7 +19,8 @@ import math
 from hwopt.kernels import CONV_KINDS, Kernel, Schedule, peak_live_bytes
 
 
-def _pad(c: int, p: int) -> int:
+def pad_channels(c: int, p: int) -> int:
+    """``c`` rounded up to a multiple of P (the target's channel layout)."""
     return math.ceil(c / p) * p if p > 1 else c
 
 
@@ -28,10 +29,10 @@ def param_elements(k: Kernel, p: int = 1) -> int:
     if k.kind in CONV_KINDS:
         groups = max(k.groups, 1)
         if groups == 1:
-            return _pad(k.cout, p) * _pad(k.cin, p) * k.kernel * k.kw + _pad(k.cout, p)
-        return _pad(k.cout, p) * (k.cin // groups) * k.kernel * k.kw + _pad(k.cout, p)
+            return pad_channels(k.cout, p) * pad_channels(k.cin, p) * k.kernel * k.kw + pad_channels(k.cout, p)
+        return pad_channels(k.cout, p) * (k.cin // groups) * k.kernel * k.kw + pad_channels(k.cout, p)
     if k.kind == "gemm":
-        return _pad(k.cout, p) * _pad(k.cin, p) + _pad(k.cout, p)
+        return pad_channels(k.cout, p) * pad_channels(k.cin, p) + pad_channels(k.cout, p)
     return 0
 
 

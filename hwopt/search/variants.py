@@ -35,25 +35,10 @@ from typing import Callable, Protocol, Sequence
 
 import numpy as np
 
+from hwopt.estimate.memory import pad_channels, param_elements
 from hwopt.kernels import CONV_KINDS, Kernel, Schedule, ScheduledKernel, schedule
 from hwopt.search.space import Space
 from hwopt.sites import Analysis
-
-
-def _pad(c: int, p: int) -> int:
-    return -(-c // p) * p if p > 1 else c
-
-
-def param_elements(k: Kernel, p: int = 1) -> int:
-    """Weights + bias of one kernel in the target's layout, channels padded to P (as the estimator counts)."""
-    if k.kind in CONV_KINDS:
-        groups = max(k.groups, 1)
-        if groups == 1:
-            return _pad(k.cout, p) * _pad(k.cin, p) * k.kernel * k.kw + _pad(k.cout, p)
-        return _pad(k.cout, p) * (k.cin // groups) * k.kernel * k.kw + _pad(k.cout, p)
-    if k.kind == "gemm":
-        return _pad(k.cout, p) * _pad(k.cin, p) + _pad(k.cout, p)
-    return 0
 
 
 class CostModel(Protocol):
@@ -250,7 +235,7 @@ class VariantModel:
             padded[sk.output] = not (k.out_h * k.out_w == 1 and k.kind not in CONV_KINDS)
         self._tensor_names = names
         self._tensor_unit = np.array([unit.get(n, 0.0) for n in names], dtype=np.float64)
-        self._tensor_width = np.array([_pad(width.get(n, 1), self.pad_to) if padded.get(n) else width.get(n, 1)
+        self._tensor_width = np.array([pad_channels(width.get(n, 1), self.pad_to) if padded.get(n) else width.get(n, 1)
                                        for n in names], dtype=np.float64)
         model_dtype = next((sk.kernel.dtype_bytes for sk in sched.kernels), 4)
         self._to_target = self.dtype_bytes / max(model_dtype, 1)
@@ -270,7 +255,7 @@ class VariantModel:
                 for pad in (True, False):
                     chosen = np.array([c for c in cols if padded.get(names[c]) == pad], dtype=np.int64)
                     if len(chosen):
-                        widths = np.array([_pad(w, self.pad_to) if pad else w for w in options], dtype=np.float64)
+                        widths = np.array([pad_channels(w, self.pad_to) if pad else w for w in options], dtype=np.float64)
                         self._scales.append((vi, chosen, widths))
 
     # -- scoring -------------------------------------------------------------------------------
