@@ -315,10 +315,13 @@ def peak_live_bytes(sched: Schedule, pad_channels_to: int = 1, dtype_bytes: int 
     return peak
 
 
+def pad_channels(c: int, p: int) -> int:
+    """``c`` rounded up to a multiple of P (the target's channel layout)."""
+    return math.ceil(c / p) * p if p > 1 else c
+
+
 def _padded(sk: ScheduledKernel, p: int) -> int:
     k = sk.kernel
     if p <= 1 or k.out_h * k.out_w == 1 and k.kind not in CONV_KINDS:
         return sk.output_bytes
-    channels = k.cout
-    padded = math.ceil(channels / p) * p
-    return sk.output_bytes * padded // max(channels, 1)
+    return sk.output_bytes * pad_channels(k.cout, p) // max(k.cout, 1)

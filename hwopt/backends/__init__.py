@@ -51,7 +51,7 @@ def _resolve(table: dict[str, str], name: str, what: str) -> Callable[..., Any]:
 
 
 @dataclass
-class ModelEstimate:
+class ModelMeasurement:
     """A whole model's latency from a per-kernel backend (the sum of its kernels)."""
 
     latency_us: float
@@ -59,7 +59,7 @@ class ModelEstimate:
     meta: dict = field(default_factory=dict)
 
 
-def scalesim_model(model, target) -> ModelEstimate:
+def scalesim_model(model, target) -> ModelMeasurement:
     """npu32: the model's kernels simulated by SCALE-Sim and summed (the scalesim module's helper).
 
     The helper wants a canonical model (shapes inferred), so the model is canonicalised here.
@@ -71,7 +71,7 @@ def scalesim_model(model, target) -> ModelEstimate:
     proto = load_model(model) if isinstance(model, (str, Path)) else model
     canonical, _ = canonicalize(proto, verify=False)
     total_us, measurements = helper(canonical, target)
-    return ModelEstimate(float(total_us), "scalesim", {"kernels": len(measurements), "target": target.name})
+    return ModelMeasurement(float(total_us), "scalesim", {"kernels": len(measurements), "target": target.name})
 
 
 def get_backend(target, **options: Any):

@@ -14,14 +14,7 @@ figures are computed from element counts, not from the ONNX file's dtype:
 
 from __future__ import annotations
 
-import math
-
-from hwopt.kernels import CONV_KINDS, Kernel, Schedule, peak_live_bytes
-
-
-def pad_channels(c: int, p: int) -> int:
-    """``c`` rounded up to a multiple of P (the target's channel layout)."""
-    return math.ceil(c / p) * p if p > 1 else c
+from hwopt.kernels import CONV_KINDS, Kernel, Schedule, pad_channels, peak_live_bytes
 
 
 def param_elements(k: Kernel, p: int = 1) -> int:

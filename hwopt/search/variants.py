@@ -35,8 +35,8 @@ from typing import Callable, Protocol, Sequence
 
 import numpy as np
 
-from hwopt.estimate.memory import pad_channels, param_elements
-from hwopt.kernels import CONV_KINDS, Kernel, Schedule, ScheduledKernel, schedule
+from hwopt.estimate.memory import param_elements
+from hwopt.kernels import CONV_KINDS, Kernel, Schedule, ScheduledKernel, pad_channels, schedule
 from hwopt.search.space import Space
 from hwopt.sites import Analysis
 
