@@ -234,8 +234,10 @@ def measure(
     target: str = typer.Option("cpu", "--target", "-t", help="shipped target name or target TOML path"),
     input_shape: Optional[List[str]] = InputShapes,
     as_json: bool = typer.Option(False, "--json", help="print JSON"),
+    as_given: bool = typer.Option(False, "--as-given", help="onnxruntime targets: time the file as given, not "
+                                  "its canonical form (the form hwopt estimates and writes)"),
 ) -> None:
-    """The whole model's latency on a target (cpu: timed end to end with onnxruntime)."""
+    """The whole model's latency on a target (cpu: timed end to end with onnxruntime, canonical form)."""
     with user_errors():
         from hwopt.backends import model_measurer
         from hwopt.canonicalize import check_input_dims
@@ -247,14 +249,17 @@ def measure(
         proto = load_model(model)
         apply_input_shapes(proto, _shapes(input_shape))
         check_input_dims(proto)
-        result = measurer(proto if input_shape else model, t)
+        if as_given and t.backend != "onnxruntime":
+            raise HwoptError(f"--as-given is for onnxruntime targets; {t.name} always measures the canonical kernels")
+        result = measurer(proto if input_shape else model, t, **({"as_given": True} if as_given else {}))
         latency = float(getattr(result, "latency_us", result))
         meta = dict(getattr(result, "meta", {}) or {})
         if as_json:
             print(json.dumps({"model": str(model), "target": t.name, "latency_us": latency,
                               "backend": getattr(result, "backend", t.backend), "meta": meta}, indent=2))
             return
-        detail = f" (median of {meta['repeats']} runs, {meta.get('threads', '?')} thread(s))" if "repeats" in meta else ""
+        detail = (f" ({meta.get('form', 'canonical')} form, mean of {meta.get('sessions', 1)} session medians, "
+                  f"{meta['repeats']} runs, {meta.get('threads', '?')} thread(s))" if "repeats" in meta else "")
         stdout.print(f"{model} on {t.name}: {latency / 1000:.3f} ms{detail}")
 
 
@@ -383,22 +388,31 @@ def train(
     table: Path = typer.Argument(..., help="measurements table (CSV or CSV.gz, see docs/measurements.md)"),
     output: Path = typer.Option(..., "-o", "--output", help="estimator folder to write (e.g. estimator/mydevice)"),
     target: str = typer.Option("cpu", "--target", "-t", help="the target the table was measured on"),
+    end_to_end: Optional[Path] = typer.Option(None, "--end-to-end", help="CSV of whole models measured on the "
+                                              "target (columns: model, latency_us; model paths relative to "
+                                              "the CSV): learns the in-model term"),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress"),
 ) -> None:
     """Train a latency (and off-chip traffic) estimator from a measurements table."""
     with user_errors():
         from hwopt.backends.base import read_table
-        from hwopt.estimate.train import train_estimator
+        from hwopt.estimate.train import read_end_to_end, train_estimator
         from hwopt.targets import load_target
 
         t = load_target(target)
         rows = read_table(table)
+        measured = read_end_to_end(end_to_end, t) if end_to_end is not None else []
         with progress_bar(quiet) as progress:
-            card = train_estimator(rows, t, output, progress, source=str(table))
+            card = train_estimator(rows, t, output, progress, source=str(table), end_to_end=measured)
         if not quiet:
             groups = card["training"]["groups"]
             stdout.print(f"trained on {card['training']['rows']} kernels ({len(groups)} latency model(s): "
                          f"{', '.join(groups)}) in {card['training']['seconds']} s; wrote {output}")
+            if card.get("in_model"):
+                term = card["in_model"]
+                stdout.print(f"in-model term from {term['models']} models: latency = {term['scale']:.3f} x kernel "
+                             f"sum + {term['per_kernel_us']:.2f} us per kernel (median error on them "
+                             f"{term['median_abs_error_pct']:.1f}%)")
 
 
 def _calibration_sets(model, path: Optional[Path], count: int, eval_count: int, seed: int):

@@ -167,3 +167,53 @@ def test_npu32_estimator_has_the_off_chip_traffic_head(example_path) -> None:
     # int8, padded to 32: the target's layout, not the fp32 file's
     assert result.peak_activation_bytes >= peak_activation_bytes(npu.schedule_of(example_path("mobilenetv3_small")),
                                                                  1, 1)
+
+
+def test_in_model_term_recovers_a_known_overhead() -> None:
+    from hwopt.estimate.in_model import fit_in_model_term
+
+    sums = np.array([1000.0, 5000.0, 12000.0, 3000.0, 800.0])
+    counts = np.array([40, 60, 150, 30, 90])
+    term = fit_in_model_term(sums, counts, 1.12 * sums + 2.5 * counts)
+    assert term.scale == pytest.approx(1.12, rel=1e-9) and term.per_kernel_us == pytest.approx(2.5, rel=1e-9)
+    assert term.median_abs_error_pct == pytest.approx(0.0, abs=1e-9)
+    # a negative per-kernel cost is not physical: the fit falls back to the scale alone
+    shrink = fit_in_model_term(sums, counts, 1.2 * sums - 1.0 * counts)
+    assert shrink.per_kernel_us == 0.0 and 1.0 < shrink.scale < 1.2
+    with pytest.raises(HwoptError, match="at least"):
+        fit_in_model_term(sums[:2], counts[:2], sums[:2])
+
+
+def test_train_with_end_to_end_models_learns_the_in_model_term(tmp_path: Path, example_path) -> None:
+    """Whole models timed end to end with onnxruntime (hwopt measure) teach the estimator the in-model term."""
+    tiny = tmp_path / "tiny.csv.gz"
+    write_table(tiny, read_table(CPU_TABLE)[::6])
+    rows = ["model,latency_us"]
+    for name in ("mobilenetv3_small", "mobilenetv2", "efficientnet_lite0"):
+        measured = runner.invoke(app, ["measure", str(example_path(name)), "--target", "cpu", "--json"])
+        assert measured.exit_code == 0, measured.output
+        data = json.loads(measured.output)
+        assert data["meta"]["form"] == "canonical" and data["meta"]["sessions"] >= 1
+        rows.append(f"{example_path(name)},{data['latency_us']}")
+    (tmp_path / "e2e.csv").write_text("\n".join(rows) + "\n")
+    out = tmp_path / "est"
+    result = runner.invoke(app, ["train", str(tiny), "-o", str(out), "--target", "cpu",
+                                 "--end-to-end", str(tmp_path / "e2e.csv")])
+    assert result.exit_code == 0, result.output
+    assert "in-model term from 3 models" in result.output
+    estimator = load_estimator("cpu", out, allow_fallback=True)  # a sixth of the table lacks some kinds
+    term = estimator.in_model
+    assert term is not None and term.scale > 0 and term.per_kernel_us >= 0
+    sched = estimator.schedule_of(example_path("mobilenetv2"))
+    kernels = [sk.kernel for sk in sched.kernels]
+    isolated = estimator.predict(kernels, isolated=True)
+    paid = sum(1 for k in kernels if k.kind not in estimator.free_kinds)
+    estimate = estimator.estimate(sched)
+    assert estimate.latency_us == pytest.approx(term.scale * isolated.sum() + term.per_kernel_us * paid, rel=1e-9)
+    assert estimate.in_model_us == pytest.approx(estimate.latency_us - isolated.sum(), rel=1e-9)
+    card = json.loads((out / "card.json").read_text())
+    assert len(card["in_model"]["fitted_on"]) == 3
+    bad = tmp_path / "bad.csv"
+    bad.write_text("model,seconds\nx.onnx,1\n")
+    refused = runner.invoke(app, ["train", str(tiny), "-o", str(out), "--end-to-end", str(bad)])
+    assert refused.exit_code == 2 and "needs the columns model, latency_us" in refused.output

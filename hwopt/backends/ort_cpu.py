@@ -11,7 +11,12 @@ protocol (settings from the target's ``[backend_settings]``):
 3. never more than ``max_repeats`` runs or ``max_seconds`` of timed runs (the
    measurement then records ``stable: false``).
 
-The latency is the median (robust to the odd preempted run). With
+The latency is the median (robust to the odd preempted run) of one session;
+every kernel and model is timed in ``sessions`` fresh sessions and the mean of
+their medians is kept: on this kind of machine one session's median is stable
+to ~2% but sessions differ by up to ~10% among themselves, bimodally (where
+onnxruntime happened to place the buffers), so averaging sessions is what
+makes a repeated measurement agree with the first. With
 ``net_of_boundary`` (the default) the kernel's latency is net of what only an
 isolated session pays: one session run's fixed cost and the NCHWc layout
 conversions at its graph boundary (``ort_boundary``), timed the same way and
@@ -37,7 +42,7 @@ import time
 from dataclasses import dataclass, replace
 from functools import lru_cache
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import onnx
@@ -72,6 +77,7 @@ class TimingSettings:
     seed: int = 0
     clock: str = "wall"  # wall | cpu (thread CPU time; one thread only)
     net_of_boundary: bool = True  # subtract the isolated session's run cost and boundary reorders
+    sessions: int = 5  # fresh sessions per kernel/model, the mean of their medians is kept
 
     @classmethod
     def from_target(cls, target: Target) -> "TimingSettings":
@@ -84,6 +90,7 @@ class TimingSettings:
                 window=int(s.get("window", 10)), graph_optimization=str(s.get("graph_optimization", "all")),
                 providers=tuple(s.get("providers", ["CPUExecutionProvider"])), seed=int(s.get("seed", 0)),
                 clock=str(s.get("clock", "wall")), net_of_boundary=bool(s.get("net_of_boundary", True)),
+                sessions=int(s.get("sessions", 5)),
             )
         except (TypeError, ValueError) as exc:
             raise HwoptError(f"{target.name}: bad [backend_settings] value ({exc})") from None
@@ -94,16 +101,24 @@ class TimingSettings:
             raise HwoptError(f"{target.name}: clock 'cpu' needs threads = 1 and the CPU provider only")
         if settings.graph_optimization not in _LEVELS:
             raise HwoptError(f"{target.name}: graph_optimization must be one of {', '.join(_LEVELS)}")
-        if min(settings.threads, settings.window, settings.min_repeats, settings.max_repeats) < 1:
-            raise HwoptError(f"{target.name}: threads, window and repeats must be >= 1")
+        if min(settings.threads, settings.window, settings.min_repeats, settings.max_repeats, settings.sessions) < 1:
+            raise HwoptError(f"{target.name}: threads, window, repeats and sessions must be >= 1")
         return settings
 
 
 @dataclass
 class Timing:
-    median_us: float
+    median_us: float  # of one session; the mean of the session medians for ``time_sessions``
     repeats: int
     stable: bool
+    session_medians: tuple[float, ...] = ()
+
+    @property
+    def spread(self) -> float:
+        """Largest over smallest session median, minus one (0 for a single session)."""
+        if len(self.session_medians) < 2:
+            return 0.0
+        return max(self.session_medians) / min(self.session_medians) - 1.0
 
 
 @lru_cache(maxsize=1)
@@ -185,6 +200,14 @@ def time_session(session: ort.InferenceSession, settings: TimingSettings) -> Tim
         previous = median
 
 
+def time_sessions(make_session: Callable[[int], ort.InferenceSession], settings: TimingSettings) -> Timing:
+    """``settings.sessions`` fresh sessions (``make_session(index)``) timed one after the other."""
+    timings = [time_session(make_session(index), settings) for index in range(settings.sessions)]
+    medians = tuple(t.median_us for t in timings)
+    return Timing(statistics.fmean(medians), sum(t.repeats for t in timings), all(t.stable for t in timings),
+                  medians)
+
+
 class OrtBackend:
     """Measures kernels as real onnxruntime sessions on this machine (the Backend protocol)."""
 
@@ -201,7 +224,8 @@ class OrtBackend:
         if timing is None:
             meta["note"] = "view: metadata only, cost 0"
         else:
-            meta.update(repeats=timing.repeats, stable=timing.stable)
+            meta.update(repeats=timing.repeats, stable=timing.stable, sessions=len(timing.session_medians),
+                        session_spread=round(timing.spread, 4))
         return meta
 
     def measure_one(self, kernel: Kernel) -> Measurement:
@@ -209,16 +233,18 @@ class OrtBackend:
             return Measurement(kernel, 0.0, None, self.name, self.meta(None))
         model = kernel_model(kernel, self.settings.seed)
         if not self.settings.net_of_boundary:
-            timing = time_session(_session(model, self.settings), self.settings)
+            timing = time_sessions(lambda _: _session(model, self.settings), self.settings)
             return Measurement(kernel, timing.median_us, None, self.name, self.meta(timing))
         with tempfile.TemporaryDirectory(prefix="hwopt-ort-") as tmp:
             path = os.path.join(tmp, "optimized.onnx")
-            timing = time_session(_session(model, self.settings, path), self.settings)
+            # The first session also writes the graph onnxruntime runs, which the boundary model needs.
+            timing = time_sessions(lambda i: _session(model, self.settings, path if i == 0 else None), self.settings)
             optimized = onnx.load(path)
         shapes = {v.name: [d.dim_value for d in v.type.tensor_type.shape.dim] for v in model.graph.output}
         # The boundary graph is run as written: optimizing it could cancel the reorders it times.
         plain = replace(self.settings, graph_optimization="disable")
-        boundary = time_session(_session(boundary_model(optimized, shapes), plain), plain)
+        boundary_proto = boundary_model(optimized, shapes)
+        boundary = time_sessions(lambda _: _session(boundary_proto, plain), plain)
         net = max(timing.median_us - boundary.median_us, 0.1 * timing.median_us)
         meta = self.meta(timing)
         meta.update(raw_us=round(timing.median_us, 3), boundary_us=round(boundary.median_us, 3))
@@ -242,13 +268,22 @@ class ModelLatency:
     meta: dict
 
 
-def measure_model(model: str | Path | onnx.ModelProto, target: Target) -> ModelLatency:
-    """The whole model timed end to end as one session: the ground truth for this target."""
+def measure_model(model: str | Path | onnx.ModelProto, target: Target, as_given: bool = False) -> ModelLatency:
+    """The whole model timed end to end (the ground truth for this target), in its canonical form.
+
+    Canonical, like every graph hwopt estimates and writes (the form is verified exact): a model whose
+    ReLU6 is written Min/Max runs ~1.7x slower as given, because onnxruntime fuses Conv+Clip but not
+    Conv+Min+Max; ``as_given`` times the file untouched.
+    """
+    from hwopt.canonicalize import canonicalize
     from hwopt.modelio import load_model
 
     proto = model if isinstance(model, onnx.ModelProto) else load_model(model)
+    if not as_given:
+        proto, _ = canonicalize(proto, verify=False)
     backend = OrtBackend(target)
-    timing = time_session(_session(proto, backend.settings), backend.settings)
+    timing = time_sessions(lambda _: _session(proto, backend.settings), backend.settings)
     meta = backend.meta(timing)
     meta["model"] = proto.graph.name if isinstance(model, onnx.ModelProto) else str(model)
+    meta["form"] = "as given" if as_given else "canonical"
     return ModelLatency(timing.median_us, NAME, meta)

@@ -2,7 +2,10 @@
 
 - ``Estimator.predict(kernels)``: latency (us) per kernel, cached by ``Kernel``
   (it is hashable and equal kernels cost the same), cache misses scored in one
-  vectorised batch;
+  vectorised batch; where the estimator has an in-model term (``in_model``:
+  what a kernel costs inside a model beyond its isolated measurement, learned
+  from models measured end to end) it is part of every non-free kernel's
+  figure, so the search, ``estimate`` and the per-kernel table agree;
 - ``Estimator.predict_dram(kernels)``: off-chip bytes per kernel, or None when
   the target's backend does not measure them (cpu);
 - ``Estimator.estimate(schedule_or_model)``: a ``ModelEstimate``: latency = the
@@ -29,6 +32,7 @@ import onnx
 from hwopt.errors import HwoptError
 from hwopt.estimate.fallback import Roofline
 from hwopt.estimate.features import features
+from hwopt.estimate.in_model import InModelTerm
 from hwopt.estimate.memory import param_bytes, peak_activation_bytes
 from hwopt.estimate.regressor import KernelRegressor
 from hwopt.kernels import Kernel, Schedule, schedule
@@ -57,9 +61,11 @@ class ModelEstimate:
     dram_bytes: float | None
     fallbacks: list[str] = field(default_factory=list)
     target: str = ""
+    in_model_us: float = 0.0  # the part of latency_us that is the in-model term (0 without one)
 
     def to_dict(self) -> dict:
-        return {"target": self.target, "latency_us": self.latency_us, "param_bytes": self.param_bytes,
+        return {"target": self.target, "latency_us": self.latency_us, "in_model_us": self.in_model_us,
+                "param_bytes": self.param_bytes,
                 "peak_activation_bytes": self.peak_activation_bytes, "dram_bytes": self.dram_bytes,
                 "fallbacks": self.fallbacks, "kernels": [vars(k) for k in self.per_kernel]}
 
@@ -68,8 +74,10 @@ class Estimator:
     """A trained estimator for one target (see the module docstring)."""
 
     def __init__(self, target: Target, latency: KernelRegressor, dram: KernelRegressor | None, roofline: Roofline,
-                 allow_fallback: bool = False, folder: Path | None = None) -> None:
+                 allow_fallback: bool = False, folder: Path | None = None,
+                 in_model: InModelTerm | None = None) -> None:
         self.target = target
+        self.in_model = in_model
         self.latency = latency
         self.dram = dram
         self.roofline = roofline
@@ -116,10 +124,16 @@ class Estimator:
                 cache.update(zip(other, fallback_fn(other).tolist()))
         return np.fromiter((cache[k] for k in kernels), dtype=np.float64, count=len(kernels))
 
-    def predict(self, kernels: Sequence[Kernel], allow_fallback: bool | None = None) -> np.ndarray:
-        """Latency (us) of each kernel; raises HwoptError on a kernel it cannot score unless fallback is allowed."""
-        return self._predict(kernels, self.latency, self._latency_cache,
-                             lambda ks: self.roofline.predict(ks, self.dtype_bytes), allow_fallback)
+    def predict(self, kernels: Sequence[Kernel], allow_fallback: bool | None = None,
+                isolated: bool = False) -> np.ndarray:
+        """Latency (us) of each kernel inside a model; raises HwoptError on a kernel it cannot score unless
+        fallback is allowed. ``isolated``: without the in-model term (what the kernel table measured)."""
+        latency = self._predict(kernels, self.latency, self._latency_cache,
+                                lambda ks: self.roofline.predict(ks, self.dtype_bytes), allow_fallback)
+        if self.in_model is None or isolated:
+            return latency
+        paid = np.fromiter((k.kind not in self.free_kinds for k in kernels), dtype=bool, count=len(kernels))
+        return np.where(paid, self.in_model.scale * latency + self.in_model.per_kernel_us, 0.0)
 
     def predict_dram(self, kernels: Sequence[Kernel], allow_fallback: bool | None = None) -> np.ndarray | None:
         """Off-chip traffic (bytes) of each kernel, or None where the target's backend does not measure it."""
@@ -147,6 +161,7 @@ class Estimator:
         sched = schedule_or_model if isinstance(schedule_or_model, Schedule) else self.schedule_of(schedule_or_model)
         kernels = [sk.kernel for sk in sched.kernels]
         latency = self.predict(kernels, allow_fallback)
+        isolated = self.predict(kernels, allow_fallback, isolated=True) if self.in_model is not None else latency
         dram = self.predict_dram(kernels, allow_fallback)
         per_kernel, fallbacks = [], []
         for i, sk in enumerate(sched.kernels):
@@ -161,7 +176,8 @@ class Estimator:
             latency_us=float(latency.sum()), per_kernel=per_kernel,
             param_bytes=param_bytes(sched, self.p, self.dtype_bytes),
             peak_activation_bytes=peak_activation_bytes(sched, self.p, self.dtype_bytes),
-            dram_bytes=None if dram is None else float(dram.sum()), fallbacks=fallbacks, target=self.target.name)
+            dram_bytes=None if dram is None else float(dram.sum()), fallbacks=fallbacks, target=self.target.name,
+            in_model_us=float(latency.sum() - isolated.sum()))
 
 
 def load_estimator(target: str | Path | Target = "npu32", folder: str | Path | None = None,
@@ -182,4 +198,5 @@ def load_estimator(target: str | Path | Target = "npu32", folder: str | Path | N
                          f"target {t.name!r} has P={t.parallelism}, {t.dtype_bytes}-byte: retrain it")
     latency = KernelRegressor.load(where, meta["latency"])
     dram = KernelRegressor.load(where, meta["dram"]) if meta.get("dram") else None
-    return Estimator(t, latency, dram, Roofline(**meta["roofline"]), allow_fallback, where)
+    in_model = InModelTerm.from_dict(meta["in_model"]) if meta.get("in_model") else None
+    return Estimator(t, latency, dram, Roofline(**meta["roofline"]), allow_fallback, where, in_model)

@@ -29,6 +29,9 @@ def print_estimate(console: Console, est: ModelEstimate, name: str, elapsed_ms: 
     free = sum(1 for k in est.per_kernel if k.free)
     console.print(f"latency: {est.latency_us / 1000:.3f} ms over {len(est.per_kernel)} kernels"
                   + (f" ({free} free views at 0)" if free else ""))
+    if est.in_model_us:
+        console.print(f"  of which in-model term: {est.in_model_us / 1000:.3f} ms (dispatch, layout conversions "
+                      f"and cache effects between kernels, learned from models measured end to end)")
     console.print(f"parameters: {_bytes(est.param_bytes)}   peak activations: {_bytes(est.peak_activation_bytes)}"
                   f"   off-chip traffic: {_bytes(est.dram_bytes)}")
     if est.fallbacks:

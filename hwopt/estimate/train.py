@@ -3,7 +3,8 @@
 Writes into the output folder: ``latency.json`` + ``latency.<group>.json``
 (XGBoost JSON models), ``dram.*`` where the table has off-chip traffic
 (``dram_bytes``), ``estimator.json`` (the index: target P and dtype, model
-names, the calibrated fallback roofline) and the card (``card.json`` +
+names, the calibrated fallback roofline, and the in-model term when models
+measured end to end are given: ``hwopt.estimate.in_model``) and the card (``card.json`` +
 ``CARD.md``) describing the training data; ``bench/estimator_accuracy.py``
 adds the held-out accuracy figures to the card.
 """
@@ -22,10 +23,12 @@ import numpy as np
 from hwopt.backends.base import Measurement
 from hwopt.errors import HwoptError
 from hwopt.estimate.card import write_card
-from hwopt.estimate.estimator import INDEX
+from hwopt.estimate.estimator import INDEX, Estimator
+from hwopt.estimate.in_model import fit_in_model_term
 from hwopt.estimate.fallback import Roofline
 from hwopt.estimate.features import features
 from hwopt.estimate.regressor import KernelRegressor
+from hwopt.kernels import Schedule
 from hwopt.targets import Target
 
 Progress = Callable[[str, int, int], None]
@@ -42,9 +45,56 @@ def usable(measurements: Sequence[Measurement]) -> list[Measurement]:
             and np.isfinite(m.latency_us)]
 
 
+def read_end_to_end(path: str | Path, target: Target) -> list[tuple[str, Schedule, float]]:
+    """Whole models measured end to end: a CSV with ``model`` (a path relative to the CSV) and ``latency_us``."""
+    import csv
+
+    from hwopt.canonicalize import canonicalize
+    from hwopt.kernels import schedule
+    from hwopt.modelio import load_model
+
+    path = Path(path)
+    try:
+        with path.open(newline="") as handle:
+            rows = list(csv.DictReader(handle))
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise HwoptError(f"{path}: cannot read the end-to-end table ({exc})") from None
+    if not rows or not {"model", "latency_us"} <= set(rows[0]):
+        raise HwoptError(f"{path}: needs the columns model, latency_us")
+    out = []
+    for number, row in enumerate(rows, 2):
+        try:
+            latency = float(row["latency_us"])
+        except (TypeError, ValueError):
+            raise HwoptError(f"{path}:{number}: latency_us {row['latency_us']!r} is not a number") from None
+        canonical, _ = canonicalize(load_model(path.parent / row["model"]), verify=False)
+        out.append((row["model"], schedule(canonical, target.fusion), latency))
+    return out
+
+
+def _in_model(target: Target, latency, roofline: Roofline, end_to_end: Sequence[tuple[str, Schedule, float]]):
+    """The in-model term fitted against this estimator's own isolated kernel sums."""
+    bare = Estimator(target, latency, None, roofline, allow_fallback=True)
+    sums, counts = [], []
+    for _, sched, _ in end_to_end:
+        kernels = [sk.kernel for sk in sched.kernels]
+        sums.append(float(bare.predict(kernels).sum()))
+        counts.append(sum(1 for k in kernels if k.kind not in bare.free_kinds))
+    term = fit_in_model_term(sums, counts, [m for _, _, m in end_to_end])
+    models = [{"model": name, "measured_us": round(m, 3), "kernel_sum_us": round(s, 3), "kernels": n,
+               "estimate_us": round(term.apply(s, n), 3)}
+              for (name, _, m), s, n in zip(end_to_end, sums, counts)]
+    return term, models
+
+
 def train_estimator(measurements: Sequence[Measurement], target: Target, output: str | Path,
-                    progress: Progress | None = None, source: str = "", grid: dict | None = None) -> dict:
-    """Fit the latency (and, where measured, off-chip traffic) regressors; write the folder; return its card."""
+                    progress: Progress | None = None, source: str = "", grid: dict | None = None,
+                    end_to_end: Sequence[tuple[str, Schedule, float]] = ()) -> dict:
+    """Fit the latency (and, where measured, off-chip traffic) regressors; write the folder; return its card.
+
+    ``end_to_end``: (name, schedule, measured latency us) of whole models timed on the target, for the
+    in-model term (none: the estimate is the kernel sum).
+    """
     start = time.perf_counter()
     rows = usable(measurements)
     if len(rows) < MIN_TRAIN_ROWS:
@@ -67,9 +117,11 @@ def train_estimator(measurements: Sequence[Measurement], target: Target, output:
                                          "dram_bytes", progress, grid)
         written += dram_model.save(output, "dram")
     roofline = Roofline.fit(kernels, latency, target.dtype_bytes)
+    term, term_models = _in_model(target, lat_model, roofline, end_to_end) if end_to_end else (None, [])
     index = {"format": "hwopt-estimator/1", "target": target.name, "parallelism": target.parallelism,
              "dtype_bytes": target.dtype_bytes, "latency": "latency",
-             "dram": "dram" if dram_model is not None else None, "roofline": roofline.to_dict()}
+             "dram": "dram" if dram_model is not None else None, "roofline": roofline.to_dict(),
+             "in_model": term.to_dict() if term is not None else None}
     (output / INDEX).write_text(json.dumps(index, indent=1, sort_keys=True) + "\n")
     if target.path is not None and not (output / "target.toml").exists():
         shutil.copyfile(target.path, output / "target.toml")  # the folder is a usable target on its own
@@ -87,6 +139,7 @@ def train_estimator(measurements: Sequence[Measurement], target: Target, output:
             "seconds": round(time.perf_counter() - start, 1),
         },
         "roofline_fallback": roofline.to_dict(),
+        "in_model": None if term is None else {**term.to_dict(), "fitted_on": term_models},
     }
     previous = output / "card.json"
     if previous.exists():  # keep the accuracy section the bench wrote, marked stale if the data changed

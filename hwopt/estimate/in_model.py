@@ -1,0 +1,74 @@
+"""What a whole model costs beyond the sum of its kernels, learned from models measured end to end.
+
+Kernels are measured one per isolated session (net of that session's own
+boundary). Inside a real model a runtime also pays per-node dispatch and
+layout conversions between kernels that do not share a layout (onnxruntime's
+NCHWc reorders around pooling, Resize, Concat, squeeze-excite...), and runs
+kernels back to back with warm or cold caches. On the cpu target that makes a
+model's end-to-end time 1.07-1.25x its kernel sum, a gap no per-kernel
+regressor can learn. The term here is fitted on whole models of the training
+families measured end to end (the ground truth), against the estimator's own
+predicted kernel sums, so it also absorbs the kernel models' common bias:
+
+    latency = scale * sum(kernels) + per_kernel_us * (number of non-free kernels)
+
+by least squares on relative error (every model weighs alike whatever its
+size), both coefficients kept non-negative. A backend whose model latency is
+by definition the kernel sum (npu32: kernels emulated and summed) has no term.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Sequence
+
+import numpy as np
+
+from hwopt.errors import HwoptError
+
+MIN_MODELS = 3  # two coefficients: fewer models would fit them exactly, noise included
+
+
+@dataclass(frozen=True)
+class InModelTerm:
+    scale: float
+    per_kernel_us: float
+    models: int  # how many end-to-end measured models it was fitted on
+    median_abs_error_pct: float  # on those models, after the term (in-sample)
+
+    def apply(self, kernel_sum_us: float, kernels: int) -> float:
+        return self.scale * kernel_sum_us + self.per_kernel_us * kernels
+
+    def to_dict(self) -> dict:
+        return {k: round(v, 6) if isinstance(v, float) else v for k, v in asdict(self).items()}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "InModelTerm":
+        try:
+            return cls(float(data["scale"]), float(data["per_kernel_us"]), int(data["models"]),
+                       float(data["median_abs_error_pct"]))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise HwoptError(f"bad in-model term in the estimator index ({exc})") from None
+
+
+def fit_in_model_term(kernel_sums_us: Sequence[float], kernel_counts: Sequence[int],
+                      measured_us: Sequence[float]) -> InModelTerm:
+    """Fit the term on models with their predicted kernel sums, kernel counts and end-to-end latencies."""
+    sums = np.asarray(kernel_sums_us, dtype=float)
+    counts = np.asarray(kernel_counts, dtype=float)
+    truth = np.asarray(measured_us, dtype=float)
+    if len(truth) < MIN_MODELS:
+        raise HwoptError(f"{len(truth)} end-to-end measured models; at least {MIN_MODELS} are needed for the "
+                         f"in-model term")
+    if not (np.all(truth > 0) and np.all(sums > 0)):
+        raise HwoptError("end-to-end latencies and kernel sums must be positive")
+    # Relative least squares: divide each row by the measured latency.
+    design = np.stack([sums / truth, counts / truth], axis=1)
+    target = np.ones_like(truth)
+    coef, *_ = np.linalg.lstsq(design, target, rcond=None)
+    if coef[1] < 0 or coef[0] < 0:  # the non-negative solution lies on a boundary: best single coefficient
+        scale_only = float((design[:, 0] @ target) / (design[:, 0] @ design[:, 0]))
+        coef = np.array([scale_only, 0.0])
+    fitted = design @ coef
+    return InModelTerm(float(coef[0]), float(coef[1]), int(len(truth)),
+                       float(np.median(np.abs(fitted - 1.0)) * 100))
