@@ -74,13 +74,15 @@ def _fit_conv(
 def _refit_conv(
     node: gs.Node, current: onnx.ModelProto, reference: onnx.ModelProto, target: str, ridge: float,
     ctx: RewriteContext, label: str, minus: str | None = None, clip: tuple[float, float] | None = None,
+    match_variance: bool = False,
 ) -> None:
     """Refit a (group 1) conv of ``current`` so that it reproduces ``reference``'s tensor ``target``."""
     attrs = conv_attrs(node)
     fitter = ConvLeastSquares(attrs.in_channels, attrs.out_channels, attrs.kernel, attrs.strides, attrs.pads,
                               attrs.dilations, seed=ctx.seed, samples=sample_count(ctx.calibration))
     _fit_conv(fitter, current, node.inputs[0].name, reference, target, ctx.calibration, ctx.report(label), minus)
-    weight, bias = fitter.solve(conv_weight(node), _bias_or_zeros(node, attrs.out_channels), ridge=ridge, clip=clip)
+    weight, bias = fitter.solve(conv_weight(node), _bias_or_zeros(node, attrs.out_channels), ridge=ridge, clip=clip,
+                                 match_variance=match_variance)
     set_conv_params(node, weight, bias, "refit")
 
 
@@ -88,9 +90,11 @@ def _refit_project(block: IBNBlock, current, reference, ridge: float, ctx: Rewri
     if block.residual is not None:
         # Fit the block output (project + skip) to the original's, from the skip as the rewritten model
         # has it: the project conv then also absorbs upstream error carried by the residual stream.
-        _refit_conv(block.project, current, reference, block.output.name, ridge, ctx, label, minus=block.input.name)
+        _refit_conv(block.project, current, reference, block.output.name, ridge, ctx, label, minus=block.input.name,
+                    match_variance=True)
     else:
-        _refit_conv(block.project, current, reference, block.project.outputs[0].name, ridge, ctx, label)
+        _refit_conv(block.project, current, reference, block.project.outputs[0].name, ridge, ctx, label,
+                    match_variance=True)
 
 
 class FuseIBN(Rule):
