@@ -249,6 +249,75 @@ def joint_lbfgs(d, F, P, iters=100, rows=None, l2=0.0):
     return v[:F.size].reshape(fs), v[F.size:].reshape(ps)
 
 
+def lbfgs(fg, v, iters, memory=10):
+    """Plain L-BFGS with Armijo backtracking (float32 vectors)."""
+    loss, g = fg(v)
+    ss, ys = [], []
+    for _ in range(iters):
+        q = g.copy()
+        alphas = []
+        for s_, y_ in reversed(list(zip(ss, ys))):
+            a = (s_ @ q) / (y_ @ s_)
+            alphas.append(a)
+            q -= a * y_
+        if ss:
+            q *= (ss[-1] @ ys[-1]) / (ys[-1] @ ys[-1])
+        else:
+            q *= 1e-3 / max(float(np.abs(g).max()), 1e-12)
+        for (s_, y_), a in zip(zip(ss, ys), reversed(alphas)):
+            b = (y_ @ q) / (y_ @ s_)
+            q += (a - b) * s_
+        step = 1.0
+        slope = float(g @ q)
+        if slope <= 0:
+            ss, ys = [], []
+            continue
+        while True:
+            vn = v - step * q
+            ln, gn = fg(vn)
+            if ln <= loss - 1e-4 * step * slope or step < 1e-4:
+                break
+            step *= 0.5
+        if ln > loss:
+            break
+        s_, y_ = vn - v, gn - g
+        if s_ @ y_ > 1e-12:
+            ss.append(s_); ys.append(y_)
+            if len(ss) > memory:
+                ss.pop(0); ys.pop(0)
+        v, loss, g = vn, ln, gn
+    return v
+
+
+def joint_own(d, F, P, iters, rows=None):
+    xa = aug(d["train_X"][:rows])
+    t = (d["train_Y"] - d["train_skip"])[:rows]
+    fs, ps = F.shape, P.shape
+    norm = float((t ** 2).sum())
+
+    def fg(v):
+        Fv, Pv = v[:F.size].reshape(fs), v[F.size:].reshape(ps)
+        z = xa @ Fv
+        a = relu6(z)
+        e = a @ Pv[:-1] + Pv[-1] - t
+        loss = float((e ** 2).sum()) / norm
+        gp = np.concatenate([a.T @ e, e.sum(0, keepdims=True)]) * (2 / norm)
+        dz = (e @ Pv[:-1].T) * ((z > 0) & (z < 6))
+        gf = (xa.T @ dz) * (2 / norm)
+        return loss, np.concatenate([gf.ravel(), gp.ravel()]).astype(np.float32)
+
+    v = lbfgs(fg, np.concatenate([F.ravel(), P.ravel()]).astype(np.float32), iters)
+    return v[:F.size].reshape(fs), v[F.size:].reshape(ps)
+
+
+def algo_own(iters, rows=None):
+    def run(d):
+        F, P = algo_current(d)
+        F, P = joint_own(d, F, P, iters, rows)
+        return F, fit_p(d, F)
+    return run
+
+
 def algo_joint(iters, rows=None):
     def run(d):
         F, P = algo_current(d)
@@ -323,11 +392,25 @@ def algo_hidden_vm(d):
     return F2, fit_p(d, F2)
 
 
+def algo_ridge(rf, rp, rows=None):
+    def run(d):
+        F = fit_f_current(d, ridge=rf, rows=rows)
+        return F, fit_p(d, F, ridge=rp, rows=rows)
+    return run
+
+
 ALGOS = {"current": algo_current, "linear": algo_linear, "hvm": algo_hidden_vm}
+for _rf in (1e-5, 1e-4, 1e-3, 1e-2, 1e-1):
+    for _rp in (1e-5, 1e-3, 1e-1):
+        ALGOS[f"ridge{_rf:g}_{_rp:g}"] = algo_ridge(_rf, _rp)
+for _rows in (4096, 8192, 16384):
+    ALGOS[f"rows{_rows}"] = algo_ridge(1e-3, 1e-3, _rows)
 for _it in (10, 25, 50, 100, 200, 400):
     ALGOS[f"joint{_it}"] = algo_joint(_it)
     for _r in (4096, 8192, 16384):
         ALGOS[f"joint{_it}r{_r}"] = algo_joint(_it, _r)
+for _it in (5, 10, 20, 30, 50):
+    ALGOS[f"own{_it}"] = algo_own(_it)
 for _name in list(ALGOS):
     ALGOS[_name + "_vm"] = with_varmatch(ALGOS[_name])
     ALGOS[_name + "_vq"] = with_varmatch(ALGOS[_name], varmatch_q)
