@@ -16,6 +16,15 @@ numpy data a block fit sees, at seeded random output positions (rows):
 isolation); ``lstsq`` from the model rewritten by the current fuse-ibn (what the pipeline
 sees for blocks 2 and 3). ``eval`` fits each named algorithm on every block's training
 rows and prints block output cosine / rel L2 on the held-out rows and the fit seconds.
+``pipeline ALGO ...`` fits the blocks in order, each from the inputs the model rewritten so
+far computes (onnxruntime; targets from the ``original`` cache, so collect that first), and
+prints the final output's cosine on the held-out samples, as bench/fuse_ibn_refit.py does.
+
+Algorithms (``ALGOS``): ``current`` per-channel ridge fit + clip MM, then project lstsq (hwopt
+before this work); ``hwopt`` what hwopt.fitting does now; ``ownN[rR]`` N joint L-BFGS steps on
+(fused conv, project) [on R rows]; ``ridgeA_B`` ridge A for the fused conv, B for the project;
+``rowsR`` R rows; ``hvm`` hidden pre-activation variance matched; suffixes ``_vm`` / ``_vq`` /
+``_cm``: block output variance / project output variance / full covariance matched.
 """
 
 from __future__ import annotations
@@ -218,37 +227,6 @@ def algo_linear(d):
     return F, p0
 
 
-def joint_lbfgs(d, F, P, iters=100, rows=None, l2=0.0):
-    from scipy.optimize import minimize
-    xa = aug(d["train_X"][:rows])
-    t = (d["train_Y"] - d["train_skip"])[:rows]
-    n = len(xa)
-    fs, ps = F.shape, P.shape
-    F0, P0 = F.copy(), P.copy()
-    norm = float((t ** 2).sum())
-
-    def fg(v):
-        v = v.astype(np.float32)
-        Fv, Pv = v[:F.size].reshape(fs), v[F.size:].reshape(ps)
-        z = xa @ Fv
-        a = relu6(z)
-        e = a @ Pv[:-1] + Pv[-1] - t
-        loss = float((e ** 2).sum()) / norm
-        gp = np.concatenate([a.T @ e, e.sum(0, keepdims=True)]) * (2 / norm)
-        dz = (e @ Pv[:-1].T) * ((z > 0) & (z < 6))
-        gf = (xa.T @ dz) * (2 / norm)
-        if l2:
-            loss += l2 * (float(((Fv - F0) ** 2).sum()) + float(((Pv - P0) ** 2).sum()))
-            gf += 2 * l2 * (Fv - F0)
-            gp += 2 * l2 * (Pv - P0)
-        return loss, np.concatenate([gf.ravel(), gp.ravel()]).astype(np.float64)
-
-    res = minimize(fg, np.concatenate([F.ravel(), P.ravel()]).astype(np.float64), jac=True, method="L-BFGS-B",
-                   options={"maxiter": iters, "maxcor": 20})
-    v = res.x.astype(np.float32)
-    return v[:F.size].reshape(fs), v[F.size:].reshape(ps)
-
-
 def lbfgs(fg, v, iters, memory=10):
     """Plain L-BFGS with Armijo backtracking (float32 vectors)."""
     loss, g = fg(v)
@@ -318,11 +296,20 @@ def algo_own(iters, rows=None):
     return run
 
 
-def algo_joint(iters, rows=None):
-    def run(d):
-        F, P = algo_current(d)
-        return joint_lbfgs(d, F, P, iters, rows)
-    return run
+def algo_hwopt(d):
+    """What hwopt.fitting now does: per-channel fit, joint refinement (budgeted), project lstsq + variance match."""
+    from hwopt.fitting import ConvLeastSquares, joint_iterations, refine_hidden_layer
+    F = fit_f_current(d)
+    xa = aug(d["train_X"])
+    target = d["train_Y"] - d["train_skip"]
+    steps = joint_iterations(len(xa), xa.shape[1], F.shape[1], target.shape[1])
+    if steps:
+        F = refine_hidden_layer(xa, target, F, (0.0, 6.0), steps)
+    h = relu6(xa @ F)
+    project = ConvLeastSquares(h.shape[1], target.shape[1], (1, 1))
+    project.update_rows(h, target)
+    w, b = project.solve(d["project_w"], d["project_b"], match_variance=True)
+    return F, np.concatenate([w[:, :, 0, 0].T, b[None]], axis=0)
 
 
 def varmatch(d, F, P):
@@ -399,18 +386,16 @@ def algo_ridge(rf, rp, rows=None):
     return run
 
 
-ALGOS = {"current": algo_current, "linear": algo_linear, "hvm": algo_hidden_vm}
+ALGOS = {"current": algo_current, "linear": algo_linear, "hvm": algo_hidden_vm, "hwopt": algo_hwopt}
 for _rf in (1e-5, 1e-4, 1e-3, 1e-2, 1e-1):
     for _rp in (1e-5, 1e-3, 1e-1):
         ALGOS[f"ridge{_rf:g}_{_rp:g}"] = algo_ridge(_rf, _rp)
 for _rows in (4096, 8192, 16384):
     ALGOS[f"rows{_rows}"] = algo_ridge(1e-3, 1e-3, _rows)
-for _it in (10, 25, 50, 100, 200, 400):
-    ALGOS[f"joint{_it}"] = algo_joint(_it)
-    for _r in (4096, 8192, 16384):
-        ALGOS[f"joint{_it}r{_r}"] = algo_joint(_it, _r)
 for _it in (5, 10, 20, 30, 50):
     ALGOS[f"own{_it}"] = algo_own(_it)
+    for _r in (4096, 8192, 16384):
+        ALGOS[f"own{_it}r{_r}"] = algo_own(_it, _r)
 for _name in list(ALGOS):
     ALGOS[_name + "_vm"] = with_varmatch(ALGOS[_name])
     ALGOS[_name + "_vq"] = with_varmatch(ALGOS[_name], varmatch_q)

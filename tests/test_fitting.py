@@ -70,7 +70,8 @@ def test_match_variance_restores_the_targets_spread(block_rows) -> None:
     hidden = np.clip(train.design @ theta, *RELU6)
     project = ConvLeastSquares(hidden.shape[1], train.aux.shape[1], (1, 1))
     project.update_rows(hidden, train.aux)
-    zeros = (np.zeros((train.aux.shape[1], hidden.shape[1], 1, 1), np.float32), np.zeros(train.aux.shape[1], np.float32))
+    outs = train.aux.shape[1]
+    zeros = (np.zeros((outs, hidden.shape[1], 1, 1), np.float32), np.zeros(outs, np.float32))
     outputs = {}
     for match in (False, True):
         w, b = project.solve(*zeros, match_variance=match)
