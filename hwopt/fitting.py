@@ -35,6 +35,7 @@ steps on the exact two-layer loss, from the per-channel solution.
 from __future__ import annotations
 
 import numpy as np
+from scipy.optimize import minimize
 
 # Row budget ~ this many multiply-adds for the normal equations (rows x features^2).
 _NORMAL_EQUATION_MACS = 1.5e10
@@ -259,48 +260,15 @@ def refine_hidden_layer(
         grad = np.concatenate([grad_t.ravel(), grad_p.ravel()]) * np.float32(2.0 / norm)
         return float(np.square(err, dtype=np.float64).sum()) / norm, grad
 
-    v = _lbfgs(loss_and_gradient, np.concatenate([theta.ravel(), project.ravel()]), iterations)
-    return v[:split].reshape(theta.shape)
+    def in_float32(v: np.ndarray) -> tuple[float, np.ndarray]:
+        loss, grad = loss_and_gradient(v.astype(np.float32))  # scipy works in float64; the data stays float32
+        return loss, grad.astype(np.float64)
 
-
-def _lbfgs(fun, v: np.ndarray, iterations: int) -> np.ndarray:
-    """Minimise ``fun`` (value, gradient) from ``v`` by L-BFGS with Armijo backtracking; never goes uphill."""
-    loss, grad = fun(v)
-    steps: list[tuple[np.ndarray, np.ndarray]] = []
-    for _ in range(iterations):
-        direction = grad.copy()
-        alphas = []
-        for s, y in reversed(steps):
-            alpha = (s @ direction) / (y @ s)
-            alphas.append(alpha)
-            direction -= alpha * y
-        if steps:
-            s, y = steps[-1]
-            direction *= (s @ y) / (y @ y)
-        else:
-            direction *= 1e-3 / max(float(np.abs(grad).max()), 1e-12)
-        for (s, y), alpha in zip(steps, reversed(alphas)):
-            direction += (alpha - (y @ direction) / (y @ s)) * s
-        slope = float(grad @ direction)
-        if not slope > 0:
-            if not steps:
-                break
-            steps = []
-            continue
-        step = 1.0
-        while True:
-            candidate = v - np.float32(step) * direction
-            new_loss, new_grad = fun(candidate)
-            if new_loss <= loss - 1e-4 * step * slope or step < 1e-4:
-                break
-            step *= 0.5
-        if not new_loss < loss:
-            break
-        s, y = candidate - v, new_grad - grad
-        if float(s @ y) > 1e-12:
-            steps = (steps + [(s, y)])[-_LBFGS_MEMORY:]
-        v, loss, grad = candidate, new_loss, new_grad
-    return v
+    start = np.concatenate([theta.ravel(), project.ravel()]).astype(np.float64)
+    result = minimize(in_float32, start, jac=True, method="L-BFGS-B",
+                      options={"maxiter": iterations, "maxcor": _LBFGS_MEMORY})
+    # Every accepted L-BFGS-B step lowers the loss (Wolfe line search): never worse than the start.
+    return result.x[:split].reshape(theta.shape).astype(np.float32)
 
 
 def _solver(lhs: np.ndarray):
