@@ -205,13 +205,14 @@ def _match_se(x: Tensor) -> tuple[SqueezeExcite | None, Tensor]:
     nodes = [pool]
     current = pool.outputs[0]
     convs: list[Node] = []
-    while current is not None and len(current.outputs) == 1 and current.outputs[0] is not mul:
-        node = current.outputs[0]
-        if node.op == "Conv":
-            convs.append(node)
-            nodes.append(node)
-            current = node.outputs[0]
+    while current is not None and mul not in current.outputs:
+        users = list(current.outputs)
+        if len(users) == 1 and users[0].op == "Conv":
+            convs.append(users[0])
+            nodes.append(users[0])
+            current = users[0].outputs[0]
             continue
+        # An activation may use its input twice: SiLU inside EfficientNet's SE is x * Sigmoid(x).
         end, acts = match_activation_chain(current)
         if not acts:
             return None, x
