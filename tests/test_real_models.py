@@ -231,3 +231,28 @@ def test_canonicalize_folds_per_channel_and_sub_div() -> None:
     canonical, report = canonicalize(model)
     assert [n.op_type for n in canonical.graph.node] == ["Conv", "Sub"]
     assert report.max_rel_error < 1e-4
+
+
+# -- torch dynamo exports (torch.onnx.export(..., dynamo=True)), see tests/data/README.md ----------
+
+MNV3_DYNAMO = DATA / "torch_dynamo_mobilenet_v3_small_w025.onnx"  # weights in the .onnx.data next to it
+EFFNET_DYNAMO = DATA / "torch_dynamo_efficientnet_b0_w025.onnx"
+LRASPP_DYNAMO = DATA / "torch_dynamo_lraspp_mobilenet_v3_large_w025.onnx"
+
+
+def test_dynamo_efficientnet_silu_se_blocks(tmp_path: Path) -> None:
+    original, canonical, _ = load_canonical(EFFNET_DYNAMO)
+    analysis = Analysis(canonical)
+    blocks = [s.target for s in analysis.of_kind("ibn")]
+    # EfficientNet-B0 at depth 0.5: 10 MBConv blocks, each with an SE whose inner activation is
+    # SiLU = x * Sigmoid(x) (its input used twice); the first has expand ratio 1 (no expand conv).
+    assert len(blocks) == 10 and all(b.se is not None for b in blocks)
+    assert [b.fusable for b in blocks] == [False] + [True] * 9
+    assert all(a.kind == "silu" for b in blocks for a in b.depthwise_acts)
+    exact = _apply(original, canonical, ["align-channels:p=32,mode=pad", "dw-to-dense@dw5"])
+    assert all(step.applied for step in exact.steps) and exact.exact and exact.final.exact
+    check_written_model(original, _round_trip(exact.model, tmp_path / "effnet_exact.onnx"))
+    # Random weights amplify a fused block's error through the later blocks: only the rewrite is checked.
+    fused = _apply(original, canonical, ["fuse-ibn@ibn1,ibn5", "depth-multiplier:ratio=0.5@ibn8"])
+    assert [len(step.applied) for step in fused.steps] == [2, 1]
+    check_written_model(original, _round_trip(fused.model, tmp_path / "effnet_fused.onnx"))
