@@ -4,8 +4,8 @@ onnxruntime's *basic* graph optimizer already folds constants (Constant nodes
 and constant subgraphs become initializers), fuses BatchNormalization and
 Add/Mul into the preceding Conv and drops Identity nodes, using standard ONNX
 ops only, so we build on it. What it lacks we do here: drop the opset domains
-it declares but nothing uses, name every node so sites get stable ids, and
-infer shapes. The result is verified against the input with onnxruntime.
+it declares but nothing uses, name every node so sites get stable ids, infer
+shapes, and spell flattening Reshapes as Flatten (canonical_reshape). The result is verified against the input with onnxruntime.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ import onnx
 import onnxruntime as ort
 
 from hwopt.canonical_clip import minmax_to_clip
+from hwopt.canonical_reshape import reshape_to_flatten
 from hwopt.errors import HwoptError, VerificationError
 from hwopt.modelio import InputShape, apply_input_shapes
 
@@ -240,6 +241,7 @@ def canonicalize(
     _restore_io(canonical, original)
     canonical.ir_version = original.ir_version
     canonical = infer_shapes(canonical)
+    flattened = reshape_to_flatten(canonical)  # needs the inferred shapes; keeps them valid
 
     report = CanonicalizationReport(
         nodes_before=len(original.graph.node),
@@ -252,6 +254,8 @@ def canonicalize(
         report.notes.append(f"folded {folded} constant Mul/Add/Sub/Div into the preceding Conv")
     if clamps:
         report.notes.append(f"rewrote {clamps} Max(Min(x, hi), lo) clamps as Clip")
+    if flattened:
+        report.notes.append(f"rewrote {flattened} flattening Reshape(s) with a constant shape as Flatten")
     if verify:
         from hwopt.calibration import random_inputs
         from hwopt.verify import compare_models

@@ -240,6 +240,39 @@ EFFNET_DYNAMO = DATA / "torch_dynamo_efficientnet_b0_w025.onnx"
 LRASPP_DYNAMO = DATA / "torch_dynamo_lraspp_mobilenet_v3_large_w025.onnx"
 
 
+def test_dynamo_mobilenet_v3_external_data_and_flatten(tmp_path: Path) -> None:
+    original, canonical, report = load_canonical(MNV3_DYNAMO)
+    assert original.producer_name == "pytorch" and original.opset_import[0].version >= 18
+    # torch.flatten is exported as Reshape(x, [1, 144]): canonically Flatten, which names neither
+    # the batch nor the channel count, so the classifier's input group can be aligned.
+    assert report.removed("Reshape") == 1 and report.ops_after["Flatten"] == 1
+    analysis = Analysis(canonical)
+    blocks = [s.target for s in analysis.of_kind("ibn")]
+    assert len(blocks) == 11 and sum(b.se is not None for b in blocks) == 9  # every bneck, SE where torchvision has it
+    assert [b.fusable for b in blocks] == [False] + [True] * 10
+    last = analysis.of_kind("ch")[-1].target
+    assert last.resizable and last.channels == 144 and last.consumers[0].node.op == "Gemm"
+    exact = _apply(original, canonical, ["dw-to-dense", "align-channels:p=32,mode=pad"])
+    assert exact.exact and exact.final.exact and len(exact.steps[1].applied) > 0
+    written = _round_trip(exact.model, tmp_path / "mnv3_exact.onnx")
+    check_written_model(original, written)
+    inits = {t.name: t for t in written.graph.initializer}
+    gemm = next(n for n in written.graph.node if n.op_type == "Gemm" and n.input[0] == last.consumers[0].input.name)
+    assert list(inits[gemm.input[1]].dims) == [256, 160]  # 144 -> 160 input features, padded with zeros
+    fused = _apply(original, canonical, ["fuse-ibn@ibn1,ibn4", "depth-multiplier:ratio=0.5@ibn9"])
+    assert [len(step.applied) for step in fused.steps] == [2, 1] and not fused.exact
+    check_written_model(original, _round_trip(fused.model, tmp_path / "mnv3_fused.onnx"))
+
+
+def test_dynamo_flatten_runs_calibration_batched() -> None:
+    from hwopt.calibration import OrtRunner
+
+    original, canonical, _ = load_canonical(MNV3_DYNAMO)
+    # The export fixes batch 1; with its Reshape([1, 144]) a free batch cannot run, with Flatten it can.
+    assert OrtRunner(original).fixed_batch
+    assert not OrtRunner(canonical).fixed_batch
+
+
 def test_dynamo_efficientnet_silu_se_blocks(tmp_path: Path) -> None:
     original, canonical, _ = load_canonical(EFFNET_DYNAMO)
     analysis = Analysis(canonical)
@@ -256,3 +289,23 @@ def test_dynamo_efficientnet_silu_se_blocks(tmp_path: Path) -> None:
     fused = _apply(original, canonical, ["fuse-ibn@ibn1,ibn5", "depth-multiplier:ratio=0.5@ibn8"])
     assert [len(step.applied) for step in fused.steps] == [2, 1]
     check_written_model(original, _round_trip(fused.model, tmp_path / "effnet_fused.onnx"))
+
+
+@pytest.mark.parametrize("batch, target, out_shape, flattened", [
+    (1, [1, 32], [1, 32], True),  # torch dynamo: torch.flatten(x, 1) written out as view(1, 32)
+    ("n", [-1, 32], ["n", 32], True),  # dynamic batch, inferred
+    ("n", [0, -1], ["n", 32], True),  # dynamic batch, copied
+    (1, [2, 16], [2, 16], False),  # not (N, C*H*W)
+    (1, [1, 8, 4], [1, 8, 4], False),
+])
+def test_flattening_reshape_becomes_flatten(batch, target: list[int], out_shape: list, flattened: bool) -> None:
+    b = _LCNetBuilder(2)
+    y = b.conv("x", 3, 8, 3, 2)  # (N, 8, 2, 2)
+    b.inits.append(numpy_helper.from_array(np.array(target, np.int64), "target"))
+    b.nodes.append(helper.make_node("Reshape", [y, "target"], ["out"], name="flatten"))
+    graph = helper.make_graph(b.nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [batch, 3, 4, 4])],
+                              [helper.make_tensor_value_info("out", TensorProto.FLOAT, out_shape)], b.inits)
+    canonical, report = canonicalize(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]))
+    assert [n.op_type for n in canonical.graph.node] == ["Conv", "Flatten" if flattened else "Reshape"]
+    assert canonical.graph.node[-1].name == "flatten"  # sites keep their anchors
+    assert report.max_rel_error < 1e-6
