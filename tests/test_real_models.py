@@ -291,6 +291,25 @@ def test_dynamo_efficientnet_silu_se_blocks(tmp_path: Path) -> None:
     check_written_model(original, _round_trip(fused.model, tmp_path / "effnet_fused.onnx"))
 
 
+def test_dynamo_lraspp_resize_to_sizes_follows_channels(tmp_path: Path) -> None:
+    original, canonical, _ = load_canonical(LRASPP_DYNAMO)
+    analysis = Analysis(canonical)
+    assert len(analysis.of_kind("ibn")) == 15  # MobileNetV3-Large: every bneck
+    resizes = [n for n in canonical.graph.node if n.op_type == "Resize"]
+    assert len(resizes) == 2 and all(len(n.input) == 4 for n in resizes)  # Resize(x, '', '', sizes=[1, C, H, W])
+    # The head's 32-channel group passes the first Resize; the second writes the graph output.
+    head = next(s.target for s in analysis.of_kind("ch") if any(u.node.name == resizes[0].name
+                                                                  for u in s.target.shapes))
+    assert head.resizable and head.channels == 32
+    result = _apply(original, canonical, [f"align-channels:p=48,mode=pad@{head.id}"])
+    assert result.exact and result.final.exact and result.steps[0].applied
+    written = _round_trip(result.model, tmp_path / "lraspp.onnx")
+    check_written_model(original, written)
+    inits = {t.name: numpy_helper.to_array(t) for t in written.graph.initializer}
+    resize = next(n for n in written.graph.node if n.op_type == "Resize" and n.name == resizes[0].name)
+    assert inits[resize.input[3]][1] == 48
+
+
 @pytest.mark.parametrize("batch, target, out_shape, flattened", [
     (1, [1, 32], [1, 32], True),  # torch dynamo: torch.flatten(x, 1) written out as view(1, 32)
     ("n", [-1, 32], ["n", 32], True),  # dynamic batch, inferred
