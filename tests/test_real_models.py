@@ -328,3 +328,25 @@ def test_flattening_reshape_becomes_flatten(batch, target: list[int], out_shape:
     assert [n.op_type for n in canonical.graph.node] == ["Conv", "Flatten" if flattened else "Reshape"]
     assert canonical.graph.node[-1].name == "flatten"  # sites keep their anchors
     assert report.max_rel_error < 1e-6
+
+
+def test_dynamic_batch_with_a_batch_1_reshape_runs_one_sample_at_a_time(tmp_path: Path) -> None:
+    from hwopt.calibration import OrtRunner
+
+    # Declared dynamic batch, yet Reshape(x, [1, 16]) inside: such a graph runs batch 1 only.
+    b = _LCNetBuilder(3)
+    y = b.conv(b.conv(b.conv("x", 3, 8, 3, 2), 8, 8, 3, group=8), 8, 16)
+    b.inits.append(numpy_helper.from_array(np.array([1, 16], np.int64), "target"))
+    y = b.node("Reshape", [b.node("GlobalAveragePool", [y]), "target"])
+    b.nodes.append(helper.make_node("Gemm", [y, b.const(b.rng.normal(size=(16, 4)))], ["out"], name="fc"))
+    graph = helper.make_graph(b.nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 3, 8, 8])],
+                              [helper.make_tensor_value_info("out", TensorProto.FLOAT, [1, 4])], b.inits)
+    path = tmp_path / "batch1.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    original, canonical, _ = load_canonical(path)
+    runner = OrtRunner(canonical)
+    outputs = runner.run_all(random_inputs(canonical, 5, 0))
+    assert runner.batch == 1 and outputs["out"].shape == (5, 4)
+    result = _apply(original, canonical, ["dw-to-dense", "align-channels:p=32,mode=pad"])
+    assert result.exact and all(step.applied for step in result.steps)
+    check_written_model(original, _round_trip(result.model, tmp_path / "out.onnx"))
