@@ -350,3 +350,51 @@ def test_dynamic_batch_with_a_batch_1_reshape_runs_one_sample_at_a_time(tmp_path
     result = _apply(original, canonical, ["dw-to-dense", "align-channels:p=32,mode=pad"])
     assert result.exact and all(step.applied for step in result.steps)
     check_written_model(original, _round_trip(result.model, tmp_path / "out.onnx"))
+
+
+# -- a TensorFlow Lite model converted by tflite2onnx, see tests/data/README.md ---------------------
+
+BLAZEFACE_TFLITE = DATA / "mediapipe_face_detection_short_range_tflite2onnx.onnx"
+
+
+def test_tflite_blazeface_blocks_and_exact_rules(tmp_path: Path) -> None:
+    original, canonical, _ = load_canonical(BLAZEFACE_TFLITE)
+    assert original.producer_name == "tflite2onnx" and len(original.graph.output) == 2
+    analysis = Analysis(canonical)
+    # BlazeBlocks are depthwise -> 1x1 (no expand conv): found, but there is nothing to fuse.
+    blocks = [s.target for s in analysis.of_kind("ibn")]
+    assert len(blocks) == 16 and not any(b.fusable for b in blocks)
+    assert sum(b.residual is not None for b in blocks) == 5  # identity shortcuts; the others are padded
+    # Shortcuts that zero-pad channels (Pad on axis 1) tie two channel counts: reported, not resized.
+    groups = [s.target for s in analysis.of_kind("ch")]
+    assert any("channel_padding" in reason for g in groups for reason in g.blockers)
+    result = _apply(original, canonical, ["dw-to-dense", "align-channels:p=32,mode=pad"])
+    assert result.exact and result.final.exact and len(result.steps[0].applied) == 16
+    check_written_model(original, _round_trip(result.model, tmp_path / "blazeface.onnx"))
+
+
+# -- the command line on real exports ----------------------------------------------------------------
+
+
+def _hwopt(*args: str):
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "COLUMNS": "200"}
+    env.pop("HWOPT_DEBUG", None)
+    return subprocess.run([sys.executable, "-m", "hwopt.cli", *args], capture_output=True, text=True,
+                          cwd=Path(__file__).resolve().parent.parent, env=env, timeout=600)
+
+
+@pytest.mark.parametrize("model", [MNV3_DYNAMO, EFFNET_DYNAMO, LRASPP_DYNAMO, BLAZEFACE_TFLITE], ids=lambda p: p.stem)
+def test_cli_on_real_exports(model: Path, tmp_path: Path) -> None:
+    for args in (["inspect"], ["estimate", "-t", "npu32"],
+                 ["optimize", "-t", "cpu", "--no-compare", "-o", str(tmp_path / "opt.onnx"), "-q",
+                  "--calibration-samples", "8", "--eval-samples", "2"]):
+        done = _hwopt(args[0], str(model), *args[1:])
+        assert done.returncode == 0, (args, done.stderr[-2000:])
+        # No onnxruntime error lines or tracebacks on the way (a failed batch probe is expected and quiet).
+        assert "Traceback" not in done.stderr and "[E:onnxruntime" not in done.stderr, done.stderr[-2000:]
+    original, written = load_model(model), load_model(tmp_path / "opt.onnx")
+    check_written_model(original, written)
