@@ -18,7 +18,7 @@ import numpy as np
 import onnx_graphsurgeon as gs
 
 from hwopt.activations import UNARY_ELEMENTWISE
-from hwopt.graph import Node, Tensor, channels, constant_value, conv_attrs, sanitize, spatial
+from hwopt.graph import Node, Tensor, channels, constant_value, rewritable_conv, sanitize, spatial
 
 # Ops whose first input and first output share the channel dim, with no per-channel parameters.
 _CHANNELWISE = UNARY_ELEMENTWISE | {
@@ -194,10 +194,10 @@ class _GroupBuilder:
                 self._block(tensor, reason)
 
     def _visit_conv(self, node: Node) -> None:
-        attrs = conv_attrs(node)
+        attrs = rewritable_conv(node)
         x, y = node.inputs[0], node.outputs[0]
         if attrs is None:
-            return self._block_all(node, f"Conv {node.name!r} with non-constant weights")
+            return self._block_all(node, f"Conv {node.name!r} with non-constant weights or bias")
         if attrs.group == 1:
             self.consumers.setdefault(self._track(x), []).append(GroupConsumer(node, x))
             self.producers.setdefault(self._track(y), []).append(node)
