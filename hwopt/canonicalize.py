@@ -77,6 +77,24 @@ def ort_basic_optimize(model: onnx.ModelProto) -> onnx.ModelProto:
     return optimized
 
 
+def ort_basic_optimize_settled(model: onnx.ModelProto, passes: int = 3) -> onnx.ModelProto:
+    """``ort_basic_optimize`` again while a pass still changes the op histogram (at most ``passes``).
+
+    onnxruntime inlines function ops (CastLike, ...) after it has folded constants, so what they
+    compute from constants is only folded by the next pass, and BatchNorm only fused into a Conv
+    whose bias has become constant then: torch's dynamo exporter with ``optimize=False`` writes every
+    Conv bias as ``Expand(CastLike(0, x), Shape(W))``, which one pass leaves with all its BatchNorms.
+    """
+    before = Counter(n.op_type for n in model.graph.node)
+    for _ in range(passes):
+        model = ort_basic_optimize(model)
+        after = Counter(n.op_type for n in model.graph.node)
+        if after == before:
+            break
+        before = after
+    return model
+
+
 _AFFINE_OPS = ("Mul", "Add", "Sub", "Div")
 
 
@@ -233,7 +251,7 @@ def canonicalize(
     apply_input_shapes(original, list(input_shapes))
     check_input_dims(original)
 
-    canonical = ort_basic_optimize(original)
+    canonical = ort_basic_optimize_settled(original)
     folded = fold_conv_affine(canonical)
     clamps = minmax_to_clip(canonical)
     drop_unused_opsets(canonical)

@@ -425,3 +425,23 @@ def test_conv_with_a_computed_bias_is_left_alone(tmp_path: Path) -> None:
     result = _apply(original, canonical, ["align-channels:p=16,mode=pad", "dw-to-dense"])
     assert not result.steps[0].applied and result.steps[1].applied and result.exact
     check_written_model(original, _round_trip(result.model, tmp_path / "out.onnx"))
+
+
+def test_dynamo_unoptimized_conv_bias_is_folded_and_batchnorm_fused() -> None:
+    # torch.onnx.export(..., dynamo=True, optimize=False) writes every Conv bias as
+    # Expand(CastLike(0, x), Shape(W)[0:1]) and keeps BatchNormalization after it.
+    b = _LCNetBuilder(5)
+    w = b.const(b.rng.normal(size=(8, 3, 3, 3)))
+    shape = b.node("Shape", [w], start=0, end=1)
+    zero = b.node("CastLike", [b.const(0.0), "x"])
+    bias = b.node("Expand", [zero, shape])
+    y = b.node("Conv", ["x", w, bias], kernel_shape=[3, 3], pads=[1, 1, 1, 1])
+    stats = [b.const(b.rng.uniform(0.5, 1.5, 8)), b.const(b.rng.normal(size=8)), b.const(b.rng.normal(size=8)),
+             b.const(b.rng.uniform(0.5, 1.5, 8))]
+    b.node("BatchNormalization", [y, *stats], epsilon=1e-3)
+    b.nodes[-1].output[0] = "out"
+    graph = helper.make_graph(b.nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])],
+                              [helper.make_tensor_value_info("out", TensorProto.FLOAT, [1, 8, 8, 8])], b.inits)
+    canonical, report = canonicalize(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]))
+    assert [n.op_type for n in canonical.graph.node] == ["Conv"]
+    assert report.removed("BatchNormalization") == 1 and report.max_rel_error < 1e-5
