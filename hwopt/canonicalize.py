@@ -3,9 +3,11 @@
 onnxruntime's *basic* graph optimizer already folds constants (Constant nodes
 and constant subgraphs become initializers), fuses BatchNormalization and
 Add/Mul into the preceding Conv and drops Identity nodes, using standard ONNX
-ops only, so we build on it. What it lacks we do here: drop the opset domains
-it declares but nothing uses, name every node so sites get stable ids, infer
-shapes, and spell flattening Reshapes as Flatten (canonical_reshape). The result is verified against the input with onnxruntime.
+ops only, so we build on it (until a pass changes nothing: it inlines function
+ops after folding). What it lacks we do here: drop the opset domains it
+declares but nothing uses, name every node so sites get stable ids, infer
+shapes, and spell flattening Reshapes as Flatten (canonical_reshape). The
+result is verified against the input with onnxruntime.
 """
 
 from __future__ import annotations
