@@ -4,8 +4,8 @@ A Conv (group=1) owns the channel count of its output. Ops that act per
 channel (activations, BatchNorm, pooling, Resize, depthwise convs, elementwise
 ops) pass the count through; a residual Add or an SE Mul ties both operands to
 one group. A Resize to constant sizes (N, C, H, W) passes it through too, its
-sizes entry for C following the group. A group ends at its consumers: Convs, and Gemm/MatMul after a
-Flatten (or a 2-D Reshape). What we cannot re-index safely blocks the group:
+sizes entry for C following the group. A group ends at its consumers: Convs,
+and Gemm/MatMul after a Flatten (or a 2-D Reshape). What we cannot re-index safely blocks the group:
 Concat/Split on channels, grouped convs, other Reshapes, Transpose, graph
 inputs and outputs (their shapes are a contract), any op we do not know.
 """
