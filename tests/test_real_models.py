@@ -12,6 +12,12 @@ here node for node in a small hand-built graph:
 - stacks of depthwise-separable layers, where each pointwise conv is the
   project of one IBN-shaped block and the expand of the next;
 - symbolic output dims, which must survive ``--input-shape``.
+
+Three small torch dynamo exports (``tests/data/torch_dynamo_*.onnx``: opset 20,
+external data, ``Reshape(x, [1, C])`` for flatten, ``Resize`` to constant sizes,
+SiLU inside SE) and a TensorFlow Lite model converted by tflite2onnx are real
+files too; the dynamo patterns without a file (``optimize=False`` biases, a
+dynamic batch that the graph does not honour) are rebuilt in small graphs.
 """
 
 from __future__ import annotations
@@ -352,6 +358,53 @@ def test_dynamic_batch_with_a_batch_1_reshape_runs_one_sample_at_a_time(tmp_path
     check_written_model(original, _round_trip(result.model, tmp_path / "out.onnx"))
 
 
+def test_conv_with_a_computed_bias_is_left_alone(tmp_path: Path) -> None:
+    # A bias computed at run time (not foldable): rules that resize or refit a conv must not touch it.
+    b = _LCNetBuilder(4)
+    mean = b.node("ReduceMean", ["x"], axes=[0, 2, 3], keepdims=0)  # (4,), depends on the input
+    bias = b.node("Concat", [mean, mean], axis=0)  # (8,)
+    w = b.const(b.rng.normal(size=(8, 4, 1, 1)))
+    y = b.node("Conv", ["x", w, bias], kernel_shape=[1, 1])
+    y = b.conv(b.node("Relu", [b.conv(y, 8, 8, 3, group=8)]), 8, 4)
+    b.nodes[-1].output[0] = "out"
+    graph = helper.make_graph(b.nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4, 8, 8])],
+                              [helper.make_tensor_value_info("out", TensorProto.FLOAT, [1, 4, 8, 8])], b.inits)
+    path = tmp_path / "computed_bias.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    original, canonical, _ = load_canonical(path)
+    analysis = Analysis(canonical)
+    (block,) = [s.target for s in analysis.of_kind("ibn")]
+    assert not block.fusable  # its would-be expand conv has the computed bias
+    inits = {t.name for t in canonical.graph.initializer}
+    (conv,) = [n.name for n in canonical.graph.node if n.op_type == "Conv" and n.input[2] not in inits]
+    # Its output's channel group has no producer a rule may resize, so it is no site at all.
+    assert not any(conv in [p.name for p in s.target.producers] for s in analysis.of_kind("ch"))
+    assert not any(s.target.depthwise for s in analysis.of_kind("ch"))
+    result = _apply(original, canonical, ["align-channels:p=16,mode=pad", "dw-to-dense"])
+    assert not result.steps[0].applied and result.steps[1].applied and result.exact
+    check_written_model(original, _round_trip(result.model, tmp_path / "out.onnx"))
+
+
+def test_dynamo_unoptimized_conv_bias_is_folded_and_batchnorm_fused() -> None:
+    # torch.onnx.export(..., dynamo=True, optimize=False) writes every Conv bias as
+    # Expand(CastLike(0, x), Shape(W)[0:1]) and keeps BatchNormalization after it.
+    b = _LCNetBuilder(5)
+    w = b.const(b.rng.normal(size=(8, 3, 3, 3)))
+    shape = b.node("Shape", [w], start=0, end=1)
+    zero = b.node("CastLike", [b.const(0.0), "x"])
+    bias = b.node("Expand", [zero, shape])
+    y = b.node("Conv", ["x", w, bias], kernel_shape=[3, 3], pads=[1, 1, 1, 1])
+    stats = [b.const(b.rng.uniform(0.5, 1.5, 8)), b.const(b.rng.normal(size=8)), b.const(b.rng.normal(size=8)),
+             b.const(b.rng.uniform(0.5, 1.5, 8))]
+    b.node("BatchNormalization", [y, *stats], epsilon=1e-3)
+    b.nodes[-1].output[0] = "out"
+    graph = helper.make_graph(b.nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])],
+                              [helper.make_tensor_value_info("out", TensorProto.FLOAT, [1, 8, 8, 8])], b.inits)
+    canonical, report = canonicalize(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]))
+    assert [n.op_type for n in canonical.graph.node] == ["Conv"]
+    assert report.removed("BatchNormalization") == 1 and report.max_rel_error < 1e-5
+
+
 # -- a TensorFlow Lite model converted by tflite2onnx, see tests/data/README.md ---------------------
 
 BLAZEFACE_TFLITE = DATA / "mediapipe_face_detection_short_range_tflite2onnx.onnx"
@@ -398,50 +451,3 @@ def test_cli_on_real_exports(model: Path, tmp_path: Path) -> None:
         assert "Traceback" not in done.stderr and "[E:onnxruntime" not in done.stderr, done.stderr[-2000:]
     original, written = load_model(model), load_model(tmp_path / "opt.onnx")
     check_written_model(original, written)
-
-
-def test_conv_with_a_computed_bias_is_left_alone(tmp_path: Path) -> None:
-    # A bias computed at run time (not foldable): rules that resize or refit a conv must not touch it.
-    b = _LCNetBuilder(4)
-    mean = b.node("ReduceMean", ["x"], axes=[0, 2, 3], keepdims=0)  # (4,), depends on the input
-    bias = b.node("Concat", [mean, mean], axis=0)  # (8,)
-    w = b.const(b.rng.normal(size=(8, 4, 1, 1)))
-    y = b.node("Conv", ["x", w, bias], kernel_shape=[1, 1])
-    y = b.conv(b.node("Relu", [b.conv(y, 8, 8, 3, group=8)]), 8, 4)
-    b.nodes[-1].output[0] = "out"
-    graph = helper.make_graph(b.nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4, 8, 8])],
-                              [helper.make_tensor_value_info("out", TensorProto.FLOAT, [1, 4, 8, 8])], b.inits)
-    path = tmp_path / "computed_bias.onnx"
-    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
-    original, canonical, _ = load_canonical(path)
-    analysis = Analysis(canonical)
-    (block,) = [s.target for s in analysis.of_kind("ibn")]
-    assert not block.fusable  # its would-be expand conv has the computed bias
-    inits = {t.name for t in canonical.graph.initializer}
-    (conv,) = [n.name for n in canonical.graph.node if n.op_type == "Conv" and n.input[2] not in inits]
-    # Its output's channel group has no producer a rule may resize, so it is no site at all.
-    assert not any(conv in [p.name for p in s.target.producers] for s in analysis.of_kind("ch"))
-    assert not any(s.target.depthwise for s in analysis.of_kind("ch"))
-    result = _apply(original, canonical, ["align-channels:p=16,mode=pad", "dw-to-dense"])
-    assert not result.steps[0].applied and result.steps[1].applied and result.exact
-    check_written_model(original, _round_trip(result.model, tmp_path / "out.onnx"))
-
-
-def test_dynamo_unoptimized_conv_bias_is_folded_and_batchnorm_fused() -> None:
-    # torch.onnx.export(..., dynamo=True, optimize=False) writes every Conv bias as
-    # Expand(CastLike(0, x), Shape(W)[0:1]) and keeps BatchNormalization after it.
-    b = _LCNetBuilder(5)
-    w = b.const(b.rng.normal(size=(8, 3, 3, 3)))
-    shape = b.node("Shape", [w], start=0, end=1)
-    zero = b.node("CastLike", [b.const(0.0), "x"])
-    bias = b.node("Expand", [zero, shape])
-    y = b.node("Conv", ["x", w, bias], kernel_shape=[3, 3], pads=[1, 1, 1, 1])
-    stats = [b.const(b.rng.uniform(0.5, 1.5, 8)), b.const(b.rng.normal(size=8)), b.const(b.rng.normal(size=8)),
-             b.const(b.rng.uniform(0.5, 1.5, 8))]
-    b.node("BatchNormalization", [y, *stats], epsilon=1e-3)
-    b.nodes[-1].output[0] = "out"
-    graph = helper.make_graph(b.nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])],
-                              [helper.make_tensor_value_info("out", TensorProto.FLOAT, [1, 8, 8, 8])], b.inits)
-    canonical, report = canonicalize(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]))
-    assert [n.op_type for n in canonical.graph.node] == ["Conv"]
-    assert report.removed("BatchNormalization") == 1 and report.max_rel_error < 1e-5
