@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import onnx_graphsurgeon as gs
 
 from hwopt.activations import Activation, match_activation_chain
-from hwopt.graph import ConvAttrs, Node, Tensor, conv_attrs
+from hwopt.graph import ConvAttrs, Node, Tensor, conv_attrs, rewritable_conv
 
 
 @dataclass
@@ -106,7 +106,7 @@ class DepthwiseConv:
 def find_depthwise(graph: gs.Graph) -> list[DepthwiseConv]:
     found = []
     for node in graph.nodes:
-        attrs = conv_attrs(node)
+        attrs = rewritable_conv(node)
         if attrs is not None and attrs.is_depthwise:
             found.append(DepthwiseConv(id=f"dw{len(found)}", index=len(found), node=node, block=None))
     return found
@@ -145,7 +145,7 @@ def _match_block(dw: Node, index: int) -> IBNBlock | None:
     if len(hidden.outputs) != 1:
         return None
     project = hidden.outputs[0]
-    project_attrs = conv_attrs(project)
+    project_attrs = rewritable_conv(project)
     if project_attrs is None or not project_attrs.is_pointwise or project.inputs[0] is not hidden:
         return None
     output = project.outputs[0]
@@ -177,7 +177,7 @@ def _match_expand(dw: Node) -> tuple[Node | None, list[Activation], Tensor]:
         node = current.inputs[0] if current.inputs else None
         if node is None:
             break
-        attrs = conv_attrs(node)
+        attrs = rewritable_conv(node)
         if attrs is not None:
             if attrs.is_pointwise:
                 # No activation at all (a linear expand) is a block too: its fusion is exact.
@@ -205,13 +205,14 @@ def _match_se(x: Tensor) -> tuple[SqueezeExcite | None, Tensor]:
     nodes = [pool]
     current = pool.outputs[0]
     convs: list[Node] = []
-    while current is not None and len(current.outputs) == 1 and current.outputs[0] is not mul:
-        node = current.outputs[0]
-        if node.op == "Conv":
-            convs.append(node)
-            nodes.append(node)
-            current = node.outputs[0]
+    while current is not None and mul not in current.outputs:
+        users = list(current.outputs)
+        if len(users) == 1 and users[0].op == "Conv":
+            convs.append(users[0])
+            nodes.append(users[0])
+            current = users[0].outputs[0]
             continue
+        # An activation may use its input twice: SiLU inside EfficientNet's SE is x * Sigmoid(x).
         end, acts = match_activation_chain(current)
         if not acts:
             return None, x

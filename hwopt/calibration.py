@@ -3,7 +3,8 @@
 Sample sets are dicts ``input name -> array`` whose first axis counts samples;
 each sample has the model's input shape with its batch dim dropped. A model
 with a fixed batch of B is fed B samples at a time, a dynamic batch is fed up
-to ``batch`` samples at a time. ``OrtRunner`` can also return internal tensors
+to ``batch`` samples at a time (one at a time if the first such batch shows the
+graph hard-codes batch 1 after all). ``OrtRunner`` can also return internal tensors
 (the rules fit weights on them) by promoting them to graph outputs of a copy.
 """
 
@@ -121,6 +122,8 @@ class OrtRunner:
         fixed = {_sample_shape(v)[1] for v in inputs}
         fixed_batch = next(iter(fixed)) if len(fixed) == 1 else None
         self.session = None
+        # Whether batches of several samples are known to run; a dynamic batch dim is only a claim.
+        self.batches_checked = fixed_batch is not None
         if fixed_batch == 1:
             # Most exports fix batch 1; running samples one by one is several times slower, so try the
             # same graph with a free batch dim and keep it only if it really runs batched.
@@ -140,15 +143,35 @@ class OrtRunner:
         total = sample_count(samples)
         if self.fixed_batch and total % self.batch:
             raise HwoptError(f"the model takes batches of {self.batch}: give a multiple of {self.batch} samples")
-        for start in range(0, total, self.batch):
+        start = 0
+        while start < total:
             part = slice(start, min(start + self.batch, total))
             feed = {name: np.ascontiguousarray(array[part]) for name, array in samples.items()}
-            values = self.session.run(None, feed)
+            values = self._run(feed, part.stop - part.start)
+            if values is None:
+                continue  # the graph cannot run batches after all: the same samples, one at a time
             if progress is not None:
                 progress(part.stop, total)
             outputs = dict(zip(self.output_names, values))
             outputs.update({name: feed[name] for name in self.passthrough})
             yield part, outputs
+            start = part.stop
+
+    def _run(self, feed: dict[str, np.ndarray], rows: int) -> list | None:
+        """Run one batch; None when the first multi-sample batch shows the graph only runs one sample."""
+        if self.batches_checked or rows == 1:
+            return self.session.run(None, feed)
+        # A dynamic batch dim may still meet a Reshape to [1, C] inside (exporters write both):
+        # then onnxruntime fails, or the outputs lose the batch. Expected, so not logged.
+        self.batches_checked = True
+        try:
+            values = self.session.run(None, feed, _quiet())
+        except Exception:  # noqa: BLE001 - onnxruntime raises several unrelated types
+            values = None
+        if values is None or any(np.ndim(v) == 0 or np.shape(v)[0] != rows for v in values):
+            self.batch = 1
+            return None
+        return values
 
     def run_all(self, samples: Samples, names: list[str] | None = None) -> dict[str, np.ndarray]:
         """Every (or the named) outputs for all samples, concatenated along the sample axis."""
@@ -168,6 +191,13 @@ def _session(model: onnx.ModelProto) -> ort.InferenceSession:
     return ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
 
 
+def _quiet() -> ort.RunOptions:
+    """Run options for runs expected to fail: keep onnxruntime from logging the failure as an error."""
+    options = ort.RunOptions()
+    options.log_severity_level = 4
+    return options
+
+
 def _batched_session(model: onnx.ModelProto, inputs: list[onnx.ValueInfoProto]) -> ort.InferenceSession | None:
     """A session of ``model`` with batch dim 'N' on inputs and outputs, if it runs a batch of 2 correctly."""
     free = onnx.ModelProto()
@@ -182,7 +212,7 @@ def _batched_session(model: onnx.ModelProto, inputs: list[onnx.ValueInfoProto]) 
     try:
         session = _session(free)
         probe = {v.name: np.zeros((2, *_sample_shape(v)[0]), _numpy_dtype(v)) for v in inputs}
-        outputs = session.run(None, probe)
+        outputs = session.run(None, probe, _quiet())
     except Exception:  # noqa: BLE001 - a graph that hard-codes its batch (Reshape to [1, -1], ...)
         return None
     if any(np.ndim(o) == 0 or np.shape(o)[0] != 2 for o in outputs):

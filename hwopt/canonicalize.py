@@ -3,9 +3,11 @@
 onnxruntime's *basic* graph optimizer already folds constants (Constant nodes
 and constant subgraphs become initializers), fuses BatchNormalization and
 Add/Mul into the preceding Conv and drops Identity nodes, using standard ONNX
-ops only, so we build on it. What it lacks we do here: drop the opset domains
-it declares but nothing uses, name every node so sites get stable ids, and
-infer shapes. The result is verified against the input with onnxruntime.
+ops only, so we build on it (until a pass changes nothing: it inlines function
+ops after folding). What it lacks we do here: drop the opset domains it
+declares but nothing uses, name every node so sites get stable ids, infer
+shapes, and spell flattening Reshapes as Flatten (canonical_reshape). The
+result is verified against the input with onnxruntime.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import onnx
 import onnxruntime as ort
 
 from hwopt.canonical_clip import minmax_to_clip
+from hwopt.canonical_reshape import reshape_to_flatten
 from hwopt.errors import HwoptError, VerificationError
 from hwopt.modelio import InputShape, apply_input_shapes
 
@@ -74,6 +77,24 @@ def ort_basic_optimize(model: onnx.ModelProto) -> onnx.ModelProto:
             raise HwoptError(f"onnxruntime cannot load the model: {str(exc).strip().splitlines()[0][:300]}") from None
         optimized = onnx.load(out)
     return optimized
+
+
+def ort_basic_optimize_settled(model: onnx.ModelProto, passes: int = 3) -> onnx.ModelProto:
+    """``ort_basic_optimize`` again while a pass still changes the op histogram (at most ``passes``).
+
+    onnxruntime inlines function ops (CastLike, ...) after it has folded constants, so what they
+    compute from constants is only folded by the next pass, and BatchNorm only fused into a Conv
+    whose bias has become constant then: torch's dynamo exporter with ``optimize=False`` writes every
+    Conv bias as ``Expand(CastLike(0, x), Shape(W))``, which one pass leaves with all its BatchNorms.
+    """
+    before = Counter(n.op_type for n in model.graph.node)
+    for _ in range(passes):
+        model = ort_basic_optimize(model)
+        after = Counter(n.op_type for n in model.graph.node)
+        if after == before:
+            break
+        before = after
+    return model
 
 
 _AFFINE_OPS = ("Mul", "Add", "Sub", "Div")
@@ -232,7 +253,7 @@ def canonicalize(
     apply_input_shapes(original, list(input_shapes))
     check_input_dims(original)
 
-    canonical = ort_basic_optimize(original)
+    canonical = ort_basic_optimize_settled(original)
     folded = fold_conv_affine(canonical)
     clamps = minmax_to_clip(canonical)
     drop_unused_opsets(canonical)
@@ -240,6 +261,7 @@ def canonicalize(
     _restore_io(canonical, original)
     canonical.ir_version = original.ir_version
     canonical = infer_shapes(canonical)
+    flattened = reshape_to_flatten(canonical)  # needs the inferred shapes; keeps them valid
 
     report = CanonicalizationReport(
         nodes_before=len(original.graph.node),
@@ -252,6 +274,8 @@ def canonicalize(
         report.notes.append(f"folded {folded} constant Mul/Add/Sub/Div into the preceding Conv")
     if clamps:
         report.notes.append(f"rewrote {clamps} Max(Min(x, hi), lo) clamps as Clip")
+    if flattened:
+        report.notes.append(f"rewrote {flattened} flattening Reshape(s) with a constant shape as Flatten")
     if verify:
         from hwopt.calibration import random_inputs
         from hwopt.verify import compare_models

@@ -3,8 +3,9 @@
 A Conv (group=1) owns the channel count of its output. Ops that act per
 channel (activations, BatchNorm, pooling, Resize, depthwise convs, elementwise
 ops) pass the count through; a residual Add or an SE Mul ties both operands to
-one group. A group ends at its consumers: Convs, and Gemm/MatMul after a
-Flatten (or a 2-D Reshape). What we cannot re-index safely blocks the group:
+one group. A Resize to constant sizes (N, C, H, W) passes it through too, its
+sizes entry for C following the group. A group ends at its consumers: Convs,
+and Gemm/MatMul after a Flatten (or a 2-D Reshape). What we cannot re-index safely blocks the group:
 Concat/Split on channels, grouped convs, other Reshapes, Transpose, graph
 inputs and outputs (their shapes are a contract), any op we do not know.
 """
@@ -17,7 +18,7 @@ import numpy as np
 import onnx_graphsurgeon as gs
 
 from hwopt.activations import UNARY_ELEMENTWISE
-from hwopt.graph import Node, Tensor, channels, constant_value, conv_attrs, sanitize, spatial
+from hwopt.graph import Node, Tensor, channels, constant_value, rewritable_conv, sanitize, spatial
 
 # Ops whose first input and first output share the channel dim, with no per-channel parameters.
 _CHANNELWISE = UNARY_ELEMENTWISE | {
@@ -38,6 +39,15 @@ class ParamUse:
 
 
 @dataclass
+class ShapeUse:
+    """A constant shape operand that spells out the channel count (Resize's sizes: torch dynamo, LRASPP)."""
+
+    node: Node
+    input_index: int
+    position: int  # the entry that holds the channel count
+
+
+@dataclass
 class GroupConsumer:
     node: Node  # Conv, or Gemm/MatMul after a flatten
     input: Tensor  # the group tensor it reads
@@ -54,6 +64,7 @@ class ChannelGroup:
     consumers: list[GroupConsumer] = field(default_factory=list)
     depthwise: list[Node] = field(default_factory=list)
     params: list[ParamUse] = field(default_factory=list)
+    shapes: list[ShapeUse] = field(default_factory=list)
     blockers: list[str] = field(default_factory=list)
 
     @property
@@ -107,6 +118,7 @@ class _GroupBuilder:
         self.consumers: dict[str, list[GroupConsumer]] = {}
         self.depthwise: dict[str, list[Node]] = {}
         self.params: dict[str, list[ParamUse]] = {}
+        self.shapes: dict[str, list[ShapeUse]] = {}
         self.blockers: dict[str, list[str]] = {}
 
     # -- recording, keyed by tensor name; merged per group at the end
@@ -146,7 +158,7 @@ class _GroupBuilder:
                 )
             return
         if node.op == "Resize" and len(node.inputs) > 3 and node.inputs[3].name:
-            return self._block_all(node, f"Resize {node.name!r} with explicit output sizes")
+            return self._visit_resize_to_sizes(node)
         if node.op in _CHANNELWISE and node.inputs and channels(node.inputs[0]) is not None:
             self._tie(node.inputs[0], node.outputs[0])
             return
@@ -159,16 +171,33 @@ class _GroupBuilder:
                 return
         self._block_all(node, f"{node.op} node {node.name!r}")
 
+    def _visit_resize_to_sizes(self, node: Node) -> None:
+        """Resize to constant sizes passes the channel count through when its sizes keep it."""
+        x, y = node.inputs[0], node.outputs[0]
+        sizes = constant_value(node.inputs[3])
+        rank = len(x.shape) if x.shape is not None else 0
+        axes = [int(a) % rank for a in node.attrs.get("axes", range(rank))] if rank else []
+        if sizes is not None and channels(x) is not None and sizes.ndim == 1 and len(axes) == sizes.size:
+            if 1 not in axes:  # opset 18 axes that leave the channel axis alone
+                self._tie(x, y)
+                return
+            position = axes.index(1)
+            if int(sizes[position]) == channels(x):
+                self._tie(x, y)
+                self.shapes.setdefault(y.name, []).append(ShapeUse(node, 3, position))
+                return
+        self._block_all(node, f"Resize {node.name!r} with explicit output sizes")
+
     def _block_all(self, node: Node, reason: str) -> None:
         for tensor in list(node.inputs) + list(node.outputs):
             if isinstance(tensor, gs.Variable):
                 self._block(tensor, reason)
 
     def _visit_conv(self, node: Node) -> None:
-        attrs = conv_attrs(node)
+        attrs = rewritable_conv(node)
         x, y = node.inputs[0], node.outputs[0]
         if attrs is None:
-            return self._block_all(node, f"Conv {node.name!r} with non-constant weights")
+            return self._block_all(node, f"Conv {node.name!r} with non-constant weights or bias")
         if attrs.group == 1:
             self.consumers.setdefault(self._track(x), []).append(GroupConsumer(node, x))
             self.producers.setdefault(self._track(y), []).append(node)
@@ -255,6 +284,7 @@ class _GroupBuilder:
                 group.consumers += self.consumers.get(n, [])
                 group.depthwise += self.depthwise.get(n, [])
                 group.params += self.params.get(n, [])
+                group.shapes += self.shapes.get(n, [])
                 group.blockers += self.blockers.get(n, [])
             counts = {channels(t) for t in tensors}
             if len(counts) > 1:

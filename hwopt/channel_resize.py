@@ -110,6 +110,10 @@ def resize_group(group: ChannelGroup, plan: ChannelPlan, rng: np.random.Generato
         value = constant_value(use.node.inputs[use.input_index])
         new_rows = _new_rows(value, plan, use.axis, use.neutral, rng, 0.0)
         set_constant_input(use.node, use.input_index, _rows(value, plan, use.axis, new_rows), f"p{use.input_index}_{tag}")
+    for use in group.shapes:
+        value = constant_value(use.node.inputs[use.input_index]).copy()
+        value[use.position] = plan.channels
+        set_constant_input(use.node, use.input_index, value, f"s{use.input_index}_{tag}")
     for consumer in group.consumers:
         _resize_consumer_columns(consumer, plan, tag)
 

@@ -121,6 +121,18 @@ def set_conv_params(node: Node, weight: np.ndarray, bias: np.ndarray, suffix: st
     set_constant_input(node, 2, bias, f"B_{suffix}")
 
 
+def rewritable_conv(node: Node) -> ConvAttrs | None:
+    """``conv_attrs`` of a Conv whose bias, if any, is constant too: rules resize and refit both.
+
+    A computed bias (torch dynamo without its optimizer writes ``Expand(CastLike(0, x), Shape(W))``
+    when canonicalisation cannot fold it) would be kept at its old size or dropped as zero.
+    """
+    bias = node.inputs[2] if len(node.inputs) > 2 else None
+    if bias is not None and bias.name and constant_value(bias) is None:
+        return None
+    return conv_attrs(node)
+
+
 def conv_attrs(node: Node) -> ConvAttrs | None:
     """Geometry of a 2-D Conv with constant weights, or None if it is not one we can reason about."""
     if node.op != "Conv":
