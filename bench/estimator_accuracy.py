@@ -128,6 +128,15 @@ def share_within(pred: np.ndarray, true: np.ndarray, tol: float) -> float:
     return float(np.mean(np.abs(pred / true - 1) <= tol))
 
 
+def write_end_to_end(work: Path, target, models: dict[str, Path], labels: list[str]) -> Path:
+    """Every measured model as ``hwopt train --end-to-end`` reads it (paths relative to the CSV)."""
+    path = work / f"end_to_end_{target.name}.csv"
+    lines = ["model,latency_us"] + [f"{models[m].relative_to(work)},{measured(work, target, m, models[m]):.3f}"
+                                    for m in labels]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
 def evaluate(target_name: str, work: Path, holdout: tuple[str, ...], write: bool) -> dict:
     target = load_target(target_name)
     table_path = target.folder / "measurements.csv.gz"
@@ -212,6 +221,10 @@ def evaluate(target_name: str, work: Path, holdout: tuple[str, ...], write: bool
         lat_pred = est.predict(kernels)
         figures["heldout_kernels_latency_median_rel_error_pct"] = float(
             np.median(np.abs(lat_pred / lat_true - 1)) * 100)
+    if cpu:
+        written = write_end_to_end(work, target, models, in_model_labels + heldout_labels)
+        print(f"  every measured model for the shipped estimator's in-model term: {written}\n"
+              f"  (hwopt train {table_path} -o {target.folder} -t {target.name} --end-to-end {written})")
     lines = summary_lines(target.name, figures)
     print("\n".join(lines))
     if write:
