@@ -22,7 +22,7 @@ from hwopt.metrics import ModelMetrics, model_metrics
 from hwopt.rewrites import RewriteContext, SiteOutcome, get_rule
 from hwopt.ruleset import RuleStep
 from hwopt.sites import Analysis, Site, SiteIds, is_glob
-from hwopt.verify import Comparison, compare_models
+from hwopt.verify import Comparison, ModelOutputs, compare_models
 
 
 @dataclass
@@ -77,8 +77,14 @@ def apply_steps(
     seed: int = 0,
     progress: Callable[[str, int, int], None] | None = None,
     on_step: Callable[[RuleStep], None] | None = None,
+    outputs: ModelOutputs | None = None,
 ) -> ApplyResult:
-    """Apply ``steps`` to the canonical model; verify each step and the result against the original."""
+    """Apply ``steps`` to the canonical model; verify each step and the result against the original.
+
+    ``outputs``: model outputs on ``evaluation`` already known (shared by calls on the same original).
+    """
+    # Each step's output model is the next step's input: run every model once.
+    outputs = outputs if outputs is not None and outputs.inputs is evaluation else ModelOutputs(evaluation)
     ids = Analysis(canonical).site_ids
     current = canonical
     before = model_metrics(Analysis(canonical).graph)
@@ -97,7 +103,7 @@ def apply_steps(
                                            time.perf_counter() - start))
             continue
         rewritten, outcomes = rule.apply(analysis, sites, step.params, ctx)
-        comparison = compare_models(current, rewritten, evaluation)
+        comparison = compare_models(current, rewritten, evaluation, outputs)
         if exact and not comparison.exact:
             raise VerificationError(
                 f"{step.rule} is exact but changed the outputs: relative max-abs error "
@@ -110,7 +116,7 @@ def apply_steps(
     result.model = current
     result.after = result.steps[-1].metrics if result.steps else before
     check_written_model(original, current)
-    result.final = compare_models(original, current, evaluation)
+    result.final = compare_models(original, current, evaluation, outputs)
     return result
 
 

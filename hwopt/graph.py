@@ -121,6 +121,26 @@ def set_conv_params(node: Node, weight: np.ndarray, bias: np.ndarray, suffix: st
     set_constant_input(node, 2, bias, f"B_{suffix}")
 
 
+def patch_conv_params(model: onnx.ModelProto, node: Node) -> None:
+    """Give ``model``'s copy of Conv ``node`` the node's current weight and bias, in place.
+
+    For a model exported from the graph before ``set_conv_params``: same shapes, so its inferred
+    shapes stay valid and a full export (shape inference included) is not needed to run it.
+    """
+    from onnx import numpy_helper
+
+    proto = next(n for n in model.graph.node if n.name == node.name)
+    known = {t.name for t in model.graph.initializer}
+    for index in (1, 2):
+        tensor = node.inputs[index]
+        if tensor.name not in known:
+            model.graph.initializer.append(numpy_helper.from_array(np.asarray(tensor.values), tensor.name))
+        if index < len(proto.input):
+            proto.input[index] = tensor.name
+        else:
+            proto.input.append(tensor.name)
+
+
 def conv_attrs(node: Node) -> ConvAttrs | None:
     """Geometry of a 2-D Conv with constant weights, or None if it is not one we can reason about."""
     if node.op != "Conv":

@@ -38,6 +38,7 @@ class TensorCache:
         self.budget = budget
         self.batch = batch
         self.values: OrderedDict[str, np.ndarray] = OrderedDict()  # oldest first (eviction order)
+        self.last_segment = 0
         self.set_model(model)
 
     # -- the model ---------------------------------------------------------------------------
@@ -73,6 +74,7 @@ class TensorCache:
             return
         to_run = [n for n in wanted if n not in self.values and n not in self._inputs]
         nodes, feeds = self._segment(to_run)
+        self.last_segment = len(nodes)  # how many nodes this run computes (for tests and profiling)
         sources = {name: self._source(name) for name in dict.fromkeys(feeds + wanted) if name not in to_run}
         store = self._reserve([n for n in dict.fromkeys(keep) if n in to_run], protect=set(sources))
         segment = _segment_model(self.model, nodes, feeds, to_run, sources) if to_run else None

@@ -30,7 +30,8 @@ from hwopt.blocks import IBNBlock
 from hwopt.activations import Activation, clip_bounds
 from hwopt.calibration import OrtRunner, sample_count
 from hwopt.fitting import ConvLeastSquares, linear_fusion_init
-from hwopt.graph import conv_attrs, conv_bias, conv_node_attrs, conv_weight, export_graph, set_conv_params
+from hwopt.graph import (conv_attrs, conv_bias, conv_node_attrs, conv_weight, export_graph, patch_conv_params,
+                         set_conv_params)
 from hwopt.rewrites.base import Param, RewriteContext, Rule, SiteOutcome
 from hwopt.sites import Analysis, Site
 from hwopt.tensor_cache import TensorCache
@@ -144,9 +145,10 @@ class FuseIBN(Rule):
                 runs[0].set_model(current, changed=[fused.outputs[0].name])
                 if params["project"] == "refit":
                     _refit_project(block, *runs, params["ridge"], ctx, label + " (project)")
-                    current = export_graph(analysis.graph, reference)
+                    # Only weights changed: patched in, not exported again (the last export follows).
+                    patch_conv_params(current, block.project)
                     runs[0].set_model(current, changed=[block.project.outputs[0].name])
-        if not fitting:
+        if not fitting or params["project"] == "refit":
             current = export_graph(analysis.graph, reference)
         return current, self._outcomes(reference, current, sites, blocks, shapes, params, ctx)
 
