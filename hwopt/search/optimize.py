@@ -18,7 +18,7 @@ from typing import Any, Callable
 import numpy as np
 import onnx
 
-from hwopt.apply import ApplyResult, apply_steps
+from hwopt.apply import AppliedPrefixes, ApplyResult, apply_steps
 from hwopt.canonicalize import load_canonical
 from hwopt.errors import HwoptError
 from hwopt.kernels import Kernel
@@ -110,9 +110,10 @@ def pareto_front(rows: np.ndarray, figures: dict[str, np.ndarray], limit: int = 
 
 
 def _materialise(candidate: Candidate, original, canonical, calibration, evaluation, seed, progress,
-                 outputs: ModelOutputs | None = None) -> None:
+                 shared: tuple[ModelOutputs, AppliedPrefixes] | None = None) -> None:
+    outputs, prefixes = shared or (None, None)
     result = apply_steps(original, canonical, candidate.steps, calibration, evaluation, seed=seed, progress=progress,
-                         outputs=outputs)
+                         outputs=outputs, prefixes=prefixes)
     candidate.result = result
     candidate.deviation = 0.0 if result.final is None else float(result.final.worst_rel_l2)
     candidate.exact = result.exact if candidate.steps else True
@@ -141,9 +142,9 @@ def _diverse(rows: np.ndarray, count: int) -> list[int]:
 
 
 def _accept(cand: Candidate, budgets: Budgets, original, canonical, calibration, evaluation, seed, progress,
-            outputs: ModelOutputs | None = None) -> bool:
+            shared: tuple[ModelOutputs, AppliedPrefixes] | None = None) -> bool:
     """Materialise a finalist and check it against --max-deviation."""
-    _materialise(cand, original, canonical, calibration, evaluation, seed, progress, outputs)
+    _materialise(cand, original, canonical, calibration, evaluation, seed, progress, shared)
     if budgets.max_deviation is not None and cand.deviation > budgets.max_deviation:
         cand.note = f"output deviation {cand.deviation:.4g} > --max-deviation {budgets.max_deviation:.4g}"
         return False
@@ -198,8 +199,9 @@ def optimize(
         return Candidate(label, decisions, _figures(vm, decisions), space.steps(decisions), space.is_exact(decisions))
 
     calibration, evaluation = calibration_sets(original) if calibration_sets else ({}, {})
-    # Every materialised variant is verified against the same original and canonical model: run them once.
-    outputs = ModelOutputs(evaluation)
+    # Every materialised variant is verified against the same original and canonical model (run them
+    # once), and variants often start with the same step (apply it once).
+    shared = (ModelOutputs(evaluation), AppliedPrefixes())
     t0 = time.perf_counter()
     feasible = np.flatnonzero(objective.violation(all_figures) == 0)
     ok_rows = rows[feasible]
@@ -212,7 +214,7 @@ def optimize(
         failure = [f"no variant meets the budgets ({problem.evaluated:,} evaluated); the nearest: " + "; ".join(failure)]
     tried = {c.decisions for c in ranked}
     for cand in ranked:
-        if _accept(cand, budgets, original, canonical, calibration, evaluation, seed, progress, outputs):
+        if _accept(cand, budgets, original, canonical, calibration, evaluation, seed, progress, shared):
             best = cand
             break
     if ranked and best is None:
@@ -245,7 +247,7 @@ def optimize(
                 backoff.append(cand)
         for cand in sorted(backoff, key=lambda c: c.figures["latency_us"]):
             ranked.append(cand)
-            if _accept(cand, budgets, original, canonical, calibration, evaluation, seed, progress, outputs):
+            if _accept(cand, budgets, original, canonical, calibration, evaluation, seed, progress, shared):
                 best = cand
                 break
     if ranked and best is None:
@@ -268,7 +270,7 @@ def optimize(
             # Materialised (deviation, verified exactness) only on request and when a model is written:
             # it costs a full apply each.
             if compare_rules and calibration_sets and best is not None:
-                _materialise(alone, original, canonical, calibration, evaluation, seed, progress, outputs)
+                _materialise(alone, original, canonical, calibration, evaluation, seed, progress, shared)
     if best is not None:
         side.append(best)
     if measure:
