@@ -90,15 +90,12 @@ def _refit_conv(
 
 def _refit_project(block: IBNBlock, current: TensorCache, reference: TensorCache, ridge: float,
                    ctx: RewriteContext, label: str) -> None:
-    # The original's block output starts the next block's reference run.
     if block.residual is not None:
         # Fit the block output (project + skip) to the original's, from the skip as the rewritten model
         # has it: the project conv then also absorbs upstream error carried by the residual stream.
-        _refit_conv(block.project, current, reference, block.output.name, ridge, ctx, label,
-                    minus=block.input.name, keep=([], [block.output.name]))
+        _refit_conv(block.project, current, reference, block.output.name, ridge, ctx, label, minus=block.input.name)
     else:
-        _refit_conv(block.project, current, reference, block.project.outputs[0].name, ridge, ctx, label,
-                    keep=([], [block.output.name]))
+        _refit_conv(block.project, current, reference, block.project.outputs[0].name, ridge, ctx, label)
 
 
 class FuseIBN(Rule):
@@ -169,9 +166,10 @@ class FuseIBN(Rule):
         fitter = ConvLeastSquares(block.in_channels, hidden, attrs.kernel, attrs.strides, attrs.pads,
                                   attrs.dilations, seed=ctx.seed, samples=sample_count(ctx.calibration))
         x_name = block.expand.inputs[0].name
-        # Keep the block input of both models: the project refit and the next block start there.
+        # Keep the block input of both models (the project refit starts there) and the original's block
+        # output (the project refit's target, and where the next block's reference run starts).
         _fit_conv(fitter, runs[0], x_name, runs[1], block.depthwise.outputs[0].name, ctx.report(label),
-                  keep=([x_name], [x_name]))
+                  keep=([x_name], [x_name, block.output.name]))
         return fitter.solve(w0, b0, ridge=params["ridge"], clip=_clip_range(block.depthwise_acts))
 
     @staticmethod
