@@ -77,13 +77,14 @@ def _fit_conv(
 def _refit_conv(
     node: gs.Node, current: TensorCache, reference: TensorCache, target: str, ridge: float,
     ctx: RewriteContext, label: str, minus: str | None = None, clip: tuple[float, float] | None = None,
-    keep: tuple[list[str], list[str]] = ([], []),
 ) -> None:
     """Refit a (group 1) conv of ``current`` so that it reproduces ``reference``'s tensor ``target``."""
     attrs = conv_attrs(node)
     fitter = ConvLeastSquares(attrs.in_channels, attrs.out_channels, attrs.kernel, attrs.strides, attrs.pads,
                               attrs.dilations, seed=ctx.seed, samples=sample_count(ctx.calibration))
-    _fit_conv(fitter, current, node.inputs[0].name, reference, target, ctx.report(label), minus, keep)
+    # The conv's input is kept: a refit changes only what comes after it, so the next run starts there.
+    _fit_conv(fitter, current, node.inputs[0].name, reference, target, ctx.report(label), minus,
+              keep=([node.inputs[0].name], []))
     weight, bias = fitter.solve(conv_weight(node), _bias_or_zeros(node, attrs.out_channels), ridge=ridge, clip=clip)
     set_conv_params(node, weight, bias, "refit")
 
