@@ -24,8 +24,11 @@ def import_graph(model: onnx.ModelProto) -> gs.Graph:
     return gs.import_onnx(model)
 
 
-def export_graph(graph: gs.Graph, reference: onnx.ModelProto) -> onnx.ModelProto:
-    """Export ``graph`` as a checked-shape model with ``reference``'s signature and opsets."""
+def export_graph(graph: gs.Graph, reference: onnx.ModelProto, shapes: bool = True) -> onnx.ModelProto:
+    """Export ``graph`` as a checked-shape model with ``reference``'s signature and opsets.
+
+    ``shapes=False``: without intermediate shapes (no shape inference), for a model only run internally.
+    """
     graph.cleanup(remove_unused_graph_inputs=False).toposort()
     model = gs.export_onnx(graph, do_type_check=False)
     signature = {v.name: v for v in list(reference.graph.input) + list(reference.graph.output)}
@@ -39,7 +42,7 @@ def export_graph(graph: gs.Graph, reference: onnx.ModelProto) -> onnx.ModelProto
     model.producer_name = "hwopt"
     # Stale intermediate shapes would poison inference after channel changes: infer afresh.
     del model.graph.value_info[:]
-    return infer_shapes(model)
+    return infer_shapes(model) if shapes else model
 
 
 def constant_value(tensor: Tensor) -> np.ndarray | None:

@@ -76,7 +76,8 @@ class TensorCache:
         nodes, feeds = self._segment(to_run)
         self.last_segment = len(nodes)  # how many nodes this run computes (for tests and profiling)
         sources = {name: self._source(name) for name in dict.fromkeys(feeds + wanted) if name not in to_run}
-        store = self._reserve([n for n in dict.fromkeys(keep) if n in to_run], protect=set(sources))
+        to_keep = [n for n in dict.fromkeys(keep) if n in to_run]
+        store: dict[str, np.ndarray] = {}
         segment = _segment_model(self.model, nodes, feeds, to_run, sources) if to_run else None
         session = _session(segment) if segment is not None else None
         one_by_one = False
@@ -97,6 +98,8 @@ class TensorCache:
             for name in wanted:
                 if name not in outputs:
                     outputs[name] = sources[name][part]
+            if start == 0:
+                store = self._reserve({n: outputs[n] for n in to_keep}, protect=set(sources))
             for name, array in store.items():
                 array[part] = outputs[name]
             if part.stop == self.total:
@@ -135,23 +138,18 @@ class TensorCache:
                 stack.extend(self.model.graph.node[index].input)
         return sorted(needed), list(feeds)
 
-    def _reserve(self, names: list[str], protect: set[str]) -> dict[str, np.ndarray]:
-        """Arrays for tensors to keep, after evicting the oldest kept tensors (not in ``protect``) for room."""
-        if not names:
-            return {}
-        shapes = _shapes(self.model, names)
+    def _reserve(self, first: dict[str, np.ndarray], protect: set[str]) -> dict[str, np.ndarray]:
+        """Arrays for the tensors to keep (``first``: their first batch), after evicting the oldest kept
+        tensors (not in ``protect``) to make room; a tensor that does not fit is not kept."""
         store: dict[str, np.ndarray] = {}
-        for name in names:
-            shape = shapes.get(name)
-            if shape is None:
-                continue
-            size = self.total * int(np.prod(shape[1:])) * shape[0].itemsize
+        for name, batch in first.items():
+            size = self.total * (batch.nbytes // max(len(batch), 1))
             held = sum(a.nbytes for a in self.values.values()) + sum(a.nbytes for a in store.values())
             evictable = [n for n in self.values if n not in protect]
             while evictable and held + size > self.budget:
                 held -= self.values.pop(evictable.pop(0)).nbytes
             if held + size <= self.budget:
-                store[name] = np.empty((self.total, *shape[1:]), dtype=shape[0])
+                store[name] = np.empty((self.total, *batch.shape[1:]), dtype=batch.dtype)
         return store
 
 
@@ -169,22 +167,6 @@ def _run_batched(session, names: list[str], feed: dict[str, np.ndarray], count: 
 def _fixed_batch(value: onnx.ValueInfoProto) -> int | None:
     dims = value.type.tensor_type.shape.dim
     return dims[0].dim_value if dims and dims[0].HasField("dim_value") else None
-
-
-def _shapes(model: onnx.ModelProto, names: list[str]) -> dict[str, tuple]:
-    """(dtype, *per-sample dims) from the model's inferred shapes, for tensors whose shape is fully known."""
-    values = {v.name: v for v in list(model.graph.value_info) + list(model.graph.output)}
-    out = {}
-    for name in names:
-        value = values.get(name)
-        if value is None:
-            continue
-        dims = value.type.tensor_type.shape.dim
-        if not dims or not all(d.HasField("dim_value") for d in dims[1:]):
-            continue
-        dtype = np.dtype(helper.tensor_dtype_to_np_dtype(value.type.tensor_type.elem_type))
-        out[name] = (dtype, *[d.dim_value for d in dims[1:]])
-    return out
 
 
 def _descendants(model: onnx.ModelProto, names: set[str]) -> set[str]:

@@ -138,16 +138,16 @@ class FuseIBN(Rule):
             weight, bias = self._fused_weights(block, runs, params, ctx, rng, label)
             fused = self._replace(analysis.graph, block, weight, bias)
             if fitting:
-                # The next fit reads this block's rewritten output: materialise the model so far.
-                current = export_graph(analysis.graph, reference)
+                # The next fit reads this block's rewritten output: materialise the model so far (only
+                # run on calibration data until the last export: no shape inference).
+                current = export_graph(analysis.graph, reference, shapes=False)
                 runs[0].set_model(current, changed=[fused.outputs[0].name])
                 if params["project"] == "refit":
                     _refit_project(block, *runs, params["ridge"], ctx, label + " (project)")
-                    # Only weights changed: patched in, not exported again (the last export follows).
+                    # Only weights changed: patched in, not exported again.
                     patch_conv_params(current, block.project)
                     runs[0].set_model(current, changed=[block.project.outputs[0].name])
-        if not fitting or params["project"] == "refit":
-            current = export_graph(analysis.graph, reference)
+        current = export_graph(analysis.graph, reference)
         return current, self._outcomes(reference, current, sites, blocks, shapes, params, ctx)
 
     def _fused_weights(
