@@ -22,7 +22,7 @@ from hwopt.metrics import ModelMetrics, model_metrics
 from hwopt.rewrites import RewriteContext, SiteOutcome, get_rule
 from hwopt.ruleset import RuleStep
 from hwopt.sites import Analysis, Site, SiteIds, is_glob
-from hwopt.verify import Comparison, compare_models
+from hwopt.verify import Comparison, ModelOutputs, compare_models
 
 
 @dataclass
@@ -68,6 +68,35 @@ def _choose_sites(step: RuleStep, analysis: Analysis, ids: SiteIds) -> tuple[lis
     return chosen, skipped
 
 
+class AppliedPrefixes:
+    """Step sequences already applied to one canonical model, with one calibration set and seed.
+
+    ``optimize`` materialises several variants whose step lists often start alike (the best variant's
+    width step is the "depth-multiplier alone" row, say). A step's result depends only on its input
+    model, the step, the calibration and evaluation sets and the seed, so a shared prefix is applied
+    (and verified) once. The ``size`` most recent prefixes are kept (each holds a model).
+    """
+
+    def __init__(self, size: int = 4) -> None:
+        self.size = size
+        self._owner: tuple | None = None  # (canonical, calibration, evaluation, seed) they were applied with
+        self._done: dict[tuple[str, ...], tuple[onnx.ModelProto, StepResult, SiteIds]] = {}
+
+    def usable(self, canonical, calibration, evaluation, seed: int) -> bool:
+        owner = (canonical, calibration, evaluation, seed)
+        if self._owner is None:
+            self._owner = owner
+        return all(a is b for a, b in zip(self._owner[:3], owner[:3])) and self._owner[3] == seed
+
+    def get(self, key: tuple[str, ...]):
+        return self._done.get(key)
+
+    def put(self, key: tuple[str, ...], model: onnx.ModelProto, step: StepResult, ids: SiteIds) -> None:
+        self._done[key] = (model, step, ids)
+        while len(self._done) > self.size:
+            del self._done[next(iter(self._done))]
+
+
 def apply_steps(
     original: onnx.ModelProto,
     canonical: onnx.ModelProto,
@@ -77,16 +106,32 @@ def apply_steps(
     seed: int = 0,
     progress: Callable[[str, int, int], None] | None = None,
     on_step: Callable[[RuleStep], None] | None = None,
+    outputs: ModelOutputs | None = None,
+    prefixes: AppliedPrefixes | None = None,
 ) -> ApplyResult:
-    """Apply ``steps`` to the canonical model; verify each step and the result against the original."""
+    """Apply ``steps`` to the canonical model; verify each step and the result against the original.
+
+    ``outputs``: model outputs on ``evaluation`` already known (shared by calls on the same original).
+    ``prefixes``: step sequences already applied by earlier calls with the same models, data and seed.
+    """
+    if prefixes is not None and not prefixes.usable(canonical, calibration, evaluation, seed):
+        prefixes = None
+    # Each step's output model is the next step's input: run every model once.
+    outputs = outputs if outputs is not None and outputs.inputs is evaluation else ModelOutputs(evaluation)
     ids = Analysis(canonical).site_ids
     current = canonical
     before = model_metrics(Analysis(canonical).graph)
     result = ApplyResult(model=canonical, before=before, after=before)
     ctx = RewriteContext(calibration=calibration, evaluation=evaluation, seed=seed, progress=progress)
-    for step in steps:
+    for number, step in enumerate(steps, 1):
         if on_step is not None:
             on_step(step)
+        key = tuple(s.label() for s in steps[:number])
+        done = prefixes.get(key) if prefixes is not None else None
+        if done is not None:
+            current, step_result, ids = done
+            result.steps.append(step_result)
+            continue
         start = time.perf_counter()
         rule = get_rule(step.rule)
         analysis = Analysis(current, ids)
@@ -95,9 +140,11 @@ def apply_steps(
         if not sites:
             result.steps.append(StepResult(step, exact, [], skipped, None, model_metrics(analysis.graph),
                                            time.perf_counter() - start))
+            if prefixes is not None:
+                prefixes.put(key, current, result.steps[-1], ids)
             continue
         rewritten, outcomes = rule.apply(analysis, sites, step.params, ctx)
-        comparison = compare_models(current, rewritten, evaluation)
+        comparison = compare_models(current, rewritten, evaluation, outputs)
         if exact and not comparison.exact:
             raise VerificationError(
                 f"{step.rule} is exact but changed the outputs: relative max-abs error "
@@ -107,10 +154,12 @@ def apply_steps(
         current = rewritten
         result.steps.append(StepResult(step, exact, outcomes, skipped, comparison,
                                        model_metrics(Analysis(current).graph), time.perf_counter() - start))
+        if prefixes is not None:
+            prefixes.put(key, current, result.steps[-1], ids)
     result.model = current
     result.after = result.steps[-1].metrics if result.steps else before
     check_written_model(original, current)
-    result.final = compare_models(original, current, evaluation)
+    result.final = compare_models(original, current, evaluation, outputs)
     return result
 
 

@@ -206,7 +206,8 @@ def refit_consumers(
     if not jobs:
         return []
     names = sorted({j.input_name for j in jobs} | {j.output_name for j in jobs})
-    runner = OrtRunner(source_model, extra_outputs=names)
+    # Only the nodes these tensors need (a detector's heads, say, are not run).
+    runner = OrtRunner(source_model, extra_outputs=names, only_extra=True)
     for _, outputs in runner.iter_batches(calibration, progress=progress):
         for job in jobs:
             x = outputs[job.input_name][:, job.columns]

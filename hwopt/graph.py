@@ -24,8 +24,11 @@ def import_graph(model: onnx.ModelProto) -> gs.Graph:
     return gs.import_onnx(model)
 
 
-def export_graph(graph: gs.Graph, reference: onnx.ModelProto) -> onnx.ModelProto:
-    """Export ``graph`` as a checked-shape model with ``reference``'s signature and opsets."""
+def export_graph(graph: gs.Graph, reference: onnx.ModelProto, shapes: bool = True) -> onnx.ModelProto:
+    """Export ``graph`` as a checked-shape model with ``reference``'s signature and opsets.
+
+    ``shapes=False``: without intermediate shapes (no shape inference), for a model only run internally.
+    """
     graph.cleanup(remove_unused_graph_inputs=False).toposort()
     model = gs.export_onnx(graph, do_type_check=False)
     signature = {v.name: v for v in list(reference.graph.input) + list(reference.graph.output)}
@@ -39,7 +42,7 @@ def export_graph(graph: gs.Graph, reference: onnx.ModelProto) -> onnx.ModelProto
     model.producer_name = "hwopt"
     # Stale intermediate shapes would poison inference after channel changes: infer afresh.
     del model.graph.value_info[:]
-    return infer_shapes(model)
+    return infer_shapes(model) if shapes else model
 
 
 def constant_value(tensor: Tensor) -> np.ndarray | None:
@@ -131,6 +134,26 @@ def rewritable_conv(node: Node) -> ConvAttrs | None:
     if bias is not None and bias.name and constant_value(bias) is None:
         return None
     return conv_attrs(node)
+
+
+def patch_conv_params(model: onnx.ModelProto, node: Node) -> None:
+    """Give ``model``'s copy of Conv ``node`` the node's current weight and bias, in place.
+
+    For a model exported from the graph before ``set_conv_params``: same shapes, so its inferred
+    shapes stay valid and a full export (shape inference included) is not needed to run it.
+    """
+    from onnx import numpy_helper
+
+    proto = next(n for n in model.graph.node if n.name == node.name)
+    known = {t.name for t in model.graph.initializer}
+    for index in (1, 2):
+        tensor = node.inputs[index]
+        if tensor.name not in known:
+            model.graph.initializer.append(numpy_helper.from_array(np.asarray(tensor.values), tensor.name))
+        if index < len(proto.input):
+            proto.input[index] = tensor.name
+        else:
+            proto.input.append(tensor.name)
 
 
 def conv_attrs(node: Node) -> ConvAttrs | None:

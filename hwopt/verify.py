@@ -67,14 +67,18 @@ def compare_arrays(name: str, reference: np.ndarray, candidate: np.ndarray) -> O
     cand = np.asarray(candidate, dtype=np.float64)
     if ref.shape != cand.shape:
         raise ValueError(f"output {name!r}: shapes differ {ref.shape} vs {cand.shape}")
-    diff = np.abs(cand - ref)
-    max_abs = float(diff.max(initial=0.0))
-    ref_scale = float(np.abs(ref).max(initial=0.0))
-    ref_norm = float(np.linalg.norm(ref))
-    cand_norm = float(np.linalg.norm(cand))
-    rel_l2 = float(np.linalg.norm(cand - ref)) / ref_norm if ref_norm else (0.0 if cand_norm == 0 else np.inf)
+    # One difference and dot products on flat views: segmentation maps are millions of elements per
+    # sample, and this runs for every step and variant (same figures as norm(), abs().max()).
+    ref_flat, cand_flat = ref.ravel(), cand.ravel()
+    diff = cand_flat - ref_flat
+    max_abs = float(max(diff.max(initial=0.0), -diff.min(initial=0.0)))
+    ref_scale = float(max(ref_flat.max(initial=0.0), -ref_flat.min(initial=0.0)))
+    ref_norm = float(np.sqrt(np.dot(ref_flat, ref_flat)))
+    cand_norm = float(np.sqrt(np.dot(cand_flat, cand_flat)))
+    diff_norm = float(np.sqrt(np.dot(diff, diff)))
+    rel_l2 = diff_norm / ref_norm if ref_norm else (0.0 if cand_norm == 0 else np.inf)
     if ref_norm and cand_norm:
-        cosine = float(np.dot(ref.ravel(), cand.ravel()) / (ref_norm * cand_norm))
+        cosine = float(np.dot(ref_flat, cand_flat) / (ref_norm * cand_norm))
     else:
         cosine = 1.0 if ref_norm == cand_norm else 0.0
     top1 = None
@@ -97,11 +101,44 @@ def compare_outputs(reference: dict[str, np.ndarray], candidate: dict[str, np.nd
     return Comparison(samples, [compare_arrays(n, reference[n], candidate[n]) for n in names])
 
 
-def compare_models(reference: onnx.ModelProto, candidate: onnx.ModelProto, inputs: Samples) -> Comparison:
-    """Run both models on ``inputs`` and compare every graph output of the reference."""
+class ModelOutputs:
+    """Graph outputs of models on one input set, each model run once.
+
+    ``apply`` verifies a chain of models (each step against its input, the last against the original)
+    and ``optimize`` materialises several variants of one original: without this most models would run
+    two or more times. Models are recognised by identity (rewrites always return a new model) and the
+    ``size`` most recently used are remembered.
+    """
+
+    def __init__(self, inputs: Samples, size: int = 8) -> None:
+        self.inputs = inputs
+        self.size = size
+        self._runs: list[tuple[onnx.ModelProto, dict[str, np.ndarray]]] = []  # most recent last
+
+    def of(self, model: onnx.ModelProto) -> dict[str, np.ndarray]:
+        for i, (known, outputs) in enumerate(self._runs):
+            if known is model:
+                self._runs.append(self._runs.pop(i))
+                return outputs
+        outputs = OrtRunner(model).run_all(self.inputs, [o.name for o in model.graph.output])
+        self._runs = self._runs[-(self.size - 1):] + [(model, outputs)] if self.size > 1 else [(model, outputs)]
+        return outputs
+
+
+def compare_models(
+    reference: onnx.ModelProto, candidate: onnx.ModelProto, inputs: Samples, outputs: ModelOutputs | None = None
+) -> Comparison:
+    """Run both models on ``inputs`` and compare every graph output of the reference.
+
+    ``outputs``: a memo of model outputs on these same ``inputs`` (models already run are not run again).
+    """
     names = [o.name for o in reference.graph.output]
-    ref = OrtRunner(reference).run_all(inputs, names)
-    cand = OrtRunner(candidate).run_all(inputs, names)
+    if outputs is not None and outputs.inputs is inputs:
+        ref = {n: outputs.of(reference)[n] for n in names}
+        cand = {n: outputs.of(candidate)[n] for n in names}
+    else:
+        ref = OrtRunner(reference).run_all(inputs, names)
+        cand = OrtRunner(candidate).run_all(inputs, names)
     comparison = compare_outputs(ref, cand)
     comparison.samples = sample_count(inputs)
     return comparison

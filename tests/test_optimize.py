@@ -19,10 +19,11 @@ import numpy as np
 import onnx
 import pytest
 
-from hwopt.apply import apply_steps
+from hwopt.apply import AppliedPrefixes, apply_steps
 from hwopt.calibration import random_inputs
 from hwopt.canonicalize import load_canonical
 from hwopt.kernels import peak_live_bytes, schedule
+from hwopt.ruleset import parse_rule_option
 from hwopt.search.config import SearchConfig, SearchRule, load_search_file
 from hwopt.search.cost import make_cost_model
 from hwopt.search.objective import Budgets, Objective, parse_bytes, parse_latency
@@ -31,7 +32,7 @@ from hwopt.search.strategies import Problem, evolutionary, exhaustive, greedy
 from hwopt.search.variants import VariantModel, param_elements
 from hwopt.sites import Analysis
 from hwopt.targets import load_target
-from hwopt.verify import compare_models
+from hwopt.verify import ModelOutputs, compare_models
 
 REPO = Path(__file__).resolve().parent.parent
 MODEL = "mobilenetv3_small"
@@ -234,3 +235,22 @@ def test_pinned_rules_stay_pinned(loaded, target, cost, tmp_path):
     rows, _ = problem.archive()
     assert len(rows) == 2 and all(r[0] == 1 for r in rows)
     assert [s.rule for s in space.steps(tuple(rows[0]))][0] == "fuse-ibn"
+
+
+def test_variants_sharing_a_first_step_apply_it_once_with_the_same_result(loaded):
+    """optimize's memos (steps already applied, model outputs already run) change no result."""
+    original, canonical, _ = loaded
+    calibration, evaluation = random_inputs(original, 4, 0), random_inputs(original, 2, 1)
+    width = [parse_rule_option("depth-multiplier:ratio=0.5,p=8@ibn4")]
+    both = width + [parse_rule_option("dw-to-dense@dw2")]
+    prefixes, outputs = AppliedPrefixes(), ModelOutputs(evaluation)
+    first = apply_steps(original, canonical, width, calibration, evaluation, outputs=outputs, prefixes=prefixes)
+    second = apply_steps(original, canonical, both, calibration, evaluation, outputs=outputs, prefixes=prefixes)
+    assert second.steps[0] is first.steps[0]  # reused, not applied again
+    fresh = apply_steps(original, canonical, both, calibration, evaluation)
+    assert second.model.SerializeToString() == fresh.model.SerializeToString()
+    assert second.final.to_dict() == fresh.final.to_dict()
+    assert [s.comparison.to_dict() for s in second.steps] == [s.comparison.to_dict() for s in fresh.steps]
+    # Other calibration data: nothing is reused.
+    other = apply_steps(original, canonical, width, random_inputs(original, 4, 5), evaluation, prefixes=prefixes)
+    assert other.steps[0] is not first.steps[0]

@@ -36,11 +36,13 @@ import onnx_graphsurgeon as gs
 
 from hwopt.blocks import IBNBlock
 from hwopt.activations import Activation, clip_bounds
-from hwopt.calibration import OrtRunner, Samples, sample_count
+from hwopt.calibration import OrtRunner, sample_count
 from hwopt.fitting import ConvLeastSquares, linear_fusion_init
-from hwopt.graph import conv_attrs, conv_bias, conv_node_attrs, conv_weight, export_graph, set_conv_params
+from hwopt.graph import (conv_attrs, conv_bias, conv_node_attrs, conv_weight, export_graph, patch_conv_params,
+                         set_conv_params)
 from hwopt.rewrites.base import Param, RewriteContext, Rule, SiteOutcome
 from hwopt.sites import Analysis, Site
+from hwopt.tensor_cache import TensorCache
 from hwopt.verify import compare_outputs
 
 
@@ -65,25 +67,28 @@ def _clip_range(acts: list[Activation]) -> tuple[float, float] | None:
 
 
 def _fit_conv(
-    fitter: ConvLeastSquares, source: onnx.ModelProto, x_name: str, reference: onnx.ModelProto, y_name: str,
-    samples: Samples, progress, minus: str | None = None, aux: tuple[str, str | None] | None = None,
+    fitter: ConvLeastSquares, source: TensorCache, x_name: str, reference: TensorCache, y_name: str,
+    progress, minus: str | None = None, keep: tuple[list[str], list[str]] = ([], []),
+    aux: tuple[str, str | None] | None = None,
 ) -> None:
     """Accumulate ``fitter`` with inputs from ``source`` and targets from ``reference``, batch by batch.
 
     ``minus``: a tensor of ``source`` subtracted from the target (a residual branch's other operand).
+    ``keep``: tensors of (source, reference) among those read to cache for the next blocks' runs.
     ``aux``: (tensor of ``reference``, tensor of ``source`` to subtract or None): the fitter's aux targets.
     """
     extra = [aux[1]] if aux and aux[1] else []
-    inputs = OrtRunner(source, list(dict.fromkeys([x_name] + ([minus] if minus else []) + extra)), only_extra=True)
-    targets = OrtRunner(reference, [y_name] + ([aux[0]] if aux else []), only_extra=True)
-    for (_, x), (_, y) in zip(inputs.iter_batches(samples, progress), targets.iter_batches(samples)):
+    inputs = source.batches(list(dict.fromkeys([x_name] + ([minus] if minus else []) + extra)), keep=keep[0],
+                            progress=progress)
+    targets = reference.batches(list(dict.fromkeys([y_name] + keep[1] + ([aux[0]] if aux else []))), keep=keep[1])
+    for (_, x), (_, y) in zip(inputs, targets):
         target = y[y_name] - x[minus] if minus else y[y_name]
         aux_target = None if aux is None else (y[aux[0]] - x[aux[1]] if aux[1] else y[aux[0]])
         fitter.update(x[x_name], target, aux=aux_target)
 
 
 def _refit_conv(
-    node: gs.Node, current: onnx.ModelProto, reference: onnx.ModelProto, target: str, ridge: float,
+    node: gs.Node, current: TensorCache, reference: TensorCache, target: str, ridge: float,
     ctx: RewriteContext, label: str, minus: str | None = None, clip: tuple[float, float] | None = None,
     match_variance: bool = False,
 ) -> None:
@@ -91,13 +96,16 @@ def _refit_conv(
     attrs = conv_attrs(node)
     fitter = ConvLeastSquares(attrs.in_channels, attrs.out_channels, attrs.kernel, attrs.strides, attrs.pads,
                               attrs.dilations, seed=ctx.seed, samples=sample_count(ctx.calibration))
-    _fit_conv(fitter, current, node.inputs[0].name, reference, target, ctx.calibration, ctx.report(label), minus)
+    # The conv's input is kept: a refit changes only what comes after it, so the next run starts there.
+    _fit_conv(fitter, current, node.inputs[0].name, reference, target, ctx.report(label), minus,
+              keep=([node.inputs[0].name], []))
     weight, bias = fitter.solve(conv_weight(node), _bias_or_zeros(node, attrs.out_channels), ridge=ridge, clip=clip,
                                  match_variance=match_variance)
     set_conv_params(node, weight, bias, "refit")
 
 
-def _refit_project(block: IBNBlock, current, reference, ridge: float, ctx: RewriteContext, label: str) -> None:
+def _refit_project(block: IBNBlock, current: TensorCache, reference: TensorCache, ridge: float,
+                   ctx: RewriteContext, label: str) -> None:
     if block.residual is not None:
         # Fit the block output (project + skip) to the original's, from the skip as the rewritten model
         # has it: the project conv then also absorbs upstream error carried by the residual stream.
@@ -139,22 +147,28 @@ class FuseIBN(Rule):
         rng = np.random.default_rng(ctx.seed)
         current = reference
         fitting = params["init"] == "lstsq"
+        # Each block's fit reads both models at that block: runs start from the tensors kept at the
+        # previous block instead of the graph input (linear, not quadratic, in depth).
+        runs = (TensorCache(current, ctx.calibration), TensorCache(reference, ctx.calibration)) if fitting else None
         for number, block in enumerate(blocks, 1):
             label = f"fuse-ibn: block {number}/{len(blocks)}"
-            weight, bias = self._fused_weights(block, current, reference, params, ctx, rng, label)
-            self._replace(analysis.graph, block, weight, bias)
+            weight, bias = self._fused_weights(block, runs, params, ctx, rng, label)
+            fused = self._replace(analysis.graph, block, weight, bias)
             if fitting:
-                # The next fit reads this block's rewritten output: materialise the model so far.
-                current = export_graph(analysis.graph, reference)
+                # The next fit reads this block's rewritten output: materialise the model so far (only
+                # run on calibration data until the last export: no shape inference).
+                current = export_graph(analysis.graph, reference, shapes=False)
+                runs[0].set_model(current, changed=[fused.outputs[0].name])
                 if params["project"] == "refit":
-                    _refit_project(block, current, reference, params["ridge"], ctx, label + " (project)")
-                    current = export_graph(analysis.graph, reference)
-        if not fitting:
-            current = export_graph(analysis.graph, reference)
+                    _refit_project(block, *runs, params["ridge"], ctx, label + " (project)")
+                    # Only weights changed: patched in, not exported again.
+                    patch_conv_params(current, block.project)
+                    runs[0].set_model(current, changed=[block.project.outputs[0].name])
+        current = export_graph(analysis.graph, reference)
         return current, self._outcomes(reference, current, sites, blocks, shapes, params, ctx)
 
     def _fused_weights(
-        self, block: IBNBlock, current: onnx.ModelProto, reference: onnx.ModelProto, params, ctx, rng, label
+        self, block: IBNBlock, runs: tuple[TensorCache, TensorCache] | None, params, ctx, rng, label
     ) -> tuple[np.ndarray, np.ndarray]:
         hidden = block.hidden_channels
         w0, b0 = linear_fusion_init(
@@ -169,13 +183,16 @@ class FuseIBN(Rule):
         attrs = block.dw_attrs
         fitter = ConvLeastSquares(block.in_channels, hidden, attrs.kernel, attrs.strides, attrs.pads,
                                   attrs.dilations, seed=ctx.seed, samples=sample_count(ctx.calibration))
+        x_name = block.expand.inputs[0].name
         clip = _clip_range(block.depthwise_acts)
         # With the project refit, the fused conv is then refined jointly with a project conv toward the
         # original block output (what the block must reproduce), not only per hidden channel.
         joint = clip is not None and block.se is None and params["project"] == "refit"
         aux = (block.output.name, block.input.name if block.residual is not None else None) if joint else None
-        _fit_conv(fitter, current, block.expand.inputs[0].name, reference, block.depthwise.outputs[0].name,
-                  ctx.calibration, ctx.report(label), aux=aux)
+        # Keep the block input of both models (the project refit starts there) and the original's block
+        # output (the project refit's target, and where the next block's reference run starts).
+        _fit_conv(fitter, runs[0], x_name, runs[1], block.depthwise.outputs[0].name, ctx.report(label),
+                  keep=([x_name], [x_name, block.output.name]), aux=aux)
         weight, bias = fitter.solve(w0, b0, ridge=params["ridge"], clip=clip)
         return fitter.refine_through_linear(weight, bias, clip) if joint else (weight, bias)
 

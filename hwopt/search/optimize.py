@@ -18,7 +18,7 @@ from typing import Any, Callable
 import numpy as np
 import onnx
 
-from hwopt.apply import ApplyResult, apply_steps
+from hwopt.apply import AppliedPrefixes, ApplyResult, apply_steps
 from hwopt.canonicalize import load_canonical
 from hwopt.errors import HwoptError
 from hwopt.kernels import Kernel
@@ -31,6 +31,7 @@ from hwopt.search.strategies import Problem, resolve_strategy, run_strategy
 from hwopt.search.variants import VariantModel
 from hwopt.sites import Analysis
 from hwopt.targets import load_target
+from hwopt.verify import ModelOutputs
 
 Progress = Callable[[str, int, int], None]
 
@@ -108,8 +109,11 @@ def pareto_front(rows: np.ndarray, figures: dict[str, np.ndarray], limit: int = 
              "params": float(figures["params"][i]), "decisions": tuple(int(x) for x in rows[i])} for i in front]
 
 
-def _materialise(candidate: Candidate, original, canonical, calibration, evaluation, seed, progress) -> None:
-    result = apply_steps(original, canonical, candidate.steps, calibration, evaluation, seed=seed, progress=progress)
+def _materialise(candidate: Candidate, original, canonical, calibration, evaluation, seed, progress,
+                 shared: tuple[ModelOutputs, AppliedPrefixes] | None = None) -> None:
+    outputs, prefixes = shared or (None, None)
+    result = apply_steps(original, canonical, candidate.steps, calibration, evaluation, seed=seed, progress=progress,
+                         outputs=outputs, prefixes=prefixes)
     candidate.result = result
     candidate.deviation = 0.0 if result.final is None else float(result.final.worst_rel_l2)
     candidate.exact = result.exact if candidate.steps else True
@@ -137,9 +141,10 @@ def _diverse(rows: np.ndarray, count: int) -> list[int]:
     return chosen
 
 
-def _accept(cand: Candidate, budgets: Budgets, original, canonical, calibration, evaluation, seed, progress) -> bool:
+def _accept(cand: Candidate, budgets: Budgets, original, canonical, calibration, evaluation, seed, progress,
+            shared: tuple[ModelOutputs, AppliedPrefixes] | None = None) -> bool:
     """Materialise a finalist and check it against --max-deviation."""
-    _materialise(cand, original, canonical, calibration, evaluation, seed, progress)
+    _materialise(cand, original, canonical, calibration, evaluation, seed, progress, shared)
     if budgets.max_deviation is not None and cand.deviation > budgets.max_deviation:
         cand.note = f"output deviation {cand.deviation:.4g} > --max-deviation {budgets.max_deviation:.4g}"
         return False
@@ -194,6 +199,9 @@ def optimize(
         return Candidate(label, decisions, _figures(vm, decisions), space.steps(decisions), space.is_exact(decisions))
 
     calibration, evaluation = calibration_sets(original) if calibration_sets else ({}, {})
+    # Every materialised variant is verified against the same original and canonical model (run them
+    # once), and variants often start with the same step (apply it once).
+    shared = (ModelOutputs(evaluation), AppliedPrefixes())
     t0 = time.perf_counter()
     feasible = np.flatnonzero(objective.violation(all_figures) == 0)
     ok_rows = rows[feasible]
@@ -206,7 +214,7 @@ def optimize(
         failure = [f"no variant meets the budgets ({problem.evaluated:,} evaluated); the nearest: " + "; ".join(failure)]
     tried = {c.decisions for c in ranked}
     for cand in ranked:
-        if _accept(cand, budgets, original, canonical, calibration, evaluation, seed, progress):
+        if _accept(cand, budgets, original, canonical, calibration, evaluation, seed, progress, shared):
             best = cand
             break
     if ranked and best is None:
@@ -239,7 +247,7 @@ def optimize(
                 backoff.append(cand)
         for cand in sorted(backoff, key=lambda c: c.figures["latency_us"]):
             ranked.append(cand)
-            if _accept(cand, budgets, original, canonical, calibration, evaluation, seed, progress):
+            if _accept(cand, budgets, original, canonical, calibration, evaluation, seed, progress, shared):
                 best = cand
                 break
     if ranked and best is None:
@@ -262,7 +270,7 @@ def optimize(
             # Materialised (deviation, verified exactness) only on request and when a model is written:
             # it costs a full apply each.
             if compare_rules and calibration_sets and best is not None:
-                _materialise(alone, original, canonical, calibration, evaluation, seed, progress)
+                _materialise(alone, original, canonical, calibration, evaluation, seed, progress, shared)
     if best is not None:
         side.append(best)
     if measure:
