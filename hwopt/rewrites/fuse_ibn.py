@@ -105,15 +105,15 @@ def _refit_conv(
 
 
 def _refit_project(block: IBNBlock, current: TensorCache, reference: TensorCache, ridge: float,
-                   ctx: RewriteContext, label: str) -> None:
+                   ctx: RewriteContext, label: str, match_variance: bool = True) -> None:
     if block.residual is not None:
         # Fit the block output (project + skip) to the original's, from the skip as the rewritten model
         # has it: the project conv then also absorbs upstream error carried by the residual stream.
         _refit_conv(block.project, current, reference, block.output.name, ridge, ctx, label, minus=block.input.name,
-                    match_variance=True)
+                    match_variance=match_variance)
     else:
         _refit_conv(block.project, current, reference, block.project.outputs[0].name, ridge, ctx, label,
-                    match_variance=True)
+                    match_variance=match_variance)
 
 
 class FuseIBN(Rule):
@@ -124,6 +124,11 @@ class FuseIBN(Rule):
         Param("init", str, "lstsq", "how the fused weights are made", choices=("lstsq", "linear", "random")),
         Param("project", str, "refit", "refit the project conv afterwards (lstsq only) or keep it",
               choices=("refit", "keep")),
+        # Least squares shrinks the project output's spread; "match" restores each channel's variance
+        # (what BatchNorm-calibrated layers downstream expect: better cosine, but it amplifies a poor
+        # fit's noise, so rel L2 over many fused blocks grows).
+        Param("variance", str, "match", "project refit: match each output channel's variance to the original's, "
+              "or keep the least-squares output", choices=("match", "lstsq")),
         Param("ridge", float, 1e-3, "ridge strength (relative to the data scale) toward the linear init",
               minimum=0.0),
     )
@@ -160,7 +165,8 @@ class FuseIBN(Rule):
                 current = export_graph(analysis.graph, reference, shapes=False)
                 runs[0].set_model(current, changed=[fused.outputs[0].name])
                 if params["project"] == "refit":
-                    _refit_project(block, *runs, params["ridge"], ctx, label + " (project)")
+                    _refit_project(block, *runs, params["ridge"], ctx, label + " (project)",
+                                   match_variance=params["variance"] == "match")
                     # Only weights changed: patched in, not exported again.
                     patch_conv_params(current, block.project)
                     runs[0].set_model(current, changed=[block.project.outputs[0].name])
