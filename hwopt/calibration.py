@@ -161,16 +161,11 @@ class OrtRunner:
         """Run one batch; None when the first multi-sample batch shows the graph only runs one sample."""
         if self.batches_checked or rows == 1:
             return self.session.run(None, feed)
-        # A dynamic batch dim may still meet a Reshape to [1, C] inside (exporters write both):
-        # then onnxruntime fails, or the outputs lose the batch. Expected, so not logged.
+        # A dynamic batch dim may still meet a Reshape to [1, C] inside (exporters write both).
         self.batches_checked = True
-        try:
-            values = self.session.run(None, feed, _quiet())
-        except Exception:  # noqa: BLE001 - onnxruntime raises several unrelated types
-            values = None
-        if values is None or any(np.ndim(v) == 0 or np.shape(v)[0] != rows for v in values):
+        values = run_batch(self.session, None, feed, rows)
+        if values is None:
             self.batch = 1
-            return None
         return values
 
     def run_all(self, samples: Samples, names: list[str] | None = None) -> dict[str, np.ndarray]:
@@ -191,11 +186,22 @@ def _session(model: onnx.ModelProto) -> ort.InferenceSession:
     return ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
 
 
-def _quiet() -> ort.RunOptions:
-    """Run options for runs expected to fail: keep onnxruntime from logging the failure as an error."""
+def run_batch(session: ort.InferenceSession, names: list[str] | None, feed: dict[str, np.ndarray],
+              rows: int) -> list | None:
+    """``session``'s outputs for a batch of ``rows`` samples, or None when the graph does not run batched.
+
+    A graph may hard-code batch 1 inside (Reshape to [1, -1], ...): onnxruntime then fails, or the
+    outputs lose the batch. The failure is expected, so onnxruntime does not log it.
+    """
     options = ort.RunOptions()
     options.log_severity_level = 4
-    return options
+    try:
+        values = session.run(names, feed, options)
+    except Exception:  # noqa: BLE001 - onnxruntime raises several unrelated types
+        return None
+    if any(np.ndim(v) == 0 or np.shape(v)[0] != rows for v in values):
+        return None
+    return values
 
 
 def _batched_session(model: onnx.ModelProto, inputs: list[onnx.ValueInfoProto]) -> ort.InferenceSession | None:
@@ -211,13 +217,10 @@ def _batched_session(model: onnx.ModelProto, inputs: list[onnx.ValueInfoProto]) 
             dims[0].dim_param = "N"
     try:
         session = _session(free)
-        probe = {v.name: np.zeros((2, *_sample_shape(v)[0]), _numpy_dtype(v)) for v in inputs}
-        outputs = session.run(None, probe, _quiet())
-    except Exception:  # noqa: BLE001 - a graph that hard-codes its batch (Reshape to [1, -1], ...)
+    except Exception:  # noqa: BLE001 - a graph that hard-codes its batch may not even load freed
         return None
-    if any(np.ndim(o) == 0 or np.shape(o)[0] != 2 for o in outputs):
-        return None
-    return session
+    probe = {v.name: np.zeros((2, *_sample_shape(v)[0]), _numpy_dtype(v)) for v in inputs}
+    return session if run_batch(session, None, probe, 2) is not None else None
 
 
 def _pruned_to(model: onnx.ModelProto, names: list[str]) -> onnx.ModelProto:

@@ -23,7 +23,7 @@ import numpy as np
 import onnx
 from onnx import helper
 
-from hwopt.calibration import _DEFAULT_BATCH, OrtRunner, Samples, _real_inputs, _session, sample_count
+from hwopt.calibration import _DEFAULT_BATCH, OrtRunner, Samples, _real_inputs, _session, run_batch, sample_count
 
 DEFAULT_BUDGET = 512 * 2**20
 
@@ -86,7 +86,7 @@ class TensorCache:
             feed = {name: np.ascontiguousarray(sources[name][part]) for name in feeds}
             outputs: dict[str, np.ndarray] = {}
             if session is not None:
-                values = None if one_by_one else _run_batched(session, to_run, feed, part.stop - part.start)
+                values = None if one_by_one else run_batch(session, to_run, feed, part.stop - part.start)
                 if values is None:
                     # A segment that hard-codes batch 1 (Reshape to [1, -1], ...): one sample at a time,
                     # still yielded in the same batches (callers zip two caches' batches together).
@@ -151,17 +151,6 @@ class TensorCache:
             if held + size <= self.budget:
                 store[name] = np.empty((self.total, *batch.shape[1:]), dtype=batch.dtype)
         return store
-
-
-def _run_batched(session, names: list[str], feed: dict[str, np.ndarray], count: int) -> list[np.ndarray] | None:
-    """The segment's outputs for a batch, or None when it does not run batched."""
-    try:
-        values = session.run(names, feed)
-    except Exception:  # noqa: BLE001 - onnxruntime raises several unrelated types
-        return None
-    if any(np.ndim(v) == 0 or len(v) != count for v in values):
-        return None
-    return values
 
 
 def _fixed_batch(value: onnx.ValueInfoProto) -> int | None:

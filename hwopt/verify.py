@@ -134,8 +134,9 @@ def compare_models(
     """
     names = [o.name for o in reference.graph.output]
     if outputs is not None and outputs.inputs is inputs:
-        ref = {n: outputs.of(reference)[n] for n in names}
-        cand = {n: outputs.of(candidate)[n] for n in names}
+        ref_all, cand_all = outputs.of(reference), outputs.of(candidate)
+        ref = {n: ref_all[n] for n in names}
+        cand = {n: cand_all[n] for n in names}
     else:
         ref = OrtRunner(reference).run_all(inputs, names)
         cand = OrtRunner(candidate).run_all(inputs, names)
