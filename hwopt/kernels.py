@@ -81,6 +81,14 @@ class Kernel:
     batch: int = 1  # gemm rows
     op: str = ""  # the ONNX op for act/eltwise/layout/unknown kernels
     dtype_bytes: int = 4
+    # Layout conversions this kernel pays inside its model (hwopt.layout): not part of what a
+    # backend measures in isolation, so the estimator costs them on top of the kernel.
+    reorder_in: bool = False
+    reorder_out: bool = False
+
+    def isolated(self) -> "Kernel":
+        """The kernel as a backend measures it alone (without its in-model layout conversions)."""
+        return replace(self, reorder_in=False, reorder_out=False) if self.reorder_in or self.reorder_out else self
 
     @property
     def macs(self) -> int:
@@ -127,7 +135,10 @@ class Kernel:
         else:
             name = self.op or self.kind
             text = f"{self.kind}{'(' + name + ')' if name != self.kind else ''} {self.cout} ch @{self.out_h}x{self.out_w}"
-        return text + (f" +{self.act}" if self.act else "")
+        text += f" +{self.act}" if self.act else ""
+        if self.reorder_in or self.reorder_out:
+            text += " [reorder " + "+".join(w for w, on in (("in", self.reorder_in), ("out", self.reorder_out)) if on) + "]"
+        return text
 
 
 @dataclass(frozen=True)
@@ -136,6 +147,7 @@ class FusionPolicy:
 
     activation: bool = True  # conv/eltwise + following activation chain
     view_ops_free: bool = True  # Reshape & co. are metadata: a 'view' kernel the target costs at zero
+    blocked_layout: str = ""  # a runtime's blocked layout whose conversions inside a model are costed (hwopt.layout)
 
 
 @dataclass
@@ -283,6 +295,13 @@ def schedule(model_or_graph: onnx.ModelProto | gs.Graph, policy: FusionPolicy = 
             kernel, [n.name for n in nodes], inputs, output.name,
             int(np.prod(_dims(output)[1:] or [1])) * _dtype_bytes(output),
         ))
+    if policy.blocked_layout:
+        from hwopt.layout import mark_reorders
+
+        nodes_by_name = {n.name: n for n in graph.nodes}
+        tensors = graph.tensors()
+        mark_reorders(result, [nodes_by_name[sk.nodes[0]] for sk in result.kernels],
+                      {name: tuple(t.shape or ()) for name, t in tensors.items()}, policy.blocked_layout)
     return result
 
 

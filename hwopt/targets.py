@@ -13,6 +13,7 @@ estimator); a user's own is any TOML path. Schema::
     [fusion]                    # what the target runs as one kernel
     activation = true           # conv/gemm/eltwise + its activation chain
     view_ops_free = true        # Reshape & co. are metadata (cost 0, stated)
+    blocked_layout = ""         # "onnxruntime-nchwc": cost the runtime's layout conversions (hwopt.layout)
 
     [backend_settings]          # passed to the backend as is
     ...
@@ -79,6 +80,15 @@ def _require(data: dict, key: str, kind: type, where: Path) -> Any:
     return value
 
 
+def _blocked_layout(fusion: dict, path: Path) -> str:
+    from hwopt.layout import LAYOUTS
+
+    layout = str(fusion.get("blocked_layout", ""))
+    if layout not in LAYOUTS:
+        raise HwoptError(f"{path}: [fusion] blocked_layout must be one of {', '.join(repr(x) for x in LAYOUTS)}")
+    return layout
+
+
 def load_target_file(path: str | Path) -> Target:
     path = Path(path)
     data = read_toml(path, "target file")
@@ -97,7 +107,8 @@ def load_target_file(path: str | Path) -> Target:
         backend=_require(data, "backend", str, path),
         memory_budget_bytes=int(data.get("memory_budget_bytes", 0)),
         fusion=FusionPolicy(activation=bool(fusion.get("activation", True)),
-                            view_ops_free=bool(fusion.get("view_ops_free", True))),
+                            view_ops_free=bool(fusion.get("view_ops_free", True)),
+                            blocked_layout=_blocked_layout(fusion, path)),
         backend_settings=dict(data.get("backend_settings", {})),
         vector_unit=dict(data.get("vector_unit", {})),
         path=path.resolve(),
