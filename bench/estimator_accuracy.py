@@ -42,7 +42,7 @@ from examples.build import build_example
 from hwopt.backends.base import read_table
 from hwopt.estimate import load_estimator
 from hwopt.estimate.card import read_card, write_card
-from hwopt.estimate.train import train_estimator, usable
+from hwopt.estimate.train import EndToEnd, train_estimator, usable
 from hwopt.kernels import schedule
 from hwopt.profile import example_names, sweep
 from hwopt.targets import load_target
@@ -103,18 +103,27 @@ def build_models(work: Path, variants_of: tuple[str, ...] = (VARIANTS_OF,)) -> d
     return models
 
 
-def measured(work: Path, target, label: str, path: Path) -> float:
-    """Ground truth (cached per target and model file content)."""
+LAYOUT_COLUMNS = ("reorders", "reorder_bytes", "reorder_us")
+
+
+def measured_meta(work: Path, target, label: str, path: Path) -> dict:
+    """Ground truth: latency_us and, on cpu, the layout conversions measured in the model (cached per target
+    and model file content)."""
     from hwopt.backends import model_measurer
 
     cache = work / f"measured_{target.name}.json"
     data = json.loads(cache.read_text()) if cache.exists() else {}
     key = f"{label}:{path.stat().st_size}"
-    if key not in data:
+    if not isinstance(data.get(key), dict):  # older caches held the latency alone
         result = model_measurer(target)(path, target)
-        data[key] = float(result.latency_us)
+        meta = getattr(result, "meta", {}) or {}
+        data[key] = {"latency_us": float(result.latency_us), **{c: meta[c] for c in LAYOUT_COLUMNS if c in meta}}
         cache.write_text(json.dumps(data, indent=1, sort_keys=True))
     return data[key]
+
+
+def measured(work: Path, target, label: str, path: Path) -> float:
+    return measured_meta(work, target, label, path)["latency_us"]
 
 
 def schedule_of(path: Path, target):
@@ -131,8 +140,11 @@ def share_within(pred: np.ndarray, true: np.ndarray, tol: float) -> float:
 def write_end_to_end(work: Path, target, models: dict[str, Path], labels: list[str]) -> Path:
     """Every measured model as ``hwopt train --end-to-end`` reads it (paths relative to the CSV)."""
     path = work / f"end_to_end_{target.name}.csv"
-    lines = ["model,latency_us"] + [f"{models[m].relative_to(work)},{measured(work, target, m, models[m]):.3f}"
-                                    for m in labels]
+    lines = ["model,latency_us," + ",".join(LAYOUT_COLUMNS)]
+    for m in labels:
+        meta = measured_meta(work, target, m, models[m])
+        lines.append(f"{models[m].relative_to(work)},{meta['latency_us']:.3f},"
+                     + ",".join(str(meta.get(c, "")) for c in LAYOUT_COLUMNS))
     path.write_text("\n".join(lines) + "\n")
     return path
 
@@ -156,7 +168,11 @@ def evaluate(target_name: str, work: Path, holdout: tuple[str, ...], write: bool
     print(f"[{target.name}] table {len(rows)} rows; held-out training set {len(train_rows)} rows "
           f"(families {', '.join(sorted(train_fams))}); {len(heldout_labels)} held-out models")
     folder = work / f"heldout_{target.name}"
-    end_to_end = [(m, scheds[m], measured(work, target, m, models[m])) for m in in_model_labels]
+    end_to_end = []
+    for m in in_model_labels:
+        meta = measured_meta(work, target, m, models[m])
+        end_to_end.append(EndToEnd(m, scheds[m], meta["latency_us"], int(meta.get("reorders", 0)),
+                                   int(meta.get("reorder_bytes", 0)), float(meta.get("reorder_us", "nan"))))
     start = time.perf_counter()
     card = train_estimator(train_rows, target, folder, source=f"{table_path} minus held-out families",
                            end_to_end=end_to_end)

@@ -260,6 +260,9 @@ def measure(
             return
         detail = (f" ({meta.get('form', 'canonical')} form, mean of {meta.get('sessions', 1)} session medians, "
                   f"{meta['repeats']} runs, {meta.get('threads', '?')} thread(s))" if "repeats" in meta else "")
+        if meta.get("reorders"):
+            detail += (f"; of which {meta['reorders']} layout conversions (NCHWc reorders): "
+                       f"{meta['reorder_us'] / 1000:.3f} ms, profiled")
         stdout.print(f"{model} on {t.name}: {latency / 1000:.3f} ms{detail}")
 
 

@@ -188,13 +188,16 @@ def test_train_with_end_to_end_models_learns_the_in_model_term(tmp_path: Path, e
     """Whole models timed end to end with onnxruntime (hwopt measure) teach the estimator the in-model term."""
     tiny = tmp_path / "tiny.csv.gz"
     write_table(tiny, read_table(CPU_TABLE)[::6])
-    rows = ["model,latency_us"]
+    rows = ["model,latency_us,reorders,reorder_bytes,reorder_us"]
     for name in ("mobilenetv3_small", "mobilenetv2", "efficientnet_lite0"):
         measured = runner.invoke(app, ["measure", str(example_path(name)), "--target", "cpu", "--json"])
         assert measured.exit_code == 0, measured.output
         data = json.loads(measured.output)
-        assert data["meta"]["form"] == "canonical" and data["meta"]["sessions"] >= 1
-        rows.append(f"{example_path(name)},{data['latency_us']}")
+        meta = data["meta"]
+        assert meta["form"] == "canonical" and meta["sessions"] >= 1
+        assert meta["reorders"] >= 1 and meta["reorder_us"] > 0  # measured inside the model (profiler)
+        rows.append(f"{example_path(name)},{data['latency_us']},{meta['reorders']},{meta['reorder_bytes']},"
+                    f"{meta['reorder_us']}")
     (tmp_path / "e2e.csv").write_text("\n".join(rows) + "\n")
     out = tmp_path / "est"
     result = runner.invoke(app, ["train", str(tiny), "-o", str(out), "--target", "cpu",
@@ -204,12 +207,17 @@ def test_train_with_end_to_end_models_learns_the_in_model_term(tmp_path: Path, e
     estimator = load_estimator("cpu", out, allow_fallback=True)  # a sixth of the table lacks some kinds
     term = estimator.in_model
     assert term is not None and term.scale > 0 and term.per_kernel_us >= 0
-    sched = estimator.schedule_of(example_path("mobilenetv2"))
+    # The conversion costs come from the profiled conversion times: positive, and near what they measured.
+    assert term.reorder_us >= 0 and term.reorder_ns_per_byte >= 0 and term.reorder_us + term.reorder_ns_per_byte > 0
+    sched = estimator.schedule_of(example_path("mobilenetv3_small"))
     kernels = [sk.kernel for sk in sched.kernels]
     isolated = estimator.predict(kernels, isolated=True)
     paid = sum(1 for k in kernels if k.kind not in estimator.free_kinds)
+    conversions = sum(term.conversion_us(k) for k in kernels)
+    assert conversions > 0
     estimate = estimator.estimate(sched)
-    assert estimate.latency_us == pytest.approx(term.scale * isolated.sum() + term.per_kernel_us * paid, rel=1e-9)
+    assert estimate.latency_us == pytest.approx(
+        term.scale * isolated.sum() + term.per_kernel_us * paid + conversions, rel=1e-9)
     assert estimate.in_model_us == pytest.approx(estimate.latency_us - isolated.sum(), rel=1e-9)
     card = json.loads((out / "card.json").read_text())
     assert len(card["in_model"]["fitted_on"]) == 3

@@ -22,7 +22,9 @@ from typing import Callable, Iterable, Protocol, Sequence
 from hwopt.errors import HwoptError
 from hwopt.kernels import Kernel
 
-KERNEL_COLUMNS = tuple(f.name for f in fields(Kernel))
+# A table holds kernels as measured alone: the in-model layout-conversion flags are not columns.
+_IN_MODEL_FIELDS = ("reorder_in", "reorder_out")
+KERNEL_COLUMNS = tuple(f.name for f in fields(Kernel) if f.name not in _IN_MODEL_FIELDS)
 TABLE_COLUMNS = KERNEL_COLUMNS + ("latency_us", "dram_bytes", "backend", "meta")
 
 Progress = Callable[[int, int], None]
@@ -58,6 +60,8 @@ class Backend(Protocol):
 def kernel_from_row(row: dict[str, str]) -> Kernel:
     values = {}
     for f in fields(Kernel):
+        if f.name in _IN_MODEL_FIELDS:
+            continue
         raw = row.get(f.name)
         if raw is None or raw == "":
             continue

@@ -141,10 +141,13 @@ def _providers(settings: TimingSettings) -> list[str]:
 
 
 def _session(model: onnx.ModelProto, settings: TimingSettings,
-             optimized_path: str | None = None) -> ort.InferenceSession:
+             optimized_path: str | None = None, profile_prefix: str | None = None) -> ort.InferenceSession:
     options = ort.SessionOptions()
     if optimized_path:
         options.optimized_model_filepath = optimized_path  # the graph ORT actually runs, for ort_boundary
+    if profile_prefix:
+        options.enable_profiling = True
+        options.profile_file_prefix = profile_prefix
     options.intra_op_num_threads = settings.threads
     options.inter_op_num_threads = 1
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
@@ -286,4 +289,11 @@ def measure_model(model: str | Path | onnx.ModelProto, target: Target, as_given:
     meta = backend.meta(timing)
     meta["model"] = proto.graph.name if isinstance(model, onnx.ModelProto) else str(model)
     meta["form"] = "as given" if as_given else "canonical"
+    if target.fusion.blocked_layout:
+        from hwopt.backends.ort_layout import profile_conversions
+
+        conversions = profile_conversions(
+            proto, lambda m, prefix: _session(m, backend.settings, profile_prefix=prefix),
+            lambda session: _random_feeds(session, backend.settings.seed))
+        meta.update(conversions.to_meta())
     return ModelLatency(timing.median_us, NAME, meta)

@@ -111,6 +111,7 @@ class TableBackend:
         self.rows = {m.kernel: m for m in merge_repeats(load_checked(self.path))}
 
     def measure(self, kernels: Sequence[Kernel], progress: Progress | None = None) -> list[Measurement]:
+        kernels = [k.isolated() for k in kernels]  # the table holds kernels as measured alone
         missing = [k for k in kernels if k.kind != "view" and k not in self.rows]
         if missing:
             raise HwoptError(f"{self.path}: {len(set(missing))} kernel(s) not in the table, "

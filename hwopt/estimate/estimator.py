@@ -133,7 +133,10 @@ class Estimator:
         if self.in_model is None or isolated:
             return latency
         paid = np.fromiter((k.kind not in self.free_kinds for k in kernels), dtype=bool, count=len(kernels))
-        return np.where(paid, self.in_model.scale * latency + self.in_model.per_kernel_us, 0.0)
+        # Layout conversions (hwopt.layout) are paid even around a free view (a Flatten after a blocked pool).
+        conversions = np.fromiter((self.in_model.conversion_us(k) for k in kernels), dtype=np.float64,
+                                  count=len(kernels))
+        return np.where(paid, self.in_model.scale * latency + self.in_model.per_kernel_us, 0.0) + conversions
 
     def predict_dram(self, kernels: Sequence[Kernel], allow_fallback: bool | None = None) -> np.ndarray | None:
         """Off-chip traffic (bytes) of each kernel, or None where the target's backend does not measure it."""

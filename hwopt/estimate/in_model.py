@@ -11,10 +11,19 @@ families measured end to end (the ground truth), against the estimator's own
 predicted kernel sums, so it also absorbs the kernel models' common bias:
 
     latency = scale * sum(kernels) + per_kernel_us * (number of non-free kernels)
+              + reorder_us * conversions + reorder_ns_per_byte * bytes converted
 
-by least squares on relative error (every model weighs alike whatever its
-size), both coefficients kept non-negative. A backend whose model latency is
-by definition the kernel sum (npu32: kernels emulated and summed) has no term.
+The layout conversions (onnxruntime's NCHWc reorders, where the target file
+names a blocked layout) are predicted from the schedule (``hwopt.layout``);
+their two costs are fitted first, on the conversion times the backend
+measured inside the same models with onnxruntime's profiler (columns
+``reorder_us`` of the end-to-end table), not on the models' residuals: only a
+few training models convert much, and a residual fit would make the
+conversions absorb every other in-model error of those few. scale and
+per_kernel_us are then fitted on what remains, by least squares on relative
+error (every model weighs alike whatever its size). Every coefficient is kept
+non-negative. A backend whose model latency is by definition the kernel sum
+(npu32: kernels emulated and summed) has no term.
 """
 
 from __future__ import annotations
@@ -25,6 +34,8 @@ from typing import Sequence
 import numpy as np
 
 from hwopt.errors import HwoptError
+from hwopt.kernels import Kernel
+from hwopt.layout import reorder_bytes
 
 MIN_MODELS = 3  # two coefficients: fewer models would fit them exactly, noise included
 
@@ -35,9 +46,16 @@ class InModelTerm:
     per_kernel_us: float
     models: int  # how many end-to-end measured models it was fitted on
     median_abs_error_pct: float  # on those models, after the term (in-sample)
+    reorder_us: float = 0.0  # per layout conversion
+    reorder_ns_per_byte: float = 0.0  # per byte converted
 
-    def apply(self, kernel_sum_us: float, kernels: int) -> float:
-        return self.scale * kernel_sum_us + self.per_kernel_us * kernels
+    def conversion_us(self, kernel: Kernel) -> float:
+        """The layout conversions a kernel carries inside its model (0 where it carries none)."""
+        count, size = reorder_bytes(kernel)
+        return self.reorder_us * count + self.reorder_ns_per_byte * size * 1e-3 if count else 0.0
+
+    def apply(self, kernel_sum_us: float, kernels: int, conversions_us: float = 0.0) -> float:
+        return self.scale * kernel_sum_us + self.per_kernel_us * kernels + conversions_us
 
     def to_dict(self) -> dict:
         return {k: round(v, 6) if isinstance(v, float) else v for k, v in asdict(self).items()}
@@ -46,17 +64,37 @@ class InModelTerm:
     def from_dict(cls, data: dict) -> "InModelTerm":
         try:
             return cls(float(data["scale"]), float(data["per_kernel_us"]), int(data["models"]),
-                       float(data["median_abs_error_pct"]))
+                       float(data["median_abs_error_pct"]), float(data.get("reorder_us", 0.0)),
+                       float(data.get("reorder_ns_per_byte", 0.0)))
         except (KeyError, TypeError, ValueError) as exc:
             raise HwoptError(f"bad in-model term in the estimator index ({exc})") from None
 
 
+def fit_conversion_cost(counts: Sequence[int], sizes: Sequence[int], measured_us: Sequence[float]) -> tuple[float, float]:
+    """(us per conversion, ns per byte) from models' conversions and their profiled time (non-negative LS)."""
+    from scipy.optimize import nnls
+
+    rows = [(c, b, t) for c, b, t in zip(counts, sizes, measured_us) if c > 0 and t == t]
+    if len(rows) < 2:
+        return 0.0, 0.0
+    data = np.array(rows, dtype=float)
+    # Relative: a model's conversion time weighs alike whatever its size.
+    design = np.stack([data[:, 0], data[:, 1] * 1e-3], axis=1) / data[:, 2:3]
+    (per_conversion, per_byte), _ = nnls(design, np.ones(len(data)))
+    return float(per_conversion), float(per_byte)
+
+
 def fit_in_model_term(kernel_sums_us: Sequence[float], kernel_counts: Sequence[int],
-                      measured_us: Sequence[float]) -> InModelTerm:
-    """Fit the term on models with their predicted kernel sums, kernel counts and end-to-end latencies."""
+                      measured_us: Sequence[float], conversions_us: Sequence[float] | None = None,
+                      conversion_cost: tuple[float, float] = (0.0, 0.0)) -> InModelTerm:
+    """Fit the term on models with their predicted kernel sums, kernel counts and end-to-end latencies.
+
+    ``conversions_us``: each model's predicted layout conversions at ``conversion_cost`` (already fitted).
+    """
     sums = np.asarray(kernel_sums_us, dtype=float)
     counts = np.asarray(kernel_counts, dtype=float)
-    truth = np.asarray(measured_us, dtype=float)
+    converted = np.zeros_like(sums) if conversions_us is None else np.asarray(conversions_us, dtype=float)
+    truth = np.asarray(measured_us, dtype=float) - converted  # what the kernels themselves account for
     if len(truth) < MIN_MODELS:
         raise HwoptError(f"{len(truth)} end-to-end measured models; at least {MIN_MODELS} are needed for the "
                          f"in-model term")
@@ -69,6 +107,6 @@ def fit_in_model_term(kernel_sums_us: Sequence[float], kernel_counts: Sequence[i
     if coef[1] < 0 or coef[0] < 0:  # the non-negative solution lies on a boundary: best single coefficient
         scale_only = float((design[:, 0] @ target) / (design[:, 0] @ design[:, 0]))
         coef = np.array([scale_only, 0.0])
-    fitted = design @ coef
+    fitted = (design @ coef * truth + converted) / (truth + converted)
     return InModelTerm(float(coef[0]), float(coef[1]), int(len(truth)),
-                       float(np.median(np.abs(fitted - 1.0)) * 100))
+                       float(np.median(np.abs(fitted - 1.0)) * 100), *conversion_cost)

@@ -16,7 +16,7 @@ import json
 import shutil
 import time
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, NamedTuple, Sequence
 
 import numpy as np
 
@@ -24,7 +24,7 @@ from hwopt.backends.base import Measurement
 from hwopt.errors import HwoptError
 from hwopt.estimate.card import write_card
 from hwopt.estimate.estimator import INDEX, Estimator
-from hwopt.estimate.in_model import fit_in_model_term
+from hwopt.estimate.in_model import InModelTerm, fit_conversion_cost, fit_in_model_term
 from hwopt.estimate.fallback import Roofline
 from hwopt.estimate.features import features
 from hwopt.estimate.regressor import KernelRegressor
@@ -45,8 +45,20 @@ def usable(measurements: Sequence[Measurement]) -> list[Measurement]:
             and np.isfinite(m.latency_us)]
 
 
-def read_end_to_end(path: str | Path, target: Target) -> list[tuple[str, Schedule, float]]:
-    """Whole models measured end to end: a CSV with ``model`` (a path relative to the CSV) and ``latency_us``."""
+class EndToEnd(NamedTuple):
+    """A whole model measured end to end on the target (and, where measured, its layout conversions)."""
+
+    model: str
+    schedule: Schedule
+    latency_us: float
+    reorders: int = 0  # conversions the runtime ran (hwopt.backends.ort_layout)
+    reorder_bytes: int = 0
+    reorder_us: float = float("nan")  # their measured time inside the model (nan: not measured)
+
+
+def read_end_to_end(path: str | Path, target: Target) -> list[EndToEnd]:
+    """Whole models measured end to end: a CSV with ``model`` (a path relative to the CSV) and ``latency_us``,
+    optionally ``reorders``, ``reorder_bytes``, ``reorder_us`` (``hwopt measure --json``'s meta)."""
     import csv
 
     from hwopt.canonicalize import canonicalize
@@ -65,35 +77,42 @@ def read_end_to_end(path: str | Path, target: Target) -> list[tuple[str, Schedul
     for number, row in enumerate(rows, 2):
         try:
             latency = float(row["latency_us"])
+            layout = (int(row.get("reorders") or 0), int(row.get("reorder_bytes") or 0),
+                      float(row.get("reorder_us") or "nan"))
         except (TypeError, ValueError):
-            raise HwoptError(f"{path}:{number}: latency_us {row['latency_us']!r} is not a number") from None
+            raise HwoptError(f"{path}:{number}: latency_us and reorder columns must be numbers") from None
         canonical, _ = canonicalize(load_model(path.parent / row["model"]), verify=False)
-        out.append((row["model"], schedule(canonical, target.fusion), latency))
+        out.append(EndToEnd(row["model"], schedule(canonical, target.fusion), latency, *layout))
     return out
 
 
-def _in_model(target: Target, latency, roofline: Roofline, end_to_end: Sequence[tuple[str, Schedule, float]]):
+def _in_model(target: Target, latency, roofline: Roofline, end_to_end: Sequence[EndToEnd]):
     """The in-model term fitted against this estimator's own isolated kernel sums."""
+    end_to_end = [EndToEnd(*e) for e in end_to_end]
     bare = Estimator(target, latency, None, roofline, allow_fallback=True)
-    sums, counts = [], []
-    for _, sched, _ in end_to_end:
-        kernels = [sk.kernel for sk in sched.kernels]
+    cost = fit_conversion_cost([e.reorders for e in end_to_end], [e.reorder_bytes for e in end_to_end],
+                               [e.reorder_us for e in end_to_end])
+    pricing = InModelTerm(1.0, 0.0, 0, 0.0, *cost)
+    sums, counts, converted = [], [], []
+    for e in end_to_end:
+        kernels = [sk.kernel for sk in e.schedule.kernels]
         sums.append(float(bare.predict(kernels).sum()))
         counts.append(sum(1 for k in kernels if k.kind not in bare.free_kinds))
-    term = fit_in_model_term(sums, counts, [m for _, _, m in end_to_end])
-    models = [{"model": name, "measured_us": round(m, 3), "kernel_sum_us": round(s, 3), "kernels": n,
-               "estimate_us": round(term.apply(s, n), 3)}
-              for (name, _, m), s, n in zip(end_to_end, sums, counts)]
+        converted.append(sum(pricing.conversion_us(k) for k in kernels))
+    term = fit_in_model_term(sums, counts, [e.latency_us for e in end_to_end], converted, cost)
+    models = [{"model": e.model, "measured_us": round(e.latency_us, 3), "kernel_sum_us": round(s, 3), "kernels": n,
+               "conversions_us": round(c, 3), "estimate_us": round(term.apply(s, n, c), 3)}
+              for e, s, n, c in zip(end_to_end, sums, counts, converted)]
     return term, models
 
 
 def train_estimator(measurements: Sequence[Measurement], target: Target, output: str | Path,
                     progress: Progress | None = None, source: str = "", grid: dict | None = None,
-                    end_to_end: Sequence[tuple[str, Schedule, float]] = ()) -> dict:
+                    end_to_end: Sequence[EndToEnd] = ()) -> dict:
     """Fit the latency (and, where measured, off-chip traffic) regressors; write the folder; return its card.
 
-    ``end_to_end``: (name, schedule, measured latency us) of whole models timed on the target, for the
-    in-model term (none: the estimate is the kernel sum).
+    ``end_to_end``: whole models timed on the target (``EndToEnd``, or plain (name, schedule, latency us)
+    tuples), for the in-model term (none: the estimate is the kernel sum).
     """
     start = time.perf_counter()
     rows = usable(measurements)

@@ -1,0 +1,64 @@
+"""Layout conversions inside a model: predicted from the schedule, measured with onnxruntime's profiler.
+
+Real onnxruntime sessions of the example models; the prediction (hwopt.layout)
+must name as many conversions as onnxruntime really runs.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from hwopt.backends.ort_cpu import _random_feeds, _session, TimingSettings
+from hwopt.backends.ort_layout import profile_conversions
+from hwopt.canonicalize import canonicalize
+from hwopt.kernels import schedule
+from hwopt.layout import reorder_bytes
+from hwopt.modelio import load_model
+from hwopt.targets import load_target
+
+
+def _canonical(path: Path):
+    return canonicalize(load_model(path), verify=False)[0]
+
+
+def _measured(canonical):
+    settings = TimingSettings.from_target(load_target("cpu"))
+    return profile_conversions(canonical, lambda m, prefix: _session(m, settings, profile_prefix=prefix),
+                               lambda s: _random_feeds(s, 0))
+
+
+@pytest.mark.parametrize("name", ["mobilenetv3_small", "segmentation", "ssdlite_mobilenetv2", "mobilenetv2"])
+def test_predicted_conversions_are_the_ones_onnxruntime_runs(example_path, name: str) -> None:
+    canonical = _canonical(example_path(name))
+    kernels = [sk.kernel for sk in schedule(canonical, load_target("cpu").fusion).kernels]
+    predicted = [reorder_bytes(k) for k in kernels]
+    count, size = sum(c for c, _ in predicted), sum(b for _, b in predicted)
+    measured = _measured(canonical)
+    assert count == measured.count
+    # Bytes: the plain-layout size (onnxruntime's profiler counts its output, padded for ReorderInput).
+    assert size == pytest.approx(measured.bytes, rel=0.10)
+    assert measured.us > 0
+    # The flags ride on the kernels; the isolated kernel (what a backend measures) drops them.
+    flagged = [k for k in kernels if k.reorder_in or k.reorder_out]
+    assert len(flagged) >= 1 and all(not (k.isolated().reorder_in or k.isolated().reorder_out) for k in flagged)
+    assert "[reorder" in flagged[0].describe()
+
+
+def test_squeeze_excite_pays_three_conversions_per_block(example_path) -> None:
+    """MobileNetV3-Small: each SE Mul reads two blocked tensors and feeds a blocked conv."""
+    kernels = [sk.kernel for sk in schedule(_canonical(example_path("mobilenetv3_small")),
+                                            load_target("cpu").fusion).kernels]
+    muls = [i for i, k in enumerate(kernels) if k.kind == "eltwise" and k.op == "Mul"]
+    assert len(muls) >= 9
+    assert all(kernels[i].reorder_in is False and kernels[i].reorder_out is False for i in muls)
+    into = [kernels[i + 1] for i in muls if i + 1 < len(kernels) and kernels[i + 1].kind == "conv"]
+    assert into and all(k.reorder_in for k in into)
+
+
+def test_targets_without_a_blocked_layout_carry_no_conversions(example_path) -> None:
+    canonical = _canonical(example_path("mobilenetv3_small"))
+    assert load_target("npu32").fusion.blocked_layout == ""
+    assert not any(sk.kernel.reorder_in or sk.kernel.reorder_out
+                   for sk in schedule(canonical, load_target("npu32").fusion).kernels)
