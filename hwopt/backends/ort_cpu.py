@@ -16,7 +16,11 @@ every kernel and model is timed in ``sessions`` fresh sessions and the mean of
 their medians is kept: on this kind of machine one session's median is stable
 to ~2% but sessions differ by up to ~10% among themselves, bimodally (where
 onnxruntime happened to place the buffers), so averaging sessions is what
-makes a repeated measurement agree with the first. With
+makes a repeated measurement agree with the first. (Normalising by a
+reference conv timed beside each kernel was tried and dropped: the reference's
+sessions jump between the same modes, ~7% apart, so it added its own noise:
+repeated medians max 7.1% / median 2.3% apart with it, 5.4% / 1.4% without,
+on the same quiet machine.) With
 ``net_of_boundary`` (the default) the kernel's latency is net of what only an
 isolated session pays: one session run's fixed cost and the NCHWc layout
 conversions at its graph boundary (``ort_boundary``), timed the same way and
@@ -29,7 +33,9 @@ same figure without the time other processes took the core away; on a shared
 machine wall-clock medians of multi-millisecond models were inflated 50-70%
 while CPU time stayed within a few percent of the quiet-machine wall time). Inputs and outputs are bound once (I/O binding) so the timed call is
 the session's own work, not Python's copying. ``measure_model`` times a whole
-model the same way: the ground truth the per-kernel estimates are judged by.
+model the same way: the ground truth the per-kernel estimates are judged by;
+on a target with a blocked layout it also reads the layout conversions
+onnxruntime ran inside the model from its profiler (``ort_layout``).
 """
 
 from __future__ import annotations

@@ -150,8 +150,11 @@ class VariantModel:
             how = self.values[mode[0]][picked[mode[0]]] if mode is not None else None
             if mode is not None and mode[1] == "expand" and how == "fuse":
                 d = dw_base
+                # The fused conv reads what the expand conv read and writes what the depthwise wrote:
+                # it pays their layout conversions (hwopt.layout).
                 return Kernel("conv", cin or base.cin, cout or base.cout, base.h, base.w, d.out_h, d.out_w,
-                              d.kernel, d.kw, d.stride, 1, d.act, dtype_bytes=d.dtype_bytes)
+                              d.kernel, d.kw, d.stride, 1, d.act, dtype_bytes=d.dtype_bytes,
+                              reorder_in=base.reorder_in, reorder_out=d.reorder_out)
             if base.kind == "dwconv":
                 if how == "fuse":
                     return None
