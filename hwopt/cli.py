@@ -413,8 +413,11 @@ def train(
                          f"{', '.join(groups)}) in {card['training']['seconds']} s; wrote {output}")
             if card.get("in_model"):
                 term = card["in_model"]
+                conversions = (f" + layout conversions ({term['reorder_us']:.2f} us each + "
+                               f"{term['reorder_ns_per_byte']:.4f} ns/byte)" if term.get("reorder_us", 0)
+                               or term.get("reorder_ns_per_byte", 0) else "")
                 stdout.print(f"in-model term from {term['models']} models: latency = {term['scale']:.3f} x kernel "
-                             f"sum + {term['per_kernel_us']:.2f} us per kernel (median error on them "
+                             f"sum + {term['per_kernel_us']:.2f} us per kernel{conversions} (median error on them "
                              f"{term['median_abs_error_pct']:.1f}%)")
 
 
