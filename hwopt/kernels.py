@@ -41,7 +41,7 @@ import onnx
 import onnx_graphsurgeon as gs
 
 from hwopt.activations import UNARY_ELEMENTWISE, match_activation_chain
-from hwopt.graph import Node, Tensor, conv_attrs, constant_value, import_graph
+from hwopt.graph import Node, Tensor, constant_shape, conv_attrs, import_graph
 
 KINDS = ("conv", "dwconv", "gconv", "gemm", "eltwise", "act", "pool", "reduce", "resize", "concat", "softmax",
          "layout", "view", "unknown")
@@ -226,11 +226,11 @@ def _conv_kernel(node: Node) -> Kernel | None:
 
 def _gemm_kernel(node: Node) -> Kernel:
     x = _dims(node.inputs[0])
-    weight = constant_value(node.inputs[1])
+    weight = constant_shape(node.inputs[1])
     y = _dims(node.outputs[0])
-    if weight is not None and weight.ndim == 2:
+    if weight is not None and len(weight) == 2:
         transposed = node.op == "Gemm" and int(node.attrs.get("transB", 0))
-        k, m = (weight.shape[1], weight.shape[0]) if transposed else weight.shape
+        k, m = (weight[1], weight[0]) if transposed else weight
     else:
         k, m = (x[-1] if x else 1), (y[-1] if y else 1)
     rows = int(np.prod(x[1:-1])) if len(x) > 2 else 1
