@@ -267,3 +267,19 @@ def _with_outputs(model: onnx.ModelProto, names: list[str], copy_model: bool = T
         else:
             raise HwoptError(f"internal tensor {name!r} is not in the model")
     return copy
+
+
+def calibration_sets(model: onnx.ModelProto, path: str | Path | None = None, count: int = 64, eval_count: int = 8,
+                     seed: int = 0) -> tuple[Samples, Samples]:
+    """Calibration and held-out evaluation inputs: the user's file (split: the last quarter, at most
+    ``eval_count``, is held out) or seeded random ones when there is no file."""
+    if path is None:
+        return random_inputs(model, count, seed), random_inputs(model, eval_count, seed + 1)
+    data = load_calibration(path, model)
+    total = len(next(iter(data.values())))
+    if total < 2:
+        raise HwoptError(f"{path}: needs at least 2 samples (some are held out for verification)")
+    held = min(eval_count, max(1, total // 4))
+    calib = {k: v[: min(count, total - held)] for k, v in data.items()}
+    evaluation = {k: v[total - held:] for k, v in data.items()}
+    return calib, evaluation

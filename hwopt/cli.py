@@ -422,19 +422,9 @@ def train(
 
 
 def _calibration_sets(model, path: Optional[Path], count: int, eval_count: int, seed: int):
-    """Calibration and held-out evaluation inputs: from the user's file (split) or seeded random."""
-    from hwopt.calibration import load_calibration, random_inputs
+    from hwopt.calibration import calibration_sets
 
-    if path is None:
-        return random_inputs(model, count, seed), random_inputs(model, eval_count, seed + 1)
-    data = load_calibration(path, model)
-    total = len(next(iter(data.values())))
-    if total < 2:
-        raise HwoptError(f"{path}: needs at least 2 samples (some are held out for verification)")
-    held = min(eval_count, max(1, total // 4))
-    calib = {k: v[: min(count, total - held)] for k, v in data.items()}
-    evaluation = {k: v[total - held:] for k, v in data.items()}
-    return calib, evaluation
+    return calibration_sets(model, path, count, eval_count, seed)
 
 
 def main() -> None:

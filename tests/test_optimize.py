@@ -254,3 +254,16 @@ def test_variants_sharing_a_first_step_apply_it_once_with_the_same_result(loaded
     # Other calibration data: nothing is reused.
     other = apply_steps(original, canonical, width, random_inputs(original, 4, 5), evaluation, prefixes=prefixes)
     assert other.steps[0] is not first.steps[0]
+
+
+def test_optimize_from_python_without_inputs_uses_seeded_random_ones(example_path) -> None:
+    """The library call, as a pipeline script makes it: no calibration data given."""
+    from hwopt.search.optimize import optimize as run_optimize
+
+    result, model = run_optimize(example_path("mobilenetv2"), target_name="npu32", exact_only=True,
+                                 compare_rules=False)
+    assert model is not None and result.best is not None and result.best.deviation is not None
+    onnx.checker.check_model(model, full_check=True)
+    again, _ = run_optimize(example_path("mobilenetv2"), target_name="npu32", exact_only=True, compare_rules=False)
+    assert again.best.decisions == result.best.decisions  # deterministic
+    assert again.best.deviation == pytest.approx(result.best.deviation, abs=1e-12)

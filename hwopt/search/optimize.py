@@ -198,7 +198,13 @@ def optimize(
         decisions = tuple(int(x) for x in decisions)
         return Candidate(label, decisions, _figures(vm, decisions), space.steps(decisions), space.is_exact(decisions))
 
-    calibration, evaluation = calibration_sets(original) if calibration_sets else ({}, {})
+    if calibration_sets is None:  # from Python without inputs: seeded random ones, as the CLI does
+        from functools import partial
+
+        from hwopt.calibration import calibration_sets as default_sets
+
+        calibration_sets = partial(default_sets, seed=seed)
+    calibration, evaluation = calibration_sets(original)
     # Every materialised variant is verified against the same original and canonical model (run them
     # once), and variants often start with the same step (apply it once).
     shared = (ModelOutputs(evaluation), AppliedPrefixes())
