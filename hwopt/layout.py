@@ -58,7 +58,8 @@ def block_size(layout: str) -> int:
 
 
 def _resize_blockable(node) -> bool:
-    """onnxruntime's blocked Upsample: nearest with asymmetric coordinates, or linear with asymmetric/align_corners."""
+    """onnxruntime's blocked Upsample: nearest with asymmetric coordinates, or linear (asymmetric, align_corners
+    or half_pixel coordinates; seen on torch's bilinear exports)."""
     def text(name: str, default: str) -> str:
         value = node.attrs.get(name, default)
         return value.decode() if isinstance(value, bytes) else str(value)
@@ -66,7 +67,7 @@ def _resize_blockable(node) -> bool:
     mode = text("mode", "nearest")
     coordinates = text("coordinate_transformation_mode", "asymmetric" if node.op == "Upsample" else "half_pixel")
     return (mode == "nearest" and coordinates == "asymmetric") or (
-        mode == "linear" and coordinates in ("asymmetric", "align_corners"))
+        mode == "linear" and coordinates in ("asymmetric", "align_corners", "half_pixel"))
 
 
 def _blocked(kernel: Kernel, node, in_layouts: list[bool], in_channels: list[int], same_shapes: bool,
