@@ -62,3 +62,13 @@ def test_targets_without_a_blocked_layout_carry_no_conversions(example_path) -> 
     assert load_target("npu32").fusion.blocked_layout == ""
     assert not any(sk.kernel.reorder_in or sk.kernel.reorder_out
                    for sk in schedule(canonical, load_target("npu32").fusion).kernels)
+
+
+@pytest.mark.parametrize("name", ["torch_dynamo_efficientnet_b0_w025.onnx", "torch_dynamo_mobilenet_v3_small_w025.onnx",
+                                  "torch_dynamo_lraspp_mobilenet_v3_large_w025.onnx"])
+def test_real_exports_convert_where_predicted(name: str) -> None:
+    """torch dynamo exports (SiLU SE with ReduceMean, hardswish SE, bilinear Resize)."""
+    canonical = _canonical(Path(__file__).parent / "data" / name)
+    kernels = [sk.kernel for sk in schedule(canonical, load_target("cpu").fusion).kernels]
+    measured = _measured(canonical)
+    assert sum(reorder_bytes(k)[0] for k in kernels) == measured.count > 1
