@@ -188,6 +188,9 @@ def test_profile_resumes_without_duplicates(backend: OrtBackend, tmp_path: Path)
     refused = profile(kernels + [Kernel("act", 8, 8, 4, 4, 4, 4, op="BatchNormalization")], backend, out)
     assert refused.measured == 0 and len(refused.failed) == 1 and "BatchNormalization" in refused.failed[0][1]
     assert len(read_table(out)) == len(kernels)
+    # A refused kernel in the same batch as new ones: the others are still measured.
+    mixed = profile(kernels + [Kernel("act", 8, 8, 4, 4, 4, 4, op="BatchNormalization"), KERNELS[0]], backend, out)
+    assert mixed.measured == 1 and len(mixed.failed) == 1 and len(read_table(out)) == len(kernels) + 1
 
 
 # ---------------------------------------------------------------- the table backend and the CLI

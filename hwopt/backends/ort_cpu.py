@@ -13,14 +13,18 @@ protocol (settings from the target's ``[backend_settings]``):
 
 The latency is the median (robust to the odd preempted run) of one session;
 every kernel and model is timed in ``sessions`` fresh sessions and the mean of
-their medians is kept: on this kind of machine one session's median is stable
-to ~2% but sessions differ by up to ~10% among themselves, bimodally (where
-onnxruntime happened to place the buffers), so averaging sessions is what
-makes a repeated measurement agree with the first. (Normalising by a
+their medians is kept: on a shared machine one session's median is stable to
+~2% but sessions differ by up to ~10% among themselves. The host itself
+drifts: a compute-bound conv's 10-second means moved +-4% over 150 s with
+nothing else running. So ``measure`` times a batch of kernels in rounds, one
+fresh session of every kernel per round: each kernel's sessions spread over
+the whole batch's time and a slow spell is shared by all of them instead of
+landing on the one being timed. On 20 sweep kernels measured twice, the
+largest difference of raw medians went from 5.4-8.9% (kernel after kernel) to
+2.4-3.4% (rounds), the median difference to 0.7-1.9%. (Normalising by a
 reference conv timed beside each kernel was tried and dropped: the reference's
-sessions jump between the same modes, ~7% apart, so it added its own noise:
-repeated medians max 7.1% / median 2.3% apart with it, 5.4% / 1.4% without,
-on the same quiet machine.) With
+own sessions vary as much, so it added noise: max 7.1% / median 2.3% with it,
+5.4% / 1.4% without, on the same quiet machine.) With
 ``net_of_boundary`` (the default) the kernel's latency is net of what only an
 isolated session pays: one session run's fixed cost and the NCHWc layout
 conversions at its graph boundary (``ort_boundary``), timed the same way and
@@ -209,12 +213,16 @@ def time_session(session: ort.InferenceSession, settings: TimingSettings) -> Tim
         previous = median
 
 
-def time_sessions(make_session: Callable[[int], ort.InferenceSession], settings: TimingSettings) -> Timing:
-    """``settings.sessions`` fresh sessions (``make_session(index)``) timed one after the other."""
-    timings = [time_session(make_session(index), settings) for index in range(settings.sessions)]
+def combine_sessions(timings: Sequence[Timing]) -> Timing:
+    """Sessions of one thing: the mean of their medians."""
     medians = tuple(t.median_us for t in timings)
     return Timing(statistics.fmean(medians), sum(t.repeats for t in timings), all(t.stable for t in timings),
                   medians)
+
+
+def time_sessions(make_session: Callable[[int], ort.InferenceSession], settings: TimingSettings) -> Timing:
+    """``settings.sessions`` fresh sessions (``make_session(index)``) timed one after the other."""
+    return combine_sessions([time_session(make_session(index), settings) for index in range(settings.sessions)])
 
 
 class OrtBackend:
@@ -237,34 +245,48 @@ class OrtBackend:
                         session_spread=round(timing.spread, 4))
         return meta
 
-    def measure_one(self, kernel: Kernel) -> Measurement:
-        if kernel.kind == "view":
-            return Measurement(kernel, 0.0, None, self.name, self.meta(None))
+    def _plan(self, kernel: Kernel) -> tuple[onnx.ModelProto, onnx.ModelProto | None]:
+        """The kernel's model and (with ``net_of_boundary``) its boundary model."""
         model = kernel_model(kernel, self.settings.seed)
         if not self.settings.net_of_boundary:
-            timing = time_sessions(lambda _: _session(model, self.settings), self.settings)
-            return Measurement(kernel, timing.median_us, None, self.name, self.meta(timing))
+            return model, None
         with tempfile.TemporaryDirectory(prefix="hwopt-ort-") as tmp:
             path = os.path.join(tmp, "optimized.onnx")
-            # The first session also writes the graph onnxruntime runs, which the boundary model needs.
-            timing = time_sessions(lambda i: _session(model, self.settings, path if i == 0 else None), self.settings)
+            _session(model, self.settings, path)  # writes the graph onnxruntime runs, which the boundary needs
             optimized = onnx.load(path)
         shapes = {v.name: [d.dim_value for d in v.type.tensor_type.shape.dim] for v in model.graph.output}
-        # The boundary graph is run as written: optimizing it could cancel the reorders it times.
-        plain = replace(self.settings, graph_optimization="disable")
-        boundary_proto = boundary_model(optimized, shapes)
-        boundary = time_sessions(lambda _: _session(boundary_proto, plain), plain)
-        net = max(timing.median_us - boundary.median_us, 0.1 * timing.median_us)
-        meta = self.meta(timing)
-        meta.update(raw_us=round(timing.median_us, 3), boundary_us=round(boundary.median_us, 3))
-        return Measurement(kernel, net, None, self.name, meta)
+        return model, boundary_model(optimized, shapes)
 
     def measure(self, kernels: Sequence[Kernel], progress: Progress | None = None) -> list[Measurement]:
-        out = []
-        for index, kernel in enumerate(kernels):
-            out.append(self.measure_one(kernel))
+        """Every kernel in ``settings.sessions`` rounds: each round times one fresh session of every kernel
+        (and of its boundary model). A slow or fast spell of a shared host then spreads over the whole batch
+        instead of landing on the one kernel being timed at that moment."""
+        settings = self.settings
+        # The boundary graph is run as written: optimizing it could cancel the reorders it times.
+        plain = replace(settings, graph_optimization="disable")
+        plans = {i: self._plan(k) for i, k in enumerate(kernels) if k.kind != "view"}
+        runs: dict[int, list[Timing]] = {i: [] for i in plans}
+        boundary_runs: dict[int, list[Timing]] = {i: [] for i in plans}
+        for round_index in range(settings.sessions):
+            for i, (model, boundary_proto) in plans.items():
+                runs[i].append(time_session(_session(model, settings), settings))
+                if boundary_proto is not None:
+                    boundary_runs[i].append(time_session(_session(boundary_proto, plain), plain))
             if progress is not None:
-                progress(index + 1, len(kernels))
+                progress(len(kernels) * (round_index + 1) // settings.sessions, len(kernels))
+        out = []
+        for i, kernel in enumerate(kernels):
+            if i not in plans:
+                out.append(Measurement(kernel, 0.0, None, self.name, self.meta(None)))
+                continue
+            timing = combine_sessions(runs[i])
+            meta = self.meta(timing)
+            latency = timing.median_us
+            if boundary_runs[i]:
+                boundary = combine_sessions(boundary_runs[i])
+                latency = max(timing.median_us - boundary.median_us, 0.1 * timing.median_us)  # noise guard
+                meta.update(raw_us=round(timing.median_us, 3), boundary_us=round(boundary.median_us, 3))
+            out.append(Measurement(kernel, latency, None, self.name, meta))
         return out
 
 
