@@ -267,8 +267,12 @@ class OrtBackend:
         plans = {i: self._plan(k) for i, k in enumerate(kernels) if k.kind != "view"}
         runs: dict[int, list[Timing]] = {i: [] for i in plans}
         boundary_runs: dict[int, list[Timing]] = {i: [] for i in plans}
+        order = list(plans)
         for round_index in range(settings.sessions):
-            for i, (model, boundary_proto) in plans.items():
+            # Every other round backwards: each kernel's sessions then sit at the same mean time, so a
+            # drift over the batch does not favour its first kernels over its last.
+            for i in order if round_index % 2 == 0 else order[::-1]:
+                model, boundary_proto = plans[i]
                 runs[i].append(time_session(_session(model, settings), settings))
                 if boundary_proto is not None:
                     boundary_runs[i].append(time_session(_session(boundary_proto, plain), plain))
