@@ -220,8 +220,34 @@ def _conv_kernel(node: Node) -> Kernel | None:
         kind = "conv"
     else:
         kind = "gconv"
-    return Kernel(kind, attrs.in_channels, attrs.out_channels, h, w, oh, ow, attrs.kernel[0], attrs.kernel[1],
+    kh, kw = attrs.kernel
+    if max(attrs.dilations) > 1 and _only_centre_reads_input(attrs, h, w, oh, ow):
+        kh = kw = 1  # every other tap only ever reads padding: the conv computes as a 1x1 conv
+    return Kernel(kind, attrs.in_channels, attrs.out_channels, h, w, oh, ow, kh, kw,
                   attrs.strides[0], attrs.group, dtype_bytes=_dtype_bytes(node.outputs[0]))
+
+
+def _only_centre_reads_input(attrs, h: int, w: int, oh: int, ow: int) -> bool:
+    """Whether a dilated conv's off-centre taps all fall in the padding for every output position.
+
+    Atrous convs of segmentation heads (DeepLab's ASPP: dilation 24 and 36 on a 14x14 map) are
+    1x1 convs in effect, and runtimes time them so (onnxruntime: 962 us against 4911 us for the same
+    3x3 conv undilated); describing them as full 3x3 convs overstated DeepLabV3 by 60%.
+    """
+    for size, out, k, stride, dilation, pad in ((h, oh, attrs.kernel[0], attrs.strides[0], attrs.dilations[0],
+                                                  attrs.pads[0]),
+                                                 (w, ow, attrs.kernel[1], attrs.strides[1], attrs.dilations[1],
+                                                  attrs.pads[1])):
+        if k % 2 == 0 or pad != dilation * (k // 2):
+            return False  # not a centred ("same"-style) dilated window
+        for tap in range(k):
+            if tap == k // 2:
+                continue
+            first = -pad + tap * dilation
+            last = (out - 1) * stride - pad + tap * dilation
+            if last >= 0 and first < size:
+                return False  # this tap reads the input somewhere
+    return True
 
 
 def _gemm_kernel(node: Node) -> Kernel:

@@ -72,3 +72,33 @@ def test_real_exports_convert_where_predicted(name: str) -> None:
     kernels = [sk.kernel for sk in schedule(canonical, load_target("cpu").fusion).kernels]
     measured = _measured(canonical)
     assert sum(reorder_bytes(k)[0] for k in kernels) == measured.count > 1
+
+
+def _atrous(dilation: int, hw: int = 14):
+    import numpy as np
+    from onnx import TensorProto, helper, numpy_helper
+
+    weight = np.random.default_rng(0).standard_normal((8, 16, 3, 3)).astype(np.float32)
+    node = helper.make_node("Conv", ["x", "w"], ["y"], kernel_shape=[3, 3], dilations=[dilation] * 2,
+                            pads=[dilation] * 4)
+    graph = helper.make_graph([node], "atrous", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 16, hw, hw])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8, hw, hw])],
+                              [numpy_helper.from_array(weight, "w")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    return model, weight
+
+
+@pytest.mark.parametrize("dilation,kernel", [(1, 3), (2, 3), (12, 3), (14, 1), (36, 1)])
+def test_an_atrous_conv_whose_outer_taps_only_read_padding_is_a_1x1_kernel(dilation: int, kernel: int) -> None:
+    import numpy as np
+    import onnxruntime as ort
+
+    model, weight = _atrous(dilation)
+    (sk,) = schedule(model).kernels
+    assert (sk.kernel.kernel, sk.kernel.kw) == (kernel, kernel)
+    if kernel == 1:  # the claim is exact: the centre tap alone gives the same output
+        x = np.random.default_rng(1).standard_normal((1, 16, 14, 14)).astype(np.float32)
+        y = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+        centre = np.einsum("oc,nchw->nohw", weight[:, :, 1, 1], x)
+        np.testing.assert_allclose(y, centre, rtol=1e-4, atol=1e-4)
