@@ -44,6 +44,7 @@ from examples.build import build_example
 from hwopt.backends.base import read_table
 from hwopt.estimate import load_estimator
 from hwopt.estimate.card import read_card, write_card
+from hwopt.backends.ort_layout import parse_nodes
 from hwopt.estimate.train import EndToEnd, train_estimator, usable
 from hwopt.kernels import schedule
 from hwopt.profile import example_names, sweep
@@ -105,7 +106,7 @@ def build_models(work: Path, variants_of: tuple[str, ...] = (VARIANTS_OF,)) -> d
     return models
 
 
-LAYOUT_COLUMNS = ("reorders", "reorder_bytes", "reorder_us")
+LAYOUT_COLUMNS = ("reorders", "reorder_bytes", "reorder_us", "reorder_nodes")
 
 
 def measured_meta(work: Path, target, label: str, path: Path) -> dict:
@@ -116,7 +117,8 @@ def measured_meta(work: Path, target, label: str, path: Path) -> dict:
     cache = work / f"measured_{target.name}.json"
     data = json.loads(cache.read_text()) if cache.exists() else {}
     key = f"{label}:{path.stat().st_size}"
-    if not isinstance(data.get(key), dict):  # older caches held the latency alone
+    if not isinstance(data.get(key), dict) or (target.fusion.blocked_layout and "reorder_nodes" not in data[key]):
+        # older caches held the latency alone (or the conversions' totals alone)
         result = model_measurer(target)(path, target)
         meta = getattr(result, "meta", {}) or {}
         data[key] = {"latency_us": float(result.latency_us), **{c: meta[c] for c in LAYOUT_COLUMNS if c in meta}}
@@ -174,7 +176,8 @@ def evaluate(target_name: str, work: Path, holdout: tuple[str, ...], write: bool
     for m in in_model_labels:
         meta = measured_meta(work, target, m, models[m])
         end_to_end.append(EndToEnd(m, scheds[m], meta["latency_us"], int(meta.get("reorders", 0)),
-                                   int(meta.get("reorder_bytes", 0)), float(meta.get("reorder_us", "nan"))))
+                                   int(meta.get("reorder_bytes", 0)), float(meta.get("reorder_us", "nan")),
+                                   tuple(parse_nodes(meta.get("reorder_nodes", "")))))
     start = time.perf_counter()
     card = train_estimator(train_rows, target, folder, source=f"{table_path} minus held-out families",
                            end_to_end=end_to_end)

@@ -174,11 +174,14 @@ def test_in_model_term_recovers_a_known_overhead() -> None:
 
     sums = np.array([1000.0, 5000.0, 12000.0, 3000.0, 800.0])
     counts = np.array([40, 60, 150, 30, 90])
-    term = fit_in_model_term(sums, counts, 1.12 * sums + 2.5 * counts)
+    term = fit_in_model_term(sums, counts, 1.12 * sums + 2.5 * counts, per_kernel=True)
     assert term.scale == pytest.approx(1.12, rel=1e-9) and term.per_kernel_us == pytest.approx(2.5, rel=1e-9)
     assert term.median_abs_error_pct == pytest.approx(0.0, abs=1e-9)
+    # by default the scale alone (a per-kernel cost is not identifiable across few families)
+    default = fit_in_model_term(sums, counts, 1.12 * sums + 2.5 * counts)
+    assert default.per_kernel_us == 0.0 and default.scale > 1.12
     # a negative per-kernel cost is not physical: the fit falls back to the scale alone
-    shrink = fit_in_model_term(sums, counts, 1.2 * sums - 1.0 * counts)
+    shrink = fit_in_model_term(sums, counts, 1.2 * sums - 1.0 * counts, per_kernel=True)
     assert shrink.per_kernel_us == 0.0 and 1.0 < shrink.scale < 1.2
     with pytest.raises(HwoptError, match="at least"):
         fit_in_model_term(sums[:2], counts[:2], sums[:2])
@@ -188,7 +191,7 @@ def test_train_with_end_to_end_models_learns_the_in_model_term(tmp_path: Path, e
     """Whole models timed end to end with onnxruntime (hwopt measure) teach the estimator the in-model term."""
     tiny = tmp_path / "tiny.csv.gz"
     write_table(tiny, read_table(CPU_TABLE)[::6])
-    rows = ["model,latency_us,reorders,reorder_bytes,reorder_us"]
+    rows = ["model,latency_us,reorders,reorder_bytes,reorder_us,reorder_nodes"]
     for name in ("mobilenetv3_small", "mobilenetv2", "efficientnet_lite0"):
         measured = runner.invoke(app, ["measure", str(example_path(name)), "--target", "cpu", "--json"])
         assert measured.exit_code == 0, measured.output
@@ -196,8 +199,10 @@ def test_train_with_end_to_end_models_learns_the_in_model_term(tmp_path: Path, e
         meta = data["meta"]
         assert meta["form"] == "canonical" and meta["sessions"] >= 1
         assert meta["reorders"] >= 1 and meta["reorder_us"] > 0  # measured inside the model (profiler)
+        nodes = [item.split(":") for item in meta["reorder_nodes"].split(";")]  # each conversion: bytes:us
+        assert len(nodes) == meta["reorders"] and sum(int(b) for b, _ in nodes) == meta["reorder_bytes"]
         rows.append(f"{example_path(name)},{data['latency_us']},{meta['reorders']},{meta['reorder_bytes']},"
-                    f"{meta['reorder_us']}")
+                    f"{meta['reorder_us']},{meta['reorder_nodes']}")
     (tmp_path / "e2e.csv").write_text("\n".join(rows) + "\n")
     out = tmp_path / "est"
     result = runner.invoke(app, ["train", str(tiny), "-o", str(out), "--target", "cpu",

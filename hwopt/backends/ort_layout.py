@@ -31,9 +31,24 @@ class LayoutConversions:
     count: int  # conversions per run
     bytes: int  # bytes they write per run
     us: float  # their summed duration in the median run
+    nodes: tuple[tuple[int, float], ...] = ()  # each conversion: (bytes, median us over the runs)
 
     def to_meta(self) -> dict:
-        return {"reorders": self.count, "reorder_bytes": self.bytes, "reorder_us": round(self.us, 3)}
+        return {"reorders": self.count, "reorder_bytes": self.bytes, "reorder_us": round(self.us, 3),
+                "reorder_nodes": format_nodes(self.nodes)}
+
+
+def format_nodes(nodes) -> str:
+    """``bytes:us`` per conversion, ``;``-separated (one CSV cell)."""
+    return ";".join(f"{size}:{us:.3f}" for size, us in nodes)
+
+
+def parse_nodes(text: str) -> list[tuple[int, float]]:
+    out = []
+    for item in filter(None, (text or "").split(";")):
+        size, us = item.split(":")
+        out.append((int(size), float(us)))
+    return out
 
 
 def profile_conversions(model: onnx.ModelProto, make_session, feeds_of) -> LayoutConversions:
@@ -62,4 +77,9 @@ def profile_conversions(model: onnx.ModelProto, make_session, feeds_of) -> Layou
     if not timed or not timed[0]:
         return LayoutConversions(0, 0, 0.0)
     totals = [sum(d for d, _ in records) for records in timed]
-    return LayoutConversions(len(timed[0]), sum(size for _, size in timed[0]), float(statistics.median(totals)))
+    # Per conversion: the median over the runs (records come in the same node order every run).
+    width = min(len(records) for records in timed)
+    nodes = tuple((timed[0][i][1], float(statistics.median(records[i][0] for records in timed)))
+                  for i in range(width))
+    return LayoutConversions(len(timed[0]), sum(size for _, size in timed[0]), float(statistics.median(totals)),
+                             nodes)

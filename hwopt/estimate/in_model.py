@@ -71,7 +71,12 @@ class InModelTerm:
 
 
 def fit_conversion_cost(counts: Sequence[int], sizes: Sequence[int], measured_us: Sequence[float]) -> tuple[float, float]:
-    """(us per conversion, ns per byte) from models' conversions and their profiled time (non-negative LS)."""
+    """(us per conversion, ns per byte) from conversions and their profiled time (non-negative LS).
+
+    Rows are single conversions (count 1: onnxruntime's profiler times each node) where the end-to-end
+    table has them, else models' totals. Single conversions identify the two costs: a handful of models'
+    totals did not (the per-conversion cost came out anywhere from 0.5 to 4.9 us across sittings).
+    """
     from scipy.optimize import nnls
 
     rows = [(c, b, t) for c, b, t in zip(counts, sizes, measured_us) if c > 0 and t == t]
@@ -88,10 +93,13 @@ def fit_conversion_cost(counts: Sequence[int], sizes: Sequence[int], measured_us
 
 def fit_in_model_term(kernel_sums_us: Sequence[float], kernel_counts: Sequence[int],
                       measured_us: Sequence[float], conversions_us: Sequence[float] | None = None,
-                      conversion_cost: tuple[float, float] = (0.0, 0.0)) -> InModelTerm:
+                      conversion_cost: tuple[float, float] = (0.0, 0.0), per_kernel: bool = False) -> InModelTerm:
     """Fit the term on models with their predicted kernel sums, kernel counts and end-to-end latencies.
 
     ``conversions_us``: each model's predicted layout conversions at ``conversion_cost`` (already fitted).
+    ``per_kernel``: also fit a cost per kernel. Off by default: models of a few families have nearly
+    proportional kernel counts and sums, so the two coefficients trade off freely; fitted on the training
+    families it came out at 8 us per kernel once and made MobileNetV3-Small (80 small kernels) 20-45% slow.
     """
     sums = np.asarray(kernel_sums_us, dtype=float)
     counts = np.asarray(kernel_counts, dtype=float)
@@ -103,10 +111,10 @@ def fit_in_model_term(kernel_sums_us: Sequence[float], kernel_counts: Sequence[i
     if not (np.all(truth > 0) and np.all(sums > 0)):
         raise HwoptError("end-to-end latencies and kernel sums must be positive")
     # Relative least squares: divide each row by the measured latency.
-    design = np.stack([sums / truth, counts / truth], axis=1)
+    design = np.stack([sums / truth, counts / truth if per_kernel else np.zeros_like(truth)], axis=1)
     target = np.ones_like(truth)
     coef, *_ = np.linalg.lstsq(design, target, rcond=None)
-    if coef[1] < 0 or coef[0] < 0:  # the non-negative solution lies on a boundary: best single coefficient
+    if coef[1] < 0 or coef[0] < 0 or not per_kernel:  # on a boundary (or asked): the scale alone
         scale_only = float((design[:, 0] @ target) / (design[:, 0] @ design[:, 0]))
         coef = np.array([scale_only, 0.0])
     fitted = (design @ coef * truth + converted) / (truth + converted)

@@ -21,6 +21,7 @@ from typing import Callable, NamedTuple, Sequence
 import numpy as np
 
 from hwopt.backends.base import Measurement
+from hwopt.backends.ort_layout import parse_nodes
 from hwopt.errors import HwoptError
 from hwopt.estimate.card import write_card
 from hwopt.estimate.estimator import INDEX, Estimator
@@ -54,11 +55,13 @@ class EndToEnd(NamedTuple):
     reorders: int = 0  # conversions the runtime ran (hwopt.backends.ort_layout)
     reorder_bytes: int = 0
     reorder_us: float = float("nan")  # their measured time inside the model (nan: not measured)
+    reorder_nodes: tuple[tuple[int, float], ...] = ()  # each conversion's (bytes, us), where profiled
 
 
 def read_end_to_end(path: str | Path, target: Target) -> list[EndToEnd]:
     """Whole models measured end to end: a CSV with ``model`` (a path relative to the CSV) and ``latency_us``,
-    optionally ``reorders``, ``reorder_bytes``, ``reorder_us`` (``hwopt measure --json``'s meta)."""
+    optionally ``reorders``, ``reorder_bytes``, ``reorder_us``, ``reorder_nodes`` (``hwopt measure --json``'s
+    meta)."""
     import csv
 
     from hwopt.canonicalize import canonicalize
@@ -78,7 +81,7 @@ def read_end_to_end(path: str | Path, target: Target) -> list[EndToEnd]:
         try:
             latency = float(row["latency_us"])
             layout = (int(row.get("reorders") or 0), int(row.get("reorder_bytes") or 0),
-                      float(row.get("reorder_us") or "nan"))
+                      float(row.get("reorder_us") or "nan"), tuple(parse_nodes(row.get("reorder_nodes", ""))))
         except (TypeError, ValueError):
             raise HwoptError(f"{path}:{number}: latency_us and reorder columns must be numbers") from None
         canonical, _ = canonicalize(load_model(path.parent / row["model"]), verify=False)
@@ -90,8 +93,12 @@ def _in_model(target: Target, latency, roofline: Roofline, end_to_end: Sequence[
     """The in-model term fitted against this estimator's own isolated kernel sums."""
     end_to_end = [EndToEnd(*e) for e in end_to_end]
     bare = Estimator(target, latency, None, roofline, allow_fallback=True)
-    cost = fit_conversion_cost([e.reorders for e in end_to_end], [e.reorder_bytes for e in end_to_end],
-                               [e.reorder_us for e in end_to_end])
+    nodes = [node for e in end_to_end for node in e.reorder_nodes]
+    if nodes:  # single conversions, as the profiler timed them
+        cost = fit_conversion_cost([1] * len(nodes), [b for b, _ in nodes], [us for _, us in nodes])
+    else:
+        cost = fit_conversion_cost([e.reorders for e in end_to_end], [e.reorder_bytes for e in end_to_end],
+                                   [e.reorder_us for e in end_to_end])
     pricing = InModelTerm(1.0, 0.0, 0, 0.0, *cost)
     sums, counts, converted = [], [], []
     for e in end_to_end:
