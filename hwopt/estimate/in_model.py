@@ -10,17 +10,17 @@ regressor can learn. The term here is fitted on whole models of the training
 families measured end to end (the ground truth), against the estimator's own
 predicted kernel sums, so it also absorbs the kernel models' common bias:
 
-    latency = scale * sum(kernels) + per_kernel_us * (number of non-free kernels)
-              + reorder_us * conversions + reorder_ns_per_byte * bytes converted
+    latency = scale * sum(kernels) + reorder_us * conversions + reorder_ns_per_byte * bytes converted
+              [+ per_kernel_us * (number of non-free kernels), off by default: see fit_in_model_term]
 
 The layout conversions (onnxruntime's NCHWc reorders, where the target file
 names a blocked layout) are predicted from the schedule (``hwopt.layout``);
 their two costs are fitted first, on the conversion times the backend
-measured inside the same models with onnxruntime's profiler (columns
-``reorder_us`` of the end-to-end table), not on the models' residuals: only a
-few training models convert much, and a residual fit would make the
-conversions absorb every other in-model error of those few. scale and
-per_kernel_us are then fitted on what remains, by least squares on relative
+measured inside the same models with onnxruntime's profiler (column
+``reorder_nodes`` of the end-to-end table: every single conversion), not on the
+models' residuals: only a few training models convert much, and a residual fit
+would make the conversions absorb every other in-model error of those few.
+The scale is then fitted on what remains, by least squares on relative
 error (every model weighs alike whatever its size). Every coefficient is kept
 non-negative. A backend whose model latency is by definition the kernel sum
 (npu32: kernels emulated and summed) has no term.
