@@ -20,7 +20,7 @@ NCHWc transformer rules (onnxruntime/core/optimizer/nchwc_transformer.cc):
 - Add/Sum of same-shape blocked inputs, Concat (channel axis) of blocked inputs
   whose channels are multiples of the block, Relu/Sigmoid/Tanh/LeakyRelu/Clip/
   HardSigmoid of a blocked input, Resize/Upsample of a blocked input by
-  integer scales: blocked.
+  integer scales (nearest with asymmetric coordinates, or linear): blocked.
 - Everything else (views included): plain. Graph inputs are plain, blocked
   graph outputs are converted back.
 
@@ -29,9 +29,9 @@ converted tensor for every consumer). The conversion is attributed to a kernel
 so the per-kernel figures (and the search's kernel tables) carry it: a
 blocked-to-plain conversion to the kernel that wrote the tensor
 (``Kernel.reorder_out``), a plain-to-blocked one to the first blocked kernel
-that reads it (``Kernel.reorder_in``, always a conv: the only blocked kernels
-that accept a plain input). Checked against the graphs onnxruntime really runs
-in tests/test_layout.py.
+that reads it (``Kernel.reorder_in``: a conv or a pool, the blocked kernels
+whose layout does not follow their input's). Checked against the graphs
+onnxruntime really runs in tests/test_layout.py.
 """
 
 from __future__ import annotations

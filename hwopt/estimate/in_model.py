@@ -111,10 +111,10 @@ def fit_in_model_term(kernel_sums_us: Sequence[float], kernel_counts: Sequence[i
     if not (np.all(truth > 0) and np.all(sums > 0)):
         raise HwoptError("end-to-end latencies and kernel sums must be positive")
     # Relative least squares: divide each row by the measured latency.
-    design = np.stack([sums / truth, counts / truth if per_kernel else np.zeros_like(truth)], axis=1)
+    design = np.stack([sums / truth, counts / truth], axis=1)
     target = np.ones_like(truth)
-    coef, *_ = np.linalg.lstsq(design, target, rcond=None)
-    if coef[1] < 0 or coef[0] < 0 or not per_kernel:  # on a boundary (or asked): the scale alone
+    coef = np.linalg.lstsq(design, target, rcond=None)[0] if per_kernel else np.zeros(2)
+    if not per_kernel or coef[1] < 0 or coef[0] < 0:  # the scale alone (asked, or the fit's boundary)
         scale_only = float((design[:, 0] @ target) / (design[:, 0] @ design[:, 0]))
         coef = np.array([scale_only, 0.0])
     fitted = (design @ coef * truth + converted) / (truth + converted)
