@@ -266,3 +266,22 @@ def test_profile_cli_sweeps_and_resumes(fast_target: Path, tmp_path: Path) -> No
     again = _cli(*args[:-1])
     assert again.returncode == 0 and "0 kernels measured, 3 already in the table" in again.stdout
     assert _cli("profile", "--no-examples", "-o", str(out)).returncode == 2  # nothing to sample from
+
+
+def test_sessions_combine_by_mean_or_trimmed_mean(fast_target: Path, tmp_path: Path) -> None:
+    from hwopt.backends.ort_cpu import Timing, TimingSettings, combine_sessions
+
+    sessions = [Timing(m, 10, True) for m in (100.0, 101.0, 99.0, 140.0, 60.0)]
+    assert combine_sessions(sessions).median_us == pytest.approx(100.0)
+    assert combine_sessions(sessions, "trimmed").median_us == pytest.approx(100.0)  # 60 and 140 dropped
+    skewed = [Timing(m, 10, True) for m in (100.0, 101.0, 99.0, 180.0, 98.0)]
+    assert combine_sessions(skewed).median_us == pytest.approx(115.6)
+    assert combine_sessions(skewed, "trimmed").median_us == pytest.approx(100.0)
+    text = fast_target.read_text()
+    for setting, message in (('session_statistic = "median"', "must be one of"),
+                             ('session_statistic = "trimmed"\nsessions = 2', "needs sessions >= 3")):
+        bad = tmp_path / "bad.toml"
+        bad.write_text(text.replace('session_statistic = "mean"', setting).replace("sessions = 5", "")
+                       if "sessions = 2" in setting else text.replace('session_statistic = "mean"', setting))
+        with pytest.raises(HwoptError, match=message):
+            TimingSettings.from_target(load_target(bad))

@@ -66,6 +66,7 @@ from hwopt.kernels import Kernel
 from hwopt.targets import Target
 
 NAME = "onnxruntime"
+SESSION_STATISTICS = ("mean", "trimmed")
 _LEVELS = {"disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL, "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
            "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED, "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL}
 _NUMPY = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64,
@@ -88,6 +89,7 @@ class TimingSettings:
     clock: str = "wall"  # wall | cpu (thread CPU time; one thread only)
     net_of_boundary: bool = True  # subtract the isolated session's run cost and boundary reorders
     sessions: int = 5  # fresh sessions per kernel/model, the mean of their medians is kept
+    session_statistic: str = "mean"  # mean | trimmed (without the fastest and slowest session: needs >= 3)
 
     @classmethod
     def from_target(cls, target: Target) -> "TimingSettings":
@@ -100,7 +102,7 @@ class TimingSettings:
                 window=int(s.get("window", 10)), graph_optimization=str(s.get("graph_optimization", "all")),
                 providers=tuple(s.get("providers", ["CPUExecutionProvider"])), seed=int(s.get("seed", 0)),
                 clock=str(s.get("clock", "wall")), net_of_boundary=bool(s.get("net_of_boundary", True)),
-                sessions=int(s.get("sessions", 5)),
+                sessions=int(s.get("sessions", 5)), session_statistic=str(s.get("session_statistic", "mean")),
             )
         except (TypeError, ValueError) as exc:
             raise HwoptError(f"{target.name}: bad [backend_settings] value ({exc})") from None
@@ -109,6 +111,10 @@ class TimingSettings:
         if settings.clock == "cpu" and (settings.threads != 1 or _providers(settings) != ["CPUExecutionProvider"]):
             # Other threads' (or a GPU's) work is invisible to the calling thread's CPU clock.
             raise HwoptError(f"{target.name}: clock 'cpu' needs threads = 1 and the CPU provider only")
+        if settings.session_statistic not in SESSION_STATISTICS:
+            raise HwoptError(f"{target.name}: session_statistic must be one of {', '.join(SESSION_STATISTICS)}")
+        if settings.session_statistic == "trimmed" and settings.sessions < 3:
+            raise HwoptError(f"{target.name}: session_statistic 'trimmed' needs sessions >= 3")
         if settings.graph_optimization not in _LEVELS:
             raise HwoptError(f"{target.name}: graph_optimization must be one of {', '.join(_LEVELS)}")
         if min(settings.threads, settings.window, settings.min_repeats, settings.max_repeats, settings.sessions) < 1:
@@ -213,16 +219,19 @@ def time_session(session: ort.InferenceSession, settings: TimingSettings) -> Tim
         previous = median
 
 
-def combine_sessions(timings: Sequence[Timing]) -> Timing:
-    """Sessions of one thing: the mean of their medians."""
+def combine_sessions(timings: Sequence[Timing], statistic: str = "mean") -> Timing:
+    """Sessions of one thing: the mean of their medians, or (``trimmed``) the mean without the fastest and
+    the slowest session (``bench/cpu_repeatability.py`` compares the two)."""
     medians = tuple(t.median_us for t in timings)
-    return Timing(statistics.fmean(medians), sum(t.repeats for t in timings), all(t.stable for t in timings),
+    kept = sorted(medians)[1:-1] if statistic == "trimmed" and len(medians) >= 3 else medians
+    return Timing(statistics.fmean(kept), sum(t.repeats for t in timings), all(t.stable for t in timings),
                   medians)
 
 
 def time_sessions(make_session: Callable[[int], ort.InferenceSession], settings: TimingSettings) -> Timing:
     """``settings.sessions`` fresh sessions (``make_session(index)``) timed one after the other."""
-    return combine_sessions([time_session(make_session(index), settings) for index in range(settings.sessions)])
+    return combine_sessions([time_session(make_session(index), settings) for index in range(settings.sessions)],
+                            settings.session_statistic)
 
 
 class OrtBackend:
@@ -283,11 +292,11 @@ class OrtBackend:
             if i not in plans:
                 out.append(Measurement(kernel, 0.0, None, self.name, self.meta(None)))
                 continue
-            timing = combine_sessions(runs[i])
+            timing = combine_sessions(runs[i], settings.session_statistic)
             meta = self.meta(timing)
             latency = timing.median_us
             if boundary_runs[i]:
-                boundary = combine_sessions(boundary_runs[i])
+                boundary = combine_sessions(boundary_runs[i], settings.session_statistic)
                 latency = max(timing.median_us - boundary.median_us, 0.1 * timing.median_us)  # noise guard
                 meta.update(raw_us=round(timing.median_us, 3), boundary_us=round(boundary.median_us, 3))
             out.append(Measurement(kernel, latency, None, self.name, meta))
