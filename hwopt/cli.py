@@ -146,7 +146,9 @@ def apply(
             if output.resolve() == path.resolve():
                 raise HwoptError(f"refusing to overwrite the input {path}: choose another -o path")
         original, canonical, _ = load_canonical(model, _shapes(input_shape), seed=seed)
-        calib, evaluation = _calibration_sets(original, calibration, calibration_samples, eval_samples, seed)
+        from hwopt.calibration import calibration_sets
+
+        calib, evaluation = calibration_sets(original, calibration, calibration_samples, eval_samples, seed)
         with progress_bar(quiet or as_json) as progress:
             result = apply_steps(original, canonical, steps, calib, evaluation, seed=seed, progress=progress)
         save_model(result.model, output, protect=protect)
@@ -317,15 +319,17 @@ def optimize(
         for path in [output] + [p for p in (save_rules, report) if p]:
             if any(path.resolve() == p.resolve() for p in protect):
                 raise HwoptError(f"refusing to overwrite the input {path}: choose another path")
+        from functools import partial
 
-        def calibration_sets(original):
-            return _calibration_sets(original, calibration, calibration_samples, eval_samples, seed)
+        from hwopt.calibration import calibration_sets
 
+        inputs = partial(calibration_sets, path=calibration, count=calibration_samples, eval_count=eval_samples,
+                         seed=seed)
         with progress_bar(quiet) as progress:
             result, best_model = run_optimize(
                 model, target_name=target, rules_path=rules_file, input_shapes=_shapes(input_shape),
                 budgets=budgets, strategy=strategy, cost=cost, exact_only=exact_only, seed=seed,
-                finalists=finalists, compare_rules=compare, calibration_sets=calibration_sets, measure=measure,
+                finalists=finalists, compare_rules=compare, calibration_sets=inputs, measure=measure,
                 progress=progress,
             )
         if best_model is not None:
@@ -419,12 +423,6 @@ def train(
                 stdout.print(f"in-model term from {term['models']} models: latency = {term['scale']:.3f} x kernel "
                              f"sum + {term['per_kernel_us']:.2f} us per kernel{conversions} (median error on them "
                              f"{term['median_abs_error_pct']:.1f}%)")
-
-
-def _calibration_sets(model, path: Optional[Path], count: int, eval_count: int, seed: int):
-    from hwopt.calibration import calibration_sets
-
-    return calibration_sets(model, path, count, eval_count, seed)
 
 
 def main() -> None:

@@ -289,9 +289,11 @@ def schedule(model_or_graph: onnx.ModelProto | gs.Graph, policy: FusionPolicy = 
         input_dtype_bytes={t.name: _dtype_bytes(t) for t in graph.inputs},
         outputs=[t.name for t in graph.outputs],
     )
+    first_nodes: list[Node] = []  # each kernel's first node (for the layout rules)
     for node in graph.nodes:
         if id(node) in consumed:
             continue
+        first_nodes.append(node)
         kind = _kind_of(node)
         if node.op == "Conv":
             kernel = _conv_kernel(node)
@@ -324,10 +326,8 @@ def schedule(model_or_graph: onnx.ModelProto | gs.Graph, policy: FusionPolicy = 
     if policy.blocked_layout:
         from hwopt.layout import mark_reorders
 
-        nodes_by_name = {n.name: n for n in graph.nodes}
-        tensors = graph.tensors()
-        mark_reorders(result, [nodes_by_name[sk.nodes[0]] for sk in result.kernels],
-                      {name: tuple(t.shape or ()) for name, t in tensors.items()}, policy.blocked_layout)
+        mark_reorders(result, first_nodes, {name: tuple(t.shape or ()) for name, t in graph.tensors().items()},
+                      policy.blocked_layout)
     return result
 
 

@@ -158,7 +158,7 @@ def misaligned(c: int, p: int, rng: np.random.Generator) -> int:
 
 def half_aligned(c: int, p: int) -> int:
     """A count halfway on the P grid (P*k + P/2: 28 or 36 for P = 8), as TFLite-era models use."""
-    return max(p, round(c / p) * p) + p // 2
+    return aligned(c, p) + p // 2
 
 
 def perturb(k: Kernel, p: int, rng: np.random.Generator) -> list[Kernel]:

@@ -275,7 +275,7 @@ def optimize(
         else:
             # Materialised (deviation, verified exactness) only on request and when a model is written:
             # it costs a full apply each.
-            if compare_rules and calibration_sets and best is not None:
+            if compare_rules and best is not None:
                 _materialise(alone, original, canonical, calibration, evaluation, seed, progress, shared)
     if best is not None:
         side.append(best)
