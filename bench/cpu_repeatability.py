@@ -1,44 +1,72 @@
-"""How well the cpu backend's repeated medians agree, for each way of combining a kernel's sessions.
+"""How well the cpu backend's repeated measurements agree: the same sweep kernels measured several times.
 
-    python -m bench.cpu_repeatability [--rounds 3] [--statistics mean,trimmed] [--count 20]
+    python -m bench.cpu_repeatability [--passes 6] [--count 20] [--floor-us 20] [--statistic mean|trimmed]
 
-Each round measures the same sweep kernels twice with every statistic in turn
-(A/B interleaved, so a spell of host noise hits all of them alike) and prints
-the largest and median relative difference between the two passes, of the raw
-medians and of the net latencies (raw minus the isolated session's boundary).
-Kernels under 20 us are left out of the relative figures (as in cpu_figures).
+Each pass is one ``OrtBackend.measure`` of the same kernels (one batch, as
+``hwopt profile`` times them). For every pair of passes it prints, over the
+kernels of at least ``--floor-us`` (smaller ones: the timer's grain):
 
-Measured 2026-11-25 13:15-13:20 (noisy host, nothing of ours running), six
-rounds on 20 kernels, raw max: mean 12.5/13.2/10.5/13.0/8.8/7.1%, trimmed
-5.7/5.6/2.7/5.7/7.2/24.6%; a seventh with this script (13:24): mean 17.9%,
-trimmed 10.2%. Quiet hours earlier, the mean gave 2.4-5.4%.
+- ``max`` / ``median``: the largest and the median relative difference;
+- ``<=3%``: the share of kernels whose two figures agree within 3%;
+- ``host``: the median of the signed differences, i.e. how much the whole
+  host changed speed between the two passes (the same for every kernel);
+- ``max net of host``: the largest difference once that common factor is
+  taken out: what the protocol itself contributes.
+
+for raw latencies (the isolated session) and net ones (raw minus the
+boundary, what the table stores). ``--statistic`` combines each kernel's
+sessions by their mean (the default) or the mean without the fastest and the
+slowest (``session_statistic`` in the target).
+
+Figures measured with it: docs/measurements.md, "How repeatable cpu timings are".
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
+import statistics
+import time
 from dataclasses import replace
 
-from bench.cpu_figures import repeatability
-from hwopt.backends.ort_cpu import OrtBackend
+from hwopt.backends.ort_cpu import SESSION_STATISTICS, OrtBackend
+from hwopt.profile import sweep
 from hwopt.targets import load_target
+
+
+def agreement(first: list[float], second: list[float], floor_us: float) -> dict:
+    pairs = [(a, b) for a, b in zip(first, second) if min(a, b) >= floor_us]
+    signed = [(b - a) / min(a, b) for a, b in pairs]
+    host = statistics.median(signed)
+    return {"max": max(map(abs, signed)), "median": statistics.median(map(abs, signed)),
+            "within_3pct": sum(abs(s) <= 0.03 for s in signed) / len(signed), "host": host,
+            "max_net_of_host": max(abs(s - host) for s in signed), "kernels": len(signed)}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--statistics", default="mean,trimmed")
+    parser.add_argument("--passes", type=int, default=6)
     parser.add_argument("--count", type=int, default=20)
+    parser.add_argument("--floor-us", type=float, default=20.0)
+    parser.add_argument("--statistic", choices=SESSION_STATISTICS, default="mean")
     args = parser.parse_args()
     backend = OrtBackend(load_target("cpu"))
-    base = backend.settings
-    for round_index in range(args.rounds):
-        for statistic in args.statistics.split(","):
-            backend.settings = replace(base, session_statistic=statistic)
-            result = repeatability(backend, count=args.count)
-            print(f"round {round_index + 1} {statistic:8s} " + " | ".join(
-                f"{which}: max {result[which]['max_rel_diff']:.1%} median {result[which]['median_rel_diff']:.1%}"
-                for which in ("raw", "net")), flush=True)
+    backend.settings = replace(backend.settings, session_statistic=args.statistic)
+    kernels = sweep(8, count=args.count, seed=0)
+    passes = []
+    for index in range(args.passes):
+        start = time.perf_counter()
+        measured = backend.measure(kernels)
+        passes.append({"raw": [m.meta["raw_us"] for m in measured], "net": [m.latency_us for m in measured]})
+        print(f"pass {index + 1}: {time.perf_counter() - start:.1f} s", flush=True)
+    for which in ("raw", "net"):
+        rows = [agreement(a[which], b[which], args.floor_us) for a, b in itertools.combinations(passes, 2)]
+        print(f"{which}: {len(rows)} pairs of passes, {rows[0]['kernels']} kernels >= {args.floor_us:g} us")
+        for key in ("max", "median", "within_3pct", "max_net_of_host"):
+            values = [r[key] for r in rows]
+            print(f"  {key:16s} mean {statistics.fmean(values):6.1%}  range {min(values):6.1%} .. {max(values):6.1%}")
+        hosts = [abs(r["host"]) for r in rows]
+        print(f"  {'|host|':16s} mean {statistics.fmean(hosts):6.1%}  range {min(hosts):6.1%} .. {max(hosts):6.1%}")
 
 
 if __name__ == "__main__":

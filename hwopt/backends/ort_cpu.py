@@ -24,7 +24,11 @@ largest difference of raw medians went from 5.4-8.9% (kernel after kernel) to
 2.4-3.4% (rounds), the median difference to 0.7-1.9%. (Normalising by a
 reference conv timed beside each kernel was tried and dropped: the reference's
 own sessions vary as much, so it added noise: max 7.1% / median 2.3% with it,
-5.4% / 1.4% without, on the same quiet machine.) With
+5.4% / 1.4% without, on the same quiet machine. Also tried and dropped: rounds of
+short bursts, every session of a batch open at once and the fastest of 5 runs
+kept per visit: net of the host's speed changes its own noise was lower, 2.9-3.5%
+against 3.4-4.5% in the same hour, but it took 1.7x as long, and cut to the same
+time it is no better; ``bench/cpu_repeatability.py`` separates the two.) With
 ``net_of_boundary`` (the default) the kernel's latency is net of what only an
 isolated session pays: one session run's fixed cost and the NCHWc layout
 conversions at its graph boundary (``ort_boundary``), timed the same way and
