@@ -265,7 +265,10 @@ def _gemm_kernel(node: Node) -> Kernel:
 
 def _generic_kernel(node: Node, kind: str) -> Kernel:
     variables = _variables(node)
-    source = variables[0] if variables else node.outputs[0]
+    # An eltwise kernel is described by its output (every input as if full-size, as the tables time it):
+    # its first input may be a broadcast operand, e.g. squeeze-excite's [1, C, 1, 1] gate in torchvision's
+    # ``scale * input``, which made a 32x112x112 Mul look like a 32x1x1 one (3x under-estimated on cpu).
+    source = node.outputs[0] if kind == "eltwise" or not variables else variables[0]
     cin, h, w = _geometry(source)
     cout, oh, ow = _geometry(node.outputs[0])
     window, stride = 1, 1
