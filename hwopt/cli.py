@@ -190,6 +190,8 @@ def profile(
     output: Optional[Path] = typer.Option(None, "-o", "--output", help="measurements table (default: the target's)"),
     backend: Optional[str] = typer.Option(None, "--backend", help="'table' imports SOURCE instead of measuring"),
     seed: int = typer.Option(0, "--seed", help="seed of the sweep's sampling"),
+    kinds: Optional[List[str]] = typer.Option(None, "--kind", help="only kernels of this kind, e.g. act "
+                                              "(repeatable; applied before --count)"),
     input_shape: Optional[List[str]] = InputShapes,
     quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress"),
 ) -> None:
@@ -218,7 +220,15 @@ def profile(
 
         measurer = get_backend(t)  # first: a missing backend is the first thing to say
         models = [load_canonical(m, _shapes(input_shape))[1] for m in from_models or []]
-        kernels = sweep(t.parallelism, models, examples=examples, count=count, seed=seed)
+        kernels = sweep(t.parallelism, models, examples=examples, seed=seed)
+        if kinds:
+            from hwopt.kernels import KINDS
+
+            unknown = sorted(set(kinds) - set(KINDS))
+            if unknown:
+                raise HwoptError(f"--kind {unknown[0]!r}: kernel kinds are {', '.join(KINDS)}")
+            kernels = [k for k in kernels if k.kind in kinds]
+        kernels = kernels[:count] if count is not None else kernels
         with progress_bar(quiet) as progress:
             result = run_profile(kernels, measurer, output or default_out, progress, label=f"profiling {t.name}")
         if not quiet:

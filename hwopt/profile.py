@@ -188,6 +188,36 @@ def perturb(k: Kernel, p: int, rng: np.random.Generator) -> list[Kernel]:
     return [v for v in out if v is not None and v != k and affordable(v)]
 
 
+# Elementwise ops exporters leave standing alone: a Keras export's input scaling (Mul, Add by constants),
+# an activation after a Concat or a Resize, ops a Transpose splits off their conv. The example models fuse
+# all of theirs into convs, so the sweep adds them on the examples' own tensor shapes.
+STANDALONE_OPS = ("Relu", "Clip", "Sigmoid", "HardSigmoid", "HardSwish", "Tanh", "LeakyRelu", "Mul", "Add", "Sub",
+                  "Div")
+
+
+def standalone_activations(seeds: Sequence[Kernel], sources: dict[Kernel, set[str]], rng: np.random.Generator,
+                           ) -> tuple[list[Kernel], dict[Kernel, set[str]]]:
+    """Standalone elementwise kernels: one op drawn per conv output shape of the seeds, and every op on each
+    network input as given (3xHxW) and as a Keras export's NHWC input reads (H channels of WxC)."""
+    by_shape: dict[tuple[int, int, int, int], set[str]] = {}
+    inputs: dict[tuple[int, int, int, int], set[str]] = {}
+    for k in seeds:
+        if k.kind in ("conv", "dwconv", "gconv"):
+            by_shape.setdefault((k.cout, k.out_h, k.out_w, k.dtype_bytes), set()).update(sources[k])
+            if k.cin <= 4:  # a network's first conv reads the image
+                for shape in ((k.cin, k.h, k.w, k.dtype_bytes), (k.h, k.w, k.cin, k.dtype_bytes)):
+                    inputs.setdefault(shape, set()).update(sources[k])
+    out: dict[Kernel, set[str]] = {}
+    for (c, h, w, size), names in sorted(by_shape.items()):
+        kernel = Kernel("act", c, c, h, w, h, w, op=str(rng.choice(STANDALONE_OPS)), dtype_bytes=size)
+        out.setdefault(kernel, set()).update(names)
+    for (c, h, w, size), names in sorted(inputs.items()):
+        for op in STANDALONE_OPS:
+            out.setdefault(Kernel("act", c, c, h, w, h, w, op=op, dtype_bytes=size), set()).update(names)
+    kernels = [k for k in out if affordable(k)]
+    return kernels, {k: out[k] for k in kernels}
+
+
 def affordable(k: Kernel) -> bool:
     """Cheap enough to time repeatedly (see MAX_MACS / MAX_ELEMENTS)."""
     return k.macs <= MAX_MACS and max(k.in_elements, k.out_elements) <= MAX_ELEMENTS
@@ -260,6 +290,11 @@ def sweep(parallelism: int, models: Sequence[onnx.ModelProto] = (), *, examples:
     for group in (aligned_v, misaligned_v, other_v):
         order = rng.permutation(len(group))
         groups.append([group[i] for i in order])
+    # Its own generator: the draws above stay what they were before this group existed.
+    standalone, standalone_sources = standalone_activations(seeds, source, np.random.default_rng([seed, 1]))
+    groups.append(standalone)
+    for k, names in standalone_sources.items():
+        source.setdefault(k, set()).update(names)
     kernels = _interleave(groups)
     if origins is not None:
         origins.update({k: source[k] for k in kernels})

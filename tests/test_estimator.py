@@ -109,6 +109,33 @@ def _model_with_unknown():
     return onnx.shape_inference.infer_shapes(model)
 
 
+@pytest.mark.parametrize("target", ["cpu", "npu32"])
+def test_a_keras_style_input_scaling_is_scored_by_the_shipped_estimators(target: str, tmp_path: Path) -> None:
+    """x * (1/127.5) - 1 on the network input, as Keras exports write it, before the first conv."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 224, 224])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 32, 112, 112])
+    inits = [helper.make_tensor("scale", TensorProto.FLOAT, [], [1 / 127.5]),
+             helper.make_tensor("one", TensorProto.FLOAT, [], [1.0]),
+             helper.make_tensor("w", TensorProto.FLOAT, [32, 3, 3, 3],
+                                np.random.default_rng(0).standard_normal(864).astype(np.float32))]
+    nodes = [helper.make_node("Mul", ["x", "scale"], ["scaled"], name="rescale"),
+             helper.make_node("Sub", ["scaled", "one"], ["centred"], name="offset"),
+             helper.make_node("Conv", ["centred", "w"], ["y"], pads=[1, 1, 1, 1], strides=[2, 2], name="conv")]
+    path = tmp_path / "keras_like.onnx"
+    onnx.save(helper.make_model(helper.make_graph(nodes, "g", [x], [y], inits),
+                                opset_imports=[helper.make_opsetid("", 13)]), path)
+    estimator = load_estimator(target)
+    result = estimator.estimate(path)
+    kinds = [(k.kind, k.description.split(" ")[0]) for k in result.per_kernel]
+    assert kinds[:2] == [("act", "act(Mul)"), ("act", "act(Sub)")]
+    assert not result.fallbacks and all(k.latency_us > 0 for k in result.per_kernel)
+    # Elementwise on 150k values costs less than the conv that reads them.
+    assert max(k.latency_us for k in result.per_kernel[:2]) < result.per_kernel[2].latency_us
+
+
 def test_model_estimate_is_the_sum_of_its_kernels(cpu: Estimator, example_path) -> None:
     sched = cpu.schedule_of(example_path("mobilenetv2"))
     result = cpu.estimate(sched)

@@ -114,6 +114,20 @@ def test_kernel_models_are_seeded_and_exact_in_shape() -> None:
     assert [d.dim_value for d in value.type.tensor_type.shape.dim] == [1, 32, 14, 14]  # padding gives out_h x out_w
 
 
+@pytest.mark.parametrize("op,expected", [("Mul", lambda x: x * 0.5), ("Add", lambda x: x + 0.5),
+                                         ("Sub", lambda x: x - 0.5), ("Div", lambda x: x / 0.5)])
+def test_a_standalone_op_by_a_constant_builds_and_computes_it(op: str, expected, tmp_path: Path) -> None:
+    import numpy as np
+    import onnxruntime as ort
+
+    kernel = Kernel("act", 3, 3, 16, 16, 16, 16, op=op)  # e.g. a Keras export's input scaling
+    path = tmp_path / "act.onnx"
+    onnx.save(kernel_model(kernel), path)
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    x = np.random.default_rng(0).standard_normal((1, 3, 16, 16)).astype(np.float32)
+    np.testing.assert_allclose(session.run(None, {session.get_inputs()[0].name: x})[0], expected(x), rtol=1e-6)
+
+
 def test_view_costs_zero_and_unknown_is_an_error(backend: OrtBackend) -> None:
     view = backend.measure([Kernel("view", 10, 10, op="Reshape")])[0]
     assert view.latency_us == 0.0 and "cost 0" in view.meta["note"]
@@ -160,6 +174,43 @@ def test_sweep_is_deterministic_and_covers_the_space(mobilenetv2) -> None:
     capped = sweep(P, [mobilenetv2], examples=False, seed=0, count=12)
     assert capped == kernels[:12]
     assert {"conv", "dwconv"} <= {k.kind for k in capped} and set(fused) & set(capped) and set(dense) & set(capped)
+
+
+def test_sweep_adds_standalone_elementwise_ops_without_changing_the_other_draws(mobilenetv2) -> None:
+    from hwopt.profile import STANDALONE_OPS
+
+    kernels = sweep(P, [mobilenetv2], examples=False, seed=0)
+    acts = [k for k in kernels if k.kind == "act"]
+    # Every op on the network input as given and as an NHWC export reads it (224 "channels" of 224x3).
+    for shape in ((3, 224, 224), (224, 224, 3)):
+        assert {k.op for k in acts if (k.cin, k.h, k.w) == shape} == set(STANDALONE_OPS)
+    convs = {(k.cout, k.out_h, k.out_w) for k in kernels if k.kind in ("conv", "dwconv")}
+    assert {(k.cin, k.h, k.w) for k in acts} - {(3, 224, 224), (224, 224, 3)} <= convs
+    for k in acts:
+        onnx.checker.check_model(kernel_model(k), full_check=True)
+    # The group draws from its own generator: the other kernels are those of a sweep without it.
+    from hwopt import profile as profile_module
+
+    original = profile_module.standalone_activations
+    try:
+        profile_module.standalone_activations = lambda seeds, sources, rng: ([], {})
+        without = sweep(P, [mobilenetv2], examples=False, seed=0)
+    finally:
+        profile_module.standalone_activations = original
+    assert [k for k in kernels if k.kind != "act"] == without
+
+
+def test_profile_cli_kind_filters_the_sweep(fast_target: Path, tmp_path: Path) -> None:
+    from examples.build import build_example
+
+    model = build_example("mobilenetv2", tmp_path)
+    out = tmp_path / "acts.csv"
+    done = _cli("profile", "--target", str(fast_target), "--no-examples", "--from", str(model), "--kind", "act",
+                "--count", "2", "-o", str(out), "-q")
+    assert done.returncode == 0, done.stderr
+    assert [m.kernel.kind for m in read_table(out)] == ["act", "act"]
+    bad = _cli("profile", "--target", str(fast_target), "--kind", "acts", "-o", str(out))
+    assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "--kind 'acts'" in bad.stderr
 
 
 def test_neighbours_propose_nearby_unmeasured_kernels() -> None:

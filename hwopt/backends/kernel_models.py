@@ -147,6 +147,8 @@ def _act(b: _Builder, k: Kernel, x: str) -> str:
     op = k.op or "Relu"
     if op == "Clip":
         return _activation(b, x, "clip")
+    if op in _ELTWISE_BINARY:  # by a constant, e.g. a Keras export's input scaling (x * 1/127.5 - 1)
+        return b.node(op, [x, b.const(np.array(0.5))])
     if op not in _UNARY_STANDALONE:
         raise HwoptError(f"{k.describe()}: cannot build standalone op {op!r}")
     return b.node(op, [x])
