@@ -6,7 +6,8 @@ Add/Mul into the preceding Conv and drops Identity nodes, using standard ONNX
 ops only, so we build on it (until a pass changes nothing: it inlines function
 ops after folding). What it lacks we do here: drop the opset domains it
 declares but nothing uses, name every node so sites get stable ids, infer
-shapes, and spell flattening Reshapes as Flatten (canonical_reshape). The
+shapes, spell flattening Reshapes as Flatten (canonical_reshape) and drop
+chains of view ops that end in the shape they start from (canonical_views). The
 result is verified against the input with onnxruntime.
 """
 
@@ -24,6 +25,7 @@ import onnxruntime as ort
 
 from hwopt.canonical_clip import minmax_to_clip
 from hwopt.canonical_reshape import reshape_to_flatten
+from hwopt.canonical_views import drop_view_round_trips
 from hwopt.errors import HwoptError, VerificationError
 from hwopt.modelio import InputShape, apply_input_shapes
 
@@ -262,6 +264,7 @@ def canonicalize(
     canonical.ir_version = original.ir_version
     canonical = infer_shapes(canonical)
     flattened = reshape_to_flatten(canonical)  # needs the inferred shapes; keeps them valid
+    round_trips = drop_view_round_trips(canonical)  # also needs the shapes; keeps the rest valid
 
     report = CanonicalizationReport(
         nodes_before=len(original.graph.node),
@@ -276,6 +279,9 @@ def canonicalize(
         report.notes.append(f"rewrote {clamps} Max(Min(x, hi), lo) clamps as Clip")
     if flattened:
         report.notes.append(f"rewrote {flattened} flattening Reshape(s) with a constant shape as Flatten")
+    if round_trips:
+        report.notes.append(f"dropped {round_trips} view op(s) (Reshape/Squeeze/...) whose chain ends in the shape "
+                            "it starts from")
     if verify:
         from hwopt.calibration import random_inputs
         from hwopt.verify import compare_models

@@ -123,3 +123,57 @@ def test_canonicalize_verifies_by_default(example_path) -> None:
     _, report = canonicalize(model)
     assert report.max_rel_error < 1e-4
     assert report.removed("Identity") == 5 and report.removed("BatchNormalization") == 20
+
+
+def _keras_squeeze_excite(path: Path, expose_squeeze: bool = False) -> Path:
+    """tf2onnx's squeeze-excite: GlobalAveragePool -> Squeeze -> Reshape back to (1, C, 1, 1) -> Conv -> Reshape
+    of (1, 4, 1, 1) to itself -> Conv -> Sigmoid -> Mul with the input."""
+    rng = np.random.default_rng(0)
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 16, 8, 8])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 16, 8, 8])
+    outputs = [y] + ([helper.make_tensor_value_info("squeezed", TensorProto.FLOAT, [1, 16])] if expose_squeeze else [])
+    inits = [numpy_helper.from_array(np.array([2, 3], np.int64), "axes"),
+             numpy_helper.from_array(np.array([1, 16, 1, 1], np.int64), "shape16"),
+             numpy_helper.from_array(np.array([1, 4, 1, 1], np.int64), "shape4"),
+             numpy_helper.from_array(rng.standard_normal((4, 16, 1, 1)).astype(np.float32), "w_reduce"),
+             numpy_helper.from_array(rng.standard_normal((16, 4, 1, 1)).astype(np.float32), "w_expand")]
+    nodes = [helper.make_node("GlobalAveragePool", ["x"], ["pooled"], name="pool"),
+             helper.make_node("Squeeze", ["pooled", "axes"], ["squeezed"], name="squeeze"),
+             helper.make_node("Reshape", ["squeezed", "shape16"], ["unsqueezed"], name="reshape16"),
+             helper.make_node("Conv", ["unsqueezed", "w_reduce"], ["reduced"], name="reduce"),
+             helper.make_node("Relu", ["reduced"], ["act"], name="relu"),
+             helper.make_node("Reshape", ["act", "shape4"], ["same"], name="reshape4"),
+             helper.make_node("Conv", ["same", "w_expand"], ["expanded"], name="expand"),
+             helper.make_node("Sigmoid", ["expanded"], ["gate"], name="sigmoid"),
+             helper.make_node("Mul", ["x", "gate"], ["y"], name="excite")]
+    graph = helper.make_graph(nodes, "se", [x], outputs, inits)
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), path)
+    return path
+
+
+def test_view_chains_that_end_in_their_starting_shape_are_dropped(tmp_path: Path) -> None:
+    path = _keras_squeeze_excite(tmp_path / "se.onnx")
+    original, canonical, report = load_canonical(path)  # verified exact inside
+    ops = [n.op_type for n in canonical.graph.node]
+    assert "Squeeze" not in ops and "Reshape" not in ops, ops
+    assert any("view op(s)" in note for note in report.notes)
+    reduce_conv = next(n for n in canonical.graph.node if n.op_type == "Conv")
+    assert reduce_conv.input[0] == next(n for n in canonical.graph.node if n.op_type == "GlobalAveragePool").output[0]
+    assert {t.name for t in canonical.graph.initializer}.isdisjoint({"axes", "shape16", "shape4"})
+    onnx.checker.check_model(canonical, full_check=True)
+    comparison = compare_models(original, canonical, random_inputs(original, 2, seed=3))
+    assert comparison.exact, comparison.to_dict()
+    # The channel group of the squeeze-excite is no longer pinned by a constant target shape.
+    from hwopt.channel_groups import find_channel_groups
+    from hwopt.graph import import_graph
+
+    groups = find_channel_groups(import_graph(canonical))
+    assert groups and not any("Reshape" in b for g in groups for b in g.blockers)
+
+
+def test_a_view_the_graph_outputs_is_kept(tmp_path: Path) -> None:
+    path = _keras_squeeze_excite(tmp_path / "se_out.onnx", expose_squeeze=True)
+    _, canonical, _ = load_canonical(path)
+    ops = [n.op_type for n in canonical.graph.node]
+    assert ops.count("Squeeze") == 1 and ops.count("Reshape") == 0  # the Reshapes still go
+    assert [o.name for o in canonical.graph.output] == ["y", "squeezed"]
