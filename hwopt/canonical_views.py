@@ -64,7 +64,7 @@ def drop_view_round_trips(model: onnx.ModelProto) -> int:
     dropped_inputs: set[str] = set()
     removed = 0
     while True:
-        read = _read_names(graph) | graph_outputs
+        read = read_names(graph) | graph_outputs
         dead = [n for n in graph.node if n.op_type in VIEW_OPS and not any(o in read for o in n.output)]
         if not dead:
             break
@@ -72,7 +72,7 @@ def drop_view_round_trips(model: onnx.ModelProto) -> int:
             dropped_inputs.update(node.input)
             graph.node.remove(node)
             removed += 1
-    read = _read_names(graph) | graph_outputs
+    read = read_names(graph) | graph_outputs
     unused = {name for name in dropped_inputs if name not in read}
     kept_inits = [t for t in graph.initializer if t.name not in unused]
     del graph.initializer[:]
@@ -84,12 +84,12 @@ def drop_view_round_trips(model: onnx.ModelProto) -> int:
     return removed
 
 
-def _read_names(graph: onnx.GraphProto) -> set[str]:
+def read_names(graph: onnx.GraphProto) -> set[str]:
     """Every tensor name a node reads, subgraphs (If/Loop bodies) included."""
     names = set()
     for node in graph.node:
         names.update(node.input)
         for attribute in node.attribute:
             for sub in [attribute.g] if attribute.type == onnx.AttributeProto.GRAPH else attribute.graphs:
-                names |= _read_names(sub)
+                names |= read_names(sub)
     return names

@@ -6,9 +6,10 @@ Add/Mul into the preceding Conv and drops Identity nodes, using standard ONNX
 ops only, so we build on it (until a pass changes nothing: it inlines function
 ops after folding). What it lacks we do here: drop the opset domains it
 declares but nothing uses, name every node so sites get stable ids, infer
-shapes, spell flattening Reshapes as Flatten (canonical_reshape) and drop
-chains of view ops that end in the shape they start from (canonical_views). The
-result is verified against the input with onnxruntime.
+shapes, spell flattening Reshapes as Flatten (canonical_reshape) and
+hard-sigmoids written out with Add/Clip/Mul as HardSigmoid
+(canonical_hard_sigmoid), and drop chains of view ops that end in the shape
+they start from (canonical_views). The result is verified against the input with onnxruntime.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import onnx
 import onnxruntime as ort
 
 from hwopt.canonical_clip import minmax_to_clip
+from hwopt.canonical_hard_sigmoid import hard_sigmoids
 from hwopt.canonical_reshape import reshape_to_flatten
 from hwopt.canonical_views import drop_view_round_trips
 from hwopt.errors import HwoptError, VerificationError
@@ -258,6 +260,7 @@ def canonicalize(
     canonical = ort_basic_optimize_settled(original)
     folded = fold_conv_affine(canonical)
     clamps = minmax_to_clip(canonical)
+    gates = hard_sigmoids(canonical)  # after the clamps: it matches their Clips
     drop_unused_opsets(canonical)
     name_nodes(canonical)
     _restore_io(canonical, original)
@@ -277,6 +280,8 @@ def canonicalize(
         report.notes.append(f"folded {folded} constant Mul/Add/Sub/Div into the preceding Conv")
     if clamps:
         report.notes.append(f"rewrote {clamps} Max(Min(x, hi), lo) clamps as Clip")
+    if gates:
+        report.notes.append(f"rewrote {gates} relu6(x + 3) / 6 as HardSigmoid")
     if flattened:
         report.notes.append(f"rewrote {flattened} flattening Reshape(s) with a constant shape as Flatten")
     if round_trips:

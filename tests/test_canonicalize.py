@@ -177,3 +177,56 @@ def test_a_view_the_graph_outputs_is_kept(tmp_path: Path) -> None:
     ops = [n.op_type for n in canonical.graph.node]
     assert ops.count("Squeeze") == 1 and ops.count("Reshape") == 0  # the Reshapes still go
     assert [o.name for o in canonical.graph.output] == ["y", "squeezed"]
+
+
+def _keras_hard_swish(path: Path, opset: int) -> Path:
+    """Keras' MobileNetV3 activations as tf2onnx writes them: hard-swish x * (relu6(x + 3) * 1/6) after a conv,
+    and a hard-sigmoid gate relu6(z) * 1/6 (the + 3 taken into the conv's bias) in a squeeze-excite."""
+    rng = np.random.default_rng(0)
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8, 16, 16])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 16, 16, 16])
+    inits = [numpy_helper.from_array(rng.standard_normal((16, 8, 3, 3)).astype(np.float32), "w"),
+             numpy_helper.from_array(rng.standard_normal((16, 16, 1, 1)).astype(np.float32) * 0.1, "w_gate"),
+             numpy_helper.from_array((rng.standard_normal(16) + 3).astype(np.float32), "b_gate"),
+             numpy_helper.from_array(np.array(3.0, np.float32), "three"),
+             numpy_helper.from_array(np.array(0.0, np.float32), "zero"),
+             numpy_helper.from_array(np.array(6.0, np.float32), "six"),
+             numpy_helper.from_array(np.array(1 / 6, np.float32), "sixth")]
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1], name="conv"),
+             helper.make_node("Add", ["c", "three"], ["c3"], name="add"),
+             helper.make_node("Clip", ["c3", "zero", "six"], ["r6"], name="relu6"),
+             helper.make_node("Mul", ["r6", "sixth"], ["hs"], name="truediv"),
+             helper.make_node("Mul", ["c", "hs"], ["act"], name="mul"),
+             helper.make_node("GlobalAveragePool", ["act"], ["pooled"], name="pool"),
+             helper.make_node("Conv", ["pooled", "w_gate", "b_gate"], ["z"], name="gate_conv"),
+             helper.make_node("Clip", ["z", "zero", "six"], ["z6"], name="gate_relu6"),
+             helper.make_node("Mul", ["sixth", "z6"], ["gate"], name="gate_div"),
+             helper.make_node("Mul", ["act", "gate"], ["y"], name="excite")]
+    graph = helper.make_graph(nodes, "hard", [x], [y], inits)
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)]), path)
+    return path
+
+
+@pytest.mark.parametrize("opset", [13, 17])
+def test_spelled_out_hard_sigmoids_become_one_op(tmp_path: Path, opset: int) -> None:
+    from hwopt.backends.ort_cpu import TimingSettings, _random_feeds, _session
+    from hwopt.backends.ort_layout import profile_conversions
+    from hwopt.targets import load_target
+
+    original, canonical, report = load_canonical(_keras_hard_swish(tmp_path / "hard.onnx", opset))  # verified
+    ops = [n.op_type for n in canonical.graph.node]
+    assert "Clip" not in ops and "Add" not in ops
+    assert ops.count("HardSigmoid") == 2 and ops.count("Mul") == 2  # the hard-swish's x * gate(x) stays
+    gate = next(n for n in canonical.graph.node if n.op_type == "HardSigmoid" and n.input[0] == "z")
+    assert {a.name: round(a.f, 6) for a in gate.attribute} == {"alpha": round(1 / 6, 6), "beta": 0.0}
+    comparison = compare_models(original, canonical, random_inputs(original, 2, seed=5))
+    assert comparison.exact and comparison.worst_rel_max_abs < 1e-5, comparison.to_dict()
+    # What it is for: onnxruntime now runs the activations inside its blocked conv, without the layout
+    # conversions the four loose ops needed.
+    settings = TimingSettings.from_target(load_target("cpu"))
+
+    def conversions(model):
+        return profile_conversions(model, lambda m, prefix: _session(m, settings, profile_prefix=prefix),
+                                   lambda s: _random_feeds(s, 0)).count
+
+    assert conversions(canonical) < conversions(original)

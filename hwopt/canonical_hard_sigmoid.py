@@ -1,0 +1,101 @@
+"""Canonicalisation: a hard-sigmoid spelled with Add/Clip/Mul becomes one HardSigmoid.
+
+Keras exports (tf2onnx) write MobileNetV3's hard-swish as ``x * (relu6(x + 3) * (1/6))``:
+Add, Clip, Mul, Mul; and its hard-sigmoid gate as ``relu6(z) * (1/6)`` after a conv whose
+bias took the ``+ 3``. onnxruntime fuses a Conv with a HardSigmoid but with none of those
+ops, so each runs as its own pass over the tensor in plain NCHW, with a layout conversion
+either side (Keras' MobileNetV3Small: 60 conversions, 40 once rewritten; its canonical form
+ran in 1.69 ms on the cpu target against 2.24 ms as given).
+One op computes the same function: ``relu6(t) / 6`` = HardSigmoid(t; alpha=1/6, beta=0),
+and with ``t = x + 3``, HardSigmoid(x; alpha=1/6, beta=1/2). The hard-swish's last Mul
+stays: ``x * HardSigmoid(x)`` is what onnxruntime itself turns a HardSwish into (it
+inlines the function; writing HardSwish back would even clash with the names of an
+earlier inlining), and what it runs inside its blocked conv. The forms agree up to
+float rounding; canonicalisation verifies the model as a whole.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import onnx
+from onnx import helper, numpy_helper
+
+from hwopt.canonical_views import read_names
+
+SIXTH = 1.0 / 6.0
+
+
+def _scalar(name: str, inits: dict[str, onnx.TensorProto]) -> float | None:
+    tensor = inits.get(name)
+    if tensor is None:
+        return None
+    value = numpy_helper.to_array(tensor)
+    return float(value.reshape(())) if value.size == 1 else None
+
+
+def _variable_and_scalar(node: onnx.NodeProto, inits) -> tuple[str, float] | None:
+    """(variable input, scalar constant) of a two-input node, else None."""
+    if len(node.input) != 2:
+        return None
+    for var, const in ((node.input[0], node.input[1]), (node.input[1], node.input[0])):
+        value = _scalar(const, inits)
+        if value is not None and var not in inits:
+            return var, value
+    return None
+
+
+def _is_relu6(node: onnx.NodeProto, inits) -> bool:
+    """A Clip to [0, 6], bounds given as inputs (opset 11+) or attributes (before)."""
+    if node.op_type != "Clip":
+        return False
+    attrs = {a.name: a.f for a in node.attribute}
+    low = _scalar(node.input[1], inits) if len(node.input) > 1 and node.input[1] else attrs.get("min")
+    high = _scalar(node.input[2], inits) if len(node.input) > 2 and node.input[2] else attrs.get("max")
+    return low == 0.0 and high == 6.0
+
+
+def _close(value: float, wanted: float) -> bool:
+    return abs(value - wanted) <= 1e-6 * abs(wanted)
+
+
+def hard_sigmoids(model: onnx.ModelProto) -> int:
+    """Rewrite spelled-out hard-sigmoids in place; returns how many were rewritten."""
+    graph = model.graph
+    inits = {t.name: t for t in graph.initializer}
+    users = Counter(name for node in graph.node for name in node.input)
+    outputs = {o.name for o in graph.output}
+    producer = {out: node for node in graph.node for out in node.output}
+
+    def private(tensor: str) -> bool:  # read by one node only and not a graph output
+        return users[tensor] == 1 and tensor not in outputs
+
+    replaced: dict[int, onnx.NodeProto] = {}
+    dropped: set[int] = set()
+    for node in graph.node:  # relu6(t) * 1/6 or relu6(t) / 6
+        operands = _variable_and_scalar(node, inits)
+        if operands is None or not ((node.op_type == "Mul" and _close(operands[1], SIXTH))
+                                    or (node.op_type == "Div" and node.input[1] in inits and operands[1] == 6.0)):
+            continue
+        clip = producer.get(operands[0])
+        if clip is None or not _is_relu6(clip, inits) or not private(clip.output[0]) or id(clip) in dropped:
+            continue
+        source, beta = clip.input[0], 0.0
+        add = producer.get(source)
+        shift = _variable_and_scalar(add, inits) if add is not None and add.op_type == "Add" else None
+        if shift is not None and shift[1] == 3.0 and private(add.output[0]):
+            source, beta = shift[0], 0.5
+            dropped.add(id(add))
+        replaced[id(node)] = helper.make_node("HardSigmoid", [source], list(node.output), name=node.name or clip.name,
+                                              alpha=SIXTH, beta=beta)
+        dropped.add(id(clip))
+    if not replaced:
+        return 0
+    nodes = [replaced.get(id(n), n) for n in graph.node if id(n) not in dropped]
+    del graph.node[:]
+    graph.node.extend(nodes)
+    used = read_names(graph)
+    kept = [t for t in graph.initializer if t.name in used]
+    del graph.initializer[:]
+    graph.initializer.extend(kept)
+    return len(replaced)
