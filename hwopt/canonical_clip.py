@@ -8,53 +8,32 @@ The two forms are equal for every non-NaN input, so this is exact.
 
 from __future__ import annotations
 
-from collections import Counter
-
 import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-
-def _scalar(name: str, inits: dict[str, onnx.TensorProto]) -> float | None:
-    tensor = inits.get(name)
-    if tensor is None:
-        return None
-    value = numpy_helper.to_array(tensor)
-    return float(value.reshape(())) if value.size == 1 else None
-
-
-def _operands(node: onnx.NodeProto, inits) -> tuple[str, float] | None:
-    """(variable input, scalar constant) of a two-input Min/Max, else None."""
-    if len(node.input) != 2:
-        return None
-    for var, const in ((node.input[0], node.input[1]), (node.input[1], node.input[0])):
-        value = _scalar(const, inits)
-        if value is not None and var not in inits:
-            return var, value
-    return None
+from hwopt.onnx_edit import GraphIndex, splice_nodes, variable_and_scalar
 
 
 def minmax_to_clip(model: onnx.ModelProto) -> int:
     """Rewrite Min/Max clamps into Clip in place; returns how many were rewritten."""
     graph = model.graph
-    inits = {t.name: t for t in graph.initializer}
-    users = Counter(name for node in graph.node for name in node.input)
-    outputs = {o.name for o in graph.output}
-    producer = {out: node for node in graph.node for out in node.output}
+    index = GraphIndex(graph)
+    inits, producer = index.inits, index.producer
     replaced: dict[int, onnx.NodeProto] = {}
     dropped: set[int] = set()
     for second in graph.node:
         if second.op_type not in ("Min", "Max"):
             continue
-        outer = _operands(second, inits)
+        outer = variable_and_scalar(second, inits)
         if outer is None:
             continue
         first = producer.get(outer[0])
         expected = "Min" if second.op_type == "Max" else "Max"
         if first is None or first.op_type != expected or id(first) in dropped:
             continue
-        inner = _operands(first, inits)
-        if inner is None or users[first.output[0]] != 1 or first.output[0] in outputs:
+        inner = variable_and_scalar(first, inits)
+        if inner is None or not index.private(first.output[0]):
             continue
         low, high = (outer[1], inner[1]) if second.op_type == "Max" else (inner[1], outer[1])
         if not low <= high:
@@ -69,11 +48,5 @@ def minmax_to_clip(model: onnx.ModelProto) -> int:
         dropped.add(id(first))
     if not replaced:
         return 0
-    nodes = [replaced.get(id(n), n) for n in graph.node if id(n) not in dropped]
-    del graph.node[:]
-    graph.node.extend(nodes)
-    used = {name for node in graph.node for name in node.input}
-    kept = [t for t in graph.initializer if t.name in used]
-    del graph.initializer[:]
-    graph.initializer.extend(kept)
+    splice_nodes(graph, replaced, dropped)
     return len(replaced)

@@ -16,33 +16,12 @@ float rounding; canonicalisation verifies the model as a whole.
 
 from __future__ import annotations
 
-from collections import Counter
-
 import onnx
-from onnx import helper, numpy_helper
+from onnx import helper
 
-from hwopt.canonical_views import read_names
+from hwopt.onnx_edit import GraphIndex, scalar_constant, splice_nodes, variable_and_scalar
 
 SIXTH = 1.0 / 6.0
-
-
-def _scalar(name: str, inits: dict[str, onnx.TensorProto]) -> float | None:
-    tensor = inits.get(name)
-    if tensor is None:
-        return None
-    value = numpy_helper.to_array(tensor)
-    return float(value.reshape(())) if value.size == 1 else None
-
-
-def _variable_and_scalar(node: onnx.NodeProto, inits) -> tuple[str, float] | None:
-    """(variable input, scalar constant) of a two-input node, else None."""
-    if len(node.input) != 2:
-        return None
-    for var, const in ((node.input[0], node.input[1]), (node.input[1], node.input[0])):
-        value = _scalar(const, inits)
-        if value is not None and var not in inits:
-            return var, value
-    return None
 
 
 def _is_relu6(node: onnx.NodeProto, inits) -> bool:
@@ -50,8 +29,8 @@ def _is_relu6(node: onnx.NodeProto, inits) -> bool:
     if node.op_type != "Clip":
         return False
     attrs = {a.name: a.f for a in node.attribute}
-    low = _scalar(node.input[1], inits) if len(node.input) > 1 and node.input[1] else attrs.get("min")
-    high = _scalar(node.input[2], inits) if len(node.input) > 2 and node.input[2] else attrs.get("max")
+    low = scalar_constant(node.input[1], inits) if len(node.input) > 1 and node.input[1] else attrs.get("min")
+    high = scalar_constant(node.input[2], inits) if len(node.input) > 2 and node.input[2] else attrs.get("max")
     return low == 0.0 and high == 6.0
 
 
@@ -62,18 +41,12 @@ def _close(value: float, wanted: float) -> bool:
 def hard_sigmoids(model: onnx.ModelProto) -> int:
     """Rewrite spelled-out hard-sigmoids in place; returns how many were rewritten."""
     graph = model.graph
-    inits = {t.name: t for t in graph.initializer}
-    users = Counter(name for node in graph.node for name in node.input)
-    outputs = {o.name for o in graph.output}
-    producer = {out: node for node in graph.node for out in node.output}
-
-    def private(tensor: str) -> bool:  # read by one node only and not a graph output
-        return users[tensor] == 1 and tensor not in outputs
-
+    index = GraphIndex(graph)
+    inits, producer, private = index.inits, index.producer, index.private
     replaced: dict[int, onnx.NodeProto] = {}
     dropped: set[int] = set()
     for node in graph.node:  # relu6(t) * 1/6 or relu6(t) / 6
-        operands = _variable_and_scalar(node, inits)
+        operands = variable_and_scalar(node, inits)
         if operands is None or not ((node.op_type == "Mul" and _close(operands[1], SIXTH))
                                     or (node.op_type == "Div" and node.input[1] in inits and operands[1] == 6.0)):
             continue
@@ -82,7 +55,7 @@ def hard_sigmoids(model: onnx.ModelProto) -> int:
             continue
         source, beta = clip.input[0], 0.0
         add = producer.get(source)
-        shift = _variable_and_scalar(add, inits) if add is not None and add.op_type == "Add" else None
+        shift = variable_and_scalar(add, inits) if add is not None and add.op_type == "Add" else None
         if shift is not None and shift[1] == 3.0 and private(add.output[0]):
             source, beta = shift[0], 0.5
             dropped.add(id(add))
@@ -91,11 +64,5 @@ def hard_sigmoids(model: onnx.ModelProto) -> int:
         dropped.add(id(clip))
     if not replaced:
         return 0
-    nodes = [replaced.get(id(n), n) for n in graph.node if id(n) not in dropped]
-    del graph.node[:]
-    graph.node.extend(nodes)
-    used = read_names(graph)
-    kept = [t for t in graph.initializer if t.name in used]
-    del graph.initializer[:]
-    graph.initializer.extend(kept)
+    splice_nodes(graph, replaced, dropped)
     return len(replaced)

@@ -16,15 +16,7 @@ import math
 import onnx
 from onnx import helper, numpy_helper
 
-
-def _shapes(model: onnx.ModelProto) -> dict[str, list[int | None]]:
-    """Tensor name -> dims (None where symbolic), from graph inputs and inferred value_info."""
-    shapes = {}
-    for value in list(model.graph.input) + list(model.graph.value_info):
-        if value.type.tensor_type.HasField("shape"):
-            shapes[value.name] = [d.dim_value if d.HasField("dim_value") else None
-                                  for d in value.type.tensor_type.shape.dim]
-    return shapes
+from hwopt.onnx_edit import drop_unread_initializers, tensor_shapes
 
 
 def _flattens(dims: list[int | None], target: list[int], allowzero: bool) -> bool:
@@ -44,7 +36,7 @@ def reshape_to_flatten(model: onnx.ModelProto) -> int:
     """Rewrite flattening Reshapes as Flatten(axis=1) in place; returns how many were rewritten."""
     graph = model.graph
     inits = {t.name: t for t in graph.initializer}
-    shapes = _shapes(model)
+    shapes = tensor_shapes(model)
     rewritten = 0
     for index, node in enumerate(graph.node):
         if node.op_type != "Reshape" or len(node.input) != 2 or node.input[1] not in inits:
@@ -59,8 +51,5 @@ def reshape_to_flatten(model: onnx.ModelProto) -> int:
         graph.node.insert(index, flatten)
         rewritten += 1
     if rewritten:
-        used = {name for node in graph.node for name in node.input}
-        kept = [t for t in graph.initializer if t.name in used]
-        del graph.initializer[:]
-        graph.initializer.extend(kept)
+        drop_unread_initializers(graph)
     return rewritten

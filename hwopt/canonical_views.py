@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import onnx
 
-from hwopt.canonical_reshape import _shapes
+from hwopt.onnx_edit import drop_unread_initializers, read_names, tensor_shapes
 
 VIEW_OPS = frozenset({"Reshape", "Squeeze", "Unsqueeze", "Flatten"})
 
@@ -38,7 +38,7 @@ def _round_trip_source(node: onnx.NodeProto, producer: dict[str, onnx.NodeProto]
 def drop_view_round_trips(model: onnx.ModelProto) -> int:
     """Bypass view chains that end in their starting shape, in place; returns how many view nodes went."""
     graph = model.graph
-    shapes = _shapes(model)
+    shapes = tensor_shapes(model)
     producer = {out: node for node in graph.node for out in node.output}
     graph_outputs = {v.name for v in graph.output}
     bypass: dict[str, str] = {}
@@ -72,24 +72,10 @@ def drop_view_round_trips(model: onnx.ModelProto) -> int:
             dropped_inputs.update(node.input)
             graph.node.remove(node)
             removed += 1
-    read = read_names(graph) | graph_outputs
-    unused = {name for name in dropped_inputs if name not in read}
-    kept_inits = [t for t in graph.initializer if t.name not in unused]
-    del graph.initializer[:]
-    graph.initializer.extend(kept_inits)
+    drop_unread_initializers(graph, among=dropped_inputs)
     written = {name for node in graph.node for name in node.output}
     kept_info = [v for v in graph.value_info if v.name in written]
     del graph.value_info[:]
     graph.value_info.extend(kept_info)
     return removed
 
-
-def read_names(graph: onnx.GraphProto) -> set[str]:
-    """Every tensor name a node reads, subgraphs (If/Loop bodies) included."""
-    names = set()
-    for node in graph.node:
-        names.update(node.input)
-        for attribute in node.attribute:
-            for sub in [attribute.g] if attribute.type == onnx.AttributeProto.GRAPH else attribute.graphs:
-                names |= read_names(sub)
-    return names
