@@ -27,8 +27,9 @@ own sessions vary as much, so it added noise: max 7.1% / median 2.3% with it,
 5.4% / 1.4% without, on the same quiet machine. Also tried and dropped: rounds of
 short bursts, every session of a batch open at once and the fastest of 5 runs
 kept per visit: net of the host's speed changes its own noise was lower, 2.9-3.5%
-against 3.4-4.5% in the same hour, but it took 1.7x as long, and cut to the same
-time it is no better; ``bench/cpu_repeatability.py`` separates the two.) With
+against 3.4-4.5% in the same hour, but it took 1.7x as long, and its noise grew
+as 1/sqrt(rounds) when cut (20 rounds against 40), which at equal time leaves
+little gain; ``bench/cpu_repeatability.py`` separates host and protocol.) With
 ``net_of_boundary`` (the default) the kernel's latency is net of what only an
 isolated session pays: one session run's fixed cost and the NCHWc layout
 conversions at its graph boundary (``ort_boundary``), timed the same way and
