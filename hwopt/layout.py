@@ -12,9 +12,11 @@ squeeze-excite Muls, about 9% of its latency, MobileNetV2 one.
 ``mark_reorders`` predicts them from the schedule, following onnxruntime's
 NCHWc transformer rules (onnxruntime/core/optimizer/nchwc_transformer.cc):
 
-- Conv, group 1, and depthwise Conv: blocked, channels padded to the block
-  (a conv of fewer input channels than a block reads the plain input
-  directly); grouped Conv: plain.
+- Conv, group 1: blocked when its input channels are a multiple of 4 (padded
+  to the block) or fewer than a block (it then reads the plain input
+  directly); any output count is padded. Depthwise Conv: blocked when its
+  channels are a multiple of 4. Grouped Conv: plain. (Seen with onnxruntime
+  1.32: ShuffleNetV2's 58-channel convs stay plain, 60 or 64->58 are blocked.)
 - MaxPool/AveragePool/GlobalAveragePool/GlobalMaxPool: blocked when the
   channels are a multiple of the block (pools are not padded).
 - Add/Sum of same-shape blocked inputs, Concat (channel axis) of blocked inputs
@@ -74,8 +76,10 @@ def _blocked(kernel: Kernel, node, in_layouts: list[bool], in_channels: list[int
              block: int) -> bool:
     """Whether onnxruntime runs this kernel in the blocked layout (module docstring)."""
     kind, op = kernel.kind, node.op
-    if kind in ("conv", "dwconv"):
-        return kind == "conv" or kernel.cout == kernel.cin  # channels are padded to the block
+    if kind == "conv":  # padded to the block from a multiple of 4 input channels, or reads the plain input
+        return kernel.cin < block or kernel.cin % 4 == 0
+    if kind == "dwconv":
+        return kernel.cin % 4 == 0
     if kind in ("pool", "reduce"):
         return op in _BLOCKED_POOL and kernel.cin % block == 0  # pools are not padded
     if not in_layouts or not all(in_layouts):

@@ -102,3 +102,32 @@ def test_an_atrous_conv_whose_outer_taps_only_read_padding_is_a_1x1_kernel(dilat
         y = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
         centre = np.einsum("oc,nchw->nohw", weight[:, :, 1, 1], x)
         np.testing.assert_allclose(y, centre, rtol=1e-4, atol=1e-4)
+
+
+def test_convs_whose_input_channels_are_not_a_multiple_of_4_stay_plain(tmp_path: Path) -> None:
+    """ShuffleNetV2's 58-channel branches: onnxruntime pads a conv's output channels to its block, but a conv
+    reading 58 channels (and a 58-channel depthwise conv) runs in the plain layout."""
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    weights = {"w1": (58, 64, 1, 1), "w2": (58, 1, 3, 3), "w3": (64, 58, 1, 1), "w4": (64, 1, 3, 3)}
+    inits = [numpy_helper.from_array(rng.standard_normal(s).astype(np.float32) * 0.1, n) for n, s in weights.items()]
+    nodes = [helper.make_node("Conv", ["x", "w1"], ["a"], name="c1"),
+             helper.make_node("Relu", ["a"], ["ar"], name="r1"),
+             helper.make_node("Conv", ["ar", "w2"], ["b"], group=58, pads=[1, 1, 1, 1], name="dw58"),
+             helper.make_node("Conv", ["b", "w3"], ["c"], name="c3"),
+             helper.make_node("Relu", ["c"], ["cr"], name="r3"),
+             helper.make_node("Conv", ["cr", "w4"], ["y"], group=64, pads=[1, 1, 1, 1], name="dw64")]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 64, 28, 28])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 64, 28, 28])], inits)
+    path = tmp_path / "odd_channels.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    canonical = _canonical(path)
+    kernels = [sk.kernel for sk in schedule(canonical, load_target("cpu").fusion).kernels]
+    predicted = sum(reorder_bytes(k)[0] for k in kernels)
+    assert predicted == _measured(canonical).count
+    # c1 (64 -> 58) blocked: in and out; dw58 and c3 (reads 58) plain; dw64 blocked: in, and out to the graph.
+    assert [(k.reorder_in, k.reorder_out) for k in kernels] == [(True, True), (False, False), (False, False),
+                                                                (True, True)]
