@@ -7,10 +7,10 @@ Each pass is one ``OrtBackend.measure`` of the same kernels (one batch, as
 kernels of at least ``--floor-us`` (smaller ones: the timer's grain):
 
 - ``max`` / ``median``: the largest and the median relative difference;
-- ``<=3%``: the share of kernels whose two figures agree within 3%;
-- ``host``: the median of the signed differences, i.e. how much the whole
+- ``within_3pct``: the share of kernels whose two figures agree within 3%;
+- ``|host|``: the size of the median of the signed differences, i.e. how much the whole
   host changed speed between the two passes (the same for every kernel);
-- ``max net of host``: the largest difference once that common factor is
+- ``max_net_of_host``: the largest difference once that common factor is
   taken out: what the protocol itself contributes.
 
 for raw latencies (the isolated session) and net ones (raw minus the

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import onnx
 
-from hwopt.onnx_edit import drop_unread_initializers, read_names, tensor_shapes
+from hwopt.onnx_edit import GraphIndex, drop_unread_initializers, read_names, tensor_shapes
 
 VIEW_OPS = frozenset({"Reshape", "Squeeze", "Unsqueeze", "Flatten"})
 
@@ -39,7 +39,7 @@ def drop_view_round_trips(model: onnx.ModelProto) -> int:
     """Bypass view chains that end in their starting shape, in place; returns how many view nodes went."""
     graph = model.graph
     shapes = tensor_shapes(model)
-    producer = {out: node for node in graph.node for out in node.output}
+    producer = GraphIndex(graph).producer
     graph_outputs = {v.name for v in graph.output}
     bypass: dict[str, str] = {}
     for node in graph.node:
@@ -78,4 +78,3 @@ def drop_view_round_trips(model: onnx.ModelProto) -> int:
     del graph.value_info[:]
     graph.value_info.extend(kept_info)
     return removed
-

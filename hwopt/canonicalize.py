@@ -9,7 +9,8 @@ declares but nothing uses, name every node so sites get stable ids, infer
 shapes, spell flattening Reshapes as Flatten (canonical_reshape) and
 hard-sigmoids written out with Add/Clip/Mul as HardSigmoid
 (canonical_hard_sigmoid), and drop chains of view ops that end in the shape
-they start from (canonical_views). The result is verified against the input with onnxruntime.
+they start from (canonical_views). The result is verified against the input
+with onnxruntime.
 """
 
 from __future__ import annotations
