@@ -5,7 +5,8 @@
 For each model (canonical form, as hwopt estimates and writes it) it prints:
 
 - the NCHWc layout conversions ``hwopt.layout`` predicts beside the ones
-  onnxruntime really runs (read off the graph it optimizes), with their bytes;
+  onnxruntime really runs (its profiler, as ``hwopt measure`` reads them), with
+  their bytes (the profiler's are the blocked, channel-padded side of a ReorderInput);
 - the estimate (``hwopt estimate``) beside the end-to-end measurement
   (``hwopt measure``), unless ``--no-measure``. Timings are the host's: run it
   with nothing else on the machine, and compare runs by a reference model.
@@ -31,40 +32,15 @@ and no downloads, batch 1, 224x224:
 from __future__ import annotations
 
 import argparse
-import tempfile
 from pathlib import Path
 
-import numpy as np
-import onnx
-import onnxruntime as ort
-
 from hwopt.backends import model_measurer
+from hwopt.backends.ort_cpu import TimingSettings, model_conversions
 from hwopt.canonicalize import canonicalize
 from hwopt.errors import HwoptError
 from hwopt.estimate import load_estimator
 from hwopt.layout import reorder_bytes
 from hwopt.modelio import load_model
-
-
-def conversions_run(model: onnx.ModelProto) -> tuple[int, int]:
-    """(count, bytes) of the layout conversions in the graph onnxruntime optimizes ``model`` into (fp32)."""
-    with tempfile.TemporaryDirectory() as tmp:
-        options = ort.SessionOptions()
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        options.optimized_model_filepath = str(Path(tmp) / "optimized.onnx")
-        options.log_severity_level = 3
-        ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
-        graph = onnx.load(options.optimized_model_filepath).graph
-    shapes = {v.name: [max(d.dim_value, 1) for d in v.type.tensor_type.shape.dim]
-              for v in list(graph.value_info) + list(graph.output) + list(graph.input)}
-    count = size = 0
-    for node in graph.node:
-        if node.op_type in ("ReorderOutput", "ReorderInput"):
-            name = node.output[0] if node.op_type == "ReorderOutput" else node.input[0]  # the plain side
-            if name in shapes:
-                count += 1
-                size += 4 * int(np.prod(shapes[name]))
-    return count, size
 
 
 def main() -> None:
@@ -88,7 +64,8 @@ def main() -> None:
         count, size = sum(c for c, _ in predicted), sum(b for _, b in predicted)
         line = f"{path.name:36s}"
         if target.fusion.blocked_layout:
-            run_count, run_size = conversions_run(canonical)
+            run = model_conversions(canonical, TimingSettings.from_target(target))
+            run_count, run_size = run.count, run.bytes
             exact += count == run_count
             line += (f" conversions predicted {count:3d} ({size / 1e6:6.2f} MB), onnxruntime {run_count:3d} "
                      f"({run_size / 1e6:6.2f} MB){'' if count == run_count else '  MISMATCH'}")

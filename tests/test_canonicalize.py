@@ -209,8 +209,7 @@ def _keras_hard_swish(path: Path, opset: int) -> Path:
 
 @pytest.mark.parametrize("opset", [13, 17])
 def test_spelled_out_hard_sigmoids_become_one_op(tmp_path: Path, opset: int) -> None:
-    from hwopt.backends.ort_cpu import TimingSettings, _random_feeds, _session
-    from hwopt.backends.ort_layout import profile_conversions
+    from hwopt.backends.ort_cpu import TimingSettings, model_conversions
     from hwopt.targets import load_target
 
     original, canonical, report = load_canonical(_keras_hard_swish(tmp_path / "hard.onnx", opset))  # verified
@@ -224,9 +223,4 @@ def test_spelled_out_hard_sigmoids_become_one_op(tmp_path: Path, opset: int) -> 
     # What it is for: onnxruntime now runs the activations inside its blocked conv, without the layout
     # conversions the four loose ops needed.
     settings = TimingSettings.from_target(load_target("cpu"))
-
-    def conversions(model):
-        return profile_conversions(model, lambda m, prefix: _session(m, settings, profile_prefix=prefix),
-                                   lambda s: _random_feeds(s, 0)).count
-
-    assert conversions(canonical) < conversions(original)
+    assert model_conversions(canonical, settings).count < model_conversions(original, settings).count

@@ -10,8 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from hwopt.backends.ort_cpu import _random_feeds, _session, TimingSettings
-from hwopt.backends.ort_layout import profile_conversions
+from hwopt.backends.ort_cpu import TimingSettings, model_conversions
 from hwopt.canonicalize import canonicalize
 from hwopt.kernels import schedule
 from hwopt.layout import reorder_bytes
@@ -24,9 +23,7 @@ def _canonical(path: Path):
 
 
 def _measured(canonical):
-    settings = TimingSettings.from_target(load_target("cpu"))
-    return profile_conversions(canonical, lambda m, prefix: _session(m, settings, profile_prefix=prefix),
-                               lambda s: _random_feeds(s, 0))
+    return model_conversions(canonical, TimingSettings.from_target(load_target("cpu")))
 
 
 @pytest.mark.parametrize("name", ["mobilenetv3_small", "segmentation", "ssdlite_mobilenetv2", "mobilenetv2"])

@@ -336,10 +336,13 @@ def measure_model(model: str | Path | onnx.ModelProto, target: Target, as_given:
     meta["model"] = proto.graph.name if isinstance(model, onnx.ModelProto) else str(model)
     meta["form"] = "as given" if as_given else "canonical"
     if target.fusion.blocked_layout:
-        from hwopt.backends.ort_layout import profile_conversions
-
-        conversions = profile_conversions(
-            proto, lambda m, prefix: _session(m, backend.settings, profile_prefix=prefix),
-            lambda session: _random_feeds(session, backend.settings.seed))
-        meta.update(conversions.to_meta())
+        meta.update(model_conversions(proto, backend.settings).to_meta())
     return ModelLatency(timing.median_us, NAME, meta)
+
+
+def model_conversions(proto: onnx.ModelProto, settings: TimingSettings):
+    """The layout conversions onnxruntime runs inside ``proto``, from its profiler (``ort_layout``)."""
+    from hwopt.backends.ort_layout import profile_conversions
+
+    return profile_conversions(proto, lambda m, prefix: _session(m, settings, profile_prefix=prefix),
+                               lambda session: _random_feeds(session, settings.seed))
