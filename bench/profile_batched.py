@@ -18,8 +18,9 @@ from pathlib import Path
 import numpy as np
 
 from hwopt.backends import get_backend
-from hwopt.backends.base import read_table, write_table
-from hwopt.profile import _compact, sweep
+from hwopt.backends.base import write_table
+from hwopt.backends.table_file import compact, done_kernels
+from hwopt.profile import sweep
 from hwopt.targets import load_target
 
 
@@ -47,7 +48,7 @@ def main() -> None:
         kernels = [k for k in kernels if origins[k] & wanted]
     if args.kinds:
         kernels = [k for k in kernels if k.kind in args.kinds.split(",")]
-    done = {m.kernel for m in read_table(args.output)} if args.output.exists() and args.output.stat().st_size else set()
+    done = done_kernels(args.output)
     todo = [k for k in kernels if k not in done]
     if target.backend == "scalesim":
         # Cheapest first (SCALE-Sim time grows with the layer): whatever finishes in the time there is
@@ -64,7 +65,7 @@ def main() -> None:
         write_table(args.output, backend.measure(chunk), append=True)
         print(f"{i + len(chunk)}/{len(todo)} in {time.time() - start:.0f} s", flush=True)
     if todo and args.output.suffix == ".gz":
-        _compact(args.output)
+        compact(args.output)
 
 
 if __name__ == "__main__":

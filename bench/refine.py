@@ -18,10 +18,11 @@ import numpy as np
 
 from hwopt.backends import get_backend
 from hwopt.backends.base import read_table, write_table
+from hwopt.backends.table_file import compact
 from hwopt.estimate.features import features
 from hwopt.estimate.regressor import KernelRegressor
 from hwopt.estimate.train import usable
-from hwopt.profile import _compact, example_names, neighbours, sweep
+from hwopt.profile import example_names, neighbours, sweep
 from hwopt.targets import load_target
 
 GRID = {"max_depth": (5,), "learning_rate": (0.1,), "n_estimators": (150,), "min_child_weight": (1,)}
@@ -69,7 +70,7 @@ def main() -> None:
     for i in range(0, len(candidates), 32):
         write_table(table, backend.measure(candidates[i:i + 32]), append=True)
         print(f"  {min(i + 32, len(candidates))}/{len(candidates)}", flush=True)
-    _compact(table)
+    compact(table)
 
 
 if __name__ == "__main__":

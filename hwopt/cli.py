@@ -435,7 +435,15 @@ def train(
                              f"{term['median_abs_error_pct']:.1f}%)")
 
 
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:  # noqa: ARG001
+    """Warnings (e.g. a torn table row dropped) as one plain line, not Python's source-line format."""
+    stderr.print(f"hwopt: warning: {message}", markup=False, highlight=False)
+
+
 def main() -> None:
+    import warnings
+
+    warnings.showwarning = _show_warning
     app()
 
 

@@ -13,8 +13,9 @@ resolutions 7..224. Everything is seeded and deduplicated by ``Kernel``;
 categories are interleaved so any prefix (``--count N``) is a mix.
 
 ``profile`` appends the measurements to the output table batch by batch
-(``BATCH`` kernels) and skips kernels already there, so an interrupted sweep
-resumes where it stopped. ``neighbours`` is the adaptive-refinement hook (nn-Meter style):
+(``BATCH`` kernels, each durable when appended: ``hwopt.backends.table_file``)
+and skips kernels already there, so an interrupted sweep resumes where it
+stopped. ``neighbours`` is the adaptive-refinement hook (nn-Meter style):
 given the kernels the estimator predicts worst, it proposes nearby
 configurations to measure next.
 """
@@ -31,7 +32,7 @@ from typing import Callable, Iterable, Sequence
 import numpy as np
 import onnx
 
-from hwopt.backends.base import read_table, write_table
+from hwopt.backends.table_file import TableAppender
 from hwopt.errors import HwoptError
 from hwopt.kernels import CONV_KINDS, Kernel, schedule
 
@@ -342,40 +343,37 @@ class ProfileResult:
     failed: list[tuple[Kernel, str]] = field(default_factory=list)  # the backend cannot measure these (reported)
 
 
-def _compact(path: Path) -> None:
-    """Rewrite a finished table as one gzip member (per-row appends leave one member per row, ~6x larger)."""
-    temporary = path.with_name(path.name + ".tmp.gz")
-    write_table(temporary, read_table(path))
-    temporary.replace(path)  # atomic: an interruption leaves the appended table as it was
-
-
 def profile(kernels: Sequence[Kernel], backend, output: str | Path, progress: ProgressFn | None = None,
             label: str = "profiling") -> ProfileResult:
-    """Measure the kernels not yet in ``output``, appending each row as it is taken (resumable).
+    """Measure the kernels not yet in ``output``, appending each batch durably as it is taken (resumable).
 
-    A kernel the backend refuses (HwoptError: e.g. an op it has no model for) does
-    not stop a long sweep: it is listed in the result's ``failed`` for the caller to report.
+    The table is crash-safe (``hwopt.backends.table_file``): a kill or a full disk loses at most the
+    batch being timed, and the resume drops a torn last row with a warning. A kernel the backend refuses
+    (HwoptError: e.g. an op it has no model for) does not stop a long sweep: it is listed in the result's
+    ``failed`` for the caller to report.
     """
     output = Path(output)
-    done = {m.kernel for m in read_table(output)} if output.exists() and output.stat().st_size else set()
-    todo = [k for k in _dedupe(kernels) if k not in done]
     failed: list[tuple[Kernel, str]] = []
-    for start in range(0, len(todo), BATCH):
-        batch = todo[start:start + BATCH]
-        try:
-            measured = backend.measure(batch)
-        except HwoptError:
-            measured = []  # find the kernel(s) the backend refuses, measure the rest
-            for kernel in batch:
-                try:
-                    measured += backend.measure([kernel])
-                except HwoptError as exc:
-                    failed.append((kernel, str(exc)))
-        # One batch per append: an interruption loses at most the batch being timed.
-        write_table(output, measured, append=True)
-        if progress is not None:
-            progress(label, start + len(batch), len(todo))
-    new = len(todo) - len(failed)
-    if new and output.suffix == ".gz":
-        _compact(output)
-    return ProfileResult(output, new, len(_dedupe(kernels)) - len(todo), len(done) + new, failed)
+    with TableAppender(output) as table:
+        before = table.rows
+        todo = [k for k in _dedupe(kernels) if k not in table.done]
+        for start in range(0, len(todo), BATCH):
+            batch = todo[start:start + BATCH]
+            try:
+                measured = backend.measure(batch)
+            except HwoptError:
+                measured = []  # find the kernel(s) the backend refuses, measure the rest
+                for kernel in batch:
+                    try:
+                        measured += backend.measure([kernel])
+                    except HwoptError as exc:
+                        failed.append((kernel, str(exc)))
+            # One batch per append: an interruption loses at most the batch being timed.
+            table.append(measured)
+            if progress is not None:
+                progress(label, start + len(batch), len(todo))
+        new = table.rows - before
+        if new and output.suffix == ".gz":
+            table.compact()  # one gzip member instead of one per batch (~6x smaller)
+        total = table.rows
+    return ProfileResult(output, new, len(_dedupe(kernels)) - len(todo), total, failed)

@@ -6,20 +6,17 @@ gzip-compressed, by the ``.gz`` suffix) with one row per measurement: the
 kernel's fields (``Kernel`` dataclass field names), then ``latency_us``,
 ``dram_bytes`` (off-chip traffic, empty where the backend cannot see it),
 ``backend`` and ``meta`` (a JSON object: machine, library versions, threads,
-repeats, ...). Column order is fixed by ``TABLE_COLUMNS``.
+repeats, ...). Column order is fixed by ``TABLE_COLUMNS``. Reading and
+(crash-safe) writing are in ``hwopt.backends.table_file``.
 """
 
 from __future__ import annotations
 
-import csv
-import gzip
-import io
 import json
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Callable, Iterable, Protocol, Sequence
 
-from hwopt.errors import HwoptError
 from hwopt.kernels import Kernel
 
 # A table holds kernels as measured alone: the in-model layout-conversion flags are not columns.
@@ -69,45 +66,15 @@ def kernel_from_row(row: dict[str, str]) -> Kernel:
     return Kernel(**values)
 
 
-def _open_text(path: Path, mode: str):
-    if path.suffix == ".gz":
-        return io.TextIOWrapper(gzip.open(path, mode + "b"), encoding="utf-8", newline="")
-    return open(path, mode, encoding="utf-8", newline="")
-
-
 def read_table(path: str | Path) -> list[Measurement]:
-    path = Path(path)
-    if not path.is_file():
-        raise HwoptError(f"{path}: no such measurements table")
-    try:
-        with _open_text(path, "r") as handle:
-            reader = csv.DictReader(handle)
-            missing = [c for c in ("kind", "cin", "cout", "latency_us") if c not in (reader.fieldnames or [])]
-            if missing:
-                raise HwoptError(f"{path}: not a measurements table (missing column {missing[0]!r})")
-            out = []
-            for line, row in enumerate(reader, 2):
-                try:
-                    dram = row.get("dram_bytes") or ""
-                    out.append(Measurement(
-                        kernel_from_row(row), float(row["latency_us"]), float(dram) if dram else None,
-                        row.get("backend", ""), json.loads(row["meta"]) if row.get("meta") else {},
-                    ))
-                except (ValueError, TypeError, json.JSONDecodeError) as exc:
-                    raise HwoptError(f"{path}:{line}: bad row ({exc})") from None
-            return out
-    except (OSError, EOFError, UnicodeDecodeError, csv.Error) as exc:
-        raise HwoptError(f"{path}: cannot read the table ({exc})") from None
+    """Every complete row of a table (a torn tail is dropped with a warning: ``hwopt.backends.table_file``)."""
+    from hwopt.backends.table_file import read_table as read
+
+    return read(path)
 
 
 def write_table(path: str | Path, measurements: Iterable[Measurement], append: bool = False) -> None:
-    """Write (or append to) a table; gzip when the name ends in .gz."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    new_file = not append or not path.exists() or path.stat().st_size == 0
-    with _open_text(path, "a" if append else "w") as handle:
-        writer = csv.DictWriter(handle, fieldnames=TABLE_COLUMNS)
-        if new_file:
-            writer.writeheader()
-        for m in measurements:
-            writer.writerow(m.row())
+    """Write a table atomically, or append one durable batch (``hwopt.backends.table_file``); gzip by .gz."""
+    from hwopt.backends.table_file import write_table as write
+
+    write(path, measurements, append=append)
