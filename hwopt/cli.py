@@ -27,6 +27,8 @@ stdout = Console(soft_wrap=True)
 stderr = Console(stderr=True, soft_wrap=True)
 
 InputShapes = typer.Option(None, "--input-shape", help="fix an input's shape: NAME=1x3x224x224 (repeatable)")
+Preprocessing = typer.Option(None, "--preprocess", help="for a --calibration folder: imagenet (default) | 0-1 | "
+                             "0-255, plus bgr and/or nhwc|nchw, comma-separated (e.g. imagenet,bgr)")
 
 
 @contextmanager
@@ -46,6 +48,18 @@ def user_errors() -> Iterator[None]:
         stderr.print(f"hwopt: internal error: {type(exc).__name__}: {message} (set HWOPT_DEBUG=1 for details)",
                      markup=False, highlight=False)
         raise typer.Exit(3) from None
+
+
+def _check_calibration(path: Optional[Path], preprocess: Optional[str]) -> None:
+    """Before any long work: a calibration folder has a readable image, --preprocess is known and used."""
+    folder = path is not None and path.is_dir()
+    if preprocess is not None and not folder:
+        raise HwoptError("--preprocess applies to a --calibration folder of images (an .npz is used as it is)")
+    if folder:
+        from hwopt.images import Preprocess, scan_image_folder
+
+        Preprocess.parse(preprocess)
+        scan_image_folder(path)
 
 
 def _shapes(values: Optional[List[str]]):
@@ -123,7 +137,9 @@ def apply(
     rule: Optional[List[str]] = typer.Option(None, "--rule", help="NAME[:k=v,...][@site,...] (repeatable, in order)"),
     rules_file: Optional[Path] = typer.Option(None, "--rules", help="a rule-set TOML file (applied before --rule)"),
     input_shape: Optional[List[str]] = InputShapes,
-    calibration: Optional[Path] = typer.Option(None, "--calibration", help=".npz with arrays named after the inputs"),
+    calibration: Optional[Path] = typer.Option(None, "--calibration", help=".npz with arrays named after the "
+                                               "inputs, or a folder of JPEG/PNG photos (see --preprocess)"),
+    preprocess: Optional[str] = Preprocessing,
     calibration_samples: int = typer.Option(64, "--calibration-samples", min=1, help="samples used for refits"),
     eval_samples: int = typer.Option(8, "--eval-samples", min=1, help="held-out samples for verification"),
     seed: int = typer.Option(0, "--seed", help="seed for random inputs and sampling"),
@@ -145,10 +161,12 @@ def apply(
         for path in protect:
             if output.resolve() == path.resolve():
                 raise HwoptError(f"refusing to overwrite the input {path}: choose another -o path")
+        _check_calibration(calibration, preprocess)
         original, canonical, _ = load_canonical(model, _shapes(input_shape), seed=seed)
         from hwopt.calibration import calibration_sets
 
-        calib, evaluation = calibration_sets(original, calibration, calibration_samples, eval_samples, seed)
+        calib, evaluation = calibration_sets(original, calibration, calibration_samples, eval_samples, seed,
+                                             preprocess)
         with progress_bar(quiet or as_json) as progress:
             result = apply_steps(original, canonical, steps, calib, evaluation, seed=seed, progress=progress)
         save_model(result.model, output, protect=protect)
@@ -302,7 +320,9 @@ def optimize(
     compare: bool = typer.Option(True, "--compare/--no-compare", help="materialise each rule-alone row too "
                                  "(its output deviation and measured latency; --no-compare: estimates only)"),
     input_shape: Optional[List[str]] = InputShapes,
-    calibration: Optional[Path] = typer.Option(None, "--calibration", help=".npz with arrays named after the inputs"),
+    calibration: Optional[Path] = typer.Option(None, "--calibration", help=".npz with arrays named after the "
+                                               "inputs, or a folder of JPEG/PNG photos (see --preprocess)"),
+    preprocess: Optional[str] = Preprocessing,
     calibration_samples: int = typer.Option(64, "--calibration-samples", min=1, help="samples used for refits"),
     eval_samples: int = typer.Option(8, "--eval-samples", min=1, help="held-out samples for verification"),
     seed: int = typer.Option(0, "--seed", help="seed of the search, random inputs and sampling"),
@@ -333,8 +353,9 @@ def optimize(
 
         from hwopt.calibration import calibration_sets
 
+        _check_calibration(calibration, preprocess)
         inputs = partial(calibration_sets, path=calibration, count=calibration_samples, eval_count=eval_samples,
-                         seed=seed)
+                         seed=seed, preprocess=preprocess)
         with progress_bar(quiet) as progress:
             result, best_model = run_optimize(
                 model, target_name=target, rules_path=rules_file, input_shapes=_shapes(input_shape),
@@ -348,7 +369,8 @@ def optimize(
                 header = [f"hwopt optimize {model.name} --target {result.target.name} (seed {seed}): the chosen "
                           f"variant's decisions.", f"Replay: hwopt apply {model.name} --rules {save_rules.name} -o OUT.onnx "
                           f"--seed {seed} --calibration-samples {calibration_samples} --eval-samples {eval_samples}"
-                          + (f" --calibration {calibration.name}" if calibration else "")]
+                          + (f" --calibration {calibration.name}" if calibration else "")
+                          + (f" --preprocess {preprocess}" if preprocess else "")]
                 fine = [s for s in result.best.steps if s.rule != "dw-to-dense"
                         and not (s.rule == "align-channels" and s.params.get("mode") == "pad")]
                 if fine:
