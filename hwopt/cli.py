@@ -205,7 +205,8 @@ def profile(
     from_models: Optional[List[Path]] = typer.Option(None, "--from", help="also sample kernels from this model (repeatable)"),
     examples: bool = typer.Option(True, "--examples/--no-examples", help="sample kernels from the example models"),
     count: Optional[int] = typer.Option(None, "--count", min=1, help="measure at most N kernels of the sweep"),
-    output: Optional[Path] = typer.Option(None, "-o", "--output", help="measurements table (default: the target's)"),
+    output: Optional[Path] = typer.Option(None, "-o", "--output", help="measurements table (required for a "
+                                          "shipped target; default: beside your target file)"),
     backend: Optional[str] = typer.Option(None, "--backend", help="'table' imports SOURCE instead of measuring"),
     seed: int = typer.Option(0, "--seed", help="seed of the sweep's sampling"),
     kinds: Optional[List[str]] = typer.Option(None, "--kind", help="only kernels of this kind, e.g. act "
@@ -219,6 +220,10 @@ def profile(
 
         t = load_target(target)
         default_out = t.folder / "measurements.csv.gz"
+        if output is None and t.shipped:
+            # The shipped target's folder belongs to the installation; a table is data to keep, not a cache.
+            raise HwoptError(f"give -o TABLE.csv.gz: hwopt does not write into the shipped {t.name} target's "
+                             f"folder ({t.folder}); a table without -o goes beside a target file of your own")
         if backend == "table":
             from hwopt.backends.table import import_table
 

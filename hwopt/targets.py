@@ -70,6 +70,11 @@ class Target:
         assert self.path is not None
         return self.path.parent
 
+    @property
+    def shipped(self) -> bool:
+        """A target installed with hwopt (its folder is part of the installation, not the user's)."""
+        return self.path is not None and estimator_root().resolve() in self.path.resolve().parents
+
 
 def _require(data: dict, key: str, kind: type, where: Path) -> Any:
     if key not in data:

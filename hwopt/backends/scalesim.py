@@ -57,7 +57,8 @@ from typing import Sequence
 import onnx
 
 from hwopt.backends.base import Measurement, Progress
-from hwopt.backends.scalesim_env import SCALESIM_VERSION, cache_root, ensure_env
+from hwopt.backends.scalesim_env import SCALESIM_VERSION, ensure_env
+from hwopt.cache import cache_root, writable_dir
 from hwopt.backends.vector_unit import VectorUnit
 from hwopt.errors import HwoptError
 from hwopt.kernels import Kernel, schedule
@@ -117,7 +118,9 @@ class ScaleSimBackend:
         self.clock_mhz = float(settings["clock_mhz"])
         self.sim_settings = {key: settings[key] for key in _SIM_KEYS if key in settings}
         self.workers = max(1, int(workers if workers is not None else settings.get("workers", 2)))
-        self.cache_dir = Path(cache_dir) if cache_dir else cache_root() / "scalesim"
+        # Checked now: an unwritable cache is one line before any simulation, not an error after it.
+        self.cache_dir = writable_dir(Path(cache_dir) if cache_dir else cache_root() / "scalesim",
+                                      "SCALE-Sim's result cache")
         self.bandwidth = float(settings["dram_bandwidth_words"]) * _WORD_BYTES
         self.vector = VectorUnit(target.vector_unit, target.dtype_bytes)
         blob = json.dumps({"settings": self.sim_settings, "scalesim": SCALESIM_VERSION}, sort_keys=True)

@@ -8,7 +8,10 @@ demand, and hwopt only talks to it through a subprocess running
 ``scalesim_worker.py`` (see ``hwopt.backends.scalesim``); it is never
 imported into hwopt's own interpreter.
 
-Location: ``$HWOPT_CACHE/scalesim-venv`` (default ``~/.cache/hwopt``).
+Location: ``scalesim-venv`` in hwopt's cache (``hwopt.cache``: ``$HWOPT_CACHE``, else
+``$XDG_CACHE_HOME/hwopt``, else ``~/.cache/hwopt``). It is created under a lock
+(``scalesim-venv.lock`` beside it): a second first run waits for the first and
+then uses its environment.
 
 Only the packages on SCALE-Sim's simulation path are installed, pinned:
 ``scalesim`` itself with ``--no-deps`` plus numpy and tqdm. Its declared
@@ -27,18 +30,13 @@ import sys
 import venv
 from pathlib import Path
 
+from hwopt.cache import build_once, cache_root
 from hwopt.errors import HwoptError
 
 SCALESIM_VERSION = "3.0.0"
 # Pinned: the simulation path imports only numpy and tqdm (checked in scalesim 3.0.0's sources).
 REQUIREMENTS = (f"scalesim=={SCALESIM_VERSION}", "numpy==1.26.4", "tqdm==4.67.1")
 _MARKER = "hwopt-scalesim-ready.txt"
-
-
-def cache_root() -> Path:
-    """hwopt's cache folder: ``$HWOPT_CACHE``, else ``~/.cache/hwopt``."""
-    override = os.environ.get("HWOPT_CACHE")
-    return Path(override).expanduser() if override else Path.home() / ".cache" / "hwopt"
 
 
 def venv_dir() -> Path:
@@ -69,15 +67,21 @@ def _pip(python: Path, args: list[str], quiet: bool) -> None:
 
 
 def ensure_env(quiet: bool = True) -> Path:
-    """The SCALE-Sim environment's python, creating the environment first if needed."""
+    """The SCALE-Sim environment's python, creating the environment first if needed (once, under a lock)."""
     root = venv_dir()
-    if is_ready(root):
-        return venv_python(root)
+    build_once(root, lambda: is_ready(root), lambda: _create(root, quiet), "SCALE-Sim's environment")
+    return venv_python(root)
+
+
+def _create(root: Path, quiet: bool) -> None:
     if not quiet:
         print(f"creating the SCALE-Sim environment in {root} ...", file=sys.stderr)
-    root.parent.mkdir(parents=True, exist_ok=True)
     # clear=True: a half-made environment (interrupted pip) is rebuilt, never trusted.
-    venv.EnvBuilder(with_pip=True, clear=True).create(root)
+    try:
+        venv.EnvBuilder(with_pip=True, clear=True).create(root)
+    except OSError as exc:
+        raise HwoptError(f"cannot create SCALE-Sim's environment in {root} ({exc.strerror or exc}): set "
+                         "HWOPT_CACHE (or XDG_CACHE_HOME) to a writable folder with ~150 MB free") from None
     python = venv_python(root)
     scalesim, *others = REQUIREMENTS
     _pip(python, list(others), quiet)
@@ -91,7 +95,6 @@ def ensure_env(quiet: bool = True) -> Path:
     (root / _MARKER).write_text("\n".join(REQUIREMENTS))
     if not quiet:
         print(f"SCALE-Sim {SCALESIM_VERSION} ready (numpy {check.stdout.strip()}): {python}", file=sys.stderr)
-    return python
 
 
 def main() -> int:
