@@ -25,6 +25,12 @@ layout   data movement: Transpose, Pad, Slice, Split, Gather, Tile, ...
 view     metadata only: Reshape, Flatten, Squeeze, Unsqueeze, Identity, ...
 ======== ================================================================
 
+A ``ConvTranspose`` (stride s, kernel k) is described as the conv it is
+computed as, its sub-pixel decomposition: ``cin`` -> ``cout * s_h * s_w``
+channels, kernel ``ceil(k / s)``, stride 1, over the (un-inflated) input, one
+output pixel per s_h x s_w block of the real output; ``op`` is
+``ConvTranspose`` (``transposed_conv_kernel``, docs/estimator.md).
+
 Any other op becomes kind ``unknown`` with ``op`` set: the estimator refuses
 it (or applies an explicit, reported fallback); it is never counted as free.
 Tensors that are not 4-D NCHW are described as ``cin``/``cout`` values per
@@ -124,7 +130,7 @@ class Kernel:
 
     def describe(self) -> str:
         if self.kind in CONV_KINDS:
-            text = f"{self.kind} {self.cin}->{self.cout} k{self.kernel}" + (
+            text = f"{self.kind}{'[' + self.op + ']' if self.op else ''} {self.cin}->{self.cout} k{self.kernel}" + (
                 f"x{self.kw}" if self.kw != self.kernel else "") + f" s{self.stride} @{self.h}x{self.w}"
             if self.kind == "gconv":
                 text += f" g{self.groups}"
@@ -227,6 +233,33 @@ def _conv_kernel(node: Node) -> Kernel | None:
                   attrs.strides[0], attrs.group, dtype_bytes=_dtype_bytes(node.outputs[0]))
 
 
+def transposed_conv_kernel(node: Node) -> Kernel | None:
+    """A 2-D ConvTranspose as its sub-pixel conv (module docstring), or None when we cannot tell its geometry.
+
+    Output row o of a stride-s transposed conv takes the taps w[r], w[r + s], ... (r = (o + pad) mod s),
+    so the s x s output phases are s^2 convs over the input with kernels of ceil(k / s) taps, stride 1:
+    one conv producing s^2 times the channels at 1/s of the output size. The MACs are the transposed
+    conv's own (exactly when s divides k; else the short phases' kernels are padded with zero taps),
+    not the s^2 times more of a conv over the zero-inserted input.
+    """
+    weight = constant_shape(node.inputs[1]) if len(node.inputs) > 1 else None
+    if weight is None or len(weight) != 4 or any(int(d) != 1 for d in node.attrs.get("dilations", (1, 1))):
+        return None
+    group = int(node.attrs.get("group", 1))
+    cin, cout = weight[0], weight[1] * group  # ConvTranspose weights are (cin, cout / group, kh, kw)
+    kh, kw = (int(k) for k in node.attrs.get("kernel_shape", weight[2:]))
+    sh, sw = (int(v) for v in node.attrs.get("strides", (1, 1)))
+    _, h, w = _geometry(node.inputs[0])
+    out = _dims(node.outputs[0])
+    if len(out) != 4 or len(_dims(node.inputs[0])) != 4:
+        return None
+    phases = sh * sw
+    oh, ow = math.ceil(out[2] / sh), math.ceil(out[3] / sw)
+    kind = "conv" if group == 1 else "dwconv" if group == cin else "gconv"
+    return Kernel(kind, cin, cout * phases, h, w, oh, ow, math.ceil(kh / sh), math.ceil(kw / sw), 1, group,
+                  op="ConvTranspose", dtype_bytes=_dtype_bytes(node.outputs[0]))
+
+
 def _only_centre_reads_input(attrs, h: int, w: int, oh: int, ow: int) -> bool:
     """Whether a dilated conv's off-centre taps all fall in the padding for every output position.
 
@@ -298,11 +331,11 @@ def schedule(model_or_graph: onnx.ModelProto | gs.Graph, policy: FusionPolicy = 
             continue
         first_nodes.append(node)
         kind = _kind_of(node)
-        if node.op == "Conv":
-            kernel = _conv_kernel(node)
+        if node.op in ("Conv", "ConvTranspose"):
+            kernel = _conv_kernel(node) if node.op == "Conv" else transposed_conv_kernel(node)
             if kernel is None:
                 kernel = Kernel("unknown", *_geometry(node.inputs[0])[:1], _geometry(node.outputs[0])[0],
-                                op="Conv(non-constant weights)")
+                                op=f"{node.op}(non-constant weights, dilated or not 2-D)")
         elif node.op in ("Gemm", "MatMul"):
             kernel = _gemm_kernel(node)
         else:

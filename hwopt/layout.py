@@ -14,7 +14,7 @@ NCHWc transformer rules (onnxruntime/core/optimizer/nchwc_transformer.cc):
 
 - Conv, group 1: blocked when its input channels are a multiple of 4 (padded
   to the block) or fewer than a block (it then reads the plain input
-  directly); any output count is padded. Depthwise Conv: blocked when its
+  directly); any output count is padded (ConvTranspose: plain). Depthwise Conv: blocked when its
   channels are a multiple of 4. Grouped Conv: plain. (Seen with onnxruntime
   1.32: ShuffleNetV2's 58-channel convs stay plain, 60 or 64->58 are blocked.)
 - MaxPool/AveragePool/GlobalAveragePool/GlobalMaxPool: blocked when the
@@ -76,6 +76,8 @@ def _blocked(kernel: Kernel, node, in_layouts: list[bool], in_channels: list[int
              block: int) -> bool:
     """Whether onnxruntime runs this kernel in the blocked layout (module docstring)."""
     kind, op = kernel.kind, node.op
+    if op == "ConvTranspose":
+        return False  # the NCHWc transformer rewrites Conv only
     if kind == "conv":  # padded to the block from a multiple of 4 input channels, or reads the plain input
         return kernel.cin < block or kernel.cin % 4 == 0
     if kind == "dwconv":

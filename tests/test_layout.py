@@ -62,9 +62,10 @@ def test_targets_without_a_blocked_layout_carry_no_conversions(example_path) -> 
 
 
 @pytest.mark.parametrize("name", ["torch_dynamo_efficientnet_b0_w025.onnx", "torch_dynamo_mobilenet_v3_small_w025.onnx",
-                                  "torch_dynamo_lraspp_mobilenet_v3_large_w025.onnx"])
+                                  "torch_dynamo_lraspp_mobilenet_v3_large_w025.onnx",
+                                  "torch_unet_db_head_convtranspose.onnx"])
 def test_real_exports_convert_where_predicted(name: str) -> None:
-    """torch dynamo exports (SiLU SE with ReduceMean, hardswish SE, bilinear Resize)."""
+    """torch dynamo exports (SiLU SE with ReduceMean, hardswish SE, bilinear Resize); ConvTranspose runs plain."""
     canonical = _canonical(Path(__file__).parent / "data" / name)
     kernels = [sk.kernel for sk in schedule(canonical, load_target("cpu").fusion).kernels]
     measured = _measured(canonical)
