@@ -16,7 +16,9 @@ from hwopt.calibration import calibration_sets
 from hwopt.errors import HwoptError
 from hwopt.images import IMAGENET_MEAN, IMAGENET_STD, Preprocess, load_calibration_folder
 
-from tests.test_cli import hwopt
+from typer.testing import CliRunner
+
+from hwopt.cli import app
 
 H, W = 8, 12
 
@@ -152,6 +154,11 @@ def test_preset_parsing() -> None:
             Preprocess.parse(bad)
 
 
+def hwopt(*args: str):
+    """The command line, run in-process (typer's runner: real argument parsing, exit codes and stderr)."""
+    return CliRunner().invoke(app, list(args))
+
+
 def test_cli(tmp_path: Path, pixels: np.ndarray) -> None:
     model = tmp_path / "tiny.onnx"
     onnx.save(tiny_model(), model)
@@ -161,12 +168,12 @@ def test_cli(tmp_path: Path, pixels: np.ndarray) -> None:
     for command in (["apply", str(model), "-o", str(out), "--rule", "fuse-ibn"],
                     ["optimize", str(model), "-o", str(out), "-t", "npu32"]):
         done = hwopt(*command, "--calibration", str(empty))
-        assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr
+        assert done.exit_code == 2 and done.stderr.count("\n") == 1, done.stderr
         assert "no JPEG or PNG file" in done.stderr and not out.exists()
     photos = tmp_path / "photos"
     for i in range(6):
         save(photos / f"{i}.jpg", np.roll(pixels, 2 * i, axis=0))
     done = hwopt("apply", str(model), "-o", str(out), "--rule", "fuse-ibn", "--calibration", str(photos),
                  "--preprocess", "imagenet,bgr", "--json")
-    assert done.returncode == 0, done.stderr
+    assert done.exit_code == 0, done.stderr
     assert out.is_file() and str(photos) in done.stdout
