@@ -16,19 +16,56 @@ from typing import Iterator, List, Optional
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from hwopt.errors import HwoptError
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, rich_markup_mode=None,
                   help="Make ONNX vision models fast on neural accelerators with curated, verified rewrites.")
 
 stdout = Console(soft_wrap=True)
 stderr = Console(stderr=True, soft_wrap=True)
 
+# One default target for every command: the accelerator hwopt is for (cpu is one -t away).
+DEFAULT_TARGET = "npu32"
+TargetOption = typer.Option(DEFAULT_TARGET, "--target", "-t", help="shipped target name or target TOML path")
+ReportOption = typer.Option(None, "--report", help="write a report; the extension picks the format: "
+                            ".html (self-contained, with plots), .json (and .md for optimize)")
 InputShapes = typer.Option(None, "--input-shape", help="fix an input's shape: NAME=1x3x224x224 (repeatable)")
 Preprocessing = typer.Option(None, "--preprocess", help="for a --calibration folder: imagenet (default) | 0-1 | "
                              "0-255, plus bgr and/or nhwc|nchw, comma-separated (e.g. imagenet,bgr)")
+
+
+def _version(value: bool) -> None:
+    if value:
+        from hwopt import __version__
+
+        print(f"hwopt {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                       help="print the version and exit")) -> None:
+    """Make ONNX vision models fast on neural accelerators with curated, verified rewrites."""
+
+
+def command_line() -> str:
+    """The command as typed (for report headers)."""
+    import shlex
+
+    return "hwopt " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+
+
+def inputs_info(calibration: Optional[Path], calibration_samples: int, eval_samples: int) -> dict:
+    return {"calibration": str(calibration) if calibration else "random (standard normal)",
+            "random": calibration is None, "calibration_samples": calibration_samples, "eval_samples": eval_samples}
+
+
+def random_inputs_note(quiet: bool) -> None:
+    if not quiet:
+        stderr.print("hwopt: note: no --calibration: refits and deviations use RANDOM standard-normal inputs, not "
+                     "real samples (give --calibration FILE.npz for figures that hold on real data)",
+                     markup=False, highlight=False)
 
 
 @contextmanager
@@ -70,33 +107,11 @@ def _shapes(values: Optional[List[str]]):
 
 @contextmanager
 def progress_bar(quiet: bool):
-    """A rich progress bar on stderr; yields a callback (label, done, total)."""
-    if quiet:
-        yield None
-        return
-    if not stderr.is_terminal:
-        # Logs (CI, pipelines): a plain line per quarter of each task instead of a live bar.
-        shown: dict[str, int] = {}
+    """Progress on stderr (hwopt.progress): live bars on a terminal, a line per stage in a log."""
+    from hwopt.progress import progress_bar as bars
 
-        def log(label: str, done: int, total: int) -> None:
-            quarter = 4 * done // max(total, 1)
-            if shown.get(label, -1) < quarter:
-                shown[label] = quarter
-                stderr.print(f"{label}: {done}/{total}", markup=False, highlight=False)
-
-        yield log
-        return
-    columns = (TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-               TimeElapsedColumn())
-    with Progress(*columns, console=stderr, transient=True) as progress:
-        tasks: dict[str, int] = {}
-
-        def update(label: str, done: int, total: int) -> None:
-            if label not in tasks:
-                tasks[label] = progress.add_task(label, total=total)
-            progress.update(tasks[label], completed=done, total=total)
-
-        yield update
+    with bars(stderr, quiet) as callback:
+        yield callback
 
 
 @app.command()
@@ -201,7 +216,7 @@ def targets() -> None:
 @app.command()
 def profile(
     source: Optional[Path] = typer.Argument(None, help="with --backend table: the CSV of measurements to import"),
-    target: str = typer.Option("cpu", "--target", "-t", help="shipped target name or target TOML path"),
+    target: str = TargetOption,
     from_models: Optional[List[Path]] = typer.Option(None, "--from", help="also sample kernels from this model (repeatable)"),
     examples: bool = typer.Option(True, "--examples/--no-examples", help="sample kernels from the example models"),
     count: Optional[int] = typer.Option(None, "--count", min=1, help="measure at most N kernels of the sweep"),
@@ -266,7 +281,7 @@ def profile(
 @app.command()
 def measure(
     model: Path = typer.Argument(..., help="ONNX model file"),
-    target: str = typer.Option("cpu", "--target", "-t", help="shipped target name or target TOML path"),
+    target: str = TargetOption,
     input_shape: Optional[List[str]] = InputShapes,
     as_json: bool = typer.Option(False, "--json", help="print JSON"),
     as_given: bool = typer.Option(False, "--as-given", help="onnxruntime targets: time the file as given, not "
@@ -306,7 +321,7 @@ def optimize(
     model: Path = typer.Argument(..., help="ONNX model file (never modified)"),
     output: Optional[Path] = typer.Option(None, "-o", "--output", help="where to write the best variant "
                                           "(default: MODEL.hwopt.onnx next to the input)"),
-    target: str = typer.Option("npu32", "--target", "-t", help="shipped target name or target TOML path"),
+    target: str = TargetOption,
     rules_file: Optional[Path] = typer.Option(None, "--rules", help="rule set with a [search] table "
                                               "(default: rules/default.toml)"),
     strategy: str = typer.Option("auto", "--strategy", help="auto | exhaustive | evolutionary | greedy"),
@@ -319,7 +334,11 @@ def optimize(
     exact_only: bool = typer.Option(False, "--exact-only", help="function-preserving rewrites only"),
     finalists: int = typer.Option(3, "--finalists", min=1, help="variants materialised to check --max-deviation"),
     save_rules: Optional[Path] = typer.Option(None, "--save-rules", help="write the chosen decisions as a rule set"),
-    report: Optional[Path] = typer.Option(None, "--report", help="write the report as Markdown"),
+    report: Optional[Path] = ReportOption,
+    node_data: Optional[Path] = typer.Option(None, "--node-data", help="write per-node latency, traffic and rule "
+                                             "overlays for Model Explorer: FILE.{original,rewritten}.*.json"),
+    pick: Optional[str] = typer.Option(None, "--pick", help="write this Pareto point of an earlier report "
+                                       "instead (an id like p3; same model, rules, target and --seed)"),
     as_json: bool = typer.Option(False, "--json", help="print the report as JSON (schema hwopt.optimize/1)"),
     measure: bool = typer.Option(False, "--measure", help="also measure each compared variant on the target"),
     compare: bool = typer.Option(True, "--compare/--no-compare", help="materialise each rule-alone row too "
@@ -342,7 +361,7 @@ def optimize(
         from hwopt.modelio import save_model
         from hwopt.search.objective import Budgets, parse_bytes, parse_latency
         from hwopt.search.optimize import optimize as run_optimize
-        from hwopt.search.report import markdown, print_report, to_dict
+        from hwopt.search.report import print_report, to_dict
         from hwopt.search.rulefile import write_rules
 
         budgets = Budgets(parse_bytes(max_memory) if max_memory else None,
@@ -351,9 +370,24 @@ def optimize(
             raise HwoptError(f"{model}: no such file")
         output = output or model.with_name(model.name.removesuffix(".onnx") + ".hwopt.onnx")
         protect = [model] + [p for p in (calibration, rules_file) if p]
-        for path in [output] + [p for p in (save_rules, report) if p]:
+        from hwopt.report_files import check_report_path, write_report
+
+        check_report_path(report, "optimize")
+        overlays = []
+        if node_data is not None:
+            from hwopt.node_data import paths as node_data_paths
+
+            if node_data.suffix.lower() != ".json":
+                raise HwoptError(f"--node-data {node_data}: give a .json file name (FILE.json writes "
+                                 f"FILE.original.latency.json and its siblings)")
+            overlays = [p for g in ("original", "rewritten") for p in node_data_paths(node_data, g).values()]
+        for path in [output] + [p for p in (save_rules, report) if p] + overlays:
             if any(path.resolve() == p.resolve() for p in protect):
                 raise HwoptError(f"refusing to overwrite the input {path}: choose another path")
+        if pick is not None and not (pick[:1] == "p" and pick[1:].isdigit()):
+            raise HwoptError(f"--pick {pick!r}: a Pareto id from a report, like p3")
+        if calibration is None and not exact_only:
+            random_inputs_note(quiet)
         from functools import partial
 
         from hwopt.calibration import calibration_sets
@@ -366,7 +400,7 @@ def optimize(
                 model, target_name=target, rules_path=rules_file, input_shapes=_shapes(input_shape),
                 budgets=budgets, strategy=strategy, cost=cost, exact_only=exact_only, seed=seed,
                 finalists=finalists, compare_rules=compare, calibration_sets=inputs, measure=measure,
-                progress=progress,
+                progress=progress, pick=pick,
             )
         if best_model is not None:
             save_model(best_model, output, protect=protect)
@@ -379,18 +413,41 @@ def optimize(
                 fine = [s for s in result.best.steps if s.rule != "dw-to-dense"
                         and not (s.rule == "align-channels" and s.params.get("mode") == "pad")]
                 if fine:
-                    header.append("Needs fine-tuning (inexact, refit on calibration data only): "
+                    refit = "calibration data" if calibration else "random inputs"
+                    header.append(f"Needs fine-tuning (inexact, refit on {refit} only): "
                                   + "; ".join(s.label() for s in fine))
                 write_rules(save_rules, result.best.steps, header)
-        doc = to_dict(result, output, save_rules, seed)
+        run = {"command": command_line(), "inputs": inputs_info(calibration, calibration_samples, eval_samples),
+               "pick": pick}
+        doc = to_dict(result, output, save_rules, seed, run)
+        if node_data is not None and best_model is not None:
+            from hwopt.estimate import load_estimator
+            from hwopt.modelio import apply_input_shapes, load_model
+            from hwopt.node_data import site_rules
+            from hwopt.node_data import write as write_node_data
+
+            rules_at = site_rules(result)
+            written = {n.name for n in best_model.graph.node}
+            rewritten_rules = {n: r for n, r in rules_at.items() if n in written}
+            rewritten_rules.update({n: "new" for n in written if n not in {m.name for m in result.vm.analysis.model.graph.node}})
+            original = load_model(model)
+            apply_input_shapes(original, _shapes(input_shape))
+            doc["node_data"] = [str(p) for p in write_node_data(node_data, [
+                ("original", original, rules_at),
+                ("rewritten", best_model, rewritten_rules)], load_estimator(result.target, allow_fallback=True))]
         if report:
-            report.write_text(markdown(doc), encoding="utf-8")
+            write_report(report, "optimize", doc)
         if as_json:
             print(json.dumps(doc, indent=2))
         elif not quiet:
             print_report(stdout, doc)
             if best_model is not None:
                 stdout.print(f"wrote {output}" + (f" and {save_rules}" if save_rules else ""), highlight=False)
+        for line in doc.get("nothing_to_do", []):
+            stderr.print(f"hwopt: nothing to do: {line}", markup=False, highlight=False)
+        if doc.get("nothing_to_do") and best_model is not None:
+            stderr.print(f"hwopt: note: {output} is the original in canonical form (no rewrite helps)",
+                         markup=False, highlight=False)
         if best_model is None:
             for line in result.failure:
                 stderr.print(f"hwopt: {line}", markup=False, highlight=False)
@@ -400,7 +457,7 @@ def optimize(
 @app.command()
 def estimate(
     model: Path = typer.Argument(..., help="ONNX model file"),
-    target: str = typer.Option("npu32", "--target", "-t", help="shipped target name or target TOML path"),
+    target: str = TargetOption,
     estimator: Optional[Path] = typer.Option(None, "--estimator", help="estimator folder (default: the target's)"),
     input_shape: Optional[List[str]] = InputShapes,
     allow_fallback: bool = typer.Option(False, "--allow-fallback",
@@ -431,7 +488,7 @@ def estimate(
 def train(
     table: Path = typer.Argument(..., help="measurements table (CSV or CSV.gz, see docs/measurements.md)"),
     output: Path = typer.Option(..., "-o", "--output", help="estimator folder to write (e.g. estimator/mydevice)"),
-    target: str = typer.Option("cpu", "--target", "-t", help="the target the table was measured on"),
+    target: str = typer.Option(DEFAULT_TARGET, "--target", "-t", help="the target the table was measured on"),
     end_to_end: Optional[Path] = typer.Option(None, "--end-to-end", help="CSV of whole models measured on the "
                                               "target (columns: model, latency_us; model paths relative to "
                                               "the CSV): learns the in-model term"),

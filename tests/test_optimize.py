@@ -90,7 +90,9 @@ def _problem(tiny, seed=0, budgets=Budgets()):
 
 def test_parse_budgets():
     assert parse_bytes("4MiB") == 4 * 1024 * 1024 and parse_bytes("1.5 MB") == 1_500_000
-    assert parse_latency("2.5ms") == 2500.0 and parse_latency("800us") == 800.0 and parse_latency("7") == 7.0
+    assert parse_latency("2.5ms") == 2500.0 and parse_latency("800us") == 800.0 and parse_latency("0.5s") == 5e5
+    with pytest.raises(HwoptError, match="no unit"):
+        parse_latency("2")
 
 
 def test_exhaustive_is_best_of_enumeration(tiny):

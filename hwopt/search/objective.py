@@ -32,11 +32,14 @@ def parse_bytes(text: str) -> int:
 
 
 def parse_latency(text: str) -> float:
-    """'2.5ms', '800us', '800' (us) -> microseconds."""
+    """'2.5ms', '800us', '0.01s' -> microseconds. A bare number is refused: '2' read as 2 us surprised users
+    who meant milliseconds."""
     match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([a-zA-Zµ]*)\s*", text or "")
     unit = match.group(2).lower() if match else None
+    if match and not unit:
+        raise HwoptError(f"latency {text!r} has no unit: write it with one (us, ms or s), e.g. {text.strip()}ms")
     if not match or unit not in _TIME_UNITS:
-        raise HwoptError(f"bad latency {text!r}: expected a number with an optional unit (us, ms, s), e.g. 2.5ms")
+        raise HwoptError(f"bad latency {text!r}: expected a number with a unit (us, ms, s), e.g. 2.5ms")
     return float(match.group(1)) * _TIME_UNITS[unit]
 
 

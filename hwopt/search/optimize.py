@@ -109,6 +109,19 @@ def pareto_front(rows: np.ndarray, figures: dict[str, np.ndarray], limit: int = 
              "params": float(figures["params"][i]), "decisions": tuple(int(x) for x in rows[i])} for i in front]
 
 
+def _picked(pareto: list[dict], pick: str, objective: Objective) -> tuple[int, ...]:
+    """The decisions of Pareto point ``pick`` (``p1`` = the first row of the front)."""
+    ids = [f"p{i + 1}" for i in range(len(pareto))]
+    if pick not in ids:
+        raise HwoptError(f"--pick {pick!r}: the Pareto front of this run has ids {', '.join(ids)} (the same model, "
+                         f"rule set, target and --seed give the same front)")
+    point = pareto[ids.index(pick)]
+    shortfall = objective.shortfall(point)
+    if shortfall:
+        raise HwoptError(f"--pick {pick}: not within the budgets: {'; '.join(shortfall)}")
+    return point["decisions"]
+
+
 def _materialise(candidate: Candidate, original, canonical, calibration, evaluation, seed, progress,
                  shared: tuple[ModelOutputs, AppliedPrefixes] | None = None) -> None:
     outputs, prefixes = shared or (None, None)
@@ -167,7 +180,10 @@ def optimize(
     calibration_sets: Callable[[onnx.ModelProto], tuple[dict, dict]] | None = None,
     measure: bool = False,
     progress: Progress | None = None,
+    pick: str | None = None,
 ) -> tuple[OptimizeResult, onnx.ModelProto | None]:
+    """``pick``: a Pareto id of an earlier report (``p3``; same model, rule set, target and seed) to
+    materialise and write instead of the fastest variant within the budgets."""
     timings: dict[str, float] = {}
     start = time.perf_counter()
     target = load_target(target_name)
@@ -211,7 +227,10 @@ def optimize(
     t0 = time.perf_counter()
     feasible = np.flatnonzero(objective.violation(all_figures) == 0)
     ok_rows = rows[feasible]
-    ranked = [candidate(f"finalist {i + 1}", ok_rows[j]) for i, j in enumerate(_diverse(ok_rows, finalists))]
+    if pick is not None:
+        ranked = [candidate(f"picked {pick}", _picked(pareto, pick, objective))]
+    else:
+        ranked = [candidate(f"finalist {i + 1}", ok_rows[j]) for i, j in enumerate(_diverse(ok_rows, finalists))]
     failure: list[str] = []
     best: Candidate | None = None
     if not ranked:

@@ -103,10 +103,25 @@ def decisions(result: OptimizeResult) -> tuple[list[dict[str, Any]], list[dict[s
     return out, list(by_block.values())
 
 
-def to_dict(result: OptimizeResult, output: Path | None, rules_out: Path | None, seed: int) -> dict[str, Any]:
+def fine_tuning(all_decisions: list[dict[str, Any]]) -> list[str]:
+    """One entry per rewritten place that needs fine-tuning: a block with all its inexact choices, or a site."""
+    places: dict[str, list[str]] = {}
+    for d in all_decisions:
+        if d["needs_fine_tuning"]:
+            where = d.get("block") or d["site"]
+            what = d["choice"] if d["kind"] != "ch" or "block" not in d else f"hidden {d['choice']}"
+            places.setdefault(where, []).append(what)
+    return [f"{where} ({', '.join(what)})" for where, what in places.items()]
+
+
+def to_dict(result: OptimizeResult, output: Path | None, rules_out: Path | None, seed: int,
+            run: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The JSON document; ``run``: how it was run (command line, inputs), said in every report."""
+    from hwopt.search.figures import extra
+
     baseline = result.rows[0]
     all_decisions, blocks = decisions(result)
-    return {
+    doc = {
         "schema": SCHEMA,
         "status": "ok" if result.best is not None else "infeasible",
         "model": str(result.model_path),
@@ -127,13 +142,14 @@ def to_dict(result: OptimizeResult, output: Path | None, rules_out: Path | None,
         "best": variant_dict(result.best, baseline) if result.best is not None else None,
         "blocks": blocks,
         "decisions": all_decisions,
-        "fine_tuning": [d["site"] if d["kind"] != "ch" or "block" not in d else f"{d['block']} (hidden width)"
-                        for d in all_decisions if d["needs_fine_tuning"]],
+        "fine_tuning": fine_tuning(all_decisions),
         "finalists": [{"label": c.label, "latency_us": c.figures["latency_us"], "deviation": c.deviation,
                        "rules": [s.label() for s in c.steps], "note": c.note}
                       for c in result.finalists],
-        "pareto": [{k: v for k, v in p.items() if k != "decisions"} for p in result.pareto],
+        "run": run or {},
     }
+    doc.update(extra(result))
+    return doc
 
 
 def _tables(doc: dict[str, Any]) -> list[tuple[str, list[str], list[list[str]]]]:
@@ -164,24 +180,55 @@ def _tables(doc: dict[str, Any]) -> list[tuple[str, list[str], list[list[str]]]]
         sections.append(("other decisions (best)", ["site", "decision", "exact"],
                          [[d["site"], d["choice"], "yes" if d["exact"] else "no"] for d in others]))
     if doc["pareto"]:
-        sections.append(("Pareto front: latency vs memory (estimated)", ["est. latency", "memory", "params"],
-                         [[_fmt(p["latency_us"], "us"), _fmt(p["memory_bytes"], "bytes"),
-                           _fmt(p["params"], "count")] for p in doc["pareto"]]))
+        sections.append(("Pareto front: latency vs memory (estimated; --pick ID writes that variant)",
+                         ["id", "est. latency", "memory", "params", "deviation", "exact", "rules"],
+                         [[p["id"] + (" (chosen)" if p.get("chosen") else ""), _fmt(p["latency_us"], "us"),
+                           _fmt(p["memory_bytes"], "bytes"), _fmt(p["params"], "count"), _fmt(p.get("deviation"), "dev"),
+                           "yes" if p.get("exact") else "no", "; ".join(p.get("rules", [])) or "(original)"]
+                          for p in doc["pareto"]]))
     return sections
 
 
+def stage_times(seconds: dict[str, float]) -> str:
+    parts = [f"{k} {v:.1f} s" for k, v in seconds.items() if k != "total"]
+    return ", ".join(parts) + (f" (total {seconds['total']:.1f} s)" if "total" in seconds else "")
+
+
+def header(doc: dict[str, Any]) -> list[str]:
+    """What produced the report: command, target, budgets, input data, where the model went."""
+    run = doc.get("run") or {}
+    budgets = ", ".join(f"{k.removeprefix('max_')} <= {_fmt(v, 'bytes') if 'bytes' in k else _fmt(v, 'us') if 'us' in k else v}"
+                        for k, v in doc["budgets"].items() if v is not None) or "none"
+    lines = []
+    if run.get("command"):
+        lines.append(f"command: {run['command']}")
+    lines.append(f"target: {doc['target']} (P={doc['parallelism']}); budgets: {budgets}")
+    inputs = run.get("inputs")
+    if inputs:
+        lines.append(("INPUT DATA: RANDOM (standard normal), not real samples: refits and deviations hold for noise "
+                      "only; give --calibration FILE.npz" if inputs.get("random") else f"input data: {inputs['calibration']}")
+                     + f" ({inputs.get('calibration_samples')} calibration, {inputs.get('eval_samples')} evaluation "
+                       f"samples)")
+    lines.append(f"model written to: {doc['output']}" if doc.get("output") else "no model written")
+    return lines
+
+
 def _summary(doc: dict[str, Any]) -> list[str]:
-    lines = [f"{doc['model']} on {doc['target']} (P={doc['parallelism']}): cost model {doc['cost_model']}, "
-             f"{doc['strategy']} search over {doc['space']['size']:,} variants "
-             f"({doc['space']['variables']} decisions, {doc['space']['distinct_kernels']} distinct kernels), "
-             f"{doc['evaluated']:,} evaluated in {doc['seconds'].get('search', 0):.2f} s"]
+    lines = header(doc)
+    lines.append(f"{doc['model']}: cost model {doc['cost_model']}, "
+                 f"{doc['strategy']} search over {doc['space']['size']:,} variants "
+                 f"({doc['space']['variables']} decisions, {doc['space']['distinct_kernels']} distinct kernels), "
+                 f"{doc['evaluated']:,} evaluated; stages: {stage_times(doc['seconds'])}")
     if doc["best"] is not None:
         b = doc["best"]
         lines.append(f"best: {b['latency_change']:+.1%} estimated latency, "
                      f"{'exact' if b['exact'] else 'inexact'}, output deviation {_fmt(b['deviation'], 'dev')}")
         if doc["fine_tuning"]:
-            lines.append("needs fine-tuning (inexact rewrites, weights refit on calibration data only): "
+            refit = "random inputs" if (doc.get("run") or {}).get("inputs", {}).get("random") else "calibration data"
+            lines.append(f"needs fine-tuning (inexact rewrites, weights refit on {refit} only): "
                          + ", ".join(doc["fine_tuning"]))
+    for line in doc.get("nothing_to_do", []):
+        lines.append("nothing to do: " + line)
     for line in doc["failure"]:
         lines.append("FAILED: " + line)
     return lines
