@@ -159,6 +159,7 @@ def apply(
     eval_samples: int = typer.Option(8, "--eval-samples", min=1, help="held-out samples for verification"),
     seed: int = typer.Option(0, "--seed", help="seed for random inputs and sampling"),
     as_json: bool = typer.Option(False, "--json", help="print the result as JSON on stdout"),
+    report: Optional[Path] = ReportOption,
     quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress, no tables"),
 ) -> None:
     """Apply rules in order, verify every step with onnxruntime, write the result."""
@@ -173,9 +174,13 @@ def apply(
         if not steps:
             raise HwoptError("no rules given: use --rule NAME[...] or --rules FILE (see 'hwopt rules')")
         protect = [model] + ([calibration] if calibration else []) + ([rules_file] if rules_file else [])
+        from hwopt.report_files import check_report_path, write_report
+
+        check_report_path(report, "apply")
         for path in protect:
-            if output.resolve() == path.resolve():
-                raise HwoptError(f"refusing to overwrite the input {path}: choose another -o path")
+            for out in [output] + ([report] if report else []):
+                if out.resolve() == path.resolve():
+                    raise HwoptError(f"refusing to overwrite the input {path}: choose another path")
         _check_calibration(calibration, preprocess)
         original, canonical, _ = load_canonical(model, _shapes(input_shape), seed=seed)
         from hwopt.calibration import calibration_sets
@@ -186,6 +191,11 @@ def apply(
             result = apply_steps(original, canonical, steps, calib, evaluation, seed=seed, progress=progress)
         save_model(result.model, output, protect=protect)
         source = str(calibration) if calibration else "random (standard normal)"
+        if report:
+            write_report(report, "apply", {"model": str(model), "output": str(output), "calibration": source,
+                                           "run": {"command": command_line(), "inputs": inputs_info(
+                                               calibration, calibration_samples, eval_samples)},
+                                           **apply_dict(result)})
         if as_json:
             print(json.dumps({"output": str(output), "calibration": source, **apply_dict(result)}, indent=2))
         elif not quiet:
@@ -286,6 +296,7 @@ def measure(
     as_json: bool = typer.Option(False, "--json", help="print JSON"),
     as_given: bool = typer.Option(False, "--as-given", help="onnxruntime targets: time the file as given, not "
                                   "its canonical form (the form hwopt estimates and writes)"),
+    report: Optional[Path] = ReportOption,
 ) -> None:
     """The whole model's latency on a target (cpu: timed end to end with onnxruntime, canonical form)."""
     with user_errors():
@@ -294,6 +305,9 @@ def measure(
         from hwopt.modelio import apply_input_shapes, load_model
         from hwopt.targets import load_target
 
+        from hwopt.report_files import check_report_path, write_report
+
+        check_report_path(report, "measure")
         t = load_target(target)
         measurer = model_measurer(t)  # before loading: a missing backend is the first thing to say
         proto = load_model(model)
@@ -304,6 +318,8 @@ def measure(
         result = measurer(proto if input_shape else model, t, **({"as_given": True} if as_given else {}))
         latency = float(getattr(result, "latency_us", result))
         meta = dict(getattr(result, "meta", {}) or {})
+        if report:
+            write_report(report, "measure", _measure_doc(model, proto, t, latency, result, meta))
         if as_json:
             print(json.dumps({"model": str(model), "target": t.name, "latency_us": latency,
                               "backend": getattr(result, "backend", t.backend), "meta": meta}, indent=2))
@@ -314,6 +330,37 @@ def measure(
             detail += (f"; of which {meta['reorders']} layout conversions (NCHWc reorders): "
                        f"{meta['reorder_us'] / 1000:.3f} ms, profiled")
         stdout.print(f"{model} on {t.name}: {latency / 1000:.3f} ms{detail}")
+
+
+def _measure_doc(model: Path, proto, target, latency: float, result, meta: dict) -> dict:
+    """The measure report: the measurement, the estimate beside it, per kernel where the backend measured kernels."""
+    doc = {"model": str(model), "target": target.name, "latency_us": latency,
+           "backend": getattr(result, "backend", target.backend), "meta": meta,
+           "run": {"command": command_line()}, "estimated_us": None}
+    try:
+        from hwopt.estimate import load_estimator
+    except ImportError:
+        return doc
+    try:
+        est = load_estimator(target, allow_fallback=True)
+    except HwoptError as exc:
+        doc["provenance"] = {"cost_model": "none", "note": str(exc)}
+        return doc
+    from hwopt.canonicalize import canonicalize
+    from hwopt.provenance import estimator_provenance, per_kernel
+
+    canonical, _ = canonicalize(proto, verify=False)
+    estimate = est.estimate(est.schedule_of(canonical))
+    doc["estimated_us"] = estimate.latency_us
+    doc["provenance"] = estimator_provenance(est, estimate.fallbacks)
+    pairs = list(getattr(result, "kernels", None) or [])
+    if pairs:
+        doc["provenance"]["per_kernel"] = per_kernel(est, pairs)
+        doc["provenance"]["measured_by"] = f"{doc['backend']}, kernel by kernel"
+    else:
+        doc["provenance"]["note"] = (f"{target.name} measures the whole model end to end: no per-kernel "
+                                     f"measurement here (hwopt profile measures kernels one by one)")
+    return doc
 
 
 @app.command()
@@ -463,6 +510,7 @@ def estimate(
     allow_fallback: bool = typer.Option(False, "--allow-fallback",
                                         help="score unknown kernels by a roofline (flagged) instead of failing"),
     as_json: bool = typer.Option(False, "--json", help="print JSON"),
+    report: Optional[Path] = ReportOption,
 ) -> None:
     """Predicted latency (per kernel and total), parameter and peak activation memory, off-chip traffic."""
     with user_errors():
@@ -472,14 +520,22 @@ def estimate(
         from hwopt.estimate import load_estimator
         from hwopt.estimate.report import print_estimate
         from hwopt.kernels import schedule
+        from hwopt.report_files import check_report_path, write_report
 
+        check_report_path(report, "estimate")
         est = load_estimator(target, estimator, allow_fallback=allow_fallback)
         _, canonical, _ = load_canonical(model, _shapes(input_shape))
         start = time.perf_counter()  # after start-up and loading: what the search pays per model
         result = est.estimate(schedule(canonical, est.target.fusion))
         elapsed_ms = (time.perf_counter() - start) * 1000
+        doc = {"model": str(model), "estimate_ms": elapsed_ms, **result.to_dict()}
+        if report:
+            from hwopt.provenance import estimator_provenance
+
+            write_report(report, "estimate", {**doc, "run": {"command": command_line()},
+                                              "provenance": estimator_provenance(est, result.fallbacks)})
         if as_json:
-            print(json.dumps({"model": str(model), "estimate_ms": elapsed_ms, **result.to_dict()}, indent=2))
+            print(json.dumps(doc, indent=2))
         else:
             print_estimate(stdout, result, str(model), elapsed_ms)
 

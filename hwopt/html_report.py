@@ -333,9 +333,13 @@ def provenance_html(prov: dict[str, Any]) -> str:
 
 
 # -- estimate, measure, apply ---------------------------------------------------------------------------------
+def _kind_colors(kernels: list[dict[str, Any]]) -> dict[str, str]:
+    return {kind: PALETTE[i % len(PALETTE)] for i, kind in enumerate(dict.fromkeys(k["kind"] for k in kernels))}
+
+
 def _kernel_bar(kernels: list[dict[str, Any]], target: str) -> str:
-    kinds = list(dict.fromkeys(k["kind"] for k in kernels))
-    colors = {kind: PALETTE[i % len(PALETTE)] for i, kind in enumerate(kinds)}
+    colors = _kind_colors(kernels)
+    kinds = list(colors)
     segs = [Segment(k["latency_us"], colors[k["kind"]], title=f"{k['description']}: {fmt_us(k['latency_us'])}",
                     data={"kind": k["kind"]}) for k in kernels]
     return stacked_bars([("model", segs)], f"estimated latency on {target} (kernels in schedule order)", fmt_axis_us,
@@ -353,8 +357,10 @@ def estimate_html(doc: dict[str, Any]) -> str:
                    ("off-chip traffic", human_bytes(doc["dram_bytes"]) if doc.get("dram_bytes") else "-")])]
     body.append("<h2>Where the time goes</h2>" + _kernel_bar(kernels, doc["target"]))
     top = sorted(kernels, key=lambda k: -k["latency_us"])[:25]
-    body.append(grouped_bars([(f"#{kernels.index(k)}", [(k["kind"], k["latency_us"], PALETTE[0])]) for k in top],
-                             "the 25 slowest kernels: estimated latency", fmt_axis_us, chart_id="chart-top-kernels"))
+    colors = _kind_colors(kernels)
+    body.append(grouped_bars([(f"#{kernels.index(k)} {k['kind']}", [("estimated latency", k["latency_us"],
+                                                                     colors[k["kind"]])]) for k in top],
+                             "the 25 slowest kernels (# = row of the table below)", fmt_us, chart_id="chart-top-kernels"))
     body.append("<h2>Kernels</h2>" + _table(
         ["#", "kernel", "nodes", "latency", "off-chip", "note"],
         [[str(i), escape(k["description"]), escape(", ".join(k["nodes"])), fmt_us(k["latency_us"]),

@@ -42,11 +42,17 @@ def applicable_rules(analysis: Analysis) -> dict[str, list[str]]:
 
 
 def print_inspect(console: Console, analysis: Analysis, metrics: ModelMetrics, canon: CanonicalizationReport) -> None:
+    if not console.is_terminal:  # piped: wide enough that site ids stay on one line
+        console = Console(file=console.file, width=240, soft_wrap=True)
     console.print(
         f"[bold]{metrics.nodes}[/] nodes, [bold]{human_count(metrics.params)}[/] params "
         f"({human_bytes(metrics.param_bytes)}), [bold]{human_count(metrics.flops)}[/] FLOPs/sample, "
         f"peak activations [bold]{human_bytes(metrics.peak_activation_bytes)}[/]/sample"
     )
+    from hwopt.estimate.memory import FILE_BASIS
+
+    console.print(f"  (memory {FILE_BASIS}; hwopt estimate/optimize count the target's layout instead)",
+                  highlight=False)
     console.print(
         f"canonicalised: {canon.nodes_before} -> {canon.nodes_after} nodes "
         f"(BatchNorm folded {canon.removed('BatchNormalization')}, Constant folded {canon.removed('Constant')}, "
@@ -64,7 +70,8 @@ def print_inspect(console: Console, analysis: Analysis, metrics: ModelMetrics, c
     rules = applicable_rules(analysis)
     sites = Table(title="sites", show_edge=False)
     for column in ("id", "kind", "where", "shape", "rules that apply"):
-        sites.add_column(column)
+        # Ids are typed back into --rule X@ID: wrapped, never cut with an ellipsis.
+        sites.add_column(column, overflow="fold")
     for site in analysis.sites.values():
         sites.add_row(site.id, site.kind, _where(site), site.describe(), ", ".join(rules[site.id]) or
                       _why_not(site))
@@ -88,8 +95,11 @@ def _why_not(site) -> str:
 
 def inspect_dict(analysis: Analysis, metrics: ModelMetrics, canon: CanonicalizationReport) -> dict[str, Any]:
     rules = applicable_rules(analysis)
+    from hwopt.estimate.memory import FILE_BASIS
+
     return {
         "metrics": metrics.to_dict(),
+        "memory_basis": FILE_BASIS,
         "canonicalization": {
             "nodes_before": canon.nodes_before,
             "nodes_after": canon.nodes_after,

@@ -22,6 +22,7 @@ import pytest
 from hwopt.apply import AppliedPrefixes, apply_steps
 from hwopt.calibration import random_inputs
 from hwopt.canonicalize import load_canonical
+from hwopt.errors import HwoptError
 from hwopt.kernels import peak_live_bytes, schedule
 from hwopt.ruleset import parse_rule_option
 from hwopt.search.config import SearchConfig, SearchRule, load_search_file

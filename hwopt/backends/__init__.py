@@ -57,6 +57,7 @@ class ModelMeasurement:
     latency_us: float
     backend: str
     meta: dict = field(default_factory=dict)
+    kernels: list = field(default_factory=list)  # (Kernel, measured us) per scheduled kernel, when known
 
 
 def scalesim_model(model, target) -> ModelMeasurement:
@@ -71,7 +72,8 @@ def scalesim_model(model, target) -> ModelMeasurement:
     proto = load_model(model) if isinstance(model, (str, Path)) else model
     canonical, _ = canonicalize(proto, verify=False)
     total_us, measurements = helper(canonical, target)
-    return ModelMeasurement(float(total_us), "scalesim", {"kernels": len(measurements), "target": target.name})
+    return ModelMeasurement(float(total_us), "scalesim", {"kernels": len(measurements), "target": target.name},
+                            [(m.kernel, float(m.latency_us)) for m in measurements])
 
 
 def get_backend(target, **options: Any):

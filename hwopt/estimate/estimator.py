@@ -33,7 +33,7 @@ from hwopt.errors import HwoptError
 from hwopt.estimate.fallback import Roofline
 from hwopt.estimate.features import features
 from hwopt.estimate.in_model import InModelTerm
-from hwopt.estimate.memory import param_bytes, peak_activation_bytes
+from hwopt.estimate.memory import basis, param_bytes, peak_activation_bytes
 from hwopt.estimate.regressor import KernelRegressor
 from hwopt.kernels import Kernel, Schedule, schedule
 from hwopt.targets import Target, load_target
@@ -62,11 +62,13 @@ class ModelEstimate:
     fallbacks: list[str] = field(default_factory=list)
     target: str = ""
     in_model_us: float = 0.0  # the part of latency_us that is the in-model term (0 without one)
+    memory_basis: str = ""  # how param_bytes and peak_activation_bytes are counted
 
     def to_dict(self) -> dict:
         return {"target": self.target, "latency_us": self.latency_us, "in_model_us": self.in_model_us,
                 "param_bytes": self.param_bytes,
-                "peak_activation_bytes": self.peak_activation_bytes, "dram_bytes": self.dram_bytes,
+                "peak_activation_bytes": self.peak_activation_bytes, "memory_basis": self.memory_basis,
+                "dram_bytes": self.dram_bytes,
                 "fallbacks": self.fallbacks, "kernels": [vars(k) for k in self.per_kernel]}
 
 
@@ -180,7 +182,7 @@ class Estimator:
             param_bytes=param_bytes(sched, self.p, self.dtype_bytes),
             peak_activation_bytes=peak_activation_bytes(sched, self.p, self.dtype_bytes),
             dram_bytes=None if dram is None else float(dram.sum()), fallbacks=fallbacks, target=self.target.name,
-            in_model_us=float(latency.sum() - isolated.sum()))
+            in_model_us=float(latency.sum() - isolated.sum()), memory_basis=basis(self.p, self.target.dtype))
 
 
 def load_estimator(target: str | Path | Target = "npu32", folder: str | Path | None = None,

@@ -36,3 +36,13 @@ def param_bytes(sched: Schedule, p: int, dtype_bytes: int) -> int:
 def peak_activation_bytes(sched: Schedule, p: int, dtype_bytes: int) -> int:
     """Peak live activation bytes with channels padded to P, at the target's dtype."""
     return peak_live_bytes(sched, pad_channels_to=p, dtype_bytes=dtype_bytes)
+
+
+def basis(p: int, dtype: str) -> str:
+    """How the target-layout figures are counted, said beside them (``inspect`` counts the file as stored)."""
+    return (f"target layout: {dtype}, channels padded to P={p}; activations = peak of the fused kernels' "
+            f"outputs, each freed after its last reader")
+
+
+FILE_BASIS = ("as stored in the file: its dtype, no padding; activations = peak of every node's output, "
+              "unfused, each freed after its last reader")

@@ -34,6 +34,8 @@ def print_estimate(console: Console, est: ModelEstimate, name: str, elapsed_ms: 
                       f"and cache effects between kernels, learned from models measured end to end)")
     console.print(f"parameters: {_bytes(est.param_bytes)}   peak activations: {_bytes(est.peak_activation_bytes)}"
                   f"   off-chip traffic: {_bytes(est.dram_bytes)}")
+    if getattr(est, "memory_basis", ""):
+        console.print(f"  (memory in the {est.memory_basis}; hwopt inspect counts the file as stored)", highlight=False)
     if est.fallbacks:
         console.print(f"[bold red]{len(est.fallbacks)} kernel(s) estimated by the roofline FALLBACK, not the "
                       f"learned model:[/] " + "; ".join(est.fallbacks))

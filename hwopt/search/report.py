@@ -117,6 +117,7 @@ def fine_tuning(all_decisions: list[dict[str, Any]]) -> list[str]:
 def to_dict(result: OptimizeResult, output: Path | None, rules_out: Path | None, seed: int,
             run: dict[str, Any] | None = None) -> dict[str, Any]:
     """The JSON document; ``run``: how it was run (command line, inputs), said in every report."""
+    from hwopt.estimate.memory import basis
     from hwopt.search.figures import extra
 
     baseline = result.rows[0]
@@ -147,6 +148,7 @@ def to_dict(result: OptimizeResult, output: Path | None, rules_out: Path | None,
                        "rules": [s.label() for s in c.steps], "note": c.note}
                       for c in result.finalists],
         "run": run or {},
+        "memory_basis": basis(result.space.p, result.target.dtype),
     }
     doc.update(extra(result))
     return doc
@@ -219,6 +221,8 @@ def _summary(doc: dict[str, Any]) -> list[str]:
                  f"{doc['strategy']} search over {doc['space']['size']:,} variants "
                  f"({doc['space']['variables']} decisions, {doc['space']['distinct_kernels']} distinct kernels), "
                  f"{doc['evaluated']:,} evaluated; stages: {stage_times(doc['seconds'])}")
+    if doc.get("memory_basis"):
+        lines.append(f"params and memory in the {doc['memory_basis']} (hwopt inspect counts the file as stored)")
     if doc["best"] is not None:
         b = doc["best"]
         lines.append(f"best: {b['latency_change']:+.1%} estimated latency, "
