@@ -433,8 +433,6 @@ def optimize(
                 raise HwoptError(f"refusing to overwrite the input {path}: choose another path")
         if pick is not None and not (pick[:1] == "p" and pick[1:].isdigit()):
             raise HwoptError(f"--pick {pick!r}: a Pareto id from a report, like p3")
-        if calibration is None and not exact_only:
-            random_inputs_note(quiet)
         from functools import partial
 
         from hwopt.calibration import calibration_sets
@@ -495,6 +493,8 @@ def optimize(
         if doc.get("nothing_to_do") and best_model is not None:
             stderr.print(f"hwopt: note: {output} is the original in canonical form (no rewrite helps)",
                          markup=False, highlight=False)
+        if calibration is None and not exact_only:
+            random_inputs_note(quiet)
         if best_model is None:
             for line in result.failure:
                 stderr.print(f"hwopt: {line}", markup=False, highlight=False)

@@ -12,7 +12,8 @@ model) three files are written next to FILE: ``FILE.<graph>.latency.json``
 no value, so group sums stay right), ``FILE.<graph>.traffic.json`` (off-chip
 bytes of that kernel: the estimator's traffic head, or bytes read and written
 where the target has none) and ``FILE.<graph>.rule.json`` (the rule that
-rewrites a node, or ``as is``). Open them with::
+rewrites a node, or ``as is``). Nodes without a name in the file get no value
+(the viewer makes up their ids). Open them with::
 
     model-explorer MODEL.onnx --extensions=model_explorer_onnx --node_data_paths=FILE.original.latency.json,...
 """
@@ -55,6 +56,8 @@ def graph_node_data(model: onnx.ModelProto, estimate, rules: dict[str, str], dty
             traffic[head] = {"value": round(float(k.dram_bytes), 1)}
     rule = {}
     for name in node_names(model):
+        if not name:
+            continue  # an unnamed node: the viewer makes up its id, which no file can name
         value = rules.get(name, "as is")
         rule[name] = {"value": value, "bgColor": RULE_COLORS.get(value.split(" ")[0], "#cccccc")}
     return {"latency": {"results": latency, "gradient": GRADIENT},
