@@ -123,12 +123,9 @@ def _fidelity_axis(rows: list[dict[str, Any]]) -> tuple[str, Callable[[dict], fl
 
 
 def _rules_short(rules: list[str]) -> str:
-    parts = []
-    for r in rules:
-        name, _, sites = r.partition("@")
-        n = len(sites.split(",")) if sites else 0
-        parts.append(f"{name.split(':')[0]}" + (f" x{n}" if n else ""))
-    return ", ".join(parts) or "(original)"
+    from hwopt.search.report import rules_short
+
+    return rules_short(rules)
 
 
 # -- optimize -----------------------------------------------------------------------------------------------

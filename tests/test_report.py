@@ -263,3 +263,41 @@ def test_node_data_files_follow_model_explorer_format(mnv2):
     assert sum(r["value"] for r in latency.values()) == pytest.approx(doc["best"]["latency_us"], rel=1e-3)
     rules = {r["value"] for r in json.loads((folder / "nodes.rewritten.rule.json").read_text())["results"].values()}
     assert "fuse-ibn" in rules and "as is" in rules
+
+
+# -- what a new user stumbles on ------------------------------------------------------------------------------
+def test_help_version_units_and_default_target():
+    helped = hwopt("optimize", "--help")
+    assert helped.returncode == 0 and "[search]" in helped.stdout and "<bool>" not in helped.stdout
+    from hwopt import __version__
+
+    version = hwopt("--version")
+    assert version.returncode == 0 and version.stdout.strip() == f"hwopt {__version__}"
+    for command in ("estimate", "measure", "optimize", "profile", "train"):
+        text = " ".join(hwopt(command, "--help").stdout.split())
+        assert "[default: npu32]" in text, command
+    done = hwopt("optimize", str(DATA / "ch_ppocr_mobile_v2.0_cls_infer.onnx"), "--max-latency", "2")
+    assert done.returncode == 2 and done.stderr.count("\n") == 1 and "no unit" in done.stderr and "2ms" in done.stderr
+    bad = hwopt("estimate", str(DATA / "ch_ppocr_mobile_v2.0_cls_infer.onnx"), "--report", "r.pdf")
+    assert bad.returncode == 2 and ".html" in bad.stderr
+
+
+def test_inspect_never_cuts_site_ids(example_path):
+    model = example_path("mobilenetv3_small")
+    ids = [s["id"] for s in json.loads(hwopt("inspect", str(model), "--json").stdout)["sites"]]
+    text = hwopt("inspect", str(model)).stdout  # piped, as a user's `| less` or a log
+    assert "…" not in text
+    assert all(site in text for site in ids), [s for s in ids if s not in text]
+
+
+def test_nothing_to_do_says_why_per_rule(example_path, tmp_path):
+    """ResNet-18 has no depthwise conv and channel counts already aligned: nothing helps, and it is said."""
+    out = tmp_path / "r18.onnx"
+    done = hwopt("optimize", str(example_path("resnet18")), "-o", str(out), "--exact-only", "--no-compare",
+                 "--eval-samples", "2", "--json", "--report", str(tmp_path / "r18.html"))
+    assert done.returncode == 0, done.stderr
+    doc = json.loads(done.stdout)
+    assert doc["best"]["rules"] == [] and doc["nothing_to_do"]
+    assert all(line.split(":")[0] in ("dw-to-dense", "align-channels") for line in doc["nothing_to_do"])
+    assert "hwopt: nothing to do: dw-to-dense: no site in this model" in done.stderr
+    assert "nothing-to-do" in (tmp_path / "r18.html").read_text()

@@ -154,6 +154,16 @@ def to_dict(result: OptimizeResult, output: Path | None, rules_out: Path | None,
     return doc
 
 
+def rules_short(rules: list[str]) -> str:
+    """``fuse-ibn x16, dw-to-dense x1``: each step's rule and how many sites it names."""
+    parts = []
+    for rule in rules:
+        name, _, sites = rule.partition("@")
+        count = len(sites.split(",")) if sites else 0
+        parts.append(name.split(":")[0] + (f" x{count}" if count else ""))
+    return ", ".join(parts) or "(original)"
+
+
 def _tables(doc: dict[str, Any]) -> list[tuple[str, list[str], list[list[str]]]]:
     """(title, header, rows) of every section, shared by the terminal and Markdown renderings."""
     measured = any(v["measured_latency_us"] is not None for v in doc["variants"])
@@ -186,7 +196,7 @@ def _tables(doc: dict[str, Any]) -> list[tuple[str, list[str], list[list[str]]]]
                          ["id", "est. latency", "memory", "params", "deviation", "exact", "rules"],
                          [[p["id"] + (" (chosen)" if p.get("chosen") else ""), _fmt(p["latency_us"], "us"),
                            _fmt(p["memory_bytes"], "bytes"), _fmt(p["params"], "count"), _fmt(p.get("deviation"), "dev"),
-                           "yes" if p.get("exact") else "no", "; ".join(p.get("rules", [])) or "(original)"]
+                           "yes" if p.get("exact") else "no", rules_short(p.get("rules", []))]
                           for p in doc["pareto"]]))
     return sections
 
