@@ -23,7 +23,8 @@ line-height:1.4;padding:0 16px}
 h1{font-size:22px;margin-bottom:4px}h2{font-size:17px;margin-top:30px;border-bottom:1px solid #ddd;padding-bottom:4px}
 table{border-collapse:collapse;font-size:13px;margin:8px 0}th,td{border-bottom:1px solid #e4e4e4;padding:4px 8px;
 text-align:right;vertical-align:top}th{background:#f4f5f7;font-weight:600}td:first-child,th:first-child{text-align:left}
-td.text{text-align:left;max-width:420px;word-break:break-word}tr.chosen td{background:#fff7e6;font-weight:600}
+td{white-space:nowrap}td.text{text-align:left;max-width:420px;word-break:break-word;white-space:normal}
+.scroll{overflow-x:auto}tr.chosen td{background:#fff7e6;font-weight:600}
 .meta{font-size:13px;color:#444}.meta td{text-align:left;border:none;padding:2px 10px 2px 0}
 .meta td:first-child{white-space:nowrap}th.text{text-align:left}
 .warn{background:#fdecea;border-left:5px solid #c0392b;padding:8px 12px;margin:10px 0;font-weight:600}
@@ -54,6 +55,10 @@ def axis_bytes(values: list[float]) -> tuple[Callable[[float], str], float]:
     return (lambda v: f"{v / scale:.{decimals}f} {unit}"), scale
 
 
+def fmt_fid(v: float | None) -> str:
+    return "-" if v is None else f"{v:.2%}"
+
+
 def fmt_dev(v: float | None) -> str:
     if v is None:
         return "-"
@@ -62,14 +67,14 @@ def fmt_dev(v: float | None) -> str:
 
 def _table(header: list[str], rows: list[list[str]], classes: list[str] | None = None, table_id: str = "",
            text_cols: tuple[int, ...] = ()) -> str:
-    out = [f'<table id="{table_id}"><thead><tr>' + "".join(f'<th{" class=text" if j in text_cols else ""}>{escape(h)}</th>'
+    out = [f'<div class="scroll"><table id="{table_id}"><thead><tr>' + "".join(f'<th{" class=text" if j in text_cols else ""}>{escape(h)}</th>'
                                                            for j, h in enumerate(header))
            + "</tr></thead><tbody>"]
     for i, row in enumerate(rows):
         cls = f' class="{classes[i]}"' if classes and classes[i] else ""
         out.append(f"<tr{cls}>" + "".join(f'<td{" class=text" if j in text_cols else ""}>{cell}</td>'
                                           for j, cell in enumerate(row)) + "</tr>")
-    out.append("</tbody></table>")
+    out.append("</tbody></table></div>")
     return "".join(out)
 
 
@@ -97,29 +102,48 @@ def _inputs_banner(inputs: dict[str, Any] | None) -> str:
 
 # -- fidelity: whatever task-level figures the document carries ------------------------------------------------
 _KNOWN = {"label", "latency_us", "latency_change", "measured_latency_us", "params", "flops", "peak_activation_bytes",
-          "memory_bytes", "deviation", "exact", "rules", "note", "id", "chosen", "decisions", "dominated"}
+          "memory_bytes", "deviation", "exact", "rules", "note", "id", "chosen", "decisions", "dominated", "verified",
+          "fidelity", "predicted_fidelity", "predicted_rel_l2"}
 
 
-def fidelity_fields(row: dict[str, Any]) -> dict[str, float]:
-    """Task-level figures of a variant: a ``fidelity`` object's numbers and any other numeric field not known here."""
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def fidelity_label(doc: dict[str, Any]) -> str:
+    fid = doc.get("fidelity")
+    return str(fid.get("label") or "fidelity") if isinstance(fid, dict) else "fidelity"
+
+
+def fidelity_fields(row: dict[str, Any], label: str = "fidelity") -> dict[str, float]:
+    """Task-level figures of a variant: its ``fidelity`` (a number, or an object of numbers), the prediction
+    when not verified, and any other numeric field not known here."""
     out: dict[str, float] = {}
     fid = row.get("fidelity")
     if isinstance(fid, dict):
-        out.update({k: v for k, v in fid.items() if isinstance(v, (int, float)) and not isinstance(v, bool)})
+        out.update({k: v for k, v in fid.items() if _number(v)})
+    elif _number(fid):
+        out[label] = fid
+    if not _number(fid) and _number(row.get("predicted_fidelity")):
+        out[f"{label} (predicted)"] = row["predicted_fidelity"]
     for k, v in row.items():
-        if k not in _KNOWN and k != "fidelity" and isinstance(v, (int, float)) and not isinstance(v, bool):
+        if k not in _KNOWN and _number(v):
             out[k] = v
     return out
 
 
-def _fidelity_axis(rows: list[dict[str, Any]]) -> tuple[str, Callable[[dict], float | None], bool]:
-    """(axis name, getter, higher is better) for the latency-vs-fidelity chart."""
-    names = [k for r in rows for k in fidelity_fields(r)]
-    for preferred in ("top1_agreement", "top1", "agreement"):
-        hit = next((k for k in names if preferred in k), None)
-        if hit:
-            return hit.replace("_", " "), lambda r, k=hit: fidelity_fields(r).get(k), True
-    return "output deviation (rel L2, lower is better)", lambda r: r.get("deviation"), False
+def _fidelity_axis(doc: dict[str, Any], rows: list[dict[str, Any]]) -> tuple[str, Callable[[dict], float | None],
+                                                                                  bool, float | None]:
+    """(axis name, getter, higher is better, budget) for the latency-vs-fidelity chart: the task fidelity when
+    the document has one (verified, else predicted), else the output deviation."""
+    label = fidelity_label(doc)
+    if any(_number(r.get("fidelity")) or _number(r.get("predicted_fidelity")) for r in rows):
+        fid = doc.get("fidelity") if isinstance(doc.get("fidelity"), dict) else {}
+        return (f"{label} (higher is better)",
+                lambda r: r.get("fidelity") if _number(r.get("fidelity")) else r.get("predicted_fidelity"),
+                True, fid.get("min_fidelity"))
+    return ("output deviation (rel L2, lower is better)", lambda r: r.get("deviation"), False,
+            doc.get("budgets", {}).get("max_deviation"))
 
 
 def _rules_short(rules: list[str]) -> str:
@@ -197,9 +221,11 @@ def _pareto_charts(doc: dict[str, Any]) -> str:
                    budget_names=("--max-latency", "--max-memory"), chart_id="chart-pareto-memory")
     # Latency against fidelity: every materialised variant (the side-by-side rows, finalists, front points).
     rows = [dict(v, id=v["label"]) for v in doc.get("variants", [])]
-    rows += [dict(f, id=f["label"]) for f in doc.get("finalists", []) if f["label"] not in {r["id"] for r in rows}]
+    rows += [dict(f, id=f.get("id") or f["label"]) for f in doc.get("finalists", [])
+             if f["label"] not in {r["id"] for r in rows}]
+    rows += [dict(f, id=f.get("id") or f["label"]) for f in doc.get("front", [])]  # a latency / fidelity front
     rows += [p for p in pareto if p.get("deviation") is not None]
-    name, get, higher = _fidelity_axis(rows)
+    name, get, higher, budget = _fidelity_axis(doc, rows)
     fpts, seen2 = [], set()
     for r in rows:
         value = get(r)
@@ -217,9 +243,9 @@ def _pareto_charts(doc: dict[str, Any]) -> str:
                           and (q.x, q.y) != (p.x, p.y) for q in fpts)
     positive = [p.y for p in fpts if p.y > 0]
     log_y = not higher and len(positive) == len(fpts) and positive and max(positive) / min(positive) > 100
-    right = scatter(fpts, "estimated latency", name, fmt_axis_us, fmt_dev, y_budget=budgets.get("max_deviation")
-                    if not higher else None, budget_names=("", "--max-deviation"), chart_id="chart-pareto-fidelity",
-                    log_y=bool(log_y))
+    right = scatter(fpts, "estimated latency", name, fmt_axis_us, fmt_dev, y_budget=budget,
+                    budget_names=("", "--min-fidelity" if higher else "--max-deviation"),
+                    chart_id="chart-pareto-fidelity", log_y=bool(log_y))
     return f'<div class="pair"><div>{left}</div><div>{right}</div></div>'
 
 
@@ -250,20 +276,21 @@ def optimize_html(doc: dict[str, Any]) -> str:
     extra = [dict(f, label=f["label"]) for f in doc.get("finalists", [])
              if f["label"] != "best" and not any(abs(f["latency_us"] - v["latency_us"]) < 1e-9 and f["rules"] == v["rules"]
                                                  for v in variants)]
-    fid_names = list(dict.fromkeys(k for v in variants + extra for k in fidelity_fields(v)))
+    label = fidelity_label(doc)
+    fid_names = list(dict.fromkeys(k for v in variants + extra for k in fidelity_fields(v, label)))
     measured = any(v.get("measured_latency_us") is not None for v in variants)
     header = (["variant", "est. latency", "vs baseline"] + (["measured"] if measured else [])
               + ["params", "FLOPs", "peak act.", "memory", "deviation (rel L2)"] + fid_names + ["exact", "rules", "note"])
     base = variants[0]["latency_us"] if variants else 1.0
     rows, classes = [], []
     for v in variants + extra:
-        fid = fidelity_fields(v)
-        rows.append([escape(v["label"]), fmt_us(v["latency_us"]), f"{v['latency_us'] / base - 1:+.1%}"]
+        fid = fidelity_fields(v, label)
+        rows.append([escape(v["label"] + (f" ({v['id']})" if v.get("id") else "")), fmt_us(v["latency_us"]), f"{v['latency_us'] / base - 1:+.1%}"]
                     + ([fmt_us(v.get("measured_latency_us"))] if measured else [])
                     + [human_count(v["params"]) if "params" in v else "-", human_count(v["flops"]) if "flops" in v else "-",
                        human_bytes(v["peak_activation_bytes"]) if "peak_activation_bytes" in v else "-",
                        human_bytes(v["memory_bytes"]) if "memory_bytes" in v else "-", fmt_dev(v.get("deviation"))]
-                    + [fmt_dev(fid.get(k)) for k in fid_names]
+                    + [fmt_fid(fid.get(k)) if k.startswith(label) else fmt_dev(fid.get(k)) for k in fid_names]
                     + [("yes" if v.get("exact") else "no") if "exact" in v else "-",
                        escape(_rules_short(v.get("rules", []))), escape(v.get("note", ""))])
         classes.append("chosen" if v["label"] == "best" else "")
@@ -280,6 +307,12 @@ def optimize_html(doc: dict[str, Any]) -> str:
                              fmt_us(b["latency_after_us"]),
                              f"{b['latency_after_us'] / max(b['latency_before_us'], 1e-9) - 1:+.0%}",
                              "yes" if b["needs_fine_tuning"] else ""] for b in doc["blocks"]], table_id="table-blocks"))
+    if doc.get("front"):
+        body.append(f"<h2>Latency / {escape(label)} front</h2>" + _table(
+            ["id", "est. latency", "vs baseline", f"{label} (verified)", f"{label} (predicted)", "exact", "rules"],
+            [[escape(str(f.get("id") or f.get("label"))), fmt_us(f["latency_us"]), f"{f.get('latency_change', 0):+.1%}",
+              fmt_fid(f.get("fidelity")), fmt_fid(f.get("predicted_fidelity")), "yes" if f.get("exact") else "no",
+              escape(_rules_short(f.get("rules", [])))] for f in doc["front"]], table_id="table-front", text_cols=(6,)))
     if doc.get("pareto"):
         body.append("<h2>Pareto front</h2><p class=\"small\">Left: every non-dominated variant the search evaluated "
                     "(estimated latency vs memory), ids usable with <code>hwopt optimize --pick ID</code> (same model, "
