@@ -9,6 +9,7 @@ every output, per step and for the final model against the original.
 from __future__ import annotations
 
 import fnmatch
+import math
 import time
 from dataclasses import dataclass, field
 from typing import Callable
@@ -17,12 +18,12 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 
-from hwopt.errors import HwoptError, VerificationError
+from hwopt.errors import HwoptError, VerificationError, warn
 from hwopt.metrics import ModelMetrics, model_metrics
 from hwopt.rewrites import RewriteContext, SiteOutcome, get_rule
 from hwopt.ruleset import RuleStep
 from hwopt.sites import Analysis, Site, SiteIds, is_glob
-from hwopt.verify import Comparison, ModelOutputs, compare_models
+from hwopt.verify import Comparison, ModelOutputs, compare_models, reference_outputs
 
 
 @dataclass
@@ -54,6 +55,13 @@ def _choose_sites(step: RuleStep, analysis: Analysis, ids: SiteIds) -> tuple[lis
     if step.sites:
         candidates = analysis.select(step.sites, rule.site_kind, ids)
         explicit = {s for s in step.sites if not is_glob(s)}
+        for pattern in step.sites:
+            if is_glob(pattern) and not any(fnmatch.fnmatchcase(s.id, pattern) for s in candidates):
+                # Not an error: rule files with globs are reused across models; but a typo must not pass unseen.
+                existing = [s.id for s in analysis.of_kind(rule.site_kind)]
+                shown = ", ".join(existing[:8]) + (f", ... ({len(existing)} in all)" if len(existing) > 8 else "")
+                warn(f"{step.source or step.rule}: {pattern!r} matches no {rule.site_kind} site "
+                     f"({rule.site_kind} sites here: {shown or 'none'})")
     else:
         candidates, explicit = rule.find_sites(analysis), set()
     chosen, skipped = [], []
@@ -118,6 +126,8 @@ def apply_steps(
         prefixes = None
     # Each step's output model is the next step's input: run every model once.
     outputs = outputs if outputs is not None and outputs.inputs is evaluation else ModelOutputs(evaluation)
+    if steps:
+        reference_outputs(original, outputs, "the evaluation inputs")
     ids = Analysis(canonical).site_ids
     current = canonical
     before = model_metrics(Analysis(canonical).graph)
@@ -145,6 +155,9 @@ def apply_steps(
             continue
         rewritten, outcomes = rule.apply(analysis, sites, step.params, ctx)
         comparison = compare_models(current, rewritten, evaluation, outputs)
+        if not math.isfinite(comparison.worst_rel_l2):
+            raise VerificationError(f"{step.label()} made the outputs non-finite (NaN or Inf) on the evaluation "
+                                    f"inputs: nothing is written")
         if exact and not comparison.exact:
             raise VerificationError(
                 f"{step.rule} is exact but changed the outputs: relative max-abs error "
@@ -160,6 +173,9 @@ def apply_steps(
     result.after = result.steps[-1].metrics if result.steps else before
     check_written_model(original, current)
     result.final = compare_models(original, current, evaluation, outputs)
+    if not math.isfinite(result.final.worst_rel_l2):
+        raise VerificationError("the rewritten model's outputs are non-finite (NaN or Inf) on the evaluation inputs: "
+                                "nothing is written")
     return result
 
 
@@ -170,7 +186,9 @@ def check_written_model(original: onnx.ModelProto, model: onnx.ModelProto) -> No
     except Exception as exc:  # checker raises ValidationError and InferenceError
         raise VerificationError(f"the rewritten model fails the ONNX checker: {str(exc).splitlines()[0]}") from None
     try:
-        ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+        options = ort.SessionOptions()
+        options.log_severity_level = 4  # the failure becomes one line of ours
+        ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
     except Exception as exc:  # onnxruntime raises several unrelated types
         raise VerificationError(f"onnxruntime cannot load the rewritten model: {str(exc).splitlines()[0]}") from None
     initializers = {t.name for t in original.graph.initializer}

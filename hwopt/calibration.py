@@ -10,6 +10,7 @@ graph hard-codes batch 1 after all). ``OrtRunner`` can also return internal tens
 
 from __future__ import annotations
 
+import zipfile
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -21,6 +22,10 @@ from onnx import helper
 from hwopt.errors import HwoptError
 
 Samples = dict[str, np.ndarray]
+
+# onnxruntime's own log lines (warnings about unused initializers, a failed node's error before the
+# exception that says the same) would reach the user's terminal; hwopt reports failures in one line.
+ort.set_default_logger_severity(3)
 
 _DEFAULT_BATCH = 16
 
@@ -74,9 +79,13 @@ def load_calibration(path: str | Path, model: onnx.ModelProto) -> Samples:
     if not path.is_file():
         raise HwoptError(f"{path}: no such calibration file")
     try:
-        with np.load(path, allow_pickle=False) as archive:
+        archive = np.load(path, allow_pickle=False)
+        if not isinstance(archive, np.lib.npyio.NpzFile):
+            raise HwoptError(f"{path}: a .npy file (one array); calibration data is an .npz with one array per "
+                             f"graph input, named after it: np.savez(FILE, **{{input_name: samples}})")
+        with archive:
             data = {name: archive[name] for name in archive.files}
-    except (OSError, ValueError, EOFError) as exc:
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
         raise HwoptError(f"{path}: not a readable .npz file ({str(exc).splitlines()[0][:200]})") from None
     expected = {v.name: v for v in _real_inputs(model)}
     missing = sorted(set(expected) - set(data))
@@ -86,6 +95,9 @@ def load_calibration(path: str | Path, model: onnx.ModelProto) -> Samples:
     out: Samples = {}
     for name, value in expected.items():
         array = data[name]
+        if array.dtype.kind not in "biuf":
+            raise HwoptError(f"{path}: array {name!r} holds {array.dtype.name} values; calibration samples are "
+                             f"numbers (the model's input is {_numpy_dtype(value).name})")
         shape, batch = _sample_shape(value)
         if array.shape[1:] == shape:
             pass
@@ -95,11 +107,33 @@ def load_calibration(path: str | Path, model: onnx.ModelProto) -> Samples:
             raise HwoptError(
                 f"{path}: array {name!r} has shape {array.shape}, expected (samples, {', '.join(map(str, shape))})"
             )
-        out[name] = array.astype(_numpy_dtype(value), copy=False)
+        out[name] = _checked_cast(array, _numpy_dtype(value), f"{path}: array {name!r}")
         counts.add(len(array))
     if len(counts) != 1:
         raise HwoptError(f"{path}: the arrays hold different numbers of samples {sorted(counts)}")
     return out
+
+
+def _checked_cast(array: np.ndarray, dtype: np.dtype, where: str) -> np.ndarray:
+    """``array`` as the model's input dtype; refused when a sample holds NaN/Inf, or a value that becomes
+    one (or does not fit) in that dtype: one such sample makes every refit weight NaN."""
+    with np.errstate(all="ignore"):
+        cast = array.astype(dtype, copy=False)
+        per_sample = cast.reshape(len(cast), -1) if len(cast) else cast.reshape(0, 1)
+        if np.issubdtype(dtype, np.floating):
+            bad = ~np.isfinite(per_sample).all(axis=1)
+            if array.dtype.kind == "f":
+                bad |= ~np.isfinite(array.reshape(per_sample.shape)).all(axis=1)
+            what = "NaN or Inf (or values beyond the range of " + dtype.name + ")"
+        else:
+            source = array.reshape(per_sample.shape).astype(np.float64)
+            bad = (per_sample.astype(np.float64) != source).any(axis=1) | ~np.isfinite(source).all(axis=1)
+            what = f"values that are not {dtype.name} numbers"
+    if bad.any():
+        first = int(np.flatnonzero(bad)[0])
+        raise HwoptError(f"{where}: {int(bad.sum())} of {len(cast)} samples hold {what} (the first: sample "
+                         f"{first}); remove or fix them")
+    return cast
 
 
 class OrtRunner:
@@ -182,7 +216,7 @@ def _session(model: onnx.ModelProto) -> ort.InferenceSession:
     options = ort.SessionOptions()
     # Full optimization is safe: tensors we ask for are graph outputs, which onnxruntime's fusions keep.
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    options.log_severity_level = 3
+    options.log_severity_level = 4  # failures become one line of ours
     return ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
 
 

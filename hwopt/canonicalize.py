@@ -48,19 +48,39 @@ class CanonicalizationReport:
 
 
 def check_input_dims(model: onnx.ModelProto) -> None:
-    """Every input dim but the batch (first) dim must be known to analyse the model."""
+    """Every input dim but the batch (first) dim must be known to analyse the model, none may be 0,
+    and one sample of the inputs must fit ``MAX_SAMPLE_BYTES``."""
+    from onnx import helper
+
+    from hwopt.modelio import MAX_SAMPLE_BYTES
+
     initializers = {t.name for t in model.graph.initializer}
+    sample_bytes, shapes = 0, []
     for value in model.graph.input:
         if value.name in initializers:
             continue
         dims = value.type.tensor_type.shape.dim
         for axis, dim in enumerate(dims):
+            if dim.HasField("dim_value") and dim.dim_value == 0:
+                raise HwoptError(f"dimension {axis} of input {value.name!r} is 0 (an empty tensor): hwopt needs "
+                                 f"at least one element on every axis")
             if axis > 0 and not dim.HasField("dim_value"):
                 shown = "x".join(str(d.dim_value) if d.HasField("dim_value") else "?" for d in dims)
                 raise HwoptError(
                     f"input {value.name!r} has an unknown dimension {axis} (shape {shown}): "
                     f"give it with --input-shape {value.name}=" + _example_shape(dims)
                 )
+        try:
+            itemsize = np.dtype(helper.tensor_dtype_to_np_dtype(value.type.tensor_type.elem_type)).itemsize
+        except (KeyError, TypeError, ValueError):
+            itemsize = 4
+        sample_bytes += itemsize * int(np.prod([d.dim_value for d in dims[1:]], dtype=object))
+        shapes.append(f"{value.name}: " + "x".join(str(d.dim_value) if d.HasField("dim_value") else "N"
+                                                   for d in dims))
+    if sample_bytes > MAX_SAMPLE_BYTES:
+        raise HwoptError(f"one sample of the inputs needs {sample_bytes / 2**30:,.0f} GiB ({'; '.join(shapes)}); "
+                         f"hwopt runs dozens of samples and takes at most {MAX_SAMPLE_BYTES / 2**30:.0f} GiB per "
+                         f"sample: check --input-shape")
 
 
 def _example_shape(dims) -> str:
@@ -72,7 +92,7 @@ def ort_basic_optimize(model: onnx.ModelProto) -> onnx.ModelProto:
     """Run onnxruntime's basic-level graph optimizer offline and return the optimized model."""
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
-    options.log_severity_level = 3
+    options.log_severity_level = 4  # failures become one line of ours
     with tempfile.TemporaryDirectory(prefix="hwopt-canon-") as tmp:
         out = os.path.join(tmp, "optimized.onnx")
         options.optimized_model_filepath = out
@@ -292,7 +312,7 @@ def canonicalize(
         from hwopt.calibration import random_inputs
         from hwopt.verify import compare_models
 
-        comparison = compare_models(original, canonical, random_inputs(original, 2, seed))
+        comparison = compare_models(original, canonical, random_inputs(original, 2, seed), check_reference=True)
         report.max_rel_error = comparison.worst_rel_max_abs
         if not comparison.exact:
             raise VerificationError(
@@ -317,12 +337,18 @@ def _restore_io(model: onnx.ModelProto, original: onnx.ModelProto) -> None:
 
 
 def load_canonical(
-    path, input_shapes: list[InputShape] = (), seed: int = 0
+    path, input_shapes: list[InputShape] = (), seed: int = 0, for_writing: bool = False
 ) -> tuple[onnx.ModelProto, onnx.ModelProto, CanonicalizationReport]:
-    """Load a user's file; return (original with given shapes, canonical model, report)."""
-    from hwopt.modelio import load_model
+    """Load a user's file; return (original with given shapes, canonical model, report).
+
+    ``for_writing``: the model will be rewritten and written, so it must hold no NaN or Inf weight
+    (no written model does): refused here, before any work, rather than after it.
+    """
+    from hwopt.modelio import check_finite, load_model
 
     original = load_model(path)
+    if for_writing:
+        check_finite(original, f"{path}: refusing to rewrite it (hwopt writes no model with NaN or Inf weights)")
     apply_input_shapes(original, list(input_shapes))
     canonical, report = canonicalize(original, seed=seed)
     return original, canonical, report

@@ -70,9 +70,17 @@ def random_inputs_note(quiet: bool) -> None:
 
 @contextmanager
 def user_errors() -> Iterator[None]:
-    """Bad input: one line and exit 2. Anything else: one line and exit 3 (traceback on demand)."""
+    """Bad input: one line and exit 2. Anything else: one line and exit 3 (traceback on demand).
+    Warnings (``hwopt.errors.warn``): one line each, the command goes on."""
+    import warnings
+
+    from hwopt.errors import HwoptWarning
+
     try:
-        yield
+        with warnings.catch_warnings():
+            warnings.simplefilter("always", HwoptWarning)
+            warnings.showwarning = _show_warning  # also in-process (tests, embedding), not only via main()
+            yield
     except HwoptError as exc:
         stderr.print(f"hwopt: error: {exc}", markup=False, highlight=False)
         raise typer.Exit(2) from None
@@ -173,16 +181,14 @@ def apply(
         steps = (load_rule_file(rules_file) if rules_file else []) + [parse_rule_option(r) for r in rule or []]
         if not steps:
             raise HwoptError("no rules given: use --rule NAME[...] or --rules FILE (see 'hwopt rules')")
-        protect = [model] + ([calibration] if calibration else []) + ([rules_file] if rules_file else [])
+        from hwopt.outputs import check_outputs, model_files
         from hwopt.report_files import check_report_path, write_report
 
+        protect = model_files(model) + ([calibration] if calibration else []) + ([rules_file] if rules_file else [])
+        check_outputs({"-o": output, "--report": report}, protect)
         check_report_path(report, "apply")
-        for path in protect:
-            for out in [output] + ([report] if report else []):
-                if out.resolve() == path.resolve():
-                    raise HwoptError(f"refusing to overwrite the input {path}: choose another path")
         _check_calibration(calibration, preprocess)
-        original, canonical, _ = load_canonical(model, _shapes(input_shape), seed=seed)
+        original, canonical, _ = load_canonical(model, _shapes(input_shape), seed=seed, for_writing=True)
         from hwopt.calibration import calibration_sets
 
         calib, evaluation = calibration_sets(original, calibration, calibration_samples, eval_samples, seed,
@@ -397,6 +403,8 @@ def optimize(
     calibration_samples: int = typer.Option(64, "--calibration-samples", min=1, help="samples used for refits"),
     eval_samples: int = typer.Option(8, "--eval-samples", min=1, help="held-out samples for verification"),
     seed: int = typer.Option(0, "--seed", help="seed of the search, random inputs and sampling"),
+    allow_fallback: bool = typer.Option(False, "--allow-fallback", help="estimator cost: score kernels it was "
+                                        "never trained on by a roofline (flagged) instead of failing"),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress, no tables"),
 ) -> None:
     """Search the rewrites for the fastest variant within budgets; write it, verified, with a report.
@@ -416,21 +424,21 @@ def optimize(
         if not model.is_file():
             raise HwoptError(f"{model}: no such file")
         output = output or model.with_name(model.name.removesuffix(".onnx") + ".hwopt.onnx")
-        protect = [model] + [p for p in (calibration, rules_file) if p]
+        from hwopt.outputs import check_outputs, model_files
         from hwopt.report_files import check_report_path, write_report
 
-        check_report_path(report, "optimize")
-        overlays = []
+        protect = model_files(model) + [p for p in (calibration, rules_file) if p]
+        overlays = {}
         if node_data is not None:
             from hwopt.node_data import paths as node_data_paths
 
             if node_data.suffix.lower() != ".json":
                 raise HwoptError(f"--node-data {node_data}: give a .json file name (FILE.json writes "
                                  f"FILE.original.latency.json and its siblings)")
-            overlays = [p for g in ("original", "rewritten") for p in node_data_paths(node_data, g).values()]
-        for path in [output] + [p for p in (save_rules, report) if p] + overlays:
-            if any(path.resolve() == p.resolve() for p in protect):
-                raise HwoptError(f"refusing to overwrite the input {path}: choose another path")
+            overlays = {f"--node-data ({p.name})": p for g in ("original", "rewritten")
+                        for p in node_data_paths(node_data, g).values()}
+        check_outputs({"-o": output, "--report": report, "--save-rules": save_rules, **overlays}, protect)
+        check_report_path(report, "optimize")
         if pick is not None and not (pick[:1] == "p" and pick[1:].isdigit()):
             raise HwoptError(f"--pick {pick!r}: a Pareto id from a report, like p3")
         from functools import partial
@@ -445,7 +453,7 @@ def optimize(
                 model, target_name=target, rules_path=rules_file, input_shapes=_shapes(input_shape),
                 budgets=budgets, strategy=strategy, cost=cost, exact_only=exact_only, seed=seed,
                 finalists=finalists, compare_rules=compare, calibration_sets=inputs, measure=measure,
-                progress=progress, pick=pick,
+                progress=progress, pick=pick, allow_fallback=allow_fallback,
             )
         if best_model is not None:
             save_model(best_model, output, protect=protect)
@@ -580,10 +588,17 @@ def _show_warning(message, category, filename, lineno, file=None, line=None) -> 
     stderr.print(f"hwopt: warning: {message}", markup=False, highlight=False)
 
 
+def _terminate(signum, frame) -> None:
+    # A kill (SIGTERM) unwinds like Ctrl-C: the atomic writes' finally clauses remove their temporaries.
+    raise KeyboardInterrupt
+
+
 def main() -> None:
+    import signal
     import warnings
 
     warnings.showwarning = _show_warning
+    signal.signal(signal.SIGTERM, _terminate)
     app()
 
 

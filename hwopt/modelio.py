@@ -2,25 +2,33 @@
 
 Every way a user's file can be wrong (not ONNX, truncated, missing external
 data, unsupported opset, unknown dims) becomes one HwoptError line. Writing
-never touches the input file and always goes through a temporary file.
+(``save_model``, the one way a model is written) never touches the input's
+files, goes through a temporary file (``hwopt.atomic``) and refuses a model
+holding a non-finite number.
 """
 
 from __future__ import annotations
 
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import onnx
 from google.protobuf.message import DecodeError
+from onnx import numpy_helper
 
+from hwopt.atomic import atomic_save
 from hwopt.errors import HwoptError
 
 MIN_OPSET = 11
 MAX_OPSET = onnx.defs.onnx_opset_version()
 # Protobuf refuses to serialise a single message over 2 GiB.
 _PROTOBUF_LIMIT = 2**31 - 1
+# One sample of the inputs may take this much; hwopt runs dozens of samples (calibration, verification).
+MAX_SAMPLE_BYTES = 2**30
+_FLOAT_TYPES = {onnx.TensorProto.FLOAT, onnx.TensorProto.DOUBLE, onnx.TensorProto.FLOAT16,
+                onnx.TensorProto.BFLOAT16}
 
 
 @dataclass(frozen=True)
@@ -68,6 +76,10 @@ def load_model(path: str | os.PathLike) -> onnx.ModelProto:
     # Arbitrary bytes sometimes parse as an (almost) empty message: require a real graph.
     if not model.graph.node or not model.opset_import or not model.graph.output:
         raise HwoptError(f"{path}: not an ONNX model (no graph, opset or outputs found)")
+    bad = _non_utf8_string(model)
+    if bad is not None:
+        raise HwoptError(f"{path}: {bad[0]} {bad[1]!r} is not valid UTF-8 text (ONNX strings are UTF-8): "
+                         f"fix the exporter's names")
     _load_external_data(model, path)
     _clear_negative_dims(model)
     version = opset_version(model)
@@ -81,6 +93,35 @@ def load_model(path: str | os.PathLike) -> onnx.ModelProto:
     except (onnx.checker.ValidationError, ValueError) as exc:
         raise HwoptError(f"{path}: invalid ONNX model: {_first_line(exc)}") from None
     return model
+
+
+def _repeated(field) -> bool:
+    # protobuf >= 5 has is_repeated (and drops label in its upb build); older ones only label.
+    repeated = getattr(field, "is_repeated", None)
+    return bool(repeated) if repeated is not None else field.label == field.LABEL_REPEATED
+
+
+def _non_utf8_string(message) -> tuple[str, bytes] | None:
+    """(field, value) of the first string field that protobuf could not decode as UTF-8.
+
+    ONNX is proto2, so the parser keeps such a string as bytes; names are compared with str everywhere.
+    """
+    from google.protobuf.descriptor import FieldDescriptor
+
+    for field, value in message.ListFields():
+        if field.type == FieldDescriptor.TYPE_STRING:
+            values = value if _repeated(field) else [value]
+            for item in values:
+                if isinstance(item, bytes):
+                    owner = message.DESCRIPTOR.name.removesuffix("Proto").lower()
+                    return f"a {owner}'s {field.name}", item
+        elif field.type == FieldDescriptor.TYPE_MESSAGE:
+            values = value if _repeated(field) else [value]
+            for item in values:
+                found = _non_utf8_string(item)
+                if found is not None:
+                    return found
+    return None
 
 
 def _clear_negative_dims(model: onnx.ModelProto) -> None:
@@ -105,6 +146,9 @@ def _load_external_data(model: onnx.ModelProto, path: Path) -> None:
         return
     for tensor in tensors:
         location = next((e.value for e in tensor.external_data if e.key == "location"), None)
+        if location is not None and (os.path.isabs(location) or os.path.normpath(location).startswith("..")):
+            raise HwoptError(f"{path}: external data file {location!r} of tensor {tensor.name!r} is outside the "
+                             f"model's directory {path.parent}: refusing to read it")
         if location is None or not (path.parent / location).is_file():
             raise HwoptError(
                 f"{path}: missing external data file {location!r} for tensor {tensor.name!r} "
@@ -112,7 +156,7 @@ def _load_external_data(model: onnx.ModelProto, path: Path) -> None:
             )
     try:
         load_external_data_for_model(model, str(path.parent))
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, onnx.checker.ValidationError) as exc:
         raise HwoptError(f"{path}: cannot read external data: {_first_line(exc)}") from None
 
 
@@ -144,24 +188,80 @@ def apply_input_shapes(model: onnx.ModelProto, shapes: list[InputShape]) -> None
             dim.dim_value = value
 
 
-def save_model(model: onnx.ModelProto, out_path: str | os.PathLike, *, protect: list[Path] = ()) -> Path:
-    """Write a model atomically; refuses to overwrite any of the ``protect`` paths (the inputs)."""
-    out_path = Path(out_path)
-    for path in protect:
-        if out_path.resolve() == Path(path).resolve():
-            raise HwoptError(f"refusing to overwrite the input model {path}: choose another -o path")
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=out_path.name + ".", suffix=".tmp", dir=out_path.parent)
-    os.close(fd)
+def external_data_files(path: str | os.PathLike) -> list[Path]:
+    """The external-data files an ONNX file at ``path`` names (next to it); [] when it cannot be read."""
+    from onnx.external_data_helper import uses_external_data
+
+    path = Path(path)
     try:
-        if model.ByteSize() > _PROTOBUF_LIMIT:
-            onnx.save_model(model, tmp, save_as_external_data=True, location=out_path.name + ".data")
-        else:
-            onnx.save_model(model, tmp)
-        os.replace(tmp, out_path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+        model = onnx.load_model(str(path), load_external_data=False)
+    except Exception:  # noqa: BLE001 - not readable: load_model says why, later
+        return []
+    files = []
+    for tensor in _all_tensors(model):
+        if uses_external_data(tensor):
+            location = next((e.value for e in tensor.external_data if e.key == "location"), None)
+            if location:
+                files.append(path.parent / location)
+    return list(dict.fromkeys(files))
+
+
+def _named_tensors(graph: onnx.GraphProto):
+    """(name, tensor) of every initializer and constant attribute, subgraphs included."""
+    for tensor in graph.initializer:
+        yield tensor.name, tensor
+    for node in graph.node:
+        for attribute in node.attribute:
+            name = attribute.t.name or (node.output[0] if node.output else node.name)
+            if attribute.type == onnx.AttributeProto.TENSOR:
+                yield name, attribute.t
+            elif attribute.type == onnx.AttributeProto.TENSORS:
+                for tensor in attribute.tensors:
+                    yield tensor.name or name, tensor
+            elif attribute.type == onnx.AttributeProto.GRAPH:
+                yield from _named_tensors(attribute.g)
+            elif attribute.type == onnx.AttributeProto.GRAPHS:
+                for sub in attribute.graphs:
+                    yield from _named_tensors(sub)
+
+
+def non_finite_tensors(model: onnx.ModelProto) -> list[str]:
+    """Names of the float initializers and constants holding NaN or Inf."""
+    from onnx.external_data_helper import uses_external_data
+
+    bad = []
+    for name, tensor in _named_tensors(model.graph):
+        if tensor.data_type in _FLOAT_TYPES and not uses_external_data(tensor):
+            values = numpy_helper.to_array(tensor)
+            if values.size and not np.isfinite(values.astype(np.float32, copy=False)).all():
+                bad.append(name)
+    return bad
+
+
+def check_finite(model: onnx.ModelProto, what: str) -> None:
+    """HwoptError naming the first tensor of ``model`` that holds NaN or Inf."""
+    bad = non_finite_tensors(model)
+    if bad:
+        more = f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""
+        raise HwoptError(f"{what}: tensor {bad[0]!r} holds non-finite values (NaN or Inf){more}")
+
+
+def save_model(model: onnx.ModelProto, out_path: str | os.PathLike, *, protect: list[Path] = ()) -> Path:
+    """Write a model atomically, never with a non-finite number; refuses to overwrite any of the
+    ``protect`` paths (the inputs) or the files they consist of (external data)."""
+    from hwopt.outputs import check_not_input
+
+    out_path = Path(out_path)
+    check_not_input(out_path, protect)
+    check_finite(model, f"refusing to write {out_path}")
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    if model.ByteSize() > _PROTOBUF_LIMIT:
+        data = out_path.with_name(out_path.name + ".data")
+        check_not_input(data, protect)
+        atomic_save(out_path, lambda tmp: onnx.save_model(model, tmp, save_as_external_data=True,
+                                                          location=data.name))
+    else:
+        atomic_save(out_path, lambda tmp: onnx.save_model(model, tmp))
     return out_path
 
 

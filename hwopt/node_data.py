@@ -26,6 +26,8 @@ from typing import Any, Iterable
 
 import onnx
 
+from hwopt.atomic import atomic_write_text
+
 GRADIENT = [{"stop": 0, "bgColor": "#f7fbff"}, {"stop": 0.5, "bgColor": "#fdae6b"}, {"stop": 1, "bgColor": "#d7301f"}]
 RULE_COLORS = {"fuse-ibn": "#f28e2b", "dw-to-dense": "#4e79a7", "align-channels": "#59a14f",
                "depth-multiplier": "#b07aa1", "as is": "#e8eaed", "new": "#edc948"}
@@ -88,7 +90,7 @@ def write(path: Path, graphs: Iterable[tuple[str, onnx.ModelProto, dict[str, str
         traffic_fallback(est, sched, estimator.dtype_bytes)
         data = graph_node_data(model, est, rules, estimator.dtype_bytes)
         for metric, file in paths(path, graph).items():
-            file.write_text(json.dumps(data[metric], indent=1) + "\n", encoding="utf-8")
+            atomic_write_text(file, json.dumps(data[metric], indent=1) + "\n")
             written.append(file)
     return written
 

@@ -46,5 +46,7 @@ def check_report_path(path: Path | None, kind: str) -> None:
 
 
 def write_report(path: Path, kind: str, doc: dict[str, Any]) -> None:
+    from hwopt.atomic import atomic_write_text
+
     render, _ = FORMATS[path.suffix.lower()]
-    path.write_text(render(kind, doc), encoding="utf-8")
+    atomic_write_text(path, render(kind, doc))  # whole or not at all: a kill never leaves half a report

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from hwopt.errors import HwoptError
+from hwopt.errors import HwoptError, warn
 from hwopt.tomlfile import read_toml
 from hwopt.rewrites import get_rule
 
@@ -70,9 +70,18 @@ def parse_rule_option(text: str) -> RuleStep:
     return RuleStep(name, rule.parse_params(params), site_list, f"--rule {text}")
 
 
+def warn_unknown_tables(data: dict[str, Any], path: Path) -> None:
+    """A misspelt table (``[serach]``) would be ignored silently: say so."""
+    for key in data:
+        if key not in ("rule", "search"):
+            warn(f"{path}: unknown {'table' if isinstance(data[key], (dict, list)) else 'key'} {key!r} ignored "
+                 f"(known: [[rule]], [search])")
+
+
 def load_rule_file(path: str | Path) -> list[RuleStep]:
     path = Path(path)
     data = read_toml(path, "rule file")
+    warn_unknown_tables(data, path)
     entries = data.get("rule", [])
     if not isinstance(entries, list) or not entries:
         hint = " (its [search] table is for 'hwopt optimize --rules')" if "search" in data else ""

@@ -20,6 +20,7 @@ import numpy as np
 import onnx
 
 from hwopt.calibration import OrtRunner, Samples, sample_count
+from hwopt.errors import HwoptError, VerificationError
 
 RTOL = 1e-4
 ATOL = 1e-5
@@ -70,6 +71,12 @@ def compare_arrays(name: str, reference: np.ndarray, candidate: np.ndarray) -> O
     # One difference and dot products on flat views: segmentation maps are millions of elements per
     # sample, and this runs for every step and variant (same figures as norm(), abs().max()).
     ref_flat, cand_flat = ref.ravel(), cand.ravel()
+    with np.errstate(invalid="ignore", over="ignore"):  # NaN/Inf outputs: the figures say so (not within tolerance)
+        return _compare_flat(name, ref, cand, ref_flat, cand_flat)
+
+
+def _compare_flat(name: str, ref: np.ndarray, cand: np.ndarray, ref_flat: np.ndarray,
+                  cand_flat: np.ndarray) -> OutputComparison:
     diff = cand_flat - ref_flat
     max_abs = float(max(diff.max(initial=0.0), -diff.min(initial=0.0)))
     ref_scale = float(max(ref_flat.max(initial=0.0), -ref_flat.min(initial=0.0)))
@@ -125,21 +132,55 @@ class ModelOutputs:
         return outputs
 
 
+def _run(run, what: str) -> dict[str, np.ndarray]:
+    """``run()``; onnxruntime's failures (a Gather index out of range, ...) as one line."""
+    try:
+        return run()
+    except HwoptError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - onnxruntime raises several unrelated types
+        if type(exc).__module__.split(".")[0] != "onnxruntime":
+            raise
+        kind = HwoptError if what == "the model" else VerificationError
+        raise kind(f"onnxruntime cannot run {what}: {str(exc).strip().splitlines()[0][:300]}") from None
+
+
+def check_finite_outputs(values: dict[str, np.ndarray], inputs: str) -> None:
+    """HwoptError when a model's outputs on ``inputs`` (what they were, for the message) hold NaN or Inf."""
+    for name, array in values.items():
+        if np.issubdtype(array.dtype, np.floating) and not np.isfinite(array).all():
+            raise HwoptError(f"the model's output {name!r} holds NaN or Inf on {inputs}: hwopt verifies every "
+                             f"rewrite on the outputs and cannot on these")
+
+
+def reference_outputs(model: onnx.ModelProto, outputs: ModelOutputs, inputs: str) -> dict[str, np.ndarray]:
+    """The user's model's outputs (memoised in ``outputs``), checked to run and to be finite."""
+    values = _run(lambda: outputs.of(model), "the model")
+    check_finite_outputs(values, inputs)
+    return values
+
+
 def compare_models(
-    reference: onnx.ModelProto, candidate: onnx.ModelProto, inputs: Samples, outputs: ModelOutputs | None = None
+    reference: onnx.ModelProto, candidate: onnx.ModelProto, inputs: Samples, outputs: ModelOutputs | None = None,
+    check_reference: bool = False,
 ) -> Comparison:
     """Run both models on ``inputs`` and compare every graph output of the reference.
 
     ``outputs``: a memo of model outputs on these same ``inputs`` (models already run are not run again).
+    ``check_reference``: the reference's outputs must be finite (HwoptError if not). A model onnxruntime
+    cannot run is a HwoptError (VerificationError for the candidate).
     """
     names = [o.name for o in reference.graph.output]
     if outputs is not None and outputs.inputs is inputs:
-        ref_all, cand_all = outputs.of(reference), outputs.of(candidate)
+        ref_all = _run(lambda: outputs.of(reference), "the model")
+        cand_all = _run(lambda: outputs.of(candidate), "the rewritten model")
         ref = {n: ref_all[n] for n in names}
         cand = {n: cand_all[n] for n in names}
     else:
-        ref = OrtRunner(reference).run_all(inputs, names)
-        cand = OrtRunner(candidate).run_all(inputs, names)
+        ref = _run(lambda: OrtRunner(reference).run_all(inputs, names), "the model")
+        cand = _run(lambda: OrtRunner(candidate).run_all(inputs, names), "the rewritten model")
+    if check_reference:
+        check_finite_outputs(ref, "random inputs")
     comparison = compare_outputs(ref, cand)
     comparison.samples = sample_count(inputs)
     return comparison

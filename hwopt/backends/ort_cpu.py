@@ -173,7 +173,7 @@ def _session(model: onnx.ModelProto, settings: TimingSettings,
     options.inter_op_num_threads = 1
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.graph_optimization_level = _LEVELS[settings.graph_optimization]
-    options.log_severity_level = 3
+    options.log_severity_level = 4  # failures become one line of ours
     # Threads spin-waiting between runs would steal the core from the next run on a small machine.
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     try:

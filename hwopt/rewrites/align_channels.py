@@ -29,10 +29,11 @@ class AlignChannels(Rule):
     summary = "pad (exact) or trim (refit) a channel group to a multiple of the parallelism factor P"
     site_kind = "ch"
     params = (
-        Param("p", int, 32, "parallelism factor: channel counts become multiples of it", minimum=1),
+        Param("p", int, 32, "parallelism factor: channel counts become multiples of it", minimum=1,
+              maximum=1024),
         Param("mode", str, "pad", "pad with zero channels (exact) or trim and refit (inexact)",
               choices=("pad", "trim")),
-        Param("ridge", float, 1e-3, "ridge strength of the consumer refit (trim)", minimum=0.0),
+        Param("ridge", float, 1e-3, "ridge strength of the consumer refit (trim)", minimum=0.0, maximum=1e6),
     )
 
     def is_exact(self, params: dict[str, Any]) -> bool:

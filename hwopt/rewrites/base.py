@@ -9,6 +9,7 @@ done by the caller, the same way for every rule.
 
 from __future__ import annotations
 
+import math
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any, Callable, ClassVar
@@ -32,14 +33,19 @@ class Param:
 
     def parse(self, rule: str, raw: Any) -> Any:
         """Convert and validate a user value (from the command line or a rule file)."""
+        if isinstance(raw, bool) and self.kind is not bool:
+            # TOML's true would pass as 1: a typo, never a number.
+            raise HwoptError(f"rule {rule}: parameter {self.name} must be {self.kind.__name__}, got {raw!r}")
         try:
             value = self.kind(raw)
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):
             raise HwoptError(
                 f"rule {rule}: parameter {self.name} must be {self.kind.__name__}, got {raw!r}"
             ) from None
         if self.kind is int and isinstance(raw, float) and raw != int(raw):
             raise HwoptError(f"rule {rule}: parameter {self.name} must be an integer, got {raw!r}")
+        if self.kind is float and not math.isfinite(value):
+            raise HwoptError(f"rule {rule}: parameter {self.name} must be a finite number, got {raw!r}")
         if self.choices and value not in self.choices:
             raise HwoptError(
                 f"rule {rule}: parameter {self.name} must be one of {', '.join(self.choices)}, got {raw!r}"

@@ -30,8 +30,9 @@ class DepthMultiplier(Rule):
     params = (
         Param("ratio", float, 0.75, "multiplier of the block's hidden (expansion) width", minimum=0.05,
               maximum=4.0),
-        Param("p", int, 32, "round the new width to a multiple of this parallelism factor", minimum=1),
-        Param("ridge", float, 1e-3, "ridge strength of the refit", minimum=0.0),
+        Param("p", int, 32, "round the new width to a multiple of this parallelism factor", minimum=1,
+              maximum=1024),
+        Param("ridge", float, 1e-3, "ridge strength of the refit", minimum=0.0, maximum=1e6),
     )
 
     def is_exact(self, params: dict[str, Any]) -> bool:

@@ -130,7 +130,7 @@ class FuseIBN(Rule):
         Param("variance", str, "match", "project refit: match each output channel's variance to the original's, "
               "or keep the least-squares output", choices=("match", "lstsq")),
         Param("ridge", float, 1e-3, "ridge strength (relative to the data scale) toward the linear init",
-              minimum=0.0),
+              minimum=0.0, maximum=1e6),
     )
 
     def is_exact(self, params: dict[str, Any]) -> bool:

@@ -30,15 +30,19 @@ applies) and searches the rest. ``hwopt apply --rules`` ignores ``[search]``.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from hwopt.errors import HwoptError
 from hwopt.rewrites import RULES
-from hwopt.ruleset import RuleStep, load_rule_file
+from hwopt.ruleset import RuleStep, load_rule_file, warn_unknown_tables
 from hwopt.tomlfile import read_toml
 
+# The rules' own bounds (align-channels / depth-multiplier p, depth-multiplier ratio).
+MAX_P = 1024
+MAX_RATIO = 4.0
 _KEYS = {
     "fuse-ibn": {"sites"},
     "dw-to-dense": {"sites"},
@@ -88,8 +92,10 @@ def _sites(value: Any, where: str) -> list[str]:
 
 
 def _numbers(value: Any, where: str, key: str) -> tuple[float, ...]:
-    if not isinstance(value, list) or not value or not all(isinstance(v, (int, float)) and v > 0 for v in value):
-        raise HwoptError(f"{where}: {key} must be a non-empty list of positive numbers")
+    if not isinstance(value, list) or not value or not all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and 0 < v <= MAX_RATIO
+            for v in value):
+        raise HwoptError(f"{where}: {key} must be a non-empty list of finite positive numbers up to {MAX_RATIO}")
     return tuple(float(v) for v in value)
 
 
@@ -97,8 +103,8 @@ def parse_search(data: dict, where: str) -> tuple[dict[str, SearchRule], int | N
     if not isinstance(data, dict):
         raise HwoptError(f"{where}: [search] must be a table")
     p = data.get("p")
-    if p is not None and (not isinstance(p, int) or p < 1):
-        raise HwoptError(f"{where}: [search] p must be a positive integer")
+    if p is not None and (not isinstance(p, int) or isinstance(p, bool) or not 1 <= p <= MAX_P):
+        raise HwoptError(f"{where}: [search] p must be a positive integer up to {MAX_P}, got {p!r}")
     rules: dict[str, SearchRule] = {}
     for name, table in data.items():
         if name == "p":
@@ -138,6 +144,8 @@ def load_search_file(path: str | Path) -> SearchConfig:
     path = Path(path)
     data = read_toml(path, "rule file")
     pinned = load_rule_file(path) if data.get("rule") else []
+    if not data.get("rule"):
+        warn_unknown_tables(data, path)
     if "search" not in data and not pinned:
         raise HwoptError(f"{path}: neither a [search] table nor [[rule]] entries")
     rules, p = parse_search(data.get("search", {}), str(path))

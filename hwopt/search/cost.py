@@ -43,27 +43,27 @@ class BackendCost:
 class EstimatorCost:
     """Latency from the target's trained per-kernel estimator."""
 
-    def __init__(self, target) -> None:
+    def __init__(self, target, allow_fallback: bool = False) -> None:
         from hwopt.estimate import load_estimator  # type: ignore[import-not-found]
 
-        self.estimator = load_estimator(target)
+        self.estimator = load_estimator(target, allow_fallback=allow_fallback)
         self.name = f"estimator ({target.name})"
 
     def predict(self, kernels: Sequence[Kernel]) -> np.ndarray:
         return np.asarray(self.estimator.predict(list(kernels)), dtype=np.float64)
 
 
-def _estimator(target, progress):
-    return EstimatorCost(target)
+def _estimator(target, progress, allow_fallback=False):
+    return EstimatorCost(target, allow_fallback)
 
 
-def _backend(target, progress):
+def _backend(target, progress, allow_fallback=False):
     return BackendCost(target, progress)
 
 
-def _auto(target, progress):
+def _auto(target, progress, allow_fallback=False):
     try:
-        return EstimatorCost(target)
+        return EstimatorCost(target, allow_fallback)
     except (ImportError, HwoptError, FileNotFoundError):
         return BackendCost(target, progress)
 
@@ -71,11 +71,13 @@ def _auto(target, progress):
 COST_MODELS: dict[str, Callable] = {"auto": _auto, "estimator": _estimator, "backend": _backend}
 
 
-def make_cost_model(kind: str, target, progress: Callable[[int, int], None] | None = None):
+def make_cost_model(kind: str, target, progress: Callable[[int, int], None] | None = None,
+                    allow_fallback: bool = False):
+    """``allow_fallback``: an estimator scores kernels it was never trained on by a roofline (flagged)."""
     if kind not in COST_MODELS:
         raise HwoptError(f"unknown cost model {kind!r} (known: {', '.join(COST_MODELS)})")
     try:
-        return COST_MODELS[kind](target, progress)
+        return COST_MODELS[kind](target, progress, allow_fallback)
     except ImportError:
         raise HwoptError(f"no trained estimator for target {target.name!r} in this install: "
                          f"use --cost backend") from None

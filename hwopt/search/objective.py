@@ -8,6 +8,7 @@ Infeasible variants rank after every feasible one, by how far they miss.
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 
@@ -28,7 +29,10 @@ def parse_bytes(text: str) -> int:
     if not match or unit not in _SIZE_UNITS:
         raise HwoptError(f"bad memory size {text!r}: expected a number with an optional unit "
                          f"(B, KB, MB, GB, KiB, MiB, GiB), e.g. 4MiB")
-    return int(float(match.group(1)) * _SIZE_UNITS[unit])
+    value = int(float(match.group(1)) * _SIZE_UNITS[unit])
+    if value <= 0:
+        raise HwoptError(f"bad memory size {text!r}: must be positive")
+    return value
 
 
 def parse_latency(text: str) -> float:
@@ -40,7 +44,15 @@ def parse_latency(text: str) -> float:
         raise HwoptError(f"latency {text!r} has no unit: write it with one (us, ms or s), e.g. {text.strip()}ms")
     if not match or unit not in _TIME_UNITS:
         raise HwoptError(f"bad latency {text!r}: expected a number with a unit (us, ms, s), e.g. 2.5ms")
-    return float(match.group(1)) * _TIME_UNITS[unit]
+    value = float(match.group(1)) * _TIME_UNITS[unit]
+    if not 0 < value < math.inf:
+        raise HwoptError(f"bad latency {text!r}: must be positive")
+    return value
+
+
+def within(value: float, limit: float | None) -> bool:
+    """``value <= limit`` (no limit: always), where NaN or Inf never is: a failed figure is a failure."""
+    return math.isfinite(value) and (limit is None or value <= limit)
 
 
 @dataclass
@@ -48,6 +60,14 @@ class Budgets:
     max_memory: int | None = None  # bytes: parameters + peak activations at the target's dtype
     max_latency: float | None = None  # microseconds (estimated)
     max_deviation: float | None = None  # worst relative L2 error over the outputs, vs the original
+
+    def __post_init__(self) -> None:
+        # Zero would divide by zero in the violation; NaN would compare False against every figure.
+        for name, value in (("--max-memory", self.max_memory), ("--max-latency", self.max_latency)):
+            if value is not None and not 0 < value < math.inf:
+                raise HwoptError(f"{name} must be positive, got {value}")
+        if self.max_deviation is not None and not 0 <= self.max_deviation < math.inf:
+            raise HwoptError(f"--max-deviation must be a finite number >= 0, got {self.max_deviation}")
 
     def to_dict(self) -> dict:
         return {"max_memory_bytes": self.max_memory, "max_latency_us": self.max_latency,
@@ -59,23 +79,30 @@ class Objective:
     budgets: Budgets
 
     def violation(self, figures: dict[str, np.ndarray]) -> np.ndarray:
-        """Relative excess over the latency and memory budgets (0 where within them)."""
-        excess = np.zeros(len(figures["latency_us"]))
+        """Relative excess over the latency and memory budgets (0 where within them; a non-finite
+        figure is infinitely far, budget or not)."""
+        latency = np.asarray(figures["latency_us"], dtype=np.float64)
+        memory = np.asarray(figures["memory_bytes"], dtype=np.float64)
+        excess = np.zeros(len(latency))
         if self.budgets.max_memory is not None:
-            excess += np.maximum(figures["memory_bytes"] / self.budgets.max_memory - 1.0, 0.0)
+            excess += np.maximum(memory / self.budgets.max_memory - 1.0, 0.0)
         if self.budgets.max_latency is not None:
-            excess += np.maximum(figures["latency_us"] / self.budgets.max_latency - 1.0, 0.0)
-        return excess
+            excess += np.maximum(latency / self.budgets.max_latency - 1.0, 0.0)
+        finite = np.isfinite(latency) & np.isfinite(memory) & np.isfinite(excess)
+        return np.where(finite, excess, np.inf)
 
     def fitness(self, figures: dict[str, np.ndarray]) -> np.ndarray:
         """Lower is better: latency when feasible, else after every feasible variant."""
         excess = self.violation(figures)
-        return np.where(excess > 0, INFEASIBLE * (1.0 + excess), figures["latency_us"])
+        return np.where(excess > 0, INFEASIBLE * (1.0 + np.minimum(excess, 1e6)), figures["latency_us"])
 
     def shortfall(self, figures: dict[str, float]) -> list[str]:
         """Which budgets a variant misses, and by how much (for the exit-1 message)."""
         lines = []
         b = self.budgets
+        for key, label in (("latency_us", "latency"), ("memory_bytes", "memory")):
+            if not math.isfinite(figures[key]):
+                lines.append(f"its estimated {label} is not a finite number ({figures[key]})")
         if b.max_memory is not None and figures["memory_bytes"] > b.max_memory:
             lines.append(f"memory {figures['memory_bytes']:,.0f} B exceeds --max-memory {b.max_memory:,} B "
                          f"by {figures['memory_bytes'] - b.max_memory:,.0f} B "

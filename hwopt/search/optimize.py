@@ -20,12 +20,12 @@ import onnx
 
 from hwopt.apply import AppliedPrefixes, ApplyResult, apply_steps
 from hwopt.canonicalize import load_canonical
-from hwopt.errors import HwoptError
+from hwopt.errors import HwoptError, VerificationError
 from hwopt.kernels import Kernel
 from hwopt.ruleset import RuleStep
 from hwopt.search.config import SearchConfig, default_rules_path, load_search_file
 from hwopt.search.cost import make_cost_model
-from hwopt.search.objective import INFEASIBLE, Budgets, Objective
+from hwopt.search.objective import INFEASIBLE, Budgets, Objective, within
 from hwopt.search.space import Space, build_space
 from hwopt.search.strategies import Problem, resolve_strategy, run_strategy
 from hwopt.search.variants import VariantModel
@@ -125,8 +125,12 @@ def _picked(pareto: list[dict], pick: str, objective: Objective) -> tuple[int, .
 def _materialise(candidate: Candidate, original, canonical, calibration, evaluation, seed, progress,
                  shared: tuple[ModelOutputs, AppliedPrefixes] | None = None) -> None:
     outputs, prefixes = shared or (None, None)
-    result = apply_steps(original, canonical, candidate.steps, calibration, evaluation, seed=seed, progress=progress,
-                         outputs=outputs, prefixes=prefixes)
+    try:
+        result = apply_steps(original, canonical, candidate.steps, calibration, evaluation, seed=seed,
+                             progress=progress, outputs=outputs, prefixes=prefixes)
+    except VerificationError as exc:  # this variant fails (non-finite outputs, ...); others may not
+        candidate.deviation, candidate.note = float("inf"), str(exc)
+        return
     candidate.result = result
     candidate.deviation = 0.0 if result.final is None else float(result.final.worst_rel_l2)
     candidate.exact = result.exact if candidate.steps else True
@@ -158,8 +162,12 @@ def _accept(cand: Candidate, budgets: Budgets, original, canonical, calibration,
             shared: tuple[ModelOutputs, AppliedPrefixes] | None = None) -> bool:
     """Materialise a finalist and check it against --max-deviation."""
     _materialise(cand, original, canonical, calibration, evaluation, seed, progress, shared)
-    if budgets.max_deviation is not None and cand.deviation > budgets.max_deviation:
-        cand.note = f"output deviation {cand.deviation:.4g} > --max-deviation {budgets.max_deviation:.4g}"
+    if cand.result is None:
+        return False
+    if not within(cand.deviation, budgets.max_deviation):
+        cand.note = (f"output deviation {cand.deviation:.4g} > --max-deviation {budgets.max_deviation:.4g}"
+                     if budgets.max_deviation is not None and np.isfinite(cand.deviation)
+                     else f"output deviation {cand.deviation} is not a finite number")
         return False
     return True
 
@@ -181,6 +189,7 @@ def optimize(
     measure: bool = False,
     progress: Progress | None = None,
     pick: str | None = None,
+    allow_fallback: bool = False,
 ) -> tuple[OptimizeResult, onnx.ModelProto | None]:
     """``pick``: a Pareto id of an earlier report (``p3``; same model, rule set, target and seed) to
     materialise and write instead of the fastest variant within the budgets."""
@@ -190,11 +199,12 @@ def optimize(
     config: SearchConfig = load_search_file(rules_path or default_rules_path())
     if exact_only:
         config = config.restricted_to_exact()
-    original, canonical, _ = load_canonical(model_path, list(input_shapes), seed=seed)
+    original, canonical, _ = load_canonical(model_path, list(input_shapes), seed=seed, for_writing=True)
     analysis = Analysis(canonical)
     p = config.p or target.parallelism
     space = build_space(analysis, config, p)
-    cost_model = make_cost_model(cost, target, (lambda d, t: progress("measuring kernels", d, t)) if progress else None)
+    cost_model = make_cost_model(cost, target, (lambda d, t: progress("measuring kernels", d, t)) if progress else None,
+                                 allow_fallback=allow_fallback)
     timings["load"] = time.perf_counter() - start
     t0 = time.perf_counter()
     vm = VariantModel(analysis, space, target.fusion, target.dtype_bytes, cost_model, progress)
@@ -277,9 +287,10 @@ def optimize(
                 break
     if ranked and best is None:
         devs = ", ".join(f"{c.deviation:.4g}" for c in ranked)
-        failure = [f"no variant within the other budgets keeps the output deviation within --max-deviation "
-                   f"{budgets.max_deviation:.4g}: {len(ranked)} materialised (fastest first, then with fewer "
-                   f"inexact rules) deviate by {devs}; try calibration data (--calibration), or --exact-only"]
+        limit = f"--max-deviation {budgets.max_deviation:.4g}" if budgets.max_deviation is not None else "finite"
+        failure = [f"no variant within the other budgets keeps the output deviation {limit}: {len(ranked)} "
+                   f"materialised (fastest first, then with fewer inexact rules) deviate by {devs}; try calibration "
+                   f"data (--calibration), or --exact-only"]
     if best is not None:
         best.label = "best"
     timings["materialise"] = time.perf_counter() - t0

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from hwopt.atomic import atomic_write_text
 from hwopt.ruleset import RuleStep
 
 
@@ -32,4 +33,4 @@ def rules_toml(steps: list[RuleStep], header: list[str]) -> str:
 
 
 def write_rules(path: Path, steps: list[RuleStep], header: list[str]) -> None:
-    path.write_text(rules_toml(steps, header), encoding="utf-8")
+    atomic_write_text(path, rules_toml(steps, header))

@@ -1,0 +1,62 @@
+"""Checking a command's output paths before any work: never an input, never each other, writable.
+
+Every command that writes files names them up front (``-o``, ``--report``, ``--save-rules``, ...);
+``check_outputs`` refuses, with one line, an output that is an input or one of the files an input
+consists of (a model's external data), two flags naming one file, a directory, or a place that
+cannot be written (the directory is created first, as writing would). Paths are compared resolved:
+``a/../b``, symlinks and hard-to-see aliases of one file count as the same file.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+from hwopt.errors import HwoptError
+from hwopt.modelio import external_data_files
+
+
+def model_files(model: Path) -> list[Path]:
+    """A model file and the external-data files it names."""
+    return [model] + external_data_files(model)
+
+
+def _same(a: Path, b: Path) -> bool:
+    if a.resolve() == b.resolve():
+        return True
+    try:
+        return os.path.samefile(a, b)  # hard links
+    except OSError:
+        return False
+
+
+def check_not_input(path: Path, inputs: list[Path]) -> None:
+    for source in inputs:
+        if _same(Path(path), Path(source)):
+            raise HwoptError(f"refusing to overwrite the input {source}: choose another path for {path}")
+
+
+def _writable_directory(path: Path) -> None:
+    folder = path.parent
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as exc:
+        raise HwoptError(f"cannot write {path}: {exc.strerror or exc} ({folder})") from None
+
+
+def check_outputs(outputs: dict[str, Path | None], inputs: list[Path]) -> None:
+    """``outputs``: flag -> path (None: not asked for). Raises HwoptError on the first problem."""
+    named = {flag: Path(path) for flag, path in outputs.items() if path is not None}
+    seen: list[tuple[str, Path]] = []
+    for flag, path in named.items():
+        check_not_input(path, inputs)
+        for other_flag, other in seen:
+            if _same(path, other):
+                raise HwoptError(f"{other_flag} and {flag} name the same file {path}: give each its own")
+        seen.append((flag, path))
+        if path.is_dir():
+            raise HwoptError(f"{flag} {path} is a directory: give a file name")
+        _writable_directory(path)
