@@ -564,6 +564,9 @@ def train(
         from hwopt.estimate.train import read_end_to_end, train_estimator
         from hwopt.targets import load_target
 
+        from hwopt.outputs import check_output_folder
+
+        check_output_folder("-o", output, [table] + ([end_to_end] if end_to_end else []))
         t = load_target(target)
         rows = read_table(table)
         measured = read_end_to_end(end_to_end, t) if end_to_end is not None else []

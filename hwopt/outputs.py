@@ -60,3 +60,12 @@ def check_outputs(outputs: dict[str, Path | None], inputs: list[Path]) -> None:
         if path.is_dir():
             raise HwoptError(f"{flag} {path} is a directory: give a file name")
         _writable_directory(path)
+
+
+def check_output_folder(flag: str, folder: Path, inputs: list[Path]) -> None:
+    """An output that is a folder of files (``train -o``): not an input, not a file, writable."""
+    folder = Path(folder)
+    check_not_input(folder, inputs)
+    if folder.exists() and not folder.is_dir():
+        raise HwoptError(f"{flag} {folder} is a file, not a folder: give a folder to write into")
+    _writable_directory(folder / "probe")

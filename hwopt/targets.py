@@ -101,8 +101,11 @@ def load_target_file(path: str | Path) -> Target:
     if dtype not in _DTYPE_BYTES:
         raise HwoptError(f"{path}: dtype {dtype!r} is not one of {', '.join(_DTYPE_BYTES)}")
     parallelism = _require(data, "parallelism", int, path)
-    if parallelism < 1:
-        raise HwoptError(f"{path}: parallelism must be >= 1")
+    if not 1 <= parallelism <= 1024:
+        raise HwoptError(f"{path}: parallelism must be 1 to 1024, got {parallelism}")
+    budget = data.get("memory_budget_bytes", 0)
+    if not isinstance(budget, int) or isinstance(budget, bool) or budget < 0:
+        raise HwoptError(f"{path}: memory_budget_bytes must be a non-negative integer, got {budget!r}")
     fusion = data.get("fusion", {})
     return Target(
         name=_require(data, "name", str, path),
@@ -110,7 +113,7 @@ def load_target_file(path: str | Path) -> Target:
         parallelism=parallelism,
         dtype=dtype,
         backend=_require(data, "backend", str, path),
-        memory_budget_bytes=int(data.get("memory_budget_bytes", 0)),
+        memory_budget_bytes=budget,
         fusion=FusionPolicy(activation=bool(fusion.get("activation", True)),
                             view_ops_free=bool(fusion.get("view_ops_free", True)),
                             blocked_layout=_blocked_layout(fusion, path)),

@@ -112,8 +112,8 @@ def test_non_finite_or_huge_rule_parameters_are_refused(tmp_path: Path, tiny: Pa
 
 
 @pytest.mark.parametrize("entry, message", [
-    ('name = "depth-multiplier"\nridge = nan', "ridge must be a finite number"),
-    ('name = "depth-multiplier"\nratio = inf', "ratio must be a finite number"),
+    ('name = "depth-multiplier"\nridge = nan', "rule[0].ridge = nan: every number in a rule file must be finite"),
+    ('name = "depth-multiplier"\nratio = -inf', "rule[0].ratio = -inf: every number"),
     ('name = "align-channels"\np = true', "p must be int, got True"),
     ('name = "depth-multiplier"\nratio = true', "ratio must be float, got True"),
 ])
@@ -126,8 +126,9 @@ def test_rule_file_parameters_are_validated(tmp_path: Path, tiny: Path, entry: s
 @pytest.mark.parametrize("search, message", [
     ("[search]\np = true\n[search.dw-to-dense]\n", "p must be a positive integer"),
     ("[search]\np = 100000\n[search.dw-to-dense]\n", "p must be a positive integer up to 1024"),
-    ("[search.depth-multiplier]\nratios = [0.5, inf]\n", "ratios must be a non-empty list of finite"),
-    ("[search.depth-multiplier]\nrange = [0.5, nan]\n", "range must be a non-empty list of finite"),
+    ("[search.depth-multiplier]\nratios = [0.5, inf]\n", "search.depth-multiplier.ratios[1] = inf: every number"),
+    ("[search.depth-multiplier]\nrange = [0.5, nan]\n", "search.depth-multiplier.range[1] = nan: every number"),
+    ("[search.depth-multiplier]\nratios = [0.5, 9.0]\n", "ratios must be a non-empty list of finite"),
     ("[search.depth-multiplier]\nratios = [true]\n", "ratios must be a non-empty list of finite"),
 ])
 def test_search_tables_are_validated(tmp_path: Path, tiny: Path, search: str, message: str) -> None:
@@ -220,6 +221,14 @@ def test_output_naming_a_directory_or_an_unwritable_place(tmp_path: Path, tiny: 
     (tmp_path / "file").write_text("x")
     refused(["apply", tiny, "-o", tmp_path / "file" / "o.onnx", "--rule", "dw-to-dense"], "cannot write")
     refused(["optimize", tiny, "-t", "cpu", "--report", tmp_path / "file" / "r.md"], "cannot write")
+
+
+def test_train_output_that_is_a_file_is_refused(tmp_path: Path) -> None:
+    table = tmp_path / "table.csv"
+    table.write_text("kind\n")
+    refused(["train", table, "-o", table], "refusing to overwrite the input")
+    (tmp_path / "file").write_text("x")
+    refused(["train", table, "-o", tmp_path / "file"], "is a file, not a folder")
 
 
 @pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only directories")
