@@ -81,6 +81,7 @@ def load_model(path: str | os.PathLike) -> onnx.ModelProto:
         raise HwoptError(f"{path}: {bad[0]} {bad[1]!r} is not valid UTF-8 text (ONNX strings are UTF-8): "
                          f"fix the exporter's names")
     _load_external_data(model, path)
+    _check_tensor_data(model, path)
     _clear_negative_dims(model)
     version = opset_version(model)
     if not MIN_OPSET <= version <= MAX_OPSET:
@@ -93,6 +94,16 @@ def load_model(path: str | os.PathLike) -> onnx.ModelProto:
     except (onnx.checker.ValidationError, ValueError) as exc:
         raise HwoptError(f"{path}: invalid ONNX model: {_first_line(exc)}") from None
     return model
+
+
+def _check_tensor_data(model: onnx.ModelProto, path: Path) -> None:
+    """Every initializer and constant holds as many values as its shape says (the checker does not look)."""
+    for name, tensor in _named_tensors(model.graph):
+        try:
+            numpy_helper.to_array(tensor)
+        except Exception as exc:  # noqa: BLE001 - ValueError on a size mismatch, others on odd types
+            raise HwoptError(f"{path}: tensor {name!r} (shape {list(tensor.dims)}) does not hold the data its "
+                             f"shape needs ({_first_line(exc)})") from None
 
 
 def _repeated(field) -> bool:

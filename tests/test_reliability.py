@@ -308,6 +308,15 @@ def test_a_node_name_that_is_not_utf8_is_refused(tmp_path: Path) -> None:
     refused(["apply", tmp_path / "bad.onnx", "-o", tmp_path / "o.onnx", "--rule", "dw-to-dense"], "not valid UTF-8")
 
 
+def test_a_weight_with_less_data_than_its_shape_is_refused(tmp_path: Path) -> None:
+    """Found by the fuzz suite: a flipped dim made the finiteness check fail with a ValueError (exit 3)."""
+    model = tiny_model()
+    model.graph.initializer[2].dims[:] = [16, 1, 3]
+    onnx.save(model, tmp_path / "short.onnx")
+    refused(["apply", tmp_path / "short.onnx", "-o", tmp_path / "o.onnx", "--rule", "dw-to-dense"],
+            "tensor 'w2' (shape [16, 1, 3]) does not hold the data its shape needs")
+
+
 def test_a_model_onnxruntime_rejects_is_one_line_without_its_log(tmp_path: Path) -> None:
     model = tiny_model()
     model.graph.initializer.append(numpy_helper.from_array(np.array([20], np.int64), "index"))
