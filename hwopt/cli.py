@@ -338,6 +338,22 @@ def measure(
         stdout.print(f"{model} on {t.name}: {latency / 1000:.3f} ms{detail}")
 
 
+def _measured_kernels(doc: dict, target, model) -> None:
+    """optimize --measure: the written model's estimate against its measurement, kernel by kernel, where the
+    target's backend measures kernels (npu32: emulated, from the disk cache the --measure run filled)."""
+    from hwopt.backends import model_measurer
+    from hwopt.estimate import load_estimator
+    from hwopt.provenance import per_kernel
+
+    pairs = list(getattr(model_measurer(target)(model, target), "kernels", None) or [])
+    provenance = doc.setdefault("provenance", {})
+    if pairs:
+        provenance["per_kernel"] = per_kernel(load_estimator(target, allow_fallback=True), pairs)
+        provenance["measured_by"] = f"{target.backend}, the written model kernel by kernel"
+    else:
+        provenance["note"] = f"{target.name} measures whole models end to end: no per-kernel comparison"
+
+
 def _measure_doc(model: Path, proto, target, latency: float, result, meta: dict) -> dict:
     """The measure report: the measurement, the estimate beside it, per kernel where the backend measured kernels."""
     doc = {"model": str(model), "target": target.name, "latency_us": latency,
@@ -488,6 +504,8 @@ def optimize(
             doc["node_data"] = [str(p) for p in write_node_data(node_data, [
                 ("original", original, rules_at),
                 ("rewritten", best_model, rewritten_rules)], load_estimator(result.target, allow_fallback=True))]
+        if measure and best_model is not None and report is not None:
+            _measured_kernels(doc, result.target, best_model)
         if report:
             write_report(report, "optimize", doc)
         if as_json:

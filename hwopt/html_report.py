@@ -25,7 +25,7 @@ table{border-collapse:collapse;font-size:13px;margin:8px 0}th,td{border-bottom:1
 text-align:right;vertical-align:top}th{background:#f4f5f7;font-weight:600}td:first-child,th:first-child{text-align:left}
 td{white-space:nowrap}td.text{text-align:left;max-width:420px;word-break:break-word;white-space:normal}
 .scroll{overflow-x:auto}tr.chosen td{background:#fff7e6;font-weight:600}
-.meta{font-size:13px;color:#444}.meta td{text-align:left;border:none;padding:2px 10px 2px 0}
+.meta{font-size:13px;color:#444}.meta td{text-align:left;border:none;padding:2px 10px 2px 0;white-space:normal}
 .meta td:first-child{white-space:nowrap}th.text{text-align:left}
 .warn{background:#fdecea;border-left:5px solid #c0392b;padding:8px 12px;margin:10px 0;font-weight:600}
 .note{background:#eef4fb;border-left:5px solid #4e79a7;padding:8px 12px;margin:10px 0}
@@ -262,6 +262,7 @@ def optimize_html(doc: dict[str, Any]) -> str:
         ("rule set", escape(str(doc["space"].get("rule_set", "")))),
         ("search", f"{escape(doc['strategy'])}, {doc['evaluated']:,} of {doc['space']['size']:,} variants evaluated"),
         ("stages", escape(", ".join(f"{k} {v:.1f} s" for k, v in doc["seconds"].items()))),
+        ("memory counted in the", escape(doc.get("memory_basis", "target's layout"))),
     ]))
     body.append(_inputs_banner(run.get("inputs")))
     for line in doc.get("failure", []):
@@ -381,9 +382,9 @@ def estimate_html(doc: dict[str, Any]) -> str:
     body = [f"<h1>hwopt estimate: {escape(Path(doc['model']).name)} on {escape(doc['target'])}</h1>",
             _meta([("command", f"<code>{escape((doc.get('run') or {}).get('command', '-'))}</code>"),
                    ("latency", fmt_us(doc["latency_us"])),
-                   ("parameters", human_bytes(doc["param_bytes"]) + " at the target's element size"),
-                   ("peak activations", human_bytes(doc["peak_activation_bytes"]) + " (" + escape(doc.get(
-                       "peak_activation_model", "channels padded to P, at the target's element size")) + ")"),
+                   ("parameters", human_bytes(doc["param_bytes"])),
+                   ("peak activations", human_bytes(doc["peak_activation_bytes"])),
+                   ("memory counted in the", escape(doc.get("memory_basis", "target's layout"))),
                    ("off-chip traffic", human_bytes(doc["dram_bytes"]) if doc.get("dram_bytes") else "-")])]
     body.append("<h2>Where the time goes</h2>" + _kernel_bar(kernels, doc["target"]))
     top = sorted(kernels, key=lambda k: -k["latency_us"])[:25]
