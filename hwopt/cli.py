@@ -498,7 +498,8 @@ def optimize(
             rules_at = site_rules(result)
             written = {n.name for n in best_model.graph.node}
             rewritten_rules = {n: r for n, r in rules_at.items() if n in written}
-            rewritten_rules.update({n: "new" for n in written if n not in {m.name for m in result.vm.analysis.model.graph.node}})
+            canonical_names = {m.name for m in result.vm.analysis.model.graph.node}
+            rewritten_rules.update({n: "new" for n in written if n not in canonical_names})
             original = load_model(model)
             apply_input_shapes(original, _shapes(input_shape))
             doc["node_data"] = [str(p) for p in write_node_data(node_data, [

@@ -67,9 +67,8 @@ def fmt_dev(v: float | None) -> str:
 
 def _table(header: list[str], rows: list[list[str]], classes: list[str] | None = None, table_id: str = "",
            text_cols: tuple[int, ...] = ()) -> str:
-    out = [f'<div class="scroll"><table id="{table_id}"><thead><tr>' + "".join(f'<th{" class=text" if j in text_cols else ""}>{escape(h)}</th>'
-                                                           for j, h in enumerate(header))
-           + "</tr></thead><tbody>"]
+    heads = "".join(f'<th{" class=text" if j in text_cols else ""}>{escape(h)}</th>' for j, h in enumerate(header))
+    out = [f'<div class="scroll"><table id="{table_id}"><thead><tr>{heads}</tr></thead><tbody>']
     for i, row in enumerate(rows):
         cls = f' class="{classes[i]}"' if classes and classes[i] else ""
         out.append(f"<tr{cls}>" + "".join(f'<td{" class=text" if j in text_cols else ""}>{cell}</td>'
@@ -87,7 +86,8 @@ def page(title: str, body: list[str]) -> str:
 
 
 def _meta(rows: list[tuple[str, str]]) -> str:
-    return '<table class="meta">' + "".join(f"<tr><td><b>{escape(k)}</b></td><td>{v}</td></tr>" for k, v in rows) + "</table>"
+    cells = "".join(f"<tr><td><b>{escape(k)}</b></td><td>{v}</td></tr>" for k, v in rows)
+    return f'<table class="meta">{cells}</table>'
 
 
 def _inputs_banner(inputs: dict[str, Any] | None) -> str:
@@ -95,8 +95,8 @@ def _inputs_banner(inputs: dict[str, Any] | None) -> str:
         return ""
     if inputs.get("random"):
         return ('<div class="warn" id="random-inputs">Input data: RANDOM (standard normal) inputs, not real samples. '
-                'Refitted weights and every deviation below hold for noise only; give <code>--calibration FILE.npz</code> '
-                'with real samples for figures that hold on real data.</div>')
+                'Refitted weights and every deviation below hold for noise only; give '
+                '<code>--calibration FILE.npz</code> with real samples for figures that hold on real data.</div>')
     return f'<div class="note">Input data: {escape(str(inputs.get("calibration")))}</div>'
 
 
@@ -171,8 +171,8 @@ def _timeline_chart(doc: dict[str, Any]) -> str:
             continue
         rows.append((name, [Segment(s["latency_us"], _segment_color(s),
                                     label=s["label"] if s["label"] != "other" else "",
-                                    title=f"{s['label']}: {fmt_us(s['latency_us'])}"
-                                          + (f", {s['rule']}" if s.get("rule") else ", as is") + f", {s['kernels']} kernel(s)",
+                                    title=f"{s['label']}: {fmt_us(s['latency_us'])}, {s.get('rule') or 'as is'}, "
+                                          f"{s['kernels']} kernel(s)",
                                     data={"label": s["label"], "rule": s.get("rule", "")}) for s in segs]))
     legend = [("as is", RULE_COLORS["dw"]), ("fused (fuse-ibn)", RULE_COLORS["fuse"]), ("dense (dw-to-dense)",
               RULE_COLORS["dense"]), ("resized only", RULE_COLORS["hidden"]), ("between blocks", RULE_COLORS["other"])]
@@ -249,6 +249,38 @@ def _pareto_charts(doc: dict[str, Any]) -> str:
     return f'<div class="pair"><div>{left}</div><div>{right}</div></div>'
 
 
+def _cell(v: dict[str, Any], key: str, fmt: Callable[[float], str]) -> str:
+    return fmt(v[key]) if v.get(key) is not None else "-"
+
+
+def _variants_table(doc: dict[str, Any]) -> str:
+    """Baseline, each rule alone, the chosen variant, then the finalists not already among them."""
+    variants = list(doc["variants"])
+    extra = [f for f in doc.get("finalists", []) if f["label"] != "best"
+             and not any(f["latency_us"] == v["latency_us"] and f["rules"] == v["rules"] for v in variants)]
+    label = fidelity_label(doc)
+    fid_names = list(dict.fromkeys(k for v in variants + extra for k in fidelity_fields(v, label)))
+    measured = any(v.get("measured_latency_us") is not None for v in variants)
+    header = (["variant", "est. latency", "vs baseline"] + (["measured"] if measured else [])
+              + ["params", "FLOPs", "peak act.", "memory", "deviation (rel L2)"] + fid_names
+              + ["exact", "rules", "note"])
+    base = variants[0]["latency_us"] if variants else 1.0
+    rows, classes = [], []
+    for v in variants + extra:
+        fid = fidelity_fields(v, label)
+        name = v["label"] + (f" ({v['id']})" if v.get("id") else "")
+        rows.append([escape(name), fmt_us(v["latency_us"]), f"{v['latency_us'] / base - 1:+.1%}"]
+                    + ([fmt_us(v.get("measured_latency_us"))] if measured else [])
+                    + [_cell(v, "params", human_count), _cell(v, "flops", human_count),
+                       _cell(v, "peak_activation_bytes", human_bytes), _cell(v, "memory_bytes", human_bytes),
+                       fmt_dev(v.get("deviation"))]
+                    + [fmt_fid(fid.get(k)) if k.startswith(label) else fmt_dev(fid.get(k)) for k in fid_names]
+                    + [("yes" if v.get("exact") else "no") if "exact" in v else "-",
+                       escape(_rules_short(v.get("rules", []))), escape(v.get("note", ""))])
+        classes.append("chosen" if v["label"] == "best" else "")
+    return _table(header, rows, classes, "table-variants", text_cols=(len(header) - 2, len(header) - 1))
+
+
 def optimize_html(doc: dict[str, Any]) -> str:
     run = doc.get("run") or {}
     body = [f"<h1>hwopt optimize: {escape(Path(doc['model']).name)} on {escape(doc['target'])}</h1>"]
@@ -271,37 +303,14 @@ def optimize_html(doc: dict[str, Any]) -> str:
         body.append('<div class="warn" id="nothing-to-do">Nothing to do: the original is the best variant. '
                     + "; ".join(escape(x) for x in doc["nothing_to_do"]) + "</div>")
     if doc.get("fine_tuning"):
-        body.append(f'<div class="note">Needs fine-tuning (inexact rewrites): {escape(", ".join(doc["fine_tuning"]))}</div>')
-    # Side by side.
-    variants = list(doc["variants"])
-    extra = [dict(f, label=f["label"]) for f in doc.get("finalists", [])
-             if f["label"] != "best" and not any(abs(f["latency_us"] - v["latency_us"]) < 1e-9 and f["rules"] == v["rules"]
-                                                 for v in variants)]
-    label = fidelity_label(doc)
-    fid_names = list(dict.fromkeys(k for v in variants + extra for k in fidelity_fields(v, label)))
-    measured = any(v.get("measured_latency_us") is not None for v in variants)
-    header = (["variant", "est. latency", "vs baseline"] + (["measured"] if measured else [])
-              + ["params", "FLOPs", "peak act.", "memory", "deviation (rel L2)"] + fid_names + ["exact", "rules", "note"])
-    base = variants[0]["latency_us"] if variants else 1.0
-    rows, classes = [], []
-    for v in variants + extra:
-        fid = fidelity_fields(v, label)
-        rows.append([escape(v["label"] + (f" ({v['id']})" if v.get("id") else "")), fmt_us(v["latency_us"]), f"{v['latency_us'] / base - 1:+.1%}"]
-                    + ([fmt_us(v.get("measured_latency_us"))] if measured else [])
-                    + [human_count(v["params"]) if "params" in v else "-", human_count(v["flops"]) if "flops" in v else "-",
-                       human_bytes(v["peak_activation_bytes"]) if "peak_activation_bytes" in v else "-",
-                       human_bytes(v["memory_bytes"]) if "memory_bytes" in v else "-", fmt_dev(v.get("deviation"))]
-                    + [fmt_fid(fid.get(k)) if k.startswith(label) else fmt_dev(fid.get(k)) for k in fid_names]
-                    + [("yes" if v.get("exact") else "no") if "exact" in v else "-",
-                       escape(_rules_short(v.get("rules", []))), escape(v.get("note", ""))])
-        classes.append("chosen" if v["label"] == "best" else "")
-    body.append("<h2>Side by side</h2>" + _table(header, rows, classes, "table-variants",
-                                                 text_cols=(len(header) - 2, len(header) - 1)))
+        places = escape(", ".join(doc["fine_tuning"]))
+        body.append(f'<div class="note">Needs fine-tuning (inexact rewrites): {places}</div>')
+    body.append("<h2>Side by side</h2>" + _variants_table(doc))
     if doc.get("timeline"):
         body.append("<h2>Where the time goes: per block, before and after</h2>"
-                    '<p class="small">Each bar is a variant\'s kernels end to end on the target\'s time axis; a segment '
-                    'is an IBN block (labelled, coloured by its chosen rule) or the kernels between blocks. Hover for '
-                    'figures.</p>' + _timeline_chart(doc))
+                    '<p class="small">Each bar is a variant\'s kernels end to end on the target\'s time axis; a '
+                    'segment is an IBN block (labelled, coloured by its chosen rule) or the kernels between blocks. '
+                    'Hover for figures.</p>' + _timeline_chart(doc))
     if doc.get("blocks"):
         body.append(_table(["block", "decision", "before", "after", "change", "fine-tune"],
                            [[escape(b["block"]), escape(", ".join(b["choices"])), fmt_us(b["latency_before_us"]),
@@ -342,7 +351,8 @@ def provenance_html(prov: dict[str, Any]) -> str:
         out.append(f"<p>The estimator card (<code>{escape(card.get('card') or '')}</code>, measured "
                    f"{escape(str(card.get('measured_on')))}): on {card.get('heldout_models')} held-out models, median "
                    f"error {card.get('median_abs_error_pct', 0):.1f}%, {pct(card.get('within_5pct'))} within +-5%, "
-                   f"{pct(card.get('within_10pct'))} within +-10% (ground truth: {escape(str(card.get('ground_truth')))})"
+                   f"{pct(card.get('within_10pct'))} within +-10% "
+                   f"(ground truth: {escape(str(card.get('ground_truth')))})"
                    + (f"; per kernel, median error {card['kernel_median_rel_error_pct']:.1f}%"
                       if card.get("kernel_median_rel_error_pct") is not None else "") + ".</p>")
     fallbacks = prov.get("fallback_kernels") or []
@@ -350,8 +360,8 @@ def provenance_html(prov: dict[str, Any]) -> str:
                f"{len(fallbacks)}{': ' + escape('; '.join(fallbacks)) if fallbacks else ''}.</p>")
     per_kernel = prov.get("per_kernel") or []
     if per_kernel:
-        pts = [Point(k["measured_us"], k["estimated_us"], title=f"{k['kernel']}: estimated {fmt_us(k['estimated_us'])}, "
-                     f"measured {fmt_us(k['measured_us'])}", color=PALETTE[i % len(PALETTE)])
+        pts = [Point(k["measured_us"], k["estimated_us"], color=PALETTE[i % len(PALETTE)],
+                     title=f"{k['kernel']}: estimated {fmt_us(k['estimated_us'])}, measured {fmt_us(k['measured_us'])}")
                for i, k in enumerate(per_kernel) if k["measured_us"] > 0 and k["estimated_us"] > 0]
         out.append(f"<p>Estimate against measurement, kernel by kernel ({escape(prov.get('measured_by', ''))}):</p>")
         out.append('<div class="pair"><div>' + scatter(pts, "measured", "estimated", fmt_axis_us, fmt_axis_us,
@@ -389,9 +399,10 @@ def estimate_html(doc: dict[str, Any]) -> str:
     body.append("<h2>Where the time goes</h2>" + _kernel_bar(kernels, doc["target"]))
     top = sorted(kernels, key=lambda k: -k["latency_us"])[:25]
     colors = _kind_colors(kernels)
-    body.append(grouped_bars([(f"#{kernels.index(k)} {k['kind']}", [("estimated latency", k["latency_us"],
-                                                                     colors[k["kind"]])]) for k in top],
-                             "the 25 slowest kernels (# = row of the table below)", fmt_us, chart_id="chart-top-kernels"))
+    groups = [(f"#{kernels.index(k)} {k['kind']}", [("estimated latency", k["latency_us"], colors[k["kind"]])])
+              for k in top]
+    body.append(grouped_bars(groups, "the 25 slowest kernels (# = row of the table below)", fmt_us,
+                             chart_id="chart-top-kernels"))
     body.append("<h2>Kernels</h2>" + _table(
         ["#", "kernel", "nodes", "latency", "off-chip", "note"],
         [[str(i), escape(k["description"]), escape(", ".join(k["nodes"])), fmt_us(k["latency_us"]),

@@ -90,7 +90,8 @@ def stacked_bars(rows: Sequence[tuple[str, Sequence[Segment]]], axis_label: str,
                            f'font-size="11" pointer-events="none">{escape(s.label)}</text>')
             x += w
         out.append(f'<text x="{min(x + 6, width - 4):.1f}" y="{y + h / 2 + 4:.1f}" fill="#333" '
-                   f'text-anchor="{"start" if x + 60 < width else "end"}">{escape((fmt_total or fmt)(row_total))}</text></g>')
+                   f'text-anchor="{"start" if x + 60 < width else "end"}">'
+                   f'{escape((fmt_total or fmt)(row_total))}</text></g>')
     out.append("</svg>")
     return "".join(out)
 
@@ -169,7 +170,8 @@ def scatter(points: Sequence[Point], x_label: str, y_label: str, fx: Callable[[f
         lo, hi = math.floor(ty(min(ys, default=1))), math.ceil(ty(max(ys, default=1)) + 1e-9)
         y_ticks = [float(e) for e in range(lo, max(hi, lo + 1) + 1)]
     else:
-        y_ticks = [t * y_unit for t in nice_ticks(min(ys, default=0) / y_unit * 0.95, max(ys, default=1) / y_unit * 1.02, 5)]
+        lo_y, hi_y = min(ys, default=0) / y_unit, max(ys, default=1) / y_unit
+        y_ticks = [t * y_unit for t in nice_ticks(lo_y * 0.95, hi_y * 1.02, 5)]
     pw, ph = width - left - right, height - top - bottom
 
     def px(v: float) -> float:
@@ -227,7 +229,8 @@ def scatter(points: Sequence[Point], x_label: str, y_label: str, fx: Callable[[f
     for p in sorted(points, key=lambda p: p.chosen):  # the chosen point drawn last: on top
         attrs = _attrs({"x": repr(p.x), "y": repr(p.y), "label": p.label, "chosen": str(p.chosen).lower(),
                         "front": str(p.front).lower(), **p.data})
-        out.append(f'<g class="point"{attrs}><circle cx="{px(p.x):.1f}" cy="{py(p.y):.1f}" r="{6 if p.chosen else 4.5}" '
+        out.append(f'<g class="point"{attrs}>'
+                   f'<circle cx="{px(p.x):.1f}" cy="{py(p.y):.1f}" r="{6 if p.chosen else 4.5}" '
                    f'fill="{p.color}" stroke="{"#000" if p.chosen else "#fff"}" stroke-width="{2 if p.chosen else 1}">'
                    f'<title>{escape(p.title or p.label)}</title></circle></g>')
         if p.label:

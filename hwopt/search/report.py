@@ -195,7 +195,8 @@ def _tables(doc: dict[str, Any]) -> list[tuple[str, list[str], list[list[str]]]]
         sections.append(("Pareto front: latency vs memory (estimated; --pick ID writes that variant)",
                          ["id", "est. latency", "memory", "params", "deviation", "exact", "rules"],
                          [[p["id"] + (" (chosen)" if p.get("chosen") else ""), _fmt(p["latency_us"], "us"),
-                           _fmt(p["memory_bytes"], "bytes"), _fmt(p["params"], "count"), _fmt(p.get("deviation"), "dev"),
+                           _fmt(p["memory_bytes"], "bytes"), _fmt(p["params"], "count"),
+                           _fmt(p.get("deviation"), "dev"),
                            "yes" if p.get("exact") else "no", rules_short(p.get("rules", []))]
                           for p in doc["pareto"]]))
     return sections
@@ -209,7 +210,8 @@ def stage_times(seconds: dict[str, float]) -> str:
 def header(doc: dict[str, Any]) -> list[str]:
     """What produced the report: command, target, budgets, input data, where the model went."""
     run = doc.get("run") or {}
-    budgets = ", ".join(f"{k.removeprefix('max_')} <= {_fmt(v, 'bytes') if 'bytes' in k else _fmt(v, 'us') if 'us' in k else v}"
+    names = {"max_memory_bytes": ("memory", "bytes"), "max_latency_us": ("latency", "us")}
+    budgets = ", ".join(f"{names.get(k, (k.removeprefix('max_'), ''))[0]} <= {_fmt(v, names.get(k, ('', ''))[1])}"
                         for k, v in doc["budgets"].items() if v is not None) or "none"
     lines = []
     if run.get("command"):
@@ -217,8 +219,9 @@ def header(doc: dict[str, Any]) -> list[str]:
     lines.append(f"target: {doc['target']} (P={doc['parallelism']}); budgets: {budgets}")
     inputs = run.get("inputs")
     if inputs:
-        lines.append(("INPUT DATA: RANDOM (standard normal), not real samples: refits and deviations hold for noise "
-                      "only; give --calibration FILE.npz" if inputs.get("random") else f"input data: {inputs['calibration']}")
+        random = ("INPUT DATA: RANDOM (standard normal), not real samples: refits and deviations hold for noise "
+                  "only; give --calibration FILE.npz")
+        lines.append((random if inputs.get("random") else f"input data: {inputs['calibration']}")
                      + f" ({inputs.get('calibration_samples')} calibration, {inputs.get('eval_samples')} evaluation "
                        f"samples)")
     lines.append(f"model written to: {doc['output']}" if doc.get("output") else "no model written")
