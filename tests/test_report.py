@@ -266,26 +266,35 @@ def test_node_data_files_follow_model_explorer_format(mnv2):
 
 
 # -- what a new user stumbles on ------------------------------------------------------------------------------
+def in_process(*args: str):
+    """The command line in-process (typer's runner: real parsing, exit codes, stdout and stderr apart)."""
+    from typer.testing import CliRunner
+
+    from hwopt.cli import app
+
+    return CliRunner().invoke(app, list(args), env={"COLUMNS": "200"})
+
+
 def test_help_version_units_and_default_target():
-    helped = hwopt("optimize", "--help")
-    assert helped.returncode == 0 and "[search]" in helped.stdout and "<bool>" not in helped.stdout
+    helped = in_process("optimize", "--help")
+    assert helped.exit_code == 0 and "[search]" in helped.stdout and "<bool>" not in helped.stdout
     from hwopt import __version__
 
-    version = hwopt("--version")
-    assert version.returncode == 0 and version.stdout.strip() == f"hwopt {__version__}"
+    version = in_process("--version")
+    assert version.exit_code == 0 and version.stdout.strip() == f"hwopt {__version__}"
     for command in ("estimate", "measure", "optimize", "profile", "train"):
-        text = " ".join(hwopt(command, "--help").stdout.split())
+        text = " ".join(in_process(command, "--help").stdout.split())
         assert "[default: npu32]" in text, command
-    done = hwopt("optimize", str(DATA / "ch_ppocr_mobile_v2.0_cls_infer.onnx"), "--max-latency", "2")
-    assert done.returncode == 2 and done.stderr.count("\n") == 1 and "no unit" in done.stderr and "2ms" in done.stderr
-    bad = hwopt("estimate", str(DATA / "ch_ppocr_mobile_v2.0_cls_infer.onnx"), "--report", "r.pdf")
-    assert bad.returncode == 2 and ".html" in bad.stderr
+    done = in_process("optimize", str(DATA / "ch_ppocr_mobile_v2.0_cls_infer.onnx"), "--max-latency", "2")
+    assert done.exit_code == 2 and done.stderr.count("\n") == 1 and "no unit" in done.stderr and "2ms" in done.stderr
+    bad = in_process("estimate", str(DATA / "ch_ppocr_mobile_v2.0_cls_infer.onnx"), "--report", "r.pdf")
+    assert bad.exit_code == 2 and ".html" in bad.stderr
 
 
 def test_inspect_never_cuts_site_ids(example_path):
     model = example_path("mobilenetv3_small")
-    ids = [s["id"] for s in json.loads(hwopt("inspect", str(model), "--json").stdout)["sites"]]
-    text = hwopt("inspect", str(model)).stdout  # piped, as a user's `| less` or a log
+    ids = [s["id"] for s in json.loads(in_process("inspect", str(model), "--json").stdout)["sites"]]
+    text = in_process("inspect", str(model)).stdout  # not a terminal, as a user's `| less` or a log
     assert "…" not in text
     assert all(site in text for site in ids), [s for s in ids if s not in text]
 
