@@ -66,6 +66,22 @@ def random_inputs_note(quiet: bool) -> None:
         stderr.print("hwopt: note: no --calibration: refits and deviations use RANDOM standard-normal inputs, not "
                      "real samples (give --calibration FILE.npz for figures that hold on real data)",
                      markup=False, highlight=False)
+ExecutorOption = typer.Option("local", "--executor", help="local (this machine; --jobs processes) | ray (a Ray "
+                              "cluster: pip install 'hwopt[ray]')")
+JobsOption = typer.Option(1, "--jobs", "-j", min=1, help="local executor: processes at once (ray without "
+                          "--address: CPUs of the private cluster)")
+AddressOption = typer.Option(None, "--address", help="ray executor: the cluster (HOST:PORT of its head, or 'auto' "
+                             "for the one this machine joined); none: a private one-machine cluster")
+ResourceOption = typer.Option(None, "--resource", help="ray executor: each task also takes one unit of this "
+                              "custom Ray resource (a device kind of a device farm; repeatable)")
+
+
+def _executor(name: str, jobs: int, address: Optional[str], resources: Optional[List[str]]):
+    from hwopt.executors import get_executor
+
+    if name != "ray" and (address or resources):
+        raise HwoptError("--address and --resource are for --executor ray")
+    return get_executor(name, jobs=jobs, address=address, resources={r: 1.0 for r in resources or []})
 
 
 @contextmanager
@@ -244,6 +260,16 @@ def profile(
                                               "(repeatable; applied before --count)"),
     input_shape: Optional[List[str]] = InputShapes,
     quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress"),
+    executor: str = ExecutorOption,
+    jobs: int = JobsOption,
+    address: Optional[str] = AddressOption,
+    resource: Optional[List[str]] = ResourceOption,
+    order: str = typer.Option("sweep", "--order", help="sweep (the sweep's interleaved mix) | largest-first "
+                              "(the most expensive kernels first: a run stopped early has the extremes)"),
+    batch: Optional[int] = typer.Option(None, "--batch", min=1, help="kernels per task (default: about four "
+                                        "tasks per worker, at most 32)"),
+    skip: Optional[List[Path]] = typer.Option(None, "--skip", help="kernels already in this table are not measured "
+                                              "(repeatable: extend a table into a separate file)"),
 ) -> None:
     """Measure the kernel sweep on a target (resumable), or import a table measured elsewhere."""
     with user_errors():
@@ -269,10 +295,12 @@ def profile(
             raise HwoptError(f"unexpected argument {source}: a table to import needs --backend table")
         from hwopt.backends import get_backend
         from hwopt.canonicalize import load_canonical
-        from hwopt.profile import profile as run_profile
-        from hwopt.profile import sweep
+        from hwopt.executors.progress import rate_progress
+        from hwopt.profile import ORDERS, profile_with, sweep
 
-        measurer = get_backend(t)  # first: a missing backend is the first thing to say
+        if order not in ORDERS:
+            raise HwoptError(f"--order {order!r}: choose one of {', '.join(ORDERS)}")
+        get_backend(t)  # first: a missing backend is the first thing to say
         models = [load_canonical(m, _shapes(input_shape))[1] for m in from_models or []]
         kernels = sweep(t.parallelism, models, examples=examples, seed=seed)
         if kinds:
@@ -282,9 +310,19 @@ def profile(
             if unknown:
                 raise HwoptError(f"--kind {unknown[0]!r}: kernel kinds are {', '.join(KINDS)}")
             kernels = [k for k in kernels if k.kind in kinds]
-        kernels = kernels[:count] if count is not None else kernels
-        with progress_bar(quiet) as progress:
-            result = run_profile(kernels, measurer, output or default_out, progress, label=f"profiling {t.name}")
+        if skip:
+            from hwopt.backends.base import read_table
+
+            known = {m.kernel for table in skip for m in read_table(table)}
+            kernels = [k for k in kernels if k not in known]
+        kernels = ORDERS[order](kernels[:count] if count is not None else kernels, t)
+        runner = _executor(executor, jobs, address, resource)
+        try:
+            with rate_progress(stderr, quiet) as progress:
+                result = profile_with(runner, t, kernels, output or default_out, progress,
+                                      label=f"profiling {t.name}", batch=batch)
+        finally:
+            runner.close()
         if not quiet:
             stdout.print(f"{result.measured} kernels measured, {result.skipped} already in the table; "
                          f"{result.total} rows in {result.output}")
@@ -296,16 +334,33 @@ def profile(
 
 @app.command()
 def measure(
-    model: Path = typer.Argument(..., help="ONNX model file"),
-    target: str = TargetOption,
+    models: List[Path] = typer.Argument(..., help="ONNX model file; several files or globs: each measured, "
+                                        "then a summary"),
+    target: str = typer.Option("cpu", "--target", "-t", help="shipped target name or target TOML path"),
     input_shape: Optional[List[str]] = InputShapes,
     as_json: bool = typer.Option(False, "--json", help="print JSON"),
     as_given: bool = typer.Option(False, "--as-given", help="onnxruntime targets: time the file as given, not "
                                   "its canonical form (the form hwopt estimates and writes)"),
     report: Optional[Path] = ReportOption,
+    executor: str = ExecutorOption,
+    jobs: int = JobsOption,
+    address: Optional[str] = AddressOption,
+    resource: Optional[List[str]] = ResourceOption,
 ) -> None:
     """The whole model's latency on a target (cpu: timed end to end with onnxruntime, canonical form)."""
     with user_errors():
+        from hwopt.batch import expand_models
+
+        paths = expand_models(models)
+        if len(paths) > 1:
+            from hwopt.batch_cli import measure_many
+
+            if report is not None:
+                raise HwoptError("--report is for one model at a time (several models: --json)")
+
+            raise typer.Exit(measure_many(paths, target, _shapes(input_shape), as_given, as_json,
+                                          _executor(executor, jobs, address, resource), stdout, stderr))
+        model = paths[0]
         from hwopt.backends import model_measurer
         from hwopt.canonicalize import check_input_dims
         from hwopt.modelio import apply_input_shapes, load_model
@@ -387,10 +442,12 @@ def _measure_doc(model: Path, proto, target, latency: float, result, meta: dict)
 
 @app.command()
 def optimize(
-    model: Path = typer.Argument(..., help="ONNX model file (never modified)"),
+    models: List[Path] = typer.Argument(..., help="ONNX model file (never modified); several files or globs: "
+                                        "each optimized, one report each and a summary"),
     output: Optional[Path] = typer.Option(None, "-o", "--output", help="where to write the best variant "
-                                          "(default: MODEL.hwopt.onnx next to the input)"),
-    target: str = TargetOption,
+                                          "(default: MODEL.hwopt.onnx next to the input; several models: "
+                                          "a folder)"),
+    target: str = typer.Option("npu32", "--target", "-t", help="shipped target name or target TOML path"),
     rules_file: Optional[Path] = typer.Option(None, "--rules", help="rule set with a [search] table "
                                               "(default: rules/default.toml)"),
     strategy: str = typer.Option("auto", "--strategy", help="auto | exhaustive | evolutionary | greedy"),
@@ -422,18 +479,44 @@ def optimize(
     allow_fallback: bool = typer.Option(False, "--allow-fallback", help="estimator cost: score kernels it was "
                                         "never trained on by a roofline (flagged) instead of failing"),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress, no tables"),
+    executor: str = ExecutorOption,
+    jobs: int = JobsOption,
+    address: Optional[str] = AddressOption,
+    resource: Optional[List[str]] = ResourceOption,
 ) -> None:
     """Search the rewrites for the fastest variant within budgets; write it, verified, with a report.
 
     Exit 0: a model was written within the budgets; 1: no variant meets them (stderr says which budget
-    failed by how much); 2: bad input.
+    failed by how much); 2: bad input. Several models: the worst of theirs.
     """
     with user_errors():
+        from hwopt.batch import expand_models
+
+        paths = expand_models(models)
+        if len(paths) > 1:
+            from hwopt.search.objective import Budgets, parse_bytes, parse_latency
+
+            budgets = Budgets(parse_bytes(max_memory) if max_memory else None,
+                              parse_latency(max_latency) if max_latency else None, max_deviation)
+            if pick is not None or node_data is not None:
+                raise HwoptError("--pick and --node-data are for one model at a time")
+            _check_calibration(calibration, preprocess)
+            options = dict(target=target, rules_path=rules_file, input_shapes=_shapes(input_shape), budgets=budgets,
+                           strategy=strategy, cost=cost, exact_only=exact_only, seed=seed, finalists=finalists,
+                           compare=compare, calibration=calibration, calibration_samples=calibration_samples,
+                           eval_samples=eval_samples, measure=measure, preprocess=preprocess,
+                           run={"command": command_line(), "pick": None,
+                                "inputs": inputs_info(calibration, calibration_samples, eval_samples)})
+            from hwopt.batch_cli import optimize_many
+
+            raise typer.Exit(optimize_many(paths, options, output, report, save_rules, as_json, quiet,
+                                           _executor(executor, jobs, address, resource), stdout, stderr))
+        model = paths[0]
         from hwopt.modelio import save_model
         from hwopt.search.objective import Budgets, parse_bytes, parse_latency
         from hwopt.search.optimize import optimize as run_optimize
         from hwopt.search.report import print_report, to_dict
-        from hwopt.search.rulefile import write_rules
+        from hwopt.search.rulefile import rules_header, write_rules
 
         budgets = Budgets(parse_bytes(max_memory) if max_memory else None,
                           parse_latency(max_latency) if max_latency else None, max_deviation)
@@ -474,18 +557,9 @@ def optimize(
         if best_model is not None:
             save_model(best_model, output, protect=protect)
             if save_rules:
-                header = [f"hwopt optimize {model.name} --target {result.target.name} (seed {seed}): the chosen "
-                          f"variant's decisions.", f"Replay: hwopt apply {model.name} --rules {save_rules.name} -o OUT.onnx "
-                          f"--seed {seed} --calibration-samples {calibration_samples} --eval-samples {eval_samples}"
-                          + (f" --calibration {calibration.name}" if calibration else "")
-                          + (f" --preprocess {preprocess}" if preprocess else "")]
-                fine = [s for s in result.best.steps if s.rule != "dw-to-dense"
-                        and not (s.rule == "align-channels" and s.params.get("mode") == "pad")]
-                if fine:
-                    refit = "calibration data" if calibration else "random inputs"
-                    header.append(f"Needs fine-tuning (inexact, refit on {refit} only): "
-                                  + "; ".join(s.label() for s in fine))
-                write_rules(save_rules, result.best.steps, header)
+                write_rules(save_rules, result.best.steps, rules_header(
+                    model, result.target.name, seed, save_rules, calibration_samples, eval_samples, calibration,
+                    preprocess, result.best.steps))
         run = {"command": command_line(), "inputs": inputs_info(calibration, calibration_samples, eval_samples),
                "pick": pick}
         doc = to_dict(result, output, save_rules, seed, run)

@@ -343,37 +343,127 @@ class ProfileResult:
     failed: list[tuple[Kernel, str]] = field(default_factory=list)  # the backend cannot measure these (reported)
 
 
+def measure_batch(backend, batch: Sequence[Kernel]) -> tuple[list, list[tuple[Kernel, str]]]:
+    """(measurements, kernels the backend refuses with why): a refused kernel does not cost its batch."""
+    try:
+        return backend.measure(batch), []
+    except HwoptError:
+        measured, failed = [], []
+        for kernel in batch:  # find the kernel(s) the backend refuses, measure the rest
+            try:
+                measured += backend.measure([kernel])
+            except HwoptError as exc:
+                failed.append((kernel, str(exc)))
+        return measured, failed
+
+
+_WORKER_BACKENDS: dict[str, object] = {}
+
+
+def measure_on_worker(target, batch: Sequence[Kernel], options: dict | None = None,
+                      one_cpu: bool = False) -> tuple[list, list]:
+    """An executor task: one batch measured with ``target``'s backend, built once per worker process.
+
+    ``one_cpu``: the executor runs a task per CPU, so the backend's own parallelism (where it has one) is
+    set to 1. The emulator environment is made on the node the first time it is needed (under the
+    environment's lock: two tasks on one node never build it at once).
+    """
+    from hwopt.backends import get_backend
+
+    key = repr((target, sorted((options or {}).items()), one_cpu))
+    backend = _WORKER_BACKENDS.get(key)
+    if backend is None:
+        backend = get_backend(target, **(options or {}))
+        if one_cpu and hasattr(backend, "workers"):
+            backend.workers = 1
+        _WORKER_BACKENDS[key] = backend
+    return measure_batch(backend, batch)
+
+
+def largest_first(kernels: Sequence[Kernel], target) -> list[Kernel]:
+    """The kernels by decreasing measuring work (the backend's own figure where it has one, else MACs),
+    so a sweep stopped early has covered the extremes the estimator would otherwise extrapolate to."""
+    from hwopt.backends import work_estimate
+
+    work = work_estimate(target)
+    return sorted(kernels, key=lambda k: (-work(k), -k.macs))
+
+
+ORDERS = {"sweep": lambda kernels, target: list(kernels), "largest-first": largest_first}
+
+
+def _record(results: Iterable[tuple[list, list]], todo: int, table: TableAppender, progress: ProgressFn | None,
+            label: str) -> list[tuple[Kernel, str]]:
+    """The single writer: append each finished batch durably as it arrives, each kernel once."""
+    failed, finished = [], 0
+    if progress is not None:
+        progress(label, 0, todo)
+    for measured, refused in results:
+        # One batch per append: an interruption loses at most the batches still running. A batch run
+        # twice (a retried task whose first run finished after all) never doubles a row.
+        table.append([m for m in measured if m.kernel not in table.done])
+        failed += refused
+        finished += len(measured) + len(refused)
+        if progress is not None:
+            progress(label, finished, todo)
+    return failed
+
+
+def _measure(kernels: Sequence[Kernel], output: str | Path, run_batches) -> ProfileResult:
+    """Open the table, hand the kernels it lacks to ``run_batches(todo, table)``, and sum up."""
+    output = Path(output)
+    with TableAppender(output) as table:
+        before = table.rows
+        todo = [k for k in _dedupe(kernels) if k not in table.done]
+        failed = run_batches(todo, table)
+        new = table.rows - before
+        if new and output.suffix == ".gz":
+            table.compact()  # one gzip member instead of one per batch (~6x smaller)
+        total = table.rows
+    return ProfileResult(output, new, len(_dedupe(kernels)) - len(todo), total, failed)
+
+
 def profile(kernels: Sequence[Kernel], backend, output: str | Path, progress: ProgressFn | None = None,
             label: str = "profiling") -> ProfileResult:
-    """Measure the kernels not yet in ``output``, appending each batch durably as it is taken (resumable).
+    """Measure the kernels not yet in ``output`` with ``backend`` in this process, appending each batch of
+    ``BATCH`` durably as it is taken (resumable).
 
     The table is crash-safe (``hwopt.backends.table_file``): a kill or a full disk loses at most the
     batch being timed, and the resume drops a torn last row with a warning. A kernel the backend refuses
     (HwoptError: e.g. an op it has no model for) does not stop a long sweep: it is listed in the result's
     ``failed`` for the caller to report.
     """
-    output = Path(output)
-    failed: list[tuple[Kernel, str]] = []
-    with TableAppender(output) as table:
-        before = table.rows
-        todo = [k for k in _dedupe(kernels) if k not in table.done]
-        for start in range(0, len(todo), BATCH):
-            batch = todo[start:start + BATCH]
-            try:
-                measured = backend.measure(batch)
-            except HwoptError:
-                measured = []  # find the kernel(s) the backend refuses, measure the rest
-                for kernel in batch:
-                    try:
-                        measured += backend.measure([kernel])
-                    except HwoptError as exc:
-                        failed.append((kernel, str(exc)))
-            # One batch per append: an interruption loses at most the batch being timed.
-            table.append(measured)
-            if progress is not None:
-                progress(label, start + len(batch), len(todo))
-        new = table.rows - before
-        if new and output.suffix == ".gz":
-            table.compact()  # one gzip member instead of one per batch (~6x smaller)
-        total = table.rows
-    return ProfileResult(output, new, len(_dedupe(kernels)) - len(todo), total, failed)
+    def run(todo: list[Kernel], table: TableAppender) -> list[tuple[Kernel, str]]:
+        batches = (measure_batch(backend, todo[i:i + BATCH]) for i in range(0, len(todo), BATCH))
+        return _record(batches, len(todo), table, progress, label)
+
+    return _measure(kernels, output, run)
+
+
+def batch_size(todo: int, slots: int) -> int:
+    """Kernels per task: about four tasks per slot (a slot freed early finds work), at most BATCH."""
+    return max(1, min(BATCH, math.ceil(todo / (4 * slots))))
+
+
+def profile_with(executor, target, kernels: Sequence[Kernel], output: str | Path,
+                 progress: ProgressFn | None = None, label: str = "profiling", batch: int | None = None,
+                 backend_options: dict | None = None) -> ProfileResult:
+    """``profile`` through an executor: batches of kernels measured as tasks (``measure_on_worker``) in
+    the executor's processes or nodes, each appended to ``output`` by this process, the table's single
+    writer, as it finishes (completion order).
+
+    Resumable like ``profile``: a run killed at any point leaves the finished batches whole, and the
+    next run measures what is missing. A batch lost on the executor (its worker killed on every try) is
+    reported in ``failed`` like a refused kernel, and the rest goes on.
+    """
+    from hwopt.executors import Task, TaskLost
+
+    def run(todo: list[Kernel], table: TableAppender) -> list[tuple[Kernel, str]]:
+        size = batch or batch_size(len(todo), executor.slots)
+        tasks = [Task(measure_on_worker, (target, todo[i:i + size], backend_options, executor.one_cpu_per_task))
+                 for i in range(0, len(todo), size)]
+        results = (([], [(k, f"lost: {result.reason}") for k in tasks[index].args[1]])
+                   if isinstance(result, TaskLost) else result for index, result in executor.run(tasks))
+        return _record(results, len(todo), table, progress, label)
+
+    return _measure(kernels, output, run)

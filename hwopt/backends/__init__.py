@@ -30,6 +30,11 @@ MODEL_MEASURERS: dict[str, str] = {
     "scalesim": "hwopt.backends:scalesim_model",
 }
 
+# How much work measuring a kernel is, relatively, where a backend knows better than its MACs.
+WORK_ESTIMATES: dict[str, str] = {
+    "scalesim": "hwopt.backends.scalesim:simulation_cost",
+}
+
 # What to tell the user when a backend's module is absent from this install.
 _MISSING = {"scalesim": "the npu32 (scalesim) backend is not installed"}
 
@@ -84,3 +89,10 @@ def get_backend(target, **options: Any):
 def model_measurer(target) -> Callable[..., Any]:
     """The whole-model measuring function for ``target``'s backend."""
     return _resolve(MODEL_MEASURERS, target.backend, "whole-model measurement")
+
+
+def work_estimate(target) -> Callable[..., float]:
+    """A relative measuring cost per kernel for ``target``'s backend (its own, else the kernel's MACs)."""
+    if target.backend in WORK_ESTIMATES:
+        return _resolve(WORK_ESTIMATES, target.backend, "work estimate")
+    return lambda kernel: float(kernel.macs)

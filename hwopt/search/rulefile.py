@@ -34,3 +34,20 @@ def rules_toml(steps: list[RuleStep], header: list[str]) -> str:
 
 def write_rules(path: Path, steps: list[RuleStep], header: list[str]) -> None:
     atomic_write_text(path, rules_toml(steps, header))
+
+
+def rules_header(model: Path, target: str, seed: int, rules_out: Path, calibration_samples: int, eval_samples: int,
+                 calibration: Path | None, preprocess: str | None, steps: list[RuleStep]) -> list[str]:
+    """The comment atop ``optimize --save-rules``: where the decisions come from, how to replay them, and
+    which of them need fine-tuning."""
+    header = [f"hwopt optimize {model.name} --target {target} (seed {seed}): the chosen "
+              f"variant's decisions.", f"Replay: hwopt apply {model.name} --rules {rules_out.name} -o OUT.onnx "
+              f"--seed {seed} --calibration-samples {calibration_samples} --eval-samples {eval_samples}"
+              + (f" --calibration {calibration.name}" if calibration else "")
+              + (f" --preprocess {preprocess}" if preprocess else "")]
+    fine = [s for s in steps if s.rule != "dw-to-dense"
+            and not (s.rule == "align-channels" and s.params.get("mode") == "pad")]
+    if fine:
+        refit = "calibration data" if calibration else "random inputs"
+        header.append(f"Needs fine-tuning (inexact, refit on {refit} only): " + "; ".join(s.label() for s in fine))
+    return header

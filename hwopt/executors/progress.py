@@ -1,0 +1,76 @@
+"""Progress of a long run across an executor: done/total, rate and time left.
+
+On a terminal: a live rich bar with the rate (per hour: a large emulated
+kernel takes minutes) and the time left at that rate. In a log (CI, a
+background sweep): one line when it starts, then one every ``interval``
+seconds while something changed, and one when it ends, so a run of hours
+leaves a readable trail instead of nothing or a line per kernel.
+"""
+
+from __future__ import annotations
+
+import time
+from contextlib import contextmanager
+from typing import Callable, Iterator
+
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(seconds)
+    if seconds >= 3600:
+        return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+    return f"{seconds // 60}m{seconds % 60:02d}s"
+
+
+class Rate:
+    """Items per hour since the start and the time left at that rate."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self.clock = clock
+        self.start = clock()
+
+    def describe(self, done: int, total: int, unit: str = "kernels") -> str:
+        elapsed = max(self.clock() - self.start, 1e-9)
+        if done <= 0:
+            return f"{done}/{total} {unit}, {_duration(elapsed)} elapsed"
+        per_hour = done / elapsed * 3600
+        left = (total - done) / (done / elapsed)
+        return (f"{done}/{total} {unit} ({100 * done / max(total, 1):.1f}%), {per_hour:.0f}/h, "
+                f"{_duration(elapsed)} elapsed, ETA {_duration(left)}")
+
+
+@contextmanager
+def rate_progress(console: Console, quiet: bool = False, interval: float = 60.0,
+                  unit: str = "kernels") -> Iterator[Callable[[str, int, int], None] | None]:
+    """Yields a callback (label, done, total) that shows progress with rate and ETA on ``console``."""
+    if quiet:
+        yield None
+        return
+    rates: dict[str, Rate] = {}
+    if not console.is_terminal:
+        last: dict[str, tuple[float, int]] = {}
+
+        def log(label: str, done: int, total: int) -> None:
+            rate = rates.setdefault(label, Rate())
+            now = time.monotonic()
+            shown_at, shown_done = last.get(label, (-float("inf"), -1))
+            if done == total or (now - shown_at >= interval and done != shown_done):
+                last[label] = (now, done)
+                console.print(f"{label}: {rate.describe(done, total, unit)}", markup=False, highlight=False)
+
+        yield log
+        return
+    columns = (TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[status]}"),
+               TimeElapsedColumn())
+    with Progress(*columns, console=console, transient=True) as progress:
+        tasks: dict[str, int] = {}
+
+        def update(label: str, done: int, total: int) -> None:
+            rate = rates.setdefault(label, Rate())
+            if label not in tasks:
+                tasks[label] = progress.add_task(label, total=total, status="")
+            progress.update(tasks[label], completed=done, total=total, status=rate.describe(done, total, unit))
+
+        yield update
