@@ -97,18 +97,31 @@ def test_ray_cluster_gives_the_local_rows(cluster, npu32, tmp_path: Path) -> Non
     assert len(list((tmp_path / "cache-ray").glob("*.json"))) == len(KERNELS) - 1
 
 
+def _parent(pid: int) -> int:
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+
+
+def _ours(pid: int) -> bool:
+    """``pid`` descends from this test process (the cluster's nodes are its children): never another
+    Ray cluster's worker on the same machine."""
+    while pid > 1:
+        pid = _parent(pid)
+        if pid == os.getpid():
+            return True
+    return False
+
+
 def _ray_workers_simulating() -> list[int]:
-    """Ray worker processes (``ray::...``) that have a SCALE-Sim worker process running under them."""
+    """This cluster's Ray worker processes (``ray::...``) that have a SCALE-Sim worker process under them."""
     found = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
         try:
-            cmdline = (entry / "cmdline").read_bytes().decode(errors="replace")
-            if "scalesim_worker.py" not in cmdline:
+            if "scalesim_worker.py" not in (entry / "cmdline").read_bytes().decode(errors="replace"):
                 continue
-            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            if Path(f"/proc/{ppid}/cmdline").read_bytes().startswith(b"ray::"):
+            ppid = _parent(int(entry.name))
+            if Path(f"/proc/{ppid}/cmdline").read_bytes().startswith(b"ray::") and _ours(ppid):
                 found.append(ppid)
         except (OSError, ValueError, IndexError):
             continue
