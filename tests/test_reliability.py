@@ -328,6 +328,8 @@ def test_a_model_onnxruntime_rejects_is_one_line_without_its_log(tmp_path: Path)
                           cwd=ROOT, env=env, timeout=300)
     assert done.returncode == 2, done.stderr
     assert done.stderr.count("\n") == 1 and "onnxruntime cannot run the model" in done.stderr, done.stderr
+    refused(["measure", tmp_path / "oob.onnx", "-t", "cpu"], "onnxruntime cannot run the model")
+    refused(["estimate", tmp_path / "oob.onnx", "-t", "cpu"], "onnxruntime cannot run the model")
 
 
 # -- validation gaps --------------------------------------------------------------------------------------

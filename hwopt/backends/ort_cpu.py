@@ -203,7 +203,11 @@ def time_session(session: ort.InferenceSession, settings: TimingSettings) -> Tim
         binding.bind_output(output.name)
     run = session.run_with_iobinding
     now = time.thread_time_ns if settings.clock == "cpu" else time.perf_counter_ns
-    for _ in range(settings.warmup_runs):
+    try:
+        run(binding)  # a model that loads may still fail to run (a Gather index out of range): say so
+    except Exception as exc:  # noqa: BLE001 - onnxruntime raises several unrelated types
+        raise HwoptError(f"onnxruntime cannot run the model: {str(exc).strip().splitlines()[0][:300]}") from None
+    for _ in range(max(settings.warmup_runs - 1, 0)):
         run(binding)
     samples: list[float] = []
     previous = None

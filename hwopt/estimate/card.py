@@ -31,9 +31,11 @@ def _md(card: dict) -> str:
 
 
 def write_card(folder: str | Path, card: dict) -> None:
+    from hwopt.atomic import atomic_write_text
+
     folder = Path(folder)
-    (folder / "card.json").write_text(json.dumps(card, indent=1, sort_keys=True, default=str) + "\n")
-    (folder / "CARD.md").write_text(_md(card))
+    atomic_write_text(folder / "card.json", json.dumps(card, indent=1, sort_keys=True, default=str) + "\n")
+    atomic_write_text(folder / "CARD.md", _md(card))
 
 
 def read_card(folder: str | Path) -> dict:

@@ -27,6 +27,7 @@ from typing import Callable, Sequence
 import numpy as np
 import xgboost as xgb
 
+from hwopt.atomic import atomic_write, atomic_write_text
 from hwopt.errors import HwoptError
 from hwopt.estimate.features import BASE_SETS, FEATURES, KIND_CODE
 
@@ -151,14 +152,15 @@ class KernelRegressor:
                 "kind_codes": KIND_CODE, "kinds": self.kinds, "groups": {}}
         for group in self.groups.values():
             path = folder / f"{name}.{group.name}.json"
-            group.booster.save_model(str(path))
+            raw = bytes(group.booster.save_raw(raw_format="json"))  # what save_model writes to a .json
+            atomic_write(path, lambda handle, raw=raw: handle.write(raw))
             written.append(path)
             meta["groups"][group.name] = {"model": path.name, "base": group.base.tolist(),
                                           "base_columns": [FEATURES[i] for i in group.base_columns],
                                           "params": group.params,
                                           "cv_rmse_log": group.cv_rmse, "rows": group.rows}
         index = folder / f"{name}.json"
-        index.write_text(json.dumps(meta, indent=1, sort_keys=True) + "\n")
+        atomic_write_text(index, json.dumps(meta, indent=1, sort_keys=True) + "\n")
         return [index] + written
 
     @classmethod

@@ -20,6 +20,7 @@ from typing import Callable, NamedTuple, Sequence
 
 import numpy as np
 
+from hwopt.atomic import atomic_write_text
 from hwopt.backends.base import Measurement
 from hwopt.backends.ort_layout import parse_nodes
 from hwopt.errors import HwoptError
@@ -148,7 +149,7 @@ def train_estimator(measurements: Sequence[Measurement], target: Target, output:
              "dtype_bytes": target.dtype_bytes, "latency": "latency",
              "dram": "dram" if dram_model is not None else None, "roofline": roofline.to_dict(),
              "in_model": term.to_dict() if term is not None else None}
-    (output / INDEX).write_text(json.dumps(index, indent=1, sort_keys=True) + "\n")
+    atomic_write_text(output / INDEX, json.dumps(index, indent=1, sort_keys=True) + "\n")
     if target.path is not None and not (output / "target.toml").exists():
         shutil.copyfile(target.path, output / "target.toml")  # the folder is a usable target on its own
     backends = collections.Counter(m.backend for m in rows)
