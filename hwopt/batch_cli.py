@@ -10,7 +10,6 @@ from rich.console import Console
 from rich.table import Table
 
 from hwopt.batch import Outcome, measure_task, optimize_task, outputs_in, summary_rows
-from hwopt.errors import HwoptError
 from hwopt.executors import Task, TaskLost
 from hwopt.executors.progress import rate_progress
 
@@ -63,6 +62,7 @@ def optimize_many(models: Sequence[Path], options: dict, output: Path | None, re
                   save_rules: Path | None, as_json: bool, quiet: bool, executor, stdout: Console,
                   stderr: Console) -> int:
     """``hwopt optimize`` of several models; returns the worst exit code. -o/--report/--save-rules name folders."""
+    from hwopt.atomic import atomic_write_text
     from hwopt.modelio import save_model
     from hwopt.report_files import write_report
     from hwopt.search.report import print_report
@@ -72,14 +72,16 @@ def optimize_many(models: Sequence[Path], options: dict, output: Path | None, re
     outs = [o or m.with_name(m.name.removesuffix(".onnx") + ".hwopt.onnx") for o, m in zip(outs, models)]
     reports = outputs_in(report, models, ".md")
     rules = outputs_in(save_rules, models, ".toml")
-    protect = list(models) + [p for p in (options["calibration"], options["rules_path"]) if p]
-    written = [p for group in (outs, reports, rules) for p in group if p is not None]
-    for path in written:
-        if any(path.resolve() == p.resolve() for p in protect):
-            raise HwoptError(f"refusing to overwrite the input {path}: choose another folder")
-    for folder in (output, report, save_rules):
-        if folder is not None:
-            folder.mkdir(parents=True, exist_ok=True)
+    from hwopt.outputs import check_outputs, model_files
+
+    protect = [f for m in models for f in model_files(m)] + [p for p in (options["calibration"],
+                                                                         options["rules_path"]) if p]
+    # Every file of every model up front: two models named alike (a/m.onnx, b/m.onnx) would write one file.
+    planned = {f"{flag} ({model})": path for model, out, rep, rule in zip(models, outs, reports, rules)
+               for flag, path in (("-o", out), ("--report", rep), ("--save-rules", rule))}
+    if report is not None:
+        planned["--report (summary)"] = report / "summary.md"
+    check_outputs(planned, protect)
     tasks = [Task(optimize_task, (m, o, r, options)) for m, o, r in zip(models, outs, rules)]
     outcomes: list[Outcome | None] = [None] * len(models)
     for index, outcome in _run(executor, tasks, models, f"optimizing {len(models)} models", stderr,
@@ -114,7 +116,7 @@ def optimize_many(models: Sequence[Path], options: dict, output: Path | None, re
         lines = ["# hwopt optimize: summary", "", "| " + " | ".join(t for t, _ in columns) + " |",
                  "|" + "---|" * len(columns)]
         lines += ["| " + " | ".join(_cells(row, columns)) + " |" for row in rows]
-        (report / "summary.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
+        atomic_write_text(report / "summary.md", "\n".join(lines) + "\n")
     if as_json:
         print(json.dumps({"schema": "hwopt.optimize-batch/1", "summary": rows,
                           "reports": [o.doc for o in done]}, indent=2))

@@ -223,6 +223,14 @@ def test_output_naming_a_directory_or_an_unwritable_place(tmp_path: Path, tiny: 
     refused(["optimize", tiny, "-t", "cpu", "--report", tmp_path / "file" / "r.md"], "cannot write")
 
 
+def test_several_models_check_every_output_before_the_work(tmp_path: Path) -> None:
+    first, second = write_tiny(tmp_path / "a.onnx", external=True), write_tiny(tmp_path / "b.onnx", seed=1)
+    (tmp_path / "file").write_text("x")
+    refused(["optimize", first, second, "-t", "cpu", "-o", tmp_path / "file" / "out"], "cannot write")
+    refused(["optimize", first, second, "-t", "cpu", "--report", tmp_path / "file" / "reports"], "cannot write")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.onnx", "a.onnx.data", "b.onnx", "file"]
+
+
 def test_train_output_that_is_a_file_is_refused(tmp_path: Path) -> None:
     table = tmp_path / "table.csv"
     table.write_text("kind\n")
