@@ -90,9 +90,14 @@ def _meta(rows: list[tuple[str, str]]) -> str:
     return f'<table class="meta">{cells}</table>'
 
 
-def _inputs_banner(inputs: dict[str, Any] | None) -> str:
+def _inputs_banner(inputs: dict[str, Any] | None, exact: bool = False) -> str:
+    """Random inputs said loudly; softer when every variant is exact (nothing was refit on them)."""
     if not inputs:
         return ""
+    if inputs.get("random") and exact:
+        return ('<div class="note" id="random-inputs">Input data: RANDOM (standard normal) inputs, not real samples. '
+                'Every rewrite here is exact, verified on them; inexact rewrites would need '
+                '<code>--calibration FILE.npz</code> with real samples.</div>')
     if inputs.get("random"):
         return ('<div class="warn" id="random-inputs">Input data: RANDOM (standard normal) inputs, not real samples. '
                 'Refitted weights and every deviation below hold for noise only; give '
@@ -160,7 +165,7 @@ def _segment_color(seg: dict[str, Any]) -> str:
     for key in ("fuse", "dense"):
         if rule.startswith(key):
             return RULE_COLORS[key]
-    return RULE_COLORS["hidden"] if "hidden" in rule or "ch" in rule else RULE_COLORS["dw"]
+    return RULE_COLORS["hidden"] if "hidden" in rule else RULE_COLORS["dw"]
 
 
 def _timeline_chart(doc: dict[str, Any]) -> str:
@@ -296,7 +301,8 @@ def optimize_html(doc: dict[str, Any]) -> str:
         ("stages", escape(", ".join(f"{k} {v:.1f} s" for k, v in doc["seconds"].items()))),
         ("memory counted in the", escape(doc.get("memory_basis", "target's layout"))),
     ]))
-    body.append(_inputs_banner(run.get("inputs")))
+    exact = all(v.get("exact") for v in doc["variants"] + list(doc.get("finalists", [])) if "exact" in v)
+    body.append(_inputs_banner(run.get("inputs"), exact))
     for line in doc.get("failure", []):
         body.append(f'<div class="warn">No variant meets the budgets: {escape(line)}</div>')
     if doc.get("nothing_to_do"):

@@ -25,14 +25,35 @@ def _clock_mhz(target) -> float | None:
     return float(value) if value else None
 
 
+def block_choices(result: OptimizeResult, decisions: tuple[int, ...]) -> dict[str, str]:
+    """Block id -> what the variant changes there (its own option, its hidden width), e.g. ``fuse, hidden 64 ch``."""
+    from hwopt.search.space import hidden_group
+
+    vm, space = result.vm, result.space
+    block_of_group = {}
+    for block in vm.analysis.blocks:
+        group = hidden_group(vm.analysis, block)
+        if group is not None:
+            block_of_group[group.id] = block.id
+    out: dict[str, list[str]] = {}
+    for var, d in zip(space.variables, decisions):
+        option = var.options[d]
+        if option.choice is None:
+            continue
+        if var.kind == "block":
+            out.setdefault(var.id, []).insert(0, option.label)
+        elif var.id in block_of_group:
+            out.setdefault(block_of_group[var.id], []).append(f"hidden {option.label}")
+    return {block: ", ".join(labels) for block, labels in out.items()}
+
+
 def timeline(result: OptimizeResult, decisions: tuple[int, ...]) -> list[dict[str, Any]]:
     vm, space = result.vm, result.space
     owner: dict[int, str] = {}
     for block, slots in vm.block_slots().items():
         for slot in slots:
             owner[slot] = block
-    choices = {var.id: var.options[d].label for var, d in zip(space.variables, decisions)
-               if var.kind == "block" and var.options[d].choice is not None}
+    choices = block_choices(result, decisions)
     latencies = vm.slot_latencies(decisions)
     kernels = vm.kernels(decisions)
     p, clock = space.p, _clock_mhz(result.target)
