@@ -336,7 +336,7 @@ def profile(
 def measure(
     models: List[Path] = typer.Argument(..., help="ONNX model file; several files or globs: each measured, "
                                         "then a summary"),
-    target: str = typer.Option("cpu", "--target", "-t", help="shipped target name or target TOML path"),
+    target: str = TargetOption,
     input_shape: Optional[List[str]] = InputShapes,
     as_json: bool = typer.Option(False, "--json", help="print JSON"),
     as_given: bool = typer.Option(False, "--as-given", help="onnxruntime targets: time the file as given, not "
@@ -447,7 +447,7 @@ def optimize(
     output: Optional[Path] = typer.Option(None, "-o", "--output", help="where to write the best variant "
                                           "(default: MODEL.hwopt.onnx next to the input; several models: "
                                           "a folder)"),
-    target: str = typer.Option("npu32", "--target", "-t", help="shipped target name or target TOML path"),
+    target: str = TargetOption,
     rules_file: Optional[Path] = typer.Option(None, "--rules", help="rule set with a [search] table "
                                               "(default: rules/default.toml)"),
     strategy: str = typer.Option("auto", "--strategy", help="auto | exhaustive | evolutionary | greedy"),
