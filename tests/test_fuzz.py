@@ -8,7 +8,8 @@ runner: one interpreter, no start-up per case):
 - random ``--rule`` strings from the rule grammar's pieces and junk -> apply;
 - random rule files (TOML of random shape and types, sometimes broken) -> apply --rules, a fraction
   optimize --rules;
-- random calibration files (NaN/Inf/huge values, odd dtypes, shapes, names, .npy, garbage) -> apply.
+- random calibration files (NaN/Inf/huge values, odd dtypes, shapes, names, .npy, garbage) -> apply;
+- output flags naming inputs (a model's external data too), each other, folders, unwritable places.
 
 Each case checks: exit 0 or 2 (``optimize`` may say 1, no variant within budgets: that is its contract),
 one ``hwopt: error:`` line with exit 2, no exception escaping, no written model with a non-finite
@@ -38,7 +39,7 @@ from tests.tinymodel import tiny_model
 SEED = int(os.environ.get("HWOPT_FUZZ_SEED", "20261202"))
 CASES = int(os.environ.get("HWOPT_FUZZ_CASES", "1000"))
 # Shares of the cases per family (byte flips, --rule strings, rule files, calibration files).
-SHARES = {"flip": 0.40, "rule": 0.30, "rulefile": 0.12, "calibration": 0.18}
+SHARES = {"flip": 0.38, "rule": 0.27, "rulefile": 0.12, "calibration": 0.16, "outputs": 0.07}
 # Few samples keep the refits (fuse-ibn's joint refit above all) to ~0.1 s on the tiny model.
 SAMPLES = ["--calibration-samples", "8", "--eval-samples", "2"]
 CHANNELS, SIZE = 4, 6
@@ -104,7 +105,7 @@ class Fuzzer:
             args = ["apply", str(path), "-o", str(self.out), "--rule",
                     rng.choice(["align-channels:p=6", "dw-to-dense", "fuse-ibn", "align-channels:p=2,mode=trim"]),
                     "-q", *SAMPLES]
-        elif roll < 0.23:  # loads the estimator first (~0.5 s): a few
+        elif roll < 0.215:  # loads the estimator first (~0.5 s): a few
 
             args = ["estimate", str(path), "-t", rng.choice(["cpu", "npu32"]), "--allow-fallback"]
         else:
@@ -238,9 +239,37 @@ class Fuzzer:
                 *SAMPLES], [self.model, path]
 
 
+    def outputs(self) -> tuple[list[str], list[Path]]:
+        """Output flags naming inputs (the model, its external data, the calibration file), each other,
+        folders, places under a file, or fresh files."""
+        rng = self.rng
+        model = self.root / "ext.onnx"
+        if not model.exists():
+            onnx.save(tiny_model(channels=CHANNELS, size=SIZE), model, save_as_external_data=True,
+                      location="ext.onnx.data", size_threshold=0)
+            (self.root / "a_file").write_text("x")
+            (self.root / "a_folder.md").mkdir()
+            np.savez(self.root / "ext_calib.npz", x=np.zeros((4, CHANNELS, SIZE, SIZE), np.float32))
+        inputs = [model, self.root / "ext.onnx.data", self.root / "ext_calib.npz"]
+        choices = [str(p) for p in inputs] + [str(self.out), str(self.out), str(self.report), str(self.root),
+                                              str(self.root / "a_folder.md"), str(self.root / "a_file" / "x.md"),
+                                              str(self.root / "new" / "dir" / "r.md"),
+                                              str(self.root / "sub" / ".." / "out.onnx")]
+        flags = ["-o", rng.choice(choices)]
+        command = "optimize" if rng.random() < 0.5 else "apply"
+        if rng.random() < 0.7:
+            flags += ["--report", rng.choice(choices)]
+        if command == "optimize" and rng.random() < 0.5:
+            flags += ["--save-rules", rng.choice(choices)]
+        args = [command, str(model), *flags, "--calibration", str(inputs[2]), "-q", *SAMPLES]
+        args += ["-t", "cpu", "--exact-only", "--no-compare"] if command == "optimize" else ["--rule", "dw-to-dense"]
+        return args, inputs
+
+
 def _check(runner: CliRunner, args: list[str], inputs: list[Path], outputs: list[Path]) -> int:
     for path in outputs:
-        path.unlink(missing_ok=True)
+        if path.is_file():
+            path.unlink()
     before = [_digest(p) for p in inputs]
     result = runner.invoke(app, args)
     where = f"hwopt {' '.join(args)!r}"
@@ -252,10 +281,11 @@ def _check(runner: CliRunner, args: list[str], inputs: list[Path], outputs: list
     if result.exit_code == 2:
         errors = [line for line in result.stderr.splitlines() if line.startswith("hwopt: error: ")]
         assert len(errors) == 1, f"{where}: {result.stderr[-500:]}"
-    for path in outputs:
-        if path.suffix == ".onnx" and path.exists():
-            assert result.exit_code == 0, f"{where}: wrote {path} with exit {result.exit_code}"
-            assert _finite_model(path), f"{where}: wrote a model with a non-finite number"
+    model_out = Path(args[args.index("-o") + 1]) if "-o" in args and args[0] in ("apply", "optimize") else None
+    if model_out is not None and result.exit_code == 0:
+        assert _finite_model(model_out), f"{where}: wrote a model with a non-finite number"
+    elif model_out is not None and model_out in outputs:
+        assert not model_out.exists(), f"{where}: wrote {model_out} with exit {result.exit_code}"
     assert [_digest(p) for p in inputs] == before, f"{where}: changed an input file"
     return result.exit_code
 
@@ -273,7 +303,8 @@ def test_fuzz_the_command_line(tmp_path: Path) -> None:
     for family in families:
         args, inputs = getattr(fuzzer, family)()
         begin = time.perf_counter()
-        codes[family][_check(runner, args, inputs, [fuzzer.out, fuzzer.report])] += 1
+        written = [fuzzer.out, fuzzer.report, tmp_path / "new" / "dir" / "r.md"]
+        codes[family][_check(runner, args, inputs, written)] += 1
         spent[f"{family}/{args[0]}"] += time.perf_counter() - begin
     seconds = time.perf_counter() - start
     print("\nseconds by family/command: " + ", ".join(f"{k} {v:.1f}" for k, v in spent.most_common()))
