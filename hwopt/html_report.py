@@ -200,7 +200,8 @@ def _utilisation_chart(doc: dict[str, Any]) -> str:
     p = doc["parallelism"]
     return (f'<p class="small">Per block: the utilisation limit (MACs / ({p}x{p}) cycles: the array busy every cycle) '
             f'as a share of the estimated latency. 100% = at the array\'s peak; low = bound by memory, the vector '
-            f'unit or depthwise work the array cannot fill.</p>'
+            f'unit or depthwise work the array cannot fill. MACs are each variant\'s own: a dense conv does more '
+            f'multiply-accumulates than the depthwise one it replaces, so its share rises with its work.</p>'
             + grouped_bars(groups, "share of the utilisation limit (%)", lambda v: f"{v:.0f}%",
                            chart_id="chart-utilisation", limit=100.0))
 
