@@ -217,7 +217,9 @@ def _session(model: onnx.ModelProto) -> ort.InferenceSession:
     # Full optimization is safe: tensors we ask for are graph outputs, which onnxruntime's fusions keep.
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.log_severity_level = 4  # failures become one line of ours
-    return ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    from hwopt.held_weights import inference_session
+
+    return inference_session(model, options)
 
 
 def run_batch(session: ort.InferenceSession, names: list[str] | None, feed: dict[str, np.ndarray],

@@ -14,8 +14,9 @@ from __future__ import annotations
 import math
 
 import onnx
-from onnx import helper, numpy_helper
+from onnx import helper
 
+from hwopt.held_weights import tensor_array
 from hwopt.onnx_edit import drop_unread_initializers, tensor_shapes
 
 
@@ -42,7 +43,7 @@ def reshape_to_flatten(model: onnx.ModelProto) -> int:
         if node.op_type != "Reshape" or len(node.input) != 2 or node.input[1] not in inits:
             continue
         dims = shapes.get(node.input[0])
-        target = numpy_helper.to_array(inits[node.input[1]]).reshape(-1).tolist()
+        target = tensor_array(inits[node.input[1]]).reshape(-1).tolist()
         allowzero = any(a.name == "allowzero" and a.i for a in node.attribute)
         if dims is None or not _flattens(dims, [int(t) for t in target], allowzero):
             continue

@@ -25,6 +25,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 
+from hwopt import held_weights
 from hwopt.canonical_clip import minmax_to_clip
 from hwopt.canonical_hard_sigmoid import hard_sigmoids
 from hwopt.canonical_reshape import reshape_to_flatten
@@ -96,11 +97,16 @@ def ort_basic_optimize(model: onnx.ModelProto) -> onnx.ModelProto:
     with tempfile.TemporaryDirectory(prefix="hwopt-canon-") as tmp:
         out = os.path.join(tmp, "optimized.onnx")
         options.optimized_model_filepath = out
+        big = held_weights.has_held(model)
+        if big:
+            held_weights.optimized_output(options, tmp)
         try:
-            ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+            held_weights.inference_session(model, options, as_inputs=True)
         except Exception as exc:  # onnxruntime raises several unrelated types
             raise HwoptError(f"onnxruntime cannot load the model: {str(exc).strip().splitlines()[0][:300]}") from None
-        optimized = onnx.load(out)
+        optimized = held_weights.load_optimized(out) if big else onnx.load(out)
+        if big:  # the held weights were inputs onnxruntime left alone: the same buffers, not copies
+            held_weights.restore_held(optimized, model)
     return optimized
 
 
@@ -175,11 +181,11 @@ def _fold_one(graph, inits, conv, node, const_name) -> bool:
 
     if len(conv.input) < 2 or conv.input[1] not in inits:
         return False
-    weight = numpy_helper.to_array(inits[conv.input[1]])
+    weight = held_weights.tensor_array(inits[conv.input[1]])
     if weight.dtype not in (np.float32, np.float64, np.float16) or weight.ndim < 3:
         return False
     out_channels, rank = weight.shape[0], weight.ndim
-    value = numpy_helper.to_array(inits[const_name]).astype(np.float64)
+    value = held_weights.tensor_array(inits[const_name]).astype(np.float64)
     # Broadcast against (N, C, spatial...): only shapes that vary at most along C qualify.
     if value.ndim > rank or (value.ndim == rank and value.shape[0] != 1):
         return False
@@ -188,7 +194,7 @@ def _fold_one(graph, inits, conv, node, const_name) -> bool:
         return False
     per_channel = np.broadcast_to(full.reshape(-1), (out_channels,))
     bias = (
-        numpy_helper.to_array(inits[conv.input[2]]).astype(np.float64)
+        held_weights.tensor_array(inits[conv.input[2]]).astype(np.float64)
         if len(conv.input) > 2 and conv.input[2] and conv.input[2] in inits
         else None
     )
@@ -249,6 +255,7 @@ def name_nodes(model: onnx.ModelProto) -> None:
 def infer_shapes(model: onnx.ModelProto) -> onnx.ModelProto:
     """Strict onnx shape inference with data propagation (fills value_info)."""
     del model.graph.value_info[:]
+    held_weights.shrink(model)  # a rewrite may have grown it past what protobuf serialises
     try:
         inferred = onnx.shape_inference.infer_shapes(model, check_type=True, strict_mode=True, data_prop=True)
     except Exception as exc:  # InferenceError and friends

@@ -74,8 +74,13 @@ def resize_plan(group: ChannelGroup, new: int) -> ChannelPlan:
     return extend_plan(group, new)
 
 
+def _keeps_all(plan: ChannelPlan, channels: int) -> bool:
+    """True when the plan keeps every channel in order (pad): no gather needed (a big weight's copy)."""
+    return plan.keep.size == channels and bool(np.all(plan.keep == np.arange(channels)))
+
+
 def _rows(values: np.ndarray, plan: ChannelPlan, axis: int, new_rows: np.ndarray) -> np.ndarray:
-    kept = np.take(values, plan.keep, axis=axis)
+    kept = values if _keeps_all(plan, values.shape[axis]) else np.take(values, plan.keep, axis=axis)
     return np.concatenate([kept, new_rows.astype(values.dtype)], axis=axis)
 
 
@@ -128,7 +133,8 @@ def _resize_consumer_columns(consumer: GroupConsumer, plan: ChannelPlan, tag: st
     weight = constant_value(node.inputs[1])
     if node.op == "Conv":
         zeros = np.zeros((weight.shape[0], plan.added, *weight.shape[2:]), dtype=weight.dtype)
-        set_constant_input(node, 1, np.concatenate([weight[:, plan.keep], zeros], axis=1), f"Wc_{tag}")
+        kept = weight if _keeps_all(plan, weight.shape[1]) else weight[:, plan.keep]
+        set_constant_input(node, 1, np.concatenate([kept, zeros], axis=1), f"Wc_{tag}")
         return
     # Dense consumer: columns of the (K, M) matrix, K = channels * spatial.
     matrix = dense_matrix(node)

@@ -14,14 +14,40 @@ import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
 
+from onnx_graphsurgeon.ir.tensor import LazyValues
+
 from hwopt.canonicalize import drop_unused_opsets, infer_shapes
+from hwopt.held_weights import HOLD_BYTES, SHRINK_AT, hold_array, is_held, tensor_array
 
 Tensor = gs.Tensor
 Node = gs.Node
 
 
 def import_graph(model: onnx.ModelProto) -> gs.Graph:
-    return gs.import_onnx(model)
+    graph = gs.import_onnx(model)
+    for tensor in graph.tensors().values():  # weights held outside the proto load from where they are held
+        if isinstance(tensor, gs.Constant) and type(tensor._values) is LazyValues and is_held(tensor._values.tensor):
+            tensor._values.__class__ = _HeldValues
+    return graph
+
+
+def _hold_big_constants(graph: gs.Graph) -> None:
+    """When the weights would take the proto near 2 GiB, export the large new ones held, not copied in."""
+    constants = {t.name: t for t in graph.tensors().values() if isinstance(t, gs.Constant)}
+    total = sum(int(np.prod(t.shape, dtype=np.int64)) * 4 for t in constants.values())  # about
+    if total < SHRINK_AT:
+        return
+    for tensor in constants.values():
+        values = tensor._values
+        if isinstance(values, np.ndarray) and values.nbytes >= HOLD_BYTES and values.dtype.kind in "fiub":
+            tensor._values = _HeldValues(hold_array(tensor.name, values))
+
+
+class _HeldValues(LazyValues):
+    """A held initializer's values for onnx-graphsurgeon (exported as the held tensor while unchanged)."""
+
+    def load(self) -> np.ndarray:
+        return np.array(tensor_array(self.tensor))
 
 
 def export_graph(graph: gs.Graph, reference: onnx.ModelProto, shapes: bool = True) -> onnx.ModelProto:
@@ -30,6 +56,7 @@ def export_graph(graph: gs.Graph, reference: onnx.ModelProto, shapes: bool = Tru
     ``shapes=False``: without intermediate shapes (no shape inference), for a model only run internally.
     """
     graph.cleanup(remove_unused_graph_inputs=False).toposort()
+    _hold_big_constants(graph)
     model = gs.export_onnx(graph, do_type_check=False)
     signature = {v.name: v for v in list(reference.graph.input) + list(reference.graph.output)}
     for value in list(model.graph.input) + list(model.graph.output):

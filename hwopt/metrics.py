@@ -92,9 +92,13 @@ def model_metrics(graph: gs.Graph) -> ModelMetrics:
         for tensor in node.inputs:
             if isinstance(tensor, gs.Constant) and tensor.name not in seen:
                 seen.add(tensor.name)
-                values = np.asarray(tensor.values)
-                params += int(values.size)
-                param_bytes += int(values.nbytes)
+                # Sizes without loading the values (a lazily loaded weight knows its shape and dtype).
+                size = int(np.prod(tensor.shape, dtype=np.int64))
+                params += size
+                try:
+                    param_bytes += size * np.dtype(tensor.dtype).itemsize
+                except TypeError:  # a type numpy does not know (bfloat16...): ask the values
+                    param_bytes += int(np.asarray(tensor.values).nbytes)
     return ModelMetrics(
         nodes=len(graph.nodes),
         ops=Counter(node.op for node in graph.nodes),

@@ -5,6 +5,11 @@ data, unsupported opset, unknown dims) becomes one HwoptError line. Writing
 (``save_model``, the one way a model is written) never touches the input's
 files, goes through a temporary file (``hwopt.atomic``) and refuses a model
 holding a non-finite number.
+
+Models over protobuf's 2 GiB limit: ``load_model`` checks a model with external
+data by path, keeps its large weights memory-mapped outside the proto
+(``hwopt.held_weights``), and ``save_model`` writes the outputs of such inputs
+(and any model over 2 GiB) with their weights in ``OUT.onnx.data``.
 """
 
 from __future__ import annotations
@@ -18,13 +23,13 @@ import onnx
 from google.protobuf.message import DecodeError
 from onnx import numpy_helper
 
-from hwopt.atomic import atomic_save
+from hwopt.atomic import atomic_save, atomic_write
 from hwopt.errors import HwoptError
 
 MIN_OPSET = 11
 MAX_OPSET = onnx.defs.onnx_opset_version()
-# Protobuf refuses to serialise a single message over 2 GiB.
-_PROTOBUF_LIMIT = 2**31 - 1
+# Inputs whose weights were external data: their outputs keep them external.
+_EXTERNAL_INPUTS: set[Path] = set()
 # One sample of the inputs may take this much; hwopt runs dozens of samples (calibration, verification).
 MAX_SAMPLE_BYTES = 2**30
 _FLOAT_TYPES = {onnx.TensorProto.FLOAT, onnx.TensorProto.DOUBLE, onnx.TensorProto.FLOAT16,
@@ -80,7 +85,7 @@ def load_model(path: str | os.PathLike) -> onnx.ModelProto:
     if bad is not None:
         raise HwoptError(f"{path}: {bad[0]} {bad[1]!r} is not valid UTF-8 text (ONNX strings are UTF-8): "
                          f"fix the exporter's names")
-    _load_external_data(model, path)
+    external = _load_external_data(model, path)
     _check_tensor_data(model, path)
     _clear_negative_dims(model)
     version = opset_version(model)
@@ -90,15 +95,25 @@ def load_model(path: str | os.PathLike) -> onnx.ModelProto:
             + (" (re-export with a newer opset)" if version < MIN_OPSET else "")
         )
     try:
-        onnx.checker.check_model(model)
+        # By path for external data: the checker then finds the data files, and has no 2 GiB limit.
+        onnx.checker.check_model(str(path) if external else model)
     except (onnx.checker.ValidationError, ValueError) as exc:
         raise HwoptError(f"{path}: invalid ONNX model: {_first_line(exc)}") from None
     return model
 
 
+def was_external(path: str | os.PathLike) -> bool:
+    """True when ``load_model`` read this file's weights from external data (outputs keep them external)."""
+    return Path(path).resolve() in _EXTERNAL_INPUTS
+
+
 def _check_tensor_data(model: onnx.ModelProto, path: Path) -> None:
     """Every initializer and constant holds as many values as its shape says (the checker does not look)."""
+    from hwopt.held_weights import is_held
+
     for name, tensor in _named_tensors(model.graph):
+        if is_held(tensor):
+            continue  # its length was checked against its shape when it was mapped
         try:
             numpy_helper.to_array(tensor)
         except Exception as exc:  # noqa: BLE001 - ValueError on a size mismatch, others on odd types
@@ -149,12 +164,16 @@ def _clear_negative_dims(model: onnx.ModelProto) -> None:
                     dim.Clear()
 
 
-def _load_external_data(model: onnx.ModelProto, path: Path) -> None:
-    from onnx.external_data_helper import load_external_data_for_model, uses_external_data
+def _load_external_data(model: onnx.ModelProto, path: Path) -> bool:
+    """Bring in the model's external data (held outside the proto when large); True when it had any."""
+    from onnx.external_data_helper import uses_external_data
+
+    from hwopt.held_weights import SHRINK_AT, load_held, load_rest
 
     tensors = [t for t in _all_tensors(model) if uses_external_data(t)]
     if not tensors:
-        return
+        return False
+    total = 0
     for tensor in tensors:
         location = next((e.value for e in tensor.external_data if e.key == "location"), None)
         if location is not None and (os.path.isabs(location) or os.path.normpath(location).startswith("..")):
@@ -165,10 +184,16 @@ def _load_external_data(model: onnx.ModelProto, path: Path) -> None:
                 f"{path}: missing external data file {location!r} for tensor {tensor.name!r} "
                 f"(expected next to the model in {path.parent})"
             )
+        length = next((e.value for e in tensor.external_data if e.key == "length"), None)
+        total += int(length) if length and length.isdigit() else (path.parent / location).stat().st_size
+    _EXTERNAL_INPUTS.add(path.resolve())
     try:
-        load_external_data_for_model(model, str(path.parent))
+        if path.stat().st_size + total >= SHRINK_AT:
+            load_held(model, path.parent)  # memory-mapped, not copied into the proto
+        load_rest(model, path.parent)  # the rest (all of a model that fits)
     except (OSError, ValueError, onnx.checker.ValidationError) as exc:
         raise HwoptError(f"{path}: cannot read external data: {_first_line(exc)}") from None
+    return True
 
 
 def _all_tensors(model: onnx.ModelProto):
@@ -240,9 +265,14 @@ def non_finite_tensors(model: onnx.ModelProto) -> list[str]:
     """Names of the float initializers and constants holding NaN or Inf."""
     from onnx.external_data_helper import uses_external_data
 
+    from hwopt.held_weights import all_finite, is_held
+
     bad = []
     for name, tensor in _named_tensors(model.graph):
-        if tensor.data_type in _FLOAT_TYPES and not uses_external_data(tensor):
+        if tensor.data_type in _FLOAT_TYPES and is_held(tensor):
+            if not all_finite(tensor):
+                bad.append(name)
+        elif tensor.data_type in _FLOAT_TYPES and not uses_external_data(tensor):
             values = numpy_helper.to_array(tensor)
             if values.size and not np.isfinite(values.astype(np.float32, copy=False)).all():
                 bad.append(name)
@@ -266,11 +296,14 @@ def save_model(model: onnx.ModelProto, out_path: str | os.PathLike, *, protect: 
     check_not_input(out_path, protect)
     check_finite(model, f"refusing to write {out_path}")
     out_path.parent.mkdir(parents=True, exist_ok=True)
-    if model.ByteSize() > _PROTOBUF_LIMIT:
+    from hwopt.held_weights import PROTOBUF_LIMIT, approx_bytes, external_copy, has_held
+
+    if has_held(model) or approx_bytes(model) > PROTOBUF_LIMIT or any(was_external(p) for p in protect):
         data = out_path.with_name(out_path.name + ".data")
         check_not_input(data, protect)
-        atomic_save(out_path, lambda tmp: onnx.save_model(model, tmp, save_as_external_data=True,
-                                                          location=data.name))
+        pointing, write_data = external_copy(model, data.name)
+        atomic_write(data, write_data)  # the data first: the model that points into it then
+        atomic_write(out_path, lambda handle: handle.write(pointing.SerializeToString()))
     else:
         atomic_save(out_path, lambda tmp: onnx.save_model(model, tmp))
     return out_path

@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections import Counter
 
 import onnx
-from onnx import numpy_helper
+
+from hwopt.held_weights import tensor_array
 
 
 def tensor_shapes(model: onnx.ModelProto) -> dict[str, list[int | None]]:
@@ -23,7 +24,7 @@ def scalar_constant(name: str, inits: dict[str, onnx.TensorProto]) -> float | No
     tensor = inits.get(name)
     if tensor is None:
         return None
-    value = numpy_helper.to_array(tensor)
+    value = tensor_array(tensor)
     return float(value.reshape(())) if value.size == 1 else None
 
 
