@@ -185,6 +185,21 @@ def _timeline_chart(doc: dict[str, Any]) -> str:
                         legend=legend, chart_id="chart-timeline", fmt_total=fmt_us)
 
 
+def _blocks_chart(doc: dict[str, Any]) -> str:
+    """Each block's latency before and after, side by side: where a rule wins and where it loses."""
+    base = [s for s in doc.get("timeline", {}).get("baseline", []) if s["label"] != "other"]
+    best = {s["label"]: s for s in doc.get("timeline", {}).get("best", []) if s["label"] != "other"}
+    if not base or not best:
+        return ""
+    groups = [(s["label"], [("baseline", s["latency_us"], RULE_COLORS["dw"]),
+                            (f"best ({best[s['label']].get('rule') or 'as is'})" if s["label"] in best else "best",
+                             best[s["label"]]["latency_us"] if s["label"] in best else None,
+                             _segment_color(best[s["label"]]) if s["label"] in best else RULE_COLORS["dw"])])
+              for s in base]
+    return grouped_bars(groups, "estimated latency per block: baseline (grey) and best (coloured by its rule)",
+                        fmt_us, chart_id="chart-blocks", legend=False)
+
+
 def _utilisation_chart(doc: dict[str, Any]) -> str:
     base = [s for s in doc.get("timeline", {}).get("baseline", []) if s["label"] != "other"]
     best = {s["label"]: s for s in doc.get("timeline", {}).get("best", []) if s["label"] != "other"}
@@ -317,7 +332,7 @@ def optimize_html(doc: dict[str, Any]) -> str:
         body.append("<h2>Where the time goes: per block, before and after</h2>"
                     '<p class="small">Each bar is a variant\'s kernels end to end on the target\'s time axis; a '
                     'segment is an IBN block (labelled, coloured by its chosen rule) or the kernels between blocks. '
-                    'Hover for figures.</p>' + _timeline_chart(doc))
+                    'Hover for figures.</p>' + _timeline_chart(doc) + _blocks_chart(doc))
     if doc.get("blocks"):
         body.append(_table(["block", "decision", "before", "after", "change", "fine-tune"],
                            [[escape(b["block"]), escape(", ".join(b["choices"])), fmt_us(b["latency_before_us"]),

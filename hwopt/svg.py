@@ -98,7 +98,7 @@ def stacked_bars(rows: Sequence[tuple[str, Sequence[Segment]]], axis_label: str,
 
 def grouped_bars(groups: Sequence[tuple[str, Sequence[tuple[str, float | None, str]]]], axis_label: str,
                  fmt: Callable[[float], str], width: int = 960, bar: int = 9, chart_id: str = "",
-                 limit: float | None = None) -> str:
+                 limit: float | None = None, legend: bool = True) -> str:
     """Per group (a row label), one thin horizontal bar per series (name, value or None, color)."""
     left, right, top = 110, 60, 24
     values = [v for _, series in groups for _, v, _ in series if v is not None]
@@ -109,7 +109,7 @@ def grouped_bars(groups: Sequence[tuple[str, Sequence[tuple[str, float | None, s
     height = top + len(groups) * group_h + 40
     out = [f'<svg class="chart" id="{chart_id}" xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width} {height}" '
            f'width="100%" role="img" style="{FONT};font-size:11px">']
-    if groups:
+    if groups and legend:
         x0 = left
         for name, _, color in groups[0][1]:
             out.append(f'<rect x="{x0}" y="4" width="12" height="12" fill="{color}"/>'

@@ -42,6 +42,8 @@ def block_choices(result: OptimizeResult, decisions: tuple[int, ...]) -> dict[st
             continue
         if var.kind == "block":
             out.setdefault(var.id, []).insert(0, option.label)
+        elif var.kind == "dw" and var.dw is not None and var.dw.block:  # the depthwise conv of a block without expand
+            out.setdefault(var.dw.block, []).insert(0, option.label)
         elif var.id in block_of_group:
             out.setdefault(block_of_group[var.id], []).append(f"hidden {option.label}")
     return {block: ", ".join(labels) for block, labels in out.items()}
