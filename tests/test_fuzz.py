@@ -53,6 +53,13 @@ PARAM_VALUES = ["4", "6", "8", "16", "0", "-3", "1", "1024", "1025", "9999999999
                 "0x10", "1_000", " 8 "]
 SITES = ["ibn0", "dw0", "ch:expand", "ch:project", "ch:head", "ch:*", "*", "ibn*", "dw*", "nothing*", "ibn42",
          "dw-1", "[", "[!a]*", "ch:", "", "?", "ibn0 ", "ünï*", "ch:expand,ch:expand"]
+VALID_PARAMS = {
+    "fuse-ibn": {"init": ['"linear"', '"random"', '"lstsq"'], "project": ['"keep"', '"refit"'], "ridge": ["0.01", "1"],
+                 "sites": ['["ibn0"]', '["ibn*"]', '"ibn0"']},
+    "align-channels": {"p": ["2", "6", "8"], "mode": ['"pad"', '"trim"'], "sites": ['["ch:*"]', '["ch:expand"]']},
+    "dw-to-dense": {"sites": ['["dw0"]', '["dw*"]']},
+    "depth-multiplier": {"ratio": ["0.5", "1.5"], "p": ["2", "4"], "sites": ['["ibn0"]']},
+}
 JUNK = [":", "@", ",", "=", " ", "\t", "\x00", "\\", "\"", "'", "[", "]", "{", "#", "*", "\n", "é", "\udcff"]
 
 
@@ -160,10 +167,16 @@ class Fuzzer:
         lines: list[str] = []
         for _ in range(rng.randrange(0, 4)):
             lines += ["[[rule]]"]
+            name = rng.choice(RULE_NAMES[:5])
             if rng.random() < 0.9:
-                lines.append(f'name = "{rng.choice(RULE_NAMES[:5])}"')
-            for _ in range(rng.randrange(0, 4)):
-                lines.append(f"{rng.choice(PARAM_KEYS[:8]) or 'x'} = {self._toml_value()}")
+                lines.append(f'name = "{name}"')
+            sane = rng.random() < 0.5  # half the entries keep to the rule's own keys and plausible values
+            for _ in range(rng.randrange(0, 4 if not sane else 3)):
+                if sane and VALID_PARAMS.get(name):
+                    key = rng.choice(list(VALID_PARAMS[name]))
+                    lines.append(f"{key} = {rng.choice(VALID_PARAMS[name][key])}")
+                else:
+                    lines.append(f"{rng.choice(PARAM_KEYS[:8]) or 'x'} = {self._toml_value()}")
         if rng.random() < 0.5:
             lines.append("[search]")
             if rng.random() < 0.4:
