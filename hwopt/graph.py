@@ -47,7 +47,8 @@ class _HeldValues(LazyValues):
     """A held initializer's values for onnx-graphsurgeon (exported as the held tensor while unchanged)."""
 
     def load(self) -> np.ndarray:
-        return np.array(tensor_array(self.tensor))
+        # Read-only and shared (a memory map of the input): rules build new arrays, never edit in place.
+        return tensor_array(self.tensor)
 
 
 def export_graph(graph: gs.Graph, reference: onnx.ModelProto, shapes: bool = True) -> onnx.ModelProto:
