@@ -305,12 +305,25 @@ def _with_outputs(model: onnx.ModelProto, names: list[str], copy_model: bool = T
     return copy
 
 
+# Random calibration and evaluation samples together may take this much (generated as float64 first).
+MAX_RANDOM_BYTES = 4 * 2**30
+
+
+def _check_random_size(model: onnx.ModelProto, count: int) -> None:
+    """--calibration-samples 100000000 would fail deep inside numpy (or be killed): say so first."""
+    per_sample = sum(8 * int(np.prod(_sample_shape(v)[0], dtype=np.int64)) for v in _real_inputs(model))
+    if count * per_sample > MAX_RANDOM_BYTES:
+        raise HwoptError(f"{count:,} random samples of the inputs need {count * per_sample / 2**30:,.1f} GiB "
+                         f"(at most {MAX_RANDOM_BYTES / 2**30:.0f} GiB): lower --calibration-samples / --eval-samples")
+
+
 def calibration_sets(model: onnx.ModelProto, path: str | Path | None = None, count: int = 64, eval_count: int = 8,
                      seed: int = 0, preprocess: str | None = None) -> tuple[Samples, Samples]:
     """Calibration and held-out evaluation inputs: the user's file (split: the last quarter, at most
     ``eval_count``, is held out), image folder (split by file, seeded: ``_split_by_group``) or seeded
     random ones when there is neither."""
     if path is None:
+        _check_random_size(model, count + eval_count)
         return random_inputs(model, count, seed), random_inputs(model, eval_count, seed + 1)
     if Path(path).is_dir():
         from hwopt.images import load_calibration_folder
