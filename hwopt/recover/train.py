@@ -253,7 +253,7 @@ class Recovery:
                 state = None
             total_steps = None if epochs is None else epochs * steps_per_epoch
             step, epoch = len(done) * steps_per_epoch, len(done)
-            label = f"recover: {phase}"
+            label = f"recover {phase}"
             while (epochs is None or epoch < epochs) and (seconds is None or elapsed < seconds):
                 epoch_start, losses = time.perf_counter(), []
                 for index in self._batches():
