@@ -102,7 +102,7 @@ def case(tmp_path_factory) -> dict[str, Path]:
 
 def _recover(case: dict[str, Path], out: Path) -> dict:
     done = hwopt("recover", str(case["model"]), str(case["fused"]), "--calibration", str(case["calib"]),
-                 "--heldout", str(case["heldout"]), "-o", str(out), "--recover-epochs", "12",
+                 "--heldout", str(case["heldout"]), "-o", str(out), "--recover-epochs", "12", "--lr", "1e-2",
                  "--batch", "16", "--threads", "1", "--seed", "0", "--json")
     assert done.returncode == 0, done.stderr
     return json.loads(done.stdout)

@@ -61,6 +61,7 @@ def summary(result: RecoveryResult) -> dict:
         "epochs": [asdict(e) for e in result.history],
         "seconds": round(result.seconds, 1),
         "stopped_by": result.stopped_by,
+        "written_epoch": result.best_epoch,
         "resumed_epochs": result.resumed_from,
         "onnxruntime_vs_torch_rel_max_abs": result.check.worst_rel_max_abs,
         "rel_l2": {"before": result.before.worst_rel_l2, "after": result.after.worst_rel_l2},

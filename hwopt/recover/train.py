@@ -19,9 +19,10 @@ Every step feeds a random resized crop (and mirror) of calibration samples
 (``augment``): the teacher labels any view, so a few hundred images go far.
 The teacher is the original graph in the same interpreter; the held-out
 samples, never trained on, are judged with the original's onnxruntime outputs
-after every epoch. The learning rate follows a cosine from ``lr`` to zero over
-each phase, measured in steps when the epochs are given (deterministic on CPU
-for a seed and thread count) or in seconds when only a time budget is.
+after every epoch. The learning rate warms up over the first tenth of each phase
+and then follows a cosine to zero, measured in steps when the epochs are given
+(deterministic on CPU for a seed and thread count) or in seconds when only a
+time budget is.
 """
 
 from __future__ import annotations
@@ -54,7 +55,7 @@ class RecoverySettings:
     epochs: int | None = None  # both phases together; None: as many as ``seconds`` allows
     seconds: float | None = None  # wall-clock budget for training (None: no limit)
     seed: int = 0
-    lr: float = 1e-2  # relative step (``_relative_adam``); the block phase uses 3x (fewer weights, local loss)
+    lr: float = 2e-3  # relative step (``_relative_adam``), both phases
     batch: int = 32
     temperature: float = 2.0
     block_share: float = 0.25  # of the epochs (or seconds) spent on block-wise reconstruction
@@ -74,6 +75,7 @@ class Epoch:
     loss: float
     fidelity: float  # held-out top-1 agreement (class scores) or cosine similarity
     seconds: float
+    fit: float = float("nan")  # the same on (up to FIT_CHECK) training samples, not augmented: picks the epoch
 
 
 @dataclass
@@ -89,6 +91,7 @@ class RecoveryResult:
     seconds: float = 0.0
     stopped_by: str = "epochs"  # "epochs" (all done), "budget" (time-planned run) or "time" (cut short)
     resumed_from: int = 0  # epochs restored from a checkpoint
+    best_epoch: int = 0  # the epoch whose weights were written (0: none beat the input on the fit samples)
 
 
 def fidelity(comparison: Comparison) -> float:
@@ -152,6 +155,17 @@ def _plan(settings: RecoverySettings, has_blocks: bool) -> list[tuple[str, int |
     return phases
 
 
+FIT_CHECK = 64  # training samples (not augmented) that pick the epoch written
+WARMUP = 0.1  # of each phase: Adam's first steps are full-size in every coordinate whatever the gradient
+
+
+def _schedule(fraction: float) -> float:
+    """Learning-rate factor: a linear warmup, then a cosine to zero."""
+    if fraction < WARMUP:
+        return (fraction + 0.01) / (WARMUP + 0.01)
+    return 0.5 * (1 + math.cos(math.pi * (fraction - WARMUP) / (1 - WARMUP)))
+
+
 def _fraction(step: int, total_steps: int | None, spent: float, seconds: float | None) -> float:
     """How far the phase is: in steps when they are planned, in seconds when a budget is (the larger)."""
     parts = [step / total_steps if total_steps else 0.0, spent / seconds if seconds else 0.0]
@@ -189,6 +203,9 @@ class Recovery:
         # The teacher runs in onnxruntime (several times faster than the interpreter's forward on CPU).
         self.teachers: dict[str, OrtRunner] = {}
         self.reference = OrtRunner(original).run_all(heldout, [o.name for o in original.graph.output])
+        # The epoch written is the best on training samples (not on the held-out ones, which only report).
+        self.fit_check = {k: v[:FIT_CHECK] for k, v in train.items()}
+        self.fit_reference = OrtRunner(original).run_all(self.fit_check, list(self.reference))
         self.key = _fingerprint(original.SerializeToString(), rewritten.SerializeToString(),
                                 *(np.ascontiguousarray(v).tobytes() for v in train.values()),
                                 repr(sorted(asdict(settings).items())).encode())
@@ -229,11 +246,23 @@ class Recovery:
         """``model`` against the original on the held-out samples, in onnxruntime."""
         return compare_outputs(self.reference, OrtRunner(model).run_all(self.heldout, list(self.reference)))
 
+    def _fit_score(self, model: onnx.ModelProto) -> tuple[float, float]:
+        """(task fidelity, -rel L2) on the fit-check samples: higher is better, rel L2 breaks ties."""
+        comparison = compare_outputs(self.fit_reference, OrtRunner(model).run_all(self.fit_check,
+                                                                                   list(self.reference)))
+        return fidelity(comparison), -comparison.worst_rel_l2
+
+    def _weights(self) -> dict[str, torch.Tensor]:
+        return {k: v.detach().clone() for k, v in self.student.params.items()}
+
     def run(self) -> RecoveryResult:
         start = time.perf_counter()
         before = self._judge(self.rewritten)
         history: list[Epoch] = []
+        best = (self._fit_score(self.rewritten), 0, self._weights())
         state = self._restore()
+        if state and state.get("best"):
+            best = (tuple(state["best"]["score"]), state["best"]["epoch"], state["best"]["params"])
         resumed = len(state["history"]) if state else 0
         history = [Epoch(**e) for e in state["history"]] if state else []
         stopped_by = "epochs" if self.settings.epochs is not None else "budget"
@@ -245,7 +274,7 @@ class Recovery:
                 p.requires_grad_(False)
             for p in params:
                 p.requires_grad_(True)
-            optimizer = _relative_adam(params, self.settings.lr * (3 if phase == "blocks" else 1))
+            optimizer = _relative_adam(params, self.settings.lr)
             done = [e for e in history if e.phase == phase]
             elapsed = sum(e.seconds for e in done)
             if state and state["phase"] == phase:
@@ -261,7 +290,7 @@ class Recovery:
                     if fraction >= 1.0:
                         break  # the time budget is spent (a step budget ends with the epoch)
                     for group in optimizer.param_groups:
-                        group["lr"] = group["base_lr"] * 0.5 * (1 + math.cos(math.pi * fraction))
+                        group["lr"] = group["base_lr"] * _schedule(fraction)
                     loss = self._loss(phase, self._feeds(index))
                     optimizer.zero_grad(set_to_none=True)
                     loss.backward()
@@ -272,17 +301,24 @@ class Recovery:
                         self.progress(label, min(int(100 * fraction), 99), 100)
                 epoch += 1
                 elapsed += time.perf_counter() - epoch_start
+                current = with_weights(self.rewritten, self.student)
+                score = self._fit_score(current)
                 record = Epoch(phase, epoch, float(np.mean(losses)) if losses else float("nan"),
-                               fidelity(self._judge(with_weights(self.rewritten, self.student))),
-                               time.perf_counter() - epoch_start)
+                               fidelity(self._judge(current)), time.perf_counter() - epoch_start, score[0])
                 history.append(record)
+                if score >= best[0]:
+                    best = (score, len(history), self._weights())
                 self.log(f"{label} epoch {epoch}{'/' + str(epochs) if epochs else ''}: loss {record.loss:.4g}, "
-                         f"held-out {record.fidelity:.2%}, {record.seconds:.1f} s")
-                self._save(phase, optimizer, history)
+                         f"fit {record.fit:.2%}, held-out {record.fidelity:.2%}, {record.seconds:.1f} s")
+                self._save(phase, optimizer, history, best)
             if seconds is not None and elapsed >= seconds and (epochs is None or epoch < epochs):
                 stopped_by = "time" if epochs is not None else "budget"
             if self.progress is not None:
                 self.progress(label, 100, 100)
+        self.student.params.load_state_dict(best[2])
+        if best[1] < len(history):
+            self.log(f"recover: writing the weights of epoch {best[1]} (best on the fit samples)"
+                     if best[1] else "recover: no epoch beat the input weights on the fit samples: keeping them")
         written = with_weights(self.rewritten, self.student)
         check_written_model(self.rewritten, written)
         check = check_against_torch(written, self.student, self.heldout)
@@ -290,15 +326,16 @@ class Recovery:
         if self.checkpoint is not None and self.checkpoint.exists():
             self.checkpoint.unlink()  # the output is written next: nothing left to resume
         return RecoveryResult(written, before, after, check, self.blocks, len(self.block_params), len(self.all_params),
-                              history, time.perf_counter() - start, stopped_by, resumed)
+                              history, time.perf_counter() - start, stopped_by, resumed, best[1])
 
     # -- checkpoints -----------------------------------------------------------------------------------
-    def _save(self, phase: str, optimizer: torch.optim.Optimizer, history: list[Epoch]) -> None:
+    def _save(self, phase: str, optimizer: torch.optim.Optimizer, history: list[Epoch], best: tuple) -> None:
         if self.checkpoint is None:
             return
         payload = {"key": self.key, "phase": phase, "params": self.student.params.state_dict(),
                    "optimizer": optimizer.state_dict(), "generator": self.generator.get_state(),
-                   "history": [asdict(e) for e in history]}
+                   "history": [asdict(e) for e in history],
+                   "best": {"score": list(best[0]), "epoch": best[1], "params": best[2]}}
         partial = self.checkpoint.with_name(self.checkpoint.name + ".partial")
         torch.save(payload, partial)
         partial.replace(self.checkpoint)
