@@ -61,8 +61,12 @@ def remove_stale_temporaries(target: Path) -> list[Path]:
 
 def umask_mode() -> int:
     """The mode a new regular file gets from the umask (0o666 minus its bits)."""
-    current = os.umask(0)
-    os.umask(current)
+    try:  # Linux says it without changing it (setting it to read it races with other threads)
+        with open("/proc/self/status", encoding="ascii") as status:
+            current = next(int(line.split()[1], 8) for line in status if line.startswith("Umask:"))
+    except (OSError, StopIteration, ValueError, IndexError):
+        current = os.umask(0)
+        os.umask(current)
     return 0o666 & ~current
 
 
