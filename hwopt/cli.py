@@ -258,6 +258,8 @@ def profile(
     seed: int = typer.Option(0, "--seed", help="seed of the sweep's sampling"),
     kinds: Optional[List[str]] = typer.Option(None, "--kind", help="only kernels of this kind, e.g. act "
                                               "(repeatable; applied before --count)"),
+    decisions: bool = typer.Option(False, "--decisions", help="instead of the sweep: the kernels the search's "
+                                   "single-site options write on the models (smallest first)"),
     input_shape: Optional[List[str]] = InputShapes,
     quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress"),
     executor: str = ExecutorOption,
@@ -302,7 +304,14 @@ def profile(
             raise HwoptError(f"--order {order!r}: choose one of {', '.join(ORDERS)}")
         get_backend(t)  # first: a missing backend is the first thing to say
         models = [load_canonical(m, _shapes(input_shape))[1] for m in from_models or []]
-        kernels = sweep(t.parallelism, models, examples=examples, seed=seed)
+        if decisions:
+            from hwopt.profile import _example_canonicals
+            from hwopt.search.decisions import decision_kernels
+
+            sources = (list(_example_canonicals()) if examples else []) + models
+            kernels = list(dict.fromkeys(k for m in sources for k in decision_kernels(m, t)))
+        else:
+            kernels = sweep(t.parallelism, models, examples=examples, seed=seed)
         if kinds:
             from hwopt.kernels import KINDS
 

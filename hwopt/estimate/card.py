@@ -26,6 +26,14 @@ def _md(card: dict) -> str:
             lines += ["", f"**Stale:** {acc['stale']}"]
     else:
         lines += ["## Accuracy", "", "Not measured yet: run `python -m bench.estimator_accuracy`."]
+    for key, title in (("decision_accuracy", "Decision accuracy: the sign of every single-site rewrite"),
+                       ("interval_coverage", "Intervals on real exports never measured")):
+        section = card.get(key)
+        if section:
+            lines += ["", f"## {title}", "", f"`{section.get('command', '')}`", ""]
+            lines += [str(line) for line in section.get("summary_lines", [])]
+            if section.get("stale"):
+                lines += ["", f"**Stale:** {section['stale']}"]
     lines += ["", "Full figures: `card.json`."]
     return "\n".join(lines) + "\n"
 

@@ -13,6 +13,13 @@
   are listed as free), exact parameter and peak activation bytes in the
   target's layout, accumulated off-chip traffic.
 
+- ``Estimator.interval(kernels)``: an 80% band per kernel (the regressor's
+  out-of-fold residual quantiles, widened by its extrapolation error where the
+  kernel lies outside the training table's range: flagged ``ood``); a model's
+  band is the sum of its kernels' lows and highs (one estimator's errors on one
+  model move together), and the kernels with the widest bands are named as
+  what drives it.
+
 A kernel whose kind the estimator never saw in training (or an ``unknown``
 op) is never counted as zero: it raises ``HwoptError`` naming the op, unless
 ``allow_fallback`` is set, in which case a roofline estimate is used and the
@@ -39,6 +46,12 @@ from hwopt.kernels import Kernel, Schedule, schedule
 from hwopt.targets import Target, load_target
 
 INDEX = "estimator.json"
+INTERVAL_LEVEL = 0.8  # the per-kernel band: 10th to 90th percentile of out-of-fold residuals
+# How the size features a kernel can lie outside the table's range are named to a user.
+OUTSIDE_NAMES = {"log_prior": "cycles", "log_macs": "MACs", "log_in_bytes": "input size", "log_out_bytes": "output size",
+                 "log_param_bytes": "weights", "out_h": "height", "out_w": "width", "kernel": "window",
+                 "stride": "stride"}
+FALLBACK_BAND = 3.0  # a roofline estimate's band: a factor of 3 either way (it has no held-out figure)
 
 
 @dataclass
@@ -50,6 +63,10 @@ class KernelEstimate:
     nodes: list[str]
     free: bool = False  # declared free by the target (views): 0 by definition, not by prediction
     fallback: bool = False  # roofline estimate, not the learned model
+    low_us: float | None = None  # the 80% band (None: an estimator trained without intervals)
+    high_us: float | None = None
+    ood: bool = False  # features outside the training table's range (band widened)
+    outside: list[str] = field(default_factory=list)  # which size features lie outside it
 
 
 @dataclass
@@ -63,9 +80,32 @@ class ModelEstimate:
     target: str = ""
     in_model_us: float = 0.0  # the part of latency_us that is the in-model term (0 without one)
     memory_basis: str = ""  # how param_bytes and peak_activation_bytes are counted
+    low_us: float | None = None  # the model's 80% band (None: the estimator has no intervals)
+    high_us: float | None = None
+
+    @property
+    def ood_kernels(self) -> list[KernelEstimate]:
+        return [k for k in self.per_kernel if k.ood]
+
+    def drivers(self, count: int = 3) -> list[KernelEstimate]:
+        """The kernels whose bands are widest: what the model's band mostly comes from."""
+        banded = [k for k in self.per_kernel if k.low_us is not None and k.high_us is not None and not k.free]
+        return sorted(banded, key=lambda k: -(k.high_us - k.low_us))[:count]
+
+    def interval_dict(self) -> dict | None:
+        """The band, the out-of-distribution kernels and the drivers, as the JSON outputs carry them."""
+        if self.low_us is None:
+            return None
+        width = max(self.high_us - self.low_us, 1e-12)
+        return {"level": INTERVAL_LEVEL, "low_us": self.low_us, "high_us": self.high_us,
+                "ood_kernels": len(self.ood_kernels),
+                "drivers": [{"kernel": k.description, "nodes": k.nodes[:3], "low_us": k.low_us, "high_us": k.high_us,
+                             "share_of_band": (k.high_us - k.low_us) / width, "ood": k.ood, "outside": k.outside}
+                            for k in self.drivers()]}
 
     def to_dict(self) -> dict:
         return {"target": self.target, "latency_us": self.latency_us, "in_model_us": self.in_model_us,
+                "latency_low_us": self.low_us, "latency_high_us": self.high_us, "interval": self.interval_dict(),
                 "param_bytes": self.param_bytes,
                 "peak_activation_bytes": self.peak_activation_bytes, "memory_basis": self.memory_basis,
                 "dram_bytes": self.dram_bytes,
@@ -140,6 +180,40 @@ class Estimator:
                                   count=len(kernels))
         return np.where(paid, self.in_model.scale * latency + self.in_model.per_kernel_us, 0.0) + conversions
 
+    def interval(self, kernels: Sequence[Kernel], allow_fallback: bool | None = None
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+        """Per kernel: the band's low and high latency (us, in-model term included) and the out-of-distribution
+        flag; None when the estimator was trained without intervals."""
+        if not any(g.ranges for g in self.latency.groups.values()):
+            return None
+        kernels = list(kernels)
+        isolated = self.predict(kernels, allow_fallback, isolated=True)
+        low, high = np.zeros(len(kernels)), np.zeros(len(kernels))
+        ood = np.zeros(len(kernels), dtype=bool)
+        learned = [i for i, k in enumerate(kernels) if k.kind not in self.free_kinds and self.scorable(k)]
+        other = [i for i, k in enumerate(kernels) if k.kind not in self.free_kinds and not self.scorable(k)]
+        if learned:
+            x = features([kernels[i] for i in learned], self.p, self.dtype_bytes)
+            lo, hi, flag = self.latency.interval_log(x, [kernels[i].kind for i in learned])
+            low[learned], high[learned] = isolated[learned] * np.exp(lo), isolated[learned] * np.exp(hi)
+            ood[learned] = flag
+        if other:  # the roofline: no held-out figure, a wide stated band, always out of distribution
+            low[other], high[other] = isolated[other] / FALLBACK_BAND, isolated[other] * FALLBACK_BAND
+            ood[other] = True
+        if self.in_model is not None:
+            paid = np.array([k.kind not in self.free_kinds for k in kernels])
+            conversions = np.array([self.in_model.conversion_us(k) for k in kernels])
+            low = np.where(paid, self.in_model.scale * low + self.in_model.per_kernel_us, 0.0) + conversions
+            high = np.where(paid, self.in_model.scale * high + self.in_model.per_kernel_us, 0.0) + conversions
+        return low, high, ood
+
+    def outside(self, kernel: Kernel) -> list[str]:
+        """Which size features of a kernel lie outside its group's training range."""
+        if not self.scorable(kernel) or kernel.kind in self.free_kinds:
+            return [] if kernel.kind in self.free_kinds else ["kind"]
+        columns = self.latency.outside_columns(features([kernel], self.p, self.dtype_bytes)[0], kernel.kind)
+        return [OUTSIDE_NAMES.get(c, c) for c in columns]
+
     def predict_dram(self, kernels: Sequence[Kernel], allow_fallback: bool | None = None) -> np.ndarray | None:
         """Off-chip traffic (bytes) of each kernel, or None where the target's backend does not measure it."""
         if self.dram is None:
@@ -168,21 +242,28 @@ class Estimator:
         latency = self.predict(kernels, allow_fallback)
         isolated = self.predict(kernels, allow_fallback, isolated=True) if self.in_model is not None else latency
         dram = self.predict_dram(kernels, allow_fallback)
+        band = self.interval(kernels, allow_fallback)
         per_kernel, fallbacks = [], []
         for i, sk in enumerate(sched.kernels):
             k = sk.kernel
             fallback = not self.scorable(k)
             if fallback:
                 fallbacks.append(f"{k.describe()} [{', '.join(sk.nodes)}]")
-            per_kernel.append(KernelEstimate(k.describe(), k.kind, float(latency[i]),
-                                             None if dram is None else float(dram[i]), sk.nodes,
-                                             free=k.kind in self.free_kinds, fallback=fallback))
+            estimate = KernelEstimate(k.describe(), k.kind, float(latency[i]), None if dram is None else float(dram[i]),
+                                      sk.nodes, free=k.kind in self.free_kinds, fallback=fallback)
+            if band is not None:
+                estimate.low_us, estimate.high_us = float(band[0][i]), float(band[1][i])
+                estimate.ood = bool(band[2][i])
+                estimate.outside = self.outside(k) if estimate.ood else []
+            per_kernel.append(estimate)
         return ModelEstimate(
             latency_us=float(latency.sum()), per_kernel=per_kernel,
             param_bytes=param_bytes(sched, self.p, self.dtype_bytes),
             peak_activation_bytes=peak_activation_bytes(sched, self.p, self.dtype_bytes),
             dram_bytes=None if dram is None else float(dram.sum()), fallbacks=fallbacks, target=self.target.name,
-            in_model_us=float(latency.sum() - isolated.sum()), memory_basis=basis(self.p, self.target.dtype))
+            in_model_us=float(latency.sum() - isolated.sum()), memory_basis=basis(self.p, self.target.dtype),
+            low_us=None if band is None else float(band[0].sum()),
+            high_us=None if band is None else float(band[1].sum()))
 
 
 def load_estimator(target: str | Path | Target = "npu32", folder: str | Path | None = None,

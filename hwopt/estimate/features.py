@@ -11,7 +11,18 @@ residual structure:
   ceil(Cin/g * k * kw / P), column folds ceil(Cout/g / P), their product per
   group, and ``fold_cycles`` = folds x (output pixels + P), a first-order
   cycle count of streaming every fold (what a systolic array spends);
-- vector-unit work for the other kinds (elements the lanes touch, window taps).
+- vector-unit work for the other kinds (elements the lanes touch, window taps);
+- ``log_prior``: the array's cycle count as a weight-stationary systolic
+  array spends it, folds x (output pixels + 3P fill/drain) plus, per mapped
+  layer (a depthwise conv maps one per channel), a set-up of PREFETCH_P x P
+  and the first input and weight tiles (up to TILE_P x P bytes each) loaded at
+  P/2 bytes per cycle; or, if longer, the bytes it streams at P per cycle
+  (the unfolded input per column fold unless it fits in a tile, partial
+  sums per row fold: what makes a dense conv at high resolution
+  memory-bound); plus the fused activation; the
+  vector-unit work for the other kinds. The regressors use it as an offset
+  with slope 1 (``regressor.py``), so a kernel larger than any in the table
+  is scaled by it rather than clamped to the largest one seen.
 
 Everything is computed vectorised over a batch of kernels (the search scores
 thousands of variants), as float64 columns named in ``FEATURES``.
@@ -37,7 +48,7 @@ FEATURES = (
     "dtype_bytes", "act_ops", "log_macs", "log_flops", "log_param_bytes", "log_in_bytes", "log_out_bytes",
     "log_bytes", "cin_steps", "cin_mod", "cout_steps", "cout_mod", "log_padded_macs", "log_padded_bytes",
     "row_folds", "col_folds", "log_folds", "log_fold_cycles", "log_vector_work", "log_pixels",
-    "pad_waste", "log_proxy", "log_proxy_fill4",
+    "pad_waste", "log_proxy", "log_proxy_fill4", "log_prior",
 )
 # First-order cycle model (in lanes-cycles: P elements or P bytes per cycle), the regressors' base:
 # array kinds: every fold streams the output pixels plus a fill/drain of FILL_P x P cycles, or the bytes
@@ -46,6 +57,10 @@ FEATURES = (
 # generic guesses (they made the npu32 per-kernel CV error 3-5x smaller); the learned parts correct them.
 FILL_P = 12
 LAUNCH_P = 2
+# The prior's set-up per mapped layer and the largest tile it loads first (on npu32's table these constants
+# leave a log residual of 0.13 against 0.27 for the plain fold count, and no trend with size).
+PREFETCH_P = 8
+TILE_P = 4096
 KIND_CODE = {kind: index for index, kind in enumerate(KINDS)}
 
 
@@ -109,6 +124,17 @@ def features(kernels: Sequence[Kernel], parallelism: int, dtype_bytes: int) -> n
         compute = np.where(array, folds * (pixels + fill * p), vector_work / p)
         proxies.append(np.maximum(compute, (in_bytes + out_bytes + param_bytes) / p)
                        + np.where(array, fused_act, LAUNCH_P * p))
+    sims = np.where(array, groups, 0.0)  # layers mapped onto the array: one per group
+    per_sim = np.maximum(sims, 1)
+    tiles = (np.minimum(in_bytes / per_sim, TILE_P * p) + np.minimum(param_bytes / per_sim, TILE_P * p)) / (p / 2)
+    # What the array streams through memory: the unfolded input once per column fold (once in all when
+    # the input fits in a tile), partial sums written once per row fold, the weights once.
+    rereads = np.where(in_bytes / per_sim > TILE_P * p, col_folds, 1.0)
+    streamed = np.where(array, sims * pixels * (per_group_in * win * rereads + per_group_out * row_folds) * db
+                        + param_bytes, in_bytes + out_bytes + param_bytes)
+    prior = (np.maximum(np.where(array, folds * (pixels + 3 * p) + sims * (PREFETCH_P * p + tiles), vector_work / p),
+                        streamed / p)
+             + np.where(array, fused_act, LAUNCH_P * p))
     log = np.log1p
     out = np.column_stack([
         col["kind"], cin, cout, col["h"], col["w"], col["out_h"], col["out_w"], col["kernel"], col["kw"],
@@ -117,7 +143,7 @@ def features(kernels: Sequence[Kernel], parallelism: int, dtype_bytes: int) -> n
         log(in_bytes + out_bytes + param_bytes), _ceil_div(cin, p), np.mod(cin, p), _ceil_div(cout, p),
         np.mod(cout, p), log(padded_macs), log(padded_bytes), row_folds, col_folds, log(folds),
         log(fold_cycles), log(vector_work), log(pixels), cin_pad * cout_pad / np.maximum(cin * cout, 1),
-        log(proxies[0]), log(proxies[1]),
+        log(proxies[0]), log(proxies[1]), log(prior),
     ])
     return out.astype(np.float64)
 
@@ -126,3 +152,5 @@ def features(kernels: Sequence[Kernel], parallelism: int, dtype_bytes: int) -> n
 # (npu32 prefers the cycle model alone, cpu the three; per group, cross-validation picks.)
 BASE_SETS = tuple(tuple(FEATURES.index(c) for c in columns)
                   for columns in (("log_proxy",), ("log_proxy", "log_bytes", "log_flops")))
+# A base with slope 1 on a prior (log latency = intercept + log prior): extrapolates as the prior does.
+OFFSET_BASES = (FEATURES.index("log_prior"),)

@@ -6,8 +6,21 @@ cannot extrapolate. So each group first fits a ridge regression of log
 latency on log work figures (one of ``features.BASE_SETS``, chosen by
 cross-validation), and an XGBoost regressor learns the
 residual in log space from every feature (the P staircase, folds, kind...).
+The candidate bases include an *offset* base: slope 1 on the prior
+(``features.OFFSET_BASES``), only the intercept fitted. The base is chosen by
+how the whole model extrapolates: trained on a group's smaller two thirds (by
+the prior), scored on its largest third, as the search scores kernels larger
+than any in the table (a ridge slope below 1, fitted where set-up costs
+dominate, under-predicts large kernels).
 Prediction = exp(base + trees). Groups: one per kernel kind with at least
 ``MIN_ROWS`` rows, and one shared group (kind is a feature) for the rest.
+
+Uncertainty: each group keeps the 10th and 90th percentiles of its
+out-of-fold log residuals (an 80% interval, conformal style: what the model
+missed by on rows it had not seen), the error it made extrapolating (the base
+choice's score), and the range of a few size columns over its training rows.
+A kernel outside those ranges is flagged out of distribution and its interval
+widened by the extrapolation error on both sides.
 
 Hyper-parameters come from a small seeded grid, scored by K-fold
 cross-validation (RMSE of log latency); the final model is refit on all
@@ -29,7 +42,7 @@ import xgboost as xgb
 
 from hwopt.atomic import atomic_write, atomic_write_text
 from hwopt.errors import HwoptError
-from hwopt.estimate.features import BASE_SETS, FEATURES, KIND_CODE
+from hwopt.estimate.features import BASE_SETS, FEATURES, KIND_CODE, OFFSET_BASES
 
 MIN_ROWS = 40
 MIN_CV_ROWS = MIN_ROWS  # fewer rows: 3-fold CV scores are noise; the most regularised grid point is used
@@ -40,17 +53,33 @@ SEED = 0
 RIDGE = 1e-3
 
 Progress = Callable[[str, int, int], None]
+QUANTILES = (0.1, 0.9)  # the per-kernel interval: an 80% band of out-of-fold residuals
+# Size columns whose training range defines "in distribution" (a kernel outside any of them is flagged).
+RANGE_COLUMNS = ("log_prior", "log_macs", "log_in_bytes", "log_out_bytes", "log_param_bytes", "out_h", "out_w",
+                 "kernel", "stride")
+EXTRAPOLATE = 2 / 3  # the base is chosen by training below this quantile of the prior, scoring above it
+# A base: (ridge columns, offset column or None).
+Base = tuple[tuple[int, ...], "int | None"]
+BASES: tuple[Base, ...] = tuple((b, None) for b in BASE_SETS) + tuple(((), o) for o in OFFSET_BASES)
 
 
 def _design(x: np.ndarray, base: Sequence[int]) -> np.ndarray:
     return np.column_stack([np.ones(len(x)), x[:, list(base)]])
 
 
-def _fit_base(x: np.ndarray, y: np.ndarray, base: Sequence[int]) -> np.ndarray:
+def _offset(x: np.ndarray, offset: int | None) -> np.ndarray:
+    return x[:, offset] if offset is not None else np.zeros(len(x))
+
+
+def _fit_base(x: np.ndarray, y: np.ndarray, base: Sequence[int], offset: int | None = None) -> np.ndarray:
     a = _design(x, base)
     penalty = RIDGE * len(x) * np.eye(a.shape[1])
     penalty[0, 0] = 0.0  # never shrink the intercept
-    return np.linalg.solve(a.T @ a + penalty, a.T @ y)
+    return np.linalg.solve(a.T @ a + penalty, a.T @ (y - _offset(x, offset)))
+
+
+def _base_value(x: np.ndarray, coef: np.ndarray, base: Sequence[int], offset: int | None) -> np.ndarray:
+    return _design(x, base) @ coef + _offset(x, offset)
 
 
 def _booster(params: dict, x: np.ndarray, y: np.ndarray) -> xgb.Booster:
@@ -63,16 +92,40 @@ def _booster(params: dict, x: np.ndarray, y: np.ndarray) -> xgb.Booster:
     return xgb.train(options, xgb.DMatrix(x, label=y), num_boost_round=params["n_estimators"])
 
 
-def _cv_rmse(params: dict, x: np.ndarray, y: np.ndarray, base: Sequence[int]) -> float:
+def _split_rmse(params: dict, x: np.ndarray, y: np.ndarray, base: Base, train: np.ndarray) -> np.ndarray:
+    columns, offset = base
+    test = ~train
+    coef = _fit_base(x[train], y[train], columns, offset)
+    model = _booster(params, x[train], y[train] - _base_value(x[train], coef, columns, offset))
+    return (model.inplace_predict(x[test]) + _base_value(x[test], coef, columns, offset) - y[test]) ** 2
+
+
+def _cv_rmse(params: dict, x: np.ndarray, y: np.ndarray, base: Base) -> float:
     folds = np.random.default_rng(SEED).permutation(len(x)) % FOLDS
-    errors = []
+    errors = [_split_rmse(params, x, y, base, folds != fold) for fold in range(FOLDS)]
+    return float(np.sqrt(np.mean(np.concatenate(errors))))
+
+
+def _oof_residuals(params: dict, x: np.ndarray, y: np.ndarray, base: Base) -> np.ndarray:
+    """Out-of-fold residuals (truth - prediction, log) of the chosen model."""
+    columns, offset = base
+    folds = np.random.default_rng(SEED + 1).permutation(len(x)) % FOLDS
+    out = np.empty(len(x))
     for fold in range(FOLDS):
         train, test = folds != fold, folds == fold
-        coef = _fit_base(x[train], y[train], base)
-        base_tr, base_te = _design(x[train], base) @ coef, _design(x[test], base) @ coef
-        model = _booster(params, x[train], y[train] - base_tr)
-        errors.append((model.inplace_predict(x[test]) + base_te - y[test]) ** 2)
-    return float(np.sqrt(np.mean(np.concatenate(errors))))
+        coef = _fit_base(x[train], y[train], columns, offset)
+        model = _booster(params, x[train], y[train] - _base_value(x[train], coef, columns, offset))
+        out[test] = y[test] - model.inplace_predict(x[test]) - _base_value(x[test], coef, columns, offset)
+    return out
+
+
+def _extrapolation_rmse(params: dict, x: np.ndarray, y: np.ndarray, base: Base) -> float:
+    """Trained on the smaller kernels (by the prior), scored on the largest ones."""
+    size = x[:, OFFSET_BASES[0]]
+    train = size <= np.quantile(size, EXTRAPOLATE)
+    if train.all() or not train.any():
+        return _cv_rmse(params, x, y, base)
+    return float(np.sqrt(np.mean(_split_rmse(params, x, y, base, train))))
 
 
 @dataclass
@@ -84,6 +137,10 @@ class Group:
     cv_rmse: float
     rows: int
     base_columns: tuple[int, ...] = ()
+    offset: int | None = None  # a column added to the base with slope 1
+    interval: tuple[float, float] = (0.0, 0.0)  # out-of-fold log residual quantiles (QUANTILES)
+    extrapolation: float = 0.0  # log RMSE trained on the smaller two thirds, scored on the largest third
+    ranges: dict[str, tuple[float, float]] = field(default_factory=dict)  # RANGE_COLUMNS' training range
 
 
 @dataclass
@@ -93,6 +150,8 @@ class KernelRegressor:
     groups: dict[str, Group] = field(default_factory=dict)
     kinds: list[str] = field(default_factory=list)  # kinds seen in training (the rest are refused)
     quantity: str = "latency_us"
+    # The columns of ``features()`` this model was trained on (an older model: a subset of today's).
+    columns: tuple[int, ...] = tuple(range(len(FEATURES)))
 
     def group_of(self, kind: str) -> str:
         return kind if kind in self.groups else SHARED
@@ -119,28 +178,67 @@ class KernelRegressor:
             if progress:
                 progress(f"training {quantity}", step, len(plan))
             if len(xs) >= MIN_CV_ROWS:
-                # The base's columns first (with the first grid point), then the grid with that base.
-                base = min(BASE_SETS, key=lambda b: _cv_rmse(combos[0], xs, ys, b))
+                # The base first, by how it extrapolates (with the first grid point), then the grid with it.
+                scored = {b: _extrapolation_rmse(combos[0], xs, ys, b) for b in BASES}
+                base = min(BASES, key=scored.__getitem__)
                 rmse, best = min((_cv_rmse(p, xs, ys, base), i) for i, p in enumerate(combos))
                 params = combos[best]
+                residuals = _oof_residuals(params, xs, ys, base)
+                spread = tuple(float(q) for q in np.quantile(residuals, QUANTILES))
+                extrapolation = scored[base]
             else:  # too few rows for CV figures to mean much: the smallest, most regularised model
-                base, rmse, params = BASE_SETS[0], float("nan"), {**combos[0], "n_estimators": 50}
-            coef = _fit_base(xs, ys, base)
-            model = _booster(params, xs, ys - _design(xs, base) @ coef)
-            out.groups[name] = Group(name, coef, model, params, rmse, int(mask.sum()), tuple(base))
+                base, rmse, params = BASES[0], float("nan"), {**combos[0], "n_estimators": 50}
+                spread, extrapolation = (-0.5, 0.5), 0.5  # no held-out figure: a wide, stated guess
+            columns, offset = base
+            coef = _fit_base(xs, ys, columns, offset)
+            model = _booster(params, xs, ys - _base_value(xs, coef, columns, offset))
+            ranges = {c: (float(xs[:, FEATURES.index(c)].min()), float(xs[:, FEATURES.index(c)].max()))
+                      for c in RANGE_COLUMNS}
+            out.groups[name] = Group(name, coef, model, params, rmse, int(mask.sum()), tuple(columns), offset,
+                                     spread, extrapolation, ranges)
         if progress:
             progress(f"training {quantity}", len(plan), len(plan))
         return out
 
     def predict(self, x: np.ndarray, kinds: Sequence[str]) -> np.ndarray:
         """Predictions for rows of known kinds (callers check ``kinds`` first)."""
+        return np.exp(self.predict_log(x, kinds))
+
+    def interval_log(self, x: np.ndarray, kinds: Sequence[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Per row: the interval's low and high log offsets from the prediction, and whether the row lies
+        outside its group's training range (then widened by the group's extrapolation error)."""
+        low, high, ood = np.zeros(len(x)), np.zeros(len(x)), np.zeros(len(x), dtype=bool)
+        kinds = np.asarray(kinds)
+        for name in {self.group_of(k) for k in kinds.tolist()}:
+            mask = np.array([self.group_of(k) == name for k in kinds.tolist()])
+            group = self.groups[name]
+            outside = np.zeros(int(mask.sum()), dtype=bool)
+            for column, (lo, hi) in group.ranges.items():
+                values = x[mask, FEATURES.index(column)]
+                outside |= (values < lo - 1e-9) | (values > hi + 1e-9)
+            widen = np.where(outside, group.extrapolation, 0.0)
+            low[mask] = group.interval[0] - widen
+            high[mask] = group.interval[1] + widen
+            ood[mask] = outside
+        return low, high, ood
+
+    def outside_columns(self, x_row: np.ndarray, kind: str) -> list[str]:
+        """The size columns of one row (``features`` layout) outside its group's training range."""
+        group = self.groups[self.group_of(kind)]
+        return [c for c, (lo, hi) in group.ranges.items()
+                if not lo - 1e-9 <= x_row[FEATURES.index(c)] <= hi + 1e-9]
+
+    def predict_log(self, x: np.ndarray, kinds: Sequence[str]) -> np.ndarray:
+        """Log of the predictions (the model's own scale)."""
+        if len(self.columns) != x.shape[1]:
+            x = x[:, list(self.columns)]
         out = np.empty(len(x))
         kinds = np.asarray(kinds)
         for name in {self.group_of(k) for k in kinds.tolist()}:
             mask = np.array([self.group_of(k) == name for k in kinds.tolist()])
             group = self.groups[name]
-            margin = group.booster.inplace_predict(x[mask]) + _design(x[mask], group.base_columns) @ group.base
-            out[mask] = np.exp(margin)
+            out[mask] = (group.booster.inplace_predict(x[mask])
+                         + _base_value(x[mask], group.base, group.base_columns, group.offset))
         return out
 
     # -- persistence -----------------------------------------------------------------------------
@@ -148,7 +246,8 @@ class KernelRegressor:
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         written = []
-        meta = {"format": "hwopt-kernel-regressor/1", "quantity": self.quantity, "features": list(FEATURES),
+        meta = {"format": "hwopt-kernel-regressor/1", "quantity": self.quantity,
+                "features": [FEATURES[i] for i in self.columns],
                 "kind_codes": KIND_CODE, "kinds": self.kinds, "groups": {}}
         for group in self.groups.values():
             path = folder / f"{name}.{group.name}.json"
@@ -156,9 +255,14 @@ class KernelRegressor:
             atomic_write(path, lambda handle, raw=raw: handle.write(raw))
             written.append(path)
             meta["groups"][group.name] = {"model": path.name, "base": group.base.tolist(),
-                                          "base_columns": [FEATURES[i] for i in group.base_columns],
+                                          "base_columns": [FEATURES[self.columns[i]] for i in group.base_columns],
+                                          **({"base_offset": FEATURES[self.columns[group.offset]]}
+                                             if group.offset is not None else {}),
                                           "params": group.params,
-                                          "cv_rmse_log": group.cv_rmse, "rows": group.rows}
+                                          "cv_rmse_log": group.cv_rmse, "rows": group.rows,
+                                          "interval_log": list(group.interval),
+                                          "extrapolation_rmse_log": group.extrapolation,
+                                          "ranges": {c: list(v) for c, v in group.ranges.items()}}
         index = folder / f"{name}.json"
         atomic_write_text(index, json.dumps(meta, indent=1, sort_keys=True) + "\n")
         return [index] + written
@@ -173,9 +277,12 @@ class KernelRegressor:
             raise HwoptError(f"{index}: no trained estimator here (train one with 'hwopt train')") from None
         except ValueError as exc:
             raise HwoptError(f"{index}: not an estimator index ({exc})") from None
-        if meta.get("features") != list(FEATURES):
+        names = meta.get("features") or []
+        if not names or not set(names) <= set(FEATURES):
             raise HwoptError(f"{index}: trained with other features than this hwopt version: retrain it")
-        out = cls(kinds=list(meta["kinds"]), quantity=meta["quantity"])
+        # A model trained before a feature was added reads its own columns.
+        out = cls(kinds=list(meta["kinds"]), quantity=meta["quantity"],
+                  columns=tuple(FEATURES.index(n) for n in names))
         for gname, g in meta["groups"].items():
             booster = xgb.Booster()
             try:
@@ -184,6 +291,9 @@ class KernelRegressor:
                 raise HwoptError(f"{folder / g['model']}: cannot load the XGBoost model ({exc})") from None
             booster.set_param({"nthread": 1})  # small batches: threads cost more than they save
             out.groups[gname] = Group(gname, np.asarray(g["base"], dtype=np.float64), booster, g["params"],
-                                      g["cv_rmse_log"], g["rows"],
-                                      tuple(FEATURES.index(c) for c in g["base_columns"]))
+                                      g["cv_rmse_log"], g["rows"], tuple(names.index(c) for c in g["base_columns"]),
+                                      names.index(g["base_offset"]) if g.get("base_offset") else None,
+                                      # An estimator trained before intervals: none (0, 0), no ranges.
+                                      tuple(g.get("interval_log", (0.0, 0.0))), g.get("extrapolation_rmse_log", 0.0),
+                                      {c: tuple(v) for c, v in g.get("ranges", {}).items()})
         return out

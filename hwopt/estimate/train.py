@@ -176,9 +176,10 @@ def train_estimator(measurements: Sequence[Measurement], target: Target, output:
             old = {}
         if "notes" in old and old.get("training", {}).get("rows") == len(rows):
             card["notes"] = old["notes"]
-        if "accuracy" in old:
-            card["accuracy"] = old["accuracy"]
-            if old.get("training", {}).get("rows") != len(rows):
-                card["accuracy"]["stale"] = "retrained on other data since these figures: rerun the bench"
+        for key in ("accuracy", "decision_accuracy", "interval_coverage"):
+            if key in old:
+                card[key] = old[key]
+                if old.get("training", {}).get("rows") != len(rows):
+                    card[key]["stale"] = "retrained on other data since these figures: rerun the bench"
     write_card(output, card)
     return card

@@ -43,10 +43,10 @@ class BackendCost:
 class EstimatorCost:
     """Latency from the target's trained per-kernel estimator."""
 
-    def __init__(self, target, allow_fallback: bool = False) -> None:
+    def __init__(self, target, allow_fallback: bool = False, folder=None) -> None:
         from hwopt.estimate import load_estimator  # type: ignore[import-not-found]
 
-        self.estimator = load_estimator(target, allow_fallback=allow_fallback)
+        self.estimator = load_estimator(target, folder, allow_fallback=allow_fallback)
         self.name = f"estimator ({target.name})"
 
     def predict(self, kernels: Sequence[Kernel]) -> np.ndarray:

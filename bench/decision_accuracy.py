@@ -1,0 +1,311 @@
+"""Decision accuracy: every single-site option the search can take, estimated change vs measured change.
+
+    python -m bench.decision_accuracy --target npu32 [--estimator DIR] [--models NAME,...] [--real PATH[:SHAPE] ...]
+                                      [--max-sim-cost UNITS] [--json OUT] [--card]
+
+For each model (the examples with search sites, the real exports in
+``tests/data``, ``build/trained_case/efficientnet_lite0.onnx`` when
+``bench/trained_case.py`` has built it, and any ``--real`` file), the default
+rule set's search space is built and every option of every site is taken
+alone on the original (``hwopt.search.decisions``): fuse / dense at each IBN
+block, dense at each depthwise conv, pad / trim / depth ratio at each channel
+group. The estimated change is the estimator's (what the search sees). The
+measured change:
+
+- npu32 (a sum of emulated kernels): only the kernels the decision changes are
+  measured, before and after, by the SCALE-Sim backend (its per-layer disk
+  cache makes re-runs free; kernels already in the target's measurements
+  table are read from it: the same backend and settings). A decision whose
+  new kernels are not cached and would cost more than ``--max-sim-cost``
+  (``hwopt.backends.scalesim.simulation_cost`` units: ~2.5 us of emulation
+  each on this machine) is counted as unmeasured, never guessed.
+- cpu: each decision is materialised (``apply_steps``) and both models are timed
+  end to end (``hwopt measure``), cached by the variant's canonical graph in
+  ``--work``. Timings move with the host's load: read cpu figures from a quiet
+  machine only.
+
+Figures, over measured decisions: the share whose sign is right (a decision
+whose measured change is within 0.2% of the model counts as right either way:
+taking it or not changes the model by at most that), the same on the
+decisions that matter (measured |change| > 2% of the model), and the error of
+the change on those (in % of the model, and relative to the measured change).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from hwopt.errors import HwoptError  # noqa: E402
+
+NEGLIGIBLE = 0.002  # |measured change| / model below this: either choice is fine
+MATTERS = 0.02  # |measured change| / model above this: the decisions the error is reported on
+REAL_SHAPES = {"ch_ppocr_mobile_v2.0_cls_infer": ["x=1x3x48x192"]}
+TRAINED_CASE = ROOT / "build" / "trained_case" / "efficientnet_lite0.onnx"
+
+
+@dataclass
+class Row:
+    model: str
+    site: str
+    rule: str
+    option: str
+    exact: bool
+    estimated_us: float
+    measured_us: float | None
+    model_us: float  # the original model's measured latency (npu32: its kernels summed)
+    kernels: list[str] = field(default_factory=list)  # the decision's new kernels (descriptions)
+
+    @property
+    def measured(self) -> bool:
+        return self.measured_us is not None
+
+    def sign_right(self) -> bool:
+        assert self.measured_us is not None
+        if abs(self.measured_us) <= NEGLIGIBLE * self.model_us:
+            return True
+        return np.sign(self.estimated_us) == np.sign(self.measured_us)
+
+    def matters(self) -> bool:
+        return self.measured_us is not None and abs(self.measured_us) > MATTERS * self.model_us
+
+
+class KernelTruth:
+    """npu32 kernel latencies: the measurements table, else the backend (disk-cached), within a cost budget."""
+
+    def __init__(self, target, max_cost: float) -> None:
+        from hwopt.backends import get_backend
+        from hwopt.backends.base import read_table
+
+        self.backend = get_backend(target)
+        table = target.folder / "measurements.csv.gz"
+        self.known = {m.kernel: m.latency_us for m in read_table(table)} if table.exists() else {}
+        self.max_cost = max_cost
+
+    def affordable(self, kernels) -> bool:
+        from hwopt.backends.scalesim import ARRAY_KINDS, layer_for, simulation_cost
+
+        for k in kernels:
+            if k in self.known or k.kind not in ARRAY_KINDS:
+                continue
+            if self.backend._cached(layer_for(k)[0]) is None and simulation_cost(k) > self.max_cost:
+                return False
+        return True
+
+    def latency(self, kernels) -> list[float]:
+        todo = [k for k in dict.fromkeys(kernels) if k not in self.known]
+        if todo:
+            self.known.update((m.kernel, m.latency_us) for m in self.backend.measure(todo))
+        return [self.known[k] for k in kernels]
+
+
+def model_list(names: list[str] | None, real: list[str], work: Path) -> list[tuple[str, Path, list[str]]]:
+    from examples.build import build_example
+    from hwopt.profile import example_names
+
+    out = [(n, build_example(n, work / "examples"), []) for n in (names or example_names())]
+    if names is None:
+        for path in sorted((ROOT / "tests" / "data").glob("*.onnx")):
+            out.append((path.stem, path, REAL_SHAPES.get(path.stem, [])))
+        if TRAINED_CASE.exists():
+            out.append(("trained_case_efficientnet_lite0", TRAINED_CASE, []))
+    for spec in real:
+        path, _, shape = spec.partition(":")
+        out.append((Path(path).stem, Path(path), [shape] if shape else []))
+    return out
+
+
+def decisions_of(path: Path, shapes: list[str], target, estimator_folder: Path | None):
+    from hwopt.canonicalize import load_canonical
+    from hwopt.modelio import InputShape
+    from hwopt.search.config import default_rules_path, load_search_file
+    from hwopt.search.cost import EstimatorCost
+    from hwopt.search.decisions import site_decisions
+    from hwopt.search.space import build_space
+    from hwopt.search.variants import VariantModel
+    from hwopt.sites import Analysis
+
+    original, canonical, _ = load_canonical(path, [InputShape.parse(s) for s in shapes])
+    config = load_search_file(default_rules_path())
+    analysis = Analysis(canonical)
+    space = build_space(analysis, config, config.p or target.parallelism)
+    cost = EstimatorCost(target, folder=estimator_folder)
+    vm = VariantModel(analysis, space, target.fusion, target.dtype_bytes, cost)
+    return original, canonical, space, vm, site_decisions(space, vm)
+
+
+def measure_npu32(name, path, shapes, target, truth: KernelTruth, estimator_folder) -> list[Row]:
+    _, _, space, vm, found = decisions_of(path, shapes, target, estimator_folder)
+    if not found:
+        return []
+    base = [k for k in vm.kernels(space.baseline) if k is not None]
+    # The scale of "% of the model": the measured original, else (its kernels too costly to emulate) the estimate.
+    if truth.affordable(base):
+        model_us = float(sum(truth.latency(base)))
+    else:
+        model_us = float(vm.latency(np.array([space.baseline]))[0])
+        print(f"  {name}: original not emulated (too costly): percentages are of its estimate")
+    rows = []
+    for d in found:
+        measured = None
+        if truth.affordable(d.after + d.before):
+            measured = float(sum(truth.latency(list(d.after))) - sum(truth.latency(list(d.before))))
+        rows.append(Row(name, d.site, d.rule, d.option, d.exact, d.estimated_us, measured, model_us,
+                        [k.describe() for k in d.after]))
+    return rows
+
+
+def measure_cpu(name, path, shapes, target, work: Path, estimator_folder) -> list[Row]:
+    """Each decision materialised and timed end to end (cached by canonical graph)."""
+    from hwopt.apply import apply_steps
+    from hwopt.backends import model_measurer
+    from hwopt.calibration import random_inputs
+
+    original, canonical, space, vm, found = decisions_of(path, shapes, target, estimator_folder)
+    if not found:
+        return []
+    cache_path = work / "decision_cpu.json"
+    cache = json.loads(cache_path.read_text()) if cache_path.exists() else {}
+    measurer = model_measurer(target)
+
+    def timed(model) -> float:
+        key = hashlib.sha256(model.SerializeToString()).hexdigest()[:24]
+        if key not in cache:
+            cache[key] = float(measurer(model, target).latency_us)
+            cache_path.write_text(json.dumps(cache, indent=1, sort_keys=True))
+        return cache[key]
+
+    model_us = timed(canonical)
+    calib, evaluation = random_inputs(original, 8, 0), random_inputs(original, 2, 1)
+    rows = []
+    for d in found:
+        try:
+            result = apply_steps(original, canonical, space.steps(d.decisions), calib, evaluation)
+            measured = timed(result.model) - model_us
+        except HwoptError as exc:
+            print(f"  {name} {d.label}: not materialised ({exc})")
+            measured = None
+        rows.append(Row(name, d.site, d.rule, d.option, d.exact, d.estimated_us, measured, model_us,
+                        [k.describe() for k in d.after]))
+    return rows
+
+
+def figures(rows: list[Row]) -> dict:
+    measured = [r for r in rows if r.measured]
+    matters = [r for r in measured if r.matters()]
+    out = {"decisions": len(rows), "measured": len(measured), "unmeasured": len(rows) - len(measured),
+           "sign_right": float(np.mean([r.sign_right() for r in measured])) if measured else float("nan"),
+           "negligible": sum(abs(r.measured_us) <= NEGLIGIBLE * r.model_us for r in measured),
+           "matters": len(matters),
+           "sign_right_matters": float(np.mean([r.sign_right() for r in matters])) if matters else float("nan")}
+    if matters:
+        err = np.array([abs(r.estimated_us - r.measured_us) / r.model_us * 100 for r in matters])
+        rel = np.array([abs(r.estimated_us - r.measured_us) / abs(r.measured_us) * 100 for r in matters])
+        out.update({"abs_error_pct_of_model_median": float(np.median(err)),
+                    "abs_error_pct_of_model_p90": float(np.percentile(err, 90)),
+                    "rel_error_pct_median": float(np.median(rel)), "rel_error_pct_p90": float(np.percentile(rel, 90))})
+    return out
+
+
+def summary_lines(target: str, per_model: dict[str, dict], total: dict, note: str) -> list[str]:
+    def pct(x):
+        return "-" if x != x else f"{100 * x:.0f}%"
+
+    lines = [f"- every single-site option of the default rule set (fuse / dense / pad / trim / depth ratio), taken "
+             f"alone on the original: estimated vs measured change of the model's latency ({note})",
+             f"- a sign counts as right when it agrees, or when the measured change is within "
+             f"{100 * NEGLIGIBLE:.1f}% of the model; 'matter': measured |change| > {100 * MATTERS:.0f}% of the model",
+             "", "| model | decisions | measured | sign right | matter | sign right (matter) | |error| % of model "
+             "(median / p90, matter) |", "|---|---|---|---|---|---|---|"]
+    for name, f in list(per_model.items()) + [("**all**", total)]:
+        err = (f"{f['abs_error_pct_of_model_median']:.2f} / {f['abs_error_pct_of_model_p90']:.2f}"
+               if "abs_error_pct_of_model_median" in f else "-")
+        lines.append(f"| {name} | {f['decisions']} | {f['measured']} | {pct(f['sign_right'])} | {f['matters']} | "
+                     f"{pct(f['sign_right_matters'])} | {err} |")
+    return lines
+
+
+def main() -> int:
+    from rich.console import Console
+
+    from hwopt.targets import load_target
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--target", default="npu32")
+    parser.add_argument("--estimator", type=Path, default=None, help="estimator folder (default: the target's)")
+    parser.add_argument("--models", default=None, help="example names (default: all, plus the real exports)")
+    parser.add_argument("--real", action="append", default=[], help="a real export PATH[:NAME=1x3xHxW]")
+    parser.add_argument("--max-sim-cost", type=float, default=2e7,
+                        help="npu32: largest uncached kernel to emulate (simulation_cost units)")
+    parser.add_argument("--work", type=Path, default=ROOT / "build" / "decision_accuracy")
+    parser.add_argument("--json", type=Path, default=None, help="write every decision as JSON")
+    parser.add_argument("--card", action="store_true", help="write the figures into the target's card")
+    parser.add_argument("--worst", type=int, default=12, help="print the worst decisions")
+    args = parser.parse_args()
+    target = load_target(args.target)
+    args.work.mkdir(parents=True, exist_ok=True)
+    names = args.models.split(",") if args.models else None
+    truth = KernelTruth(target, args.max_sim_cost) if target.backend == "scalesim" else None
+    rows: list[Row] = []
+    start = time.perf_counter()
+    for name, path, shapes in model_list(names, args.real, args.work):
+        t0 = time.perf_counter()
+        try:
+            if truth is not None:
+                found = measure_npu32(name, path, shapes, target, truth, args.estimator)
+            else:
+                found = measure_cpu(name, path, shapes, target, args.work, args.estimator)
+        except HwoptError as exc:
+            print(f"{name}: skipped ({exc})")
+            continue
+        rows += found
+        if found:
+            f = figures(found)
+            print(f"{name:48s} {f['measured']:3d}/{f['decisions']:3d} measured  sign right "
+                  f"{100 * f['sign_right']:5.1f}%  matter {f['matters']:3d}  ({time.perf_counter() - t0:.0f} s)",
+                  flush=True)
+    per_model = {}
+    for name in dict.fromkeys(r.model for r in rows):
+        per_model[name] = figures([r for r in rows if r.model == name])
+    total = figures(rows)
+    note = ("npu32: the changed kernels emulated by SCALE-Sim" if truth is not None else
+            "cpu: each variant timed end to end by onnxruntime on a shared host: noisy")
+    lines = summary_lines(target.name, per_model, total, note)
+    console = Console(width=250)
+    for line in lines:
+        console.print(line, markup=False, highlight=False)
+    wrong = sorted((r for r in rows if r.measured and not r.sign_right()),
+                   key=lambda r: -abs(r.measured_us - r.estimated_us))
+    if wrong:
+        console.print(f"\nwrong sign ({len(wrong)}), largest error first:", markup=False)
+        for r in wrong[:args.worst]:
+            console.print(f"  {r.model} {r.site}: {r.option}  estimated {100 * r.estimated_us / r.model_us:+.2f}%  "
+                          f"measured {100 * r.measured_us / r.model_us:+.2f}%  new kernels: "
+                          f"{'; '.join(r.kernels[:3])}", markup=False, highlight=False)
+    console.print(f"{time.perf_counter() - start:.0f} s", markup=False)
+    if args.json:
+        args.json.write_text(json.dumps({"target": target.name, "figures": total, "per_model": per_model,
+                                         "rows": [vars(r) for r in rows]}, indent=1, default=float))
+    if args.card:
+        from hwopt.estimate.card import read_card, write_card
+
+        folder = args.estimator or target.folder
+        card = read_card(folder)
+        card["decision_accuracy"] = {"figures": total, "per_model": per_model, "summary_lines": lines,
+                                     "command": "python -m bench.decision_accuracy --target " + target.name}
+        write_card(folder, card)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,108 @@
+"""Interval coverage: does each estimate's 80% band hold the measured latency of real exports it never saw?
+
+    python -m bench.interval_coverage --target npu32 [--estimator DIR] [--real PATH[:NAME=1x3xHxW] ...] [--card]
+
+Models: the real exports in ``tests/data`` (torch dynamo, paddle2onnx,
+tflite2onnx), ``build/trained_case/efficientnet_lite0.onnx`` when built, and
+any ``--real`` file. None of their kernels was measured into the table. For
+each: the estimate with its band (``Estimator.estimate``), the measurement
+(``hwopt measure``: npu32 sums every kernel emulated by SCALE-Sim, cached in
+``--work``), whether the band covers it, the out-of-distribution kernels and
+the kernels that drive the band. Also the FLOPs-proportional baseline's error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bench.decision_accuracy import REAL_SHAPES, TRAINED_CASE  # noqa: E402
+
+
+def real_models(extra: list[str]) -> list[tuple[str, Path, list[str]]]:
+    out = [(p.stem, p, REAL_SHAPES.get(p.stem, [])) for p in sorted((ROOT / "tests" / "data").glob("*.onnx"))]
+    if TRAINED_CASE.exists():
+        out.append(("trained_case_efficientnet_lite0", TRAINED_CASE, []))
+    for spec in extra:
+        path, _, shape = spec.partition(":")
+        out.append((Path(path).stem, Path(path), [shape] if shape else []))
+    return out
+
+
+def main() -> int:
+    from hwopt.backends import model_measurer
+    from hwopt.backends.base import read_table
+    from hwopt.canonicalize import load_canonical
+    from hwopt.estimate import load_estimator
+    from hwopt.estimate.card import read_card, write_card
+    from hwopt.kernels import schedule
+    from hwopt.modelio import InputShape
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--target", default="npu32")
+    parser.add_argument("--estimator", type=Path, default=None)
+    parser.add_argument("--real", action="append", default=[])
+    parser.add_argument("--work", type=Path, default=ROOT / "build" / "interval_coverage")
+    parser.add_argument("--card", action="store_true", help="write the figures into the estimator's card")
+    args = parser.parse_args()
+    est = load_estimator(args.target, args.estimator)
+    target = est.target
+    args.work.mkdir(parents=True, exist_ok=True)
+    cache_path = args.work / f"measured_{target.name}.json"
+    cache = json.loads(cache_path.read_text()) if cache_path.exists() else {}
+    table = read_table(target.folder / "measurements.csv.gz")
+    flops_per_us = (sum(m.kernel.flops ** 2 for m in table)
+                    / sum(m.kernel.flops * m.latency_us for m in table))
+    rows = []
+    for name, path, shapes in real_models(args.real):
+        _, canonical, _ = load_canonical(path, [InputShape.parse(s) for s in shapes])
+        sched = schedule(canonical, target.fusion)
+        e = est.estimate(sched, allow_fallback=True)
+        key = f"{name}:{':'.join(shapes)}:{repr([sk.kernel for sk in sched.kernels]).__hash__() & 0xffffffff:x}"
+        if key not in cache:
+            cache[key] = float(model_measurer(target)(canonical, target).latency_us)
+            cache_path.write_text(json.dumps(cache, indent=1, sort_keys=True))
+        measured = cache[key]
+        flops = sum(sk.kernel.flops for sk in sched.kernels) / flops_per_us
+        covered = e.low_us is not None and e.low_us <= measured <= e.high_us
+        drivers = ", ".join(k.description + (" [ood]" if k.ood else "") for k in e.drivers(2))
+        rows.append({"model": name, "measured_us": measured, "estimate_us": e.latency_us, "low_us": e.low_us,
+                     "high_us": e.high_us, "covered": covered, "ood_kernels": len(e.ood_kernels),
+                     "kernels": len(e.per_kernel), "flops_baseline_us": flops, "drivers": drivers})
+        band = "no band" if e.low_us is None else f"[{e.low_us / 1000:.3f}, {e.high_us / 1000:.3f}]"
+        print(f"{name:50s} measured {measured / 1000:8.3f} ms  estimate {e.latency_us / 1000:8.3f} "
+              f"({e.latency_us / measured - 1:+6.1%}) band {band} {'covered' if covered else 'MISSED'}  "
+              f"ood {len(e.ood_kernels)}/{len(e.per_kernel)}  flops-baseline {flops / measured - 1:+.0%}  "
+              f"drivers: {drivers}", flush=True)
+    err = np.array([r["estimate_us"] / r["measured_us"] - 1 for r in rows])
+    base = np.array([r["flops_baseline_us"] / r["measured_us"] - 1 for r in rows])
+    coverage = float(np.mean([r["covered"] for r in rows]))
+    lines = [f"- {len(rows)} real exports never measured into the table (torch dynamo, paddle2onnx, tflite2onnx): "
+             f"the 80% band covers the measured latency on {sum(r['covered'] for r in rows)} of {len(rows)} "
+             f"({100 * coverage:.0f}%); within 10%: {100 * np.mean(np.abs(err) <= 0.10):.0f}% "
+             f"(FLOPs baseline {100 * np.mean(np.abs(base) <= 0.10):.0f}%); median |error| "
+             f"{100 * np.median(np.abs(err)):.1f}% (FLOPs baseline {100 * np.median(np.abs(base)):.1f}%)"]
+    lines += [f"  - {r['model']}: measured {r['measured_us'] / 1000:.3f} ms, estimate {r['estimate_us'] / 1000:.3f} "
+              f"({r['estimate_us'] / r['measured_us'] - 1:+.1%}), band "
+              + ("none" if r["low_us"] is None else f"{r['low_us'] / 1000:.3f}-{r['high_us'] / 1000:.3f}")
+              + f" ({'covers' if r['covered'] else 'misses'}), {r['ood_kernels']} of {r['kernels']} kernels "
+              f"out of distribution" for r in rows]
+    print("\n".join(lines))
+    if args.card:
+        folder = args.estimator or target.folder
+        card = read_card(folder)
+        card["interval_coverage"] = {"coverage": coverage, "models": rows, "summary_lines": lines,
+                                     "command": f"python -m bench.interval_coverage --target {target.name}"}
+        write_card(folder, card)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
