@@ -476,6 +476,9 @@ def optimize(
                                        "instead (an id like p3; same model, rules, target and --seed)"),
     as_json: bool = typer.Option(False, "--json", help="print the report as JSON (schema hwopt.optimize/1)"),
     measure: bool = typer.Option(False, "--measure", help="also measure each compared variant on the target"),
+    measure_finalists: Optional[bool] = typer.Option(None, "--measure-finalists/--no-measure-finalists",
+                                                     help="time every finalist on the target and keep the fastest "
+                                                     "measured (default: on cpu, where measuring is local and cheap)"),
     compare: bool = typer.Option(True, "--compare/--no-compare", help="materialise each rule-alone row too "
                                  "(its output deviation and measured latency; --no-compare: estimates only)"),
     input_shape: Optional[List[str]] = InputShapes,
@@ -561,6 +564,7 @@ def optimize(
                 model, target_name=target, rules_path=rules_file, input_shapes=_shapes(input_shape),
                 budgets=budgets, strategy=strategy, cost=cost, exact_only=exact_only, seed=seed,
                 finalists=finalists, compare_rules=compare, calibration_sets=inputs, measure=measure,
+                measure_finalists=measure_finalists,
                 progress=progress, pick=pick, allow_fallback=allow_fallback,
             )
         if best_model is not None:

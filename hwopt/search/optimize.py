@@ -49,6 +49,7 @@ class Candidate:
     deviation: float | None = None  # worst relative L2 over the outputs vs the original
     measured_us: float | None = None
     note: str = ""
+    band: dict | None = None  # the estimate's 80% band and what drives it (hwopt.estimate), where it has one
 
     @property
     def metrics(self):
@@ -77,6 +78,42 @@ class OptimizeResult:
 def _figures(vm: VariantModel, decisions: tuple[int, ...]) -> dict[str, float]:
     raw = vm.evaluate(np.array([decisions]))
     return {k: float(v[0]) for k, v in raw.items()}
+
+
+def _band(cost_model, vm: VariantModel, decisions: tuple[int, ...]) -> dict | None:
+    """The estimate's 80% band over the variant's kernels (None: the cost model has no intervals)."""
+    estimator = getattr(cost_model, "estimator", None)
+    kernels = [k for k in vm.kernels(decisions) if k is not None]
+    band = estimator.interval(kernels) if estimator is not None else None
+    if band is None:
+        return None
+    low, high, ood = band
+    widest = np.argsort(-(high - low))[:3]
+    return {"level": 0.8, "low_us": float(low.sum()), "high_us": float(high.sum()), "ood_kernels": int(ood.sum()),
+            "drivers": [{"kernel": kernels[i].describe(), "low_us": float(low[i]), "high_us": float(high[i]),
+                         "ood": bool(ood[i])} for i in widest]}
+
+
+def _measure_finalists(ranked: list[Candidate], best: Candidate, canonical, target, accept
+                       ) -> tuple[Candidate, float]:
+    """Materialise every finalist within the budgets, time them and the original on the target: (the fastest
+    measured, the original's time). The estimate only ranked them."""
+    from hwopt.backends import model_measurer
+
+    measurer = model_measurer(target)
+    timed = []
+    for cand in ranked:
+        if cand is best or (cand.result is None and accept(cand)) or (cand.result is not None and not cand.note):
+            cand.measured_us = float(measurer(cand.result.model, target).latency_us)
+            timed.append(cand)
+    original_us = float(measurer(canonical, target).latency_us)
+    fastest = min(timed, key=lambda c: c.measured_us)
+    order = sorted(timed, key=lambda c: c.figures["latency_us"])
+    for cand in timed:
+        cand.note = (cand.note + "; " if cand.note else "") + (
+            f"measured {cand.measured_us / 1000:.3f} ms (original {original_us / 1000:.3f} ms), "
+            f"estimate ranked it {order.index(cand) + 1} of {len(timed)}")
+    return fastest, original_us
 
 
 def rule_alone(space: Space, vm: VariantModel, rule: str) -> tuple[int, ...]:
@@ -190,9 +227,12 @@ def optimize(
     progress: Progress | None = None,
     pick: str | None = None,
     allow_fallback: bool = False,
+    measure_finalists: bool | None = None,
 ) -> tuple[OptimizeResult, onnx.ModelProto | None]:
     """``pick``: a Pareto id of an earlier report (``p3``; same model, rule set, target and seed) to
-    materialise and write instead of the fastest variant within the budgets."""
+    materialise and write instead of the fastest variant within the budgets. ``measure_finalists``: time
+    every finalist on the target and keep the fastest measured (default: where the target is measured
+    locally and cheaply, onnxruntime)."""
     timings: dict[str, float] = {}
     start = time.perf_counter()
     target = load_target(target_name)
@@ -222,7 +262,8 @@ def optimize(
 
     def candidate(label: str, decisions) -> Candidate:
         decisions = tuple(int(x) for x in decisions)
-        return Candidate(label, decisions, _figures(vm, decisions), space.steps(decisions), space.is_exact(decisions))
+        return Candidate(label, decisions, _figures(vm, decisions), space.steps(decisions), space.is_exact(decisions),
+                         band=_band(cost_model, vm, decisions))
 
     if calibration_sets is None:  # from Python without inputs: seeded random ones, as the CLI does
         from functools import partial
@@ -291,6 +332,18 @@ def optimize(
         failure = [f"no variant within the other budgets keeps the output deviation {limit}: {len(ranked)} "
                    f"materialised (fastest first, then with fewer inexact rules) deviate by {devs}; try calibration "
                    f"data (--calibration), or --exact-only"]
+    if measure_finalists is None:
+        measure_finalists = target.backend == "onnxruntime"
+    if best is not None and measure_finalists and pick is None and len(ranked) > 1:
+        best, original_us = _measure_finalists(ranked, best, canonical, target, lambda c: _accept(
+            c, budgets, original, canonical, calibration, evaluation, seed, progress, shared))
+        if best.measured_us >= original_us:  # nothing is faster for real: keep the original, and say so
+            slower = best
+            best = candidate("best", space.baseline)
+            _materialise(best, original, canonical, calibration, evaluation, seed, progress, shared)
+            best.measured_us = original_us
+            best.note = (f"the original is kept: no finalist measured faster (fastest {slower.measured_us / 1000:.3f}"
+                         f" ms vs {original_us / 1000:.3f} ms)")
     if best is not None:
         best.label = "best"
     timings["materialise"] = time.perf_counter() - t0
@@ -314,8 +367,8 @@ def optimize(
 
         measurer = model_measurer(target)
         for row in side:
-            if row.result is None and row.steps:
-                continue  # not materialised (see --compare)
+            if (row.result is None and row.steps) or row.measured_us is not None:
+                continue  # not materialised (see --compare), or measured already
             model = row.result.model if row.result is not None else canonical
             row.measured_us = float(getattr(measurer(model, target), "latency_us"))
     timings["compare"] = time.perf_counter() - t0 - timings["materialise"]

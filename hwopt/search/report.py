@@ -43,6 +43,9 @@ def variant_dict(row: Candidate, baseline: Candidate) -> dict[str, Any]:
         "latency_us": f["latency_us"],
         "latency_change": f["latency_us"] / baseline.figures["latency_us"] - 1.0,
         "measured_latency_us": row.measured_us,
+        "latency_low_us": row.band["low_us"] if row.band else None,  # the estimate's 80% band
+        "latency_high_us": row.band["high_us"] if row.band else None,
+        "interval": row.band,
         "params": int(f["params"]),
         "flops": int(f["flops"]),
         "peak_activation_bytes": int(f["peak_activation_bytes"]),
@@ -145,7 +148,9 @@ def to_dict(result: OptimizeResult, output: Path | None, rules_out: Path | None,
         "decisions": all_decisions,
         "fine_tuning": fine_tuning(all_decisions),
         "finalists": [{"label": c.label, "latency_us": c.figures["latency_us"], "deviation": c.deviation,
-                       "rules": [s.label() for s in c.steps], "note": c.note}
+                       "rules": [s.label() for s in c.steps], "note": c.note, "measured_latency_us": c.measured_us,
+                       "latency_low_us": c.band["low_us"] if c.band else None,
+                       "latency_high_us": c.band["high_us"] if c.band else None}
                       for c in result.finalists],
         "run": run or {},
         "memory_basis": basis(result.space.p, result.target.dtype),
@@ -168,11 +173,16 @@ def _tables(doc: dict[str, Any]) -> list[tuple[str, list[str], list[list[str]]]]
     """(title, header, rows) of every section, shared by the terminal and Markdown renderings."""
     measured = any(v["measured_latency_us"] is not None for v in doc["variants"])
     notes = any(v["note"] for v in doc["variants"])
-    header = ["variant", "est. latency", "vs baseline"] + (["measured"] if measured else []) + [
+    banded = any(v.get("latency_low_us") is not None for v in doc["variants"])
+    header = ["variant", "est. latency", "vs baseline"] + (["80% band"] if banded else []) + (
+        ["measured"] if measured else []) + [
         "params", "peak act.", "memory", "FLOPs", "deviation (rel L2)", "exact"] + (["note"] if notes else [])
     rows = []
     for v in doc["variants"]:
+        band = (f"{_fmt(v['latency_low_us'], 'us')} - {_fmt(v['latency_high_us'], 'us')}"
+                if v.get("latency_low_us") is not None else "-")
         rows.append([v["label"], _fmt(v["latency_us"], "us"), f"{v['latency_change']:+.1%}"]
+                    + ([band] if banded else [])
                     + ([_fmt(v["measured_latency_us"], "us")] if measured else [])
                     + [_fmt(v["params"], "count"), _fmt(v["peak_activation_bytes"], "bytes"),
                        _fmt(v["memory_bytes"], "bytes"), _fmt(v["flops"], "count"), _fmt(v["deviation"], "dev"),
