@@ -108,3 +108,17 @@ def test_estimate_band_and_out_of_distribution_flag(npu32):
     assert "height" in est.outside(outside)
     predicted = est.predict([inside, outside])
     assert high[1] / predicted[1] > high[0] / predicted[0]
+
+
+def test_optimize_measures_its_finalists_and_keeps_the_fastest_measured(tmp_path):
+    """npu32 (deterministic emulation): every finalist within the budgets is timed; the kept one is the fastest
+    measured, or the original when nothing is faster; each variant carries the estimate's band."""
+    from hwopt.search.optimize import optimize
+
+    result, model = optimize(REAL, target_name="npu32", rules_path=default_rules_path().parent / "fuse-dense.toml",
+                             exact_only=True, finalists=3, compare_rules=False, measure_finalists=True)
+    timed = [c for c in result.finalists if c.measured_us is not None]
+    assert len(timed) >= 2 and model is not None
+    assert result.best.measured_us <= min(c.measured_us for c in timed)
+    assert all(c.band is not None and c.band["low_us"] <= c.figures["latency_us"] <= c.band["high_us"]
+               for c in result.finalists)

@@ -250,6 +250,13 @@ def _summary(doc: dict[str, Any]) -> list[str]:
         b = doc["best"]
         lines.append(f"best: {b['latency_change']:+.1%} estimated latency, "
                      f"{'exact' if b['exact'] else 'inexact'}, output deviation {_fmt(b['deviation'], 'dev')}")
+        if b.get("interval"):
+            band = b["interval"]
+            lines.append(f"best's 80% band: {_fmt(band['low_us'], 'us')} - {_fmt(band['high_us'], 'us')}"
+                         f" ({band['ood_kernels']} kernel(s) outside the estimator's table); widest: "
+                         + "; ".join(d["kernel"] + (" (out of table)" if d["ood"] else "") for d in band["drivers"]))
+        if b.get("measured_latency_us") is not None and b.get("note"):
+            lines.append(f"best: {b['note']}")
         if doc["fine_tuning"]:
             refit = "random inputs" if (doc.get("run") or {}).get("inputs", {}).get("random") else "calibration data"
             lines.append(f"needs fine-tuning (inexact rewrites, weights refit on {refit} only): "
