@@ -50,13 +50,18 @@ def _writable_directory(path: Path) -> None:
 def check_outputs(outputs: dict[str, Path | None], inputs: list[Path]) -> None:
     """``outputs``: flag -> path (None: not asked for). Raises HwoptError on the first problem."""
     named = {flag: Path(path) for flag, path in outputs.items() if path is not None}
+    # A model may be written with its weights in MODEL.data next to it (large, or external in the input).
+    data = {f"{flag}'s external data": path.with_name(path.name + ".data") for flag, path in named.items()
+            if flag.split()[0] == "-o"}
     seen: list[tuple[str, Path]] = []
-    for flag, path in named.items():
+    for flag, path in {**named, **data}.items():
         check_not_input(path, inputs)
         for other_flag, other in seen:
             if _same(path, other):
                 raise HwoptError(f"{other_flag} and {flag} name the same file {path}: give each its own")
         seen.append((flag, path))
+        if flag not in named:
+            continue
         if path.is_dir():
             raise HwoptError(f"{flag} {path} is a directory: give a file name")
         _writable_directory(path)

@@ -195,7 +195,15 @@ def test_the_inputs_external_data_is_never_written(tmp_path: Path) -> None:
     (tmp_path / "alias.data").symlink_to(data)
     refused(["apply", model, "-o", tmp_path / "alias.data", "--rule", "dw-to-dense"], "refusing to overwrite")
     refused(["optimize", model, "-t", "cpu", "--report", data], "refusing to overwrite the input")
-    assert digest(data) == before
+    # -o x.onnx would put its own external data in x.onnx.data: the input's, when that is its name.
+    onnx.save(tiny_model(), tmp_path / "a.onnx", save_as_external_data=True, location="x.onnx.data",
+              size_threshold=0)
+    shared = digest(tmp_path / "x.onnx.data")
+    refused(["apply", tmp_path / "a.onnx", "-o", tmp_path / "x.onnx", "--rule", "dw-to-dense"],
+            "refusing to overwrite the input")
+    refused(["optimize", model, "-t", "cpu", "-o", tmp_path / "r.onnx", "--save-rules", tmp_path / "r.onnx.data"],
+            "--save-rules and -o's external data name the same file")
+    assert digest(data) == before and digest(tmp_path / "x.onnx.data") == shared
 
 
 @pytest.mark.parametrize("flags, message", [
