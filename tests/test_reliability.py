@@ -15,6 +15,7 @@ import socket
 import stat
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -403,6 +404,36 @@ def test_a_failed_write_leaves_the_old_file_and_no_temporary(tmp_path: Path) -> 
     with pytest.raises(HwoptError, match="No space left"):
         atomic_write(target, disk_full)
     assert target.read_text() == "old report\n" and sorted(p.name for p in tmp_path.iterdir()) == ["report.md"]
+
+
+def test_a_terminated_write_leaves_no_temporary(tmp_path: Path) -> None:
+    """SIGTERM (a kill, a CI timeout) during a write: the CLI's handler unwinds, the temporary goes."""
+    script = (
+        "import signal, sys, time\n"
+        "from hwopt.atomic import atomic_write\n"
+        "from hwopt.cli import _terminate\n"
+        "signal.signal(signal.SIGTERM, _terminate)\n"
+        "def slow(handle):\n"
+        "    handle.write(b'half')\n"
+        "    handle.flush()\n"
+        "    time.sleep(60)\n"
+        "try:\n"
+        "    atomic_write(sys.argv[1], slow)\n"
+        "except KeyboardInterrupt:\n"
+        "    sys.exit(143)\n")
+    target = tmp_path / "o.onnx"
+    process = subprocess.Popen([sys.executable, "-c", script, str(target)], cwd=ROOT)
+    try:
+        for _ in range(600):
+            if any(p.name.endswith(".tmp") for p in tmp_path.iterdir()):
+                break
+            time.sleep(0.05)
+        assert any(p.name.endswith(".tmp") for p in tmp_path.iterdir()), "the write never started"
+        process.terminate()
+        assert process.wait(timeout=60) == 143
+    finally:
+        process.kill()
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_stale_temporaries_of_killed_runs_are_removed(tmp_path: Path, tiny: Path) -> None:
