@@ -108,7 +108,7 @@ def _inputs_banner(inputs: dict[str, Any] | None, exact: bool = False) -> str:
 # -- fidelity: whatever task-level figures the document carries ------------------------------------------------
 _KNOWN = {"label", "latency_us", "latency_change", "measured_latency_us", "params", "flops", "peak_activation_bytes",
           "memory_bytes", "deviation", "exact", "rules", "note", "id", "chosen", "decisions", "dominated", "verified",
-          "fidelity", "predicted_fidelity", "predicted_rel_l2"}
+          "fidelity", "predicted_fidelity", "predicted_rel_l2", "latency_low_us", "latency_high_us", "interval"}
 
 
 def _number(value: Any) -> bool:
@@ -282,7 +282,9 @@ def _variants_table(doc: dict[str, Any]) -> str:
     label = fidelity_label(doc)
     fid_names = list(dict.fromkeys(k for v in variants + extra for k in fidelity_fields(v, label)))
     measured = any(v.get("measured_latency_us") is not None for v in variants)
-    header = (["variant", "est. latency", "vs baseline"] + (["measured"] if measured else [])
+    banded = any(v.get("latency_low_us") is not None for v in variants)
+    header = (["variant", "est. latency", "vs baseline"] + (["80% band"] if banded else [])
+              + (["measured"] if measured else [])
               + ["params", "FLOPs", "peak act.", "memory", "deviation (rel L2)"] + fid_names
               + ["exact", "rules", "note"])
     base = variants[0]["latency_us"] if variants else 1.0
@@ -290,8 +292,10 @@ def _variants_table(doc: dict[str, Any]) -> str:
     for v in variants + extra:
         fid = fidelity_fields(v, label)
         name = v["label"] + (f" ({v['id']})" if v.get("id") else "")
+        band = (f"{fmt_us(v['latency_low_us'])} - {fmt_us(v['latency_high_us'])}"
+                if v.get("latency_low_us") is not None else "-")
         rows.append([escape(name), fmt_us(v["latency_us"]), f"{v['latency_us'] / base - 1:+.1%}"]
-                    + ([fmt_us(v.get("measured_latency_us"))] if measured else [])
+                    + ([band] if banded else []) + ([fmt_us(v.get("measured_latency_us"))] if measured else [])
                     + [_cell(v, "params", human_count), _cell(v, "flops", human_count),
                        _cell(v, "peak_activation_bytes", human_bytes), _cell(v, "memory_bytes", human_bytes),
                        fmt_dev(v.get("deviation"))]
@@ -358,8 +362,20 @@ def optimize_html(doc: dict[str, Any]) -> str:
                            "table-pareto", text_cols=(6,)))
     if doc.get("timeline"):
         body.append("<h2>Distance to the array's peak</h2>" + _utilisation_chart(doc))
-    body.append("<h2>Estimator provenance</h2>" + provenance_html(doc.get("provenance") or {}))
+    body.append("<h2>Estimator provenance</h2>" + provenance_html(doc.get("provenance") or {})
+                + _band_html((doc.get("best") or {}).get("interval")))
     return page(f"hwopt optimize {Path(doc['model']).name}", body)
+
+
+def _band_html(band: dict[str, Any] | None) -> str:
+    """The chosen variant's 80% band and the kernels that widen it most."""
+    if not band:
+        return ""
+    drivers = "; ".join(escape(str(d.get("kernel"))) + (" (outside the estimator's table)" if d.get("ood") else "")
+                        for d in band.get("drivers", []))
+    return (f"<p>The chosen variant's estimate has an 80% band of {fmt_us(band.get('low_us'))} - "
+            f"{fmt_us(band.get('high_us'))}; {band.get('ood_kernels', 0)} kernel(s) lie outside the estimator's "
+            f"table" + (f"; the widest: {drivers}" if drivers else "") + ".</p>")
 
 
 def provenance_html(prov: dict[str, Any]) -> str:
