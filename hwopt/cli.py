@@ -479,6 +479,15 @@ def optimize(
     measure_finalists: Optional[bool] = typer.Option(None, "--measure-finalists/--no-measure-finalists",
                                                      help="time every finalist on the target and keep the fastest "
                                                      "measured (default: on cpu, where measuring is local and cheap)"),
+    recover: bool = typer.Option(False, "--recover", help="distil the fastest finalists from the original on the "
+                                 "calibration samples (hwopt recover; needs hwopt[recover]) and keep the fastest "
+                                 "that meets the budgets after"),
+    recover_time: Optional[str] = typer.Option(None, "--recover-time", help="--recover: time budget shared by the "
+                                               "recovered finalists (default 10m; with --recover-epochs: a cap)"),
+    recover_epochs: Optional[int] = typer.Option(None, "--recover-epochs", min=1, help="--recover: epochs per "
+                                                 "finalist (deterministic on CPU)"),
+    recover_finalists: int = typer.Option(2, "--recover-finalists", min=1, help="--recover: how many of the "
+                                          "fastest finalists are recovered"),
     compare: bool = typer.Option(True, "--compare/--no-compare", help="materialise each rule-alone row too "
                                  "(its output deviation and measured latency; --no-compare: estimates only)"),
     input_shape: Optional[List[str]] = InputShapes,
@@ -510,8 +519,8 @@ def optimize(
 
             budgets = Budgets(parse_bytes(max_memory) if max_memory else None,
                               parse_latency(max_latency) if max_latency else None, max_deviation)
-            if pick is not None or node_data is not None:
-                raise HwoptError("--pick and --node-data are for one model at a time")
+            if pick is not None or node_data is not None or recover:
+                raise HwoptError("--pick, --node-data and --recover are for one model at a time")
             _check_calibration(calibration, preprocess)
             options = dict(target=target, rules_path=rules_file, input_shapes=_shapes(input_shape), budgets=budgets,
                            strategy=strategy, cost=cost, exact_only=exact_only, seed=seed, finalists=finalists,
@@ -524,6 +533,17 @@ def optimize(
             raise typer.Exit(optimize_many(paths, options, output, report, save_rules, as_json, quiet,
                                            _executor(executor, jobs, address, resource), stdout, stderr))
         model = paths[0]
+        recovery = None
+        if recover:
+            from hwopt.recover import require_torch
+            from hwopt.recover.budget import parse_duration
+            from hwopt.search.recovery import RecoveryOptions
+
+            require_torch()  # before any work: one line naming the extra
+            seconds = parse_duration(recover_time or "10m") if recover_epochs is None or recover_time else None
+            recovery = RecoveryOptions(seconds, recover_epochs, recover_finalists)
+        elif recover_time or recover_epochs:
+            raise HwoptError("--recover-time and --recover-epochs need --recover")
         from hwopt.modelio import save_model
         from hwopt.search.objective import Budgets, parse_bytes, parse_latency
         from hwopt.search.optimize import optimize as run_optimize
@@ -564,7 +584,7 @@ def optimize(
                 model, target_name=target, rules_path=rules_file, input_shapes=_shapes(input_shape),
                 budgets=budgets, strategy=strategy, cost=cost, exact_only=exact_only, seed=seed,
                 finalists=finalists, compare_rules=compare, calibration_sets=inputs, measure=measure,
-                measure_finalists=measure_finalists,
+                measure_finalists=measure_finalists, recover=recovery,
                 progress=progress, pick=pick, allow_fallback=allow_fallback,
             )
         if best_model is not None:

@@ -176,3 +176,21 @@ def test_without_torch_one_line_exit_2(case: dict[str, Path], tmp_path: Path) ->
              "print('torch' in sys.modules)")
     assert subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=ROOT,
                           timeout=300).stdout.strip() == "False"
+
+
+def test_optimize_recover(case: dict[str, Path], tmp_path: Path) -> None:
+    """optimize --recover: the fastest finalist is recovered, the report says before and after, the written
+    model is the recovered one (its deviation is the one reported) and passes the full checker."""
+    out = tmp_path / "best.onnx"
+    done = hwopt("optimize", str(case["model"]), "-t", "npu32", "--calibration", str(case["calib"]), "--eval-samples",
+                 "32", "--recover", "--recover-epochs", "2", "--no-compare", "-o", str(out), "--json")
+    assert done.returncode == 0, done.stderr
+    doc = json.loads(done.stdout)
+    [recovered] = doc["recovery"]
+    assert recovered["metric"] == "top-1" and recovered["epochs"] == 2 and recovered["meets_budgets"]
+    assert 0.0 <= recovered["before"] <= 1.0 and 0.0 <= recovered["after"] <= 1.0
+    assert doc["best"]["note"].startswith("recovered: top-1")
+    assert doc["best"]["deviation"] == pytest.approx(recovered["rel_l2_after"])
+    onnx.checker.check_model(onnx.load(out), full_check=True)
+    refused = hwopt("optimize", str(case["model"]), "--recover-epochs", "2", "-o", str(tmp_path / "x.onnx"))
+    assert refused.returncode == 2 and "need --recover" in refused.stderr

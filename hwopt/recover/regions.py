@@ -130,3 +130,11 @@ def frontier(rewritten: onnx.ModelProto, shared: set[str]) -> list[str]:
                 names[name] = None
     outputs = [o.name for o in rewritten.graph.output if o.name in shared]  # an output no change reaches
     return list(dict.fromkeys([*names, *outputs]))
+
+
+def block_boundaries(original: onnx.ModelProto, rewritten: onnx.ModelProto, shared: set[str]) -> list[str]:
+    """Outputs of the original's IBN blocks that the rewritten model computes differently (not shared)
+    but with the same name and shape: where end-to-end distillation also compares features."""
+    before, after = _shapes(original), _shapes(rewritten)
+    return [b.output.name for b in Analysis(original).blocks
+            if b.output.name not in shared and b.output.name in after and after[b.output.name] == before.get(b.output.name)]

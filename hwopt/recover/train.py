@@ -43,7 +43,8 @@ from hwopt.calibration import OrtRunner, Samples, sample_count
 from hwopt.recover.augment import crop_and_flip, is_image
 from hwopt.recover.losses import output_loss, relative_mse
 from hwopt.recover.module import OnnxModule
-from hwopt.recover.regions import RewrittenBlock, changed_parameters, frontier, rewritten_blocks, shared_tensors
+from hwopt.recover.regions import (RewrittenBlock, block_boundaries, changed_parameters, frontier, rewritten_blocks,
+                                   shared_tensors)
 from hwopt.recover.writeback import check_against_torch, with_weights
 from hwopt.verify import Comparison, compare_outputs
 
@@ -61,6 +62,7 @@ class RecoverySettings:
     block_share: float = 0.25  # of the epochs (or seconds) spent on block-wise reconstruction
     train_all: bool = True  # end-to-end trains every Conv/Gemm weight, not only the rewritten ones
     augment: bool = True
+    features: float = 1.0  # end to end: weight of the feature loss at the block outputs after the change
     threads: int | None = None  # torch CPU threads (fixed for determinism); None: torch's default
 
     def __post_init__(self) -> None:
@@ -196,6 +198,7 @@ class Recovery:
         self.block_params = list(dict.fromkeys(name for b in self.blocks for name in b.params))
         self.all_params = downstream if settings.train_all else changed_parameters(original, rewritten)
         self.distilled = _distilled_tensors(original)
+        self.features = block_boundaries(original, rewritten, shared) if settings.features else []
         self.inputs = self.student.input_names
         shapes = {name: tuple(array.shape) for name, array in train.items()}
         self.augmenting = settings.augment and len(self.inputs) == 1 and is_image(shapes[self.inputs[0]])
@@ -204,7 +207,8 @@ class Recovery:
         self.teachers: dict[str, OrtRunner] = {}
         self.reference = OrtRunner(original).run_all(heldout, [o.name for o in original.graph.output])
         # The epoch written is the best on training samples (not on the held-out ones, which only report).
-        self.fit_check = {k: v[:FIT_CHECK] for k, v in train.items()}
+        # The last ones: hwopt's refits fit the first --calibration-samples, and would look best on them.
+        self.fit_check = {k: v[-FIT_CHECK:] for k, v in train.items()}
         self.fit_reference = OrtRunner(original).run_all(self.fit_check, list(self.reference))
         self.key = _fingerprint(original.SerializeToString(), rewritten.SerializeToString(),
                                 *(np.ascontiguousarray(v).tobytes() for v in train.values()),
@@ -214,7 +218,7 @@ class Recovery:
     def _teacher(self, phase: str, feeds: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
         """The original's tensors the phase needs (where the student starts, and its targets)."""
         if phase not in self.teachers:
-            targets = [b.output for b in self.blocks] if phase == "blocks" else self.distilled
+            targets = [b.output for b in self.blocks] if phase == "blocks" else self.distilled + self.features
             self.teachers[phase] = OrtRunner(self.original, list(dict.fromkeys(self.starts + targets)),
                                              batch=self.settings.batch, only_extra=True)
         values = self.teachers[phase].run_all(feeds)
@@ -227,9 +231,15 @@ class Recovery:
             wanted = [b.output for b in self.blocks]
             outputs = self.student.run(starts, wanted, detach=[b.input for b in self.blocks])
             return sum(relative_mse(outputs[n], teacher[n]) for n in wanted) / len(wanted)
-        outputs = self.student.run(starts, self.distilled)
-        return sum(output_loss(outputs[n], teacher[n], self.settings.temperature)
+        outputs = self.student.run(starts, self.distilled + self.features)
+        loss = sum(output_loss(outputs[n], teacher[n], self.settings.temperature)
                    for n in self.distilled) / len(self.distilled)
+        if self.features:
+            # Feature targets at every block output: a dense signal (thousands of values per sample, not
+            # one distribution over classes) that keeps the student's features the original's.
+            loss = loss + self.settings.features * sum(relative_mse(outputs[n], teacher[n])
+                                                       for n in self.features) / len(self.features)
+        return loss
 
     def _batches(self) -> list[torch.Tensor]:
         order = torch.randperm(sample_count(self.train), generator=self.generator)

@@ -73,6 +73,7 @@ class OptimizeResult:
     pareto: list[dict[str, float]]
     failure: list[str] = field(default_factory=list)  # why no variant meets the budgets
     seconds: dict[str, float] = field(default_factory=dict)
+    recovered: list = field(default_factory=list)  # recovery.Recovered, with --recover
 
 
 def _figures(vm: VariantModel, decisions: tuple[int, ...]) -> dict[str, float]:
@@ -228,11 +229,13 @@ def optimize(
     pick: str | None = None,
     allow_fallback: bool = False,
     measure_finalists: bool | None = None,
+    recover=None,
 ) -> tuple[OptimizeResult, onnx.ModelProto | None]:
     """``pick``: a Pareto id of an earlier report (``p3``; same model, rule set, target and seed) to
     materialise and write instead of the fastest variant within the budgets. ``measure_finalists``: time
     every finalist on the target and keep the fastest measured (default: where the target is measured
-    locally and cheaply, onnxruntime)."""
+    locally and cheaply, onnxruntime). ``recover``: ``recovery.RecoveryOptions`` to distil the fastest
+    finalists from the original and keep the fastest that meets the budgets after."""
     timings: dict[str, float] = {}
     start = time.perf_counter()
     target = load_target(target_name)
@@ -344,6 +347,15 @@ def optimize(
             best.measured_us = original_us
             best.note = (f"the original is kept: no finalist measured faster (fastest {slower.measured_us / 1000:.3f}"
                          f" ms vs {original_us / 1000:.3f} ms)")
+    recovered: list = []
+    if recover is not None and pick is None and ranked:
+        from hwopt.search.recovery import recover_finalists
+
+        t1 = time.perf_counter()
+        best, recovered = recover_finalists(ranked, best, recover, canonical, calibration, evaluation, budgets, seed,
+                                            progress)
+        failure = [] if best is not None else failure
+        timings["recover"] = time.perf_counter() - t1
     if best is not None:
         best.label = "best"
     timings["materialise"] = time.perf_counter() - t0
@@ -374,5 +386,5 @@ def optimize(
     timings["compare"] = time.perf_counter() - t0 - timings["materialise"]
     timings["total"] = time.perf_counter() - start
     result = OptimizeResult(model_path, target, cost_model.name, name, space, vm, budgets, problem.evaluated,
-                            timings["search"], side, best, ranked, pareto, failure, timings)
+                            timings["search"], side, best, ranked, pareto, failure, timings, recovered)
     return result, (best.result.model if best is not None and best.result is not None else None)

@@ -155,6 +155,8 @@ def to_dict(result: OptimizeResult, output: Path | None, rules_out: Path | None,
         "run": run or {},
         "memory_basis": basis(result.space.p, result.target.dtype),
     }
+    if result.recovered:
+        doc["recovery"] = [r.to_dict() for r in result.recovered]
     doc.update(extra(result))
     return doc
 
@@ -261,6 +263,11 @@ def _summary(doc: dict[str, Any]) -> list[str]:
             refit = "random inputs" if (doc.get("run") or {}).get("inputs", {}).get("random") else "calibration data"
             lines.append(f"needs fine-tuning (inexact rewrites, weights refit on {refit} only): "
                          + ", ".join(doc["fine_tuning"]))
+    for r in doc.get("recovery", []):
+        fmt = lambda v: "n/a" if v is None else f"{v:.1%}"  # noqa: E731
+        lines.append(f"recovered {r['label']} ({r['epochs']} epochs, {r['seconds']:.0f} s): {r['metric']} agreement "
+                     f"{fmt(r['before'])} -> {fmt(r['after'])} on the held-out samples"
+                     + ("" if r["meets_budgets"] else " (misses the budgets)"))
     for line in doc.get("nothing_to_do", []):
         lines.append("nothing to do: " + line)
     for line in doc["failure"]:

@@ -1,0 +1,88 @@
+"""``optimize --recover``: recover the fastest finalists, keep the fastest that meets the budgets after.
+
+A finalist that misses a budget as refit may meet it once its weights are
+distilled from the original (``hwopt.recover``). Recovery costs minutes per
+variant, so only a few are recovered: the fastest materialised finalists, no
+slower than the variant chosen without recovery (which is among them: recovery
+improves its fidelity too). Each is recovered on the calibration samples (its
+share of the time budget) and judged on the held-out samples like every
+finalist; the fastest that meets the budgets after recovery is written, else
+the variant chosen without it. Torch is imported only here, only when asked.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable
+
+from hwopt.calibration import Samples
+from hwopt.search.objective import Budgets
+
+
+@dataclass
+class RecoveryOptions:
+    seconds: float | None  # the whole budget, shared by the recovered finalists
+    epochs: int | None = None  # per finalist (deterministic)
+    count: int = 2  # finalists recovered
+    threads: int | None = None
+
+
+@dataclass
+class Recovered:
+    """One recovered finalist: task fidelity and rel-L2 before and after, on the held-out samples."""
+
+    label: str
+    latency_us: float  # estimated; recovery changes weights only
+    metric: str  # "top-1" agreement or "cosine"
+    before: float
+    after: float
+    rel_l2_before: float
+    rel_l2_after: float
+    epochs: int
+    seconds: float
+    meets: bool
+
+    def to_dict(self) -> dict:
+        clean = lambda v: v if math.isfinite(v) else None  # noqa: E731 - JSON has no NaN
+        return {"label": self.label, "latency_us": self.latency_us, "metric": self.metric,
+                "before": clean(self.before), "after": clean(self.after),
+                "rel_l2_before": clean(self.rel_l2_before), "rel_l2_after": clean(self.rel_l2_after),
+                "epochs": self.epochs, "seconds": round(self.seconds, 1), "meets_budgets": self.meets}
+
+
+def to_recover(ranked: list, best, count: int) -> list:
+    """The fastest ``count`` materialised finalists no slower than ``best`` (any when None)."""
+    limit = best.figures["latency_us"] if best is not None else math.inf
+    done = [c for c in ranked if c.result is not None and c.figures["latency_us"] <= limit + 1e-9]
+    return sorted(done, key=lambda c: c.figures["latency_us"])[:max(count, 1)]
+
+
+def recover_finalists(ranked: list, best, options: RecoveryOptions, canonical, calibration: Samples,
+                      evaluation: Samples, budgets: Budgets, seed: int, progress,
+                      log: Callable[[str], None] = lambda line: None) -> tuple[object | None, list[Recovered]]:
+    """(the variant to write, the recovered finalists): the fastest meeting the budgets after recovery,
+    else ``best`` as it was."""
+    from hwopt.recover import require_torch
+
+    require_torch()
+    from hwopt.recover.train import RecoverySettings, fidelity, fidelity_name, recover
+
+    chosen = to_recover(ranked, best, options.count)
+    share = None if options.seconds is None else options.seconds / max(len(chosen), 1)
+    done: list[Recovered] = []
+    winner = None
+    for cand in chosen:
+        settings = RecoverySettings(epochs=options.epochs, seconds=share, seed=seed, threads=options.threads)
+        result = recover(canonical, cand.result.model, calibration, evaluation, settings, progress, log)
+        deviation = result.after.worst_rel_l2
+        meets = math.isfinite(deviation) and (budgets.max_deviation is None or deviation <= budgets.max_deviation)
+        done.append(Recovered(cand.label, cand.figures["latency_us"], fidelity_name(result.after),
+                              fidelity(result.before), fidelity(result.after), result.before.worst_rel_l2,
+                              deviation, len(result.history), result.seconds, meets))
+        if meets and (winner is None or cand.figures["latency_us"] < winner.figures["latency_us"]):
+            winner = cand
+            cand.result.model, cand.deviation = result.model, deviation
+            cand.note = (f"recovered: {done[-1].metric} {done[-1].before:.1%} -> {done[-1].after:.1%}, "
+                         f"rel L2 {done[-1].rel_l2_before:.3g} -> {deviation:.3g}")
+    return (winner if winner is not None else best), done
