@@ -648,7 +648,8 @@ def recover(
                                          "(deterministic on CPU)"),
     budget: Optional[str] = typer.Option(None, "--recover-time", help="training time budget, e.g. 10m, 90s "
                                          "(default 10m; with --recover-epochs: a cap, default none)"),
-    lr: float = typer.Option(2e-3, "--lr", min=0.0, help="Adam step relative to each weight tensor's RMS"),
+    lr: float = typer.Option(5e-4, "--lr", min=0.0, help="Adam step relative to each weight tensor's RMS "
+                             "(block phase: 4x)"),
     batch: int = typer.Option(32, "--batch", min=1, help="samples per training step"),
     train_all: bool = typer.Option(True, "--train-all/--train-rewritten", help="end to end, train every weight "
                                    "or only the rewritten ones"),

@@ -56,7 +56,7 @@ class RecoverySettings:
     epochs: int | None = None  # both phases together; None: as many as ``seconds`` allows
     seconds: float | None = None  # wall-clock budget for training (None: no limit)
     seed: int = 0
-    lr: float = 2e-3  # relative step (``_relative_adam``), both phases
+    lr: float = 5e-4  # relative step (``_relative_adam``) end to end; the block phase takes BLOCK_LR_SCALE x
     batch: int = 32
     temperature: float = 2.0
     block_share: float = 0.25  # of the epochs (or seconds) spent on block-wise reconstruction
@@ -157,6 +157,10 @@ def _plan(settings: RecoverySettings, has_blocks: bool) -> list[tuple[str, int |
     return phases
 
 
+# Measured on the trained case (EfficientNet-Lite0, fuse-ibn x3, held-out photos, 58.6% before): block phase
+# at 2e-3 +1.6 points in an epoch, at 3e-2 down to 14%; end to end (all weights, feature losses) at 5e-4
+# +3.1 points in two epochs, at 2e-3 down to 48%.
+BLOCK_LR_SCALE = 4
 FIT_CHECK = 64  # training samples (not augmented) that pick the epoch written
 WARMUP = 0.1  # of each phase: Adam's first steps are full-size in every coordinate whatever the gradient
 
@@ -284,7 +288,7 @@ class Recovery:
                 p.requires_grad_(False)
             for p in params:
                 p.requires_grad_(True)
-            optimizer = _relative_adam(params, self.settings.lr)
+            optimizer = _relative_adam(params, self.settings.lr * (BLOCK_LR_SCALE if phase == "blocks" else 1))
             done = [e for e in history if e.phase == phase]
             elapsed = sum(e.seconds for e in done)
             if state and state["phase"] == phase:
