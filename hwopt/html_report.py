@@ -332,6 +332,12 @@ def optimize_html(doc: dict[str, Any]) -> str:
         places = escape(", ".join(doc["fine_tuning"]))
         body.append(f'<div class="note">Needs fine-tuning (inexact rewrites): {places}</div>')
     body.append("<h2>Side by side</h2>" + _variants_table(doc))
+    if doc.get("recovery"):
+        body.append("<h2>Recovery (distillation from the original)</h2>" + _table(
+            ["variant", "metric", "before", "after", "epochs", "time", "meets the budgets"],
+            [[escape(str(r.get("label"))), escape(str(r.get("metric"))), fmt_fid(r.get("before")),
+              fmt_fid(r.get("after")), str(r.get("epochs")), f"{r.get('seconds', 0):.0f} s",
+              "yes" if r.get("meets_budgets") else "no"] for r in doc["recovery"]], table_id="table-recovery"))
     if doc.get("timeline"):
         body.append("<h2>Where the time goes: per block, before and after</h2>"
                     '<p class="small">Each bar is a variant\'s kernels end to end on the target\'s time axis; a '
