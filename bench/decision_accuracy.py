@@ -38,7 +38,7 @@ import hashlib
 import json
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -65,6 +65,8 @@ class Row:
     measured_us: float | None
     model_us: float  # the original model's measured latency (npu32: its kernels summed)
     kernels: list[str] = field(default_factory=list)  # the decision's new kernels (descriptions)
+    baseline_us: float | None = None  # the --compare estimator's estimated change
+    seen: bool = False  # every new kernel is a row of the target's measurements table (the estimator trained on it)
 
     @property
     def measured(self) -> bool:
@@ -83,13 +85,16 @@ class Row:
 class KernelTruth:
     """npu32 kernel latencies: the measurements table, else the backend (disk-cached), within a cost budget."""
 
-    def __init__(self, target, max_cost: float) -> None:
+    def __init__(self, target, max_cost: float, trained_on: Path | None = None) -> None:
         from hwopt.backends import get_backend
         from hwopt.backends.base import read_table
 
         self.backend = get_backend(target)
         table = target.folder / "measurements.csv.gz"
         self.known = {m.kernel: m.latency_us for m in read_table(table)} if table.exists() else {}
+        # The kernels the estimator was trained on: its folder's table (the target's when it has none).
+        trained_on = trained_on if trained_on is not None and trained_on.exists() else table
+        self.table = frozenset(m.kernel for m in read_table(trained_on)) if trained_on.exists() else frozenset()
         self.max_cost = max_cost
 
     def affordable(self, kernels) -> bool:
@@ -121,7 +126,7 @@ def model_list(names: list[str] | None, real: list[str], work: Path) -> list[tup
             out.append(("trained_case_efficientnet_lite0", TRAINED_CASE, []))
     for spec in real:
         path, _, shape = spec.partition(":")
-        out.append((Path(path).stem, Path(path), [shape] if shape else []))
+        out.append((f"{Path(path).stem} [{Path(path).parent.name}]", Path(path), [shape] if shape else []))
     return out
 
 
@@ -144,8 +149,9 @@ def decisions_of(path: Path, shapes: list[str], target, estimator_folder: Path |
     return original, canonical, space, vm, site_decisions(space, vm)
 
 
-def measure_npu32(name, path, shapes, target, truth: KernelTruth, estimator_folder) -> list[Row]:
+def measure_npu32(name, path, shapes, target, truth: KernelTruth, estimator_folder, compare=None) -> list[Row]:
     _, _, space, vm, found = decisions_of(path, shapes, target, estimator_folder)
+    other = decisions_of(path, shapes, target, compare)[4] if compare is not None else [None] * len(found)
     if not found:
         return []
     base = [k for k in vm.kernels(space.baseline) if k is not None]
@@ -156,12 +162,13 @@ def measure_npu32(name, path, shapes, target, truth: KernelTruth, estimator_fold
         model_us = float(vm.latency(np.array([space.baseline]))[0])
         print(f"  {name}: original not emulated (too costly): percentages are of its estimate")
     rows = []
-    for d in found:
+    for d, o in zip(found, other):
         measured = None
         if truth.affordable(d.after + d.before):
             measured = float(sum(truth.latency(list(d.after))) - sum(truth.latency(list(d.before))))
         rows.append(Row(name, d.site, d.rule, d.option, d.exact, d.estimated_us, measured, model_us,
-                        [k.describe() for k in d.after]))
+                        [k.describe() for k in d.after], o.estimated_us if o is not None else None,
+                        all(k in truth.table for k in d.after)))
     return rows
 
 
@@ -217,7 +224,7 @@ def figures(rows: list[Row]) -> dict:
     return out
 
 
-def summary_lines(target: str, per_model: dict[str, dict], total: dict, note: str) -> list[str]:
+def summary_lines(target: str, per_model: dict[str, dict], total: dict, unseen: dict, note: str) -> list[str]:
     def pct(x):
         return "-" if x != x else f"{100 * x:.0f}%"
 
@@ -225,9 +232,13 @@ def summary_lines(target: str, per_model: dict[str, dict], total: dict, note: st
              f"alone on the original: estimated vs measured change of the model's latency ({note})",
              f"- a sign counts as right when it agrees, or when the measured change is within "
              f"{100 * NEGLIGIBLE:.1f}% of the model; 'matter': measured |change| > {100 * MATTERS:.0f}% of the model",
+             f"- not measured: {total['unmeasured']} of {total['decisions']} decisions whose new kernels were not emulated "
+             "yet (each over --max-sim-cost, minutes of SCALE-Sim on a shared 2-core host: dense convs of wide late "
+             "layers, fused blocks and x1.25 widths at full resolution); never guessed",
              "", "| model | decisions | measured | sign right | matter | sign right (matter) | |error| % of model "
              "(median / p90, matter) |", "|---|---|---|---|---|---|---|"]
-    for name, f in list(per_model.items()) + [("**all**", total)]:
+    for name, f in list(per_model.items()) + [("**all**", total)] + [
+            ("**new kernels not in the table**", unseen)]:
         err = (f"{f['abs_error_pct_of_model_median']:.2f} / {f['abs_error_pct_of_model_p90']:.2f}"
                if "abs_error_pct_of_model_median" in f else "-")
         lines.append(f"| {name} | {f['decisions']} | {f['measured']} | {pct(f['sign_right'])} | {f['matters']} | "
@@ -245,6 +256,9 @@ def main() -> int:
     parser.add_argument("--estimator", type=Path, default=None, help="estimator folder (default: the target's)")
     parser.add_argument("--models", default=None, help="example names (default: all, plus the real exports)")
     parser.add_argument("--real", action="append", default=[], help="a real export PATH[:NAME=1x3xHxW]")
+    parser.add_argument("--compare", type=Path, default=None,
+                        help="another estimator folder (e.g. the previous one): its sign accuracy on the same decisions")
+    parser.add_argument("--compare-label", default=None, help="how the card names the --compare estimator")
     parser.add_argument("--max-sim-cost", type=float, default=2e7,
                         help="npu32: largest uncached kernel to emulate (simulation_cost units)")
     parser.add_argument("--work", type=Path, default=ROOT / "build" / "decision_accuracy")
@@ -255,14 +269,15 @@ def main() -> int:
     target = load_target(args.target)
     args.work.mkdir(parents=True, exist_ok=True)
     names = args.models.split(",") if args.models else None
-    truth = KernelTruth(target, args.max_sim_cost) if target.backend == "scalesim" else None
+    trained_on = (args.estimator or target.folder) / "measurements.csv.gz"
+    truth = KernelTruth(target, args.max_sim_cost, trained_on) if target.backend == "scalesim" else None
     rows: list[Row] = []
     start = time.perf_counter()
     for name, path, shapes in model_list(names, args.real, args.work):
         t0 = time.perf_counter()
         try:
             if truth is not None:
-                found = measure_npu32(name, path, shapes, target, truth, args.estimator)
+                found = measure_npu32(name, path, shapes, target, truth, args.estimator, args.compare)
             else:
                 found = measure_cpu(name, path, shapes, target, args.work, args.estimator)
         except HwoptError as exc:
@@ -278,9 +293,20 @@ def main() -> int:
     for name in dict.fromkeys(r.model for r in rows):
         per_model[name] = figures([r for r in rows if r.model == name])
     total = figures(rows)
+    unseen = figures([r for r in rows if not r.seen])  # decisions whose new kernels the estimator never saw
     note = ("npu32: the changed kernels emulated by SCALE-Sim" if truth is not None else
             "cpu: each variant timed end to end by onnxruntime on a shared host: noisy")
-    lines = summary_lines(target.name, per_model, total, note)
+    lines = summary_lines(target.name, per_model, total, unseen, note)
+    if args.compare is not None:
+        before = [replace(r, estimated_us=r.baseline_us) for r in rows]
+        fb = figures(before)
+        wrong_before = [r for r in before if r.measured and not r.sign_right()]
+        lines += ["", f"- the same decisions with {args.compare_label or args.compare}: sign right {100 * fb['sign_right']:.1f}% "
+                  f"({len(wrong_before)} wrong: " + "; ".join(
+                      f"{r.model} {r.site} {r.option} estimated {100 * r.estimated_us / r.model_us:+.1f}%, measured "
+                      f"{100 * r.measured_us / r.model_us:+.1f}%" for r in wrong_before) + "); |error| median / p90 "
+                  f"{fb.get('abs_error_pct_of_model_median', float('nan')):.2f} / "
+                  f"{fb.get('abs_error_pct_of_model_p90', float('nan')):.2f}% of the model"]
     console = Console(width=250)
     for line in lines:
         console.print(line, markup=False, highlight=False)
@@ -294,14 +320,15 @@ def main() -> int:
                           f"{'; '.join(r.kernels[:3])}", markup=False, highlight=False)
     console.print(f"{time.perf_counter() - start:.0f} s", markup=False)
     if args.json:
-        args.json.write_text(json.dumps({"target": target.name, "figures": total, "per_model": per_model,
+        args.json.write_text(json.dumps({"target": target.name, "figures": total, "unseen": unseen,
+                                         "per_model": per_model,
                                          "rows": [vars(r) for r in rows]}, indent=1, default=float))
     if args.card:
         from hwopt.estimate.card import read_card, write_card
 
         folder = args.estimator or target.folder
         card = read_card(folder)
-        card["decision_accuracy"] = {"figures": total, "per_model": per_model, "summary_lines": lines,
+        card["decision_accuracy"] = {"figures": total, "unseen": unseen, "per_model": per_model, "summary_lines": lines,
                                      "command": "python -m bench.decision_accuracy --target " + target.name}
         write_card(folder, card)
     return 0
