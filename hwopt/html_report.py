@@ -23,7 +23,7 @@ line-height:1.4;padding:0 16px}
 h1{font-size:22px;margin-bottom:4px}h2{font-size:17px;margin-top:30px;border-bottom:1px solid #ddd;padding-bottom:4px}
 table{border-collapse:collapse;font-size:13px;margin:8px 0}th,td{border-bottom:1px solid #e4e4e4;padding:4px 8px;
 text-align:right;vertical-align:top}th{background:#f4f5f7;font-weight:600}td:first-child,th:first-child{text-align:left}
-td{white-space:nowrap}td.text{text-align:left;max-width:420px;word-break:break-word;white-space:normal}
+td{white-space:nowrap}td.text{text-align:left;max-width:420px;min-width:150px;word-break:break-word;white-space:normal}
 .scroll{overflow-x:auto}tr.chosen td{background:#fff7e6;font-weight:600}
 .meta{font-size:13px;color:#444}.meta td{text-align:left;border:none;padding:2px 10px 2px 0;white-space:normal}
 .meta td:first-child{white-space:nowrap}th.text{text-align:left}
@@ -265,6 +265,7 @@ def _pareto_charts(doc: dict[str, Any]) -> str:
     positive = [p.y for p in fpts if p.y > 0]
     log_y = not higher and len(positive) == len(fpts) and positive and max(positive) / min(positive) > 100
     right = scatter(fpts, "estimated latency", name, fmt_axis_us, fmt_dev, y_budget=budget,
+                    y_max=1.0 if higher and all(p.y <= 1.0 for p in fpts) else None,
                     budget_names=("", "--min-fidelity" if higher else "--max-deviation"),
                     chart_id="chart-pareto-fidelity", log_y=bool(log_y))
     return f'<div class="pair"><div>{left}</div><div>{right}</div></div>'
@@ -350,6 +351,7 @@ def optimize_html(doc: dict[str, Any]) -> str:
                              f"{b['latency_after_us'] / max(b['latency_before_us'], 1e-9) - 1:+.0%}",
                              "yes" if b["needs_fine_tuning"] else ""] for b in doc["blocks"]], table_id="table-blocks"))
     if doc.get("front"):
+        label = fidelity_label(doc)
         body.append(f"<h2>Latency / {escape(label)} front</h2>" + _table(
             ["id", "est. latency", "vs baseline", f"{label} (verified)", f"{label} (predicted)", "exact", "rules"],
             [[escape(str(f.get("id") or f.get("label"))), fmt_us(f["latency_us"]), f"{f.get('latency_change', 0):+.1%}",

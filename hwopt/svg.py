@@ -158,7 +158,7 @@ class Point:
 def scatter(points: Sequence[Point], x_label: str, y_label: str, fx: Callable[[float], str],
             fy: Callable[[float], str], width: int = 470, height: int = 340, x_budget: float | None = None,
             y_budget: float | None = None, budget_names: tuple[str, str] = ("", ""), chart_id: str = "",
-            log_y: bool = False, y_unit: float = 1.0) -> str:
+            log_y: bool = False, y_unit: float = 1.0, y_max: float | None = None) -> str:
     """Points, the front (points with ``front``) joined by a line, the chosen one ringed, budget lines.
     ``y_unit``: y ticks fall on round multiples of it (2**20: round MiB)."""
     left, right, top, bottom = 84, 26, 14, 46
@@ -171,7 +171,9 @@ def scatter(points: Sequence[Point], x_label: str, y_label: str, fx: Callable[[f
         y_ticks = [float(e) for e in range(lo, max(hi, lo + 1) + 1)]
     else:
         lo_y, hi_y = min(ys, default=0) / y_unit, max(ys, default=1) / y_unit
-        y_ticks = [t * y_unit for t in nice_ticks(lo_y * 0.95, hi_y * 1.02, 5)]
+        y_ticks = [t * y_unit for t in nice_ticks(lo_y * 0.95, hi_y * 1.02 if y_max is None else hi_y, 5)]
+        if y_max is not None:  # a share: no tick above 100%
+            y_ticks = [t for t in y_ticks if t <= y_max + 1e-12] or [y_max]
     pw, ph = width - left - right, height - top - bottom
 
     def px(v: float) -> float:

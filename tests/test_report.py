@@ -180,6 +180,26 @@ def test_mobilenetv2_html_report_in_chromium(mnv2):
         assert seg["ideal_us"] == pytest.approx(seg["macs"] / (32 * 32) / 1000)
 
 
+def test_task_fidelity_fields_are_rendered(mnv2):
+    """Whatever task fidelity the document carries (a labelled figure per variant, a latency/fidelity front with
+    ids, a budget) shows in the page: a column, a table, the chart's axis and budget line."""
+    from hwopt.html_report import render
+
+    doc = json.loads(json.dumps(mnv2[0]))
+    doc["fidelity"] = {**(doc.get("fidelity") if isinstance(doc.get("fidelity"), dict) else {}),
+                       "label": "top-1 agreement", "min_fidelity": 0.9}
+    for i, v in enumerate(doc["variants"]):
+        v["fidelity"] = 1.0 - 0.05 * i
+    doc["front"] = [dict(v, id=f"F{i + 1}") for i, v in enumerate(doc["variants"][:2])]
+    html = render("optimize", doc)
+    dom = Dom()
+    dom.feed(html)
+    assert "top-1 agreement" in " ".join(dom.text) and dom.find("table", id="table-front")
+    assert "F1" in " ".join(dom.text) and "--min-fidelity" in html
+    axis = "".join(dom.text)
+    assert "top-1 agreement (higher is better)" in axis
+
+
 def test_real_export_html_report_in_chromium(real_export):
     doc, folder = real_export
     page = folder / "report.html"
