@@ -267,7 +267,8 @@ def profile(
     address: Optional[str] = AddressOption,
     resource: Optional[List[str]] = ResourceOption,
     order: str = typer.Option("sweep", "--order", help="sweep (the sweep's interleaved mix) | largest-first "
-                              "(the most expensive kernels first: a run stopped early has the extremes)"),
+                              "(the most expensive kernels first: a run stopped early has the extremes) | "
+                              "coarse-to-fine (the largest, then the size range bisected: any prefix spans it)"),
     batch: Optional[int] = typer.Option(None, "--batch", min=1, help="kernels per task (default: about four "
                                         "tasks per worker, at most 32)"),
     skip: Optional[List[Path]] = typer.Option(None, "--skip", help="kernels already in this table are not measured "

@@ -389,7 +389,24 @@ def largest_first(kernels: Sequence[Kernel], target) -> list[Kernel]:
     return sorted(kernels, key=lambda k: (-work(k), -k.macs))
 
 
-ORDERS = {"sweep": lambda kernels, target: list(kernels), "largest-first": largest_first}
+def coarse_to_fine(kernels: Sequence[Kernel], target) -> list[Kernel]:
+    """Largest first, then the size range halved and halved again (ranks 0, n/2, n/4, 3n/4, n/8, ...
+    of the largest-first order): the extremes come first and any prefix spans the whole range, where a
+    strict largest-first order on a slow machine spends hours on the top few kernels alone."""
+    ordered = largest_first(kernels, target)
+    n, picked, seen = len(ordered), [], set()
+    size = 1 << max(n - 1, 0).bit_length()
+    for i in range(size):
+        reversed_bits = int(format(i, f"0{size.bit_length() - 1}b")[::-1], 2) if size > 1 else 0
+        rank = reversed_bits * n // size
+        if rank not in seen:
+            seen.add(rank)
+            picked.append(ordered[rank])
+    return picked + [k for rank, k in enumerate(ordered) if rank not in seen]
+
+
+ORDERS = {"sweep": lambda kernels, target: list(kernels), "largest-first": largest_first,
+          "coarse-to-fine": coarse_to_fine}
 
 
 def _record(results: Iterable[tuple[list, list]], todo: int, table: TableAppender, progress: ProgressFn | None,

@@ -26,7 +26,7 @@ from hwopt.backends.base import read_table
 from hwopt.backends.scalesim_env import ensure_env, is_ready
 from hwopt.executors import get_executor
 from hwopt.kernels import Kernel
-from hwopt.profile import largest_first, profile_with
+from hwopt.profile import coarse_to_fine, largest_first, profile_with
 from hwopt.targets import load_target
 from tests.test_profile_cpu import fast_target  # noqa: F401 - the cut-down cpu target fixture
 
@@ -157,6 +157,9 @@ def test_largest_first_orders_by_emulation_work(npu32) -> None:
     ordered = largest_first(KERNELS, npu32)
     assert ordered[0] == Kernel("conv", 12, 20, 9, 9, 9, 9, 3, 3)  # 11x11 padded input x 12 x 20: the largest
     assert ordered[-1].kind == "eltwise"  # not simulated at all
+    many = [Kernel("conv", 8, 8 + i, 8, 8, 8, 8) for i in range(11)]
+    ranks = [largest_first(many, npu32).index(k) for k in coarse_to_fine(many, npu32)]
+    assert ranks[:4] == [0, 5, 2, 8] and sorted(ranks) == list(range(11))  # the largest, then bisected
 
 
 def _tiny_model(path: Path) -> Path:

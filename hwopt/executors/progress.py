@@ -2,8 +2,8 @@
 
 On a terminal: a live rich bar with the rate (per hour: a large emulated
 kernel takes minutes) and the time left at that rate. In a log (CI, a
-background sweep): one line when it starts, then one every ``interval``
-seconds while something changed, and one when it ends, so a run of hours
+background sweep): one line when it starts, one at the first finished item,
+then at most one every ``interval`` seconds as items finish, and one at the end, so a run of hours
 leaves a readable trail instead of nothing or a line per kernel.
 """
 
@@ -56,7 +56,8 @@ def rate_progress(console: Console, quiet: bool = False, interval: float = 60.0,
             rate = rates.setdefault(label, Rate())
             now = time.monotonic()
             shown_at, shown_done = last.get(label, (-float("inf"), -1))
-            if done == total or (now - shown_at >= interval and done != shown_done):
+            # The first finished item at once (a slow run shows its pace early), then every interval.
+            if done == total or (done != shown_done and (now - shown_at >= interval or shown_done <= 0)):
                 last[label] = (now, done)
                 console.print(f"{label}: {rate.describe(done, total, unit)}", markup=False, highlight=False)
 
