@@ -80,7 +80,12 @@ def cluster(npu32):
 
 
 def test_ray_cluster_gives_the_local_rows(cluster, npu32, tmp_path: Path) -> None:
-    _, executor = cluster
+    handle, executor = cluster
+    import ray
+
+    # Loopback only: both nodes registered on 127.0.0.1 (every Ray server then binds there).
+    assert handle.address.startswith("127.0.0.1:")
+    assert [n["NodeManagerAddress"] for n in ray.nodes() if n["Alive"]] == ["127.0.0.1"] * 2
     local = get_executor("local", jobs=1)
     here = profile_with(local, npu32, KERNELS, tmp_path / "local.csv",
                         backend_options={"cache_dir": str(tmp_path / "cache-local")})

@@ -55,6 +55,10 @@ class LocalRayCluster:
         self.workers.remove(node)
 
     def stop(self) -> None:
+        import ray
+
+        if ray.is_initialized():  # Ray refuses to remove the node a connected driver stands on
+            ray.shutdown()
         self.cluster.shutdown()
 
 
