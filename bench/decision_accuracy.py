@@ -232,9 +232,9 @@ def summary_lines(target: str, per_model: dict[str, dict], total: dict, unseen: 
              f"alone on the original: estimated vs measured change of the model's latency ({note})",
              f"- a sign counts as right when it agrees, or when the measured change is within "
              f"{100 * NEGLIGIBLE:.1f}% of the model; 'matter': measured |change| > {100 * MATTERS:.0f}% of the model",
-             f"- not measured: {total['unmeasured']} of {total['decisions']} decisions whose new kernels were not emulated "
-             "yet (each over --max-sim-cost, minutes of SCALE-Sim on a shared 2-core host: dense convs of wide late "
-             "layers, fused blocks and x1.25 widths at full resolution); never guessed",
+             f"- not measured: {total['unmeasured']} of {total['decisions']} decisions whose new kernels were not "
+             "emulated yet (each over --max-sim-cost, minutes of SCALE-Sim on a shared 2-core host: dense convs of "
+             "wide late layers, fused blocks and x1.25 widths at full resolution); never guessed",
              "", "| model | decisions | measured | sign right | matter | sign right (matter) | |error| % of model "
              "(median / p90, matter) |", "|---|---|---|---|---|---|---|"]
     for name, f in list(per_model.items()) + [("**all**", total)] + [
@@ -254,10 +254,10 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--target", default="npu32")
     parser.add_argument("--estimator", type=Path, default=None, help="estimator folder (default: the target's)")
-    parser.add_argument("--models", default=None, help="example names (default: all, plus the real exports)")
+    parser.add_argument("--models", default=None, help="example names, or none (default: all, plus the real exports)")
     parser.add_argument("--real", action="append", default=[], help="a real export PATH[:NAME=1x3xHxW]")
     parser.add_argument("--compare", type=Path, default=None,
-                        help="another estimator folder (e.g. the previous one): its sign accuracy on the same decisions")
+                        help="another estimator folder (the previous one): its sign accuracy on the same decisions")
     parser.add_argument("--compare-label", default=None, help="how the card names the --compare estimator")
     parser.add_argument("--max-sim-cost", type=float, default=2e7,
                         help="npu32: largest uncached kernel to emulate (simulation_cost units)")
@@ -268,7 +268,7 @@ def main() -> int:
     args = parser.parse_args()
     target = load_target(args.target)
     args.work.mkdir(parents=True, exist_ok=True)
-    names = args.models.split(",") if args.models else None
+    names = None if not args.models else [] if args.models == "none" else args.models.split(",")
     trained_on = (args.estimator or target.folder) / "measurements.csv.gz"
     truth = KernelTruth(target, args.max_sim_cost, trained_on) if target.backend == "scalesim" else None
     rows: list[Row] = []
@@ -301,7 +301,8 @@ def main() -> int:
         before = [replace(r, estimated_us=r.baseline_us) for r in rows]
         fb = figures(before)
         wrong_before = [r for r in before if r.measured and not r.sign_right()]
-        lines += ["", f"- the same decisions with {args.compare_label or args.compare}: sign right {100 * fb['sign_right']:.1f}% "
+        lines += ["", f"- the same decisions with {args.compare_label or args.compare}: "
+                  f"sign right {100 * fb['sign_right']:.1f}% "
                   f"({len(wrong_before)} wrong: " + "; ".join(
                       f"{r.model} {r.site} {r.option} estimated {100 * r.estimated_us / r.model_us:+.1f}%, measured "
                       f"{100 * r.measured_us / r.model_us:+.1f}%" for r in wrong_before) + "); |error| median / p90 "

@@ -82,7 +82,8 @@ def main() -> int:
           + (" [ridge bases only]" if args.ridge_only else ""))
     for name, p in (("estimator", pred), ("FLOPs baseline", base_flops), ("prior alone", base_prior)):
         s = scores(p, true)
-        print(f"  {name:16s} median |error| {s['median_abs_error_pct']:5.1f}%  within 10% {100 * s['within_10pct']:4.0f}%"
+        print(f"  {name:16s} median |error| {s['median_abs_error_pct']:5.1f}%  "
+              f"within 10% {100 * s['within_10pct']:4.0f}%"
               f"  within 25% {100 * s['within_25pct']:4.0f}%  mean signed {100 * np.mean(p / true - 1):+5.1f}%")
     if args.worst:
         err = pred / true - 1

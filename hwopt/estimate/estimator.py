@@ -48,7 +48,8 @@ from hwopt.targets import Target, load_target
 INDEX = "estimator.json"
 INTERVAL_LEVEL = 0.8  # the per-kernel band: 10th to 90th percentile of out-of-fold residuals
 # How the size features a kernel can lie outside the table's range are named to a user.
-OUTSIDE_NAMES = {"log_prior": "cycles", "log_macs": "MACs", "log_in_bytes": "input size", "log_out_bytes": "output size",
+OUTSIDE_NAMES = {"log_prior": "cycles", "log_macs": "MACs", "log_in_bytes": "input size",
+                 "log_out_bytes": "output size",
                  "log_param_bytes": "weights", "out_h": "height", "out_w": "width", "kernel": "window",
                  "stride": "stride"}
 FALLBACK_BAND = 3.0  # a roofline estimate's band: a factor of 3 either way (it has no held-out figure)
