@@ -118,7 +118,7 @@ def model_list(names: list[str] | None, real: list[str], work: Path) -> list[tup
     from examples.build import build_example
     from hwopt.profile import example_names
 
-    out = [(n, build_example(n, work / "examples"), []) for n in (names or example_names())]
+    out = [(n, build_example(n, work / "examples"), []) for n in (example_names() if names is None else names)]
     if names is None:
         for path in sorted((ROOT / "tests" / "data").glob("*.onnx")):
             out.append((path.stem, path, REAL_SHAPES.get(path.stem, [])))
@@ -264,6 +264,7 @@ def main() -> int:
     parser.add_argument("--work", type=Path, default=ROOT / "build" / "decision_accuracy")
     parser.add_argument("--json", type=Path, default=None, help="write every decision as JSON")
     parser.add_argument("--card", action="store_true", help="write the figures into the target's card")
+    parser.add_argument("--caveat", default="", help="a line the card carries with the figures (e.g. a loaded host)")
     parser.add_argument("--worst", type=int, default=12, help="print the worst decisions")
     args = parser.parse_args()
     target = load_target(args.target)
@@ -297,6 +298,8 @@ def main() -> int:
     note = ("npu32: the changed kernels emulated by SCALE-Sim" if truth is not None else
             "cpu: each variant timed end to end by onnxruntime on a shared host: noisy")
     lines = summary_lines(target.name, per_model, total, unseen, note)
+    if args.caveat:
+        lines.insert(0, f"- **caveat:** {args.caveat}")
     if args.compare is not None:
         before = [replace(r, estimated_us=r.baseline_us) for r in rows]
         fb = figures(before)
