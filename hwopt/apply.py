@@ -19,6 +19,7 @@ import onnx
 import onnxruntime as ort
 
 from hwopt.errors import HwoptError, VerificationError, warn
+from hwopt.fidelity import Fidelity, Metric, choose_metric, measure
 from hwopt.metrics import ModelMetrics, model_metrics
 from hwopt.rewrites import RewriteContext, SiteOutcome, get_rule
 from hwopt.ruleset import RuleStep
@@ -44,6 +45,7 @@ class ApplyResult:
     after: ModelMetrics
     steps: list[StepResult] = field(default_factory=list)
     final: Comparison | None = None  # final model against the original
+    fidelity: Fidelity | None = None  # task fidelity of the final model vs the original (held-out inputs)
 
     @property
     def exact(self) -> bool:
@@ -116,11 +118,13 @@ def apply_steps(
     on_step: Callable[[RuleStep], None] | None = None,
     outputs: ModelOutputs | None = None,
     prefixes: AppliedPrefixes | None = None,
+    metric: Metric | str = "auto",
 ) -> ApplyResult:
     """Apply ``steps`` to the canonical model; verify each step and the result against the original.
 
     ``outputs``: model outputs on ``evaluation`` already known (shared by calls on the same original).
     ``prefixes``: step sequences already applied by earlier calls with the same models, data and seed.
+    ``metric``: the task fidelity metric of ``result.fidelity`` (``auto``: chosen from the outputs).
     """
     if prefixes is not None and not prefixes.usable(canonical, calibration, evaluation, seed):
         prefixes = None
@@ -176,6 +180,10 @@ def apply_steps(
     if not math.isfinite(result.final.worst_rel_l2):
         raise VerificationError("the rewritten model's outputs are non-finite (NaN or Inf) on the evaluation inputs: "
                                 "nothing is written")
+    reference = outputs.of(original)
+    if isinstance(metric, str):
+        metric = choose_metric({n: v.shape for n, v in reference.items()}, metric)
+    result.fidelity = measure({o.name: reference[o.name] for o in original.graph.output}, outputs.of(current), metric)
     return result
 
 

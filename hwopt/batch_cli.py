@@ -93,7 +93,8 @@ def optimize_many(models: Sequence[Path], options: dict, output: Path | None, re
             if rules[index] is not None:
                 write_rules(rules[index], outcome.steps, rules_header(
                     model, outcome.doc["target"], options["seed"], rules[index], options["calibration_samples"],
-                    options["eval_samples"], options["calibration"], options["preprocess"], outcome.steps))
+                    options["eval_samples"], options["calibration"], options["preprocess"], outcome.steps,
+                    holdout=options.get("holdout"), for_retraining=options.get("for_retraining", False)))
         if outcome.doc is not None and reports[index] is not None:
             write_report(reports[index], "optimize", outcome.doc)
         if not as_json and not quiet:

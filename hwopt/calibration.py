@@ -11,8 +11,9 @@ graph hard-codes batch 1 after all). ``OrtRunner`` can also return internal tens
 from __future__ import annotations
 
 import zipfile
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import onnx
@@ -317,40 +318,104 @@ def _check_random_size(model: onnx.ModelProto, count: int) -> None:
                          f"(at most {MAX_RANDOM_BYTES / 2**30:.0f} GiB): lower --calibration-samples / --eval-samples")
 
 
-def calibration_sets(model: onnx.ModelProto, path: str | Path | None = None, count: int = 64, eval_count: int = 8,
-                     seed: int = 0, preprocess: str | None = None) -> tuple[Samples, Samples]:
-    """Calibration and held-out evaluation inputs: the user's file (split: the last quarter, at most
-    ``eval_count``, is held out), image folder (split by file, seeded: ``_split_by_group``) or seeded
-    random ones when there is neither."""
+GROUP_KEY = "_group"  # an optional array in a calibration .npz: the source (photo, clip) of each sample
+DEFAULT_HOLDOUT = 0.25
+RANDOM_EVAL = 16  # held-out random samples when no calibration file is given (they judge nothing real)
+
+
+@dataclass
+class CalibrationSplit:
+    """Samples to fit on and held-out samples that are never fitted on, and how they were split."""
+
+    fit: Samples
+    held_out: Samples
+    info: dict[str, Any]
+
+    @property
+    def random(self) -> bool:
+        return bool(self.info.get("random"))
+
+
+def _held_count(total: int, holdout: float) -> int:
+    count = round(holdout * total) if holdout < 1 else int(holdout)
+    return min(max(count, 1), total - 1)
+
+
+def split_samples(data: Samples, holdout: float = DEFAULT_HOLDOUT, count: int | None = None,
+                  eval_count: int | None = None, groups: np.ndarray | None = None, seed: int = 0,
+                  source: str = "") -> CalibrationSplit:
+    """Hold out ``holdout`` of the samples (a fraction below 1, else a count), fit on at most ``count``
+    of the rest. With ``groups`` (one label per sample: the photo a crop came from), whole groups are
+    held out (seeded pick), so no source is on both sides; without, the last samples are held out."""
+    total = sample_count(data)
+    if total < 2:
+        raise HwoptError(f"{source or 'calibration data'}: needs at least 2 samples (some are held out)")
+    want = _held_count(total, holdout)
+    if groups is not None and len(np.unique(groups)) >= 2:
+        labels = np.unique(groups)
+        order = np.random.default_rng(seed).permutation(len(labels))
+        held_labels: list = []
+        for i in order:
+            if np.isin(groups, held_labels).sum() >= want or len(held_labels) == len(labels) - 1:
+                break
+            held_labels.append(labels[i])
+        held_mask = np.isin(groups, held_labels)
+        how = f"by source: {len(held_labels)} of {len(labels)} groups held out"
+    else:
+        held_mask = np.zeros(total, dtype=bool)
+        held_mask[total - want:] = True
+        how = f"the last {want} samples held out" + (" (no source groups given)" if groups is None else "")
+    held_idx, fit_idx = np.flatnonzero(held_mask), np.flatnonzero(~held_mask)
+    if eval_count is not None:
+        held_idx = held_idx[:eval_count]
+    if count is not None:
+        fit_idx = fit_idx[:count]
+    info = {"source": source, "random": False, "total": total, "fit": int(len(fit_idx)),
+            "held_out": int(len(held_idx)), "split": how, "holdout": holdout}
+    return CalibrationSplit({k: v[fit_idx] for k, v in data.items()}, {k: v[held_idx] for k, v in data.items()},
+                            info)
+
+
+def load_groups(path: str | Path, total: int) -> np.ndarray | None:
+    """The optional ``_group`` array of a calibration .npz (one label per sample)."""
+    with np.load(path, allow_pickle=False) as archive:
+        if GROUP_KEY not in archive.files:
+            return None
+        groups = archive[GROUP_KEY]
+    if groups.ndim != 1 or len(groups) != total:
+        raise HwoptError(f"{path}: array {GROUP_KEY!r} must hold one label per sample ({total}), "
+                         f"got shape {groups.shape}")
+    return groups
+
+
+def calibration_split(model: onnx.ModelProto, path: str | Path | None = None, count: int = 64,
+                      eval_count: int | None = None, seed: int = 0, preprocess: str | None = None,
+                      holdout: float = DEFAULT_HOLDOUT) -> CalibrationSplit:
+    """Fit and held-out inputs: the user's .npz or image folder split (``split_samples``; a folder by
+    file, an .npz by its ``_group`` array when it has one), or seeded random inputs."""
+    if holdout <= 0:
+        raise HwoptError(f"--holdout {holdout}: must be a fraction in (0, 1) or a sample count >= 1")
     if path is None:
-        _check_random_size(model, count + eval_count)
-        return random_inputs(model, count, seed), random_inputs(model, eval_count, seed + 1)
+        held = eval_count or RANDOM_EVAL
+        _check_random_size(model, count + held)
+        return CalibrationSplit(random_inputs(model, count, seed), random_inputs(model, held, seed + 1),
+                                {"source": "random (standard normal)", "random": True, "total": count + held,
+                                 "fit": count, "held_out": held, "split": "seeded random inputs",
+                                 "holdout": holdout})
     if Path(path).is_dir():
         from hwopt.images import load_calibration_folder
 
         data, groups = load_calibration_folder(path, model, preprocess)
+        groups = np.asarray(groups)
     else:
-        data, groups = load_calibration(path, model), None
-    total = len(next(iter(data.values())))
-    if total < 2:
-        raise HwoptError(f"{path}: needs at least 2 samples (some are held out for verification)")
-    held = min(eval_count, max(1, total // 4))
-    if groups is not None and len(np.unique(groups)) > 1:
-        return _split_by_group(data, groups, held, count, seed)
-    calib = {k: v[: min(count, total - held)] for k, v in data.items()}
-    evaluation = {k: v[total - held:] for k, v in data.items()}
-    return calib, evaluation
+        data = load_calibration(path, model)
+        groups = load_groups(path, sample_count(data))
+    return split_samples(data, holdout, count, eval_count, groups, seed, str(path))
 
 
-def _split_by_group(data: Samples, groups: np.ndarray, held: int, count: int, seed: int) -> tuple[Samples, Samples]:
-    """Hold out whole groups (the files of a folder, in seeded order) until ``held`` samples are out."""
-    labels = np.unique(groups)
-    out: list = []
-    for label in labels[np.random.default_rng(seed).permutation(len(labels))]:
-        if np.isin(groups, out).sum() >= held or len(out) == len(labels) - 1:
-            break
-        out.append(label)
-    held_mask = np.isin(groups, out)
-    fit = np.flatnonzero(~held_mask)[:count]
-    evaluation = np.flatnonzero(held_mask)
-    return {k: v[fit] for k, v in data.items()}, {k: v[evaluation] for k, v in data.items()}
+def calibration_sets(model: onnx.ModelProto, path: str | Path | None = None, count: int = 64,
+                     eval_count: int | None = None, seed: int = 0, preprocess: str | None = None,
+                     holdout: float = DEFAULT_HOLDOUT) -> tuple[Samples, Samples]:
+    """(fit, held-out) inputs of ``calibration_split``."""
+    split = calibration_split(model, path, count, eval_count, seed, preprocess, holdout)
+    return split.fit, split.held_out

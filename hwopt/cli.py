@@ -33,6 +33,10 @@ ReportOption = typer.Option(None, "--report", help="write a report; the extensio
 InputShapes = typer.Option(None, "--input-shape", help="fix an input's shape: NAME=1x3x224x224 (repeatable)")
 Preprocessing = typer.Option(None, "--preprocess", help="for a --calibration folder: imagenet (default) | 0-1 | "
                              "0-255, plus bgr and/or nhwc|nchw, comma-separated (e.g. imagenet,bgr)")
+EvalSamples = typer.Option(None, "--eval-samples", min=1, help="at most this many held-out samples judge the "
+                           "result (default: all held out; without --calibration: 16 random ones)")
+Holdout = typer.Option(0.25, "--holdout", help="calibration samples held out, never fitted on, to judge fidelity: "
+                       "a fraction below 1 or a count (whole groups when the .npz has a '_group' array)")
 
 
 def _version(value: bool) -> None:
@@ -180,7 +184,8 @@ def apply(
                                                "inputs, or a folder of JPEG/PNG photos (see --preprocess)"),
     preprocess: Optional[str] = Preprocessing,
     calibration_samples: int = typer.Option(64, "--calibration-samples", min=1, help="samples used for refits"),
-    eval_samples: int = typer.Option(8, "--eval-samples", min=1, help="held-out samples for verification"),
+    eval_samples: Optional[int] = EvalSamples,
+    holdout: float = Holdout,
     seed: int = typer.Option(0, "--seed", help="seed for random inputs and sampling"),
     as_json: bool = typer.Option(False, "--json", help="print the result as JSON on stdout"),
     report: Optional[Path] = ReportOption,
@@ -208,7 +213,7 @@ def apply(
         from hwopt.calibration import calibration_sets
 
         calib, evaluation = calibration_sets(original, calibration, calibration_samples, eval_samples, seed,
-                                             preprocess)
+                                             preprocess, holdout)
         with progress_bar(quiet or as_json) as progress:
             result = apply_steps(original, canonical, steps, calib, evaluation, seed=seed, progress=progress)
         save_model(result.model, output, protect=protect)
@@ -466,16 +471,31 @@ def optimize(
     max_memory: Optional[str] = typer.Option(None, "--max-memory", help="params + peak activations, e.g. 4MiB"),
     max_latency: Optional[str] = typer.Option(None, "--max-latency", help="estimated latency, e.g. 2.5ms or 800us"),
     max_deviation: Optional[float] = typer.Option(None, "--max-deviation", min=0.0,
-                                                  help="worst relative L2 output error vs the original"),
+                                                  help="worst relative L2 output error vs the original "
+                                                  "(held-out samples)"),
+    fidelity: str = typer.Option("auto", "--fidelity", help="task fidelity metric: auto | top1 | top5 | argmax | "
+                                 "cosine | rel-l2 (auto: top1 for one [N, C] output, argmax for a class map, "
+                                 "else cosine)"),
+    min_fidelity: Optional[float] = typer.Option(None, "--min-fidelity", min=0.0, max=1.0,
+                                                 help="the written model keeps at least this task fidelity on the "
+                                                 "held-out samples (default: top1/top5/argmax 0.99, cosine 0.999, "
+                                                 "rel-l2 0.95)"),
+    for_retraining: bool = typer.Option(False, "--for-retraining", help="no fidelity budget: the fastest "
+                                        "architecture, its weights only an initialisation for training"),
+    verify_front: int = typer.Option(0, "--verify-front", min=0, help="also materialise and verify up to N rows "
+                                     "of the latency / fidelity front"),
+    fidelity_model: str = typer.Option("log", "--fidelity-model", help="how decisions' costs combine: log "
+                                       "(additive in log-fidelity) | linear (additive in infidelity)"),
     exact_only: bool = typer.Option(False, "--exact-only", help="function-preserving rewrites only"),
-    finalists: int = typer.Option(3, "--finalists", min=1, help="variants materialised to check --max-deviation"),
+    finalists: int = typer.Option(3, "--finalists", min=1, help="variants materialised and verified per search "
+                                  "round (fidelity budget)"),
     save_rules: Optional[Path] = typer.Option(None, "--save-rules", help="write the chosen decisions as a rule set"),
     report: Optional[Path] = ReportOption,
     node_data: Optional[Path] = typer.Option(None, "--node-data", help="write per-node latency, traffic and rule "
                                              "overlays for Model Explorer: FILE.{original,rewritten}.*.json"),
     pick: Optional[str] = typer.Option(None, "--pick", help="write this Pareto point of an earlier report "
                                        "instead (an id like p3; same model, rules, target and --seed)"),
-    as_json: bool = typer.Option(False, "--json", help="print the report as JSON (schema hwopt.optimize/1)"),
+    as_json: bool = typer.Option(False, "--json", help="print the report as JSON (schema hwopt.optimize/2)"),
     measure: bool = typer.Option(False, "--measure", help="also measure each compared variant on the target"),
     measure_finalists: Optional[bool] = typer.Option(None, "--measure-finalists/--no-measure-finalists",
                                                      help="time every finalist on the target and keep the fastest "
@@ -496,7 +516,8 @@ def optimize(
                                                "inputs, or a folder of JPEG/PNG photos (see --preprocess)"),
     preprocess: Optional[str] = Preprocessing,
     calibration_samples: int = typer.Option(64, "--calibration-samples", min=1, help="samples used for refits"),
-    eval_samples: int = typer.Option(8, "--eval-samples", min=1, help="held-out samples for verification"),
+    eval_samples: Optional[int] = EvalSamples,
+    holdout: float = Holdout,
     seed: int = typer.Option(0, "--seed", help="seed of the search, random inputs and sampling"),
     allow_fallback: bool = typer.Option(False, "--allow-fallback", help="estimator cost: score kernels it was "
                                         "never trained on by a roofline (flagged) instead of failing"),
@@ -515,6 +536,17 @@ def optimize(
         from hwopt.batch import expand_models
 
         paths = expand_models(models)
+        from hwopt.fidelity import METRICS
+        from hwopt.search.sensitivity import FidelityModel
+
+        if fidelity != "auto" and fidelity not in METRICS:
+            raise HwoptError(f"--fidelity {fidelity!r}: metrics are auto, {', '.join(METRICS)}")
+        if fidelity_model not in FidelityModel.MODES:
+            raise HwoptError(f"--fidelity-model {fidelity_model!r}: one of {', '.join(FidelityModel.MODES)}")
+        if for_retraining and min_fidelity is not None:
+            raise HwoptError("--for-retraining asks for no fidelity budget: drop --min-fidelity (or keep the budget)")
+        if holdout <= 0:
+            raise HwoptError(f"--holdout {holdout}: a fraction in (0, 1) or a sample count >= 1")
         if len(paths) > 1:
             from hwopt.search.objective import Budgets, parse_bytes, parse_latency
 
@@ -526,7 +558,9 @@ def optimize(
             options = dict(target=target, rules_path=rules_file, input_shapes=_shapes(input_shape), budgets=budgets,
                            strategy=strategy, cost=cost, exact_only=exact_only, seed=seed, finalists=finalists,
                            compare=compare, calibration=calibration, calibration_samples=calibration_samples,
-                           eval_samples=eval_samples, measure=measure, preprocess=preprocess,
+                           eval_samples=eval_samples, measure=measure, preprocess=preprocess, holdout=holdout,
+                           fidelity=fidelity, min_fidelity=min_fidelity, for_retraining=for_retraining,
+                           fidelity_model=fidelity_model, verify_front=verify_front,
                            run={"command": command_line(), "pick": None,
                                 "inputs": inputs_info(calibration, calibration_samples, eval_samples)})
             from hwopt.batch_cli import optimize_many
@@ -575,25 +609,27 @@ def optimize(
             raise HwoptError(f"--pick {pick!r}: a Pareto id from a report, like p3")
         from functools import partial
 
-        from hwopt.calibration import calibration_sets
+        from hwopt.calibration import calibration_split
 
         _check_calibration(calibration, preprocess)
-        inputs = partial(calibration_sets, path=calibration, count=calibration_samples, eval_count=eval_samples,
-                         seed=seed, preprocess=preprocess)
+        inputs = partial(calibration_split, path=calibration, count=calibration_samples, eval_count=eval_samples,
+                         seed=seed, preprocess=preprocess, holdout=holdout)
         with progress_bar(quiet) as progress:
             result, best_model = run_optimize(
                 model, target_name=target, rules_path=rules_file, input_shapes=_shapes(input_shape),
                 budgets=budgets, strategy=strategy, cost=cost, exact_only=exact_only, seed=seed,
                 finalists=finalists, compare_rules=compare, calibration_sets=inputs, measure=measure,
                 measure_finalists=measure_finalists, recover=recovery,
-                progress=progress, pick=pick, allow_fallback=allow_fallback,
+                progress=progress, pick=pick, allow_fallback=allow_fallback, fidelity=fidelity,
+                min_fidelity=min_fidelity, for_retraining=for_retraining, fidelity_model=fidelity_model,
+                verify_front=verify_front,
             )
         if best_model is not None:
             save_model(best_model, output, protect=protect)
             if save_rules:
                 write_rules(save_rules, result.best.steps, rules_header(
                     model, result.target.name, seed, save_rules, calibration_samples, eval_samples, calibration,
-                    preprocess, result.best.steps))
+                    preprocess, result.best.steps, holdout=holdout, for_retraining=for_retraining))
         run = {"command": command_line(), "inputs": inputs_info(calibration, calibration_samples, eval_samples),
                "pick": pick}
         doc = to_dict(result, output, save_rules, seed, run)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from rich.console import Console
@@ -9,6 +10,7 @@ from rich.table import Table
 
 from hwopt.apply import ApplyResult
 from hwopt.canonicalize import CanonicalizationReport
+from hwopt.fidelity import METRICS, Fidelity
 from hwopt.metrics import ModelMetrics
 from hwopt.rewrites import RULES
 from hwopt.sites import Analysis
@@ -165,6 +167,16 @@ def print_apply(console: Console, result: ApplyResult) -> None:
     if result.final is not None:
         verdict = "exact" if result.exact and result.final.exact else "INEXACT"
         console.print(f"final vs original ({verdict}, {result.final.samples} samples): {_comparison_line(result.final)}")
+    if result.fidelity is not None:
+        console.print(fidelity_line(result.fidelity), markup=False, highlight=False)
+
+
+def fidelity_line(fid: Fidelity) -> str:
+    """'task fidelity: top-1 agreement 97.0%, rel L2 0.12 (64 held-out samples)'."""
+    metric = METRICS[fid.metric]
+    value = f"{fid.value:.1%}" if math.isfinite(fid.value) else "NaN (non-finite outputs)"
+    return (f"task fidelity vs the original: {metric.label} {value}, rel L2 {fid.rel_l2:.4g} "
+            f"({fid.samples} held-out samples, {fid.metric})")
 
 
 def apply_dict(result: ApplyResult) -> dict[str, Any]:
@@ -186,4 +198,5 @@ def apply_dict(result: ApplyResult) -> dict[str, Any]:
             for s in result.steps
         ],
         "final": result.final.to_dict() if result.final else None,
+        "fidelity": result.fidelity.to_dict() if result.fidelity else None,
     }

@@ -172,10 +172,25 @@ def test_cli_optimize_json_save_rules_round_trip(example_path, tiny_rules, tmp_p
                 "--report", str(report), "--json", *common)
     assert done.returncode == 0, done.stderr
     doc = json.loads(done.stdout)
-    assert doc["schema"] == "hwopt.optimize/1" and doc["status"] == "ok"
+    assert doc["schema"] == "hwopt.optimize/2" and doc["status"] == "ok"
     for key in ("model", "output", "target", "cost_model", "strategy", "space", "evaluated", "budgets", "variants",
-                "best", "blocks", "decisions", "fine_tuning", "pareto", "finalists", "seconds"):
+                "best", "blocks", "decisions", "fine_tuning", "pareto", "finalists", "seconds", "fidelity", "front",
+                "sensitivity"):
         assert key in doc, key
+    fid = doc["fidelity"]
+    assert fid["metric"] == "top1" and fid["min_fidelity"] == 0.99 and fid["model"] == "log"
+    assert fid["samples"]["random"] and fid["samples"]["held_out"] == 4 and "random" in fid["warning"]
+    # Task fidelity and rel-L2 on every row; the written model within the default budget, verified.
+    for row in doc["variants"] + doc["finalists"]:
+        assert row["fidelity"] is not None and row["rel_l2"] is not None, row["label"]
+    assert doc["best"]["fidelity"] >= 0.99 and doc["best"]["verified"]
+    assert [s["rule"] for s in doc["sensitivity"]] and all(s["rule"] == "fuse-ibn" for s in doc["sensitivity"])
+    front = doc["front"]
+    assert [r["id"] for r in front] == [f"F{i}" for i in range(1, len(front) + 1)]
+    assert all(a["latency_us"] > b["latency_us"] and a["predicted_fidelity"] >= b["predicted_fidelity"]
+               for a, b in zip(front, front[1:]))
+    assert doc["best"]["id"] in [r["id"] for r in front]
+    assert all(p["predicted"] is not None and p["verified"] is not None for p in fid["prediction"]["pairs"])
     assert doc["variants"][0]["label"] == "baseline" and doc["variants"][-1]["label"] == "best"
     assert doc["best"]["latency_us"] <= doc["variants"][0]["latency_us"]
     assert report.read_text().startswith("# hwopt optimize")
@@ -270,3 +285,26 @@ def test_optimize_from_python_without_inputs_uses_seeded_random_ones(example_pat
     again, _ = run_optimize(example_path("mobilenetv2"), target_name="npu32", exact_only=True, compare_rules=False)
     assert again.best.decisions == result.best.decisions  # deterministic
     assert again.best.deviation == pytest.approx(result.best.deviation, abs=1e-12)
+
+
+def test_cli_for_retraining_is_the_fastest_and_says_so(example_path, tiny_rules, tmp_path):
+    """No fidelity budget: the estimated fastest variant, whatever its fidelity, and the report says why."""
+    model = example_path(MODEL)
+    done = _cli("optimize", str(model), "-o", str(tmp_path / "r.onnx"), "--rules", str(tiny_rules), "--json",
+                "--for-retraining", "--no-compare", "--calibration-samples", "8", "--eval-samples", "4")
+    assert done.returncode == 0, done.stderr
+    doc = json.loads(done.stdout)
+    assert doc["fidelity"]["for_retraining"] and doc["fidelity"]["min_fidelity"] is None
+    assert "initialisation" in doc["fidelity"]["retraining_note"] and not doc["sensitivity"]
+    _, canonical, _ = load_canonical(model)
+    analysis = Analysis(canonical)
+    target = load_target("npu32")
+    space = build_space(analysis, load_search_file(tiny_rules), target.parallelism)
+    vm = VariantModel(analysis, space, target.fusion, target.dtype_bytes, make_cost_model("auto", target))
+    problem = Problem(space, vm, Objective(Budgets()))
+    exhaustive(problem)
+    rows, fitness = problem.archive()
+    assert doc["best"]["latency_us"] == pytest.approx(float(fitness[0]))
+    assert doc["best"]["fidelity"] is not None  # measured and shown, not a budget
+    done = _cli("optimize", str(model), "--rules", str(tiny_rules), "--for-retraining", "--min-fidelity", "0.9")
+    assert done.returncode == 2 and "--for-retraining" in done.stderr

@@ -443,8 +443,10 @@ def _hwopt(*args: str):
 @pytest.mark.parametrize("model", [MNV3_DYNAMO, EFFNET_DYNAMO, LRASPP_DYNAMO, BLAZEFACE_TFLITE], ids=lambda p: p.stem)
 def test_cli_on_real_exports(model: Path, tmp_path: Path) -> None:
     for args in (["inspect"], ["estimate", "-t", "npu32"],
+                 # --for-retraining: no sensitivity stage (tests/test_fidelity.py covers it): this checks the
+                 # CLI runs clean on real exports, within the suite's time
                  ["optimize", "-t", "cpu", "--no-compare", "--no-measure-finalists", "-o", str(tmp_path / "opt.onnx"),
-                  "-q", "--calibration-samples", "8", "--eval-samples", "2"]):
+                  "-q", "--for-retraining", "--calibration-samples", "8", "--eval-samples", "2"]):
         done = _hwopt(args[0], str(model), *args[1:])
         assert done.returncode == 0, (args, done.stderr[-2000:])
         # No onnxruntime error lines or tracebacks on the way (a failed batch probe is expected and quiet).

@@ -27,7 +27,7 @@ hwopt "${args[@]}" > "$OUT/$NAME.$TARGET.json"
 status=$?
 set -e
 case $status in
-    0) echo "hwopt: $OUT/$NAME.$TARGET.onnx written ($(python -c "import json,sys; d=json.load(open(sys.argv[1])); b=d['best']; print(f\"{b['latency_change']:+.1%} estimated latency, deviation {b['deviation']:.3g}\")" "$OUT/$NAME.$TARGET.json"))" ;;
+    0) echo "hwopt: $OUT/$NAME.$TARGET.onnx written ($(python -c "import json,sys; d=json.load(open(sys.argv[1])); b=d['best']; f=d['fidelity']; print(f\"{b['latency_change']:+.1%} estimated latency, {f['label']} {b['fidelity']:.1%} on {f['samples']['held_out']} held-out samples, rel L2 {b['rel_l2']:.3g}\")" "$OUT/$NAME.$TARGET.json"))" ;;
     1) echo "hwopt: no variant of $MODEL fits the budgets for $TARGET (see above); blocking the deployment" >&2 ;;
     *) echo "hwopt: failed on $MODEL (exit $status)" >&2 ;;
 esac

@@ -87,6 +87,8 @@ def pareto(result: OptimizeResult) -> list[dict[str, Any]]:
                     "rules": [s.label() for s in result.space.steps(d)],
                     "exact": bool(result.space.is_exact(d)),
                     "deviation": cand.deviation if cand is not None else None,
+                    "fidelity": _fidelity(cand),
+                    "predicted_fidelity": result.fmodel.predict(d)[0] if result.fmodel is not None else None,
                     "chosen": d == best})
     if best is not None and not any(p["chosen"] for p in out):
         # Thinned out of the front, or dominated in (latency, memory) by a variant that failed the
@@ -100,6 +102,13 @@ def pareto(result: OptimizeResult) -> list[dict[str, Any]]:
                      "deviation": b.deviation, "chosen": True, "dominated": dominated})
         out.sort(key=lambda p: p["memory_bytes"])
     return out
+
+
+def _fidelity(cand) -> float | None:
+    """A materialised variant's verified task fidelity (None: not materialised, or non-finite)."""
+    if cand is None or cand.fidelity is None or not cand.fidelity.finite:
+        return None
+    return float(cand.fidelity.value)
 
 
 def nothing_to_do(result: OptimizeResult) -> list[str]:

@@ -1,8 +1,10 @@
 """The objective: lowest estimated latency within the budgets.
 
 Latency and memory budgets are checked on every variant (from the kernel
-scores); the output-deviation budget needs the variant materialised and run,
-so it is checked on the finalists only (``hwopt.search.optimize``).
+scores). Task fidelity and rel-L2 have no estimator: when the search is given
+predicted figures (``predicted_fidelity``, ``predicted_rel_l2`` from
+``hwopt.search.sensitivity``) their limits are constraints like the others; the
+real figures are checked on the materialised finalists (``hwopt.search.optimize``).
 Infeasible variants rank after every feasible one, by how far they miss.
 """
 
@@ -77,9 +79,11 @@ class Budgets:
 @dataclass
 class Objective:
     budgets: Budgets
+    min_predicted_fidelity: float | None = None  # limit on figures["predicted_fidelity"], when present
+    max_predicted_rel_l2: float | None = None  # limit on figures["predicted_rel_l2"], when present
 
     def violation(self, figures: dict[str, np.ndarray]) -> np.ndarray:
-        """Relative excess over the latency and memory budgets (0 where within them; a non-finite
+        """Relative excess over the latency, memory and predicted fidelity budgets (0 where within them; a non-finite
         figure is infinitely far, budget or not)."""
         latency = np.asarray(figures["latency_us"], dtype=np.float64)
         memory = np.asarray(figures["memory_bytes"], dtype=np.float64)
@@ -88,6 +92,13 @@ class Objective:
             excess += np.maximum(memory / self.budgets.max_memory - 1.0, 0.0)
         if self.budgets.max_latency is not None:
             excess += np.maximum(latency / self.budgets.max_latency - 1.0, 0.0)
+        if self.min_predicted_fidelity is not None and "predicted_fidelity" in figures:
+            excess += np.maximum(self.min_predicted_fidelity - figures["predicted_fidelity"], 0.0) / max(
+                self.min_predicted_fidelity, 1e-3)
+        if self.max_predicted_rel_l2 is not None and "predicted_rel_l2" in figures:
+            excess += np.maximum(figures["predicted_rel_l2"] / max(self.max_predicted_rel_l2, 1e-9) - 1.0, 0.0)
+        # inf - inf (a decision that breaks the model, alone) must not read as feasible
+        excess = np.nan_to_num(excess, nan=np.inf)
         finite = np.isfinite(latency) & np.isfinite(memory) & np.isfinite(excess)
         return np.where(finite, excess, np.inf)
 

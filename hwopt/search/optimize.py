@@ -3,13 +3,24 @@
 1. Canonical model -> sites -> search space (rule set's ``[search]`` table).
 2. Every kernel the space can produce is predicted once (cost model); the
    strategy scores variants from kernel tables (``variants.py``).
-3. Finalists (best feasible by latency) are materialised with ``apply_steps``
-   in order until one is within ``--max-deviation``; that one is written.
-4. Side-by-side rows: baseline, each rule alone (wherever it helps), best.
+3. The calibration samples are split into fit and held-out samples
+   (``hwopt.calibration``); every fidelity figure is measured on the held-out part.
+4. With a fidelity budget (the default: ``hwopt.fidelity``'s per-metric minimum),
+   each inexact decision's fidelity cost is measured once, alone
+   (``sensitivity.py``), and the search keeps the predicted fidelity within the
+   budget like latency and memory.
+5. Finalists (fastest feasible, diverse) are materialised and verified for real
+   (``verifier.py``); the first within every budget is written. When the
+   prediction was too optimistic, the predicted limit is tightened by the
+   observed error and the search runs again (a few rounds); then the fastest
+   exact variant. Nothing within the budgets: exit 1 with the nearest miss.
+6. The latency / fidelity Pareto front (predicted; verified where materialised)
+   and side-by-side rows: baseline, each rule alone (wherever it helps), best.
 """
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,27 +29,33 @@ from typing import Any, Callable
 import numpy as np
 import onnx
 
-from hwopt.apply import AppliedPrefixes, ApplyResult, apply_steps
+from hwopt.apply import ApplyResult
+from hwopt.calibration import CalibrationSplit
 from hwopt.canonicalize import load_canonical
 from hwopt.errors import HwoptError, VerificationError
+from hwopt.fidelity import Fidelity, FidelityBudget
 from hwopt.kernels import Kernel
 from hwopt.ruleset import RuleStep
 from hwopt.search.config import SearchConfig, default_rules_path, load_search_file
 from hwopt.search.cost import make_cost_model
-from hwopt.search.objective import INFEASIBLE, Budgets, Objective, within
+from hwopt.search.objective import INFEASIBLE, Budgets, Objective
+from hwopt.search.sensitivity import DecisionCost, FidelityModel, measure_costs
 from hwopt.search.space import Space, build_space
 from hwopt.search.strategies import Problem, resolve_strategy, run_strategy
 from hwopt.search.variants import VariantModel
 from hwopt.sites import Analysis
 from hwopt.targets import load_target
-from hwopt.verify import ModelOutputs
+from hwopt.search.verifier import Verifier
 
 Progress = Callable[[str, int, int], None]
+ROUNDS = 3  # searches with a tightened predicted limit before the exact fallback
+# Predicted-fidelity levels at which the latency / fidelity front is searched (plus the budget).
+FRONT_LEVELS = (1.0, 0.999, 0.99, 0.98, 0.95, 0.9, 0.8, 0.7, 0.6, 0.5, 0.3, 0.1, 0.0)
 
 
 @dataclass
 class Candidate:
-    """One variant with its estimated figures and, once materialised, its measured deviation."""
+    """One variant with its estimated figures and, once materialised, its verified fidelity."""
 
     label: str
     decisions: tuple[int, ...]
@@ -46,10 +63,14 @@ class Candidate:
     steps: list[RuleStep]
     exact: bool
     result: ApplyResult | None = None
-    deviation: float | None = None  # worst relative L2 over the outputs vs the original
+    deviation: float | None = None  # worst relative L2 over the outputs vs the original (held-out)
+    fidelity: Fidelity | None = None  # verified task fidelity (held-out)
+    predicted: float | None = None  # predicted task fidelity (sensitivity model)
+    predicted_rel_l2: float | None = None
     measured_us: float | None = None
     note: str = ""
     band: dict | None = None  # the estimate's 80% band and what drives it (hwopt.estimate), where it has one
+    id: str = ""  # F1, F2, ...: its row on the latency / fidelity front, if it is on it
 
     @property
     def metrics(self):
@@ -74,6 +95,14 @@ class OptimizeResult:
     failure: list[str] = field(default_factory=list)  # why no variant meets the budgets
     seconds: dict[str, float] = field(default_factory=dict)
     recovered: list = field(default_factory=list)  # recovery.Recovered, with --recover
+    fidelity_budget: FidelityBudget | None = None
+    split: dict[str, Any] = field(default_factory=dict)  # how the samples were split (CalibrationSplit.info)
+    costs: list[DecisionCost] = field(default_factory=list)  # each inexact decision alone
+    fidelity_model: str | None = None  # "log" | "linear" (None: no fidelity budget, nothing predicted)
+    front: list[Candidate] = field(default_factory=list)  # latency / fidelity Pareto front, fastest last
+    for_retraining: bool = False
+    verifier: Verifier | None = None  # re-verifies any model on the same held-out samples (recovery)
+    fmodel: FidelityModel | None = None  # the predicted-fidelity tables the search used
 
 
 def _figures(vm: VariantModel, decisions: tuple[int, ...]) -> dict[str, float]:
@@ -160,28 +189,6 @@ def _picked(pareto: list[dict], pick: str, objective: Objective) -> tuple[int, .
     return point["decisions"]
 
 
-def _materialise(candidate: Candidate, original, canonical, calibration, evaluation, seed, progress,
-                 shared: tuple[ModelOutputs, AppliedPrefixes] | None = None) -> None:
-    outputs, prefixes = shared or (None, None)
-    try:
-        result = apply_steps(original, canonical, candidate.steps, calibration, evaluation, seed=seed,
-                             progress=progress, outputs=outputs, prefixes=prefixes)
-    except VerificationError as exc:  # this variant fails (non-finite outputs, ...); others may not
-        candidate.deviation, candidate.note = float("inf"), str(exc)
-        return
-    candidate.result = result
-    candidate.deviation = 0.0 if result.final is None else float(result.final.worst_rel_l2)
-    candidate.exact = result.exact if candidate.steps else True
-
-
-# Deviation back-off levels: which options a re-search keeps (the original is always kept).
-BACKOFF: list[tuple[str, Callable]] = [
-    ("no depth-multiplier", lambda o: o.choice is None or o.choice.rule != "depth-multiplier"),
-    ("fusion and exact rewrites", lambda o: o.choice is None or o.exact or o.choice.rule == "fuse-ibn"),
-]
-# After those: at most half, a quarter, ... of the fastest finalist's inexact decisions, down to none.
-
-
 def _diverse(rows: np.ndarray, count: int) -> list[int]:
     """Indices of up to ``count`` rows, fastest first, each differing from the ones before in at least
     a tenth of the decisions (two at least): the runners-up of a search mostly differ in one cheap
@@ -196,18 +203,153 @@ def _diverse(rows: np.ndarray, count: int) -> list[int]:
     return chosen
 
 
-def _accept(cand: Candidate, budgets: Budgets, original, canonical, calibration, evaluation, seed, progress,
-            shared: tuple[ModelOutputs, AppliedPrefixes] | None = None) -> bool:
-    """Materialise a finalist and check it against --max-deviation."""
-    _materialise(cand, original, canonical, calibration, evaluation, seed, progress, shared)
-    if cand.result is None:
+
+@dataclass
+class _Search:
+    """What every search of one run shares: the space, its kernel tables, the budgets, the strategy."""
+
+    space: Space
+    vm: VariantModel
+    budgets: Budgets
+    strategy: str
+    seed: int
+    progress: Progress | None
+    fmodel: FidelityModel | None = None
+    evaluated: int = 0
+    resolved: str = ""
+
+    def run(self, min_fidelity: float | None = None, max_rel_l2: float | None = None,
+            restrict: list[list[int]] | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """All evaluated variants (best first) and their fitness under these predicted limits."""
+        objective = Objective(self.budgets, min_fidelity, max_rel_l2)
+        if restrict is None and self.fmodel is not None:
+            restrict = self.fmodel.allowed()
+        problem = Problem(self.space, self.vm, objective, seed=self.seed, progress=self.progress,
+                          restrict=restrict, fidelity=self.fmodel)
+        problem.evaluate(problem.start[None])
+        name = resolve_strategy(self.strategy, self.space, problem.size)
+        self.resolved = self.resolved or name
+        run_strategy(name, problem)
+        self.evaluated += problem.evaluated
+        return problem.archive()
+
+    def candidate(self, label: str, decisions) -> Candidate:
+        decisions = tuple(int(x) for x in decisions)
+        cand = Candidate(label, decisions, _figures(self.vm, decisions), self.space.steps(decisions),
+                         self.space.is_exact(decisions), band=_band(self.vm.cost, self.vm, decisions))
+        if self.fmodel is not None:
+            cand.predicted, cand.predicted_rel_l2 = self.fmodel.predict(decisions)
+        return cand
+
+
+def verify(cand: Candidate, verifier: Verifier) -> bool:
+    """Materialise a variant, measure its fidelity on the held-out samples; True when within the budget."""
+    try:
+        result = verifier.apply(cand.steps)
+    except VerificationError as exc:  # this variant fails (non-finite outputs, ...); others may not
+        cand.fidelity = Fidelity(verifier.metric.name, math.nan, math.nan, 0)
+        cand.deviation, cand.note = math.inf, str(exc)
         return False
-    if not within(cand.deviation, budgets.max_deviation):
-        cand.note = (f"output deviation {cand.deviation:.4g} > --max-deviation {budgets.max_deviation:.4g}"
-                     if budgets.max_deviation is not None and np.isfinite(cand.deviation)
-                     else f"output deviation {cand.deviation} is not a finite number")
-        return False
-    return True
+    cand.result, cand.fidelity = result, result.fidelity
+    cand.deviation = result.fidelity.rel_l2
+    cand.exact = result.exact if cand.steps else True
+    why = verifier.misses(result.fidelity)
+    cand.note = why or cand.note
+    return why is None
+
+
+def _tightened(limit: float | None, failed: list[tuple[float | None, float]], log: bool) -> float | None:
+    """A predicted limit scaled by how much the prediction underestimated the verified cost.
+
+    ``failed``: (predicted, verified) of the finalists that missed; costs are -log(fidelity) (``log``)
+    or rel-L2 itself.
+    """
+    if limit is None:
+        return None
+    cost = (lambda f: -math.log(min(max(f, 1e-9), 1.0))) if log else (lambda r: r)
+    ratios = [cost(p) / cost(v) for p, v in failed if p is not None and math.isfinite(v) and cost(v) > 0]
+    scale = min(ratios, default=0.5)
+    scale = min(scale, 0.9)  # always tighter than the limit that failed
+    return math.exp(-cost(limit) * scale) if log else limit * scale
+
+
+def _pick_and_verify(search: _Search, verifier: Verifier, budget: FidelityBudget, finalists: int,
+                     keep_rest: bool = False) -> tuple[Candidate | None, list[Candidate]]:
+    """Search, verify the finalists, and again with tightened predicted limits, then the exact fallback.
+
+    ``keep_rest``: the winning round's finalists after the first within the budget join the list,
+    unverified (for --measure-finalists, which verifies and times them)."""
+    limit_f = budget.min_fidelity if search.fmodel is not None else None
+    limit_r = budget.max_deviation if search.fmodel is not None else None
+    tried: set[tuple[int, ...]] = set()
+    ranked: list[Candidate] = []
+    for round_ in range(1, ROUNDS + 1):
+        rows, fitness = search.run(limit_f, limit_r)
+        ok = [r for r, f in zip(rows, fitness) if f < INFEASIBLE and tuple(int(x) for x in r) not in tried]
+        if not ok:
+            break
+        ok_rows = np.array(ok)
+        picks = [search.candidate(f"finalist {len(ranked) + i + 1}", ok_rows[j])
+                 for i, j in enumerate(_diverse(ok_rows, finalists))]
+        failed = []
+        for k, cand in enumerate(picks):
+            tried.add(cand.decisions)
+            ranked.append(cand)
+            cand.note = f"round {round_}" if round_ > 1 else ""
+            if verify(cand, verifier):
+                return cand, ranked + (picks[k + 1:] if keep_rest else [])
+            failed.append(cand)
+        if search.fmodel is None:
+            continue  # nothing predicted to correct: the next round takes the next fastest
+        limit_f = _tightened(limit_f, [(c.predicted, c.fidelity.value) for c in failed], log=True)
+        limit_r = _tightened(limit_r, [(c.predicted_rel_l2, c.fidelity.rel_l2) for c in failed], log=False)
+    # The fastest function-preserving variant: within any fidelity budget by construction (verified).
+    exact = [[i for i in v.allowed if v.options[i].exact] or v.allowed for v in search.space.variables]
+    rows, fitness = search.run(restrict=exact)
+    if len(rows) and fitness[0] < INFEASIBLE and tuple(int(x) for x in rows[0]) not in tried:
+        cand = search.candidate("finalist (exact rewrites only)", rows[0])
+        ranked.append(cand)
+        if verify(cand, verifier):
+            return cand, ranked
+    return None, ranked
+
+
+def fidelity_front(search: _Search, budget: FidelityBudget, extra: list[Candidate] = ()) -> list[Candidate]:
+    """Non-dominated (estimated latency, predicted fidelity) variants: the best at each fidelity level.
+
+    Ordered from the most faithful to the fastest; ``extra`` (materialised finalists) join it when they
+    are on it, so their verified figures show.
+    """
+    levels = sorted({*FRONT_LEVELS, *([budget.min_fidelity] if budget.min_fidelity is not None else [])},
+                    reverse=True)
+    found: dict[tuple[int, ...], Candidate] = {c.decisions: c for c in extra}
+    for level in levels:
+        rows, fitness = search.run(level, None)
+        if len(rows) and fitness[0] < INFEASIBLE:
+            key = tuple(int(x) for x in rows[0])
+            found.setdefault(key, search.candidate("front", key))
+    points = sorted(found.values(), key=lambda c: (-(c.predicted or 0.0), c.figures["latency_us"]))
+    front: list[Candidate] = []
+    for c in points:  # most faithful first: keep each that is faster than every more faithful one
+        if not front or c.figures["latency_us"] < front[-1].figures["latency_us"] - 1e-9:
+            front.append(c)
+    for i, c in enumerate(front, 1):
+        c.id = f"F{i}"
+    return front
+
+
+def _split(calibration_sets, original, seed: int) -> CalibrationSplit:
+    if calibration_sets is None:  # from Python without inputs: seeded random ones, as the CLI does
+        from hwopt.calibration import calibration_split
+
+        return calibration_split(original, seed=seed)
+    split = calibration_sets(original)
+    if isinstance(split, tuple):  # a (fit, held-out) pair from the caller
+        fit, held = split
+        n = lambda s: len(next(iter(s.values()))) if s else 0  # noqa: E731
+        return CalibrationSplit(fit, held, {"source": "given by the caller", "random": False,
+                                            "fit": n(fit), "held_out": n(held), "split": "given"})
+    return split
 
 
 def optimize(
@@ -223,19 +365,31 @@ def optimize(
     seed: int = 0,
     finalists: int = 3,
     compare_rules: bool = True,
-    calibration_sets: Callable[[onnx.ModelProto], tuple[dict, dict]] | None = None,
+    calibration_sets: Callable[[onnx.ModelProto], CalibrationSplit | tuple[dict, dict]] | None = None,
     measure: bool = False,
     progress: Progress | None = None,
     pick: str | None = None,
     allow_fallback: bool = False,
     measure_finalists: bool | None = None,
     recover=None,
+    fidelity: str = "auto",
+    min_fidelity: float | None = None,
+    for_retraining: bool = False,
+    fidelity_model: str = "log",
+    verify_front: int = 0,
 ) -> tuple[OptimizeResult, onnx.ModelProto | None]:
-    """``pick``: a Pareto id of an earlier report (``p3``; same model, rule set, target and seed) to
-    materialise and write instead of the fastest variant within the budgets. ``measure_finalists``: time
-    every finalist on the target and keep the fastest measured (default: where the target is measured
-    locally and cheaply, onnxruntime). ``recover``: ``recovery.RecoveryOptions`` to distil the fastest
-    finalists from the original and keep the fastest that meets the budgets after."""
+    """The fastest variant within the latency, memory and fidelity budgets (see the module docstring).
+
+    ``fidelity``: the task metric (``hwopt.fidelity.METRICS`` or auto); ``min_fidelity``: its budget
+    (default: the metric's); ``for_retraining``: no fidelity budget (the weights only initialise
+    training), unless ``budgets.max_deviation`` is given; ``verify_front``: materialise and verify up to
+    this many more rows of the latency / fidelity front; ``pick``: a Pareto id of an earlier report (``p3``;
+    same model, rule set, target and seed) to materialise, verify and write instead of the fastest variant;
+    ``measure_finalists``: time every finalist within the budgets on the target and keep the fastest measured
+    (default: where the target is measured locally and cheaply, onnxruntime); ``recover``:
+    ``recovery.RecoveryOptions`` to distil the fastest materialised finalists from the original and keep the
+    fastest that meets the budgets after (re-verified here against the fidelity budget).
+    """
     timings: dict[str, float] = {}
     start = time.perf_counter()
     target = load_target(target_name)
@@ -252,98 +406,59 @@ def optimize(
     t0 = time.perf_counter()
     vm = VariantModel(analysis, space, target.fusion, target.dtype_bytes, cost_model, progress)
     timings["predict"] = time.perf_counter() - t0
-    objective = Objective(budgets)
-    name = resolve_strategy(strategy, space)
-    problem = Problem(space, vm, objective, seed=seed, progress=progress)
+
+    # Held-out samples, the metric, the budget.
+    split = _split(calibration_sets, original, seed)
     t0 = time.perf_counter()
-    problem.evaluate(problem.start[None])
-    run_strategy(name, problem)
-    rows, fitness = problem.archive()
+    verifier = Verifier(original, canonical, split, fidelity, seed=seed, progress=progress)
+    metric = verifier.metric
+    floor = None if for_retraining else (metric.default_min if min_fidelity is None else min_fidelity)
+    budget = verifier.budget = FidelityBudget(metric, floor, budgets.max_deviation)
+    search = _Search(space, vm, budgets, strategy, seed, progress)
+    timings["split"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    rows, fitness = search.run()  # unconstrained by fidelity: the latency / memory front
+    pareto = pareto_front(rows, vm.evaluate(rows))
     timings["search"] = time.perf_counter() - t0
-    all_figures = vm.evaluate(rows)
-    pareto = pareto_front(rows, all_figures)
-
-    def candidate(label: str, decisions) -> Candidate:
-        decisions = tuple(int(x) for x in decisions)
-        return Candidate(label, decisions, _figures(vm, decisions), space.steps(decisions), space.is_exact(decisions),
-                         band=_band(cost_model, vm, decisions))
-
-    if calibration_sets is None:  # from Python without inputs: seeded random ones, as the CLI does
-        from functools import partial
-
-        from hwopt.calibration import calibration_sets as default_sets
-
-        calibration_sets = partial(default_sets, seed=seed)
-    calibration, evaluation = calibration_sets(original)
-    # Every materialised variant is verified against the same original and canonical model (run them
-    # once), and variants often start with the same step (apply it once).
-    shared = (ModelOutputs(evaluation), AppliedPrefixes())
     t0 = time.perf_counter()
-    feasible = np.flatnonzero(objective.violation(all_figures) == 0)
-    ok_rows = rows[feasible]
-    if pick is not None:
-        ranked = [candidate(f"picked {pick}", _picked(pareto, pick, objective))]
-    else:
-        ranked = [candidate(f"finalist {i + 1}", ok_rows[j]) for i, j in enumerate(_diverse(ok_rows, finalists))]
-    failure: list[str] = []
-    best: Candidate | None = None
-    if not ranked:
-        nearest = candidate("nearest", rows[int(np.argmin(objective.violation(all_figures)))])
-        failure = objective.shortfall(nearest.figures) or ["no variant within the budgets"]
-        failure = [f"no variant meets the budgets ({problem.evaluated:,} evaluated); the nearest: " + "; ".join(failure)]
-    tried = {c.decisions for c in ranked}
-    for cand in ranked:
-        if _accept(cand, budgets, original, canonical, calibration, evaluation, seed, progress, shared):
-            best = cand
-            break
-    if ranked and best is None:
-        # Deviation back-off: search again with fewer inexact rules, most aggressive first, and try the
-        # best of each (the same kernel tables: only the allowed options shrink).
-        # Levels: fewer rules, then at most c/2, c/4, ..., 0 inexact decisions (c: the fastest's count).
-        # Each level's best is a candidate; candidates are tried fastest first.
-        count = sum(not v.options[d].exact and not v.pinned for v, d in zip(space.variables, ranked[0].decisions))
-        limits = [count >> i for i in range(1, max(count.bit_length(), 1) + 1)]
-        levels = [(n, k, None) for n, k in BACKOFF] + [(f"at most {k} inexact decisions", None, k)
-                                                       for k in dict.fromkeys(limits)]
-        backoff: list[Candidate] = []
-        for level, keep, max_inexact in levels:
-            restrict = None
-            if keep is not None:
-                restrict = [[i for i in v.allowed if v.pinned or keep(v.options[i])] for v in space.variables]
-                if restrict == [v.allowed for v in space.variables]:
-                    continue  # this rule set has nothing this level would take away
-            sub = Problem(space, vm, objective, seed=seed, progress=progress, restrict=restrict,
-                          max_inexact=max_inexact)
-            sub.evaluate(sub.start[None])
-            run_strategy(resolve_strategy(strategy, space, sub.size), sub)
-            sub_rows, sub_fit = sub.archive()
-            need = max(2, len(space.variables) // 10)
-            pick = next((r for r, f in zip(sub_rows, sub_fit) if f < INFEASIBLE
-                         and all(sum(a != b for a, b in zip(r, t)) >= need for t in tried)), None)
-            if pick is not None:
-                cand = candidate(f"finalist ({level})", pick)
-                tried.add(cand.decisions)
-                backoff.append(cand)
-        for cand in sorted(backoff, key=lambda c: c.figures["latency_us"]):
-            ranked.append(cand)
-            if _accept(cand, budgets, original, canonical, calibration, evaluation, seed, progress, shared):
-                best = cand
-                break
-    if ranked and best is None:
-        devs = ", ".join(f"{c.deviation:.4g}" for c in ranked)
-        limit = f"--max-deviation {budgets.max_deviation:.4g}" if budgets.max_deviation is not None else "finite"
-        failure = [f"no variant within the other budgets keeps the output deviation {limit}: {len(ranked)} "
-                   f"materialised (fastest first, then with fewer inexact rules) deviate by {devs}; try calibration "
-                   f"data (--calibration), or --exact-only"]
+    costs: list[DecisionCost] = []
+    # Fidelity costs only matter to a search (not to a picked point), and only when some variant meets
+    # the latency and memory budgets.
+    wanted = budget.min_fidelity is not None or budget.max_deviation is not None
+    if wanted and pick is None and fitness[0] < INFEASIBLE:
+        costs, f0, r0 = measure_costs(space, vm, verifier, progress)
+        search.fmodel = FidelityModel(space, costs, f0, r0, fidelity_model)
+    timings["sensitivity"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
     if measure_finalists is None:
         measure_finalists = target.backend == "onnxruntime"
+    if pick is not None:
+        picked = search.candidate(f"picked {pick}", _picked(pareto, pick, Objective(budgets)))
+        best, ranked = (picked if verify(picked, verifier) else None), [picked]
+    else:
+        best, ranked = _pick_and_verify(search, verifier, budget, finalists, keep_rest=bool(measure_finalists))
+    failure: list[str] = []
+    if not ranked:
+        objective = Objective(budgets)
+        figures = vm.evaluate(rows)
+        nearest = search.candidate("nearest", rows[int(np.argmin(objective.violation(figures)))])
+        reasons = objective.shortfall(nearest.figures) or ["no variant within the budgets"]
+        failure = [f"no variant meets the budgets ({search.evaluated:,} evaluated); the nearest: " + "; ".join(reasons)]
+    elif best is None:
+        near = max(ranked, key=lambda c: (c.fidelity is not None and c.fidelity.finite,
+                                          c.fidelity.value if c.fidelity and c.fidelity.finite else -1.0))
+        base_latency = _figures(vm, space.baseline)["latency_us"]
+        failure = [f"no variant within the other budgets keeps the fidelity budget ({budget_text(budget)}): "
+                   f"{len(ranked)} materialised and verified on {split.info.get('held_out')} held-out samples; "
+                   f"the nearest miss: {near.label}, {near.note} "
+                   f"({near.figures['latency_us'] / base_latency - 1:+.1%} estimated latency); "
+                   f"try a lower --min-fidelity, --for-retraining, or calibration data (--calibration)"]
     if best is not None and measure_finalists and pick is None and len(ranked) > 1:
-        best, original_us = _measure_finalists(ranked, best, canonical, target, lambda c: _accept(
-            c, budgets, original, canonical, calibration, evaluation, seed, progress, shared))
+        best, original_us = _measure_finalists(ranked, best, canonical, target, lambda c: verify(c, verifier))
         if best.measured_us >= original_us:  # nothing is faster for real: keep the original, and say so
             slower = best
-            best = candidate("best", space.baseline)
-            _materialise(best, original, canonical, calibration, evaluation, seed, progress, shared)
+            best = search.candidate("best", space.baseline)
+            verify(best, verifier)
             best.measured_us = original_us
             best.note = (f"the original is kept: no finalist measured faster (fastest {slower.measured_us / 1000:.3f}"
                          f" ms vs {original_us / 1000:.3f} ms)")
@@ -352,26 +467,46 @@ def optimize(
         from hwopt.search.recovery import recover_finalists
 
         t1 = time.perf_counter()
-        best, recovered = recover_finalists(ranked, best, recover, canonical, calibration, evaluation, budgets, seed,
-                                            progress)
+        before = best
+        best, recovered = recover_finalists(ranked, best, recover, canonical, split.fit, split.held_out, budgets,
+                                            seed, progress)
+        if best is not None and best is not before:  # recovered: judged like every written model
+            verified = best.fidelity = verifier.measure(best.result.model)
+            best.deviation = verified.rel_l2
+            if verifier.misses(verified):
+                best.note, best = f"recovered but {verifier.misses(verified)}", before
         failure = [] if best is not None else failure
         timings["recover"] = time.perf_counter() - t1
     if best is not None:
         best.label = "best"
     timings["materialise"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    front: list[Candidate] = []
+    if search.fmodel is not None:
+        front = fidelity_front(search, budget, [c for c in ranked if c.fidelity is not None])
+        todo = [c for c in front if c.fidelity is None]
+        if verify_front and todo:
+            picks = np.unique(np.linspace(0, len(todo) - 1, min(verify_front, len(todo))).round().astype(int))
+            for k in picks:
+                verify(todo[k], verifier)
+    timings["front"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
     # Side by side: baseline, each rule alone (where it helps), the best.
-    side = [candidate("baseline", space.baseline)]
+    side = [search.candidate("baseline", space.baseline)]
     side[0].deviation, side[0].exact = 0.0, True
+    side[0].fidelity = Fidelity(metric.name, 1.0, 0.0, split.info.get("held_out", 0), {})
     for rule in dict.fromkeys(o.choice.rule for v in space.variables for o in v.options if o.choice):
-        alone = candidate(f"{rule} alone", rule_alone(space, vm, rule))
+        alone = search.candidate(f"{rule} alone", rule_alone(space, vm, rule))
         side.append(alone)
         if not alone.steps:
             alone.note, alone.deviation = "helps nowhere on this target (estimated)", 0.0
-        else:
-            # Materialised (deviation, verified exactness) only on request and when a model is written:
+            alone.fidelity = side[0].fidelity
+        elif compare_rules and best is not None:
+            # Materialised (fidelity, verified exactness) only on request and when a model is written:
             # it costs a full apply each.
-            if compare_rules and best is not None:
-                _materialise(alone, original, canonical, calibration, evaluation, seed, progress, shared)
+            verify(alone, verifier)
     if best is not None:
         side.append(best)
     if measure:
@@ -383,8 +518,20 @@ def optimize(
                 continue  # not materialised (see --compare), or measured already
             model = row.result.model if row.result is not None else canonical
             row.measured_us = float(getattr(measurer(model, target), "latency_us"))
-    timings["compare"] = time.perf_counter() - t0 - timings["materialise"]
+    timings["compare"] = time.perf_counter() - t0
     timings["total"] = time.perf_counter() - start
-    result = OptimizeResult(model_path, target, cost_model.name, name, space, vm, budgets, problem.evaluated,
-                            timings["search"], side, best, ranked, pareto, failure, timings, recovered)
+    result = OptimizeResult(model_path, target, cost_model.name, search.resolved, space, vm, budgets,
+                            search.evaluated, timings["search"], side, best, ranked, pareto, failure, timings,
+                            recovered=recovered, fidelity_budget=budget, split=dict(split.info), costs=costs,
+                            fidelity_model=fidelity_model if search.fmodel else None, front=front,
+                            for_retraining=for_retraining, verifier=verifier, fmodel=search.fmodel)
     return result, (best.result.model if best is not None and best.result is not None else None)
+
+
+def budget_text(budget: FidelityBudget) -> str:
+    parts = []
+    if budget.min_fidelity is not None:
+        parts.append(f"{budget.metric.label} >= {budget.min_fidelity:.2%}")
+    if budget.max_deviation is not None:
+        parts.append(f"rel-L2 <= {budget.max_deviation:.4g}")
+    return ", ".join(parts) or "none"

@@ -1,13 +1,16 @@
-"""The optimize report: rich tables on the terminal, Markdown, and JSON (schema ``hwopt.optimize/1``).
+"""The optimize report: rich tables on the terminal, Markdown, and JSON (schema ``hwopt.optimize/2``).
 
-Sections: the side-by-side comparison (baseline, each rule alone, best), the
-per-block decisions with each block's estimated latency before and after,
-the other decisions, and the Pareto front of latency against memory. The
-JSON document is specified in ``docs/optimize-json.md``.
+Sections: the side-by-side comparison (baseline, each rule alone, best) with
+task fidelity and rel-L2 on every row, the finalists (predicted vs verified
+fidelity), the latency / fidelity Pareto front, each inexact decision's
+fidelity cost alone, the per-block decisions with each block's estimated
+latency before and after, the other decisions, and the Pareto front of latency
+against memory. The JSON document is specified in ``docs/optimize-json.md``.
 """
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +22,12 @@ from hwopt.report import human_bytes, human_count
 from hwopt.search.optimize import Candidate, OptimizeResult
 from hwopt.search.space import hidden_group
 
-SCHEMA = "hwopt.optimize/1"
+SCHEMA = "hwopt.optimize/2"
+RANDOM_WARNING = ("NO CALIBRATION DATA: every fidelity figure is on seeded random inputs, which say nothing "
+                  "about the task: give --calibration with real samples")
+RETRAINING_NOTE = ("--for-retraining: no fidelity budget; the written weights are only an initialisation for "
+                   "training, not a model to deploy: reproduce the decisions in the training code "
+                   "(--save-rules writes them) and train")
 
 
 def _fmt(value, kind: str) -> str:
@@ -33,7 +41,13 @@ def _fmt(value, kind: str) -> str:
         return human_count(value)
     if kind == "dev":
         return f"{value:.2e}" if value < 1e-3 else f"{value:.4f}"
+    if kind == "fid":
+        return f"{value:.2%}" if value >= 0.9995 or value < 0.9 else f"{value:.1%}"
     return str(value)
+
+
+def _finite(value: float | None) -> float | None:
+    return float(value) if value is not None and math.isfinite(value) else None
 
 
 def variant_dict(row: Candidate, baseline: Candidate) -> dict[str, Any]:
@@ -50,7 +64,13 @@ def variant_dict(row: Candidate, baseline: Candidate) -> dict[str, Any]:
         "flops": int(f["flops"]),
         "peak_activation_bytes": int(f["peak_activation_bytes"]),
         "memory_bytes": int(f["memory_bytes"]),
-        "deviation": row.deviation,
+        "deviation": _finite(row.deviation),
+        "fidelity": _finite(row.fidelity.value) if row.fidelity is not None else None,
+        "rel_l2": _finite(row.fidelity.rel_l2) if row.fidelity is not None else None,
+        "verified": row.fidelity is not None,
+        "predicted_fidelity": row.predicted,
+        "predicted_rel_l2": row.predicted_rel_l2,
+        "id": row.id or None,
         "exact": row.exact,
         "rules": [s.label() for s in row.steps],
         "note": row.note,
@@ -147,13 +167,12 @@ def to_dict(result: OptimizeResult, output: Path | None, rules_out: Path | None,
         "blocks": blocks,
         "decisions": all_decisions,
         "fine_tuning": fine_tuning(all_decisions),
-        "finalists": [{"label": c.label, "latency_us": c.figures["latency_us"], "deviation": c.deviation,
-                       "rules": [s.label() for s in c.steps], "note": c.note, "measured_latency_us": c.measured_us,
-                       "latency_low_us": c.band["low_us"] if c.band else None,
-                       "latency_high_us": c.band["high_us"] if c.band else None}
-                      for c in result.finalists],
+        "finalists": [variant_dict(c, baseline) for c in result.finalists],
         "run": run or {},
         "memory_basis": basis(result.space.p, result.target.dtype),
+        "fidelity": fidelity_dict(result),
+        "front": [variant_dict(c, baseline) for c in result.front],
+        "sensitivity": [c.to_dict() for c in result.costs],
     }
     if result.recovered:
         doc["recovery"] = [r.to_dict() for r in result.recovered]
@@ -171,25 +190,91 @@ def rules_short(rules: list[str]) -> str:
     return ", ".join(parts) or "(original)"
 
 
+def fidelity_dict(result: OptimizeResult) -> dict[str, Any]:
+    """The metric, the budget, the samples that judged it, and how well the prediction matched."""
+    budget = result.fidelity_budget
+    seen = {}
+    for c in result.finalists + result.front:
+        if c.predicted is not None and c.fidelity is not None and math.isfinite(c.fidelity.value):
+            seen.setdefault(c.decisions, c)
+    models = {m: result.fmodel.with_mode(m) for m in result.fmodel.MODES} if result.fmodel else {}
+    pairs = [{"label": c.label, "id": c.id or None, "predicted": c.predicted, "verified": c.fidelity.value,
+              **{m: model.predict(c.decisions)[0] for m, model in models.items()},
+              "predicted_rel_l2": c.predicted_rel_l2, "verified_rel_l2": _finite(c.fidelity.rel_l2)}
+             for c in seen.values()]
+    errors = {m: float(np.mean([abs(p[m] - p["verified"]) for p in pairs])) if pairs else None for m in models}
+    split = dict(result.split)
+    return {
+        **(budget.to_dict() if budget else {}),
+        "for_retraining": result.for_retraining,
+        "samples": split,
+        "warning": RANDOM_WARNING if split.get("random") else None,
+        "retraining_note": RETRAINING_NOTE if result.for_retraining else None,
+        "model": result.fidelity_model,
+        "prediction": {
+            "pairs": pairs,  # each verified variant: predicted (the model used) and both models' figures
+            "mean_abs_error": float(np.mean([abs(p["predicted"] - p["verified"]) for p in pairs])) if pairs else None,
+            "mean_abs_error_by_model": errors,
+        },
+    }
+
+
+def _fid_cells(v: dict[str, Any]) -> list[str]:
+    """Verified fidelity (or the prediction, marked ~), rel-L2 (verified)."""
+    if v["fidelity"] is not None:
+        fid = _fmt(v["fidelity"], "fid")
+    elif v["verified"]:
+        fid = "NaN"
+    elif v.get("predicted_fidelity") is not None:
+        fid = "~" + _fmt(v["predicted_fidelity"], "fid")
+    else:
+        fid = "-"
+    return [fid, _fmt(v["rel_l2"], "dev") if v["rel_l2"] is not None else ("NaN" if v["verified"] else "-")]
+
+
 def _tables(doc: dict[str, Any]) -> list[tuple[str, list[str], list[list[str]]]]:
     """(title, header, rows) of every section, shared by the terminal and Markdown renderings."""
+    label = doc["fidelity"].get("label", "fidelity")
     measured = any(v["measured_latency_us"] is not None for v in doc["variants"])
     notes = any(v["note"] for v in doc["variants"])
     banded = any(v.get("latency_low_us") is not None for v in doc["variants"])
     header = ["variant", "est. latency", "vs baseline"] + (["80% band"] if banded else []) + (
         ["measured"] if measured else []) + [
-        "params", "peak act.", "memory", "FLOPs", "deviation (rel L2)", "exact"] + (["note"] if notes else [])
+        label, "rel L2", "params", "peak act.", "memory", "FLOPs", "exact"] + (["note"] if notes else [])
     rows = []
     for v in doc["variants"]:
         band = (f"{_fmt(v['latency_low_us'], 'us')} - {_fmt(v['latency_high_us'], 'us')}"
                 if v.get("latency_low_us") is not None else "-")
-        rows.append([v["label"], _fmt(v["latency_us"], "us"), f"{v['latency_change']:+.1%}"]
+        rows.append([v["label"] + (f" ({v['id']})" if v["id"] else ""), _fmt(v["latency_us"], "us"),
+                     f"{v['latency_change']:+.1%}"]
                     + ([band] if banded else [])
-                    + ([_fmt(v["measured_latency_us"], "us")] if measured else [])
+                    + ([_fmt(v["measured_latency_us"], "us")] if measured else []) + _fid_cells(v)
                     + [_fmt(v["params"], "count"), _fmt(v["peak_activation_bytes"], "bytes"),
-                       _fmt(v["memory_bytes"], "bytes"), _fmt(v["flops"], "count"), _fmt(v["deviation"], "dev"),
+                       _fmt(v["memory_bytes"], "bytes"), _fmt(v["flops"], "count"),
                        "yes" if v["exact"] else "no"] + ([v["note"]] if notes else []))
-    sections = [("side by side", header, rows)]
+    sections = [(f"side by side ({label} and rel L2 on held-out samples; ~ predicted, not materialised)",
+                 header, rows)]
+    if doc["finalists"]:
+        sections.append((f"finalists: predicted vs verified {label}",
+                         ["finalist", "est. latency", "vs baseline", f"predicted {label}", f"verified {label}",
+                          "rel L2", "verdict"],
+                         [[c["label"] + (f" ({c['id']})" if c["id"] else ""), _fmt(c["latency_us"], "us"),
+                           f"{c['latency_change']:+.1%}",
+                           _fmt(c["predicted_fidelity"], "fid") if c["predicted_fidelity"] is not None else "-",
+                           *_fid_cells(c), c["note"] or "within the budgets"] for c in doc["finalists"]]))
+    if doc["front"]:
+        sections.append((f"Pareto front: estimated latency vs {label} (predicted; verified where materialised)",
+                         ["id", "est. latency", "vs baseline", f"predicted {label}", f"verified {label}",
+                          "rel L2", "decisions"],
+                         [[c["id"], _fmt(c["latency_us"], "us"), f"{c['latency_change']:+.1%}",
+                           _fmt(c["predicted_fidelity"], "fid"), *(_fid_cells(c) if c["verified"] else ["-", "-"]),
+                           _short_rules(c["rules"])] for c in doc["front"]]))
+    if doc["sensitivity"]:
+        sections.append((f"{label} of each inexact decision alone (held-out samples)",
+                         ["site", "choice", "rule", label, "rel L2", "seconds"],
+                         [[c["site"], c["choice"], c["rule"], _fmt(c["fidelity"], "fid") if c["fidelity"] is not None
+                           else "NaN", _fmt(c["rel_l2"], "dev") if c["rel_l2"] is not None else "NaN",
+                           f"{c['seconds']:.1f}"] for c in doc["sensitivity"]]))
     if doc["blocks"]:
         sections.append(("per-block decisions (best)", ["block", "decision", "latency before", "latency after",
                                                         "change", "fine-tune", "each option (est.)"],
@@ -214,6 +299,17 @@ def _tables(doc: dict[str, Any]) -> list[tuple[str, list[str], list[list[str]]]]
     return sections
 
 
+def _short_rules(rules: list[str]) -> str:
+    """Rule steps, each site list cut to its first few: a front row must stay one line."""
+    out = []
+    for rule in rules:
+        head, _, sites = rule.partition("@")
+        names = sites.split(",") if sites else []
+        out.append(head + (("@" + ",".join(names[:4]) + (f",+{len(names) - 4}" if len(names) > 4 else ""))
+                           if names else ""))
+    return "; ".join(out) or "(original)"
+
+
 def stage_times(seconds: dict[str, float]) -> str:
     parts = [f"{k} {v:.1f} s" for k, v in seconds.items() if k != "total"]
     return ", ".join(parts) + (f" (total {seconds['total']:.1f} s)" if "total" in seconds else "")
@@ -234,8 +330,7 @@ def header(doc: dict[str, Any]) -> list[str]:
         random = ("INPUT DATA: RANDOM (standard normal), not real samples: refits and deviations hold for noise "
                   "only; give --calibration FILE.npz")
         lines.append((random if inputs.get("random") else f"input data: {inputs['calibration']}")
-                     + f" ({inputs.get('calibration_samples')} calibration, {inputs.get('eval_samples')} evaluation "
-                       f"samples)")
+                     + f" (at most {inputs.get('calibration_samples')} samples fit the refits; the split below)")
     lines.append(f"model written to: {doc['output']}" if doc.get("output") else "no model written")
     return lines
 
@@ -248,10 +343,30 @@ def _summary(doc: dict[str, Any]) -> list[str]:
                  f"{doc['evaluated']:,} evaluated; stages: {stage_times(doc['seconds'])}")
     if doc.get("memory_basis"):
         lines.append(f"params and memory in the {doc['memory_basis']} (hwopt inspect counts the file as stored)")
+    fid = doc["fidelity"]
+    samples = fid.get("samples", {})
+    lines.append(f"fidelity: {fid.get('label')} ({fid.get('metric')}) and rel L2 vs the original on "
+                 f"{samples.get('held_out')} held-out samples never fitted on; {samples.get('fit')} samples fit "
+                 f"the refits; {samples.get('source')}: {samples.get('split')}")
+    if fid.get("warning"):
+        lines.append("WARNING: " + fid["warning"])
+    budget = []
+    if fid.get("min_fidelity") is not None:
+        budget.append(f"{fid['label']} >= {fid['min_fidelity']:.2%}")
+    if fid.get("max_deviation") is not None:
+        budget.append(f"rel L2 <= {fid['max_deviation']:.4g}")
+    lines.append("fidelity budget: " + (", ".join(budget) or "none")
+                 + (f"; predicted per decision ({fid['model']} model), verified on the finalists"
+                    if fid.get("model") else ""))
+    if fid.get("retraining_note"):
+        lines.append(fid["retraining_note"])
     if doc["best"] is not None:
         b = doc["best"]
+        verified = f"{_fmt(b['fidelity'], 'fid')}" if b["fidelity"] is not None else "NaN"
         lines.append(f"best: {b['latency_change']:+.1%} estimated latency, "
-                     f"{'exact' if b['exact'] else 'inexact'}, output deviation {_fmt(b['deviation'], 'dev')}")
+                     f"{'exact' if b['exact'] else 'inexact'}, {fid.get('label')} {verified}"
+                     + (f" (predicted {_fmt(b['predicted_fidelity'], 'fid')})" if b["predicted_fidelity"] is not None
+                        else "") + f", rel L2 {_fmt(b['rel_l2'], 'dev') if b['rel_l2'] is not None else 'NaN'}")
         if b.get("interval"):
             band = b["interval"]
             lines.append(f"best's 80% band: {_fmt(band['low_us'], 'us')} - {_fmt(band['high_us'], 'us')}"
@@ -261,7 +376,7 @@ def _summary(doc: dict[str, Any]) -> list[str]:
             lines.append(f"best: {b['note']}")
         if doc["fine_tuning"]:
             refit = "random inputs" if (doc.get("run") or {}).get("inputs", {}).get("random") else "calibration data"
-            lines.append(f"needs fine-tuning (inexact rewrites, weights refit on {refit} only): "
+            lines.append(f"inexact rewrites (weights refit on {refit} only; fine-tuning can win back fidelity): "
                          + ", ".join(doc["fine_tuning"]))
     for r in doc.get("recovery", []):
         fmt = lambda v: "n/a" if v is None else f"{v:.1%}"  # noqa: E731

@@ -14,7 +14,7 @@ from typing import Callable
 
 import numpy as np
 
-from hwopt.search.objective import INFEASIBLE, Objective
+from hwopt.search.objective import Objective
 from hwopt.search.space import Space
 from hwopt.search.variants import VariantModel
 
@@ -35,32 +35,22 @@ class Problem:
     # Option indices each variable may take (default: the space's); a restricted search (fewer rules)
     # keeps the same indices so the kernel tables stay valid.
     restrict: list[list[int]] | None = None
-    # At most this many inexact decisions (the deviation back-off's proxy for output deviation).
-    max_inexact: int | None = None
+    # Predicted figures beyond latency and memory (``FidelityModel``: predicted fidelity and rel-L2),
+    # constrained by the objective.
+    fidelity: object | None = None
     _rows: list[np.ndarray] = field(default_factory=list)
     _fit: list[np.ndarray] = field(default_factory=list)
 
     def evaluate(self, rows: np.ndarray) -> np.ndarray:
         rows = np.asarray(rows, dtype=np.int64)
-        fitness = self.objective.fitness(self.model.evaluate(rows))
-        if self.max_inexact is not None:
-            inexact = self._inexact_table()[np.arange(rows.shape[1])[None, :], rows].sum(axis=1)
-            fitness = np.where(inexact > self.max_inexact, INFEASIBLE * (2.0 + inexact), fitness)
+        figures = self.model.evaluate(rows)
+        if self.fidelity is not None:
+            figures.update(self.fidelity.evaluate(rows))
+        fitness = self.objective.fitness(figures)
         self._rows.append(rows)
         self._fit.append(fitness)
         self.evaluated += len(rows)
         return fitness
-
-    def _inexact_table(self) -> np.ndarray:
-        """(variables, max options) 1 where an option is an inexact rewrite."""
-        if not hasattr(self, "_inexact"):
-            width = max((v.size for v in self.space.variables), default=1)
-            table = np.zeros((len(self.space.variables), width), dtype=np.int64)
-            for i, v in enumerate(self.space.variables):
-                for j, o in enumerate(v.options):
-                    table[i, j] = 0 if o.exact or v.pinned else 1
-            self._inexact = table
-        return self._inexact
 
     def archive(self) -> tuple[np.ndarray, np.ndarray]:
         """Distinct evaluated variants and their fitness, best first (ties: lexicographic)."""

@@ -1,0 +1,183 @@
+"""Task fidelity: how well a rewritten model still does the original's job, in the user's terms.
+
+A registry of metrics, each a score in [0, 1] (higher is better) of a candidate's
+outputs against the original's on the same held-out samples:
+
+- ``top1``: the share of samples whose argmax over the class axis (the last) is the original's.
+- ``top5``: the share whose original top-1 class is among the candidate's five best.
+- ``argmax``: per-pixel argmax agreement over the class axis of dense maps [N, C, H, W].
+- ``cosine``: mean per-sample cosine similarity of the flattened outputs.
+- ``rel-l2``: 1 - relative L2 error over all samples (so ``--min-fidelity 0.95`` = rel-L2 <= 0.05).
+
+``auto`` picks from the output shapes: one output [N, C] with C >= 10 -> top1; one
+output [N, C, H, W] with C >= 2 and H x W > 1 (a class map) -> argmax; anything else
+(regression heads, detection boxes and scores, several outputs) -> cosine.
+A model with several outputs scores its worst output: a detector whose boxes drift
+is broken however good its scores are. rel-L2 (worst output) is always reported too.
+
+A candidate output with a non-finite value scores NaN, and NaN fails every budget.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
+
+import numpy as np
+
+from hwopt.errors import HwoptError
+
+_MIN_CLASSES = 10
+
+
+def _finite(cand: np.ndarray) -> bool:
+    return bool(np.isfinite(cand).all())
+
+
+def _top1(ref: np.ndarray, cand: np.ndarray) -> np.ndarray:
+    return (ref.argmax(axis=-1) == cand.argmax(axis=-1)).reshape(len(ref), -1).mean(axis=1)
+
+
+def _top5(ref: np.ndarray, cand: np.ndarray) -> np.ndarray:
+    k = min(5, cand.shape[-1])
+    best = ref.argmax(axis=-1)[..., None]
+    top = np.argpartition(-cand, k - 1, axis=-1)[..., :k]
+    return (top == best).any(axis=-1).reshape(len(ref), -1).mean(axis=1)
+
+
+def _argmax(ref: np.ndarray, cand: np.ndarray) -> np.ndarray:
+    return (ref.argmax(axis=1) == cand.argmax(axis=1)).reshape(len(ref), -1).mean(axis=1)
+
+
+def _cosine(ref: np.ndarray, cand: np.ndarray) -> np.ndarray:
+    a = ref.reshape(len(ref), -1).astype(np.float64)
+    b = cand.reshape(len(cand), -1).astype(np.float64)
+    na, nb = np.linalg.norm(a, axis=1), np.linalg.norm(b, axis=1)
+    dot = (a * b).sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        cos = np.where((na > 0) & (nb > 0), dot / (na * nb), np.where(na == nb, 1.0, 0.0))
+    return np.clip(cos, -1.0, 1.0)
+
+
+def rel_l2(ref: np.ndarray, cand: np.ndarray) -> float:
+    """||cand - ref|| / ||ref|| over all samples (inf when the reference is zero and the candidate not)."""
+    r, c = ref.astype(np.float64).ravel(), cand.astype(np.float64).ravel()
+    if not np.isfinite(c).all():
+        return math.nan
+    num, den = float(np.linalg.norm(c - r)), float(np.linalg.norm(r))
+    return num / den if den else (0.0 if num == 0 else math.inf)
+
+
+def _is_classes(shape: Sequence[int]) -> bool:
+    return len(shape) == 2 and shape[-1] >= _MIN_CLASSES
+
+
+def _is_class_map(shape: Sequence[int]) -> bool:
+    return len(shape) == 4 and shape[1] >= 2 and shape[2] * shape[3] > 1
+
+
+@dataclass(frozen=True)
+class Metric:
+    name: str
+    label: str  # what the figure is called in reports
+    default_min: float  # the default budget (--min-fidelity)
+    per_sample: Callable[[np.ndarray, np.ndarray], np.ndarray] | None  # None: not a per-sample mean
+    applies: Callable[[Sequence[int]], bool]  # whether an output of this shape (samples first) can be scored
+    needs: str  # what applies() wants, for the error message
+
+    def score(self, ref: np.ndarray, cand: np.ndarray) -> float:
+        if not _finite(cand):
+            return math.nan
+        if self.per_sample is None:  # rel-l2
+            return 1.0 - rel_l2(ref, cand)
+        return float(self.per_sample(ref, cand).mean())
+
+
+# The defaults are one budget in different units: 99% of the decisions a user sees kept for
+# classifiers and class maps; for raw outputs a cosine of 0.999 (rel-L2 about 0.045) or rel-L2 0.05.
+METRICS: dict[str, Metric] = {m.name: m for m in (
+    Metric("top1", "top-1 agreement", 0.99, _top1, _is_classes, "an output [N, C] with C >= 10"),
+    Metric("top5", "top-5 containment", 0.99, _top5, _is_classes, "an output [N, C] with C >= 10"),
+    Metric("argmax", "per-pixel argmax agreement", 0.99, _argmax, _is_class_map, "an output [N, C, H, W]"),
+    Metric("cosine", "cosine similarity", 0.999, _cosine, lambda s: True, "any output"),
+    Metric("rel-l2", "1 - rel. L2 error", 0.95, None, lambda s: True, "any output"),
+)}
+
+
+def choose_metric(shapes: dict[str, Sequence[int]], requested: str = "auto") -> Metric:
+    """The metric for a model with these output shapes (samples first): ``requested`` or auto's pick."""
+    if requested == "auto":
+        only = list(shapes.values())
+        if len(only) == 1 and _is_classes(only[0]):
+            return METRICS["top1"]
+        if len(only) == 1 and _is_class_map(only[0]):
+            return METRICS["argmax"]
+        return METRICS["cosine"]
+    if requested not in METRICS:
+        raise HwoptError(f"unknown fidelity metric {requested!r} (metrics: auto, {', '.join(METRICS)})")
+    metric = METRICS[requested]
+    bad = [n for n, s in shapes.items() if not metric.applies(s)]
+    if bad:
+        raise HwoptError(f"--fidelity {requested} needs {metric.needs}; output {bad[0]!r} has shape "
+                         f"{list(shapes[bad[0]])}")
+    return metric
+
+
+@dataclass
+class Fidelity:
+    """One model's task fidelity and rel-L2 against the original on the held-out samples."""
+
+    metric: str
+    value: float  # the worst output's score (NaN: non-finite outputs)
+    rel_l2: float  # the worst output's relative L2 error
+    samples: int
+    outputs: dict[str, float] = field(default_factory=dict)  # score per output
+
+    @property
+    def finite(self) -> bool:
+        return math.isfinite(self.value) and math.isfinite(self.rel_l2)
+
+    def to_dict(self) -> dict:
+        return {"metric": self.metric, "value": _json(self.value), "rel_l2": _json(self.rel_l2),
+                "samples": self.samples, "outputs": {k: _json(v) for k, v in self.outputs.items()}}
+
+
+def _json(value: float) -> float | None:
+    return float(value) if math.isfinite(value) else None  # JSON has no NaN
+
+
+def measure(reference: dict[str, np.ndarray], candidate: dict[str, np.ndarray], metric: Metric) -> Fidelity:
+    """Score every reference output; the worst is the model's figure (NaN if any is NaN)."""
+    scores = {n: metric.score(reference[n], candidate[n]) for n in reference}
+    errors = [rel_l2(reference[n], candidate[n]) for n in reference]
+    value = math.nan if any(math.isnan(s) for s in scores.values()) else min(scores.values(), default=1.0)
+    worst = math.nan if any(math.isnan(e) for e in errors) else max(errors, default=0.0)
+    samples = len(next(iter(reference.values()))) if reference else 0
+    return Fidelity(metric.name, value, worst, samples, scores)
+
+
+@dataclass(frozen=True)
+class FidelityBudget:
+    """What a written model must keep: task fidelity >= min_fidelity and rel-L2 <= max_deviation.
+
+    ``None`` disables a bound (``--for-retraining`` disables both unless --max-deviation is given).
+    """
+
+    metric: Metric
+    min_fidelity: float | None
+    max_deviation: float | None = None
+
+    def misses(self, fid: Fidelity) -> str | None:
+        """Why ``fid`` fails the budget, or None when it passes. NaN / inf always fail."""
+        if not fid.finite:
+            return "non-finite outputs (NaN or inf) on the held-out samples"
+        if self.min_fidelity is not None and not fid.value >= self.min_fidelity:
+            return f"{self.metric.label} {fid.value:.2%} < --min-fidelity {self.min_fidelity:.2%}"
+        if self.max_deviation is not None and not fid.rel_l2 <= self.max_deviation:
+            return f"rel-L2 {fid.rel_l2:.4g} > --max-deviation {self.max_deviation:.4g}"
+        return None
+
+    def to_dict(self) -> dict:
+        return {"metric": self.metric.name, "label": self.metric.label, "min_fidelity": self.min_fidelity,
+                "max_deviation": self.max_deviation}
