@@ -322,6 +322,8 @@ def fidelity_front(search: _Search, budget: FidelityBudget, extra: list[Candidat
     """
     levels = sorted({*FRONT_LEVELS, *([budget.min_fidelity] if budget.min_fidelity is not None else [])},
                     reverse=True)
+    if not search.fmodel.costs:
+        levels = [1.0]  # nothing inexact was measured: every level has the same best
     found: dict[tuple[int, ...], Candidate] = {c.decisions: c for c in extra}
     for level in levels:
         rows, fitness = search.run(level, None)
