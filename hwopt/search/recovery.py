@@ -60,9 +60,11 @@ def to_recover(ranked: list, best, count: int) -> list:
 
 def recover_finalists(ranked: list, best, options: RecoveryOptions, canonical, calibration: Samples,
                       evaluation: Samples, budgets: Budgets, seed: int, progress,
-                      log: Callable[[str], None] = lambda line: None) -> tuple[object | None, list[Recovered]]:
+                      log: Callable[[str], None] = lambda line: None,
+                      misses: Callable[[object], str | None] | None = None) -> tuple[object | None, list[Recovered]]:
     """(the variant to write, the recovered finalists): the fastest meeting the budgets after recovery,
-    else ``best`` as it was."""
+    else ``best`` as it was. ``misses(model)``: why a recovered model fails the budgets, None when it
+    meets them (default: a finite rel-L2 within ``budgets.max_deviation``)."""
     from hwopt.recover import require_torch
 
     require_torch()
@@ -76,7 +78,10 @@ def recover_finalists(ranked: list, best, options: RecoveryOptions, canonical, c
         settings = RecoverySettings(epochs=options.epochs, seconds=share, seed=seed, threads=options.threads)
         result = recover(canonical, cand.result.model, calibration, evaluation, settings, progress, log)
         deviation = result.after.worst_rel_l2
-        meets = math.isfinite(deviation) and (budgets.max_deviation is None or deviation <= budgets.max_deviation)
+        if misses is not None:
+            meets = misses(result.model) is None
+        else:
+            meets = math.isfinite(deviation) and (budgets.max_deviation is None or deviation <= budgets.max_deviation)
         done.append(Recovered(cand.label, cand.figures["latency_us"], fidelity_name(result.after),
                               fidelity(result.before), fidelity(result.after), result.before.worst_rel_l2,
                               deviation, len(result.history), result.seconds, meets))
