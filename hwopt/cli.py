@@ -688,6 +688,8 @@ def recover(
     lr: float = typer.Option(5e-4, "--lr", min=0.0, help="Adam step relative to each weight tensor's RMS "
                              "(block phase: 4x)"),
     batch: int = typer.Option(32, "--batch", min=1, help="samples per training step"),
+    block_share: float = typer.Option(0.25, "--block-share", min=0.0, max=0.9, help="share of the epochs (or time) "
+                                      "spent on block-wise reconstruction before end-to-end distillation"),
     train_all: bool = typer.Option(True, "--train-all/--train-rewritten", help="end to end, train every weight "
                                    "or only the rewritten ones"),
     threads: Optional[int] = typer.Option(None, "--threads", min=1, help="torch CPU threads (results depend on it)"),
@@ -721,7 +723,7 @@ def recover(
         check_same_signature(canonical, student, rewritten)
         train, judged, split = samples(canonical, calibration, heldout, calibration_samples, eval_samples, seed)
         settings = RecoverySettings(epochs=epochs, seconds=seconds, seed=seed, lr=lr, batch=batch,
-                                    train_all=train_all, threads=threads)
+                                    train_all=train_all, threads=threads, block_share=block_share)
 
         def log(line: str) -> None:
             if not quiet:
