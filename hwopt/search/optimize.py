@@ -471,7 +471,7 @@ def optimize(
         t1 = time.perf_counter()
         before = best
         best, recovered = recover_finalists(ranked, best, recover, canonical, split.fit, split.held_out, budgets,
-                                            seed, progress)
+                                            seed, progress, misses=lambda m: verifier.misses(verifier.measure(m)))
         if best is not None and best is not before:  # recovered: judged like every written model
             verified = best.fidelity = verifier.measure(best.result.model)
             best.deviation = verified.rel_l2
