@@ -36,6 +36,15 @@ def nice_ticks(lo: float, hi: float, count: int = 6) -> list[float]:
     return ticks
 
 
+
+def _grid(ticks: Sequence[float], left: float, scale: float, top: float, axis_y: float,
+          fmt: Callable[[float], str]) -> list[str]:
+    """Vertical grid lines with their tick labels under a horizontal-bar chart."""
+    xs = [left + t * scale for t in ticks]
+    return [f'<line x1="{x:.1f}" y1="{top}" x2="{x:.1f}" y2="{axis_y}" stroke="#e5e5e5"/>'
+            f'<text x="{x:.1f}" y="{axis_y + 14}" text-anchor="middle" fill="#555">{escape(fmt(t))}</text>'
+            for x, t in zip(xs, ticks)]
+
 def _attrs(data: dict[str, object]) -> str:
     return "".join(f' data-{k}="{escape(str(v))}"' for k, v in data.items())
 
@@ -66,10 +75,7 @@ def stacked_bars(rows: Sequence[tuple[str, Sequence[Segment]]], axis_label: str,
                    f'<text x="{x0 + 16}" y="14">{escape(name)}</text>')
         x0 += 28 + 7 * len(name)
     axis_y = top + len(rows) * row_height + 4
-    for t in ticks:
-        x = left + t * scale
-        out.append(f'<line x1="{x:.1f}" y1="{top}" x2="{x:.1f}" y2="{axis_y}" stroke="#e5e5e5"/>'
-                   f'<text x="{x:.1f}" y="{axis_y + 14}" text-anchor="middle" fill="#555">{escape(fmt(t))}</text>')
+    out.extend(_grid(ticks, left, scale, top, axis_y, fmt))
     out.append(f'<text x="{left + (width - left - right) / 2:.1f}" y="{axis_y + 32}" text-anchor="middle" '
                f'fill="#333">{escape(axis_label)}</text>')
     for r, (name, segs) in enumerate(rows):
@@ -116,10 +122,7 @@ def grouped_bars(groups: Sequence[tuple[str, Sequence[tuple[str, float | None, s
                        f'<text x="{x0 + 16}" y="14" font-size="12">{escape(name)}</text>')
             x0 += 40 + 7 * len(name)
     axis_y = top + len(groups) * group_h
-    for t in ticks:
-        x = left + t * scale
-        out.append(f'<line x1="{x:.1f}" y1="{top}" x2="{x:.1f}" y2="{axis_y}" stroke="#e5e5e5"/>'
-                   f'<text x="{x:.1f}" y="{axis_y + 14}" text-anchor="middle" fill="#555">{escape(fmt(t))}</text>')
+    out.extend(_grid(ticks, left, scale, top, axis_y, fmt))
     if limit is not None:
         x = left + limit * scale
         out.append(f'<line x1="{x:.1f}" y1="{top - 4}" x2="{x:.1f}" y2="{axis_y}" stroke="#c0392b" '
