@@ -70,8 +70,23 @@ def umask_mode() -> int:
     return 0o666 & ~current
 
 
+def _fsync_folder(folder: Path) -> None:
+    """Make a rename in ``folder`` durable (POSIX; a no-op where folders cannot be opened)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
 def _replace(target: Path, fill: Callable[[Path], None]) -> Path:
-    """``fill(temporary)`` next to ``target``, synced, given the umask's mode, renamed over ``target``."""
+    """``fill(temporary)`` next to ``target``, synced, given the umask's mode, renamed over ``target``
+    (the rename made durable too)."""
     remove_stale_temporaries(target)
     temporary = target.parent / temporary_name(target)
     try:
@@ -81,6 +96,7 @@ def _replace(target: Path, fill: Callable[[Path], None]) -> Path:
             os.fsync(handle.fileno())
         os.chmod(temporary, umask_mode())
         os.replace(temporary, target)
+        _fsync_folder(target.parent)
     except OSError as exc:
         raise HwoptError(f"cannot write {target}: {exc.strerror or exc}") from None
     finally:

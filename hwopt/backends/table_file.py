@@ -42,13 +42,13 @@ import gzip
 import io
 import json
 import os
-import tempfile
 import warnings
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Sequence
 
+from hwopt.atomic import atomic_write
 from hwopt.backends.base import TABLE_COLUMNS, Measurement, kernel_from_row
 from hwopt.errors import HwoptError
 from hwopt.kernels import Kernel
@@ -253,20 +253,6 @@ def done_kernels(path: str | Path) -> set[Kernel]:
 
 # ---------------------------------------------------------------- writing
 
-def _fsync_folder(folder: Path) -> None:
-    """Make a rename in ``folder`` durable (POSIX; a no-op where folders cannot be opened)."""
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
 def _payload(path: Path, text: str) -> bytes:
     raw = text.encode("utf-8")
     return gzip.compress(raw, mtime=0) if _gz(path) else raw
@@ -289,31 +275,13 @@ def compact(path: str | Path) -> None:
 
 
 def _replace(path: Path, text: str) -> None:
-    folder = path.parent
+    """The whole table, atomically, through the one atomic writer every hwopt output uses."""
     try:
-        folder.mkdir(parents=True, exist_ok=True)
-        fd, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
+        path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise HwoptError(f"{path}: cannot write the table ({exc.strerror or exc})") from None
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(_payload(path, text))
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(temporary, 0o666 & ~_umask())
-        os.replace(temporary, path)
-        _fsync_folder(folder)
-    except OSError as exc:
-        raise HwoptError(f"{path}: cannot write the table ({exc.strerror or exc})") from None
-    finally:
-        if os.path.exists(temporary):
-            os.unlink(temporary)
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
+    payload = _payload(path, text)
+    atomic_write(path, lambda handle: handle.write(payload))
 
 
 class TableAppender:
