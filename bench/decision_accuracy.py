@@ -119,12 +119,17 @@ def model_list(names: list[str] | None, real: list[str], work: Path) -> list[tup
     from hwopt.profile import example_names
 
     out = [(n, build_example(n, work / "examples"), []) for n in (example_names() if names is None else names)]
-    if names is None:
-        for path in sorted((ROOT / "tests" / "data").glob("*.onnx")):
-            out.append((path.stem, path, REAL_SHAPES.get(path.stem, [])))
+    return out + real_models(real, bundled=names is None)
+
+
+def real_models(extra: list[str], bundled: bool = True) -> list[tuple[str, Path, list[str]]]:
+    """Real exports: ``tests/data``'s and the trained case when built (``bundled``), then each ``PATH[:SHAPE]``."""
+    out: list[tuple[str, Path, list[str]]] = []
+    if bundled:
+        out += [(p.stem, p, REAL_SHAPES.get(p.stem, [])) for p in sorted((ROOT / "tests" / "data").glob("*.onnx"))]
         if TRAINED_CASE.exists():
             out.append(("trained_case_efficientnet_lite0", TRAINED_CASE, []))
-    for spec in real:
+    for spec in extra:
         path, _, shape = spec.partition(":")
         out.append((f"{Path(path).stem} [{Path(path).parent.name}]", Path(path), [shape] if shape else []))
     return out

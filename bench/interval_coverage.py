@@ -23,17 +23,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.decision_accuracy import REAL_SHAPES, TRAINED_CASE  # noqa: E402
-
-
-def real_models(extra: list[str]) -> list[tuple[str, Path, list[str]]]:
-    out = [(p.stem, p, REAL_SHAPES.get(p.stem, [])) for p in sorted((ROOT / "tests" / "data").glob("*.onnx"))]
-    if TRAINED_CASE.exists():
-        out.append(("trained_case_efficientnet_lite0", TRAINED_CASE, []))
-    for spec in extra:
-        path, _, shape = spec.partition(":")
-        out.append((f"{Path(path).stem} [{Path(path).parent.name}]", Path(path), [shape] if shape else []))
-    return out
+from bench.decision_accuracy import real_models  # noqa: E402
 
 
 def main() -> int:
