@@ -104,7 +104,7 @@ def optimize_task(model: Path, output: Path, save_rules: Path | None, options: d
             finalists=options["finalists"], compare_rules=options["compare"], calibration_sets=inputs,
             measure=options["measure"], progress=None,
             **{k: options[k] for k in ("fidelity", "min_fidelity", "for_retraining", "fidelity_model",
-                                       "verify_front") if k in options})
+                                       "verify_front", "allow_fallback", "measure_finalists") if k in options})
         doc = to_dict(result, output, save_rules, options["seed"], options["run"])
         steps = list(result.best.steps) if result.best is not None else []
         return Outcome(model, 0 if best is not None else 1, doc=doc, best_model=best, steps=steps,

@@ -547,11 +547,11 @@ def optimize(
             raise HwoptError("--for-retraining asks for no fidelity budget: drop --min-fidelity (or keep the budget)")
         if holdout <= 0:
             raise HwoptError(f"--holdout {holdout}: a fraction in (0, 1) or a sample count >= 1")
-        if len(paths) > 1:
-            from hwopt.search.objective import Budgets, parse_bytes, parse_latency
+        from hwopt.search.objective import Budgets, parse_bytes, parse_latency
 
-            budgets = Budgets(parse_bytes(max_memory) if max_memory else None,
-                              parse_latency(max_latency) if max_latency else None, max_deviation)
+        budgets = Budgets(parse_bytes(max_memory) if max_memory else None,
+                          parse_latency(max_latency) if max_latency else None, max_deviation)
+        if len(paths) > 1:
             if pick is not None or node_data is not None or recover:
                 raise HwoptError("--pick, --node-data and --recover are for one model at a time")
             _check_calibration(calibration, preprocess)
@@ -561,6 +561,7 @@ def optimize(
                            eval_samples=eval_samples, measure=measure, preprocess=preprocess, holdout=holdout,
                            fidelity=fidelity, min_fidelity=min_fidelity, for_retraining=for_retraining,
                            fidelity_model=fidelity_model, verify_front=verify_front,
+                           allow_fallback=allow_fallback, measure_finalists=measure_finalists,
                            run={"command": command_line(), "pick": None,
                                 "inputs": inputs_info(calibration, calibration_samples, eval_samples)})
             from hwopt.batch_cli import optimize_many
@@ -580,13 +581,10 @@ def optimize(
         elif recover_time or recover_epochs:
             raise HwoptError("--recover-time and --recover-epochs need --recover")
         from hwopt.modelio import save_model
-        from hwopt.search.objective import Budgets, parse_bytes, parse_latency
         from hwopt.search.optimize import optimize as run_optimize
         from hwopt.search.report import print_report, to_dict
         from hwopt.search.rulefile import rules_header, write_rules
 
-        budgets = Budgets(parse_bytes(max_memory) if max_memory else None,
-                          parse_latency(max_latency) if max_latency else None, max_deviation)
         if not model.is_file():
             raise HwoptError(f"{model}: no such file")
         output = output or model.with_name(model.name.removesuffix(".onnx") + ".hwopt.onnx")

@@ -452,3 +452,23 @@ def test_stale_temporaries_of_killed_runs_are_removed(tmp_path: Path, tiny: Path
     assert code == 0, err
     assert not stale.exists() and alive.exists() and other_host.exists()
     assert socket.gethostname() in stale.name
+
+
+def _grouped_head_model(path: Path) -> Path:
+    """The tiny model with its head as a grouped (not depthwise) conv, a kind neither estimator was trained on."""
+    model = onnx.load(write_tiny(path))
+    weight = next(i for i in model.graph.initializer if i.name == "w4")
+    weight.CopyFrom(numpy_helper.from_array(
+        (np.random.default_rng(1).standard_normal((12, 4, 1, 1)) * 0.3).astype(np.float32), "w4"))
+    next(n for n in model.graph.node if n.name == "head").attribute.append(helper.make_attribute("group", 2))
+    onnx.save(model, path)
+    return path
+
+
+def test_optimize_of_several_models_honours_allow_fallback(tmp_path: Path) -> None:
+    models = [_grouped_head_model(tmp_path / f"{name}.onnx") for name in "ab"]
+    code, _, err = cli("optimize", *models, "-t", "cpu", "-q", "-o", tmp_path / "refused")
+    assert code == 2 and "--allow-fallback" in err, err
+    code, _, err = cli("optimize", *models, "-t", "cpu", "-q", "-o", tmp_path / "out", "--allow-fallback")
+    assert code == 0, err
+    assert all((tmp_path / "out" / f"{name}.hwopt.onnx").is_file() for name in "ab")
