@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import os
 import sys
-from contextlib import contextmanager
-from typing import Iterator
 
 LOOPBACK = "127.0.0.1"
 LOOPBACK_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_USAGE_STATS_ENABLED": "0"}
@@ -50,25 +48,9 @@ class LocalRayCluster:
         self.workers.append(node)
         return node
 
-    def remove_worker(self, node) -> None:
-        self.cluster.remove_node(node, allow_graceful=False)
-        self.workers.remove(node)
-
     def stop(self) -> None:
         import ray
 
         if ray.is_initialized():  # Ray refuses to remove the node a connected driver stands on
             ray.shutdown()
         self.cluster.shutdown()
-
-
-@contextmanager
-def local_cluster(workers: int = 1, head_cpus: int = 1) -> Iterator[LocalRayCluster]:
-    """A head (``head_cpus`` CPUs) and ``workers`` one-CPU nodes, shut down on exit."""
-    cluster = LocalRayCluster(head_cpus)
-    try:
-        for _ in range(workers):
-            cluster.add_worker()
-        yield cluster
-    finally:
-        cluster.stop()
