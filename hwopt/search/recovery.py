@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from hwopt.calibration import Samples
-from hwopt.search.objective import Budgets
+from hwopt.search.objective import Budgets, within
 
 
 @dataclass
@@ -81,7 +81,7 @@ def recover_finalists(ranked: list, best, options: RecoveryOptions, canonical, c
         if misses is not None:
             meets = misses(result.model) is None
         else:
-            meets = math.isfinite(deviation) and (budgets.max_deviation is None or deviation <= budgets.max_deviation)
+            meets = within(deviation, budgets.max_deviation)
         done.append(Recovered(cand.label, cand.figures["latency_us"], fidelity_name(result.after),
                               fidelity(result.before), fidelity(result.after), result.before.worst_rel_l2,
                               deviation, len(result.history), result.seconds, meets))
