@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from hwopt import __version__
-from hwopt.report import human_bytes, human_count
+from hwopt.report import human_bytes, human_count, human_latency
 from hwopt.svg import PALETTE, Point, Segment, grouped_bars, nice_ticks, scatter, stacked_bars
 
 RULE_COLORS = {"fuse": "#f28e2b", "dense": "#4e79a7", "dw": "#9aa5b1", "hidden": "#59a14f", "other": "#c9ced4"}
@@ -35,9 +35,7 @@ code{background:#f4f5f7;padding:1px 4px;border-radius:3px;font-size:12px}
 
 
 def fmt_us(v: float | None) -> str:
-    if v is None:
-        return "-"
-    return f"{v / 1000:.3f} ms" if abs(v) >= 1000 else f"{v:.1f} us"
+    return "-" if v is None else human_latency(v)
 
 
 def fmt_axis_us(v: float) -> str:

@@ -32,6 +32,11 @@ def human_count(count: float) -> str:
     return str(int(count))
 
 
+def human_latency(us: float) -> str:
+    """A latency in microseconds: ms from 1 ms up, else us."""
+    return f"{us / 1000:.3f} ms" if abs(us) >= 1000 else f"{us:.1f} us"
+
+
 def applicable_rules(analysis: Analysis) -> dict[str, list[str]]:
     """Site id -> names of the rules that apply there with default parameters."""
     found: dict[str, list[str]] = {site_id: [] for site_id in analysis.sites}

@@ -18,7 +18,7 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-from hwopt.report import human_bytes, human_count
+from hwopt.report import human_bytes, human_count, human_latency
 from hwopt.search.optimize import Candidate, OptimizeResult
 from hwopt.search.space import hidden_group
 
@@ -34,7 +34,7 @@ def _fmt(value, kind: str) -> str:
     if value is None:
         return "-"
     if kind == "us":
-        return f"{value / 1000:.3f} ms" if value >= 1000 else f"{value:.1f} us"
+        return human_latency(value)
     if kind == "bytes":
         return human_bytes(value)
     if kind == "count":
