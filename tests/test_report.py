@@ -232,6 +232,8 @@ def test_log_has_a_line_per_stage_and_stdout_is_json(mnv2):
     progress = [line for line in lines if not line.startswith("hwopt: ")]
     assert 1 <= len(progress) <= 20, lines
     assert all(STAGE_LINE.match(line) for line in progress), progress
+    stages = [line.split(":", 1)[0] for line in progress]
+    assert len(stages) == len(set(stages)), progress  # repeated searches (rounds, front levels): one line
     assert not any(re.search(r"block \d+/\d+", line) for line in lines)  # no line per sample or block
     assert any("RANDOM" in line for line in lines)  # random inputs said on stderr too
     # The header of every report: command, inputs, where the model went; stage times.

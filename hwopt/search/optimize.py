@@ -219,12 +219,22 @@ class _Search:
     resolved: str = ""
 
     def run(self, min_fidelity: float | None = None, max_rel_l2: float | None = None,
-            restrict: list[list[int]] | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """All evaluated variants (best first) and their fitness under these predicted limits."""
+            restrict: list[list[int]] | None = None, stage: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """All evaluated variants (best first) and their fitness under these predicted limits.
+
+        ``stage``: the progress stage this search belongs to (its strategies' labels go under it), so that
+        the repeated searches of one stage (rounds, front levels) make one stage line in a log, not two each.
+        """
         objective = Objective(self.budgets, min_fidelity, max_rel_l2)
         if restrict is None and self.fmodel is not None:
             restrict = self.fmodel.allowed()
-        problem = Problem(self.space, self.vm, objective, seed=self.seed, progress=self.progress,
+        progress = self.progress
+        if progress is not None and stage is not None:
+            outer = progress
+
+            def progress(label: str, done: int, total: int) -> None:
+                outer(f"{stage}: {label}", done, total)
+        problem = Problem(self.space, self.vm, objective, seed=self.seed, progress=progress,
                           restrict=restrict, fidelity=self.fmodel)
         problem.evaluate(problem.start[None])
         name = resolve_strategy(self.strategy, self.space, problem.size)
@@ -273,6 +283,9 @@ def _tightened(limit: float | None, failed: list[tuple[float | None, float]], lo
     return math.exp(-cost(limit) * scale) if log else limit * scale
 
 
+FINALIST_STAGE = "search within the fidelity budget"
+
+
 def _pick_and_verify(search: _Search, verifier: Verifier, budget: FidelityBudget, finalists: int,
                      keep_rest: bool = False) -> tuple[Candidate | None, list[Candidate]]:
     """Search, verify the finalists, and again with tightened predicted limits, then the exact fallback.
@@ -284,7 +297,7 @@ def _pick_and_verify(search: _Search, verifier: Verifier, budget: FidelityBudget
     tried: set[tuple[int, ...]] = set()
     ranked: list[Candidate] = []
     for round_ in range(1, ROUNDS + 1):
-        rows, fitness = search.run(limit_f, limit_r)
+        rows, fitness = search.run(limit_f, limit_r, stage=FINALIST_STAGE)
         ok = [r for r, f in zip(rows, fitness) if f < INFEASIBLE and tuple(int(x) for x in r) not in tried]
         if not ok:
             break
@@ -305,7 +318,7 @@ def _pick_and_verify(search: _Search, verifier: Verifier, budget: FidelityBudget
         limit_r = _tightened(limit_r, [(c.predicted_rel_l2, c.fidelity.rel_l2) for c in failed], log=False)
     # The fastest function-preserving variant: within any fidelity budget by construction (verified).
     exact = [[i for i in v.allowed if v.options[i].exact] or v.allowed for v in search.space.variables]
-    rows, fitness = search.run(restrict=exact)
+    rows, fitness = search.run(restrict=exact, stage=FINALIST_STAGE)
     if len(rows) and fitness[0] < INFEASIBLE and tuple(int(x) for x in rows[0]) not in tried:
         cand = search.candidate("finalist (exact rewrites only)", rows[0])
         ranked.append(cand)
@@ -326,7 +339,7 @@ def fidelity_front(search: _Search, budget: FidelityBudget, extra: list[Candidat
         levels = [1.0]  # nothing inexact was measured: every level has the same best
     found: dict[tuple[int, ...], Candidate] = {c.decisions: c for c in extra}
     for level in levels:
-        rows, fitness = search.run(level, None)
+        rows, fitness = search.run(level, None, stage="fidelity front")
         if len(rows) and fitness[0] < INFEASIBLE:
             key = tuple(int(x) for x in rows[0])
             found.setdefault(key, search.candidate("front", key))
