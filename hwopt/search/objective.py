@@ -11,12 +11,12 @@ Infeasible variants rank after every feasible one, by how far they miss.
 from __future__ import annotations
 
 import math
-import re
 from dataclasses import dataclass
 
 import numpy as np
 
 from hwopt.errors import HwoptError
+from hwopt.units import split_quantity
 
 _SIZE_UNITS = {"": 1, "b": 1, "k": 1000, "kb": 1000, "m": 1000**2, "mb": 1000**2, "g": 1000**3, "gb": 1000**3,
                "kib": 1024, "mib": 1024**2, "gib": 1024**3}
@@ -26,12 +26,11 @@ INFEASIBLE = 1e15
 
 def parse_bytes(text: str) -> int:
     """'4MiB', '3.5 MB', '1500000' -> bytes."""
-    match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([a-zA-Z]*)\s*", text or "")
-    unit = match.group(2).lower() if match else None
-    if not match or unit not in _SIZE_UNITS:
+    quantity = split_quantity(text)
+    if quantity is None or quantity[1] not in _SIZE_UNITS:
         raise HwoptError(f"bad memory size {text!r}: expected a number with an optional unit "
                          f"(B, KB, MB, GB, KiB, MiB, GiB), e.g. 4MiB")
-    value = int(float(match.group(1)) * _SIZE_UNITS[unit])
+    value = int(quantity[0] * _SIZE_UNITS[quantity[1]])
     if value <= 0:
         raise HwoptError(f"bad memory size {text!r}: must be positive")
     return value
@@ -40,13 +39,12 @@ def parse_bytes(text: str) -> int:
 def parse_latency(text: str) -> float:
     """'2.5ms', '800us', '0.01s' -> microseconds. A bare number is refused: '2' read as 2 us surprised users
     who meant milliseconds."""
-    match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([a-zA-Zµ]*)\s*", text or "")
-    unit = match.group(2).lower() if match else None
-    if match and not unit:
+    quantity = split_quantity(text)
+    if quantity is not None and not quantity[1]:
         raise HwoptError(f"latency {text!r} has no unit: write it with one (us, ms or s), e.g. {text.strip()}ms")
-    if not match or unit not in _TIME_UNITS:
+    if quantity is None or quantity[1] not in _TIME_UNITS:
         raise HwoptError(f"bad latency {text!r}: expected a number with a unit (us, ms, s), e.g. 2.5ms")
-    value = float(match.group(1)) * _TIME_UNITS[unit]
+    value = quantity[0] * _TIME_UNITS[quantity[1]]
     if not 0 < value < math.inf:
         raise HwoptError(f"bad latency {text!r}: must be positive")
     return value
