@@ -96,20 +96,22 @@ def _new_rows(values: np.ndarray, plan: ChannelPlan, axis: int, neutral: float, 
     return copies
 
 
+def _resize_output_channels(node: Node, plan: ChannelPlan, rng: np.random.Generator, tag: str,
+                            weight_noise: float) -> None:
+    """A conv's weight and bias rows to ``plan.channels`` output channels (new rows copied from templates)."""
+    weight = constant_value(node.inputs[1])
+    set_constant_input(node, 1, _rows(weight, plan, 0, _new_rows(weight, plan, 0, 0.0, rng, weight_noise)), f"W_{tag}")
+    bias = conv_bias(node)
+    if bias is not None:
+        set_constant_input(node, 2, _rows(bias, plan, 0, _new_rows(bias, plan, 0, 0.0, rng, 0.0)), f"B_{tag}")
+
+
 def resize_group(group: ChannelGroup, plan: ChannelPlan, rng: np.random.Generator, tag: str) -> None:
     """Edit the graph's weights in place so that the group has ``plan.channels`` channels."""
     for node in group.producers:
-        weight = constant_value(node.inputs[1])
-        set_constant_input(node, 1, _rows(weight, plan, 0, _new_rows(weight, plan, 0, 0.0, rng, 0.1)), f"W_{tag}")
-        bias = conv_bias(node)
-        if bias is not None:
-            set_constant_input(node, 2, _rows(bias, plan, 0, _new_rows(bias, plan, 0, 0.0, rng, 0.0)), f"B_{tag}")
+        _resize_output_channels(node, plan, rng, tag, weight_noise=0.1)
     for node in group.depthwise:
-        weight = constant_value(node.inputs[1])
-        set_constant_input(node, 1, _rows(weight, plan, 0, _new_rows(weight, plan, 0, 0.0, rng, 0.0)), f"W_{tag}")
-        bias = conv_bias(node)
-        if bias is not None:
-            set_constant_input(node, 2, _rows(bias, plan, 0, _new_rows(bias, plan, 0, 0.0, rng, 0.0)), f"B_{tag}")
+        _resize_output_channels(node, plan, rng, tag, weight_noise=0.0)
         node.attrs["group"] = plan.channels
     for use in group.params:
         value = constant_value(use.node.inputs[use.input_index])

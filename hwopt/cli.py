@@ -35,6 +35,9 @@ Preprocessing = typer.Option(None, "--preprocess", help="for a --calibration fol
                              "0-255, plus bgr and/or nhwc|nchw, comma-separated (e.g. imagenet,bgr)")
 EvalSamples = typer.Option(None, "--eval-samples", min=1, help="at most this many held-out samples judge the "
                            "result (default: all held out; without --calibration: 16 random ones)")
+CalibrationOption = typer.Option(None, "--calibration", help=".npz with arrays named after the inputs, or a "
+                                 "folder of JPEG/PNG photos (see --preprocess)")
+CalibrationSamples = typer.Option(64, "--calibration-samples", min=1, help="samples used for refits")
 Holdout = typer.Option(0.25, "--holdout", help="calibration samples held out, never fitted on, to judge fidelity: "
                        "a fraction below 1 or a count (whole groups when the .npz has a '_group' array)")
 
@@ -180,10 +183,9 @@ def apply(
     rule: Optional[List[str]] = typer.Option(None, "--rule", help="NAME[:k=v,...][@site,...] (repeatable, in order)"),
     rules_file: Optional[Path] = typer.Option(None, "--rules", help="a rule-set TOML file (applied before --rule)"),
     input_shape: Optional[List[str]] = InputShapes,
-    calibration: Optional[Path] = typer.Option(None, "--calibration", help=".npz with arrays named after the "
-                                               "inputs, or a folder of JPEG/PNG photos (see --preprocess)"),
+    calibration: Optional[Path] = CalibrationOption,
     preprocess: Optional[str] = Preprocessing,
-    calibration_samples: int = typer.Option(64, "--calibration-samples", min=1, help="samples used for refits"),
+    calibration_samples: int = CalibrationSamples,
     eval_samples: Optional[int] = EvalSamples,
     holdout: float = Holdout,
     seed: int = typer.Option(0, "--seed", help="seed for random inputs and sampling"),
@@ -512,10 +514,9 @@ def optimize(
     compare: bool = typer.Option(True, "--compare/--no-compare", help="materialise each rule-alone row too "
                                  "(its output deviation and measured latency; --no-compare: estimates only)"),
     input_shape: Optional[List[str]] = InputShapes,
-    calibration: Optional[Path] = typer.Option(None, "--calibration", help=".npz with arrays named after the "
-                                               "inputs, or a folder of JPEG/PNG photos (see --preprocess)"),
+    calibration: Optional[Path] = CalibrationOption,
     preprocess: Optional[str] = Preprocessing,
-    calibration_samples: int = typer.Option(64, "--calibration-samples", min=1, help="samples used for refits"),
+    calibration_samples: int = CalibrationSamples,
     eval_samples: Optional[int] = EvalSamples,
     holdout: float = Holdout,
     seed: int = typer.Option(0, "--seed", help="seed of the search, random inputs and sampling"),
