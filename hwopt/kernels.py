@@ -13,14 +13,18 @@ Kinds:
 conv     standard conv (group 1), any KxK, with its fused activation
 dwconv   depthwise conv (group == channels), with its fused activation
 gconv    grouped conv (1 < group < channels)
-gemm     Gemm / MatMul: ``batch`` rows of ``cin`` -> ``cout``
+gemm     Gemm / MatMul: ``batch`` rows of ``cin`` -> ``cout``; a batched MatMul of ``groups``
+         independent products (attention's heads: Q @ K^T, P @ V) has ``batch`` rows in all
+         (``batch / groups`` each) and ``inputs`` 2 when its second operand is an activation
 eltwise  elementwise op of ``inputs`` tensors (Add, Mul, ...), fused act
 act      a standalone activation or per-channel affine op
 pool     MaxPool / AveragePool, ``kernel`` x ``kernel`` window
 reduce   global pooling and spatial reductions (GAP, ReduceMean, ...)
 resize   Resize / Upsample from (h, w) to (out_h, out_w)
 concat   Concat of ``inputs`` tensors into ``cout`` channels
-softmax  Softmax / LogSoftmax over ``cout`` x ``out_h`` x ``out_w`` values
+softmax  Softmax / LogSoftmax: ``h`` rows of ``cout`` values each (the softmax axis)
+norm     LayerNormalization (or its exporter decomposition, ``hwopt.layer_norm``): ``h`` rows of
+         ``cout`` values each, with its affine
 layout   data movement: Transpose, Pad, Slice, Split, Gather, Tile, ...
 view     metadata only: Reshape, Flatten, Squeeze, Unsqueeze, Identity, ...
 ======== ================================================================
@@ -48,9 +52,11 @@ import onnx_graphsurgeon as gs
 
 from hwopt.activations import UNARY_ELEMENTWISE, match_activation_chain
 from hwopt.graph import Node, Tensor, constant_shape, conv_attrs, import_graph
+from hwopt.layer_norm import match_layer_norm, normalized_length
 
+# The order is the regressors' kind code: new kinds go before "unknown" (never a training row).
 KINDS = ("conv", "dwconv", "gconv", "gemm", "eltwise", "act", "pool", "reduce", "resize", "concat", "softmax",
-         "layout", "view", "unknown")
+         "layout", "view", "norm", "unknown")
 CONV_KINDS = ("conv", "dwconv", "gconv")
 
 _ELTWISE = {"Add", "Sub", "Mul", "Div", "Max", "Min", "Sum", "Mean", "Pow", "PRelu", "Where", "And", "Or", "Equal"}
@@ -61,6 +67,7 @@ _REDUCE = {"GlobalAveragePool", "GlobalMaxPool", "ReduceMean", "ReduceMax", "Red
            "ArgMax", "ArgMin", "TopK"}
 _RESIZE = {"Resize", "Upsample"}
 _SOFTMAX = {"Softmax", "LogSoftmax"}
+_NORM = {"LayerNormalization"}
 _LAYOUT = {"Transpose", "Pad", "Slice", "Split", "Gather", "Tile", "Expand", "DepthToSpace", "SpaceToDepth",
            "ScatterND", "GatherElements"}
 _VIEW = {"Reshape", "Flatten", "Squeeze", "Unsqueeze", "Identity", "Dropout", "Shape", "Constant",
@@ -113,7 +120,9 @@ class Kernel:
 
     @property
     def in_elements(self) -> int:
-        per_input = self.cin * self.h * self.w * (self.batch if self.kind == "gemm" else 1)
+        if self.kind == "gemm":  # the first operand; the second is counted with the weights
+            return self.cin * self.batch
+        per_input = self.cin * self.h * self.w
         return per_input * (1 if self.kind == "concat" else self.inputs)
 
     @property
@@ -122,11 +131,19 @@ class Kernel:
 
     @property
     def weight_elements(self) -> int:
+        """The operand an array holds stationary: conv/gemm weights and bias; for a product of two
+        activations (a gemm with ``inputs`` 2) its second operand, one matrix per group (no parameter)."""
         if self.kind in CONV_KINDS:
             return self.cout * (self.cin // max(self.groups, 1)) * self.kernel * self.kw + self.cout
         if self.kind == "gemm":
-            return self.cin * self.cout + self.cout
+            matrices = max(self.groups, 1) * self.cin * self.cout
+            return matrices if self.activation_operand else matrices + self.cout
         return 0
+
+    @property
+    def activation_operand(self) -> bool:
+        """A gemm whose second operand is computed by the model (attention's K and V), not a weight."""
+        return self.kind == "gemm" and self.inputs > 1
 
     def describe(self) -> str:
         if self.kind in CONV_KINDS:
@@ -134,8 +151,14 @@ class Kernel:
                 f"x{self.kw}" if self.kw != self.kernel else "") + f" s{self.stride} @{self.h}x{self.w}"
             if self.kind == "gconv":
                 text += f" g{self.groups}"
+        elif self.kind == "gemm" and (self.groups > 1 or self.activation_operand):
+            # attention's products: per group (head), rows x cin @ cin x cout
+            rows = self.batch // max(self.groups, 1)
+            text = f"matmul {self.groups}x({rows}x{self.cin} @ {self.cin}x{self.cout})"
         elif self.kind == "gemm":
             text = f"gemm {self.batch}x{self.cin}->{self.cout}"
+        elif self.kind in ("softmax", "norm"):
+            text = f"{self.kind}{'(' + self.op + ')' if self.op and self.op != 'Softmax' else ''} {self.h}x{self.cout}"
         elif self.kind in ("resize",):
             text = f"resize {self.cin} ch {self.h}x{self.w}->{self.out_h}x{self.out_w}"
         else:
@@ -201,12 +224,19 @@ def _variables(node: Node) -> list[Tensor]:
     return [t for t in node.inputs if isinstance(t, gs.Variable) and t.name]
 
 
+def _samples(graph: gs.Graph) -> int:
+    """The model's sample count (the first input's first dim; 1 when unknown): figures are per sample."""
+    dims = graph.inputs[0].shape if graph.inputs else None
+    first = dims[0] if dims else 1
+    return first if isinstance(first, int) and first > 0 else 1
+
+
 def _kind_of(node: Node) -> str:
     op = node.op
     if op in _ELTWISE:
         return "eltwise" if len(_variables(node)) > 1 else "act"
     for kind, ops in (("act", _ACT), ("pool", _POOL), ("reduce", _REDUCE), ("resize", _RESIZE),
-                      ("softmax", _SOFTMAX), ("layout", _LAYOUT), ("view", _VIEW)):
+                      ("softmax", _SOFTMAX), ("norm", _NORM), ("layout", _LAYOUT), ("view", _VIEW)):
         if op in ops:
             return kind
     if op == "Concat":
@@ -283,17 +313,49 @@ def _only_centre_reads_input(attrs, h: int, w: int, oh: int, ow: int) -> bool:
     return True
 
 
-def _gemm_kernel(node: Node) -> Kernel:
+def _gemm_kernel(node: Node, samples: int = 1) -> Kernel:
+    """A Gemm / MatMul: rows x cin -> cout per product, ``groups`` products (batch dims of a MatMul whose
+    second operand has them: attention's heads), ``inputs`` 2 when that operand is an activation.
+
+    Rows are every output row of one sample: a 2-D Gemm's first dim is the model's sample count times
+    the rows (onnxruntime's MatMul+Add fusion reshapes a [1, 40, 120] MatMul input to [40, 120]).
+    """
     x = _dims(node.inputs[0])
-    weight = constant_shape(node.inputs[1])
     y = _dims(node.outputs[0])
-    if weight is not None and len(weight) == 2:
-        transposed = node.op == "Gemm" and int(node.attrs.get("transB", 0))
-        k, m = (weight[1], weight[0]) if transposed else weight
+    operand = node.inputs[1]
+    weight = constant_shape(operand)
+    b = weight if weight is not None else _dims(operand)
+    if node.op == "Gemm":
+        k = (x[0] if int(node.attrs.get("transA", 0)) else x[-1]) if x else 1
+        m = y[-1] if y else 1
+        stacked = 1
     else:
         k, m = (x[-1] if x else 1), (y[-1] if y else 1)
-    rows = int(np.prod(x[1:-1])) if len(x) > 2 else 1
-    return Kernel("gemm", int(k), int(m), batch=max(rows, 1), op=node.op, dtype_bytes=_dtype_bytes(node.outputs[0]))
+        stacked = int(np.prod(y[:-2])) if len(b) > 2 and len(y) > 2 else 1  # independent products
+    rows = int(np.prod(y[:-1])) if len(y) > 1 else 1
+    if samples > 1 and rows % samples == 0:
+        rows //= samples
+        stacked = stacked // samples if stacked % samples == 0 else stacked
+    return Kernel("gemm", int(k), int(m), groups=max(stacked, 1), inputs=1 if weight is not None else 2,
+                  batch=max(rows, 1), op=node.op, dtype_bytes=_dtype_bytes(node.outputs[0]))
+
+
+def _rows_kernel(node: Node, kind: str, length: int, chain_end: Tensor) -> Kernel:
+    """A softmax or norm kernel: rows of ``length`` values each (the axis it works along)."""
+    values = int(np.prod(_dims(node.inputs[0])[1:] or [1]))
+    length = max(min(length, values), 1)
+    rows = max(values // length, 1)
+    return Kernel(kind, length, length, rows, 1, rows, 1, op=node.op if kind == "softmax" else "LayerNormalization",
+                  dtype_bytes=_dtype_bytes(chain_end))
+
+
+def _softmax_length(node: Node, opset: int) -> int:
+    """Values per softmax: the axis (opset >= 13), or everything from the axis on (older opsets' 2-D view)."""
+    shape = _dims(node.inputs[0])
+    if not shape:
+        return 1
+    axis = int(node.attrs.get("axis", -1 if opset >= 13 else 1)) % len(shape)
+    return shape[axis] if opset >= 13 else int(np.prod(shape[axis:]))
 
 
 def _generic_kernel(node: Node, kind: str) -> Kernel:
@@ -326,24 +388,33 @@ def schedule(model_or_graph: onnx.ModelProto | gs.Graph, policy: FusionPolicy = 
         outputs=[t.name for t in graph.outputs],
     )
     first_nodes: list[Node] = []  # each kernel's first node (for the layout rules)
+    samples = _samples(graph)
+    opset = int(graph.opset or 13)
     for node in graph.nodes:
         if id(node) in consumed:
             continue
         first_nodes.append(node)
         kind = _kind_of(node)
-        if node.op in ("Conv", "ConvTranspose"):
+        norm = match_layer_norm(node) if node.op == "ReduceMean" else None
+        if norm is not None:
+            kernel = _rows_kernel(node, "norm", normalized_length(node, _dims(node.inputs[0])), norm[-1].outputs[0])
+        elif node.op == "LayerNormalization":
+            kernel = _rows_kernel(node, "norm", normalized_length(node, _dims(node.inputs[0])), node.outputs[0])
+        elif kind == "softmax":
+            kernel = _rows_kernel(node, "softmax", _softmax_length(node, opset), node.outputs[0])
+        elif node.op in ("Conv", "ConvTranspose"):
             kernel = _conv_kernel(node) if node.op == "Conv" else transposed_conv_kernel(node)
             if kernel is None:
                 kernel = Kernel("unknown", *_geometry(node.inputs[0])[:1], _geometry(node.outputs[0])[0],
                                 op=f"{node.op}(non-constant weights, dilated or not 2-D)")
         elif node.op in ("Gemm", "MatMul"):
-            kernel = _gemm_kernel(node)
+            kernel = _gemm_kernel(node, samples)
         else:
             kernel = _generic_kernel(node, kind)
             if kind == "unknown":
                 kernel = replace(kernel, op=node.op)
-        nodes = [node]
-        output = node.outputs[0]
+        nodes = norm or [node]
+        output = nodes[-1].outputs[0]
         if policy.activation and kernel.kind in CONV_KINDS + ("gemm", "eltwise"):
             end, chain = match_activation_chain(output)
             if chain:

@@ -219,6 +219,66 @@ def standalone_activations(seeds: Sequence[Kernel], sources: dict[Kernel, set[st
     return kernels, {k: out[k] for k in kernels}
 
 
+# Transformer blocks at the sizes real vision exports run them: (model, tokens, width, heads, MLP ratio,
+# MLP activation, windows). Tokens are the sequence one attention sees; windows are how many such
+# sequences one sample holds (Swin's 7x7 windows, MobileViT's pixels per patch), each its own heads.
+# PP-OCRv4's recogniser at its default 48x320 (40 tokens) is left out on purpose: bench/attention.py
+# scores that export as shapes the table never saw (and at 48x640 as shapes it has).
+ATTENTION_BLOCKS = (
+    ("PP-OCRv4 rec SVTR neck, 48x480", 60, 120, 8, 2, "silu", 1),
+    ("PP-OCRv4 rec SVTR neck, 48x640", 80, 120, 8, 2, "silu", 1),
+    ("PP-OCRv3 rec SVTR neck, 48x320", 40, 64, 8, 2, "silu", 1),
+    ("SVTR-T stage 1, 32x100", 200, 64, 2, 4, "gelu", 1),
+    ("SVTR-T stage 2", 100, 128, 4, 4, "gelu", 1),
+    ("SVTR-T stage 3", 50, 256, 8, 4, "gelu", 1),
+    ("ViT-Ti/DeiT-tiny 224", 197, 192, 3, 4, "gelu", 1),
+    ("DeiT-small 224", 197, 384, 6, 4, "gelu", 1),
+    ("Swin-T stage 1, 7x7 windows", 49, 96, 3, 4, "gelu", 64),
+    ("MobileViT-XS stage 3, 2x2 patches", 256, 96, 4, 2, "silu", 4),
+    ("EfficientFormer-L1 last stage", 49, 448, 8, 4, "gelu", 1),
+    ("LeViT-128S-class stage 1", 196, 128, 4, 2, "hardswish", 1),
+)
+
+
+# A recogniser's CTC head: (tokens, width, classes), a gemm to the character set and a softmax over it.
+CTC_HEADS = ((60, 120, 6625), (80, 120, 6625), (40, 64, 6625), (25, 256, 97), (50, 256, 37))
+# How an activation an exporter leaves after the MLP's Reshape is scheduled (not fused: the Reshape between).
+_MLP_ACT = {"silu": (("act", "Sigmoid"), ("eltwise", "Mul")), "gelu": (("act", "Gelu"),),
+            "hardswish": (("act", "HardSwish"),)}
+
+
+def attention_kernels(blocks: Sequence[tuple] = ATTENTION_BLOCKS, heads: Sequence[tuple] = CTC_HEADS) -> list[Kernel]:
+    """The kernels of one transformer block per entry, as ``hwopt.kernels.schedule`` describes an export
+    after onnxruntime's basic optimisation (MatMul + bias as a Gemm over the tokens, the MLP's activation
+    standing alone after its Reshape): the pre-norm, the QKV projection, each head's Q @ K^T, the softmax
+    over keys, each head's P @ V, the output projection, the residual Add, the MLP's two gemms and its
+    activation, the head split/merge Transpose; then the CTC heads' gemm and softmax."""
+    out: list[Kernel] = []
+    for _, tokens, width, n_heads, ratio, act, windows in blocks:
+        rows = tokens * windows
+        head = width // n_heads
+        groups = n_heads * windows
+        hidden = width * ratio
+        out += [
+            Kernel("norm", width, width, rows, 1, rows, 1, op="LayerNormalization"),
+            Kernel("gemm", width, 3 * width, batch=rows, op="Gemm"),
+            Kernel("gemm", head, tokens, groups=groups, inputs=2, batch=groups * tokens, op="MatMul"),
+            Kernel("softmax", tokens, tokens, groups * tokens, 1, groups * tokens, 1, op="Softmax"),
+            Kernel("gemm", tokens, head, groups=groups, inputs=2, batch=groups * tokens, op="MatMul"),
+            Kernel("gemm", width, width, batch=rows, op="Gemm"),
+            Kernel("eltwise", rows * width, rows * width, inputs=2, op="Add"),
+            Kernel("gemm", width, hidden, batch=rows, op="Gemm"),
+            Kernel("gemm", hidden, width, batch=rows, op="Gemm"),
+            Kernel("layout", rows * width, rows * width, op="Transpose"),
+        ]
+        for kind, op in _MLP_ACT[act]:
+            out.append(Kernel(kind, rows * hidden, rows * hidden, inputs=2 if kind == "eltwise" else 1, op=op))
+    for tokens, width, classes in heads:
+        out += [Kernel("gemm", width, classes, batch=tokens, op="Gemm"),
+                Kernel("softmax", classes, classes, tokens, 1, tokens, 1, op="Softmax")]
+    return [k for k in _dedupe(out) if affordable(k)]
+
+
 def affordable(k: Kernel) -> bool:
     """Cheap enough to time repeatedly (see MAX_MACS / MAX_ELEMENTS)."""
     return k.macs <= MAX_MACS and max(k.in_elements, k.out_elements) <= MAX_ELEMENTS
@@ -244,10 +304,12 @@ def _dedupe(kernels: Iterable[Kernel]) -> list[Kernel]:
 
 def sweep(parallelism: int, models: Sequence[onnx.ModelProto] = (), *, examples: bool = True, count: int | None = None,
           seed: int = 0, families: Sequence[str] | None = None,
-          origins: dict[Kernel, set[str]] | None = None) -> list[Kernel]:
+          origins: dict[Kernel, set[str]] | None = None, attention: bool | None = None) -> list[Kernel]:
     """The kernels to measure for a target of parallelism P (deterministic for a seed).
 
-    ``families``: seed only from these example models (default: all). ``origins``: filled with
+    ``families``: seed only from these example models (default: all). ``attention``: add the
+    transformer blocks' kernels (``attention_kernels``, origin "attention"; default: with the examples,
+    as the shipped targets' sweeps are). ``origins``: filled with
     kernel -> the models it derives from (its seed kernel's models; user models are ``model<i>``), so
     an evaluation can hold out whole model families from a table measured over all of them.
     """
@@ -296,6 +358,12 @@ def sweep(parallelism: int, models: Sequence[onnx.ModelProto] = (), *, examples:
     groups.append(standalone)
     for k, names in standalone_sources.items():
         source.setdefault(k, set()).update(names)
+    if examples if attention is None else attention:
+        # No example model has attention: its kernels come from real transformer shapes (ATTENTION_BLOCKS).
+        blocks = attention_kernels()
+        groups.append(blocks)
+        for k in blocks:
+            source.setdefault(k, set()).add("attention")
     kernels = _interleave(groups)
     if origins is not None:
         origins.update({k: source[k] for k in kernels})

@@ -40,6 +40,8 @@ KERNELS = [
     Kernel("resize", 16, 16, 14, 14, 28, 28, op="Resize"),
     Kernel("concat", 40, 40, 14, 14, 14, 14, inputs=3, op="Concat"),
     Kernel("softmax", 91, 91, 50, 1, 50, 1, op="Softmax"),
+    Kernel("norm", 120, 120, 40, 1, 40, 1, op="LayerNormalization"),
+    Kernel("gemm", 15, 40, groups=8, inputs=2, batch=320, op="MatMul"),  # attention's Q @ K^T, 8 heads
     Kernel("layout", 24, 24, 19, 19, 19, 19, op="Transpose"),
 ]
 

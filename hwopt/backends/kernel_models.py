@@ -11,7 +11,10 @@ Geometry notes (the ``Kernel`` descriptor is light on purpose):
 - eltwise inputs all have the output's full shape (a broadcast operand, as in
   squeeze-excite's gate, is timed as a full one: a small over-estimate);
 - concat splits ``cin`` channels as evenly as it can over ``inputs`` tensors;
-- 2-D and 1-D tensors are described as ``cin``/``cout`` values with h = w = 1.
+- 2-D and 1-D tensors are described as ``cin``/``cout`` values with h = w = 1;
+- softmax and norm kernels are ``h`` rows of ``cout`` values, reduced along the last axis;
+- a gemm of ``groups`` > 1 or with an activation as second operand is a batched MatMul
+  ``[1, groups, rows, cin] @ [1, groups, cin, cout]`` (attention's Q @ K^T and P @ V).
 ``view`` kernels have no model: they are metadata and cost 0 (the backend
 records that explicitly).
 """
@@ -41,7 +44,7 @@ _REDUCE_AXES = {"ReduceMean", "ReduceMax", "ReduceMin", "ReduceSum", "ReduceL2"}
 _UNARY_STANDALONE = UNARY_ELEMENTWISE | {"Sqrt", "Reciprocal", "Floor", "Ceil", "Round", "Log", "Sin", "Cos"}
 
 SUPPORTED_KINDS = ("conv", "dwconv", "gconv", "gemm", "eltwise", "act", "pool", "reduce", "resize", "concat",
-                   "softmax", "layout")
+                   "softmax", "layout", "norm")
 
 
 class _Builder:
@@ -174,10 +177,28 @@ def kernel_model(kernel: Kernel, seed: int = 0) -> onnx.ModelProto:
     if k.kind in ("conv", "dwconv", "gconv"):
         inputs.append(tensor("x", image))
         y = _conv(b, k, "x")
+    elif k.kind == "gemm" and (k.groups > 1 or k.activation_operand):
+        # attention's batched products: [1, g, rows, cin] @ [1, g, cin, cout], the second operand an
+        # input (K^T, V) or, for stacked constant matrices, a weight
+        groups, rows = max(k.groups, 1), max(k.batch // max(k.groups, 1), 1)
+        inputs.append(tensor("x", [1, groups, rows, k.cin]))
+        if k.activation_operand:
+            inputs.append(tensor("x1", [1, groups, k.cin, k.cout]))
+            operand = "x1"
+        else:
+            operand = b.weights((1, groups, k.cin, k.cout), k.cin)
+        y = _activation(b, b.node("MatMul", ["x", operand]), k.act)
     elif k.kind == "gemm":
         inputs.append(tensor("x", [k.batch, k.cin]))
         y = b.node("Gemm", ["x", b.weights((k.cin, k.cout), k.cin), b.const(np.zeros(k.cout, np.float32))])
         y = _activation(b, y, k.act)
+    elif k.kind in ("softmax", "norm"):  # rows of cout values, along the last axis (as attention has them)
+        inputs.append(tensor("x", [1, k.h * k.w, k.cout]))
+        if k.kind == "softmax":
+            y = b.node(k.op or "Softmax", ["x"], axis=-1)
+        else:
+            y = b.node("LayerNormalization", ["x", b.const(np.ones(k.cout, np.float32)),
+                                              b.const(np.zeros(k.cout, np.float32))], axis=-1, epsilon=1e-5)
     elif k.kind == "eltwise":
         shape = [1, k.cout, k.out_h, k.out_w]
         names = [f"x{i}" for i in range(max(k.inputs, 2))]
@@ -202,8 +223,6 @@ def kernel_model(kernel: Kernel, seed: int = 0) -> onnx.ModelProto:
         elif k.kind == "resize":
             sizes = b.const(np.array([1, k.cin, k.out_h, k.out_w], np.int64), "sizes")
             y = b.node("Resize", ["x", "", "", sizes], mode="nearest" if k.op != "linear" else "linear")
-        elif k.kind == "softmax":
-            y = b.node(k.op or "Softmax", ["x"], axis=1)
         else:  # layout: NCHW -> NHWC, the data movement a Transpose in a detection head does
             y = b.node("Transpose", ["x"], perm=[0, 2, 3, 1])
     graph = helper.make_graph(b.nodes, "kernel", inputs, [helper.make_tensor_value_info(y, elem, None)],

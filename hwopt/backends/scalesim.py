@@ -9,7 +9,11 @@ input it is given is the padded one: ``(out - 1) * stride + kernel``):
 - ``conv``: one layer, ``cin`` channels -> ``cout`` filters.
 - ``gemm``: a 1x1 conv over ``batch`` rows (ifmap ``batch`` x 1, ``cin``
   channels, ``cout`` filters): the same operand matrices as SCALE-Sim's GEMM
-  mode, with one topology format for every layer.
+  mode, with one topology format for every layer. A batched MatMul of
+  ``groups`` independent products (attention's heads: each head's Q @ K^T
+  loads its own K) is one product of ``batch / groups`` rows simulated once,
+  times ``groups``, as for ``gconv``; its second operand, an activation, is
+  loaded as the weights are (the array does not care where they came from).
 - ``gconv``: one group (``cin/g`` -> ``cout/g``) simulated once, times ``g``.
 - ``dwconv``: ONE single-channel layer (1 -> ``cout/cin`` filters) simulated
   once, times the channel count. This is exactly what SCALE-Sim itself does
@@ -91,8 +95,9 @@ class LayerSpec:
 def layer_for(kernel: Kernel) -> tuple[LayerSpec, int]:
     """The SCALE-Sim layer simulating a conv/gemm kernel, and how many times it runs."""
     k = kernel
-    if k.kind == "gemm":
-        return LayerSpec(max(k.batch, 1), 1, 1, 1, k.cin, k.cout, 1), 1
+    if k.kind == "gemm":  # one product (of batch / groups rows) simulated once, times the groups
+        groups = max(k.groups, 1)
+        return LayerSpec(max(k.batch // groups, 1), 1, 1, 1, k.cin, k.cout, 1), groups
     if k.kind not in ("conv", "dwconv", "gconv"):
         raise HwoptError(f"kernel kind {k.kind!r} does not run on the systolic array")
     groups = max(k.groups, 1)

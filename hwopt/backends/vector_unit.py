@@ -19,7 +19,7 @@ Per standalone kernel::
 
 where ``work_elements`` is: eltwise: output elements x (inputs - 1); act,
 resize, concat, layout: output elements; pool: output elements x window
-taps; reduce, softmax: input elements. Compute and memory overlap (double
+taps; reduce, softmax, norm: input elements. Compute and memory overlap (double
 buffering), hence the max. ``view`` kernels cost 0 cycles and 0 bytes: the
 target declares them free (metadata only). ``unknown`` kernels raise: nothing
 is silently counted as free.
@@ -39,9 +39,11 @@ from typing import Any
 from hwopt.errors import HwoptError
 from hwopt.kernels import CONV_KINDS, Kernel
 
-VECTOR_KINDS = ("eltwise", "act", "pool", "reduce", "resize", "concat", "softmax", "layout")
+VECTOR_KINDS = ("eltwise", "act", "pool", "reduce", "resize", "concat", "softmax", "layout", "norm")
+# Kinds added after target files were written: their ops per element when a target does not say.
+_DEFAULT_OPS = {"norm": 8.0}
 _REQUIRED = ("lanes", "bandwidth_bytes_per_cycle", "launch_overhead_cycles") + tuple(
-    k for k in VECTOR_KINDS if k != "act")
+    k for k in VECTOR_KINDS if k != "act" and k not in _DEFAULT_OPS)
 
 
 @dataclass(frozen=True)
@@ -64,7 +66,7 @@ class VectorUnit:
         self.overhead = int(params["launch_overhead_cycles"])
         if self.lanes < 1 or self.bandwidth <= 0 or self.overhead < 0:
             raise HwoptError("target's [vector_unit]: lanes and bandwidth must be positive, overhead >= 0")
-        self.ops = {kind: float(params[kind]) for kind in VECTOR_KINDS if kind != "act"}
+        self.ops = {kind: float(params.get(kind, _DEFAULT_OPS.get(kind, 0.0))) for kind in VECTOR_KINDS if kind != "act"}
         self.act_ops = {str(k).lower(): float(v) for k, v in dict(params.get("act", {})).items()}
         self.act_default = float(params.get("act_default", 4))
         self.dtype_bytes = dtype_bytes
@@ -88,7 +90,7 @@ class VectorUnit:
             return kernel.out_elements, self.activation_ops(kernel.op or "act")
         if kind == "pool":
             return kernel.out_elements * kernel.kernel * kernel.kw, self.ops["pool"]
-        if kind in ("reduce", "softmax"):
+        if kind in ("reduce", "softmax", "norm"):
             return kernel.in_elements, self.ops[kind]
         return kernel.out_elements, self.ops[kind]  # resize, concat, layout
 

@@ -96,14 +96,18 @@ def features(kernels: Sequence[Kernel], parallelism: int, dtype_bytes: int) -> n
         col["is_gemm"][i] = k.kind == "gemm"
     db = float(dtype_bytes)
     cin, cout, groups = col["cin"], col["cout"], np.maximum(col["groups"], 1)
-    pixels = np.where(col["is_gemm"] > 0, col["batch"], col["out_h"] * col["out_w"])
+    gemm = col["is_gemm"] > 0
+    # A gemm's rows are over all its groups (attention's heads), each group a cin x cout product.
+    pixels = np.where(gemm, np.maximum(col["batch"] / groups, 1), col["out_h"] * col["out_w"])
     win = col["kernel"] * col["kw"]
     cin_pad, cout_pad = _ceil_div(cin, p) * p, _ceil_div(cout, p) * p
     # Depthwise/grouped: padding applies to the channel dimension; per-group input stays cin/g.
-    per_group_in = np.maximum(cin / groups, 1)
-    per_group_out = np.maximum(cout / groups, 1)
+    per_group_in = np.where(gemm, cin, np.maximum(cin / groups, 1))
+    per_group_out = np.where(gemm, cout, np.maximum(cout / groups, 1))
     array = (col["is_conv"] + col["is_gemm"]) > 0
-    padded_macs = np.where(array, np.where(groups > 1, cout_pad * per_group_in, cin_pad * cout_pad) * win * pixels, 0.0)
+    padded_macs = np.where(array, np.where(gemm, cin_pad * cout_pad * groups,
+                                           np.where(groups > 1, cout_pad * per_group_in, cin_pad * cout_pad))
+                           * win * pixels, 0.0)
     row_folds = np.where(array, _ceil_div(per_group_in * win, p), 0.0)
     col_folds = np.where(array, _ceil_div(per_group_out, p), 0.0)
     folds = row_folds * col_folds * np.where(array, groups, 0.0)

@@ -25,7 +25,9 @@ def param_elements(k: Kernel, p: int = 1) -> int:
             return pad_channels(k.cout, p) * pad_channels(k.cin, p) * k.kernel * k.kw + pad_channels(k.cout, p)
         return pad_channels(k.cout, p) * (k.cin // groups) * k.kernel * k.kw + pad_channels(k.cout, p)
     if k.kind == "gemm":
-        return pad_channels(k.cout, p) * pad_channels(k.cin, p) + pad_channels(k.cout, p)
+        if k.activation_operand:  # attention's Q @ K^T: both operands are activations
+            return 0
+        return (max(k.groups, 1) * pad_channels(k.cout, p) * pad_channels(k.cin, p)) + pad_channels(k.cout, p)
     return 0
 
 
