@@ -188,7 +188,7 @@ def evaluate(target_name: str, work: Path, holdout: tuple[str, ...], write: bool
     heldout_kernels = {sk.kernel for m in heldout_labels for sk in scheds[m].kernels}
     origins: dict = {}
     sweep(target.parallelism, origins=origins)
-    train_fams = set(example_names()) - set(holdout)
+    train_fams = set(example_names()) - set(holdout) | {"attention"}  # the sweep's transformer family too
     train_rows = [r for r in rows if r.kernel not in heldout_kernels
                   and (r.kernel not in origins or origins[r.kernel] & train_fams)]
     print(f"[{target.name}] table {len(rows)} rows; held-out training set {len(train_rows)} rows "
