@@ -11,7 +11,11 @@ features, then a CTC head over 6625 characters), downloaded at bench time into
 320 (40 tokens, its default) none of its attention shapes is in the sweep
 (``hwopt.profile.ATTENTION_BLOCKS`` leaves them out); at 640 (80 tokens) they are.
 
-For each width and target it prints the estimate (``hwopt estimate``), the
+Second model: a ViT-Ti-class classifier (DeiT-tiny's block: 192 features, 3 heads, depth 12) at 160x160
+(101 tokens: not a sweep shape), random weights, exported by torch's legacy exporter at bench time
+(``--no-vit`` without torch), where attention is most of the work.
+
+For each model and target it prints the estimate (``hwopt estimate``), the
 measurement (``hwopt measure``: npu32 emulates every array kernel with
 SCALE-Sim, cpu times the model end to end with onnxruntime: take cpu figures on
 a quiet machine) and the FLOPs-proportional baseline (latency = FLOPs / c, c
@@ -52,6 +56,41 @@ def recogniser(out: Path) -> Path:
     return path
 
 
+def vit(out: Path, size: int = 160, opset: int = 14) -> Path:
+    """A ViT-Ti-class classifier (patch 16, 192 features, 3 heads, MLP 768, depth 12; DeiT-tiny's block),
+    random weights (seed 0), exported by torch's legacy exporter at opset 14, where layer norm is spelled
+    out; at 160x160 it has 101 tokens, a count the sweep never measured (DeiT-tiny's 197 is in it)."""
+    import torch
+    from torch import nn
+
+    path = out / f"torch_vit_tiny_{size}.onnx"
+    if path.is_file():
+        return path
+    torch.manual_seed(0)
+
+    class ViT(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.patch = nn.Conv2d(3, 192, 16, 16)
+            self.cls = nn.Parameter(torch.randn(1, 1, 192) * 0.02)
+            self.pos = nn.Parameter(torch.randn(1, (size // 16) ** 2 + 1, 192) * 0.02)
+            layer = nn.TransformerEncoderLayer(192, 3, 768, dropout=0.0, activation="gelu", batch_first=True,
+                                               norm_first=True)
+            self.blocks = nn.TransformerEncoder(layer, 12, enable_nested_tensor=False)
+            self.norm = nn.LayerNorm(192)
+            self.head = nn.Linear(192, 1000)
+
+        def forward(self, x):
+            x = self.patch(x).flatten(2).transpose(1, 2)
+            x = torch.cat([self.cls.expand(x.shape[0], -1, -1), x], 1) + self.pos
+            return self.head(self.norm(self.blocks(x))[:, 0])
+
+    with torch.no_grad():
+        torch.onnx.export(ViT().eval(), (torch.zeros(1, 3, size, size),), str(path), opset_version=opset,
+                          input_names=["x"], output_names=["logits"], dynamo=False)
+    return path
+
+
 def group(kernel) -> str:
     """Which part of a transformer (or not) a kernel is, for the per-group sums."""
     if kernel.kind == "gemm":
@@ -85,6 +124,7 @@ def main() -> None:
     parser.add_argument("--targets", nargs="+", default=["npu32", "cpu"])
     parser.add_argument("--out", type=Path, default=Path("build/attention"))
     parser.add_argument("--no-measure", action="store_true")
+    parser.add_argument("--no-vit", action="store_true", help="leave out the torch ViT (it needs torch)")
     parser.add_argument("--profile", metavar="TARGET", help="measure the sweep's attention kernels instead")
     parser.add_argument("-o", "--output", type=Path, help="the table --profile writes")
     args = parser.parse_args()
@@ -95,8 +135,11 @@ def main() -> None:
         return
     args.out.mkdir(parents=True, exist_ok=True)
     path = recogniser(args.out)
-    for width in args.widths:
-        _, canonical, _ = load_canonical(path, [InputShape.parse(f"x=1x3x48x{width}")])
+    models = [(f"{path.name} 48x{width}", path, [f"x=1x3x48x{width}"]) for width in args.widths]
+    if not args.no_vit:
+        models.append(("torch ViT-Ti 160x160", vit(args.out), []))
+    for label, model_path, shapes in models:
+        _, canonical, _ = load_canonical(model_path, [InputShape.parse(s) for s in shapes])
         for target_name in args.targets:
             estimator = load_estimator(target_name)
             target = estimator.target
@@ -105,12 +148,12 @@ def main() -> None:
             flops = sum(sk.kernel.flops for sk in sched.kernels) / flops_per_us(target)
             notes = ([f"band {estimate.low_us / 1000:.3f}-{estimate.high_us / 1000:.3f}"] if estimate.low_us else []) + (
                 [f"{len(estimate.fallbacks)} kernels by the roofline fallback"] if estimate.fallbacks else [])
-            line = (f"{path.name} 48x{width} on {target_name}: estimate {estimate.latency_us / 1000:.3f} ms"
+            line = (f"{label} on {target_name}: estimate {estimate.latency_us / 1000:.3f} ms"
                     + (f" ({'; '.join(notes)})" if notes else ""))
             if args.no_measure:
                 print(line + f", FLOPs baseline {flops / 1000:.3f} ms", flush=True)
                 continue
-            log(f"measuring 48x{width} on {target_name}")
+            log(f"measuring {label} on {target_name}")
             measured = model_measurer(target)(canonical, target)
             truth = measured.latency_us
             print(line + f", measured {truth / 1000:.3f} ms ({estimate.latency_us / truth - 1:+.1%}); FLOPs baseline "
