@@ -3,7 +3,7 @@
 An activation is a chain of nodes that maps one tensor to another elementwise:
 Relu; Clip with min/max as attributes or inputs (ReLU6); Max(Min(x, 6), 0);
 HardSwish; x * HardSigmoid(x); x * Sigmoid(x) (SiLU); torch's legacy
-hardswish x * Clip(x + 3, 0, 6) / 6; plain unary ops. Rules keep the nodes as
+hardswish x * Clip(x + 3, 0, 6) / 6; GELU spelled with Erf; plain unary ops. Rules keep the nodes as
 they are (a rewrite re-wires tensors around them), so we only need to know
 where an activation starts, where it ends and what it is called.
 """
@@ -35,7 +35,8 @@ def match_activation(x: Tensor) -> Activation | None:
     """The activation that consumes ``x`` (all of whose nodes only touch x), or None."""
     users = list(x.outputs)
     for matcher in (
-        _match_x_times_gate, _match_torch_hardswish, _match_minmax_relu6, _match_single, _match_scalar_affine
+        _match_x_times_gate, _match_torch_hardswish, _match_erf_gelu, _match_minmax_relu6, _match_single,
+        _match_scalar_affine
     ):
         found = matcher(x, users)
         if found is not None:
@@ -178,6 +179,32 @@ def _match_x_times_gate(x: Tensor, users: list[Node]) -> Activation | None:
         beta = float(gate.attrs.get("beta", 0.5))
         kind = "hardswish" if abs(alpha - 1 / 6) < 1e-4 and abs(beta - 0.5) < 1e-6 else "x*hardsigmoid"
     return Activation(kind, x, mul.outputs[0], [gate, mul])
+
+
+def _match_erf_gelu(x: Tensor, users: list[Node]) -> Activation | None:
+    """GELU spelled with Erf, as torch's exporter writes it before opset 20 (and onnxruntime fuses it back):
+    Mul(Mul(x, Add(Erf(Div(x, sqrt 2)), 1)), 0.5)."""
+    if len(users) != 2:
+        return None
+    divs = [u for u in users if u.op == "Div" and u.inputs[0] is x]
+    muls = [u for u in users if u.op == "Mul"]
+    if len(divs) != 1 or len(muls) != 1 or not np.isclose(_scalar(divs[0].inputs[1]) or 0.0, np.sqrt(2), rtol=1e-3):
+        return None
+    div, mul = divs[0], muls[0]
+    erf = _only_user(div.outputs[0], "Erf")
+    add = erf and _only_user(erf.outputs[0], "Add")
+    if not add or _scalar(_other_input(add, erf.outputs[0]) or add.inputs[0]) != 1.0 or \
+            _other_input(mul, x) is not add.outputs[0]:
+        return None
+    half = _only_user(mul.outputs[0], "Mul")
+    if half is None or _scalar(_other_input(half, mul.outputs[0]) or half.inputs[0]) != 0.5:
+        return None
+    return Activation("gelu", x, half.outputs[0], [div, erf, add, mul, half])
+
+
+def _only_user(tensor: Tensor, op: str) -> Node | None:
+    users = list(tensor.outputs)
+    return users[0] if len(users) == 1 and users[0].op == op else None
 
 
 def _match_torch_hardswish(x: Tensor, users: list[Node]) -> Activation | None:

@@ -50,7 +50,7 @@ import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
 
-from hwopt.activations import UNARY_ELEMENTWISE, match_activation_chain
+from hwopt.activations import UNARY_ELEMENTWISE, Activation, match_activation, match_activation_chain
 from hwopt.graph import Node, Tensor, constant_shape, conv_attrs, import_graph
 from hwopt.layer_norm import match_layer_norm, normalized_length
 
@@ -222,6 +222,21 @@ def _dtype_bytes(tensor: Tensor) -> int:
 
 def _variables(node: Node) -> list[Tensor]:
     return [t for t in node.inputs if isinstance(t, gs.Variable) and t.name]
+
+
+# Multi-node activations that stand alone (after a Reshape, not fused into a gemm) yet run as one kernel:
+# onnxruntime fuses GELU's Erf spelling into its Gelu kernel, an NPU's vector unit applies it in one pass.
+FUSED_STANDALONE = {"gelu": "Gelu"}
+
+
+def _standalone_fused_activation(node: Node) -> Activation | None:
+    """The multi-node activation of a FUSED_STANDALONE kind that starts at ``node``, or None."""
+    if node.op not in ("Div", "Mul") or not node.inputs:
+        return None
+    act = match_activation(node.inputs[0])
+    if act is None or act.kind not in FUSED_STANDALONE or act.nodes[0] is not node:
+        return None
+    return act if all(user in act.nodes for user in node.inputs[0].outputs) else None
 
 
 def _samples(graph: gs.Graph) -> int:
@@ -396,7 +411,11 @@ def schedule(model_or_graph: onnx.ModelProto | gs.Graph, policy: FusionPolicy = 
         first_nodes.append(node)
         kind = _kind_of(node)
         norm = match_layer_norm(node) if node.op == "ReduceMean" else None
-        if norm is not None:
+        fused = _standalone_fused_activation(node)
+        if fused is not None:  # one act kernel, as the runtime runs it (onnxruntime's GeluFusion)
+            kernel = replace(_generic_kernel(node, "act"), op=FUSED_STANDALONE[fused.kind])
+            norm = fused.nodes
+        elif norm is not None:
             kernel = _rows_kernel(node, "norm", normalized_length(node, _dims(node.inputs[0])), norm[-1].outputs[0])
         elif node.op == "LayerNormalization":
             kernel = _rows_kernel(node, "norm", normalized_length(node, _dims(node.inputs[0])), node.outputs[0])

@@ -3,7 +3,8 @@
 The graph is an SVTR block as paddle2onnx writes PP-OCRv4's recogniser (opset 12, 40 tokens of 120
 features, 8 heads of 15): a layer norm spelled out as ReduceMean/Sub/Pow/Sqrt/Div, the QKV projection as
 MatMul + Add, the heads split by Reshape/Transpose, Q @ K^T, Softmax, P @ V, the output projection; then
-a second layer norm (at opset 17 the LayerNormalization op) and the MLP. It is written to disk, canonicalised by onnxruntime (whose
+a second layer norm and the MLP with SiLU; at opset 17 the second norm is the LayerNormalization op and
+the MLP's activation GELU as torch's legacy exporter spells it with Erf. It is written to disk, canonicalised by onnxruntime (whose
 basic optimiser turns MatMul + Add into a Gemm over the 40 token rows) and scheduled.
 """
 
@@ -81,7 +82,12 @@ def _svtr_block(path: Path, opset: int = 12) -> Path:
     else:
         y = _layer_norm(node, const, x1, "ln2")
     h = linear(y, WIDTH, 2 * WIDTH, "fc1")
-    h = node("Mul", [h, node("Sigmoid", [h], "fc1.sig")], "fc1.silu")
+    if opset >= 17:  # GELU as torch's legacy exporter spells it
+        g = node("Add", [node("Erf", [node("Div", [h, const("sqrt2", np.array(np.sqrt(2), np.float32))], "g.div")],
+                              "g.erf"), const("one", np.array(1.0, np.float32))], "g.add")
+        h = node("Mul", [node("Mul", [h, g], "g.mul"), const("half", np.array(0.5, np.float32))], "fc1.gelu")
+    else:  # SiLU as paddle2onnx writes PP-OCRv4's
+        h = node("Mul", [h, node("Sigmoid", [h], "fc1.sig")], "fc1.silu")
     node("Add", [x1, linear(h, 2 * WIDTH, WIDTH, "fc2")], "y")
     graph = helper.make_graph(nodes, "svtr_block", [helper.make_tensor_value_info("x", TensorProto.FLOAT,
                                                                                   [1, WIDTH, 1, TOKENS])],
@@ -125,6 +131,10 @@ def test_an_attention_block_is_scheduled_as_its_matrix_kernels(block) -> None:
         (1, TOKENS, WIDTH, 2 * WIDTH, False),
         (1, TOKENS, 2 * WIDTH, WIDTH, False),
     ]
+    acts = [k for k in kernels if k.kind == "act" and k.op in ("Gelu", "Sigmoid")]
+    assert [(k.op, k.cout) for k in acts] == [("Gelu" if opset >= 17 else "Sigmoid", TOKENS * 2 * WIDTH)]
+    if opset >= 17:  # the five nodes of the Erf spelling are one kernel
+        assert [len(sk.nodes) for sk in sched if sk.kernel.op == "Gelu"] == [5]
     true_macs = TOKENS * WIDTH * (3 * WIDTH + WIDTH + 2 * WIDTH + 2 * WIDTH) + 2 * HEADS * TOKENS * TOKENS * HEAD
     assert sum(k.macs for k in by_kind["gemm"]) == true_macs
     assert [k.describe() for k in by_kind["gemm"][1:3]] == ["matmul 8x(40x15 @ 15x40)", "matmul 8x(40x40 @ 40x15)"]
@@ -134,7 +144,7 @@ def test_an_attention_block_is_scheduled_as_its_matrix_kernels(block) -> None:
 
 
 def test_onnxruntime_runs_the_spelled_out_layer_norm_as_one_kernel(block, tmp_path: Path) -> None:
-    """Why it is one ``norm`` kernel: onnxruntime's full optimisation fuses the chain into LayerNormalization."""
+    """Why it is one ``norm`` kernel (and GELU one ``act``): onnxruntime's full optimisation fuses the chains."""
     _, canonical = block
     assert "ReduceMean" in [n.op_type for n in canonical.graph.node] or "LayerNormalization" in [
         n.op_type for n in canonical.graph.node]
@@ -146,7 +156,7 @@ def test_onnxruntime_runs_the_spelled_out_layer_norm_as_one_kernel(block, tmp_pa
     # (the norm whose Transpose was sunk into it keeps its mean and subtraction, then runs the rest as a
     # SimplifiedLayerNormalization: the kernel describes it as one normalisation all the same)
     assert ops.count("LayerNormalization") + ops.count("SimplifiedLayerNormalization") == 2
-    assert not {"Pow", "Sqrt", "Div"} & set(ops)
+    assert not {"Pow", "Sqrt", "Div", "Erf"} & set(ops)  # (GELU's Erf spelling runs as one Gelu kernel too)
 
 
 def test_the_measurement_models_compute_the_kernels(block) -> None:
