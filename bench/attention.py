@@ -94,7 +94,8 @@ def vit(out: Path, size: int = 160, opset: int = 14) -> Path:
 def group(kernel) -> str:
     """Which part of a transformer (or not) a kernel is, for the per-group sums."""
     if kernel.kind == "gemm":
-        return "attention products" if kernel.activation_operand or kernel.groups > 1 else "gemm (projections, MLP, head)"
+        products = kernel.activation_operand or kernel.groups > 1
+        return "attention products" if products else "gemm (projections, MLP, head)"
     if kernel.kind in ("softmax", "norm"):
         return kernel.kind
     if kernel.kind in ("conv", "dwconv", "gconv"):
@@ -146,8 +147,9 @@ def main() -> None:
             sched = estimator.schedule_of(canonical)
             estimate = estimator.estimate(sched, allow_fallback=True)  # a kind the table lacks: roofline, said
             flops = sum(sk.kernel.flops for sk in sched.kernels) / flops_per_us(target)
-            notes = ([f"band {estimate.low_us / 1000:.3f}-{estimate.high_us / 1000:.3f}"] if estimate.low_us else []) + (
-                [f"{len(estimate.fallbacks)} kernels by the roofline fallback"] if estimate.fallbacks else [])
+            notes = [f"band {estimate.low_us / 1000:.3f}-{estimate.high_us / 1000:.3f}"] if estimate.low_us else []
+            if estimate.fallbacks:
+                notes.append(f"{len(estimate.fallbacks)} kernels by the roofline fallback")
             line = (f"{label} on {target_name}: estimate {estimate.latency_us / 1000:.3f} ms"
                     + (f" ({'; '.join(notes)})" if notes else ""))
             if args.no_measure:

@@ -410,13 +410,13 @@ def schedule(model_or_graph: onnx.ModelProto | gs.Graph, policy: FusionPolicy = 
             continue
         first_nodes.append(node)
         kind = _kind_of(node)
-        norm = match_layer_norm(node) if node.op == "ReduceMean" else None
+        chain = match_layer_norm(node) if node.op == "ReduceMean" else None  # several nodes, one kernel
         fused = _standalone_fused_activation(node)
         if fused is not None:  # one act kernel, as the runtime runs it (onnxruntime's GeluFusion)
             kernel = replace(_generic_kernel(node, "act"), op=FUSED_STANDALONE[fused.kind])
-            norm = fused.nodes
-        elif norm is not None:
-            kernel = _rows_kernel(node, "norm", normalized_length(node, _dims(node.inputs[0])), norm[-1].outputs[0])
+            chain = fused.nodes
+        elif chain is not None:
+            kernel = _rows_kernel(node, "norm", normalized_length(node, _dims(node.inputs[0])), chain[-1].outputs[0])
         elif node.op == "LayerNormalization":
             kernel = _rows_kernel(node, "norm", normalized_length(node, _dims(node.inputs[0])), node.outputs[0])
         elif kind == "softmax":
@@ -432,7 +432,7 @@ def schedule(model_or_graph: onnx.ModelProto | gs.Graph, policy: FusionPolicy = 
             kernel = _generic_kernel(node, kind)
             if kind == "unknown":
                 kernel = replace(kernel, op=node.op)
-        nodes = norm or [node]
+        nodes = chain or [node]
         output = nodes[-1].outputs[0]
         if policy.activation and kernel.kind in CONV_KINDS + ("gemm", "eltwise"):
             end, chain = match_activation_chain(output)

@@ -4,8 +4,9 @@ The graph is an SVTR block as paddle2onnx writes PP-OCRv4's recogniser (opset 12
 features, 8 heads of 15): a layer norm spelled out as ReduceMean/Sub/Pow/Sqrt/Div, the QKV projection as
 MatMul + Add, the heads split by Reshape/Transpose, Q @ K^T, Softmax, P @ V, the output projection; then
 a second layer norm and the MLP with SiLU; at opset 17 the second norm is the LayerNormalization op and
-the MLP's activation GELU as torch's legacy exporter spells it with Erf. It is written to disk, canonicalised by onnxruntime (whose
-basic optimiser turns MatMul + Add into a Gemm over the 40 token rows) and scheduled.
+the MLP's activation GELU as torch's legacy exporter spells it with Erf. It is written to disk,
+canonicalised by onnxruntime (whose basic optimiser turns MatMul + Add into a Gemm over the 40 token
+rows) and scheduled.
 """
 
 from __future__ import annotations

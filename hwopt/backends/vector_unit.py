@@ -66,7 +66,8 @@ class VectorUnit:
         self.overhead = int(params["launch_overhead_cycles"])
         if self.lanes < 1 or self.bandwidth <= 0 or self.overhead < 0:
             raise HwoptError("target's [vector_unit]: lanes and bandwidth must be positive, overhead >= 0")
-        self.ops = {kind: float(params.get(kind, _DEFAULT_OPS.get(kind, 0.0))) for kind in VECTOR_KINDS if kind != "act"}
+        self.ops = {kind: float(params.get(kind, _DEFAULT_OPS.get(kind, 0.0)))
+                    for kind in VECTOR_KINDS if kind != "act"}
         self.act_ops = {str(k).lower(): float(v) for k, v in dict(params.get("act", {})).items()}
         self.act_default = float(params.get("act_default", 4))
         self.dtype_bytes = dtype_bytes
