@@ -67,10 +67,23 @@ class Row:
     kernels: list[str] = field(default_factory=list)  # the decision's new kernels (descriptions)
     baseline_us: float | None = None  # the --compare estimator's estimated change
     seen: bool = False  # every new kernel is a row of the target's measurements table (the estimator trained on it)
+    # cpu: the measured relative change's 95% interval (paired protocol); None: exact (npu32 sums kernels)
+    interval: tuple[float, float] | None = None
 
     @property
     def measured(self) -> bool:
         return self.measured_us is not None
+
+    @property
+    def resolved(self) -> bool:
+        """Measured, and the measurement tells the sign: its interval excludes no change, or lies within the
+        negligible band (either choice is then fine). The rest are unresolved, never counted right or wrong."""
+        if self.measured_us is None:
+            return False
+        if self.interval is None:
+            return True
+        low, high = self.interval
+        return low > 0 or high < 0 or (low >= -NEGLIGIBLE and high <= NEGLIGIBLE)
 
     def sign_right(self) -> bool:
         assert self.measured_us is not None
@@ -79,7 +92,7 @@ class Row:
         return np.sign(self.estimated_us) == np.sign(self.measured_us)
 
     def matters(self) -> bool:
-        return self.measured_us is not None and abs(self.measured_us) > MATTERS * self.model_us
+        return self.resolved and abs(self.measured_us) > MATTERS * self.model_us
 
 
 class KernelTruth:
@@ -114,12 +127,13 @@ class KernelTruth:
         return [self.known[k] for k in kernels]
 
 
-def model_list(names: list[str] | None, real: list[str], work: Path) -> list[tuple[str, Path, list[str]]]:
+def model_list(names: list[str] | None, real: list[str], work: Path,
+               bundled: bool = False) -> list[tuple[str, Path, list[str]]]:
     from examples.build import build_example
     from hwopt.profile import example_names
 
     out = [(n, build_example(n, work / "examples"), []) for n in (example_names() if names is None else names)]
-    return out + real_models(real, bundled=names is None)
+    return out + real_models(real, bundled=names is None or bundled)
 
 
 def real_models(extra: list[str], bundled: bool = True) -> list[tuple[str, Path, list[str]]]:
@@ -177,45 +191,77 @@ def measure_npu32(name, path, shapes, target, truth: KernelTruth, estimator_fold
     return rows
 
 
-def measure_cpu(name, path, shapes, target, work: Path, estimator_folder) -> list[Row]:
-    """Each decision materialised and timed end to end (cached by canonical graph)."""
+def measure_cpu(name, path, shapes, target, work: Path, estimator_folder, rounds: int = 12, runs: int = 8,
+                prepare_only: bool = False, aa: int = 0, cached_only: bool = False) -> list[Row]:
+    """Each decision materialised (its canonical variant kept on disk in ``work``) and timed against the
+    original by the paired, interleaved protocol (``hwopt.backends.ort_paired``), cached by both graphs."""
+    import onnx
+
     from hwopt.apply import apply_steps
-    from hwopt.backends import model_measurer
+    from hwopt.backends.ort_cpu import TimingSettings
+    from hwopt.backends.ort_paired import PairedChange, paired_change
     from hwopt.calibration import random_inputs
+    from hwopt.canonicalize import canonicalize
 
     original, canonical, space, vm, found = decisions_of(path, shapes, target, estimator_folder)
     if not found:
         return []
-    cache_path = work / "decision_cpu.json"
+    settings = TimingSettings.from_target(target)
+    canonical = canonicalize(canonical, verify=False)[0]  # what hwopt measure times
+    base_key = hashlib.sha256(canonical.SerializeToString()).hexdigest()[:16]
+    folder = work / "variants" / name.replace(" ", "_").replace("/", "_")
+    folder.mkdir(parents=True, exist_ok=True)
+    cache_path = work / "decision_cpu_paired.json"
     cache = json.loads(cache_path.read_text()) if cache_path.exists() else {}
-    measurer = model_measurer(target)
-
-    def timed(model) -> float:
-        key = hashlib.sha256(model.SerializeToString()).hexdigest()[:24]
-        if key not in cache:
-            cache[key] = float(measurer(model, target).latency_us)
-            cache_path.write_text(json.dumps(cache, indent=1, sort_keys=True))
-        return cache[key]
-
-    model_us = timed(canonical)
     calib, evaluation = random_inputs(original, 8, 0), random_inputs(original, 2, 1)
+
+    def variant(d):
+        file = folder / (hashlib.sha256(d.label.encode()).hexdigest()[:16] + ".onnx")
+        if not file.exists():
+            result = apply_steps(original, canonical, space.steps(d.decisions), calib, evaluation)
+            onnx.save(canonicalize(result.model, verify=False)[0], str(file))
+        return file
+
+    for i in range(aa):  # A/A: the protocol against itself
+        c = paired_change(canonical, canonical, settings, rounds, runs)
+        print(f"  {name} A/A {i + 1}: {100 * (c.ratio - 1):+.2f}% [{100 * (c.low - 1):+.2f}, {100 * (c.high - 1):+.2f}]"
+              f" of {c.base_us / 1000:.3f} ms", flush=True)
     rows = []
     for d in found:
         try:
-            result = apply_steps(original, canonical, space.steps(d.decisions), calib, evaluation)
-            measured = timed(result.model) - model_us
+            file = variant(d)
         except HwoptError as exc:
             print(f"  {name} {d.label}: not materialised ({exc})")
-            measured = None
-        rows.append(Row(name, d.site, d.rule, d.option, d.exact, d.estimated_us, measured, model_us,
-                        [k.describe() for k in d.after]))
+            rows.append(Row(name, d.site, d.rule, d.option, d.exact, d.estimated_us, None, float("nan"),
+                            [k.describe() for k in d.after]))
+            continue
+        if prepare_only:
+            continue
+        key = f"{base_key}:{hashlib.sha256(file.read_bytes()).hexdigest()[:16]}:{rounds}x{runs}"
+        if key not in cache and cached_only:
+            rows.append(Row(name, d.site, d.rule, d.option, d.exact, d.estimated_us, None, float("nan"),
+                            [k.describe() for k in d.after]))
+            continue
+        if key not in cache:
+            cache[key] = paired_change(canonical, onnx.load(str(file)), settings, rounds, runs).to_dict()
+            cache_path.write_text(json.dumps(cache, indent=1, sort_keys=True))
+        c = PairedChange.from_dict(cache[key])
+        rows.append(Row(name, d.site, d.rule, d.option, d.exact, d.estimated_us, c.change_us, c.base_us,
+                        [k.describe() for k in d.after], interval=(c.low - 1.0, c.high - 1.0)))
+    model_us = float(np.median([r.model_us for r in rows if r.measured])) if any(r.measured for r in rows) else 1.0
+    for r in rows:  # one scale per model: the median of the rounds' A medians over its decisions
+        if r.measured:
+            r.measured_us = r.measured_us / r.model_us * model_us
+        r.model_us = model_us
     return rows
 
 
 def figures(rows: list[Row]) -> dict:
-    measured = [r for r in rows if r.measured]
+    timed = [r for r in rows if r.measured]
+    measured = [r for r in timed if r.resolved]
     matters = [r for r in measured if r.matters()]
-    out = {"decisions": len(rows), "measured": len(measured), "unmeasured": len(rows) - len(measured),
+    out = {"decisions": len(rows), "measured": len(measured), "unmeasured": len(rows) - len(timed),
+           "unresolved": len(timed) - len(measured),
            "sign_right": float(np.mean([r.sign_right() for r in measured])) if measured else float("nan"),
            "negligible": sum(abs(r.measured_us) <= NEGLIGIBLE * r.model_us for r in measured),
            "matters": len(matters),
@@ -229,24 +275,36 @@ def figures(rows: list[Row]) -> dict:
     return out
 
 
-def summary_lines(target: str, per_model: dict[str, dict], total: dict, unseen: dict, note: str) -> list[str]:
+def summary_lines(target: str, per_model: dict[str, dict], total: dict, unseen: dict, note: str,
+                  paired: bool = False) -> list[str]:
     def pct(x):
         return "-" if x != x else f"{100 * x:.0f}%"
 
     lines = [f"- every single-site option of the default rule set (fuse / dense / pad / trim / depth ratio), taken "
              f"alone on the original: estimated vs measured change of the model's latency ({note})",
              f"- a sign counts as right when it agrees, or when the measured change is within "
-             f"{100 * NEGLIGIBLE:.1f}% of the model; 'matter': measured |change| > {100 * MATTERS:.0f}% of the model",
-             f"- not measured: {total['unmeasured']} of {total['decisions']} decisions whose new kernels were not "
-             "emulated yet (each over --max-sim-cost, minutes of SCALE-Sim on a shared 2-core host: dense convs of "
-             "wide late layers, fused blocks and x1.25 widths at full resolution); never guessed",
-             "", "| model | decisions | measured | sign right | matter | sign right (matter) | |error| % of model "
-             "(median / p90, matter) |", "|---|---|---|---|---|---|---|"]
-    for name, f in list(per_model.items()) + [("**all**", total)] + [
-            ("**new kernels not in the table**", unseen)]:
+             f"{100 * NEGLIGIBLE:.1f}% of the model; 'matter': measured |change| > {100 * MATTERS:.0f}% of the model"]
+    if paired:
+        lines += [f"- unresolved by measurement: {total['unresolved']} of {total['decisions']} decisions whose "
+                  "measured change's 95% interval contains no change (and is not within the negligible band): "
+                  "counted neither right nor wrong, and left out of 'resolved'",
+                  f"- not measured: {total['unmeasured']} of {total['decisions']} (not materialised, or not timed "
+                  "in a sitting yet: --cached-only)",
+                  "", "| model | decisions | resolved | unresolved | sign right | matter | sign right (matter) | "
+                  "|error| % of model (median / p90, matter) |", "|---|---|---|---|---|---|---|---|"]
+    else:
+        lines += [f"- not measured: {total['unmeasured']} of {total['decisions']} decisions whose new kernels were "
+                  "not emulated yet (each over --max-sim-cost, minutes of SCALE-Sim on a shared 2-core host: dense "
+                  "convs of wide late layers, fused blocks and x1.25 widths at full resolution); never guessed",
+                  "", "| model | decisions | measured | sign right | matter | sign right (matter) | |error| % of "
+                  "model (median / p90, matter) |", "|---|---|---|---|---|---|---|"]
+    # cpu rows do not know which kernels the table holds (the variants are timed whole): no 'unseen' row there.
+    unseen_row = [] if paired else [("**new kernels not in the table**", unseen)]
+    for name, f in list(per_model.items()) + [("**all**", total)] + unseen_row:
         err = (f"{f['abs_error_pct_of_model_median']:.2f} / {f['abs_error_pct_of_model_p90']:.2f}"
                if "abs_error_pct_of_model_median" in f else "-")
-        lines.append(f"| {name} | {f['decisions']} | {f['measured']} | {pct(f['sign_right'])} | {f['matters']} | "
+        middle = f"{f['measured']} | {f['unresolved']} |" if paired else f"{f['measured']} |"
+        lines.append(f"| {name} | {f['decisions']} | {middle} {pct(f['sign_right'])} | {f['matters']} | "
                      f"{pct(f['sign_right_matters'])} | {err} |")
     return lines
 
@@ -261,6 +319,8 @@ def main() -> int:
     parser.add_argument("--estimator", type=Path, default=None, help="estimator folder (default: the target's)")
     parser.add_argument("--models", default=None, help="example names, or none (default: all, plus the real exports)")
     parser.add_argument("--real", action="append", default=[], help="a real export PATH[:NAME=1x3xHxW]")
+    parser.add_argument("--with-real", action="store_true",
+                        help="with --models: also the bundled real exports (tests/data, the trained case when built)")
     parser.add_argument("--compare", type=Path, default=None,
                         help="another estimator folder (the previous one): its sign accuracy on the same decisions")
     parser.add_argument("--compare-label", default=None, help="how the card names the --compare estimator")
@@ -271,6 +331,12 @@ def main() -> int:
     parser.add_argument("--card", action="store_true", help="write the figures into the target's card")
     parser.add_argument("--caveat", default="", help="a line the card carries with the figures (e.g. a loaded host)")
     parser.add_argument("--worst", type=int, default=12, help="print the worst decisions")
+    parser.add_argument("--rounds", type=int, default=12, help="cpu: rounds of the paired protocol")
+    parser.add_argument("--runs", type=int, default=8, help="cpu: runs of each model per round")
+    parser.add_argument("--prepare-only", action="store_true", help="cpu: build the variants, time nothing")
+    parser.add_argument("--aa", type=int, default=0, help="cpu: A/A checks of the protocol per model first")
+    parser.add_argument("--cached-only", action="store_true",
+                        help="cpu: time nothing; decisions not timed yet count as not measured")
     args = parser.parse_args()
     target = load_target(args.target)
     args.work.mkdir(parents=True, exist_ok=True)
@@ -279,13 +345,14 @@ def main() -> int:
     truth = KernelTruth(target, args.max_sim_cost, trained_on) if target.backend == "scalesim" else None
     rows: list[Row] = []
     start = time.perf_counter()
-    for name, path, shapes in model_list(names, args.real, args.work):
+    for name, path, shapes in model_list(names, args.real, args.work, args.with_real):
         t0 = time.perf_counter()
         try:
             if truth is not None:
                 found = measure_npu32(name, path, shapes, target, truth, args.estimator, args.compare)
             else:
-                found = measure_cpu(name, path, shapes, target, args.work, args.estimator)
+                found = measure_cpu(name, path, shapes, target, args.work, args.estimator, args.rounds, args.runs,
+                                    args.prepare_only, args.aa, args.cached_only)
         except HwoptError as exc:
             print(f"{name}: skipped ({exc})")
             continue
@@ -301,14 +368,17 @@ def main() -> int:
     total = figures(rows)
     unseen = figures([r for r in rows if not r.seen])  # decisions whose new kernels the estimator never saw
     note = ("npu32: the changed kernels emulated by SCALE-Sim" if truth is not None else
-            "cpu: each variant timed end to end by onnxruntime on a shared host: noisy")
-    lines = summary_lines(target.name, per_model, total, unseen, note)
+            f"cpu: each variant timed against the original by the paired, interleaved protocol of "
+            f"hwopt/backends/ort_paired.py, {args.rounds} rounds x {args.runs} runs each, fresh sessions per round, "
+            f"one thread, the session thread's CPU clock; the change is the median of the rounds' ratios, with a "
+            f"95% bootstrap interval")
+    lines = summary_lines(target.name, per_model, total, unseen, note, paired=truth is None)
     if args.caveat:
         lines.insert(0, f"- **caveat:** {args.caveat}")
     if args.compare is not None:
         before = [replace(r, estimated_us=r.baseline_us) for r in rows]
         fb = figures(before)
-        wrong_before = [r for r in before if r.measured and not r.sign_right()]
+        wrong_before = [r for r in before if r.resolved and not r.sign_right()]
         lines += ["", f"- the same decisions with {args.compare_label or args.compare}: "
                   f"sign right {100 * fb['sign_right']:.1f}% "
                   f"({len(wrong_before)} wrong: " + "; ".join(
@@ -319,7 +389,7 @@ def main() -> int:
     console = Console(width=250)
     for line in lines:
         console.print(line, markup=False, highlight=False)
-    wrong = sorted((r for r in rows if r.measured and not r.sign_right()),
+    wrong = sorted((r for r in rows if r.resolved and not r.sign_right()),
                    key=lambda r: -abs(r.measured_us - r.estimated_us))
     if wrong:
         console.print(f"\nwrong sign ({len(wrong)}), largest error first:", markup=False)

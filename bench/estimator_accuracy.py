@@ -51,6 +51,8 @@ from hwopt.kernels import schedule
 from hwopt.profile import example_names, sweep
 from hwopt.targets import load_target
 
+from bench.small_models import small_models
+
 HOLDOUT = ("efficientnet_lite0", "mobilenetv3_small")
 VARIANTS_OF = "mobilenetv3_small"
 # Rewrites of the variant model: every fusable block, every depthwise conv, channel groups padded to 32.
@@ -87,6 +89,7 @@ def build_models(work: Path, variants_of: tuple[str, ...] = (VARIANTS_OF,)) -> d
     from hwopt.ruleset import parse_rule_option
 
     models = {name: build_example(name, work / "examples") for name in example_names()}
+    models.update(small_models(work / "small"))
     for name in variants_of:
         base = load_model(models[name])
         canonical, _ = canonicalize(base, verify=False)
@@ -175,14 +178,28 @@ def write_end_to_end(work: Path, target, models: dict[str, Path], labels: list[s
     return path
 
 
-def evaluate(target_name: str, work: Path, holdout: tuple[str, ...], write: bool) -> dict:
+def family(label: str) -> str:
+    """A model label's family: ``mobilenetv2+dw-to-dense@dw1`` and ``mobilenetv2~w0.5_128`` are mobilenetv2."""
+    return label.split("+")[0].split("~")[0]
+
+
+def evaluate(target_name: str, work: Path, holdout: tuple[str, ...], write: bool, measure_only: bool = False) -> dict:
     target = load_target(target_name)
     table_path = target.folder / "measurements.csv.gz"
-    rows = usable(read_table(table_path))
     cpu = target.backend == "onnxruntime"
     models = build_models(work, (VARIANTS_OF, IN_MODEL_VARIANTS_OF) if cpu else (VARIANTS_OF,))
-    in_model_labels = [m for m in models if cpu and m.split("+")[0] in IN_MODEL_FAMILIES]
-    heldout_labels = [m for m in models if m.split("+")[0] in holdout]
+    if not cpu:  # the small models are for the cpu in-model term
+        models = {k: v for k, v in models.items() if "~" not in k}
+    in_model_labels = [m for m in models if cpu and family(m) in IN_MODEL_FAMILIES]
+    heldout_labels = [m for m in models if family(m) in holdout]
+    if measure_only:  # one sitting: every model timed now (cached in the workdir), nothing trained
+        start = time.perf_counter()
+        for m in in_model_labels + heldout_labels:
+            measured_meta(work, target, m, models[m])
+        print(f"[{target.name}] {len(in_model_labels) + len(heldout_labels)} models measured end to end in "
+              f"{time.perf_counter() - start:.0f} s")
+        return {}
+    rows = usable(read_table(table_path))
     variant_labels = [m for m in models if m.startswith(VARIANTS_OF + "+")]
     scheds = {label: schedule_of(models[label], target) for label in models}
     heldout_kernels = {sk.kernel for m in heldout_labels for sk in scheds[m].kernels}
@@ -231,6 +248,7 @@ def evaluate(target_name: str, work: Path, holdout: tuple[str, ...], write: bool
     figures = {
         "holdout_families": list(holdout), "training_rows": len(train_rows), "heldout_models": len(labels),
         "variants_of": VARIANTS_OF, "variants": len(variant_labels),
+        "small": sum("~" in m for m in labels),
         "ground_truth": ("sum of every kernel emulated by SCALE-Sim + vector-unit model (hwopt measure)"
                          if target.backend == "scalesim" else
                          "whole model (canonical form) timed end to end with onnxruntime (hwopt measure)"),
@@ -294,7 +312,8 @@ def summary_lines(name: str, f: dict) -> list[str]:
     lines = [
         f"- held out: {', '.join(f['holdout_families'])} (whole families; {f['training_rows']} training rows "
         f"without any of their kernels); {f['heldout_models']} held-out models = the 2 families + "
-        f"{f['variants']} rewritten variants of {f['variants_of']}",
+        f"{f['variants']} rewritten variants of {f['variants_of']}"
+        + (f" + {f['small']} smaller versions of them (bench/small_models.py)" if f.get("small") else ""),
         f"- ground truth: {f['ground_truth']}",
         "- figures of an estimator trained the same way without the held-out families; the shipped one is "
         "trained on every row of the table",
@@ -334,9 +353,11 @@ def main() -> None:
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/hwopt_estimator_bench"))
     parser.add_argument("--holdout", default=",".join(HOLDOUT))
     parser.add_argument("--no-card", action="store_true", help="print only, do not write the card")
+    parser.add_argument("--measure-only", action="store_true",
+                        help="time every model end to end (cached in the workdir) and stop: the cpu sitting's part")
     args = parser.parse_args()
     for name in args.target or ["npu32", "cpu"]:
-        evaluate(name, args.workdir, tuple(args.holdout.split(",")), not args.no_card)
+        evaluate(name, args.workdir, tuple(args.holdout.split(",")), not args.no_card, args.measure_only)
 
 
 if __name__ == "__main__":

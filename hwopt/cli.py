@@ -815,9 +815,11 @@ def train(
                 conversions = (f" + layout conversions ({term['reorder_us']:.2f} us each + "
                                f"{term['reorder_ns_per_byte']:.4f} ns/byte)" if term.get("reorder_us", 0)
                                or term.get("reorder_ns_per_byte", 0) else "")
+                floor = (f" (each kernel at least {term['floor_share']:.2f} x its scaled time)"
+                         if term.get("floor_share") else "")
                 stdout.print(f"in-model term from {term['models']} models: latency = {term['scale']:.3f} x kernel "
-                             f"sum + {term['per_kernel_us']:.2f} us per kernel{conversions} (median error on them "
-                             f"{term['median_abs_error_pct']:.1f}%)")
+                             f"sum {term['per_kernel_us']:+.2f} us per kernel{floor}{conversions} (median error on "
+                             f"them {term['median_abs_error_pct']:.1f}%)")
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:  # noqa: ARG001

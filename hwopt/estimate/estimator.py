@@ -118,8 +118,11 @@ class Estimator:
 
     def __init__(self, target: Target, latency: KernelRegressor, dram: KernelRegressor | None, roofline: Roofline,
                  allow_fallback: bool = False, folder: Path | None = None,
-                 in_model: InModelTerm | None = None) -> None:
+                 in_model: InModelTerm | None = None, ops: frozenset[str] | None = None) -> None:
         self.target = target
+        # "kind:op" of every training row (None: an index written before they were kept): a kernel of an op the
+        # table never measured (a ConvTranspose scored as the conv it resembles) is out of distribution.
+        self.ops = ops
         self.in_model = in_model
         self.latency = latency
         self.dram = dram
@@ -179,7 +182,7 @@ class Estimator:
         # Layout conversions (hwopt.layout) are paid even around a free view (a Flatten after a blocked pool).
         conversions = np.fromiter((self.in_model.conversion_us(k) for k in kernels), dtype=np.float64,
                                   count=len(kernels))
-        return np.where(paid, self.in_model.scale * latency + self.in_model.per_kernel_us, 0.0) + conversions
+        return np.where(paid, self.in_model.kernels_us(latency), 0.0) + conversions
 
     def interval(self, kernels: Sequence[Kernel], allow_fallback: bool | None = None
                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
@@ -196,24 +199,33 @@ class Estimator:
         if learned:
             x = features([kernels[i] for i in learned], self.p, self.dtype_bytes)
             lo, hi, flag = self.latency.interval_log(x, [kernels[i].kind for i in learned])
+            unseen = np.array([not self.op_seen(kernels[i]) for i in learned])
+            # An op never measured: the band of a roofline guess (no held-out figure says better).
+            lo = np.where(unseen, np.minimum(lo, -np.log(FALLBACK_BAND)), lo)
+            hi = np.where(unseen, np.maximum(hi, np.log(FALLBACK_BAND)), hi)
             low[learned], high[learned] = isolated[learned] * np.exp(lo), isolated[learned] * np.exp(hi)
-            ood[learned] = flag
+            ood[learned] = flag | unseen
         if other:  # the roofline: no held-out figure, a wide stated band, always out of distribution
             low[other], high[other] = isolated[other] / FALLBACK_BAND, isolated[other] * FALLBACK_BAND
             ood[other] = True
         if self.in_model is not None:
             paid = np.array([k.kind not in self.free_kinds for k in kernels])
             conversions = np.array([self.in_model.conversion_us(k) for k in kernels])
-            low = np.where(paid, self.in_model.scale * low + self.in_model.per_kernel_us, 0.0) + conversions
-            high = np.where(paid, self.in_model.scale * high + self.in_model.per_kernel_us, 0.0) + conversions
+            low = np.where(paid, self.in_model.kernels_us(low), 0.0) + conversions
+            high = np.where(paid, self.in_model.kernels_us(high), 0.0) + conversions
         return low, high, ood
 
+    def op_seen(self, kernel: Kernel) -> bool:
+        """Whether the training table holds a kernel of this kind and op (True when the index does not say)."""
+        return self.ops is None or f"{kernel.kind}:{kernel.op}" in self.ops
+
     def outside(self, kernel: Kernel) -> list[str]:
-        """Which size features of a kernel lie outside its group's training range."""
+        """Which size features of a kernel lie outside its group's training range (and ``op`` when the
+        table never measured its op)."""
         if not self.scorable(kernel) or kernel.kind in self.free_kinds:
             return [] if kernel.kind in self.free_kinds else ["kind"]
         columns = self.latency.outside_columns(features([kernel], self.p, self.dtype_bytes)[0], kernel.kind)
-        return [OUTSIDE_NAMES.get(c, c) for c in columns]
+        return [OUTSIDE_NAMES.get(c, c) for c in columns] + ([] if self.op_seen(kernel) else [f"op {kernel.op}"])
 
     def predict_dram(self, kernels: Sequence[Kernel], allow_fallback: bool | None = None) -> np.ndarray | None:
         """Off-chip traffic (bytes) of each kernel, or None where the target's backend does not measure it."""
@@ -286,4 +298,5 @@ def load_estimator(target: str | Path | Target = "npu32", folder: str | Path | N
     latency = KernelRegressor.load(where, meta["latency"])
     dram = KernelRegressor.load(where, meta["dram"]) if meta.get("dram") else None
     in_model = InModelTerm.from_dict(meta["in_model"]) if meta.get("in_model") else None
-    return Estimator(t, latency, dram, Roofline(**meta["roofline"]), allow_fallback, where, in_model)
+    ops = frozenset(meta["ops"]) if isinstance(meta.get("ops"), list) else None
+    return Estimator(t, latency, dram, Roofline(**meta["roofline"]), allow_fallback, where, in_model, ops)

@@ -26,7 +26,9 @@ from hwopt.backends.ort_layout import parse_nodes
 from hwopt.errors import HwoptError
 from hwopt.estimate.card import write_card
 from hwopt.estimate.estimator import INDEX, Estimator
-from hwopt.estimate.in_model import InModelTerm, fit_conversion_cost, fit_in_model_term
+from hwopt.estimate.in_model import (InModelTerm, fit_conversion_cost, fit_in_model_term, fit_signed_term,
+                                     spans_sizes)
+from hwopt.layout import reorder_bytes
 from hwopt.estimate.fallback import Roofline
 from hwopt.estimate.features import features
 from hwopt.estimate.regressor import KernelRegressor
@@ -107,10 +109,20 @@ def _in_model(target: Target, latency, roofline: Roofline, end_to_end: Sequence[
         sums.append(float(bare.predict(kernels).sum()))
         counts.append(sum(1 for k in kernels if k.kind not in bare.free_kinds))
         converted.append(sum(pricing.conversion_us(k) for k in kernels))
-    term = fit_in_model_term(sums, counts, [e.latency_us for e in end_to_end], converted, cost)
+    lists = [bare.predict([sk.kernel for sk in e.schedule.kernels if sk.kernel.kind not in bare.free_kinds])
+             for e in end_to_end]
+    if spans_sizes(lists):  # small and large kernels: the signed per-kernel cost is identifiable
+        predicted = [[reorder_bytes(sk.kernel) for sk in e.schedule.kernels] for e in end_to_end]
+        term = fit_signed_term(lists, [e.latency_us for e in end_to_end], [sum(c for c, _ in p) for p in predicted],
+                               [sum(b for _, b in p) for p in predicted], cost[1])
+        converted = [sum(term.conversion_us(sk.kernel) for sk in e.schedule.kernels) for e in end_to_end]
+        estimates = [float(term.kernels_us(k).sum()) + c for k, c in zip(lists, converted)]
+    else:
+        term = fit_in_model_term(sums, counts, [e.latency_us for e in end_to_end], converted, cost)
+        estimates = [term.apply(s, n, c) for s, n, c in zip(sums, counts, converted)]
     models = [{"model": e.model, "measured_us": round(e.latency_us, 3), "kernel_sum_us": round(s, 3), "kernels": n,
-               "conversions_us": round(c, 3), "estimate_us": round(term.apply(s, n, c), 3)}
-              for e, s, n, c in zip(end_to_end, sums, counts, converted)]
+               "conversions_us": round(c, 3), "estimate_us": round(est, 3)}
+              for e, s, n, c, est in zip(end_to_end, sums, counts, converted, estimates)]
     return term, models
 
 
@@ -148,7 +160,8 @@ def train_estimator(measurements: Sequence[Measurement], target: Target, output:
     index = {"format": "hwopt-estimator/1", "target": target.name, "parallelism": target.parallelism,
              "dtype_bytes": target.dtype_bytes, "latency": "latency",
              "dram": "dram" if dram_model is not None else None, "roofline": roofline.to_dict(),
-             "in_model": term.to_dict() if term is not None else None}
+             "in_model": term.to_dict() if term is not None else None,
+             "ops": sorted({f"{k.kind}:{k.op}" for k in kernels})}
     atomic_write_text(output / INDEX, json.dumps(index, indent=1, sort_keys=True) + "\n")
     if target.path is not None and not (output / "target.toml").exists():
         shutil.copyfile(target.path, output / "target.toml")  # the folder is a usable target on its own
