@@ -205,3 +205,18 @@ def test_every_kernel_of_the_attention_sweep_family_builds_its_measurement_model
     for k in family:
         if k.kind in ("gemm", "softmax", "norm"):
             onnx.checker.check_model(kernel_model(k))
+
+
+def test_a_gemm_over_tokens_counts_the_rows_of_one_sample(tmp_path: Path) -> None:
+    """A model of 2 samples: onnxruntime reshapes [2, 40, 120] to [80, 120] for its Gemm; figures stay per sample."""
+    w = numpy_helper.from_array(np.ones((WIDTH, 3 * WIDTH), np.float32) / WIDTH, "w")
+    b = numpy_helper.from_array(np.zeros(3 * WIDTH, np.float32), "b")
+    nodes = [helper.make_node("MatMul", ["x", "w"], ["mm"], name="mm"), helper.make_node("Add", ["mm", "b"], ["y"])]
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, TOKENS, WIDTH])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, TOKENS, 3 * WIDTH])
+    graph = helper.make_graph(nodes, "tokens", [x], [y], [w, b])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), tmp_path / "tokens.onnx")
+    _, canonical, _ = load_canonical(tmp_path / "tokens.onnx")
+    assert "Gemm" in [n.op_type for n in canonical.graph.node]  # what onnxruntime's basic optimiser makes of it
+    (gemm,) = [sk.kernel for sk in schedule(canonical).kernels if sk.kernel.kind == "gemm"]
+    assert (gemm.batch, gemm.cin, gemm.cout, gemm.groups) == (TOKENS, WIDTH, 3 * WIDTH, 1)
