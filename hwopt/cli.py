@@ -40,6 +40,8 @@ CalibrationOption = typer.Option(None, "--calibration", help=".npz with arrays n
 CalibrationSamples = typer.Option(64, "--calibration-samples", min=1, help="samples used for refits")
 Holdout = typer.Option(0.25, "--holdout", help="calibration samples held out, never fitted on, to judge fidelity: "
                        "a fraction below 1 or a count (whole groups when the .npz has a '_group' array)")
+FidelityOption = typer.Option("auto", "--fidelity", help="task fidelity metric: auto | top1 | top5 | argmax | "
+                              "cosine | rel-l2 (auto: top1 for one [N, C] output, argmax for a class map, else cosine)")
 
 
 def _version(value: bool) -> None:
@@ -475,9 +477,7 @@ def optimize(
     max_deviation: Optional[float] = typer.Option(None, "--max-deviation", min=0.0,
                                                   help="worst relative L2 output error vs the original "
                                                   "(held-out samples)"),
-    fidelity: str = typer.Option("auto", "--fidelity", help="task fidelity metric: auto | top1 | top5 | argmax | "
-                                 "cosine | rel-l2 (auto: top1 for one [N, C] output, argmax for a class map, "
-                                 "else cosine)"),
+    fidelity: str = FidelityOption,
     min_fidelity: Optional[float] = typer.Option(None, "--min-fidelity", min=0.0, max=1.0,
                                                  help="the written model keeps at least this task fidelity on the "
                                                  "held-out samples (default: top1/top5/argmax 0.99, cosine 0.999, "
@@ -692,6 +692,7 @@ def recover(
     train_all: bool = typer.Option(True, "--train-all/--train-rewritten", help="end to end, train every weight "
                                    "or only the rewritten ones"),
     threads: Optional[int] = typer.Option(None, "--threads", min=1, help="torch CPU threads (results depend on it)"),
+    fidelity: str = FidelityOption,
     calibration_samples: int = typer.Option(100_000, "--calibration-samples", min=1, help="at most this many "
                                             "training samples"),
     eval_samples: int = typer.Option(64, "--eval-samples", min=1, help="held-out samples split off --calibration "
@@ -720,6 +721,10 @@ def recover(
         student = load_model(rewritten)
         apply_input_shapes(student, _shapes(input_shape))
         check_same_signature(canonical, student, rewritten)
+        from hwopt.fidelity import METRICS
+
+        if fidelity != "auto" and fidelity not in METRICS:
+            raise HwoptError(f"--fidelity {fidelity!r}: metrics are auto, {', '.join(METRICS)}")
         train, judged, split = samples(canonical, calibration, heldout, calibration_samples, eval_samples, seed)
         settings = RecoverySettings(epochs=epochs, seconds=seconds, seed=seed, lr=lr, batch=batch,
                                     train_all=train_all, threads=threads, block_share=block_share)
@@ -730,13 +735,13 @@ def recover(
 
         log(f"recover: {split}")
         with progress_bar(quiet or as_json) as progress:
-            result = run_recovery(canonical, student, train, judged, settings, output, progress, log)
+            result = run_recovery(canonical, student, train, judged, settings, output, progress, log, fidelity)
         save_model(result.model, output, protect=protect)
         figures = summary(result)
         if as_json:
             print(json.dumps({"output": str(output), "split": split, **figures}, indent=2))
         elif not quiet:
-            stdout.print(f"held-out {figures['metric']} agreement with the original ({figures['held_out_samples']} "
+            stdout.print(f"held-out {figures['label']} with the original ({figures['held_out_samples']} "
                          f"samples): before {figures['before']:.2%}, after {figures['after']:.2%}; "
                          f"{len(result.history)} epochs in {figures['seconds']:.0f} s; rewritten blocks trained: "
                          f"{', '.join(figures['blocks']) or 'none found (end to end only)'}", highlight=False)

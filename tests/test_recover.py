@@ -22,6 +22,8 @@ torch = pytest.importorskip("torch")
 
 from hwopt.canonicalize import load_canonical  # noqa: E402
 from hwopt.recover.module import OnnxModule  # noqa: E402
+from hwopt.recover.regions import frontier, shared_tensors  # noqa: E402
+from hwopt.sites import Analysis  # noqa: E402
 from tests.test_cli import ROOT, hwopt  # noqa: E402
 
 SIZE = 32
@@ -112,7 +114,7 @@ def test_recovery_wins_back_agreement(case: dict[str, Path]) -> None:
     out1, out2 = case["folder"] / "rec1.onnx", case["folder"] / "rec2.onnx"
     first = _recover(case, out1)
     # Measured: the fused model keeps 75% top-1 agreement on the held-out samples; recovery reaches 99.2%.
-    assert first["metric"] == "top-1" and first["held_out_samples"] == 128
+    assert first["metric"] == "top1" and first["held_out_samples"] == 128
     assert first["blocks"] == ["ibn0", "ibn1"]
     assert first["before"] <= 0.85, first
     assert first["after"] >= 0.95, first
@@ -187,10 +189,43 @@ def test_optimize_recover(case: dict[str, Path], tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     doc = json.loads(done.stdout)
     [recovered] = doc["recovery"]
-    assert recovered["metric"] == "top-1" and recovered["epochs"] == 2 and recovered["meets_budgets"]
+    assert recovered["metric"] == "top1" and recovered["epochs"] == 2 and recovered["meets_budgets"]
     assert 0.0 <= recovered["before"] <= 1.0 and 0.0 <= recovered["after"] <= 1.0
-    assert doc["best"]["note"].startswith("recovered: top-1")
+    assert doc["best"]["note"].startswith("recovered: top-1 agreement")
     assert doc["best"]["deviation"] == pytest.approx(recovered["rel_l2_after"])
     onnx.checker.check_model(onnx.load(out), full_check=True)
     refused = hwopt("optimize", str(case["model"]), "--recover-epochs", "2", "-o", str(tmp_path / "x.onnx"))
     assert refused.returncode == 2 and "need --recover" in refused.stderr
+
+
+def test_exact_rewrite_counts_as_shared(case: dict[str, Path], tmp_path: Path) -> None:
+    """An exact rewrite changes nodes, not tensors: probed on samples, the student starts after it (and never
+    trains it); by node signatures alone it would start at the stem."""
+    out = tmp_path / "dense.onnx"
+    done = hwopt("apply", str(case["model"]), "-o", str(out), "--rule", "dw-to-dense@dw0", "--rule",
+                 "fuse-ibn:init=linear@ibn1", "--calibration", str(case["calib"]), "-q")
+    assert done.returncode == 0, done.stderr
+    _, canonical, _ = load_canonical(case["model"])
+    rewritten = onnx.load(out)
+    probe = {"x": np.load(case["calib"])["x"][:4]}
+    by_nodes = frontier(rewritten, shared_tensors(canonical, rewritten))
+    by_values = shared_tensors(canonical, rewritten, probe)
+    blocks = {b.id: b for b in Analysis(canonical).blocks}
+    assert by_nodes == [blocks["ibn0"].input.name]
+    assert frontier(rewritten, by_values) == [blocks["ibn1"].input.name]
+    assert blocks["ibn1"].output.name not in by_values
+
+
+def test_recover_fidelity_metric(case: dict[str, Path], tmp_path: Path) -> None:
+    """hwopt recover judges with the task metric optimize uses (--fidelity); a bad name: exit 2, one line."""
+    done = hwopt("recover", str(case["model"]), str(case["fused"]), "--calibration", str(case["calib"]),
+                 "--heldout", str(case["heldout"]), "-o", str(tmp_path / "r.onnx"), "--recover-epochs", "1",
+                 "--threads", "1", "--fidelity", "top5", "--json")
+    assert done.returncode == 0, done.stderr
+    doc = json.loads(done.stdout)
+    assert doc["metric"] == "top5" and doc["label"] == "top-5 containment"
+    assert 0.0 <= doc["before"] <= 1.0 and 0.0 <= doc["after"] <= 1.0
+    bad = hwopt("recover", str(case["model"]), str(case["fused"]), "--calibration", str(case["calib"]),
+                "-o", str(tmp_path / "x.onnx"), "--fidelity", "top3")
+    assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "top3" in bad.stderr
+    assert not (tmp_path / "x.onnx").exists()

@@ -13,7 +13,8 @@ import onnx
 
 from hwopt.calibration import Samples, calibration_sets, load_calibration
 from hwopt.errors import HwoptError
-from hwopt.recover.train import RecoveryResult, RecoverySettings, fidelity, fidelity_name, recover
+from hwopt.fidelity import METRICS
+from hwopt.recover.train import RecoveryResult, RecoverySettings, recover
 
 
 def checkpoint_path(output: Path) -> Path:
@@ -50,11 +51,11 @@ def samples(original: onnx.ModelProto, calibration: Path, heldout: Path | None, 
 
 def summary(result: RecoveryResult) -> dict:
     """The figures of a recovery run, as the report and the JSON show them."""
-    name = fidelity_name(result.before)
     return {
-        "metric": name,
-        "before": fidelity(result.before),
-        "after": fidelity(result.after),
+        "metric": result.after.metric,
+        "label": METRICS[result.after.metric].label,
+        "before": result.before.value,
+        "after": result.after.value,
         "held_out_samples": result.after.samples,
         "blocks": [b.id for b in result.blocks],
         "trained_parameters": {"blocks": result.trained_blocks, "end_to_end": result.trained_all},
@@ -64,10 +65,11 @@ def summary(result: RecoveryResult) -> dict:
         "written_epoch": result.best_epoch,
         "resumed_epochs": result.resumed_from,
         "onnxruntime_vs_torch_rel_max_abs": result.check.worst_rel_max_abs,
-        "rel_l2": {"before": result.before.worst_rel_l2, "after": result.after.worst_rel_l2},
+        "rel_l2": {"before": result.before.rel_l2, "after": result.after.rel_l2},
     }
 
 
 def run_recovery(original: onnx.ModelProto, rewritten: onnx.ModelProto, train: Samples, heldout: Samples,
-                 settings: RecoverySettings, output: Path, progress, log: Callable[[str], None]) -> RecoveryResult:
-    return recover(original, rewritten, train, heldout, settings, progress, log, checkpoint_path(output))
+                 settings: RecoverySettings, output: Path, progress, log: Callable[[str], None],
+                 metric: str = "auto") -> RecoveryResult:
+    return recover(original, rewritten, train, heldout, settings, progress, log, checkpoint_path(output), metric)

@@ -103,18 +103,41 @@ def changed_parameters(original: onnx.ModelProto, rewritten: onnx.ModelProto) ->
     return changed
 
 
-def shared_tensors(original: onnx.ModelProto, rewritten: onnx.ModelProto) -> set[str]:
-    """Tensors the rewritten model computes exactly as the original does: from the graph inputs through
-    nodes identical in both (op, attributes, wiring, weights). The teacher computes them for both."""
+def shared_tensors(original: onnx.ModelProto, rewritten: onnx.ModelProto,
+                   probe: dict[str, np.ndarray] | None = None) -> set[str]:
+    """Tensors the rewritten model computes as the original does: from the graph inputs through nodes
+    identical in both (op, attributes, wiring, weights). The teacher computes them for both.
+
+    With ``probe`` samples, a tensor of the same name and shape that both models compute with the same
+    values there (within hwopt's exact tolerance) counts too, and so does what identical nodes compute
+    from it: an exact rewrite (dw-to-dense, a padded channel group) changes nodes, not tensors, and the
+    student need not run (or train) it."""
     weights_before = {t.name: t for t in original.graph.initializer}
     weights_after = {t.name: t for t in rewritten.graph.initializer}
     theirs = {_signature(n, weights_before) for n in original.graph.node}
     shared = {v.name for v in rewritten.graph.input}
+    equal = _equal_tensors(original, rewritten, probe) if probe is not None else set()
     for node in rewritten.graph.node:
         inputs = [i for i in node.input if i and i not in weights_after]
         if all(i in shared for i in inputs) and _signature(node, weights_after) in theirs:
             shared.update(node.output)
+        shared.update(o for o in node.output if o in equal)
     return shared
+
+
+def _equal_tensors(original: onnx.ModelProto, rewritten: onnx.ModelProto, probe: dict[str, np.ndarray]) -> set[str]:
+    """Tensors of the same name and shape in both models whose values agree on ``probe``."""
+    from hwopt.calibration import OrtRunner  # onnxruntime only when probing
+
+    before, after = _shapes(original), _shapes(rewritten)
+    produced = {o for n in rewritten.graph.node for o in n.output}
+    names = [n for n in after if n in produced and n in before and after[n] == before[n]]
+    if not names:
+        return set()
+    ours = OrtRunner(rewritten, names, only_extra=True).run_all(probe)
+    theirs = OrtRunner(original, names, only_extra=True).run_all(probe)
+    return {n for n in names
+            if np.abs(ours[n] - theirs[n]).max() <= 1e-5 + 1e-4 * np.abs(theirs[n]).max()}
 
 
 def frontier(rewritten: onnx.ModelProto, shared: set[str]) -> list[str]:

@@ -40,13 +40,14 @@ import torch
 
 from hwopt.apply import check_written_model
 from hwopt.calibration import OrtRunner, Samples, sample_count
+from hwopt.fidelity import Fidelity, Metric, choose_metric, measure
 from hwopt.recover.augment import crop_and_flip, is_image
 from hwopt.recover.losses import output_loss, relative_mse
 from hwopt.recover.module import OnnxModule
 from hwopt.recover.regions import (RewrittenBlock, block_boundaries, changed_parameters, frontier, rewritten_blocks,
                                    shared_tensors)
 from hwopt.recover.writeback import check_against_torch, with_weights
-from hwopt.verify import Comparison, compare_outputs
+from hwopt.verify import Comparison
 
 Progress = Callable[[str, int, int], None]
 
@@ -75,7 +76,7 @@ class Epoch:
     phase: str  # "blocks" or "end-to-end"
     epoch: int
     loss: float
-    fidelity: float  # held-out top-1 agreement (class scores) or cosine similarity
+    fidelity: float  # held-out task fidelity (``hwopt.fidelity``: the run's metric)
     seconds: float
     fit: float = float("nan")  # the same on (up to FIT_CHECK) training samples, not augmented: picks the epoch
 
@@ -83,8 +84,8 @@ class Epoch:
 @dataclass
 class RecoveryResult:
     model: onnx.ModelProto
-    before: Comparison  # the rewritten model against the original, held-out samples
-    after: Comparison  # the written model against the original, held-out samples
+    before: Fidelity  # the rewritten model against the original, held-out samples
+    after: Fidelity  # the written model against the original, held-out samples
     check: Comparison  # the written model in onnxruntime against the trained torch module
     blocks: list[RewrittenBlock]
     trained_blocks: int  # parameters trained in the block phase
@@ -94,16 +95,6 @@ class RecoveryResult:
     stopped_by: str = "epochs"  # "epochs" (all done), "budget" (time-planned run) or "time" (cut short)
     resumed_from: int = 0  # epochs restored from a checkpoint
     best_epoch: int = 0  # the epoch whose weights were written (0: none beat the input on the fit samples)
-
-
-def fidelity(comparison: Comparison) -> float:
-    """The task figure of a comparison: worst top-1 agreement over class-score outputs, else worst cosine."""
-    tops = [o.top1_agreement for o in comparison.outputs if o.top1_agreement is not None]
-    return min(tops) if tops else comparison.worst_cosine
-
-
-def fidelity_name(comparison: Comparison) -> str:
-    return "top-1" if any(o.top1_agreement is not None for o in comparison.outputs) else "cosine"
 
 
 def _distilled_tensors(model: onnx.ModelProto) -> list[str]:
@@ -161,6 +152,7 @@ def _plan(settings: RecoverySettings, has_blocks: bool) -> list[tuple[str, int |
 # at 2e-3 +1.6 points in an epoch, at 3e-2 down to 14%; end to end (all weights, feature losses) at 5e-4
 # +3.1 points in two epochs, at 2e-3 down to 48%.
 BLOCK_LR_SCALE = 4
+PROBE = 4  # samples on which tensors of the same name are compared (exactly shared or not)
 FIT_CHECK = 64  # training samples (not augmented) that pick the epoch written
 WARMUP = 0.1  # of each phase: Adam's first steps are full-size in every coordinate whatever the gradient
 
@@ -183,7 +175,12 @@ class Recovery:
 
     def __init__(self, original: onnx.ModelProto, rewritten: onnx.ModelProto, train: Samples, heldout: Samples,
                  settings: RecoverySettings, progress: Progress | None = None,
-                 log: Callable[[str], None] | None = None, checkpoint: Path | None = None) -> None:
+                 log: Callable[[str], None] | None = None, checkpoint: Path | None = None,
+                 metric: Metric | str = "auto", judge: Callable[[onnx.ModelProto], Fidelity] | None = None,
+                 before: Fidelity | None = None) -> None:
+        """``metric``: the task metric (``hwopt.fidelity``; ``auto`` picks it from the outputs); ``judge``:
+        scores a model on the held-out samples (default: against the original's onnxruntime outputs on
+        ``heldout``); ``before``: the rewritten model's figure when the caller has it (not run again)."""
         self.original, self.rewritten, self.settings = original, rewritten, settings
         self.train, self.heldout = train, heldout
         self.progress, self.log, self.checkpoint = progress, log or (lambda line: None), checkpoint
@@ -193,11 +190,13 @@ class Recovery:
         torch.manual_seed(settings.seed)
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         self.student = OnnxModule(rewritten).to(self.device)
-        self.blocks = rewritten_blocks(original, rewritten)
         # Up to the first changed node both models compute the same tensors: the teacher computes them
         # once and the student starts from there; weights up there never train (nothing to win back).
-        shared = shared_tensors(original, rewritten)
+        # Probed on a few samples: an exact rewrite (dw0 made dense) changes nodes, not tensors; the student
+        # then starts after it (a dense 3x3 conv at 112x112 costs more to train than the rest of a block).
+        shared = shared_tensors(original, rewritten, probe={k: v[:PROBE] for k, v in train.items()})
         self.starts = frontier(rewritten, shared)
+        self.blocks = [b for b in rewritten_blocks(original, rewritten) if b.output not in shared]
         downstream = [n for n in self.student.keys if n not in _weights_of_shared(rewritten, shared)]
         self.block_params = list(dict.fromkeys(name for b in self.blocks for name in b.params))
         self.all_params = downstream if settings.train_all else changed_parameters(original, rewritten)
@@ -209,14 +208,21 @@ class Recovery:
         self.generator = torch.Generator().manual_seed(settings.seed)
         # The teacher runs in onnxruntime (several times faster than the interpreter's forward on CPU).
         self.teachers: dict[str, OrtRunner] = {}
-        self.reference = OrtRunner(original).run_all(heldout, [o.name for o in original.graph.output])
-        # The epoch written is the best on training samples (not on the held-out ones, which only report).
-        # The last ones: hwopt's refits fit the first --calibration-samples, and would look best on them.
+        self.output_names = [o.name for o in original.graph.output]
         self.fit_check = {k: v[-FIT_CHECK:] for k, v in train.items()}
-        self.fit_reference = OrtRunner(original).run_all(self.fit_check, list(self.reference))
+        self.fit_reference = OrtRunner(original).run_all(self.fit_check, self.output_names)
+        if isinstance(metric, str):
+            metric = choose_metric({n: v.shape for n, v in self.fit_reference.items()}, metric)
+        self.metric, self.before = metric, before
+        if judge is None:
+            reference = OrtRunner(original).run_all(heldout, self.output_names)
+
+            def judge(model: onnx.ModelProto) -> Fidelity:
+                return measure(reference, OrtRunner(model).run_all(heldout, self.output_names), metric)
+        self._judge = judge
         self.key = _fingerprint(original.SerializeToString(), rewritten.SerializeToString(),
                                 *(np.ascontiguousarray(v).tobytes() for v in train.values()),
-                                repr(sorted(asdict(settings).items())).encode())
+                                repr(sorted(asdict(settings).items())).encode(), metric.name.encode())
 
     # -- one phase -------------------------------------------------------------------------------------
     def _teacher(self, phase: str, feeds: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
@@ -256,22 +262,20 @@ class Recovery:
             feeds[name] = crop_and_flip(torch.from_numpy(feeds[name]).float(), self.generator).numpy()
         return feeds
 
-    def _judge(self, model: onnx.ModelProto) -> Comparison:
-        """``model`` against the original on the held-out samples, in onnxruntime."""
-        return compare_outputs(self.reference, OrtRunner(model).run_all(self.heldout, list(self.reference)))
-
     def _fit_score(self, model: onnx.ModelProto) -> tuple[float, float]:
-        """(task fidelity, -rel L2) on the fit-check samples: higher is better, rel L2 breaks ties."""
-        comparison = compare_outputs(self.fit_reference, OrtRunner(model).run_all(self.fit_check,
-                                                                                   list(self.reference)))
-        return fidelity(comparison), -comparison.worst_rel_l2
+        """(task fidelity, -rel L2) on the fit-check samples: higher is better, rel L2 breaks ties.
+
+        The epoch written is the best on training samples (not on the held-out ones, which only report);
+        the last ones: hwopt's refits fit the first --calibration-samples, and would look best on them."""
+        fid = measure(self.fit_reference, OrtRunner(model).run_all(self.fit_check, self.output_names), self.metric)
+        return (fid.value, -fid.rel_l2) if fid.finite else (-math.inf, -math.inf)
 
     def _weights(self) -> dict[str, torch.Tensor]:
         return {k: v.detach().clone() for k, v in self.student.params.items()}
 
     def run(self) -> RecoveryResult:
         start = time.perf_counter()
-        before = self._judge(self.rewritten)
+        before = self.before if self.before is not None else self._judge(self.rewritten)
         history: list[Epoch] = []
         best = (self._fit_score(self.rewritten), 0, self._weights())
         state = self._restore()
@@ -318,7 +322,7 @@ class Recovery:
                 current = with_weights(self.rewritten, self.student)
                 score = self._fit_score(current)
                 record = Epoch(phase, epoch, float(np.mean(losses)) if losses else float("nan"),
-                               fidelity(self._judge(current)), time.perf_counter() - epoch_start, score[0])
+                               self._judge(current).value, time.perf_counter() - epoch_start, score[0])
                 history.append(record)
                 if score >= best[0]:
                     best = (score, len(history), self._weights())
@@ -372,7 +376,11 @@ class Recovery:
 
 def recover(original: onnx.ModelProto, rewritten: onnx.ModelProto, train: Samples, heldout: Samples,
             settings: RecoverySettings, progress: Progress | None = None, log: Callable[[str], None] | None = None,
-            checkpoint: Path | None = None) -> RecoveryResult:
+            checkpoint: Path | None = None, metric: Metric | str = "auto",
+            judge: Callable[[onnx.ModelProto], Fidelity] | None = None,
+            before: Fidelity | None = None) -> RecoveryResult:
     """Distil ``rewritten`` (hwopt's graph) from ``original`` (its canonical form) on unlabelled ``train``
-    samples; judge on ``heldout``. Returns the rewritten graph with trained weights, verified."""
-    return Recovery(original, rewritten, train, heldout, settings, progress, log, checkpoint).run()
+    samples; judge on ``heldout`` with the task ``metric`` (``hwopt.fidelity``, as optimize judges).
+    Returns the rewritten graph with trained weights, verified."""
+    return Recovery(original, rewritten, train, heldout, settings, progress, log, checkpoint, metric, judge,
+                    before).run()

@@ -483,13 +483,9 @@ def optimize(
 
         t1 = time.perf_counter()
         before = best
+        # Each recovered model is judged once, by the verifier (the metric and budget of every written model).
         best, recovered = recover_finalists(ranked, best, recover, canonical, split.fit, split.held_out, budgets,
-                                            seed, progress, misses=lambda m: verifier.misses(verifier.measure(m)))
-        if best is not None and best is not before:  # recovered: judged like every written model
-            verified = best.fidelity = verifier.measure(best.result.model)
-            best.deviation = verified.rel_l2
-            if verifier.misses(verified):
-                best.note, best = f"recovered but {verifier.misses(verified)}", before
+                                            seed, progress, verifier=verifier)
         failure = [] if best is not None else failure
         timings["recover"] = time.perf_counter() - t1
     if best is not None:

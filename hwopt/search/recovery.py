@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from hwopt.calibration import Samples
+from hwopt.fidelity import METRICS
 from hwopt.search.objective import Budgets, within
 
 
@@ -34,7 +35,7 @@ class Recovered:
 
     label: str
     latency_us: float  # estimated; recovery changes weights only
-    metric: str  # "top-1" agreement or "cosine"
+    metric: str  # the task metric's name (hwopt.fidelity: top1, cosine, ...)
     before: float
     after: float
     rel_l2_before: float
@@ -61,14 +62,16 @@ def to_recover(ranked: list, best, count: int) -> list:
 def recover_finalists(ranked: list, best, options: RecoveryOptions, canonical, calibration: Samples,
                       evaluation: Samples, budgets: Budgets, seed: int, progress,
                       log: Callable[[str], None] = lambda line: None,
-                      misses: Callable[[object], str | None] | None = None) -> tuple[object | None, list[Recovered]]:
+                      verifier=None) -> tuple[object | None, list[Recovered]]:
     """(the variant to write, the recovered finalists): the fastest meeting the budgets after recovery,
-    else ``best`` as it was. ``misses(model)``: why a recovered model fails the budgets, None when it
-    meets them (default: a finite rel-L2 within ``budgets.max_deviation``)."""
+    else ``best`` as it was. ``verifier`` (``hwopt.search.verifier.Verifier``): judges every recovered model
+    on the held-out samples with the task metric and budget optimize uses, once per model (the winner's
+    figure is kept on the candidate, not measured again); without it, the task metric is chosen from the
+    outputs and a model meets the budgets when its rel-L2 is finite and within ``budgets.max_deviation``."""
     from hwopt.recover import require_torch
 
     require_torch()
-    from hwopt.recover.train import RecoverySettings, fidelity, fidelity_name, recover
+    from hwopt.recover.train import RecoverySettings, recover
 
     chosen = to_recover(ranked, best, options.count)
     share = None if options.seconds is None else options.seconds / max(len(chosen), 1)
@@ -76,18 +79,19 @@ def recover_finalists(ranked: list, best, options: RecoveryOptions, canonical, c
     winner = None
     for cand in chosen:
         settings = RecoverySettings(epochs=options.epochs, seconds=share, seed=seed, threads=options.threads)
-        result = recover(canonical, cand.result.model, calibration, evaluation, settings, progress, log)
-        deviation = result.after.worst_rel_l2
-        if misses is not None:
-            meets = misses(result.model) is None
+        if verifier is not None:
+            result = recover(canonical, cand.result.model, calibration, evaluation, settings, progress, log,
+                             metric=verifier.metric, judge=verifier.measure, before=cand.fidelity)
+            meets = verifier.misses(result.after) is None
         else:
-            meets = within(deviation, budgets.max_deviation)
-        done.append(Recovered(cand.label, cand.figures["latency_us"], fidelity_name(result.after),
-                              fidelity(result.before), fidelity(result.after), result.before.worst_rel_l2,
-                              deviation, len(result.history), result.seconds, meets))
+            result = recover(canonical, cand.result.model, calibration, evaluation, settings, progress, log)
+            meets = result.after.finite and within(result.after.rel_l2, budgets.max_deviation)
+        before, after = result.before, result.after
+        done.append(Recovered(cand.label, cand.figures["latency_us"], after.metric, before.value, after.value,
+                              before.rel_l2, after.rel_l2, len(result.history), result.seconds, meets))
         if meets and (winner is None or cand.figures["latency_us"] < winner.figures["latency_us"]):
             winner = cand
-            cand.result.model, cand.deviation = result.model, deviation
-            cand.note = (f"recovered: {done[-1].metric} {done[-1].before:.1%} -> {done[-1].after:.1%}, "
-                         f"rel L2 {done[-1].rel_l2_before:.3g} -> {deviation:.3g}")
+            cand.result.model, cand.deviation, cand.fidelity = result.model, after.rel_l2, after
+            cand.note = (f"recovered: {METRICS[after.metric].label} {before.value:.1%} -> {after.value:.1%}, "
+                         f"rel L2 {before.rel_l2:.3g} -> {after.rel_l2:.3g}")
     return (winner if winner is not None else best), done

@@ -18,6 +18,7 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
+from hwopt.fidelity import METRICS
 from hwopt.report import human_bytes, human_count, human_latency
 from hwopt.search.optimize import Candidate, OptimizeResult
 from hwopt.search.space import hidden_group
@@ -380,7 +381,8 @@ def _summary(doc: dict[str, Any]) -> list[str]:
                          + ", ".join(doc["fine_tuning"]))
     for r in doc.get("recovery", []):
         fmt = lambda v: "n/a" if v is None else f"{v:.1%}"  # noqa: E731
-        lines.append(f"recovered {r['label']} ({r['epochs']} epochs, {r['seconds']:.0f} s): {r['metric']} agreement "
+        label = METRICS[r["metric"]].label if r["metric"] in METRICS else r["metric"]
+        lines.append(f"recovered {r['label']} ({r['epochs']} epochs, {r['seconds']:.0f} s): {label} "
                      f"{fmt(r['before'])} -> {fmt(r['after'])} on the held-out samples"
                      + ("" if r["meets_budgets"] else " (misses the budgets)"))
     for line in doc.get("nothing_to_do", []):
