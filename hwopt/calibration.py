@@ -330,6 +330,7 @@ class CalibrationSplit:
     fit: Samples
     held_out: Samples
     info: dict[str, Any]
+    train: Samples | None = None  # every sample not held out (``fit`` is at most --calibration-samples of them)
 
     @property
     def random(self) -> bool:
@@ -372,8 +373,9 @@ def split_samples(data: Samples, holdout: float = DEFAULT_HOLDOUT, count: int | 
         fit_idx = fit_idx[:count]
     info = {"source": source, "random": False, "total": total, "fit": int(len(fit_idx)),
             "held_out": int(len(held_idx)), "split": how, "holdout": holdout}
+    rest = np.flatnonzero(~held_mask)
     return CalibrationSplit({k: v[fit_idx] for k, v in data.items()}, {k: v[held_idx] for k, v in data.items()},
-                            info)
+                            info, {k: v[rest] for k, v in data.items()})
 
 
 def load_groups(path: str | Path, total: int) -> np.ndarray | None:

@@ -692,6 +692,8 @@ def recover(
     train_all: bool = typer.Option(True, "--train-all/--train-rewritten", help="end to end, train every weight "
                                    "or only the rewritten ones"),
     threads: Optional[int] = typer.Option(None, "--threads", min=1, help="torch CPU threads (results depend on it)"),
+    ema: float = typer.Option(0.0, "--ema", min=0.0, max=0.9999, help="judge and write an exponential moving "
+                              "average of the weights (decay per step, e.g. 0.9; 0: the last weights)"),
     fidelity: str = FidelityOption,
     calibration_samples: int = typer.Option(100_000, "--calibration-samples", min=1, help="at most this many "
                                             "training samples"),
@@ -727,7 +729,7 @@ def recover(
             raise HwoptError(f"--fidelity {fidelity!r}: metrics are auto, {', '.join(METRICS)}")
         train, judged, split = samples(canonical, calibration, heldout, calibration_samples, eval_samples, seed)
         settings = RecoverySettings(epochs=epochs, seconds=seconds, seed=seed, lr=lr, batch=batch,
-                                    train_all=train_all, threads=threads, block_share=block_share)
+                                    train_all=train_all, threads=threads, block_share=block_share, ema=ema)
 
         def log(line: str) -> None:
             if not quiet:

@@ -144,6 +144,9 @@ def test_split_holds_out_whole_groups():
     assert "groups held out" in split.info["split"] and split.info["held_out"] == 16
     plain = split_samples(data, 10)
     assert plain.info["held_out"] == 10 and (plain.held_out["x"].ravel() == np.arange(30, 40)).all()
+    # Recovery trains on every sample not held out; the refits fit at most ``count`` of them.
+    capped = split_samples(data, 10, count=8)
+    assert len(capped.fit["x"]) == 8 and (capped.train["x"].ravel() == np.arange(30)).all()
 
 
 @pytest.fixture(scope="module")

@@ -27,6 +27,7 @@ time budget is.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import math
 import time
@@ -65,6 +66,7 @@ class RecoverySettings:
     augment: bool = True
     features: float = 1.0  # end to end: weight of the feature loss at the block outputs after the change
     threads: int | None = None  # torch CPU threads (fixed for determinism); None: torch's default
+    ema: float = 0.0  # decay of an exponential moving average of the trained weights per step (0: none)
 
     def __post_init__(self) -> None:
         if self.epochs is None and self.seconds is None:
@@ -168,6 +170,37 @@ def _fraction(step: int, total_steps: int | None, spent: float, seconds: float |
     """How far the phase is: in steps when they are planned, in seconds when a budget is (the larger)."""
     parts = [step / total_steps if total_steps else 0.0, spent / seconds if seconds else 0.0]
     return max(parts)
+
+
+class _Average:
+    """An exponential moving average of ``params`` (Polyak averaging): the few hundred steps a CPU budget
+    buys are noisy, and the average of the last ones is a better model than the last one."""
+
+    def __init__(self, params: list[torch.nn.Parameter], decay: float) -> None:
+        self.params, self.decay = params, decay
+        self.values = [p.detach().clone() for p in params] if decay else []
+
+    @torch.no_grad()
+    def update(self) -> None:
+        for p, v in zip(self.params, self.values):
+            v.mul_(self.decay).add_(p.detach(), alpha=1 - self.decay)
+
+    @contextlib.contextmanager
+    def applied(self):
+        """The averaged values in the parameters inside the block, the live ones after it."""
+        if not self.values:
+            yield
+            return
+        with torch.no_grad():
+            live = [p.detach().clone() for p in self.params]
+            for p, v in zip(self.params, self.values):
+                p.copy_(v)
+        try:
+            yield
+        finally:
+            with torch.no_grad():
+                for p, v in zip(self.params, live):
+                    p.copy_(v)
 
 
 class Recovery:
@@ -301,6 +334,7 @@ class Recovery:
             total_steps = None if epochs is None else epochs * steps_per_epoch
             step, epoch = len(done) * steps_per_epoch, len(done)
             label = f"recover {phase}"
+            average = _Average(params, self.settings.ema)
             while (epochs is None or epoch < epochs) and (seconds is None or elapsed < seconds):
                 epoch_start, losses = time.perf_counter(), []
                 for index in self._batches():
@@ -313,19 +347,21 @@ class Recovery:
                     optimizer.zero_grad(set_to_none=True)
                     loss.backward()
                     optimizer.step()
+                    average.update()
                     losses.append(float(loss.detach()))
                     step += 1
                     if self.progress is not None:
                         self.progress(label, min(int(100 * fraction), 99), 100)
                 epoch += 1
                 elapsed += time.perf_counter() - epoch_start
-                current = with_weights(self.rewritten, self.student)
-                score = self._fit_score(current)
-                record = Epoch(phase, epoch, float(np.mean(losses)) if losses else float("nan"),
-                               self._judge(current).value, time.perf_counter() - epoch_start, score[0])
-                history.append(record)
-                if score >= best[0]:
-                    best = (score, len(history), self._weights())
+                with average.applied():  # an epoch's weights are the average's, when there is one
+                    current = with_weights(self.rewritten, self.student)
+                    score = self._fit_score(current)
+                    record = Epoch(phase, epoch, float(np.mean(losses)) if losses else float("nan"),
+                                   self._judge(current).value, time.perf_counter() - epoch_start, score[0])
+                    history.append(record)
+                    if score >= best[0]:
+                        best = (score, len(history), self._weights())
                 self.log(f"{label} epoch {epoch}{'/' + str(epochs) if epochs else ''}: loss {record.loss:.4g}, "
                          f"fit {record.fit:.2%}, held-out {record.fidelity:.2%}, {record.seconds:.1f} s")
                 self._save(phase, optimizer, history, best)

@@ -484,7 +484,9 @@ def optimize(
         t1 = time.perf_counter()
         before = best
         # Each recovered model is judged once, by the verifier (the metric and budget of every written model).
-        best, recovered = recover_finalists(ranked, best, recover, canonical, split.fit, split.held_out, budgets,
+        # Recovery trains on every sample not held out (the refits fit only the first --calibration-samples).
+        train = split.train if split.train is not None else split.fit
+        best, recovered = recover_finalists(ranked, best, recover, canonical, train, split.held_out, budgets,
                                             seed, progress, verifier=verifier)
         failure = [] if best is not None else failure
         timings["recover"] = time.perf_counter() - t1
