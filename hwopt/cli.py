@@ -511,6 +511,8 @@ def optimize(
                                                  "finalist (deterministic on CPU)"),
     recover_finalists: int = typer.Option(2, "--recover-finalists", min=1, help="--recover: how many of the "
                                           "fastest finalists are recovered"),
+    recover_reach: float = typer.Option(0.1, "--recover-reach", min=0.0, max=1.0, help="--recover: also recover "
+                                        "the fastest variant predicted within --min-fidelity minus this (0: none)"),
     compare: bool = typer.Option(True, "--compare/--no-compare", help="materialise each rule-alone row too "
                                  "(its output deviation and measured latency; --no-compare: estimates only)"),
     input_shape: Optional[List[str]] = InputShapes,
@@ -578,7 +580,7 @@ def optimize(
 
             require_torch()  # before any work: one line naming the extra
             seconds = parse_duration(recover_time or "10m") if recover_epochs is None or recover_time else None
-            recovery = RecoveryOptions(seconds, recover_epochs, recover_finalists)
+            recovery = RecoveryOptions(seconds, recover_epochs, recover_finalists, reach=recover_reach)
         elif recover_time or recover_epochs:
             raise HwoptError("--recover-time and --recover-epochs need --recover")
         from hwopt.modelio import save_model

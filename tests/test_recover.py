@@ -181,14 +181,19 @@ def test_without_torch_one_line_exit_2(case: dict[str, Path], tmp_path: Path) ->
 
 
 def test_optimize_recover(case: dict[str, Path], tmp_path: Path) -> None:
-    """optimize --recover: the fastest finalist is recovered, the report says before and after, the written
-    model is the recovered one (its deviation is the one reported) and passes the full checker."""
+    """optimize --recover: the fastest finalist and a faster variant beyond the budget are recovered, the report
+    says before and after, the written model is the recovered one that meets the budget (its deviation is the
+    one reported) and passes the full checker."""
     out = tmp_path / "best.onnx"
     done = hwopt("optimize", str(case["model"]), "-t", "npu32", "--calibration", str(case["calib"]), "--eval-samples",
                  "32", "--recover", "--recover-epochs", "2", "--no-compare", "-o", str(out), "--json")
     assert done.returncode == 0, done.stderr
     doc = json.loads(done.stdout)
-    [recovered] = doc["recovery"]
+    # The fastest finalist, and (--recover-reach 0.1) the fastest variant predicted within 99% - 10 points,
+    # faster and below the budget as refit: recovered first; it stays below (measured: 96.9% -> 96.9%).
+    beyond, recovered = doc["recovery"]
+    assert beyond["label"] == "beyond the budget" and beyond["latency_us"] < recovered["latency_us"]
+    assert beyond["before"] < 0.99 and not beyond["meets_budgets"] and beyond["epochs"] == 2
     assert recovered["metric"] == "top1" and recovered["epochs"] == 2 and recovered["meets_budgets"]
     assert 0.0 <= recovered["before"] <= 1.0 and 0.0 <= recovered["after"] <= 1.0
     assert doc["best"]["note"].startswith("recovered: top-1 agreement")

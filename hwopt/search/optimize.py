@@ -353,6 +353,19 @@ def fidelity_front(search: _Search, budget: FidelityBudget, extra: list[Candidat
     return front
 
 
+def _beyond_budget(search: _Search, budget: FidelityBudget, reach: float, verifier: Verifier) -> list[Candidate]:
+    """With --recover: the fastest variant predicted within the fidelity budget minus ``reach`` (what recovery
+    may win back), materialised; none without a fidelity minimum or a fidelity model."""
+    if search.fmodel is None or budget.min_fidelity is None or reach <= 0:
+        return []
+    rows, fitness = search.run(max(budget.min_fidelity - reach, 0.0), None, stage="recovery candidates")
+    if not len(rows) or fitness[0] >= INFEASIBLE:
+        return []
+    cand = search.candidate("beyond the budget", rows[0])
+    verify(cand, verifier)
+    return [cand] if cand.result is not None else []
+
+
 def _split(calibration_sets, original, seed: int) -> CalibrationSplit:
     if calibration_sets is None:  # from Python without inputs: seeded random ones, as the CLI does
         from hwopt.calibration import calibration_split
@@ -486,8 +499,9 @@ def optimize(
         # Each recovered model is judged once, by the verifier (the metric and budget of every written model).
         # Recovery trains on every sample not held out (the refits fit only the first --calibration-samples).
         train = split.train if split.train is not None else split.fit
+        beyond = _beyond_budget(search, budget, recover.reach, verifier)
         best, recovered = recover_finalists(ranked, best, recover, canonical, train, split.held_out, budgets,
-                                            seed, progress, verifier=verifier)
+                                            seed, progress, verifier=verifier, beyond=beyond)
         failure = [] if best is not None else failure
         timings["recover"] = time.perf_counter() - t1
     if best is not None:

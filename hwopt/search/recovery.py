@@ -27,6 +27,9 @@ class RecoveryOptions:
     epochs: int | None = None  # per finalist (deterministic)
     count: int = 2  # finalists recovered
     threads: int | None = None
+    # Fidelity recovery is expected to win back: the fastest variant *predicted* within the fidelity budget
+    # minus this is recovered too (the finalists meet the budget as refit, so they are near-exact ones).
+    reach: float = 0.1
 
 
 @dataclass
@@ -52,19 +55,26 @@ class Recovered:
                 "epochs": self.epochs, "seconds": round(self.seconds, 1), "meets_budgets": self.meets}
 
 
-def to_recover(ranked: list, best, count: int) -> list:
-    """The fastest ``count`` materialised finalists no slower than ``best`` (any when None)."""
+def to_recover(ranked: list, best, count: int, beyond: list = ()) -> list:
+    """The fastest ``count`` materialised finalists no slower than ``best`` (any when None), and the
+    materialised ``beyond`` candidates (variants past the budget that recovery might bring back) faster
+    than all of them, fastest first."""
     limit = best.figures["latency_us"] if best is not None else math.inf
     done = [c for c in ranked if c.result is not None and c.figures["latency_us"] <= limit + 1e-9]
-    return sorted(done, key=lambda c: c.figures["latency_us"])[:max(count, 1)]
+    chosen = sorted(done, key=lambda c: c.figures["latency_us"])[:max(count, 1)]
+    fastest = min((c.figures["latency_us"] for c in chosen), default=limit)
+    extra = [c for c in beyond if c.result is not None and c.figures["latency_us"] < fastest - 1e-9
+             and all(c.decisions != d.decisions for d in chosen)]
+    return sorted(extra + chosen, key=lambda c: c.figures["latency_us"])
 
 
 def recover_finalists(ranked: list, best, options: RecoveryOptions, canonical, calibration: Samples,
                       evaluation: Samples, budgets: Budgets, seed: int, progress,
                       log: Callable[[str], None] = lambda line: None,
-                      verifier=None) -> tuple[object | None, list[Recovered]]:
+                      verifier=None, beyond: list = ()) -> tuple[object | None, list[Recovered]]:
     """(the variant to write, the recovered finalists): the fastest meeting the budgets after recovery,
-    else ``best`` as it was. ``verifier`` (``hwopt.search.verifier.Verifier``): judges every recovered model
+    else ``best`` as it was. ``beyond``: materialised variants past the budget (``RecoveryOptions.reach``),
+    recovered too when faster than the finalists. ``verifier`` (``hwopt.search.verifier.Verifier``): judges every recovered model
     on the held-out samples with the task metric and budget optimize uses, once per model (the winner's
     figure is kept on the candidate, not measured again); without it, the task metric is chosen from the
     outputs and a model meets the budgets when its rel-L2 is finite and within ``budgets.max_deviation``."""
@@ -73,7 +83,7 @@ def recover_finalists(ranked: list, best, options: RecoveryOptions, canonical, c
     require_torch()
     from hwopt.recover.train import RecoverySettings, recover
 
-    chosen = to_recover(ranked, best, options.count)
+    chosen = to_recover(ranked, best, options.count, beyond)
     share = None if options.seconds is None else options.seconds / max(len(chosen), 1)
     done: list[Recovered] = []
     winner = None
