@@ -335,10 +335,13 @@ def summary_lines(name: str, f: dict) -> list[str]:
         k = c["kernel_sum_only"]
         w = c["without_conversions"]
         lines.append(f"- cpu estimate = in-model term over the kernel sum (hwopt/estimate/in_model.py): latency = "
-                     f"{c['scale']:.3f} x kernel sum + {c['per_kernel_us']:.2f} us per kernel + layout conversions "
-                     f"({c.get('reorder_us', 0):.2f} us each + {c.get('reorder_ns_per_byte', 0):.4f} ns per byte, "
-                     f"fitted on their profiled times), fitted on {c['models']} models of the training families "
-                     f"measured end to end (in-sample median error {c['median_abs_error_pct']:.1f}%)")
+                     f"{c['scale']:.3f} x kernel sum {c['per_kernel_us']:+.2f} us per kernel"
+                     + (f" (each kernel at least {c['floor_share']:.2f} x its scaled time)"
+                        if c.get("floor_share") else "")
+                     + f" + layout conversions ({c.get('reorder_us', 0):.2f} us each + "
+                     f"{c.get('reorder_ns_per_byte', 0):.4f} ns per byte), fitted on {c['models']} models of the "
+                     f"training families measured end to end (in-sample median error "
+                     f"{c['median_abs_error_pct']:.1f}%)")
         lines.append(f"- without the conversions (scale refitted alone, {w['scale']:.3f}): within +-5% "
                      f"{100 * w['within_5pct']:.0f}%, +-10% {100 * w['within_10pct']:.0f}%, median abs error "
                      f"{w['median_abs_error_pct']:.1f}%; the kernel sum alone: within +-5% "

@@ -24,12 +24,19 @@ from examples.zoo import MOBILENETV2_TABLE, MOBILENETV3_SMALL_TABLE, _make_divis
 # (family, width multiplier, input side)
 SMALL = (("mobilenetv2", 0.25, 64), ("mobilenetv2", 0.35, 96), ("mobilenetv2", 0.5, 128),
          ("mobilenetv2", 0.75, 160), ("mobilenetv3_small", 0.5, 96), ("mobilenetv3_small", 0.75, 128),
-         ("mobilenetv3_small", 1.0, 64))
+         ("mobilenetv3_small", 1.0, 64),
+         # text-line shapes (wide, low): onnxruntime's blocked convs cost more per output pixel on 2-12 rows
+         ("mobilenetv2", 0.5, (48, 192)), ("mobilenetv2", 0.35, (32, 320)), ("mobilenetv3_small", 1.0, (32, 256)))
 
 
-def mobilenetv2(width: float, size: int, seed: int = 0) -> onnx.ModelProto:
-    b = GraphBuilder(f"mobilenetv2_w{width}_{size}", 13, seed, Habits(relu6_style="clip_inputs"))
-    x = b.input("input", 3, size, size)
+def _hw(size: int | tuple[int, int]) -> tuple[int, int]:
+    return (size, size) if isinstance(size, int) else size
+
+
+def mobilenetv2(width: float, size: int | tuple[int, int], seed: int = 0) -> onnx.ModelProto:
+    h, w = _hw(size)
+    b = GraphBuilder(f"mobilenetv2_w{width}_{h}x{w}", 13, seed, Habits(relu6_style="clip_inputs"))
+    x = b.input("input", 3, h, w)
     with b.scope("features"):
         y = b.conv_bn_act(x, _make_divisible(32 * width), 3, 2, act="relu6", module="0")
         idx = 1
@@ -41,12 +48,13 @@ def mobilenetv2(width: float, size: int, seed: int = 0) -> onnx.ModelProto:
         y = b.conv_bn_act(y, 1280, 1, act="relu6", module="18")
     y = b.flatten(b.global_avg_pool(y))
     b.output(b.linear(y, 10, module="classifier.1"), "output")
-    return b.build(f"MobileNetV2 x{width} at {size}x{size} (random weights)")
+    return b.build(f"MobileNetV2 x{width} at {h}x{w} (random weights)")
 
 
-def mobilenetv3_small(width: float, size: int, seed: int = 0) -> onnx.ModelProto:
-    b = GraphBuilder(f"mobilenetv3_small_w{width}_{size}", 17, seed, Habits())
-    x = b.input("input", 3, size, size)
+def mobilenetv3_small(width: float, size: int | tuple[int, int], seed: int = 0) -> onnx.ModelProto:
+    h, w = _hw(size)
+    b = GraphBuilder(f"mobilenetv3_small_w{width}_{h}x{w}", 17, seed, Habits())
+    x = b.input("input", 3, h, w)
     with b.scope("features"):
         y = b.conv_bn_act(x, _make_divisible(16 * width), 3, 2, act="hardswish", module="0")
         for i, (k, hidden, c, se, act, s) in enumerate(MOBILENETV3_SMALL_TABLE):
@@ -57,7 +65,7 @@ def mobilenetv3_small(width: float, size: int, seed: int = 0) -> onnx.ModelProto
         y = b.conv_bn_act(y, _make_divisible(576 * width), 1, act="hardswish", module="12")
     y = b.flatten(b.global_avg_pool(y, module="avgpool"))
     b.output(b.linear(y, 10, module="classifier.3"), "output")
-    return b.build(f"MobileNetV3-Small x{width} at {size}x{size} (random weights)")
+    return b.build(f"MobileNetV3-Small x{width} at {h}x{w} (random weights)")
 
 
 BUILDERS = {"mobilenetv2": mobilenetv2, "mobilenetv3_small": mobilenetv3_small}
@@ -68,7 +76,8 @@ def small_models(folder: Path) -> dict[str, Path]:
     folder.mkdir(parents=True, exist_ok=True)
     out = {}
     for family, width, size in SMALL:
-        label = f"{family}~w{width}_{size}"
+        h, w = _hw(size)
+        label = f"{family}~w{width}_{size}" if isinstance(size, int) else f"{family}~w{width}_{h}x{w}"
         path = folder / f"{label}.onnx"
         if not path.exists():
             onnx.save(BUILDERS[family](width, size), str(path))

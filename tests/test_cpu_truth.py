@@ -1,15 +1,22 @@
-"""cpu estimator truth: the paired A/B timing protocol (real onnxruntime sessions) and the signed in-model term."""
+"""cpu estimator truth: the paired A/B timing protocol (real onnxruntime sessions), the signed in-model term, and
+the shipped cpu estimator's band and out-of-distribution flags on a real export."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from hwopt.backends.ort_cpu import TimingSettings
 from hwopt.backends.ort_paired import median_interval, paired_change
+from hwopt.canonicalize import load_canonical
+from hwopt.estimate import load_estimator
 from hwopt.estimate.in_model import fit_signed_term, spans_sizes
 from hwopt.targets import load_target
 from tests.tinymodel import tiny_model
+
+DATA = Path(__file__).parent / "data"
 
 
 def test_paired_protocol_tells_a_change_from_none() -> None:
@@ -46,3 +53,11 @@ def test_signed_in_model_term_recovers_a_per_node_saving() -> None:
     assert term.reorder_us == pytest.approx(0.3, abs=0.1) and term.median_abs_error_pct < 0.5
     assert np.all(term.kernels_us(np.array([0.1, 1.0, 50.0])) > 0)
 
+
+def test_cpu_estimate_has_a_band_and_flags_an_op_it_never_measured() -> None:
+    est = load_estimator("cpu")
+    result = est.estimate(load_canonical(DATA / "torch_unet_db_head_convtranspose.onnx")[1])
+    assert result.low_us < result.latency_us < result.high_us
+    transposed = [k for k in result.per_kernel if "ConvTranspose" in k.description]
+    assert transposed and all(k.ood and "op ConvTranspose" in k.outside for k in transposed)
+    assert all(k.high_us / k.latency_us >= 2.9 for k in transposed)  # a guess's band, not a measurement's
