@@ -32,10 +32,9 @@ from __future__ import annotations
 
 import argparse
 import collections
-import zipfile
 from pathlib import Path
 
-from bench.trained_case import fetch_wheel, log
+from bench.trained_case import log, wheel_file
 from hwopt.backends import get_backend, model_measurer
 from hwopt.backends.base import read_table
 from hwopt.canonicalize import load_canonical
@@ -48,12 +47,7 @@ OCR = ("rapidocr-onnxruntime", "1.4.4", "rapidocr_onnxruntime/models/ch_PP-OCRv4
 
 
 def recogniser(out: Path) -> Path:
-    name, version, member = OCR
-    path = out / Path(member).name
-    if not path.is_file():
-        with zipfile.ZipFile(fetch_wheel(name, version, out / "wheels")) as archive:
-            path.write_bytes(archive.read(member))
-    return path
+    return wheel_file(*OCR, out)
 
 
 def vit(out: Path, size: int = 160, opset: int = 14) -> Path:

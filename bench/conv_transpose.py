@@ -25,10 +25,9 @@ predicted beside those onnxruntime runs.
 from __future__ import annotations
 
 import argparse
-import zipfile
 from pathlib import Path
 
-from bench.trained_case import fetch_wheel, log
+from bench.trained_case import log, wheel_file
 from hwopt.backends import model_measurer
 from hwopt.backends.ort_cpu import TimingSettings, model_conversions
 from hwopt.canonicalize import load_canonical
@@ -42,12 +41,7 @@ OCR = ("rapidocr-onnxruntime", "1.4.4", "rapidocr_onnxruntime/models/ch_PP-OCRv4
 
 
 def detector(out: Path) -> Path:
-    name, version, member = OCR
-    path = out / Path(member).name
-    if not path.is_file():
-        with zipfile.ZipFile(fetch_wheel(name, version, out / "wheels")) as archive:
-            path.write_bytes(archive.read(member))
-    return path
+    return wheel_file(*OCR, out)
 
 
 def main() -> None:

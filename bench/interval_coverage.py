@@ -36,19 +36,10 @@ OCR_MODELS = {"ch_PP-OCRv4_det_infer": "x=1x3x320x320", "ch_PP-OCRv4_rec_infer":
 
 def ocr_models(work: Path) -> list[str]:
     """PP-OCRv4 det and rec from the rapidocr wheel (downloaded once into ``work``), as ``--real`` specs."""
-    import zipfile
+    from bench.trained_case import wheel_file
 
-    from bench.trained_case import fetch_wheel
-
-    out = []
-    for stem, shape in OCR_MODELS.items():
-        path = work / "real" / f"{stem}.onnx"
-        if not path.is_file():
-            path.parent.mkdir(parents=True, exist_ok=True)
-            with zipfile.ZipFile(fetch_wheel(*OCR_WHEEL, work / "wheels")) as archive:
-                path.write_bytes(archive.read(f"rapidocr_onnxruntime/models/{stem}.onnx"))
-        out.append(f"{path}:{shape}")
-    return out
+    return [f"{wheel_file(*OCR_WHEEL, f'rapidocr_onnxruntime/models/{stem}.onnx', work / 'real', work / 'wheels')}:{shape}"
+            for stem, shape in OCR_MODELS.items()]
 
 
 def main() -> int:

