@@ -115,6 +115,7 @@ def load_target_file(path: str | Path) -> Target:
         backend=_require(data, "backend", str, path),
         memory_budget_bytes=budget,
         fusion=FusionPolicy(activation=bool(fusion.get("activation", True)),
+                            activation_chain=bool(fusion.get("activation_chain", True)),
                             view_ops_free=bool(fusion.get("view_ops_free", True)),
                             blocked_layout=_blocked_layout(fusion, path)),
         backend_settings=dict(data.get("backend_settings", {})),
