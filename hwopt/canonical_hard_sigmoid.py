@@ -38,6 +38,28 @@ def _close(value: float, wanted: float) -> bool:
     return abs(value - wanted) <= 1e-6 * abs(wanted)
 
 
+def _scaled_product(scale: onnx.NodeProto, operand: str, index: GraphIndex, replaced: dict[int, onnx.NodeProto],
+                    dropped: set[int]) -> bool:
+    """paddle2onnx's hard-swish ``(x * relu6(x + 3)) / 6`` (the 1/6 after the product): rewritten in place as
+    ``x * HardSigmoid(x)``, the form the Keras spelling gets. True when it matched."""
+    inits, product = index.inits, index.producer.get(operand)
+    if product is None or product.op_type != "Mul" or not index.private(operand) or len(product.input) != 2:
+        return False
+    for x, gate in ((product.input[0], product.input[1]), (product.input[1], product.input[0])):
+        clip = index.producer.get(gate)
+        add = index.producer.get(clip.input[0]) if clip is not None and clip.input else None
+        shift = variable_and_scalar(add, inits) if add is not None and add.op_type == "Add" else None
+        if (clip is None or not _is_relu6(clip, inits) or not index.private(gate) or shift is None
+                or shift != (x, 3.0) or not index.private(add.output[0]) or id(clip) in dropped):
+            continue
+        replaced[id(product)] = helper.make_node("HardSigmoid", [x], [gate], name=clip.name or product.name,
+                                                 alpha=SIXTH, beta=0.5)
+        replaced[id(scale)] = helper.make_node("Mul", [x, gate], list(scale.output), name=scale.name or product.name)
+        dropped.update((id(clip), id(add)))
+        return True
+    return False
+
+
 def hard_sigmoids(model: onnx.ModelProto) -> int:
     """Rewrite spelled-out hard-sigmoids in place; returns how many were rewritten."""
     graph = model.graph
@@ -45,10 +67,14 @@ def hard_sigmoids(model: onnx.ModelProto) -> int:
     inits, producer, private = index.inits, index.producer, index.private
     replaced: dict[int, onnx.NodeProto] = {}
     dropped: set[int] = set()
+    rewritten = 0
     for node in graph.node:  # relu6(t) * 1/6 or relu6(t) / 6
         operands = variable_and_scalar(node, inits)
         if operands is None or not ((node.op_type == "Mul" and _close(operands[1], SIXTH))
                                     or (node.op_type == "Div" and node.input[1] in inits and operands[1] == 6.0)):
+            continue
+        if _scaled_product(node, operands[0], index, replaced, dropped):
+            rewritten += 1
             continue
         clip = producer.get(operands[0])
         if clip is None or not _is_relu6(clip, inits) or not private(clip.output[0]) or id(clip) in dropped:
@@ -62,7 +88,8 @@ def hard_sigmoids(model: onnx.ModelProto) -> int:
         replaced[id(node)] = helper.make_node("HardSigmoid", [source], list(node.output), name=node.name or clip.name,
                                               alpha=SIXTH, beta=beta)
         dropped.add(id(clip))
+        rewritten += 1
     if not replaced:
         return 0
     splice_nodes(graph, replaced, dropped)
-    return len(replaced)
+    return rewritten
