@@ -97,7 +97,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--budget", default="10m", help="recovery time budget per architecture")
     parser.add_argument("--threads", default="1")
     parser.add_argument("--only", default="a20,b45", help="comma-separated: a20, b45, fuse3, fastest")
-    parser.add_argument("--recover-args", default="", help="extra hwopt recover arguments (one string)")
+    parser.add_argument("--recover-args", default="", help="extra hwopt recover arguments, one string given with =: "
+                        "--recover-args=--train-rewritten")
     args = parser.parse_args(argv)
     original = args.case / "efficientnet_lite0.onnx"
     if not original.exists():
