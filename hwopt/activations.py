@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from hwopt.graph import Node, Tensor, constant_value
+from hwopt.graph import Node, Tensor, constant_value, only_user, other_input
 
 # Elementwise ops of one tensor input that keep shape and never mix channels.
 UNARY_ELEMENTWISE = {
@@ -90,7 +90,7 @@ def _match_scalar_affine(x: Tensor, users: list[Node]) -> Activation | None:
     if len(users) != 1 or users[0].op not in ("Mul", "Add", "Sub", "Div"):
         return None
     node = users[0]
-    other = _other_input(node, x)
+    other = other_input(node, x)
     if other is None or (node.op in ("Sub", "Div") and node.inputs[0] is not x) or other is x:
         return None
     if _scalar(other) is None:
@@ -129,29 +129,18 @@ def _scalar(tensor: Tensor) -> float | None:
     return float(value.reshape(()))
 
 
-def _other_input(node: Node, x: Tensor) -> Tensor | None:
-    if len(node.inputs) != 2:
-        return None
-    a, b = node.inputs
-    if a is x:
-        return b
-    if b is x:
-        return a
-    return None
-
-
 def _match_minmax_relu6(x: Tensor, users: list[Node]) -> Activation | None:
     """Max(Min(x, 6), 0) or Min(Max(x, 0), 6)."""
     if len(users) != 1 or users[0].op not in ("Min", "Max"):
         return None
     first = users[0]
-    first_bound = _scalar(_other_input(first, x)) if _other_input(first, x) is not None else None
+    first_bound = _scalar(other_input(first, x)) if other_input(first, x) is not None else None
     mid = first.outputs[0]
     if first_bound is None or len(mid.outputs) != 1:
         return None
     second = mid.outputs[0]
     expected = "Max" if first.op == "Min" else "Min"
-    other = _other_input(second, mid)
+    other = other_input(second, mid)
     if second.op != expected or other is None:
         return None
     second_bound = _scalar(other)
@@ -170,7 +159,7 @@ def _match_x_times_gate(x: Tensor, users: list[Node]) -> Activation | None:
     if len(gates) != 1 or len(muls) != 1:
         return None
     gate, mul = gates[0], muls[0]
-    if _other_input(mul, x) is not gate.outputs[0] or len(gate.outputs[0].outputs) != 1:
+    if other_input(mul, x) is not gate.outputs[0] or len(gate.outputs[0].outputs) != 1:
         return None
     if gate.op == "Sigmoid":
         kind = "silu"
@@ -191,20 +180,15 @@ def _match_erf_gelu(x: Tensor, users: list[Node]) -> Activation | None:
     if len(divs) != 1 or len(muls) != 1 or not np.isclose(_scalar(divs[0].inputs[1]) or 0.0, np.sqrt(2), rtol=1e-3):
         return None
     div, mul = divs[0], muls[0]
-    erf = _only_user(div.outputs[0], "Erf")
-    add = erf and _only_user(erf.outputs[0], "Add")
-    if not add or _scalar(_other_input(add, erf.outputs[0]) or add.inputs[0]) != 1.0 or \
-            _other_input(mul, x) is not add.outputs[0]:
+    erf = only_user(div.outputs[0], "Erf")
+    add = erf and only_user(erf.outputs[0], "Add")
+    if not add or _scalar(other_input(add, erf.outputs[0]) or add.inputs[0]) != 1.0 or \
+            other_input(mul, x) is not add.outputs[0]:
         return None
-    half = _only_user(mul.outputs[0], "Mul")
-    if half is None or _scalar(_other_input(half, mul.outputs[0]) or half.inputs[0]) != 0.5:
+    half = only_user(mul.outputs[0], "Mul")
+    if half is None or _scalar(other_input(half, mul.outputs[0]) or half.inputs[0]) != 0.5:
         return None
     return Activation("gelu", x, half.outputs[0], [div, erf, add, mul, half])
-
-
-def _only_user(tensor: Tensor, op: str) -> Node | None:
-    users = list(tensor.outputs)
-    return users[0] if len(users) == 1 and users[0].op == op else None
 
 
 def _match_torch_hardswish(x: Tensor, users: list[Node]) -> Activation | None:
@@ -216,7 +200,7 @@ def _match_torch_hardswish(x: Tensor, users: list[Node]) -> Activation | None:
     if len(adds) != 1 or len(muls) != 1:
         return None
     add, mul = adds[0], muls[0]
-    if _scalar(_other_input(add, x) or add.inputs[0]) != 3.0 or len(add.outputs[0].outputs) != 1:
+    if _scalar(other_input(add, x) or add.inputs[0]) != 3.0 or len(add.outputs[0].outputs) != 1:
         return None
     clip = add.outputs[0].outputs[0]
     if clip.op != "Clip" or clip_bounds(clip) != (0.0, 6.0) or len(clip.outputs[0].outputs) != 1:
@@ -231,14 +215,14 @@ def _match_torch_hardswish(x: Tensor, users: list[Node]) -> Activation | None:
         nodes.append(out.outputs[0])
         return Activation("hardswish", x, out.outputs[0].outputs[0], nodes)
     # relu6(x + 3) / 6, then * x
-    if not _is_divide_by_six(after_clip, clip.outputs[0]) or _other_input(mul, x) is not after_clip.outputs[0]:
+    if not _is_divide_by_six(after_clip, clip.outputs[0]) or other_input(mul, x) is not after_clip.outputs[0]:
         return None
     nodes.insert(2, after_clip)
     return Activation("hardswish", x, mul.outputs[0], nodes)
 
 
 def _is_divide_by_six(node: Node, x: Tensor) -> bool:
-    other = _other_input(node, x)
+    other = other_input(node, x)
     if other is None or node.inputs[0] is not x:
         return False
     value = _scalar(other)

@@ -100,6 +100,24 @@ def consumers(tensor: Tensor) -> list[Node]:
     return list(tensor.outputs)
 
 
+def only_user(tensor: Tensor, op: str) -> Node | None:
+    """The one node reading ``tensor``, when there is exactly one and it is an ``op``; else None."""
+    users = list(tensor.outputs)
+    return users[0] if len(users) == 1 and users[0].op == op else None
+
+
+def other_input(node: Node, tensor: Tensor) -> Tensor | None:
+    """A two-input node's operand beside ``tensor`` (``tensor`` itself for x op x); None otherwise."""
+    if len(node.inputs) != 2:
+        return None
+    a, b = node.inputs
+    if a is tensor:
+        return b
+    if b is tensor:
+        return a
+    return None
+
+
 def channels(tensor: Tensor) -> int | None:
     shape = tensor.shape
     if shape is None or len(shape) < 2 or not isinstance(shape[1], int):

@@ -23,21 +23,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from hwopt.graph import Node, Tensor, constant_value
+from hwopt.graph import Node, Tensor, constant_value, only_user, other_input
 
 
 def _only_users(tensor: Tensor, allowed: list[Node]) -> bool:
     return bool(tensor.outputs) and all(any(user is a for a in allowed) for user in tensor.outputs)
-
-
-def _single_user(tensor: Tensor, op: str) -> Node | None:
-    users = list(tensor.outputs)
-    return users[0] if len(users) == 1 and users[0].op == op else None
-
-
-def _other_input(node: Node, tensor: Tensor) -> Tensor | None:
-    others = [t for t in node.inputs if t is not tensor]
-    return others[0] if len(others) == 1 else None
 
 
 def _is_constant(tensor: Tensor | None) -> bool:
@@ -54,7 +44,7 @@ def match_layer_norm(node: Node) -> list[Node] | None:
     if sub is None or len(mean.outputs) != 1:
         return None
     d = sub.outputs[0]
-    moved = _single_user(d, "Transpose")  # onnxruntime's transpose optimiser sinks a Transpose into the chain
+    moved = only_user(d, "Transpose")  # onnxruntime's transpose optimiser sinks a Transpose into the chain
     if moved is not None:
         d = moved.outputs[0]
     users = list(d.outputs)
@@ -62,9 +52,9 @@ def match_layer_norm(node: Node) -> list[Node] | None:
                    or u.op == "Mul" and len(u.inputs) == 2 and u.inputs[0] is d and u.inputs[1] is d), None)
     if square is None:
         return None
-    variance = _single_user(square.outputs[0], "ReduceMean")
-    add = variance and _single_user(variance.outputs[0], "Add")
-    sqrt = add and _is_constant(_other_input(add, variance.outputs[0])) and _single_user(add.outputs[0], "Sqrt")
+    variance = only_user(square.outputs[0], "ReduceMean")
+    add = variance and only_user(variance.outputs[0], "Add")
+    sqrt = add and _is_constant(other_input(add, variance.outputs[0])) and only_user(add.outputs[0], "Sqrt")
     if not sqrt:
         return None
     chain = [node, sub] + ([moved] if moved is not None else []) + [square, variance, add, sqrt]
@@ -72,7 +62,7 @@ def match_layer_norm(node: Node) -> list[Node] | None:
     if divide is not None:
         chain.append(divide)
     else:  # d * (1 / sqrt(v + eps))
-        reciprocal = _single_user(sqrt.outputs[0], "Reciprocal")
+        reciprocal = only_user(sqrt.outputs[0], "Reciprocal")
         divide = reciprocal and next((u for u in users if u.op == "Mul" and reciprocal.outputs[0] in u.inputs
                                       and d in u.inputs), None)
         if not divide:
@@ -82,8 +72,8 @@ def match_layer_norm(node: Node) -> list[Node] | None:
         return None
     out = divide.outputs[0]
     for op in ("Mul", "Add"):  # the affine: gamma, then beta
-        after = _single_user(out, op)
-        if after is None or not _is_constant(_other_input(after, out)):
+        after = only_user(out, op)
+        if after is None or not _is_constant(other_input(after, out)):
             break
         chain.append(after)
         out = after.outputs[0]
