@@ -128,6 +128,7 @@ def shared_tensors(original: onnx.ModelProto, rewritten: onnx.ModelProto,
 def _equal_tensors(original: onnx.ModelProto, rewritten: onnx.ModelProto, probe: dict[str, np.ndarray]) -> set[str]:
     """Tensors of the same name and shape in both models whose values agree on ``probe``."""
     from hwopt.calibration import OrtRunner  # onnxruntime only when probing
+    from hwopt.verify import ATOL, RTOL
 
     before, after = _shapes(original), _shapes(rewritten)
     produced = {o for n in rewritten.graph.node for o in n.output}
@@ -137,7 +138,7 @@ def _equal_tensors(original: onnx.ModelProto, rewritten: onnx.ModelProto, probe:
     ours = OrtRunner(rewritten, names, only_extra=True).run_all(probe)
     theirs = OrtRunner(original, names, only_extra=True).run_all(probe)
     return {n for n in names
-            if np.abs(ours[n] - theirs[n]).max() <= 1e-5 + 1e-4 * np.abs(theirs[n]).max()}
+            if np.abs(ours[n] - theirs[n]).max() <= ATOL + RTOL * np.abs(theirs[n]).max()}
 
 
 def frontier(rewritten: onnx.ModelProto, shared: set[str]) -> list[str]:
