@@ -25,6 +25,7 @@ RULE_OPTIONS = {
     "align-channels": "align-channels:p=24,mode=pad",
     "align-trim": "align-channels:p=24,mode=trim",
     "dw-to-dense": "dw-to-dense",
+    "dw-to-grouped": "dw-to-grouped:channels=8",
     "depth-multiplier": "depth-multiplier:ratio=0.5,p=8",
 }
 

@@ -141,6 +141,10 @@ class Estimator:
         """Whether the learned model covers this kernel (free kinds count as covered)."""
         return kernel.kind in self.free_kinds or (kernel.kind in self._known and kernel.kind != "unknown")
 
+    def scores_kind(self, kind: str) -> bool:
+        """Whether kernels of this kind get a learned estimate (or the flagged roofline, when allowed)."""
+        return self.allow_fallback or kind in self.free_kinds or (kind in self._known and kind != "unknown")
+
     def _check(self, kernels: Sequence[Kernel], allow_fallback: bool) -> None:
         if allow_fallback:
             return

@@ -7,9 +7,11 @@ from hwopt.rewrites.align_channels import AlignChannels
 from hwopt.rewrites.base import Param, RewriteContext, Rule, SiteOutcome
 from hwopt.rewrites.depth_multiplier import DepthMultiplier
 from hwopt.rewrites.dw_to_dense import DwToDense
+from hwopt.rewrites.dw_to_grouped import DwToGrouped
 from hwopt.rewrites.fuse_ibn import FuseIBN
 
-RULES: dict[str, Rule] = {rule.name: rule for rule in (FuseIBN(), AlignChannels(), DwToDense(), DepthMultiplier())}
+RULES: dict[str, Rule] = {rule.name: rule for rule in (FuseIBN(), AlignChannels(), DwToDense(), DwToGrouped(),
+                                                       DepthMultiplier())}
 
 
 def get_rule(name: str) -> Rule:

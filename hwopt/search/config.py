@@ -13,6 +13,10 @@ searchable rules; a rule without a sub-table is never chosen by the search::
     [search.dw-to-dense]          # per depthwise conv: dense or not
     sites = ["dw*"]
 
+    [search.dw-to-grouped]        # per depthwise conv: grouped, this many channels per group
+    sites = ["dw*"]
+    channels = [8, 16, 32]        # default: P/4, P/2, P
+
     [search.align-channels]       # per channel group: round up (pad, exact) / down (trim)
     sites = ["ch:*"]
     modes = ["pad", "trim"]
@@ -46,6 +50,7 @@ MAX_RATIO = 4.0
 _KEYS = {
     "fuse-ibn": {"sites"},
     "dw-to-dense": {"sites"},
+    "dw-to-grouped": {"sites", "channels"},
     "align-channels": {"sites", "modes"},
     "depth-multiplier": {"sites", "ratios", "range", "scope"},
 }
@@ -59,6 +64,11 @@ class SearchRule:
     ratios: tuple[float, ...] = (0.5, 0.75, 1.0, 1.25)  # depth-multiplier
     width_range: tuple[float, float] | None = None  # depth-multiplier: every multiple of P in the range
     scope: str = "block"  # depth-multiplier: "block" (a width per block) or "global" (one ratio for all)
+    channels: tuple[int, ...] | None = None  # dw-to-grouped: channels per group (None: P/4, P/2, P)
+
+    def group_widths(self, p: int) -> tuple[int, ...]:
+        """dw-to-grouped's channels per group: as configured, else P/4, P/2 and P (at least 2)."""
+        return self.channels or tuple(sorted({w for w in (p // 4, p // 2, p) if w >= 2}))
 
 
 @dataclass
@@ -71,8 +81,9 @@ class SearchConfig:
     def restricted_to_exact(self) -> "SearchConfig":
         """Only function-preserving choices: dense instead of depthwise, channel padding."""
         rules = {}
-        if "dw-to-dense" in self.rules:
-            rules["dw-to-dense"] = self.rules["dw-to-dense"]
+        for exact in ("dw-to-dense", "dw-to-grouped"):
+            if exact in self.rules:
+                rules[exact] = self.rules[exact]
         if "align-channels" in self.rules and "pad" in self.rules["align-channels"].modes:
             align = self.rules["align-channels"]
             rules["align-channels"] = SearchRule(align.name, align.sites, ("pad",))
@@ -124,6 +135,13 @@ def parse_search(data: dict, where: str) -> tuple[dict[str, SearchRule], int | N
             if not isinstance(modes, list) or not modes or not set(modes) <= {"pad", "trim"}:
                 raise HwoptError(f"{where}: [search.{name}] modes must be a list of 'pad' and/or 'trim'")
             rule.modes = tuple(modes)
+        if "channels" in table:
+            widths = table["channels"]
+            if not isinstance(widths, list) or not widths or not all(
+                    isinstance(w, int) and not isinstance(w, bool) and 2 <= w <= MAX_P for w in widths):
+                raise HwoptError(f"{where}: [search.{name}] channels must be a non-empty list of integers "
+                                 f"from 2 to {MAX_P}")
+            rule.channels = tuple(sorted(set(widths)))
         if "ratios" in table:
             rule.ratios = _numbers(table["ratios"], f"{where} [search.{name}]", "ratios")
         if "scope" in table:

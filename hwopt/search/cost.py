@@ -32,6 +32,9 @@ class BackendCost:
         self.progress = progress
         self._memo: dict[Kernel, float] = {}
 
+    def scores_kind(self, kind: str) -> bool:
+        return True  # the backend measures whatever it is given
+
     def predict(self, kernels: Sequence[Kernel]) -> np.ndarray:
         missing = [k for k in dict.fromkeys(kernels) if k not in self._memo]
         if missing:
@@ -48,6 +51,9 @@ class EstimatorCost:
 
         self.estimator = load_estimator(target, folder, allow_fallback=allow_fallback)
         self.name = f"estimator ({target.name})"
+
+    def scores_kind(self, kind: str) -> bool:
+        return self.estimator.scores_kind(kind)
 
     def predict(self, kernels: Sequence[Kernel]) -> np.ndarray:
         return np.asarray(self.estimator.predict(list(kernels)), dtype=np.float64)

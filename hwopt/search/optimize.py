@@ -430,6 +430,9 @@ def optimize(
     space = build_space(analysis, config, p)
     cost_model = make_cost_model(cost, target, (lambda d, t: progress("measuring kernels", d, t)) if progress else None,
                                  allow_fallback=allow_fallback)
+    if not cost_model.scores_kind("gconv"):
+        space.drop_rule("dw-to-grouped", f"the {cost_model.name} has no grouped-conv measurements "
+                                         f"(hwopt profile --kind gconv, then hwopt train)")
     timings["load"] = time.perf_counter() - start
     t0 = time.perf_counter()
     vm = VariantModel(analysis, space, target.fusion, target.dtype_bytes, cost_model, progress)

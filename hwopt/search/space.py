@@ -6,6 +6,8 @@ Variables (ids are the site ids of ``hwopt inspect``):
   (its depthwise conv through dw-to-dense). One variable rather than two,
   because a fused block has no depthwise conv left to make dense.
 - ``dwN`` (a depthwise conv outside a fusable block): ``dw`` or ``dense``.
+- Both may also take ``gN`` (dw-to-grouped: N channels per group, for each
+  configured width that gives a distinct grouping of the conv's channels).
 - ``ch:...`` (a resizable channel group): channel counts. Every group may be
   rounded up (align-channels pad, exact) or down (trim) to a multiple of P; an
   IBN block's hidden group may also take the widths of the depth multipliers
@@ -28,6 +30,7 @@ from hwopt.errors import HwoptError
 from hwopt.rewrites import get_rule
 from hwopt.rewrites.align_channels import aligned_channels
 from hwopt.rewrites.depth_multiplier import scaled_channels
+from hwopt.rewrites.dw_to_grouped import group_width
 from hwopt.ruleset import RuleStep
 from hwopt.search.config import SearchConfig
 from hwopt.sites import Analysis
@@ -119,6 +122,19 @@ class Space:
     def describe(self, decisions: tuple[int, ...]) -> dict[str, str]:
         return {v.id: v.options[d].label for v, d in zip(self.variables, decisions)}
 
+    def drop_rule(self, rule: str, reason: str) -> None:
+        """Take a rule's options out of the search (pinned ones stay), with a note saying why."""
+        dropped = 0
+        for var in self.variables:
+            if var.pinned:
+                continue
+            keep = [o for o in var.options if o.choice is None or o.choice.rule != rule]
+            dropped += len(var.options) - len(keep)
+            var.options = keep
+        self.variables = [v for v in self.variables if v.size > 1 or v.pinned]
+        if dropped:
+            self.notes.append(f"{rule}: not searched ({dropped} options): {reason}")
+
     def is_exact(self, decisions: tuple[int, ...]) -> bool:
         return all(v.options[d].exact for v, d in zip(self.variables, decisions))
 
@@ -128,7 +144,7 @@ class Space:
         Widths first (depth-multiplier and fuse-ibn find blocks by their depthwise conv, which
         fuse-ibn removes and dw-to-dense turns into a dense conv), then fusion, then dense convs.
         """
-        order = ("depth-multiplier", "align-channels", "fuse-ibn", "dw-to-dense")
+        order = ("depth-multiplier", "align-channels", "fuse-ibn", "dw-to-dense", "dw-to-grouped")
         grouped: dict[tuple[str, tuple], list[str]] = {}
         for var, d in zip(self.variables, decisions):
             choice = var.options[d].choice
@@ -182,10 +198,34 @@ def _channel_options(group: ChannelGroup, block_id: str | None, config: SearchCo
     return [Option(c, None)] + [found[w] for w in sorted(found)]
 
 
+def _conv_options(dw, config: SearchConfig, p: int) -> list[Option]:
+    """A depthwise conv's exact alternatives: dense, and grouped at each distinct group width."""
+    options = []
+    dense, grouped = config.rules.get("dw-to-dense"), config.rules.get("dw-to-grouped")
+    if dense and _matches(dw.id, dense.sites):
+        options.append(Option("dense", Choice("dw-to-dense", dw.id), True))
+    if grouped and _matches(dw.id, grouped.sites):
+        channels = dw.attrs.in_channels
+        seen = set()
+        for wanted in grouped.group_widths(p):
+            width = group_width(channels, wanted)
+            if 2 <= width < channels and width not in seen:
+                seen.add(width)
+                options.append(Option(f"g{width}", Choice("dw-to-grouped", dw.id, (("channels", width),)), True))
+    return options
+
+
+def grouped_width(value: object) -> int | None:
+    """The channels per group of a ``gN`` option value (dw-to-grouped), else None."""
+    if isinstance(value, str) and value.startswith("g") and value[1:].isdigit():
+        return int(value[1:])
+    return None
+
+
 def build_space(analysis: Analysis, config: SearchConfig, p: int) -> Space:
     """Variables for every searchable site of the canonical model; pinned entries fixed."""
     variables: list[Variable] = []
-    fuse, dense = config.rules.get("fuse-ibn"), config.rules.get("dw-to-dense")
+    fuse = config.rules.get("fuse-ibn")
     in_block: dict[str, Any] = {}
     hidden_of: dict[str, str] = {}  # group id -> block id
     for block in analysis.blocks:
@@ -196,8 +236,7 @@ def build_space(analysis: Analysis, config: SearchConfig, p: int) -> Space:
         options = [Option("dw", None)]
         if fuse and _matches(block.id, fuse.sites):
             options.append(Option("fuse", Choice("fuse-ibn", block.id), False))
-        if dense and _matches(dw.id, dense.sites):
-            options.append(Option("dense", Choice("dw-to-dense", dw.id), True))
+        options += _conv_options(dw, config, p)
         variables.append(Variable(block.id, "block", options, block=block, dw=dw))
         group = hidden_group(analysis, block)
         if group is not None:
@@ -205,9 +244,7 @@ def build_space(analysis: Analysis, config: SearchConfig, p: int) -> Space:
     for dw in analysis.depthwise:
         if dw.id in in_block:
             continue
-        options = [Option("dw", None)]
-        if dense and _matches(dw.id, dense.sites):
-            options.append(Option("dense", Choice("dw-to-dense", dw.id), True))
+        options = [Option("dw", None)] + _conv_options(dw, config, p)
         variables.append(Variable(dw.id, "dw", options, dw=dw))
     dm = config.rules.get("depth-multiplier")
     global_dm = dm is not None and dm.scope == "global"
@@ -265,6 +302,10 @@ def _pin(space: Space, analysis: Analysis, step: RuleStep, hidden_of: dict[str, 
         elif step.rule == "dw-to-dense":
             var = block_of_dw.get(site.id) or by_id.get(site.id)
             option = Option("dense", Choice("dw-to-dense", site.id), True)
+        elif step.rule == "dw-to-grouped":
+            var = block_of_dw.get(site.id) or by_id.get(site.id)
+            width = group_width(site.target.attrs.in_channels, step.params["channels"])
+            option = Option(f"g{width}", Choice("dw-to-grouped", site.id, (("channels", width),)), True)
         elif step.rule == "align-channels":
             width = aligned_channels(site.target.channels, step.params["p"], step.params["mode"])
             var = by_id.get(site.id)

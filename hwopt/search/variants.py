@@ -16,6 +16,8 @@ them against the schedule of the materialised ONNX model):
   depthwise conv's kernel, stride, output size and activation; the
   depthwise slot disappears.
 - dw-to-dense: the depthwise kernel becomes a conv with groups = 1.
+- dw-to-grouped (``gN``): a grouped conv of N channels per group (the largest
+  divisor of the channel count up to N, as the rule picks it).
 - a group's channel count: ``cout`` of its producer convs, ``cin`` of its
   consumer convs (``cin x H x W`` of a flattened Gemm), both of its depthwise
   convs and of every per-channel kernel (act, add, pool, ...) inside it.
@@ -37,7 +39,8 @@ import numpy as np
 
 from hwopt.estimate.memory import param_elements
 from hwopt.kernels import CONV_KINDS, Kernel, Schedule, ScheduledKernel, pad_channels, schedule
-from hwopt.search.space import Space
+from hwopt.rewrites.dw_to_grouped import group_width
+from hwopt.search.space import Space, grouped_width
 from hwopt.sites import Analysis
 
 
@@ -162,6 +165,13 @@ class VariantModel:
                 multiplier = base.cout // max(base.cin, 1)
                 if how == "dense":
                     return replace(base, kind="conv", cin=c, cout=c * multiplier, groups=1)
+                per_group = grouped_width(how)
+                if per_group is not None:
+                    width = group_width(c, per_group)
+                    if 1 < width < c:
+                        return replace(base, kind="gconv", cin=c, cout=c * multiplier, groups=c // width)
+                    if width == c:
+                        return replace(base, kind="conv", cin=c, cout=c * multiplier, groups=1)
                 return replace(base, cin=c, cout=c * multiplier, groups=c)
             if base.kind == "gemm":
                 return replace(base, cin=gemm[2][picked[gemm[0]]] * gemm[1]) if gemm else base
