@@ -1,7 +1,7 @@
 """Recovery on the trained case: top-1 agreement before and after, at measured npu32 latency.
 
     python -m bench.recover_figures [--case build/trained_case] [--budget 10m] [--threads 1]
-                                    [--out build/recover_figures] [--only a20,b45,fuse3,fastest]
+                                    [--out build/recover_figures] [--only g46,g50,a20,b45,fuse3,fastest]
 
 Needs the trained case (``python -m bench.trained_case``: a pretrained
 EfficientNet-Lite0 and real photos split by photo into calib.npz/heldout.npz).
@@ -73,6 +73,22 @@ RULES = {
             ["fuse-ibn@ibn1,ibn2,ibn3,ibn6,ibn7", "dw-to-dense@dw0",
              "depth-multiplier:ratio=0.5@ibn9,ibn10,ibn11,ibn12,ibn13,ibn14,ibn15"]),
     "fuse3": ("fuse-ibn ibn1-ibn3", ["fuse-ibn@ibn1,ibn2,ibn3"]),
+    # What the default search writes since dw-to-grouped (exact: every depthwise conv grouped, the width per
+    # site as the estimator chose it), and two points of its latency / agreement front beyond it.
+    "g46": ("dw-to-grouped everywhere, the default search's choice (exact)", [
+        "dw-to-grouped:channels=16@dw0,dw5,dw6,dw7,dw15", "dw-to-grouped:channels=24@dw2,dw3",
+        "dw-to-grouped:channels=30@dw4", "dw-to-grouped:channels=32@dw1",
+        "dw-to-grouped:channels=8@dw8,dw9,dw10,dw11,dw12,dw13,dw14"]),
+    "g48": ("g46 + fuse-ibn ibn2 + the hidden widths of ibn4, ibn5 trimmed to 224 (front point F4)", [
+        "align-channels:p=32,mode=trim@ch:blocks.4__expand_conv_Conv,ch:blocks.5__expand_conv_Conv",
+        "fuse-ibn@ibn2", "dw-to-grouped:channels=16@dw0,dw5,dw6,dw7,dw15", "dw-to-grouped:channels=24@dw3",
+        "dw-to-grouped:channels=30@dw4", "dw-to-grouped:channels=32@dw1",
+        "dw-to-grouped:channels=8@dw8,dw9,dw10,dw11,dw12,dw13,dw14"]),
+    "g50": ("g46 + fuse-ibn ibn2 + hidden x0.5 ibn9 + ibn4's hidden trimmed to 224 (front point F5)", [
+        "depth-multiplier:ratio=0.5@ibn9", "align-channels:p=32,mode=trim@ch:blocks.4__expand_conv_Conv",
+        "fuse-ibn@ibn2", "dw-to-grouped:channels=16@dw0,dw5,dw6,dw7,dw15", "dw-to-grouped:channels=24@dw3",
+        "dw-to-grouped:channels=30@dw4", "dw-to-grouped:channels=32@dw1",
+        "dw-to-grouped:channels=8@dw8,dw9,dw10,dw11,dw12,dw13,dw14"]),
 }
 
 
@@ -96,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=ROOT / "build" / "recover_figures")
     parser.add_argument("--budget", default="10m", help="recovery time budget per architecture")
     parser.add_argument("--threads", default="1")
-    parser.add_argument("--only", default="a20,b45", help="comma-separated: a20, b45, fuse3, fastest")
+    parser.add_argument("--only", default="g46,g50", help="comma-separated: " + ", ".join([*RULES, "fastest"]))
     parser.add_argument("--recover-args", default="", help="extra hwopt recover arguments, one string given with =: "
                         "--recover-args=--train-rewritten")
     args = parser.parse_args(argv)
@@ -107,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
     keys = args.only.split(",")
     unknown = [k for k in keys if k not in (*RULES, "fastest")]
     if unknown:
-        raise SystemExit(f"--only: unknown architecture {unknown[0]!r} (a20, b45, fuse3, fastest)")
+        raise SystemExit(f"--only: unknown architecture {unknown[0]!r} ({', '.join([*RULES, 'fastest'])})")
     base_ms = npu32_ms(original)
     print(f"original: npu32 {base_ms:.3f} ms (measured)", flush=True)
     rows = []

@@ -86,3 +86,27 @@ def test_npu32_emulator_runs_the_grouped_conv_faster(tmp_path) -> None:
     grouped = Kernel("gconv", 96, 96, 112, 112, 56, 56, 3, 3, 2, groups=3, act="relu6")
     t_dw, t_grouped = (m.latency_us for m in backend.measure([dw, grouped]))
     assert t_grouped < 0.5 * t_dw, (t_dw, t_grouped)
+
+
+def test_the_search_offers_each_distinct_group_width_and_drops_them_without_grouped_data(example_path) -> None:
+    """The default rule set searches dw-to-grouped at P/4, P/2, P channels per group (distinct widths only);
+    a cost model without grouped-conv measurements (the cpu estimator) takes them out, with a note."""
+    from hwopt.search.config import default_rules_path, load_search_file
+    from hwopt.search.cost import make_cost_model
+    from hwopt.search.space import build_space, grouped_width
+
+    _, canonical, _ = load_canonical(example_path("mobilenetv2"))
+    analysis = Analysis(canonical)
+    space = build_space(analysis, load_search_file(default_rules_path()), 32)
+    for var in space.variables:
+        if var.dw is None:
+            continue
+        widths = [grouped_width(o.value) for o in var.options if grouped_width(o.value) is not None]
+        channels = var.dw.attrs.in_channels
+        assert widths == sorted({group_width(channels, w) for w in (8, 16, 32)} - {channels, 1}), var.id
+    assert make_cost_model("auto", load_target("npu32")).scores_kind("gconv")
+    cpu = make_cost_model("auto", load_target("cpu"))
+    assert not cpu.scores_kind("gconv")
+    space.drop_rule("dw-to-grouped", "no grouped-conv measurements")
+    assert not any(o.choice and o.choice.rule == "dw-to-grouped" for v in space.variables for o in v.options)
+    assert any(note.startswith("dw-to-grouped: not searched") for note in space.notes)

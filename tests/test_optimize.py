@@ -143,6 +143,8 @@ def test_descriptor_edits_match_the_materialised_model(loaded, target, cost, sco
     config = SearchConfig({
         "fuse-ibn": SearchRule("fuse-ibn", ["ibn1", "ibn3"]),
         "dw-to-dense": SearchRule("dw-to-dense", ["dw0", "dw2"]),
+        # ibn4's hidden width is also scaled: the group width is then taken on the new channel count.
+        "dw-to-grouped": SearchRule("dw-to-grouped", ["dw4", "dw6", "dw7"], channels=(8,)),
         "align-channels": SearchRule("align-channels", groups),
         "depth-multiplier": SearchRule("depth-multiplier", ["ibn4"] + (["ibn6"] if scope == "global" else []),
                                        ratios=(1.25,), scope=scope),
@@ -152,7 +154,8 @@ def test_descriptor_edits_match_the_materialised_model(loaded, target, cost, sco
     # Every variable away from the original where it can be (fused, dense, padded / trimmed, wider).
     decisions = tuple(v.size - 1 if i % 2 == 0 else min(1, v.size - 1) for i, v in enumerate(space.variables))
     steps = space.steps(decisions)
-    assert {s.rule for s in steps} == {"fuse-ibn", "dw-to-dense", "align-channels", "depth-multiplier"}
+    assert {s.rule for s in steps} == {"fuse-ibn", "dw-to-dense", "dw-to-grouped", "align-channels",
+                                       "depth-multiplier"}
     result = apply_steps(original, canonical, steps, random_inputs(original, 4, 0), random_inputs(original, 2, 1))
     real = schedule(result.model, target.fusion)
     ours = [k for k in vm.kernels(decisions) if k is not None]

@@ -34,7 +34,6 @@ from hwopt.calibration import CalibrationSplit
 from hwopt.canonicalize import load_canonical
 from hwopt.errors import HwoptError, VerificationError
 from hwopt.fidelity import Fidelity, FidelityBudget
-from hwopt.kernels import Kernel
 from hwopt.ruleset import RuleStep
 from hwopt.search.config import SearchConfig, default_rules_path, load_search_file
 from hwopt.search.cost import make_cost_model
@@ -498,7 +497,6 @@ def optimize(
         from hwopt.search.recovery import recover_finalists
 
         t1 = time.perf_counter()
-        before = best
         # Each recovered model is judged once, by the verifier (the metric and budget of every written model).
         # Recovery trains on every sample not held out (the refits fit only the first --calibration-samples).
         train = split.train if split.train is not None else split.fit

@@ -182,13 +182,13 @@ def to_dict(result: OptimizeResult, output: Path | None, rules_out: Path | None,
 
 
 def rules_short(rules: list[str]) -> str:
-    """``fuse-ibn x16, dw-to-dense x1``: each step's rule and how many sites it names."""
-    parts = []
+    """``fuse-ibn x16, dw-to-dense x1``: each rule and how many sites its steps name (steps of one rule
+    with different parameters, such as dw-to-grouped's group widths, count together)."""
+    counts: dict[str, int] = {}
     for rule in rules:
         name, _, sites = rule.partition("@")
-        count = len(sites.split(",")) if sites else 0
-        parts.append(name.split(":")[0] + (f" x{count}" if count else ""))
-    return ", ".join(parts) or "(original)"
+        counts[name.split(":")[0]] = counts.get(name.split(":")[0], 0) + (len(sites.split(",")) if sites else 0)
+    return ", ".join(name + (f" x{count}" if count else "") for name, count in counts.items()) or "(original)"
 
 
 def fidelity_dict(result: OptimizeResult) -> dict[str, Any]:
