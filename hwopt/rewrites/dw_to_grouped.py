@@ -47,6 +47,19 @@ def grouped_weights(weight: np.ndarray, channels: int, width: int) -> np.ndarray
     return grouped
 
 
+def regroup_depthwise(site: Site, width: int, label: str) -> SiteOutcome:
+    """Give the site's depthwise conv ``width`` channels per group (``channels``: one dense group), in place."""
+    node, attrs = site.target.node, site.target.attrs
+    channels = attrs.in_channels
+    weight = constant_value(node.inputs[1])
+    grouped = grouped_weights(weight, channels, width)
+    node.inputs[1] = gs.Constant(f"{node.name}_W_{label}", grouped)
+    node.attrs["group"] = channels // width
+    shape = f"{channels // width} groups of {width}, " if width < channels else ""
+    return SiteOutcome(site.id, f"{channels} ch k{attrs.kernel[0]} s{attrs.strides[0]}: {shape}"
+                                f"{weight.size} -> {grouped.size} weights")
+
+
 class DwToGrouped(Rule):
     name = "dw-to-grouped"
     summary = "depthwise conv -> grouped conv of a few channels per group (block-diagonal weights)"
@@ -71,17 +84,6 @@ class DwToGrouped(Rule):
     ) -> tuple[onnx.ModelProto, list[SiteOutcome]]:
         outcomes = []
         for site in sites:
-            node = site.target.node
-            attrs = site.target.attrs
-            channels = attrs.in_channels
-            width = group_width(channels, params["channels"])
-            weight = constant_value(node.inputs[1])
-            grouped = grouped_weights(weight, channels, width)
-            node.inputs[1] = gs.Constant(f"{node.name}_W_grouped{width}", grouped)
-            node.attrs["group"] = channels // width
-            outcomes.append(SiteOutcome(
-                site.id,
-                f"{channels} ch k{attrs.kernel[0]} s{attrs.strides[0]}: {channels // width} groups of {width}, "
-                f"{weight.size} -> {grouped.size} weights",
-            ))
+            width = group_width(site.target.attrs.in_channels, params["channels"])
+            outcomes.append(regroup_depthwise(site, width, f"grouped{width}"))
         return export_graph(analysis.graph, analysis.model), outcomes
