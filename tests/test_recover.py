@@ -234,3 +234,20 @@ def test_recover_fidelity_metric(case: dict[str, Path], tmp_path: Path) -> None:
                 "-o", str(tmp_path / "x.onnx"), "--fidelity", "top3")
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "top3" in bad.stderr
     assert not (tmp_path / "x.onnx").exists()
+
+
+def test_exact_rewrite_has_nothing_to_recover(case: dict[str, Path], tmp_path: Path) -> None:
+    """Every depthwise conv grouped (exact): recovery trains nothing and writes the same function, at once."""
+    grouped, out = tmp_path / "grouped.onnx", tmp_path / "grouped.recovered.onnx"
+    done = hwopt("apply", str(case["model"]), "-o", str(grouped), "--rule", "dw-to-grouped:channels=2", "-q")
+    assert done.returncode == 0, done.stderr
+    done = hwopt("recover", str(case["model"]), str(grouped), "--calibration", str(case["calib"]), "--heldout",
+                 str(case["heldout"]), "-o", str(out), "--recover-time", "10m", "--threads", "1", "--json")
+    assert done.returncode == 0, done.stderr
+    figures = json.loads(done.stdout)
+    assert figures["stopped_by"] == "exact" and figures["epochs"] == [] and figures["seconds"] < 60
+    assert figures["before"] == figures["after"] == 1.0
+    x = np.load(case["heldout"])["x"][:4]
+    ours, theirs = ([ort.InferenceSession(str(p), providers=["CPUExecutionProvider"]).run(None, {"x": x[i:i + 1]})[0]
+                     for i in range(len(x))] for p in (out, grouped))
+    np.testing.assert_array_equal(np.concatenate(ours), np.concatenate(theirs))

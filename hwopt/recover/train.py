@@ -94,7 +94,8 @@ class RecoveryResult:
     trained_all: int  # parameters trained end to end
     history: list[Epoch] = field(default_factory=list)
     seconds: float = 0.0
-    stopped_by: str = "epochs"  # "epochs" (all done), "budget" (time-planned run) or "time" (cut short)
+    stopped_by: str = "epochs"  # "epochs" (all done), "budget" (time-planned run), "time" (cut short) or
+    # "exact" (the rewritten model already computes the original's outputs: no training)
     resumed_from: int = 0  # epochs restored from a checkpoint
     best_epoch: int = 0  # the epoch whose weights were written (0: none beat the input on the fit samples)
 
@@ -231,6 +232,8 @@ class Recovery:
         # Probed on a few samples: an exact rewrite (dw0 made dense) changes nodes, not tensors; the student
         # then starts after it (a dense 3x3 conv at 112x112 costs more to train than the rest of a block).
         shared = shared_tensors(original, rewritten, probe={k: v[:PROBE] for k, v in train.items()})
+        # An exact rewrite (dw-to-grouped, dw-to-dense, padding) computes the original's outputs already.
+        self.exact = all(o.name in shared for o in rewritten.graph.output)
         self.starts = frontier(rewritten, shared)
         self.blocks = [b for b in rewritten_blocks(original, rewritten) if b.output not in shared]
         downstream = [n for n in self.student.keys if n not in _weights_of_shared(rewritten, shared)]
@@ -312,6 +315,12 @@ class Recovery:
     def run(self) -> RecoveryResult:
         start = time.perf_counter()
         before = self.before if self.before is not None else self._judge(self.rewritten)
+        if self.exact:
+            self.log("recover: the rewritten model computes the original's outputs (an exact rewrite): "
+                     "nothing to win back, written as it is")
+            check = check_against_torch(self.rewritten, self.student, self.heldout)
+            return RecoveryResult(self.rewritten, before, before, check, [], 0, 0, [], time.perf_counter() - start,
+                                  "exact", 0, 0)
         history: list[Epoch] = []
         best = (self._fit_score(self.rewritten), 0, self._weights())
         state = self._restore()
