@@ -8,6 +8,7 @@ so the page opens offline in any browser and stays small (tens of KB for a
 from __future__ import annotations
 
 import math
+import re
 from html import escape
 from pathlib import Path
 from typing import Any, Callable
@@ -16,7 +17,7 @@ from hwopt import __version__
 from hwopt.report import human_bytes, human_count, human_latency
 from hwopt.svg import PALETTE, Point, Segment, grouped_bars, nice_ticks, scatter, stacked_bars
 
-RULE_COLORS = {"fuse": "#f28e2b", "dense": "#4e79a7", "dw": "#9aa5b1", "hidden": "#59a14f", "other": "#c9ced4"}
+RULE_COLORS = {"fuse": "#f28e2b", "dense": "#4e79a7", "grouped": "#76b7b2", "dw": "#9aa5b1", "hidden": "#59a14f", "other": "#c9ced4"}
 CSS = """
 body{font-family:system-ui,-apple-system,'Segoe UI',sans-serif;margin:24px auto;max-width:1100px;color:#222;
 line-height:1.4;padding:0 16px}
@@ -163,6 +164,8 @@ def _segment_color(seg: dict[str, Any]) -> str:
     for key in ("fuse", "dense"):
         if rule.startswith(key):
             return RULE_COLORS[key]
+    if re.match(r"g\d+", rule):  # dw-to-grouped's option label: gN, N channels per group
+        return RULE_COLORS["grouped"]
     return RULE_COLORS["hidden"] if "hidden" in rule else RULE_COLORS["dw"]
 
 
@@ -178,7 +181,7 @@ def _timeline_chart(doc: dict[str, Any]) -> str:
                                           f"{s['kernels']} kernel(s)",
                                     data={"label": s["label"], "rule": s.get("rule", "")}) for s in segs]))
     legend = [("as is", RULE_COLORS["dw"]), ("fused (fuse-ibn)", RULE_COLORS["fuse"]), ("dense (dw-to-dense)",
-              RULE_COLORS["dense"]), ("resized only", RULE_COLORS["hidden"]), ("between blocks", RULE_COLORS["other"])]
+              RULE_COLORS["dense"]), ("grouped (dw-to-grouped)", RULE_COLORS["grouped"]), ("resized only", RULE_COLORS["hidden"]), ("between blocks", RULE_COLORS["other"])]
     return stacked_bars(rows, f"estimated latency on {doc['target']} (kernels in schedule order)", fmt_axis_us,
                         legend=legend, chart_id="chart-timeline", fmt_total=fmt_us)
 
