@@ -8,7 +8,7 @@ For each model (the examples with search sites, the real exports in
 ``bench/trained_case.py`` has built it, and any ``--real`` file), the default
 rule set's search space is built and every option of every site is taken
 alone on the original (``hwopt.search.decisions``): fuse / dense at each IBN
-block, dense at each depthwise conv, pad / trim / depth ratio at each channel
+block, dense and grouped (dw-to-grouped) at each depthwise conv, pad / trim / depth ratio at each channel
 group. The estimated change is the estimator's (what the search sees). The
 measured change:
 
@@ -280,7 +280,7 @@ def summary_lines(target: str, per_model: dict[str, dict], total: dict, unseen: 
     def pct(x):
         return "-" if x != x else f"{100 * x:.0f}%"
 
-    lines = [f"- every single-site option of the default rule set (fuse / dense / pad / trim / depth ratio), taken "
+    lines = [f"- every single-site option of the default rule set (fuse / dense / grouped / pad / trim / depth ratio), taken "
              f"alone on the original: estimated vs measured change of the model's latency ({note})",
              f"- a sign counts as right when it agrees, or when the measured change is within "
              f"{100 * NEGLIGIBLE:.1f}% of the model; 'matter': measured |change| > {100 * MATTERS:.0f}% of the model"]
