@@ -8,8 +8,8 @@ For each model (the examples with search sites, the real exports in
 ``bench/trained_case.py`` has built it, and any ``--real`` file), the default
 rule set's search space is built and every option of every site is taken
 alone on the original (``hwopt.search.decisions``): fuse / dense at each IBN
-block, dense and grouped (dw-to-grouped) at each depthwise conv, pad / trim / depth ratio at each channel
-group. The estimated change is the estimator's (what the search sees). The
+block, dense and grouped (dw-to-grouped) at each depthwise conv, pad / trim /
+depth ratio at each channel group. The estimated change is the estimator's (what the search sees). The
 measured change:
 
 - npu32 (a sum of emulated kernels): only the kernels the decision changes are
