@@ -280,8 +280,8 @@ def summary_lines(target: str, per_model: dict[str, dict], total: dict, unseen: 
     def pct(x):
         return "-" if x != x else f"{100 * x:.0f}%"
 
-    lines = [f"- every single-site option of the default rule set (fuse / dense / grouped / pad / trim / depth ratio), taken "
-             f"alone on the original: estimated vs measured change of the model's latency ({note})",
+    lines = ["- every single-site option of the default rule set (fuse / dense / grouped / pad / trim / depth "
+             f"ratio), taken alone on the original: estimated vs measured change of the model's latency ({note})",
              f"- a sign counts as right when it agrees, or when the measured change is within "
              f"{100 * NEGLIGIBLE:.1f}% of the model; 'matter': measured |change| > {100 * MATTERS:.0f}% of the model"]
     if paired:

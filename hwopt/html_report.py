@@ -17,7 +17,8 @@ from hwopt import __version__
 from hwopt.report import human_bytes, human_count, human_latency
 from hwopt.svg import PALETTE, Point, Segment, grouped_bars, nice_ticks, scatter, stacked_bars
 
-RULE_COLORS = {"fuse": "#f28e2b", "dense": "#4e79a7", "grouped": "#76b7b2", "dw": "#9aa5b1", "hidden": "#59a14f", "other": "#c9ced4"}
+RULE_COLORS = {"fuse": "#f28e2b", "dense": "#4e79a7", "grouped": "#76b7b2", "dw": "#9aa5b1", "hidden": "#59a14f",
+               "other": "#c9ced4"}
 CSS = """
 body{font-family:system-ui,-apple-system,'Segoe UI',sans-serif;margin:24px auto;max-width:1100px;color:#222;
 line-height:1.4;padding:0 16px}
@@ -180,8 +181,9 @@ def _timeline_chart(doc: dict[str, Any]) -> str:
                                     title=f"{s['label']}: {fmt_us(s['latency_us'])}, {s.get('rule') or 'as is'}, "
                                           f"{s['kernels']} kernel(s)",
                                     data={"label": s["label"], "rule": s.get("rule", "")}) for s in segs]))
-    legend = [("as is", RULE_COLORS["dw"]), ("fused (fuse-ibn)", RULE_COLORS["fuse"]), ("dense (dw-to-dense)",
-              RULE_COLORS["dense"]), ("grouped (dw-to-grouped)", RULE_COLORS["grouped"]), ("resized only", RULE_COLORS["hidden"]), ("between blocks", RULE_COLORS["other"])]
+    legend = [("as is", RULE_COLORS["dw"]), ("fused (fuse-ibn)", RULE_COLORS["fuse"]),
+              ("dense (dw-to-dense)", RULE_COLORS["dense"]), ("grouped (dw-to-grouped)", RULE_COLORS["grouped"]),
+              ("resized only", RULE_COLORS["hidden"]), ("between blocks", RULE_COLORS["other"])]
     return stacked_bars(rows, f"estimated latency on {doc['target']} (kernels in schedule order)", fmt_axis_us,
                         legend=legend, chart_id="chart-timeline", fmt_total=fmt_us)
 

@@ -137,13 +137,16 @@ class Estimator:
         self._dram_cache: dict[Kernel, float] = {}
 
     # -- per kernel ------------------------------------------------------------------------------
+    def _covers(self, kind: str) -> bool:
+        return kind in self.free_kinds or (kind in self._known and kind != "unknown")
+
     def scorable(self, kernel: Kernel) -> bool:
         """Whether the learned model covers this kernel (free kinds count as covered)."""
-        return kernel.kind in self.free_kinds or (kernel.kind in self._known and kernel.kind != "unknown")
+        return self._covers(kernel.kind)
 
     def scores_kind(self, kind: str) -> bool:
         """Whether kernels of this kind get a learned estimate (or the flagged roofline, when allowed)."""
-        return self.allow_fallback or kind in self.free_kinds or (kind in self._known and kind != "unknown")
+        return self.allow_fallback or self._covers(kind)
 
     def _check(self, kernels: Sequence[Kernel], allow_fallback: bool) -> None:
         if allow_fallback:

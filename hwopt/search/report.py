@@ -187,7 +187,8 @@ def rules_short(rules: list[str]) -> str:
     counts: dict[str, int] = {}
     for rule in rules:
         name, _, sites = rule.partition("@")
-        counts[name.split(":")[0]] = counts.get(name.split(":")[0], 0) + (len(sites.split(",")) if sites else 0)
+        rule_name = name.split(":")[0]
+        counts[rule_name] = counts.get(rule_name, 0) + (len(sites.split(",")) if sites else 0)
     return ", ".join(name + (f" x{count}" if count else "") for name, count in counts.items()) or "(original)"
 
 

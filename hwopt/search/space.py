@@ -211,8 +211,12 @@ def _conv_options(dw, config: SearchConfig, p: int) -> list[Option]:
             width = group_width(channels, wanted)
             if 2 <= width < channels and width not in seen:
                 seen.add(width)
-                options.append(Option(f"g{width}", Choice("dw-to-grouped", dw.id, (("channels", width),)), True))
+                options.append(_grouped_option(dw.id, width))
     return options
+
+
+def _grouped_option(dw_id: str, width: int) -> Option:
+    return Option(f"g{width}", Choice("dw-to-grouped", dw_id, (("channels", width),)), True)
 
 
 def grouped_width(value: object) -> int | None:
@@ -304,8 +308,7 @@ def _pin(space: Space, analysis: Analysis, step: RuleStep, hidden_of: dict[str, 
             option = Option("dense", Choice("dw-to-dense", site.id), True)
         elif step.rule == "dw-to-grouped":
             var = block_of_dw.get(site.id) or by_id.get(site.id)
-            width = group_width(site.target.attrs.in_channels, step.params["channels"])
-            option = Option(f"g{width}", Choice("dw-to-grouped", site.id, (("channels", width),)), True)
+            option = _grouped_option(site.id, group_width(site.target.attrs.in_channels, step.params["channels"]))
         elif step.rule == "align-channels":
             width = aligned_channels(site.target.channels, step.params["p"], step.params["mode"])
             var = by_id.get(site.id)

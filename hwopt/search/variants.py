@@ -163,16 +163,11 @@ class VariantModel:
                     return None
                 c = cout or base.cin
                 multiplier = base.cout // max(base.cin, 1)
-                if how == "dense":
-                    return replace(base, kind="conv", cin=c, cout=c * multiplier, groups=1)
+                # Channels per group: all of them (dense), the rule's group width, or one (as is).
                 per_group = grouped_width(how)
-                if per_group is not None:
-                    width = group_width(c, per_group)
-                    if 1 < width < c:
-                        return replace(base, kind="gconv", cin=c, cout=c * multiplier, groups=c // width)
-                    if width == c:
-                        return replace(base, kind="conv", cin=c, cout=c * multiplier, groups=1)
-                return replace(base, cin=c, cout=c * multiplier, groups=c)
+                width = c if how == "dense" else group_width(c, per_group) if per_group is not None else 1
+                kind = "conv" if width == c else "dwconv" if width == 1 else "gconv"
+                return replace(base, kind=kind, cin=c, cout=c * multiplier, groups=c // width)
             if base.kind == "gemm":
                 return replace(base, cin=gemm[2][picked[gemm[0]]] * gemm[1]) if gemm else base
             if base.kind in CONV_KINDS:
