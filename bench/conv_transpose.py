@@ -30,10 +30,10 @@ from pathlib import Path
 from bench.trained_case import log, wheel_file
 from hwopt.backends import model_measurer
 from hwopt.backends.ort_cpu import TimingSettings, model_conversions
-from hwopt.canonicalize import load_canonical
+from hwopt.canonical.canonicalize import load_canonical
 from hwopt.estimate import load_estimator
-from hwopt.layout import reorder_bytes
-from hwopt.modelio import InputShape
+from hwopt.analysis.layout import reorder_bytes
+from hwopt.io.model import InputShape
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURE = ROOT / "tests" / "data" / "torch_unet_db_head_convtranspose.onnx"

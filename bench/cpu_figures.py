@@ -25,11 +25,11 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from hwopt.backends.ort_cpu import OrtBackend, machine, measure_model  # noqa: E402
-from hwopt.blocks import find_ibn_blocks  # noqa: E402
-from hwopt.canonicalize import load_canonical  # noqa: E402
-from hwopt.graph import import_graph  # noqa: E402
-from hwopt.kernels import schedule  # noqa: E402
-from hwopt.profile import sweep  # noqa: E402
+from hwopt.analysis.blocks import find_ibn_blocks  # noqa: E402
+from hwopt.canonical.canonicalize import load_canonical  # noqa: E402
+from hwopt.analysis.graph import import_graph  # noqa: E402
+from hwopt.analysis.kernels import schedule  # noqa: E402
+from hwopt.estimate.profile import sweep  # noqa: E402
 from hwopt.targets import load_target  # noqa: E402
 
 EXAMPLES = ("mobilenetv2", "efficientnet_lite0", "mobilenetv3_small", "resnet18", "ssdlite_mobilenetv2",

@@ -100,7 +100,7 @@ class KernelTruth:
 
     def __init__(self, target, max_cost: float, trained_on: Path | None = None) -> None:
         from hwopt.backends import get_backend
-        from hwopt.backends.base import read_table
+        from hwopt.backends.table_file import read_table
 
         self.backend = get_backend(target)
         table = target.folder / "measurements.csv.gz"
@@ -130,7 +130,7 @@ class KernelTruth:
 def model_list(names: list[str] | None, real: list[str], work: Path,
                bundled: bool = False) -> list[tuple[str, Path, list[str]]]:
     from examples.build import build_example
-    from hwopt.profile import example_names
+    from hwopt.estimate.profile import example_names
 
     out = [(n, build_example(n, work / "examples"), []) for n in (example_names() if names is None else names)]
     return out + real_models(real, bundled=names is None or bundled)
@@ -150,14 +150,14 @@ def real_models(extra: list[str], bundled: bool = True) -> list[tuple[str, Path,
 
 
 def decisions_of(path: Path, shapes: list[str], target, estimator_folder: Path | None):
-    from hwopt.canonicalize import load_canonical
-    from hwopt.modelio import InputShape
+    from hwopt.canonical.canonicalize import load_canonical
+    from hwopt.io.model import InputShape
     from hwopt.search.config import default_rules_path, load_search_file
     from hwopt.search.cost import EstimatorCost
     from hwopt.search.decisions import site_decisions
     from hwopt.search.space import build_space
     from hwopt.search.variants import VariantModel
-    from hwopt.sites import Analysis
+    from hwopt.analysis.sites import Analysis
 
     original, canonical, _ = load_canonical(path, [InputShape.parse(s) for s in shapes])
     config = load_search_file(default_rules_path())
@@ -197,11 +197,11 @@ def measure_cpu(name, path, shapes, target, work: Path, estimator_folder, rounds
     original by the paired, interleaved protocol (``hwopt.backends.ort_paired``), cached by both graphs."""
     import onnx
 
-    from hwopt.apply import apply_steps
+    from hwopt.rewrites.apply import apply_steps
     from hwopt.backends.ort_cpu import TimingSettings
     from hwopt.backends.ort_paired import PairedChange, paired_change
-    from hwopt.calibration import random_inputs
-    from hwopt.canonicalize import canonicalize
+    from hwopt.calibration.samples import random_inputs
+    from hwopt.canonical.canonicalize import canonicalize
 
     original, canonical, space, vm, found = decisions_of(path, shapes, target, estimator_folder)
     if not found:

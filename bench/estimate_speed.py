@@ -21,10 +21,10 @@ import time
 from pathlib import Path
 
 from examples.build import build_example
-from hwopt.canonicalize import canonicalize
+from hwopt.canonical.canonicalize import canonicalize
 from hwopt.estimate import load_estimator
-from hwopt.kernels import schedule
-from hwopt.modelio import load_model
+from hwopt.analysis.kernels import schedule
+from hwopt.io.model import load_model
 
 
 def main() -> None:

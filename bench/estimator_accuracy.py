@@ -6,7 +6,7 @@ Method (per target):
 
 1. Hold out whole example families (default: efficientnet_lite0 and
    mobilenetv3_small). Training rows = rows of the target's measurements
-   table whose sweep origin (``hwopt.profile.sweep(..., origins=)``) includes a
+   table whose sweep origin (``hwopt.estimate.profile.sweep(..., origins=)``) includes a
    training family, minus every kernel that occurs in a held-out model or
    variant (strict: the held-out estimator has never seen one of their kernels).
 2. Train an estimator on those rows only (``hwopt.estimate.train``).
@@ -23,7 +23,7 @@ Method (per target):
 
 The cpu estimate is the kernel sum under the in-model term
 (``hwopt.estimate.in_model``: a scale, and the layout conversions predicted by
-``hwopt.layout`` at costs fitted on their profiled times), fitted on whole
+``hwopt.analysis.layout`` at costs fitted on their profiled times), fitted on whole
 models of the training families (and rewritten variants of MobileNetV2)
 measured end to end; the held-out figures without the conversions and of the
 kernel sum alone are reported beside it.
@@ -42,13 +42,13 @@ import onnx
 from scipy.stats import kendalltau
 
 from examples.build import build_example
-from hwopt.backends.base import read_table
+from hwopt.backends.table_file import read_table
 from hwopt.estimate import load_estimator
 from hwopt.estimate.card import read_card, write_card
 from hwopt.backends.ort_layout import parse_nodes
 from hwopt.estimate.train import EndToEnd, train_estimator, usable
-from hwopt.kernels import schedule
-from hwopt.profile import example_names, sweep
+from hwopt.analysis.kernels import schedule
+from hwopt.estimate.profile import example_names, sweep
 from hwopt.targets import load_target
 
 from bench.small_models import small_models
@@ -81,12 +81,12 @@ def _variant_rules(name: str) -> list[str]:
 
 def build_models(work: Path, variants_of: tuple[str, ...] = (VARIANTS_OF,)) -> dict[str, Path]:
     """Example models and the variants of ``variants_of`` (built once, cached in the workdir)."""
-    from hwopt.apply import apply_steps
-    from hwopt.calibration import random_inputs
-    from hwopt.canonicalize import canonicalize
+    from hwopt.rewrites.apply import apply_steps
+    from hwopt.calibration.samples import random_inputs
+    from hwopt.canonical.canonicalize import canonicalize
     from hwopt.errors import HwoptError
-    from hwopt.modelio import load_model
-    from hwopt.ruleset import parse_rule_option
+    from hwopt.io.model import load_model
+    from hwopt.rewrites.ruleset import parse_rule_option
 
     models = {name: build_example(name, work / "examples") for name in example_names()}
     models.update(small_models(work / "small"))
@@ -122,8 +122,8 @@ def truth_key(label: str, path: Path, target) -> str:
     cached = _TRUTH_KEYS.get((label, str(path), target.name))
     if cached is not None:
         return cached
-    from hwopt.canonicalize import canonicalize
-    from hwopt.modelio import load_model
+    from hwopt.canonical.canonicalize import canonicalize
+    from hwopt.io.model import load_model
 
     canonical = canonicalize(load_model(path), verify=False)[0]
     if target.backend == "onnxruntime":
@@ -156,8 +156,8 @@ def measured(work: Path, target, label: str, path: Path) -> float:
 
 
 def schedule_of(path: Path, target):
-    from hwopt.canonicalize import canonicalize
-    from hwopt.modelio import load_model
+    from hwopt.canonical.canonicalize import canonicalize
+    from hwopt.io.model import load_model
 
     return schedule(canonicalize(load_model(path), verify=False)[0], target.fusion)
 

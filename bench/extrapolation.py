@@ -25,7 +25,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from hwopt.backends.base import read_table  # noqa: E402
+from hwopt.backends.table_file import read_table  # noqa: E402
 from hwopt.estimate import regressor  # noqa: E402
 from hwopt.estimate.estimator import load_estimator  # noqa: E402
 from hwopt.estimate.features import FEATURES, features  # noqa: E402

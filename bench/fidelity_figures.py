@@ -52,8 +52,8 @@ def heldout_agreement(original: Path, written: Path, heldout: Path) -> tuple[flo
     """(top-1 agreement, top-5 containment, rel-L2, samples) of ``written`` vs ``original`` on ``heldout``."""
     import onnx
 
-    from hwopt.calibration import OrtRunner, load_calibration
-    from hwopt.fidelity import METRICS, measure
+    from hwopt.calibration.samples import OrtRunner, load_calibration
+    from hwopt.fidelity.metrics import METRICS, measure
 
     ref_model, new_model = onnx.load(str(original)), onnx.load(str(written))
     data = load_calibration(heldout, ref_model)

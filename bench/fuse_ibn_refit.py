@@ -30,12 +30,12 @@ from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
 from examples.build import build_example  # noqa: E402
-from hwopt.apply import apply_steps  # noqa: E402
-from hwopt.calibration import OrtRunner, random_inputs  # noqa: E402
-from hwopt.verify import compare_outputs  # noqa: E402
-from hwopt.canonicalize import load_canonical  # noqa: E402
-from hwopt.modelio import InputShape  # noqa: E402
-from hwopt.ruleset import parse_rule_option  # noqa: E402
+from hwopt.rewrites.apply import apply_steps  # noqa: E402
+from hwopt.calibration.samples import OrtRunner, random_inputs  # noqa: E402
+from hwopt.fidelity.verify import compare_outputs  # noqa: E402
+from hwopt.canonical.canonicalize import load_canonical  # noqa: E402
+from hwopt.io.model import InputShape  # noqa: E402
+from hwopt.rewrites.ruleset import parse_rule_option  # noqa: E402
 
 VARIANTS = {
     "least squares + project refit": "init=lstsq,project=refit",

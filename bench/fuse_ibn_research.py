@@ -21,7 +21,7 @@ far computes (onnxruntime; targets from the ``original`` cache, so collect that 
 prints the final output's cosine on the held-out samples, as bench/fuse_ibn_refit.py does.
 
 Algorithms (``ALGOS``): ``current`` per-channel ridge fit + clip MM, then project lstsq (hwopt
-before this work); ``hwopt`` what hwopt.fitting does now; ``ownN[rR]`` N joint L-BFGS steps on
+before this work); ``hwopt`` what hwopt.rewrites.fitting does now; ``ownN[rR]`` N joint L-BFGS steps on
 (fused conv, project) [on R rows]; ``ridgeA_B`` ridge A for the fused conv, B for the project;
 ``rowsR`` R rows; ``hvm`` hidden pre-activation variance matched; suffixes ``_vm`` / ``_vq`` /
 ``_cm``: block output variance / project output variance / full covariance matched.
@@ -40,10 +40,10 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from examples.build import build_example  # noqa: E402
-from hwopt.calibration import OrtRunner, random_inputs  # noqa: E402
-from hwopt.canonicalize import load_canonical  # noqa: E402
-from hwopt.graph import conv_bias, conv_weight  # noqa: E402
-from hwopt.sites import Analysis  # noqa: E402
+from hwopt.calibration.samples import OrtRunner, random_inputs  # noqa: E402
+from hwopt.canonical.canonicalize import load_canonical  # noqa: E402
+from hwopt.analysis.graph import conv_bias, conv_weight  # noqa: E402
+from hwopt.analysis.sites import Analysis  # noqa: E402
 
 CACHE = Path("/tmp/fuse_ibn_research")
 BLOCKS = ["ibn1", "ibn2", "ibn3"]
@@ -108,8 +108,8 @@ def collect(upstream: str, rows: int, eval_rows: int) -> None:
     original, canonical, calibration, evaluation = _setup()
     source = canonical
     if upstream == "lstsq":
-        from hwopt.apply import apply_steps
-        from hwopt.ruleset import parse_rule_option
+        from hwopt.rewrites.apply import apply_steps
+        from hwopt.rewrites.ruleset import parse_rule_option
         step = parse_rule_option("fuse-ibn:init=lstsq,project=refit@" + ",".join(BLOCKS))
         source = apply_steps(original, canonical, [step], calibration, evaluation).model
     sites = {s.id: s.target for s in Analysis(canonical).of_kind("ibn")}
@@ -123,9 +123,9 @@ def collect(upstream: str, rows: int, eval_rows: int) -> None:
 def pipeline(algos: list[str], rows: int, eval_rows: int) -> None:
     """Fit blocks in order with inputs from the model rewritten so far (onnxruntime), then the final cosine."""
     import onnx_graphsurgeon as gs
-    from hwopt.graph import export_graph
+    from hwopt.analysis.graph import export_graph
     from hwopt.rewrites.fuse_ibn import FuseIBN
-    from hwopt.verify import compare_models
+    from hwopt.fidelity.verify import compare_models
     original, canonical, calibration, evaluation = _setup()
     for algo in algos:
         analysis = Analysis(canonical)
@@ -176,7 +176,7 @@ def aug(x):
 
 
 def theta_linear(d):
-    from hwopt.fitting import linear_fusion_init
+    from hwopt.rewrites.fitting import linear_fusion_init
     w, b = linear_fusion_init(d["expand_w"], d["expand_b"], d["dw_w"], d["dw_b"])
     return np.concatenate([w.reshape(len(w), -1).T, b[None]], axis=0)
 
@@ -297,8 +297,8 @@ def algo_own(iters, rows=None):
 
 
 def algo_hwopt(d):
-    """What hwopt.fitting now does: per-channel fit, joint refinement (budgeted), project lstsq + variance match."""
-    from hwopt.fitting import ConvLeastSquares, joint_iterations, refine_hidden_layer
+    """What hwopt.rewrites.fitting now does: per-channel fit, joint refinement (budgeted), project lstsq + variance match."""
+    from hwopt.rewrites.fitting import ConvLeastSquares, joint_iterations, refine_hidden_layer
     F = fit_f_current(d)
     xa = aug(d["train_X"])
     target = d["train_Y"] - d["train_skip"]

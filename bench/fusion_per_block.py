@@ -25,9 +25,9 @@ from rich.table import Table  # noqa: E402
 
 from examples.build import build_example  # noqa: E402
 from hwopt.backends import get_backend, model_measurer  # noqa: E402
-from hwopt.canonicalize import load_canonical  # noqa: E402
-from hwopt.kernels import schedule  # noqa: E402
-from hwopt.sites import Analysis  # noqa: E402
+from hwopt.canonical.canonicalize import load_canonical  # noqa: E402
+from hwopt.analysis.kernels import schedule  # noqa: E402
+from hwopt.analysis.sites import Analysis  # noqa: E402
 from hwopt.targets import load_target  # noqa: E402
 
 

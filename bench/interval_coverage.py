@@ -44,12 +44,12 @@ def ocr_models(work: Path) -> list[str]:
 
 def main() -> int:
     from hwopt.backends import model_measurer
-    from hwopt.backends.base import read_table
-    from hwopt.canonicalize import load_canonical
+    from hwopt.backends.table_file import read_table
+    from hwopt.canonical.canonicalize import load_canonical
     from hwopt.estimate import load_estimator
     from hwopt.estimate.card import read_card, write_card
-    from hwopt.kernels import schedule
-    from hwopt.modelio import InputShape
+    from hwopt.analysis.kernels import schedule
+    from hwopt.io.model import InputShape
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--target", default="npu32")

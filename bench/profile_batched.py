@@ -18,9 +18,9 @@ from pathlib import Path
 import numpy as np
 
 from hwopt.backends import get_backend
-from hwopt.backends.base import write_table
+from hwopt.backends.table_file import write_table
 from hwopt.backends.table_file import compact, done_kernels
-from hwopt.profile import sweep
+from hwopt.estimate.profile import sweep
 from hwopt.targets import load_target
 
 

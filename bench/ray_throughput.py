@@ -26,9 +26,9 @@ from pathlib import Path
 
 import numpy as np
 
-from hwopt.backends.base import read_table
+from hwopt.backends.table_file import read_table
 from hwopt.backends.scalesim import simulation_cost
-from hwopt.profile import profile_with, sweep
+from hwopt.estimate.profile import profile_with, sweep
 from hwopt.targets import load_target
 
 REPO = Path(__file__).resolve().parent.parent

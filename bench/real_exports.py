@@ -4,7 +4,7 @@
 
 For each model (canonical form, as hwopt estimates and writes it) it prints:
 
-- the NCHWc layout conversions ``hwopt.layout`` predicts beside the ones
+- the NCHWc layout conversions ``hwopt.analysis.layout`` predicts beside the ones
   onnxruntime really runs (its profiler, as ``hwopt measure`` reads them), with
   their bytes (the profiler's are the blocked, channel-padded side of a ReorderInput);
 - the estimate (``hwopt estimate``) beside the end-to-end measurement
@@ -36,11 +36,11 @@ from pathlib import Path
 
 from hwopt.backends import model_measurer
 from hwopt.backends.ort_cpu import TimingSettings, model_conversions
-from hwopt.canonicalize import canonicalize
+from hwopt.canonical.canonicalize import canonicalize
 from hwopt.errors import HwoptError
 from hwopt.estimate import load_estimator
-from hwopt.layout import reorder_bytes
-from hwopt.modelio import load_model
+from hwopt.analysis.layout import reorder_bytes
+from hwopt.io.model import load_model
 
 
 def main() -> None:

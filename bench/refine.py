@@ -5,7 +5,7 @@
 Worst-predicted = largest out-of-fold error (3-fold, the regressors of
 ``hwopt.estimate.regressor`` with a small grid) over the table's rows whose
 sweep origin is a training family (``--holdout`` families are left alone, so
-the held-out evaluation stays clean). Their ``hwopt.profile.neighbours`` are
+the held-out evaluation stays clean). Their ``hwopt.estimate.profile.neighbours`` are
 measured with the target's backend and appended to the table; retrain with
 ``hwopt train`` afterwards.
 """
@@ -17,12 +17,12 @@ import argparse
 import numpy as np
 
 from hwopt.backends import get_backend
-from hwopt.backends.base import read_table, write_table
+from hwopt.backends.table_file import read_table, write_table
 from hwopt.backends.table_file import compact
 from hwopt.estimate.features import features
 from hwopt.estimate.regressor import KernelRegressor
 from hwopt.estimate.train import usable
-from hwopt.profile import example_names, neighbours, sweep
+from hwopt.estimate.profile import example_names, neighbours, sweep
 from hwopt.targets import load_target
 
 GRID = {"max_depth": (5,), "learning_rate": (0.1,), "n_estimators": (150,), "min_child_weight": (1,)}

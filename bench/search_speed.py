@@ -26,14 +26,14 @@ from pathlib import Path  # noqa: E402
 import numpy as np  # noqa: E402
 
 from examples.build import build_example  # noqa: E402
-from hwopt.canonicalize import load_canonical  # noqa: E402
+from hwopt.canonical.canonicalize import load_canonical  # noqa: E402
 from hwopt.search.config import default_rules_path, load_search_file  # noqa: E402
 from hwopt.search.cost import make_cost_model  # noqa: E402
 from hwopt.search.objective import Budgets, Objective  # noqa: E402
 from hwopt.search.space import build_space  # noqa: E402
 from hwopt.search.strategies import Problem, evolutionary  # noqa: E402
 from hwopt.search.variants import VariantModel  # noqa: E402
-from hwopt.sites import Analysis  # noqa: E402
+from hwopt.analysis.sites import Analysis  # noqa: E402
 from hwopt.targets import load_target  # noqa: E402
 
 

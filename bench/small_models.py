@@ -90,9 +90,9 @@ def main() -> None:
     import argparse
 
     from hwopt.backends import get_backend
-    from hwopt.canonicalize import load_canonical
-    from hwopt.kernels import schedule
-    from hwopt.profile import profile, sweep
+    from hwopt.canonical.canonicalize import load_canonical
+    from hwopt.analysis.kernels import schedule
+    from hwopt.estimate.profile import profile, sweep
     from hwopt.targets import load_target
 
     parser = argparse.ArgumentParser(description=main.__doc__)

@@ -1,4 +1,22 @@
-"""hwopt: curated, verified graph rewrites that make ONNX vision models fast on accelerators."""
+"""hwopt: curated, verified graph rewrites that make ONNX vision models fast on accelerators.
+
+The packages follow the data, stage by stage:
+
+1. ``io``: read the user's ONNX file safely, write every file whole;
+2. ``canonical``: the exact clean-up every model gets before rules see it;
+3. ``analysis``: sites, blocks, channel groups, and the kernels a target executes;
+4. ``calibration``: samples (files, photos, random), held-out splits, internal tensors;
+5. ``rewrites``: the rules (one per module), applying and refitting them;
+6. ``backends``: measuring kernels and models on a target (``targets`` says what a target is);
+7. ``estimate``: the learned per-kernel cost model, its kernel sweep and training;
+8. ``search``: the variants, their scores, budgets and the chosen model;
+9. ``fidelity`` and ``recover``: how well a rewrite keeps the task, and winning it back by training;
+10. ``report``: what the commands found, for people and tools;
+11. ``cli``: the ``hwopt`` command, one module per command (parse and print only).
+
+``executors`` runs independent work (sweep batches, whole models) locally or on Ray. The root holds
+only what every stage shares: ``errors``, ``units``, ``progress`` and ``targets``.
+"""
 
 import os as _os
 

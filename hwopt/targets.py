@@ -13,7 +13,7 @@ estimator); a user's own is any TOML path. Schema::
     [fusion]                    # what the target runs as one kernel
     activation = true           # conv/gemm/eltwise + its activation chain
     view_ops_free = true        # Reshape & co. are metadata (cost 0, stated)
-    blocked_layout = ""         # "onnxruntime-nchwc": cost the runtime's layout conversions (hwopt.layout)
+    blocked_layout = ""         # "onnxruntime-nchwc": cost the runtime's layout conversions (hwopt.analysis.layout)
 
     [backend_settings]          # passed to the backend as is
     ...
@@ -30,8 +30,8 @@ from pathlib import Path
 from typing import Any
 
 from hwopt.errors import HwoptError
-from hwopt.tomlfile import read_toml
-from hwopt.kernels import FusionPolicy
+from hwopt.io.tomlfile import read_toml
+from hwopt.analysis.kernel import FusionPolicy
 
 DEFAULT_TARGET = "npu32"
 _DTYPE_BYTES = {"int8": 1, "uint8": 1, "fp16": 2, "bf16": 2, "fp32": 4, "float32": 4}
@@ -86,7 +86,7 @@ def _require(data: dict, key: str, kind: type, where: Path) -> Any:
 
 
 def _blocked_layout(fusion: dict, path: Path) -> str:
-    from hwopt.layout import LAYOUTS
+    from hwopt.analysis.layout import LAYOUTS
 
     layout = str(fusion.get("blocked_layout", ""))
     if layout not in LAYOUTS:

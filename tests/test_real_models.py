@@ -30,12 +30,12 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from hwopt.apply import apply_steps, check_written_model
-from hwopt.calibration import random_inputs
-from hwopt.canonicalize import canonicalize, load_canonical
-from hwopt.modelio import InputShape, load_model, save_model
-from hwopt.ruleset import parse_rule_option
-from hwopt.sites import Analysis
+from hwopt.rewrites.apply import apply_steps, check_written_model
+from hwopt.calibration.samples import random_inputs
+from hwopt.canonical.canonicalize import canonicalize, load_canonical
+from hwopt.io.model import InputShape, load_model, save_model
+from hwopt.rewrites.ruleset import parse_rule_option
+from hwopt.analysis.sites import Analysis
 
 DATA = Path(__file__).parent / "data"
 PADDLE_CLS = DATA / "ch_ppocr_mobile_v2.0_cls_infer.onnx"
@@ -274,7 +274,7 @@ def test_dynamo_mobilenet_v3_external_data_and_flatten(tmp_path: Path) -> None:
 
 
 def test_dynamo_flatten_runs_calibration_batched() -> None:
-    from hwopt.calibration import OrtRunner
+    from hwopt.calibration.samples import OrtRunner
 
     original, canonical, _ = load_canonical(MNV3_DYNAMO)
     # The export fixes batch 1; with its Reshape([1, 144]) a free batch cannot run, with Flatten it can.
@@ -340,7 +340,7 @@ def test_flattening_reshape_becomes_flatten(batch, target: list[int], out_shape:
 
 
 def test_dynamic_batch_with_a_batch_1_reshape_runs_one_sample_at_a_time(tmp_path: Path) -> None:
-    from hwopt.calibration import OrtRunner
+    from hwopt.calibration.samples import OrtRunner
 
     # Declared dynamic batch, yet Reshape(x, [1, 16]) inside: such a graph runs batch 1 only.
     b = _LCNetBuilder(3)
@@ -446,7 +446,7 @@ def _hwopt(*args: str):
 @pytest.mark.parametrize("model", [MNV3_DYNAMO, EFFNET_DYNAMO, LRASPP_DYNAMO, BLAZEFACE_TFLITE], ids=lambda p: p.stem)
 def test_cli_on_real_exports(model: Path, tmp_path: Path) -> None:
     for args in (["inspect"], ["estimate", "-t", "npu32"],
-                 # --for-retraining: no sensitivity stage (tests/test_fidelity.py covers it): this checks the
+                 # --for-retraining: no sensitivity stage (tests/fidelity/test_fidelity.py covers it): this checks the
                  # CLI runs clean on real exports, within the suite's time
                  ["optimize", "-t", "cpu", "--no-compare", "--no-measure-finalists", "-o", str(tmp_path / "opt.onnx"),
                   "-q", "--for-retraining", "--calibration-samples", "8", "--eval-samples", "2"]):

@@ -1,4 +1,4 @@
-"""Measurement backends, by the name a target file gives in ``backend = "..."``.
+"""Stage 6, measurement: backends by the name a target file gives in ``backend = "..."``.
 
 Each entry names a factory ``module:attribute`` imported only when used, so
 a backend's heavy dependencies (or a backend not installed yet) cost nothing
@@ -71,8 +71,8 @@ def scalesim_model(model, target) -> ModelMeasurement:
     The helper wants a canonical model (shapes inferred), so the model is canonicalised here.
     """
     helper = _resolve({"scalesim": "hwopt.backends.scalesim:measure_model_npu32"}, "scalesim", "model helper")
-    from hwopt.canonicalize import canonicalize
-    from hwopt.modelio import load_model
+    from hwopt.canonical.canonicalize import canonicalize
+    from hwopt.io.model import load_model
 
     proto = load_model(model) if isinstance(model, (str, Path)) else model
     canonical, _ = canonicalize(proto, verify=False)

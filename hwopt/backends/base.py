@@ -1,6 +1,6 @@
 """What every measurement backend produces, and the measurements table on disk.
 
-A backend measures ``Kernel`` descriptors (see ``hwopt.kernels``) on one
+A backend measures ``Kernel`` descriptors (see ``hwopt.analysis.kernels``) on one
 target and returns one ``Measurement`` per kernel. Tables are CSV (optionally
 gzip-compressed, by the ``.gz`` suffix) with one row per measurement: the
 kernel's fields (``Kernel`` dataclass field names), then ``latency_us``,
@@ -14,10 +14,9 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field, fields
-from pathlib import Path
-from typing import Callable, Iterable, Protocol, Sequence
+from typing import Callable, Protocol, Sequence
 
-from hwopt.kernels import Kernel
+from hwopt.analysis.kernel import Kernel
 
 # A table holds kernels as measured alone: the in-model layout-conversion flags are not columns.
 _IN_MODEL_FIELDS = ("reorder_in", "reorder_out")
@@ -64,17 +63,3 @@ def kernel_from_row(row: dict[str, str]) -> Kernel:
             continue
         values[f.name] = raw if f.type in ("str", str) else int(float(raw))
     return Kernel(**values)
-
-
-def read_table(path: str | Path) -> list[Measurement]:
-    """Every complete row of a table (a torn tail is dropped with a warning: ``hwopt.backends.table_file``)."""
-    from hwopt.backends.table_file import read_table as read
-
-    return read(path)
-
-
-def write_table(path: str | Path, measurements: Iterable[Measurement], append: bool = False) -> None:
-    """Write a table atomically, or append one durable batch (``hwopt.backends.table_file``); gzip by .gz."""
-    from hwopt.backends.table_file import write_table as write
-
-    write(path, measurements, append=append)

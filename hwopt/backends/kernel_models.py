@@ -25,14 +25,14 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from hwopt.activations import UNARY_ELEMENTWISE
+from hwopt.analysis.activations import UNARY_ELEMENTWISE
 from hwopt.errors import HwoptError
-from hwopt.kernels import Kernel
+from hwopt.analysis.kernel import Kernel
 
 OPSET = 20  # Gelu and friends need 20; onnxruntime 1.18+ runs it
 IR_VERSION = 10
 
-# Activation kinds (hwopt.activations) -> how to build them. Unary ops map by lower-case name.
+# Activation kinds (hwopt.analysis.activations) -> how to build them. Unary ops map by lower-case name.
 _UNARY_BY_KIND = {op.lower(): op for op in UNARY_ELEMENTWISE}
 _CLIPS = {"relu6": (0.0, 6.0), "clip": (0.0, 6.0)}  # clip's own bounds don't change its cost
 _GATED = {"silu": "Sigmoid", "x*hardsigmoid": "HardSigmoid", "swish": "Sigmoid"}  # x * gate(x)

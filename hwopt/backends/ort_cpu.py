@@ -67,7 +67,7 @@ from hwopt.backends.base import Measurement, Progress
 from hwopt.backends.kernel_models import kernel_model
 from hwopt.backends.ort_boundary import boundary_model
 from hwopt.errors import HwoptError
-from hwopt.kernels import Kernel
+from hwopt.analysis.kernel import Kernel
 from hwopt.targets import Target
 
 NAME = "onnxruntime"
@@ -328,8 +328,8 @@ def measure_model(model: str | Path | onnx.ModelProto, target: Target, as_given:
     ReLU6 is written Min/Max runs ~1.7x slower as given, because onnxruntime fuses Conv+Clip but not
     Conv+Min+Max; ``as_given`` times the file untouched.
     """
-    from hwopt.canonicalize import canonicalize
-    from hwopt.modelio import load_model
+    from hwopt.canonical.canonicalize import canonicalize
+    from hwopt.io.model import load_model
 
     proto = model if isinstance(model, onnx.ModelProto) else load_model(model)
     if not as_given:

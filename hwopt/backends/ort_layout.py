@@ -3,7 +3,7 @@
 The per-kernel table times every kernel alone, net of its boundary
 conversions (``ort_boundary``); inside a model onnxruntime converts tensors
 between NCHWc and NCHW wherever a blocked op meets one without a blocked
-kernel (``hwopt.layout`` predicts where). Their cost there is not the
+kernel (``hwopt.analysis.layout`` predicts where). Their cost there is not the
 isolated one: the tensor was just written by the previous kernel, and a
 conversion pair timed alone runs ~2.5x faster per byte than it does in
 MobileNetV3-Small. So the backend measures it where it happens: one extra

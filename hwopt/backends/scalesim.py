@@ -62,10 +62,11 @@ import onnx
 
 from hwopt.backends.base import Measurement, Progress
 from hwopt.backends.scalesim_env import SCALESIM_VERSION, ensure_env
-from hwopt.cache import cache_root, writable_dir
+from hwopt.io.cache import cache_root, writable_dir
 from hwopt.backends.vector_unit import VectorUnit
 from hwopt.errors import HwoptError
-from hwopt.kernels import Kernel, schedule
+from hwopt.analysis.kernels import schedule
+from hwopt.analysis.kernel import Kernel
 from hwopt.targets import Target
 
 WORKER = Path(__file__).with_name("scalesim_worker.py")
@@ -236,7 +237,7 @@ def measure_model_npu32(model: onnx.ModelProto, target: Target | None = None,
 
 
 if __name__ == "__main__":  # pragma: no cover - a quick manual check: python -m hwopt.backends.scalesim MODEL
-    from hwopt.canonicalize import load_canonical
+    from hwopt.canonical.canonicalize import load_canonical
     _, canonical, _ = load_canonical(sys.argv[1])
     total, ms = measure_model_npu32(canonical)
     for m in ms:

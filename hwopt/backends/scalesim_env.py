@@ -8,7 +8,7 @@ demand, and hwopt only talks to it through a subprocess running
 ``scalesim_worker.py`` (see ``hwopt.backends.scalesim``); it is never
 imported into hwopt's own interpreter.
 
-Location: ``scalesim-venv`` in hwopt's cache (``hwopt.cache``: ``$HWOPT_CACHE``, else
+Location: ``scalesim-venv`` in hwopt's cache (``hwopt.io.cache``: ``$HWOPT_CACHE``, else
 ``$XDG_CACHE_HOME/hwopt``, else ``~/.cache/hwopt``). It is created under a lock
 (``scalesim-venv.lock`` beside it): a second first run waits for the first and
 then uses its environment.
@@ -30,7 +30,7 @@ import sys
 import venv
 from pathlib import Path
 
-from hwopt.cache import build_once, cache_root
+from hwopt.io.cache import build_once, cache_root
 from hwopt.errors import HwoptError
 
 SCALESIM_VERSION = "3.0.0"

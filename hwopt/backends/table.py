@@ -16,9 +16,10 @@ import statistics
 from pathlib import Path
 from typing import Sequence
 
-from hwopt.backends.base import Measurement, Progress, read_table, write_table
+from hwopt.backends.base import Measurement, Progress
+from hwopt.backends.table_file import read_table, write_table
 from hwopt.errors import HwoptError
-from hwopt.kernels import CONV_KINDS, KINDS, Kernel
+from hwopt.analysis.kernel import CONV_KINDS, KINDS, Kernel
 
 NAME = "table"
 DEFAULT_TABLE = "measurements.csv.gz"

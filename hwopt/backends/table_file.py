@@ -48,10 +48,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Sequence
 
-from hwopt.atomic import atomic_write
+from hwopt.io.atomic import atomic_write
 from hwopt.backends.base import TABLE_COLUMNS, Measurement, kernel_from_row
 from hwopt.errors import HwoptError
-from hwopt.kernels import Kernel
+from hwopt.analysis.kernel import Kernel
 
 try:
     import fcntl

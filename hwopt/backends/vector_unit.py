@@ -37,7 +37,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from hwopt.errors import HwoptError
-from hwopt.kernels import CONV_KINDS, Kernel
+from hwopt.analysis.kernel import CONV_KINDS, Kernel
 
 VECTOR_KINDS = ("eltwise", "act", "pool", "reduce", "resize", "concat", "softmax", "layout", "norm")
 # Kinds added after target files were written: their ops per element when a target does not say.

@@ -1,4 +1,4 @@
-"""The learned cost model: per-kernel XGBoost latency (and off-chip traffic) regressors per target.
+"""Stage 7, estimate: the learned cost model: per-kernel XGBoost latency (and off-chip traffic) regressors per target.
 
 Modules, one idea each:
 
@@ -8,7 +8,9 @@ Modules, one idea each:
 - ``memory``: exact parameter and peak live activation bytes in the target's layout;
 - ``fallback``: the explicit, flagged roofline for kernels the estimator cannot score;
 - ``estimator``: the batch API the search uses (``load_estimator``, ``Estimator``, ``ModelEstimate``);
-- ``report``: the per-kernel table and totals for the CLI.
+- ``profile``: the kernel sweep (which kernels to measure on a target, measured resumably).
+
+The per-kernel table and totals the CLI prints are in ``hwopt.report.estimate``.
 """
 
 from hwopt.estimate.estimator import Estimator, ModelEstimate, load_estimator

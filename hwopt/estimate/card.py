@@ -39,7 +39,7 @@ def _md(card: dict) -> str:
 
 
 def write_card(folder: str | Path, card: dict) -> None:
-    from hwopt.atomic import atomic_write_text
+    from hwopt.io.atomic import atomic_write_text
 
     folder = Path(folder)
     atomic_write_text(folder / "card.json", json.dumps(card, indent=1, sort_keys=True, default=str) + "\n")

@@ -42,7 +42,8 @@ from hwopt.estimate.features import features
 from hwopt.estimate.in_model import InModelTerm
 from hwopt.estimate.memory import basis, param_bytes, peak_activation_bytes
 from hwopt.estimate.regressor import KernelRegressor
-from hwopt.kernels import Kernel, Schedule, schedule
+from hwopt.analysis.kernels import schedule
+from hwopt.analysis.kernel import Kernel, Schedule
 from hwopt.targets import Target, load_target
 
 INDEX = "estimator.json"
@@ -186,7 +187,7 @@ class Estimator:
         if self.in_model is None or isolated:
             return latency
         paid = np.fromiter((k.kind not in self.free_kinds for k in kernels), dtype=bool, count=len(kernels))
-        # Layout conversions (hwopt.layout) are paid even around a free view (a Flatten after a blocked pool).
+        # Layout conversions (hwopt.analysis.layout) are paid even around a free view (a Flatten after a blocked pool).
         conversions = np.fromiter((self.in_model.conversion_us(k) for k in kernels), dtype=np.float64,
                                   count=len(kernels))
         return np.where(paid, self.in_model.kernels_us(latency), 0.0) + conversions
@@ -247,8 +248,8 @@ class Estimator:
     # -- per model -------------------------------------------------------------------------------
     def schedule_of(self, model: onnx.ModelProto | str | Path) -> Schedule:
         """The target's schedule of a model (canonicalised first: shapes, folded BatchNorm, constants)."""
-        from hwopt.canonicalize import canonicalize
-        from hwopt.modelio import load_model
+        from hwopt.canonical.canonicalize import canonicalize
+        from hwopt.io.model import load_model
 
         proto = load_model(model) if isinstance(model, (str, Path)) else model
         canonical, _ = canonicalize(proto, verify=False)

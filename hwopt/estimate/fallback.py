@@ -16,7 +16,7 @@ from typing import Sequence
 
 import numpy as np
 
-from hwopt.kernels import CONV_KINDS, Kernel
+from hwopt.analysis.kernel import CONV_KINDS, Kernel
 
 _ARRAY = CONV_KINDS + ("gemm",)
 

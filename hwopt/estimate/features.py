@@ -34,7 +34,7 @@ from typing import Sequence
 
 import numpy as np
 
-from hwopt.kernels import CONV_KINDS, KINDS, Kernel
+from hwopt.analysis.kernel import CONV_KINDS, KINDS, Kernel
 
 # Elementary operations per element of an activation: prior knowledge that carries to activations the
 # training sweep lacks (e.g. hardswish seen only in a held-out family). Unknown names count as 4.

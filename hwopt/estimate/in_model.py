@@ -22,7 +22,7 @@ sign, jointly with the scale and the cost per conversion, and each kernel's in-m
     kernel inside the model = max(scale * kernel + per_kernel_us, floor_share * scale * kernel)
 
 The layout conversions (onnxruntime's NCHWc reorders, where the target file
-names a blocked layout) are predicted from the schedule (``hwopt.layout``);
+names a blocked layout) are predicted from the schedule (``hwopt.analysis.layout``);
 their two costs are fitted first, on the conversion times the backend
 measured inside the same models with onnxruntime's profiler (column
 ``reorder_nodes`` of the end-to-end table: every single conversion), not on the
@@ -42,8 +42,8 @@ from typing import Sequence
 import numpy as np
 
 from hwopt.errors import HwoptError
-from hwopt.kernels import Kernel
-from hwopt.layout import reorder_bytes
+from hwopt.analysis.kernel import Kernel
+from hwopt.analysis.layout import reorder_bytes
 
 MIN_MODELS = 3  # two coefficients: fewer models would fit them exactly, noise included
 

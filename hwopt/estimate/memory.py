@@ -7,14 +7,15 @@ figures are computed from element counts, not from the ONNX file's dtype:
 - parameters: every conv/gemm kernel's weights and bias, output channels (and
   the input channels of a dense conv) padded to P;
 - activations: the peak over the execution order of the live buffers
-  (``hwopt.kernels.peak_live_bytes``, which frees a tensor after its last
+  (``hwopt.analysis.kernels.peak_live_bytes``, which frees a tensor after its last
   reader and lets views alias their input), kernel outputs padded to P.
   Graph inputs are counted unpadded (the first layer reads the image as is).
 """
 
 from __future__ import annotations
 
-from hwopt.kernels import CONV_KINDS, Kernel, Schedule, pad_channels, peak_live_bytes
+from hwopt.analysis.kernels import pad_channels, peak_live_bytes
+from hwopt.analysis.kernel import CONV_KINDS, Kernel, Schedule
 
 
 def param_elements(k: Kernel, p: int = 1) -> int:

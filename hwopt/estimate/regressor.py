@@ -40,7 +40,7 @@ from typing import Callable, Sequence
 import numpy as np
 import xgboost as xgb
 
-from hwopt.atomic import atomic_write, atomic_write_text
+from hwopt.io.atomic import atomic_write, atomic_write_text
 from hwopt.errors import HwoptError
 from hwopt.estimate.features import BASE_SETS, FEATURES, KIND_CODE, OFFSET_BASES
 

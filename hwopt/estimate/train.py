@@ -20,7 +20,7 @@ from typing import Callable, NamedTuple, Sequence
 
 import numpy as np
 
-from hwopt.atomic import atomic_write_text
+from hwopt.io.atomic import atomic_write_text
 from hwopt.backends.base import Measurement
 from hwopt.backends.ort_layout import parse_nodes
 from hwopt.errors import HwoptError
@@ -28,11 +28,11 @@ from hwopt.estimate.card import write_card
 from hwopt.estimate.estimator import INDEX, Estimator
 from hwopt.estimate.in_model import (InModelTerm, fit_conversion_cost, fit_in_model_term, fit_signed_term,
                                      spans_sizes)
-from hwopt.layout import reorder_bytes
+from hwopt.analysis.layout import reorder_bytes
 from hwopt.estimate.fallback import Roofline
 from hwopt.estimate.features import features
 from hwopt.estimate.regressor import KernelRegressor
-from hwopt.kernels import Schedule
+from hwopt.analysis.kernel import Schedule
 from hwopt.targets import Target
 
 Progress = Callable[[str, int, int], None]
@@ -67,9 +67,9 @@ def read_end_to_end(path: str | Path, target: Target) -> list[EndToEnd]:
     meta)."""
     import csv
 
-    from hwopt.canonicalize import canonicalize
-    from hwopt.kernels import schedule
-    from hwopt.modelio import load_model
+    from hwopt.canonical.canonicalize import canonicalize
+    from hwopt.analysis.kernels import schedule
+    from hwopt.io.model import load_model
 
     path = Path(path)
     try:

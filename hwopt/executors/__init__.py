@@ -1,4 +1,5 @@
-"""Executors: where independent pieces of work run (kernel batches of a sweep, whole models).
+"""Executors (across stages): where independent pieces of work run (kernel batches of a sweep, whole
+models; ``batch`` holds the whole-model tasks of ``hwopt optimize/measure`` over many files).
 
 ``local`` (the default) runs them in this process (``--jobs 1``) or in a
 process pool (``--jobs N``); ``ray`` sends them to a Ray cluster as tasks.

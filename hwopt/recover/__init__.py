@@ -1,4 +1,4 @@
-"""Recovery: label-free distillation of a rewritten model from its original (PyTorch, extra ``recover``).
+"""Stage 9b, recovery: label-free distillation of a rewritten model from its original (PyTorch, extra ``recover``).
 
 ``module`` runs an ONNX graph as a trainable torch module (``ops``: the operator
 registry), ``regions`` finds the rewritten blocks, ``train`` is the recipe

@@ -11,9 +11,9 @@ from typing import Callable
 
 import onnx
 
-from hwopt.calibration import Samples, calibration_sets, load_calibration
+from hwopt.calibration.samples import Samples, calibration_sets, load_calibration
 from hwopt.errors import HwoptError
-from hwopt.fidelity import METRICS
+from hwopt.fidelity.metrics import METRICS
 from hwopt.recover.train import RecoveryResult, RecoverySettings, recover
 
 

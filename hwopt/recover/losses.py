@@ -1,6 +1,6 @@
 """Distillation losses: what the student is trained to reproduce of the teacher.
 
-- Class scores (rank 2, at least 10 classes, as ``hwopt.verify`` judges them):
+- Class scores (rank 2, at least 10 classes, as ``hwopt.fidelity.verify`` judges them):
   KL divergence between the temperature-softened softmaxes, times T^2 (Hinton
   et al.), which weighs the whole ranking the teacher gives, not only its top-1.
 - Any other output, and a block's output tensor: mean squared error divided

@@ -4,7 +4,7 @@ A rewrite keeps the names of the tensors at an IBN block's boundaries: fuse-ibn
 replaces the expand and depthwise convs by one conv that reads the block input
 and writes the depthwise output tensor, and the project conv (refit) still
 writes the block output (or the residual Add does). So a block of the original
-canonical model (``hwopt.blocks``) is a unit of reconstruction in the rewritten
+canonical model (``hwopt.analysis.blocks``) is a unit of reconstruction in the rewritten
 model when its input and output tensors exist there with the same shapes: the
 student block maps the rewritten model's tensor at the input, the teacher's
 tensor of the same name at the output is its target. The block was rewritten
@@ -22,7 +22,7 @@ import onnx
 from onnx import numpy_helper
 
 from hwopt.recover.module import trainable_initializers
-from hwopt.sites import Analysis
+from hwopt.analysis.sites import Analysis
 
 
 @dataclass
@@ -127,8 +127,8 @@ def shared_tensors(original: onnx.ModelProto, rewritten: onnx.ModelProto,
 
 def _equal_tensors(original: onnx.ModelProto, rewritten: onnx.ModelProto, probe: dict[str, np.ndarray]) -> set[str]:
     """Tensors of the same name and shape in both models whose values agree on ``probe``."""
-    from hwopt.calibration import OrtRunner  # onnxruntime only when probing
-    from hwopt.verify import ATOL, RTOL
+    from hwopt.calibration.samples import OrtRunner  # onnxruntime only when probing
+    from hwopt.fidelity.verify import ATOL, RTOL
 
     before, after = _shapes(original), _shapes(rewritten)
     produced = {o for n in rewritten.graph.node for o in n.output}

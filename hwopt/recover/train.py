@@ -39,16 +39,16 @@ import numpy as np
 import onnx
 import torch
 
-from hwopt.apply import check_written_model
-from hwopt.calibration import OrtRunner, Samples, sample_count
-from hwopt.fidelity import Fidelity, Metric, choose_metric, measure
+from hwopt.rewrites.apply import check_written_model
+from hwopt.calibration.samples import OrtRunner, Samples, sample_count
+from hwopt.fidelity.metrics import Fidelity, Metric, choose_metric, measure
 from hwopt.recover.augment import crop_and_flip, is_image
 from hwopt.recover.losses import output_loss, relative_mse
 from hwopt.recover.module import OnnxModule
 from hwopt.recover.regions import (RewrittenBlock, block_boundaries, changed_parameters, frontier, rewritten_blocks,
                                    shared_tensors)
 from hwopt.recover.writeback import check_against_torch, with_weights
-from hwopt.verify import Comparison
+from hwopt.fidelity.verify import Comparison
 
 Progress = Callable[[str, int, int], None]
 
@@ -78,7 +78,7 @@ class Epoch:
     phase: str  # "blocks" or "end-to-end"
     epoch: int
     loss: float
-    fidelity: float  # held-out task fidelity (``hwopt.fidelity``: the run's metric)
+    fidelity: float  # held-out task fidelity (``hwopt.fidelity.metrics``: the run's metric)
     seconds: float
     fit: float = float("nan")  # the same on (up to FIT_CHECK) training samples, not augmented: picks the epoch
 
@@ -215,7 +215,7 @@ class Recovery:
                  log: Callable[[str], None] | None = None, checkpoint: Path | None = None,
                  metric: Metric | str = "auto", judge: Callable[[onnx.ModelProto], Fidelity] | None = None,
                  before: Fidelity | None = None) -> None:
-        """``metric``: the task metric (``hwopt.fidelity``; ``auto`` picks it from the outputs); ``judge``:
+        """``metric``: the task metric (``hwopt.fidelity.metrics``; ``auto`` picks it from the outputs); ``judge``:
         scores a model on the held-out samples (default: against the original's onnxruntime outputs on
         ``heldout``); ``before``: the rewritten model's figure when the caller has it (not run again)."""
         self.original, self.rewritten, self.settings = original, rewritten, settings
@@ -428,7 +428,7 @@ def recover(original: onnx.ModelProto, rewritten: onnx.ModelProto, train: Sample
             judge: Callable[[onnx.ModelProto], Fidelity] | None = None,
             before: Fidelity | None = None) -> RecoveryResult:
     """Distil ``rewritten`` (hwopt's graph) from ``original`` (its canonical form) on unlabelled ``train``
-    samples; judge on ``heldout`` with the task ``metric`` (``hwopt.fidelity``, as optimize judges).
+    samples; judge on ``heldout`` with the task ``metric`` (``hwopt.fidelity.metrics``, as optimize judges).
     Returns the rewritten graph with trained weights, verified."""
     return Recovery(original, rewritten, train, heldout, settings, progress, log, checkpoint, metric, judge,
                     before).run()

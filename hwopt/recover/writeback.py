@@ -12,10 +12,10 @@ import onnx
 import torch
 from onnx import numpy_helper
 
-from hwopt.calibration import OrtRunner, Samples
+from hwopt.calibration.samples import OrtRunner, Samples
 from hwopt.errors import VerificationError
 from hwopt.recover.module import OnnxModule
-from hwopt.verify import Comparison, compare_outputs
+from hwopt.fidelity.verify import Comparison, compare_outputs
 
 
 def with_weights(model: onnx.ModelProto, module: OnnxModule) -> onnx.ModelProto:
@@ -49,7 +49,7 @@ def torch_outputs(module: OnnxModule, samples: Samples, batch: int = 32) -> dict
 
 def check_against_torch(written: onnx.ModelProto, module: OnnxModule, samples: Samples) -> Comparison:
     """onnxruntime on the written model vs the torch module on the same samples, within hwopt's exact
-    tolerance (max abs error <= 1e-5 + 1e-4 x max |output|, ``hwopt.verify``); else an error."""
+    tolerance (max abs error <= 1e-5 + 1e-4 x max |output|, ``hwopt.fidelity.verify``); else an error."""
     ours = torch_outputs(module, samples)
     theirs = OrtRunner(written).run_all(samples)
     comparison = compare_outputs(ours, {name: theirs[name] for name in ours})

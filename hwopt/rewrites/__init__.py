@@ -1,4 +1,9 @@
-"""The rewrite rules, by name: one module per rule, one line each here."""
+"""Stage 5, rewrites: the rules by name (one module per rule, one line each here), and applying them.
+
+``base`` is the interface every rule keeps (sites, ``check`` with the reason a site is refused,
+``apply``); ``apply`` runs rule steps in order, each verified; ``ruleset`` reads ``--rule`` and rule
+files; ``channel_resize`` and ``fitting`` are the channel edits and least-squares refits rules share.
+"""
 
 from __future__ import annotations
 

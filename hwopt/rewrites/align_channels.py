@@ -14,10 +14,10 @@ from typing import Any
 import numpy as np
 import onnx
 
-from hwopt.channel_resize import pad_plan, refit_consumers, resize_group, trim_plan
-from hwopt.graph import export_graph
+from hwopt.rewrites.channel_resize import pad_plan, refit_consumers, resize_group, trim_plan
+from hwopt.analysis.graph import export_graph
 from hwopt.rewrites.base import Param, RewriteContext, Rule, SiteOutcome
-from hwopt.sites import Analysis, Site
+from hwopt.analysis.sites import Analysis, Site
 
 
 def aligned_channels(channels: int, p: int, mode: str) -> int:

@@ -18,7 +18,7 @@ import numpy as np
 import onnx
 
 from hwopt.errors import HwoptError
-from hwopt.sites import Analysis, Site
+from hwopt.analysis.sites import Analysis, Site
 
 
 @dataclass(frozen=True)

@@ -13,10 +13,10 @@ from typing import Any
 import numpy as np
 import onnx
 
-from hwopt.channel_resize import refit_consumers, resize_group, resize_plan
-from hwopt.graph import export_graph
+from hwopt.rewrites.channel_resize import refit_consumers, resize_group, resize_plan
+from hwopt.analysis.graph import export_graph
 from hwopt.rewrites.base import Param, RewriteContext, Rule, SiteOutcome
-from hwopt.sites import Analysis, Site
+from hwopt.analysis.sites import Analysis, Site
 
 
 def scaled_channels(channels: int, ratio: float, p: int) -> int:

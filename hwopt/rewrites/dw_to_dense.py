@@ -11,10 +11,10 @@ from typing import Any
 
 import onnx
 
-from hwopt.graph import export_graph
+from hwopt.analysis.graph import export_graph
 from hwopt.rewrites.base import RewriteContext, Rule, SiteOutcome
 from hwopt.rewrites.dw_to_grouped import regroup_depthwise
-from hwopt.sites import Analysis, Site
+from hwopt.analysis.sites import Analysis, Site
 
 
 class DwToDense(Rule):

@@ -24,9 +24,9 @@ import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
 
-from hwopt.graph import constant_value, export_graph
+from hwopt.analysis.graph import constant_value, export_graph
 from hwopt.rewrites.base import Param, RewriteContext, Rule, SiteOutcome
-from hwopt.sites import Analysis, Site
+from hwopt.analysis.sites import Analysis, Site
 
 
 def group_width(channels: int, wanted: int) -> int:

@@ -34,16 +34,16 @@ import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
 
-from hwopt.blocks import IBNBlock
-from hwopt.activations import Activation, clip_bounds
-from hwopt.calibration import OrtRunner, sample_count
-from hwopt.fitting import ConvLeastSquares, linear_fusion_init
-from hwopt.graph import (conv_attrs, conv_bias, conv_node_attrs, conv_weight, export_graph, patch_conv_params,
+from hwopt.analysis.blocks import IBNBlock
+from hwopt.analysis.activations import Activation, clip_bounds
+from hwopt.calibration.samples import OrtRunner, sample_count
+from hwopt.rewrites.fitting import ConvLeastSquares, linear_fusion_init
+from hwopt.analysis.graph import (conv_attrs, conv_bias, conv_node_attrs, conv_weight, export_graph, patch_conv_params,
                          set_conv_params)
 from hwopt.rewrites.base import Param, RewriteContext, Rule, SiteOutcome
-from hwopt.sites import Analysis, Site
-from hwopt.tensor_cache import TensorCache
-from hwopt.verify import compare_outputs
+from hwopt.analysis.sites import Analysis, Site
+from hwopt.calibration.tensor_cache import TensorCache
+from hwopt.fidelity.verify import compare_outputs
 
 
 def _bias_or_zeros(node: gs.Node, channels: int) -> np.ndarray:

@@ -1,1 +1,2 @@
-"""The search over rewrite variants: space, scoring, strategies, objective, report."""
+"""Stage 8, search: the variants of a model (space, descriptor edits), their scores, budgets and
+fidelity predictions, the strategies that explore them, and ``optimize``, which writes the chosen one."""

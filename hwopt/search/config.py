@@ -1,7 +1,7 @@
 """The search part of a rule-set file: which rules the search may use, where, with which options.
 
 A rule-set file for ``hwopt optimize`` is an ordinary rule-set file (see
-``hwopt.ruleset``) with an extra ``[search]`` table. Its sub-tables name the
+``hwopt.rewrites.ruleset``) with an extra ``[search]`` table. Its sub-tables name the
 searchable rules; a rule without a sub-table is never chosen by the search::
 
     [search]
@@ -41,8 +41,8 @@ from typing import Any
 
 from hwopt.errors import HwoptError
 from hwopt.rewrites import RULES
-from hwopt.ruleset import RuleStep, load_rule_file, warn_unknown_tables
-from hwopt.tomlfile import read_toml
+from hwopt.rewrites.ruleset import RuleStep, load_rule_file, warn_unknown_tables
+from hwopt.io.tomlfile import read_toml
 
 # The rules' own bounds (align-channels / depth-multiplier p, depth-multiplier ratio).
 MAX_P = 1024

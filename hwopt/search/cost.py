@@ -17,7 +17,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from hwopt.errors import HwoptError
-from hwopt.kernels import Kernel
+from hwopt.analysis.kernel import Kernel
 
 
 class BackendCost:

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from hwopt.kernels import Kernel
+from hwopt.analysis.kernel import Kernel
 from hwopt.search.space import Space
 from hwopt.search.variants import VariantModel
 
@@ -76,7 +76,7 @@ def decision_kernels(canonical, target, rules_path=None) -> list[Kernel]:
     estimator must be right about for the search to choose well (``hwopt profile --decisions``)."""
     from hwopt.search.config import default_rules_path, load_search_file
     from hwopt.search.space import build_space
-    from hwopt.sites import Analysis
+    from hwopt.analysis.sites import Analysis
 
     config = load_search_file(rules_path or default_rules_path())
     analysis = Analysis(canonical)

@@ -4,8 +4,8 @@
 2. Every kernel the space can produce is predicted once (cost model); the
    strategy scores variants from kernel tables (``variants.py``).
 3. The calibration samples are split into fit and held-out samples
-   (``hwopt.calibration``); every fidelity figure is measured on the held-out part.
-4. With a fidelity budget (the default: ``hwopt.fidelity``'s per-metric minimum),
+   (``hwopt.calibration.samples``); every fidelity figure is measured on the held-out part.
+4. With a fidelity budget (the default: ``hwopt.fidelity.metrics``'s per-metric minimum),
    each inexact decision's fidelity cost is measured once, alone
    (``sensitivity.py``), and the search keeps the predicted fidelity within the
    budget like latency and memory.
@@ -29,12 +29,12 @@ from typing import Any, Callable
 import numpy as np
 import onnx
 
-from hwopt.apply import ApplyResult
-from hwopt.calibration import CalibrationSplit
-from hwopt.canonicalize import load_canonical
+from hwopt.rewrites.apply import ApplyResult
+from hwopt.calibration.samples import CalibrationSplit
+from hwopt.canonical.canonicalize import load_canonical
 from hwopt.errors import HwoptError, VerificationError
-from hwopt.fidelity import Fidelity, FidelityBudget
-from hwopt.ruleset import RuleStep
+from hwopt.fidelity.metrics import Fidelity, FidelityBudget
+from hwopt.rewrites.ruleset import RuleStep
 from hwopt.search.config import SearchConfig, default_rules_path, load_search_file
 from hwopt.search.cost import make_cost_model
 from hwopt.search.objective import INFEASIBLE, Budgets, Objective
@@ -42,7 +42,7 @@ from hwopt.search.sensitivity import DecisionCost, FidelityModel, measure_costs
 from hwopt.search.space import Space, build_space
 from hwopt.search.strategies import Problem, resolve_strategy, run_strategy
 from hwopt.search.variants import VariantModel
-from hwopt.sites import Analysis
+from hwopt.analysis.sites import Analysis
 from hwopt.targets import load_target
 from hwopt.search.verifier import Verifier
 
@@ -367,7 +367,7 @@ def _beyond_budget(search: _Search, budget: FidelityBudget, reach: float, verifi
 
 def _split(calibration_sets, original, seed: int) -> CalibrationSplit:
     if calibration_sets is None:  # from Python without inputs: seeded random ones, as the CLI does
-        from hwopt.calibration import calibration_split
+        from hwopt.calibration.samples import calibration_split
 
         return calibration_split(original, seed=seed)
     split = calibration_sets(original)
@@ -407,7 +407,7 @@ def optimize(
 ) -> tuple[OptimizeResult, onnx.ModelProto | None]:
     """The fastest variant within the latency, memory and fidelity budgets (see the module docstring).
 
-    ``fidelity``: the task metric (``hwopt.fidelity.METRICS`` or auto); ``min_fidelity``: its budget
+    ``fidelity``: the task metric (``hwopt.fidelity.metrics.METRICS`` or auto); ``min_fidelity``: its budget
     (default: the metric's); ``for_retraining``: no fidelity budget (the weights only initialise
     training), unless ``budgets.max_deviation`` is given; ``verify_front``: materialise and verify up to
     this many more rows of the latency / fidelity front; ``pick``: a Pareto id of an earlier report (``p3``;

@@ -16,8 +16,8 @@ import math
 from dataclasses import dataclass
 from typing import Callable
 
-from hwopt.calibration import Samples
-from hwopt.fidelity import METRICS
+from hwopt.calibration.samples import Samples
+from hwopt.fidelity.metrics import METRICS
 from hwopt.search.objective import Budgets, within
 
 
@@ -38,7 +38,7 @@ class Recovered:
 
     label: str
     latency_us: float  # estimated; recovery changes weights only
-    metric: str  # the task metric's name (hwopt.fidelity: top1, cosine, ...)
+    metric: str  # the task metric's name (hwopt.fidelity.metrics: top1, cosine, ...)
     before: float
     after: float
     rel_l2_before: float

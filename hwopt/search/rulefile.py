@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from hwopt.atomic import atomic_write_text
-from hwopt.ruleset import RuleStep
+from hwopt.io.atomic import atomic_write_text
+from hwopt.rewrites.ruleset import RuleStep
 
 
 def _toml_value(value: Any) -> str:

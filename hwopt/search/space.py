@@ -25,15 +25,15 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from hwopt.channel_groups import ChannelGroup
+from hwopt.analysis.channel_groups import ChannelGroup
 from hwopt.errors import HwoptError
 from hwopt.rewrites import get_rule
 from hwopt.rewrites.align_channels import aligned_channels
 from hwopt.rewrites.depth_multiplier import scaled_channels
 from hwopt.rewrites.dw_to_grouped import group_width
-from hwopt.ruleset import RuleStep
+from hwopt.rewrites.ruleset import RuleStep
 from hwopt.search.config import SearchConfig
-from hwopt.sites import Analysis
+from hwopt.analysis.sites import Analysis
 
 
 @dataclass(frozen=True)

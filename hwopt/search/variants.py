@@ -9,7 +9,7 @@ distinct kernels in one batch, and keep per-slot tables of latency, weights
 and FLOPs. A variant's latency is then a gather-and-sum over the tables,
 vectorised over a whole population of variants.
 
-Descriptor edits (they mirror the rewrites; ``tests/test_optimize.py`` checks
+Descriptor edits (they mirror the rewrites; ``tests/search/test_optimize.py`` checks
 them against the schedule of the materialised ONNX model):
 
 - fuse-ibn: the expand conv's slot becomes one KxK conv cin -> hidden at the
@@ -24,7 +24,7 @@ them against the schedule of the materialised ONNX model):
 
 Memory is parameters plus the peak of live activations, in the target's
 layout (its element size, channels padded to P, as the estimator counts them),
-as ``hwopt.kernels.peak_live_bytes`` computes it on the edited schedule: the
+as ``hwopt.analysis.kernels.peak_live_bytes`` computes it on the edited schedule: the
 live sets per step are fixed by the schedule (fusion swaps two steps of one
 block for one), so per variant only tensor sizes change: a matrix product.
 """
@@ -38,10 +38,11 @@ from typing import Callable, Protocol, Sequence
 import numpy as np
 
 from hwopt.estimate.memory import param_elements
-from hwopt.kernels import CONV_KINDS, Kernel, Schedule, ScheduledKernel, pad_channels, schedule
+from hwopt.analysis.kernels import pad_channels, schedule
+from hwopt.analysis.kernel import CONV_KINDS, Kernel, Schedule, ScheduledKernel
 from hwopt.rewrites.dw_to_grouped import group_width
 from hwopt.search.space import Space, grouped_width
-from hwopt.sites import Analysis
+from hwopt.analysis.sites import Analysis
 
 
 class CostModel(Protocol):
@@ -154,7 +155,7 @@ class VariantModel:
             if mode is not None and mode[1] == "expand" and how == "fuse":
                 d = dw_base
                 # The fused conv reads what the expand conv read and writes what the depthwise wrote:
-                # it pays their layout conversions (hwopt.layout).
+                # it pays their layout conversions (hwopt.analysis.layout).
                 return Kernel("conv", cin or base.cin, cout or base.cout, base.h, base.w, d.out_h, d.out_w,
                               d.kernel, d.kw, d.stride, 1, d.act, dtype_bytes=d.dtype_bytes,
                               reorder_in=base.reorder_in, reorder_out=d.reorder_out)

@@ -2,7 +2,7 @@
 
 One ``Verifier`` per optimize run: the original's outputs on the held-out samples are
 computed once, variants sharing a first step apply it once (``AppliedPrefixes``), and
-every model is judged the same way (``hwopt.fidelity``). It is also the hook for
+every model is judged the same way (``hwopt.fidelity.metrics``). It is also the hook for
 whatever improves a materialised model's weights afterwards (recovery): ``measure``
 re-verifies any model of the same signature, ``misses`` says why it fails the budget.
 """
@@ -13,11 +13,11 @@ from typing import Callable
 
 import onnx
 
-from hwopt.apply import AppliedPrefixes, ApplyResult, apply_steps
-from hwopt.calibration import CalibrationSplit
-from hwopt.fidelity import Fidelity, FidelityBudget, Metric, choose_metric, measure
-from hwopt.ruleset import RuleStep
-from hwopt.verify import ModelOutputs
+from hwopt.rewrites.apply import AppliedPrefixes, ApplyResult, apply_steps
+from hwopt.calibration.samples import CalibrationSplit
+from hwopt.fidelity.metrics import Fidelity, FidelityBudget, Metric, choose_metric, measure
+from hwopt.rewrites.ruleset import RuleStep
+from hwopt.fidelity.verify import ModelOutputs
 
 Progress = Callable[[str, int, int], None]
 

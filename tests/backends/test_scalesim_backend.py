@@ -1,0 +1,128 @@
+"""The npu32 backend: real SCALE-Sim runs in its isolated environment, the vector-unit model."""
+
+from __future__ import annotations
+
+import socket
+import time
+
+import pytest
+
+from hwopt.backends.scalesim import LayerSpec, ScaleSimBackend, layer_for
+from hwopt.backends.scalesim_env import ensure_env, is_ready
+from hwopt.backends.vector_unit import VectorUnit
+from hwopt.errors import HwoptError
+from hwopt.analysis.kernel import Kernel
+from hwopt.targets import load_target
+
+TINY = Kernel("conv", 8, 16, 8, 8, 8, 8)  # 8x8x8 -> 16, 1x1
+
+
+def _pypi_reachable() -> bool:
+    try:
+        socket.create_connection(("pypi.org", 443), timeout=5).close()
+        return True
+    except OSError:
+        return False
+
+
+@pytest.fixture(scope="module")
+def target():
+    return load_target("npu32")
+
+
+@pytest.fixture(scope="module")
+def scalesim_python():
+    """The isolated SCALE-Sim environment (created on first use: about ten seconds)."""
+    if not is_ready() and not _pypi_reachable():
+        pytest.skip("SCALE-Sim's environment does not exist and PyPI (pip) is unreachable")
+    return ensure_env()
+
+
+def test_env_is_isolated_and_runs_numpy1(scalesim_python):
+    import subprocess
+
+    out = subprocess.run([str(scalesim_python), "-c", "import numpy, scalesim; print(numpy.__version__)"],
+                         capture_output=True, text=True, check=True)
+    assert out.stdout.startswith("1.")
+
+
+def test_tiny_conv_is_simulated_deterministically(target, scalesim_python, tmp_path):
+    first = ScaleSimBackend(target, cache_dir=tmp_path / "a").measure([TINY])[0]
+    second = ScaleSimBackend(target, cache_dir=tmp_path / "b").measure([TINY])[0]  # simulated again
+    assert first.meta["model"] == "scalesim" and first.backend == "scalesim"
+    assert first.meta["sim_total_cycles"] > 0 and first.latency_us > 0 and first.dram_bytes > 0
+    assert first.meta["cycles"] == second.meta["cycles"] and first.dram_bytes == second.dram_bytes
+    assert first.meta["scalesim"] == "3.0.0" and first.meta["settings_hash"]
+
+
+def test_cache_hit_is_instant(target, scalesim_python, tmp_path):
+    backend = ScaleSimBackend(target, cache_dir=tmp_path)
+    kernel = Kernel("conv", 8, 32, 6, 6, 6, 6, 3, 3, 1)
+    start = time.perf_counter()
+    cold = backend.measure([kernel])[0]
+    cold_s = time.perf_counter() - start
+    spec, _ = layer_for(kernel)
+    assert backend.cache_path(spec).is_file()
+    start = time.perf_counter()
+    warm = ScaleSimBackend(target, cache_dir=tmp_path).measure([kernel, kernel])
+    warm_s = time.perf_counter() - start
+    assert [m.latency_us for m in warm] == [cold.latency_us] * 2
+    assert warm_s < cold_s / 5
+
+
+def test_depthwise_is_one_channel_times_channels(target, scalesim_python, tmp_path):
+    backend = ScaleSimBackend(target, cache_dir=tmp_path)
+    dw = Kernel("dwconv", 24, 24, 12, 12, 10, 10, 3, 3, 1, groups=24)
+    spec, times = layer_for(dw)
+    assert spec == LayerSpec(12, 12, 3, 3, 1, 1, 1) and times == 24
+    single = backend.simulate([spec])[spec]
+    m = backend.measure([dw])[0]
+    assert m.meta["cycles"] == max(single["total_cycles"] * 24, m.meta["memory_cycles"])
+    assert m.meta["repeats"] == 24
+
+
+def test_grouped_conv_and_gemm_mapping():
+    gconv = Kernel("gconv", 32, 64, 14, 14, 7, 7, 3, 3, 2, groups=4)
+    assert layer_for(gconv) == (LayerSpec(15, 15, 3, 3, 8, 16, 2), 4)
+    assert layer_for(Kernel("gemm", 64, 10, batch=5)) == (LayerSpec(5, 1, 1, 1, 64, 10, 1), 1)
+    with pytest.raises(HwoptError, match="groups"):
+        layer_for(Kernel("gconv", 30, 64, 8, 8, 8, 8, groups=4))
+
+
+def test_fused_activation_adds_vector_cycles(target, scalesim_python, tmp_path):
+    backend = ScaleSimBackend(target, cache_dir=tmp_path)
+    plain, fused = backend.measure([TINY, Kernel("conv", 8, 16, 8, 8, 8, 8, act="hardswish")])
+    assert fused.meta["act_cycles"] == 3 * (16 * 8 * 8 // 32)  # hardswish: 3 ops/element, 32 lanes
+    assert fused.meta["cycles"] == plain.meta["cycles"] + fused.meta["act_cycles"]
+
+
+def test_vector_unit_scales_with_elements(target):
+    unit = VectorUnit(target.vector_unit, target.dtype_bytes)
+    for kind, op in (("eltwise", "Add"), ("act", "Sigmoid"), ("pool", "MaxPool"), ("resize", "Resize"),
+                     ("concat", "Concat"), ("softmax", "Softmax"), ("layout", "Transpose"), ("reduce", "ReduceMean")):
+        small = Kernel(kind, 16, 16, 8, 8, 8, 8, 3 if kind == "pool" else 1, 3 if kind == "pool" else 1,
+                       inputs=2 if kind in ("eltwise", "concat") else 1, op=op)
+        large = Kernel(kind, 64, 64, 32, 32, 32, 32, small.kernel, small.kw, inputs=small.inputs, op=op)
+        a, b = unit.cost(small), unit.cost(large)
+        assert 0 < a.cycles < b.cycles and 0 < a.dram_bytes < b.dram_bytes, kind
+    # Overhead-only floor, then the larger of compute and memory.
+    add = unit.cost(Kernel("eltwise", 32, 32, 32, 32, 32, 32, inputs=2, op="Add"))
+    assert add.cycles == max(add.compute_cycles, add.memory_cycles) + 64
+    assert add.dram_bytes == 3 * 32 * 32 * 32  # two inputs read, one output written, int8
+
+
+def test_view_is_free_and_unknown_raises(target, tmp_path):
+    backend = ScaleSimBackend(target, cache_dir=tmp_path)
+    (view,) = backend.measure([Kernel("view", 100, 100, op="Reshape")])
+    assert view.latency_us == 0 and view.dram_bytes == 0
+    with pytest.raises(HwoptError, match="NonMaxSuppression"):
+        backend.measure([TINY, Kernel("unknown", 4, 4, op="NonMaxSuppression")])
+
+
+def test_bad_target_settings_are_one_line_errors(target):
+    from dataclasses import replace
+
+    with pytest.raises(HwoptError, match="clock_mhz"):
+        ScaleSimBackend(replace(target, backend_settings={"array_rows": 32}))
+    with pytest.raises(HwoptError, match="lanes"):
+        VectorUnit({}, 1)

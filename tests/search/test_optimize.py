@@ -1,0 +1,313 @@
+"""hwopt optimize: search strategies, budgets, descriptor edits vs real rewrites, CLI round trips.
+
+Real pieces only: the target's cost model (trained estimator, or the SCALE-Sim
+emulator with its disk cache when the target has no estimator yet), real ONNX
+written and read, onnxruntime. Spaces are kept small (a few sites of
+MobileNetV3-Small) so the suite stays fast once the emulator cache is warm.
+"""
+
+from __future__ import annotations
+
+import collections
+import itertools
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+
+from hwopt.rewrites.apply import AppliedPrefixes, apply_steps
+from hwopt.calibration.samples import random_inputs
+from hwopt.canonical.canonicalize import load_canonical
+from hwopt.errors import HwoptError
+from hwopt.analysis.kernels import peak_live_bytes, schedule
+from hwopt.rewrites.ruleset import parse_rule_option
+from hwopt.search.config import SearchConfig, SearchRule, load_search_file
+from hwopt.search.cost import make_cost_model
+from hwopt.search.objective import Budgets, Objective, parse_bytes, parse_latency
+from hwopt.search.space import build_space
+from hwopt.search.strategies import Problem, evolutionary, exhaustive, greedy
+from hwopt.search.variants import VariantModel, param_elements
+from hwopt.analysis.sites import Analysis
+from hwopt.targets import load_target
+from hwopt.fidelity.verify import ModelOutputs, compare_models
+
+REPO = Path(__file__).resolve().parents[2]
+MODEL = "mobilenetv3_small"
+# A small space: two fusable blocks, two depthwise convs, padding of the early groups.
+TINY_RULES = """
+[search.fuse-ibn]
+sites = ["ibn1", "ibn2"]
+[search.dw-to-dense]
+sites = ["dw1", "dw2"]
+[search.align-channels]
+sites = ["ch:features_features.1_*", "ch:features_features.2_*"]
+modes = ["pad"]
+"""
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "hwopt.cli", *args], cwd=REPO, capture_output=True, text=True,
+                          timeout=600)
+
+
+@pytest.fixture(scope="module")
+def target():
+    return load_target("npu32")
+
+
+@pytest.fixture(scope="module")
+def cost(target):
+    return make_cost_model("auto", target)
+
+
+@pytest.fixture(scope="module")
+def loaded(example_path):
+    original, canonical, _ = load_canonical(example_path(MODEL))
+    return original, canonical, Analysis(canonical)
+
+
+@pytest.fixture(scope="module")
+def tiny_rules(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("rules") / "tiny.toml"
+    path.write_text(TINY_RULES)
+    return path
+
+
+@pytest.fixture(scope="module")
+def tiny(loaded, tiny_rules, target, cost):
+    _, _, analysis = loaded
+    space = build_space(analysis, load_search_file(tiny_rules), target.parallelism)
+    return space, VariantModel(analysis, space, target.fusion, target.dtype_bytes, cost)
+
+
+def _problem(tiny, seed=0, budgets=Budgets()):
+    space, vm = tiny
+    return Problem(space, vm, Objective(budgets), seed=seed)
+
+
+def test_parse_budgets():
+    assert parse_bytes("4MiB") == 4 * 1024 * 1024 and parse_bytes("1.5 MB") == 1_500_000
+    assert parse_latency("2.5ms") == 2500.0 and parse_latency("800us") == 800.0 and parse_latency("0.5s") == 5e5
+    with pytest.raises(HwoptError, match="no unit"):
+        parse_latency("2")
+
+
+def test_exhaustive_is_best_of_enumeration(tiny):
+    space, vm = tiny
+    assert 8 <= space.size <= 5000
+    problem = _problem(tiny)
+    exhaustive(problem)
+    rows, fitness = problem.archive()
+    everything = list(itertools.product(*(v.allowed for v in space.variables)))
+    assert len(rows) == len(everything)
+    latencies = [vm.score(d).latency_us for d in everything]
+    assert fitness[0] == pytest.approx(min(latencies))
+    assert tuple(rows[0]) == everything[int(np.argmin(latencies))]
+
+
+def test_search_is_deterministic_and_evolutionary_beats_greedy(tiny):
+    runs = []
+    for _ in range(2):
+        problem = _problem(tiny, seed=7)
+        evolutionary(problem, shots=2, population=16, generations=10)
+        rows, fitness = problem.archive()
+        runs.append((tuple(rows[0]), float(fitness[0]), problem.evaluated))
+    assert runs[0] == runs[1]
+    greedy_problem = _problem(tiny)
+    greedy_best = greedy(greedy_problem)
+    assert runs[0][1] <= tiny[1].score(tuple(greedy_best)).latency_us + 1e-9
+    other = _problem(tiny, seed=8)
+    evolutionary(other, shots=2, population=16, generations=10)
+    assert other.evaluated == runs[0][2]  # same budget of evaluations, whatever the seed
+
+
+def test_memory_budget_is_a_constraint(tiny):
+    space, vm = tiny
+    base = vm.score(space.baseline)
+    problem = _problem(tiny, budgets=Budgets(max_memory=base.memory_bytes))
+    exhaustive(problem)
+    rows, fitness = problem.archive()
+    feasible = [tuple(r) for r, f in zip(rows, fitness) if f < 1e14]
+    assert feasible and all(vm.score(r).memory_bytes <= base.memory_bytes for r in feasible)
+
+
+@pytest.mark.parametrize("scope", ["block", "global"])
+def test_descriptor_edits_match_the_materialised_model(loaded, target, cost, scope):
+    """Kernels scored for a variant == kernels of the real rewritten ONNX model's schedule."""
+    original, canonical, analysis = loaded
+    groups = [g.id for g in analysis.groups if g.resizable][:8]
+    config = SearchConfig({
+        "fuse-ibn": SearchRule("fuse-ibn", ["ibn1", "ibn3"]),
+        "dw-to-dense": SearchRule("dw-to-dense", ["dw0", "dw2"]),
+        # ibn4's hidden width is also scaled: the group width is then taken on the new channel count.
+        "dw-to-grouped": SearchRule("dw-to-grouped", ["dw4", "dw6", "dw7"], channels=(8,)),
+        "align-channels": SearchRule("align-channels", groups),
+        "depth-multiplier": SearchRule("depth-multiplier", ["ibn4"] + (["ibn6"] if scope == "global" else []),
+                                       ratios=(1.25,), scope=scope),
+    })
+    space = build_space(analysis, config, target.parallelism)
+    vm = VariantModel(analysis, space, target.fusion, target.dtype_bytes, cost)
+    # Every variable away from the original where it can be (fused, dense, padded / trimmed, wider).
+    decisions = tuple(v.size - 1 if i % 2 == 0 else min(1, v.size - 1) for i, v in enumerate(space.variables))
+    steps = space.steps(decisions)
+    assert {s.rule for s in steps} == {"fuse-ibn", "dw-to-dense", "dw-to-grouped", "align-channels",
+                                       "depth-multiplier"}
+    result = apply_steps(original, canonical, steps, random_inputs(original, 4, 0), random_inputs(original, 2, 1))
+    real = schedule(result.model, target.fusion)
+    ours = [k for k in vm.kernels(decisions) if k is not None]
+    assert collections.Counter(sk.kernel for sk in real.kernels) == collections.Counter(ours)
+    figures = vm.evaluate(np.array([decisions]))
+    real_latency = float(cost.predict([sk.kernel for sk in real.kernels]).sum())
+    assert figures["latency_us"][0] == pytest.approx(real_latency, rel=1e-9)
+    assert figures["peak_model_bytes"][0] == peak_live_bytes(real, pad_channels_to=target.parallelism)
+    assert figures["params"][0] == sum(param_elements(sk.kernel, target.parallelism) for sk in real.kernels)
+
+
+def test_cli_optimize_json_save_rules_round_trip(example_path, tiny_rules, tmp_path):
+    model = example_path(MODEL)
+    out, rules, report = tmp_path / "best.onnx", tmp_path / "best.toml", tmp_path / "report.md"
+    common = ["--calibration-samples", "8", "--eval-samples", "4", "--seed", "3"]
+    done = _cli("optimize", str(model), "-o", str(out), "--rules", str(tiny_rules), "--save-rules", str(rules),
+                "--report", str(report), "--json", *common)
+    assert done.returncode == 0, done.stderr
+    doc = json.loads(done.stdout)
+    assert doc["schema"] == "hwopt.optimize/2" and doc["status"] == "ok"
+    for key in ("model", "output", "target", "cost_model", "strategy", "space", "evaluated", "budgets", "variants",
+                "best", "blocks", "decisions", "fine_tuning", "pareto", "finalists", "seconds", "fidelity", "front",
+                "sensitivity"):
+        assert key in doc, key
+    fid = doc["fidelity"]
+    assert fid["metric"] == "top1" and fid["min_fidelity"] == 0.99 and fid["model"] == "log"
+    assert fid["samples"]["random"] and fid["samples"]["held_out"] == 4 and "random" in fid["warning"]
+    # Task fidelity and rel-L2 on every row; the written model within the default budget, verified.
+    for row in doc["variants"] + doc["finalists"]:
+        assert row["fidelity"] is not None and row["rel_l2"] is not None, row["label"]
+    assert doc["best"]["fidelity"] >= 0.99 and doc["best"]["verified"]
+    assert [s["rule"] for s in doc["sensitivity"]] and all(s["rule"] == "fuse-ibn" for s in doc["sensitivity"])
+    front = doc["front"]
+    assert [r["id"] for r in front] == [f"F{i}" for i in range(1, len(front) + 1)]
+    assert all(a["latency_us"] > b["latency_us"] and a["predicted_fidelity"] >= b["predicted_fidelity"]
+               for a, b in zip(front, front[1:]))
+    assert doc["best"]["id"] in [r["id"] for r in front]
+    assert all(p["predicted"] is not None and p["verified"] is not None for p in fid["prediction"]["pairs"])
+    assert doc["variants"][0]["label"] == "baseline" and doc["variants"][-1]["label"] == "best"
+    assert doc["best"]["latency_us"] <= doc["variants"][0]["latency_us"]
+    assert report.read_text().startswith("# hwopt optimize")
+    replay = tmp_path / "replay.onnx"
+    done = _cli("apply", str(model), "--rules", str(rules), "-o", str(replay), "--quiet", *common)
+    assert done.returncode == 0, done.stderr
+    assert onnx.load(str(out)).SerializeToString() == onnx.load(str(replay)).SerializeToString()
+
+
+def test_cli_exact_only_matches_original(example_path, tiny_rules, tmp_path):
+    model = example_path(MODEL)
+    out = tmp_path / "exact.onnx"
+    done = _cli("optimize", str(model), "-o", str(out), "--rules", str(tiny_rules), "--exact-only", "--json",
+                "--no-compare", "--eval-samples", "4")
+    assert done.returncode == 0, done.stderr
+    doc = json.loads(done.stdout)
+    assert doc["best"]["exact"] and all(d["exact"] for d in doc["decisions"])
+    original = onnx.load(str(model))
+    comparison = compare_models(original, onnx.load(str(out)), random_inputs(original, 4, 11))
+    assert comparison.exact, comparison.worst_rel_max_abs
+
+
+def test_cli_impossible_budget_exits_1_with_reason(example_path, tiny_rules, tmp_path):
+    done = _cli("optimize", str(example_path(MODEL)), "-o", str(tmp_path / "x.onnx"), "--rules", str(tiny_rules),
+                "--max-memory", "64KiB", "--quiet")
+    assert done.returncode == 1
+    assert "--max-memory" in done.stderr and "exceeds" in done.stderr
+    assert not (tmp_path / "x.onnx").exists()
+    done = _cli("optimize", str(example_path(MODEL)), "-o", str(tmp_path / "x.onnx"), "--rules", str(tiny_rules),
+                "--max-latency", "1us", "--quiet")
+    assert done.returncode == 1 and "--max-latency" in done.stderr
+
+
+def test_cli_bad_input_exits_2(tmp_path, tiny_rules):
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(b"not onnx")
+    done = _cli("optimize", str(bad), "--rules", str(tiny_rules), "--quiet")
+    assert done.returncode == 2 and done.stderr.count("\n") == 1
+    done = _cli("optimize", str(bad), "--max-memory", "lots", "--quiet")
+    assert done.returncode == 2 and "bad memory size" in done.stderr
+
+
+def test_presets_parse():
+    for name in ("default", "memory-bound"):
+        config = load_search_file(REPO / "rules" / f"{name}.toml")
+        assert config.rules and not config.pinned
+
+
+def test_pinned_rules_stay_pinned(loaded, target, cost, tmp_path):
+    _, _, analysis = loaded
+    path = tmp_path / "pinned.toml"
+    path.write_text('[[rule]]\nname = "fuse-ibn"\nsites = ["ibn1"]\n\n[search.dw-to-dense]\nsites = ["dw2"]\n')
+    space = build_space(analysis, load_search_file(path), target.parallelism)
+    assert [v.id for v in space.variables] == ["ibn1", "ibn2"]
+    ibn1 = space.variables[0]
+    assert ibn1.pinned and ibn1.allowed == [1] and ibn1.options[1].value == "fuse"
+    vm = VariantModel(analysis, space, target.fusion, target.dtype_bytes, cost)
+    problem = Problem(space, vm, Objective(Budgets()))
+    exhaustive(problem)
+    rows, _ = problem.archive()
+    assert len(rows) == 2 and all(r[0] == 1 for r in rows)
+    assert [s.rule for s in space.steps(tuple(rows[0]))][0] == "fuse-ibn"
+
+
+def test_variants_sharing_a_first_step_apply_it_once_with_the_same_result(loaded):
+    """optimize's memos (steps already applied, model outputs already run) change no result."""
+    original, canonical, _ = loaded
+    calibration, evaluation = random_inputs(original, 4, 0), random_inputs(original, 2, 1)
+    width = [parse_rule_option("depth-multiplier:ratio=0.5,p=8@ibn4")]
+    both = width + [parse_rule_option("dw-to-dense@dw2")]
+    prefixes, outputs = AppliedPrefixes(), ModelOutputs(evaluation)
+    first = apply_steps(original, canonical, width, calibration, evaluation, outputs=outputs, prefixes=prefixes)
+    second = apply_steps(original, canonical, both, calibration, evaluation, outputs=outputs, prefixes=prefixes)
+    assert second.steps[0] is first.steps[0]  # reused, not applied again
+    fresh = apply_steps(original, canonical, both, calibration, evaluation)
+    assert second.model.SerializeToString() == fresh.model.SerializeToString()
+    assert second.final.to_dict() == fresh.final.to_dict()
+    assert [s.comparison.to_dict() for s in second.steps] == [s.comparison.to_dict() for s in fresh.steps]
+    # Other calibration data: nothing is reused.
+    other = apply_steps(original, canonical, width, random_inputs(original, 4, 5), evaluation, prefixes=prefixes)
+    assert other.steps[0] is not first.steps[0]
+
+
+def test_optimize_from_python_without_inputs_uses_seeded_random_ones(example_path) -> None:
+    """The library call, as a pipeline script makes it: no calibration data given."""
+    from hwopt.search.optimize import optimize as run_optimize
+
+    result, model = run_optimize(example_path("mobilenetv2"), target_name="npu32", exact_only=True,
+                                 compare_rules=False)
+    assert model is not None and result.best is not None and result.best.deviation is not None
+    onnx.checker.check_model(model, full_check=True)
+    again, _ = run_optimize(example_path("mobilenetv2"), target_name="npu32", exact_only=True, compare_rules=False)
+    assert again.best.decisions == result.best.decisions  # deterministic
+    assert again.best.deviation == pytest.approx(result.best.deviation, abs=1e-12)
+
+
+def test_cli_for_retraining_is_the_fastest_and_says_so(example_path, tiny_rules, tmp_path):
+    """No fidelity budget: the estimated fastest variant, whatever its fidelity, and the report says why."""
+    model = example_path(MODEL)
+    done = _cli("optimize", str(model), "-o", str(tmp_path / "r.onnx"), "--rules", str(tiny_rules), "--json",
+                "--for-retraining", "--no-compare", "--calibration-samples", "8", "--eval-samples", "4")
+    assert done.returncode == 0, done.stderr
+    doc = json.loads(done.stdout)
+    assert doc["fidelity"]["for_retraining"] and doc["fidelity"]["min_fidelity"] is None
+    assert "initialisation" in doc["fidelity"]["retraining_note"] and not doc["sensitivity"]
+    _, canonical, _ = load_canonical(model)
+    analysis = Analysis(canonical)
+    target = load_target("npu32")
+    space = build_space(analysis, load_search_file(tiny_rules), target.parallelism)
+    vm = VariantModel(analysis, space, target.fusion, target.dtype_bytes, make_cost_model("auto", target))
+    problem = Problem(space, vm, Objective(Budgets()))
+    exhaustive(problem)
+    rows, fitness = problem.archive()
+    assert doc["best"]["latency_us"] == pytest.approx(float(fitness[0]))
+    assert doc["best"]["fidelity"] is not None  # measured and shown, not a budget
+    done = _cli("optimize", str(model), "--rules", str(tiny_rules), "--for-retraining", "--min-fidelity", "0.9")
+    assert done.returncode == 2 and "--for-retraining" in done.stderr
