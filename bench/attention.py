@@ -9,7 +9,7 @@ paddle2onnx; an SVTR neck of two transformer blocks, 8 heads of 15 on 120
 features, then a CTC head over 6625 characters), downloaded at bench time into
 ``OUT/wheels`` and read from the wheel, at input ``x=1x3x48xWIDTH``. At width
 320 (40 tokens, its default) none of its attention shapes is in the sweep
-(``hwopt.estimate.profile.ATTENTION_BLOCKS`` leaves them out); at 640 (80 tokens) they are.
+(``hwopt.estimator.profile.ATTENTION_BLOCKS`` leaves them out); at 640 (80 tokens) they are.
 
 Second model: a ViT-Ti-class classifier (DeiT-tiny's block: 192 features, 3 heads, depth 12) at 160x160
 (101 tokens: not a sweep shape), random weights, exported by torch's legacy exporter at bench time
@@ -23,7 +23,7 @@ least-squares fitted on the target's table). On npu32 it also sums estimate and
 emulation per group of kernels (attention products, projections/MLP gemms,
 softmax, norm, convs, the rest) to show which kernels carry the error.
 
-``--profile TARGET -o TABLE`` measures ``hwopt.estimate.profile.attention_kernels()``
+``--profile TARGET -o TABLE`` measures ``hwopt.estimator.profile.attention_kernels()``
 (the sweep's attention family) that the target's shipped table lacks into
 TABLE, resumably (rerun after an interruption measures only what is missing).
 """
@@ -38,9 +38,9 @@ from bench.trained_case import log, wheel_file
 from hwopt.backends import get_backend, model_measurer
 from hwopt.backends.table_file import read_table
 from hwopt.canonical.canonicalize import load_canonical
-from hwopt.estimate import load_estimator
+from hwopt.estimator import load_estimator
 from hwopt.io.model import InputShape
-from hwopt.estimate.profile import attention_kernels, profile
+from hwopt.estimator.profile import attention_kernels, profile
 from hwopt.targets import load_target
 
 OCR = ("rapidocr-onnxruntime", "1.4.4", "rapidocr_onnxruntime/models/ch_PP-OCRv4_rec_infer.onnx")

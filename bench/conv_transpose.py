@@ -31,7 +31,7 @@ from bench.trained_case import log, wheel_file
 from hwopt.backends import model_measurer
 from hwopt.backends.ort_cpu import TimingSettings, model_conversions
 from hwopt.canonical.canonicalize import load_canonical
-from hwopt.estimate import load_estimator
+from hwopt.estimator import load_estimator
 from hwopt.analysis.layout import reorder_bytes
 from hwopt.io.model import InputShape
 

@@ -29,7 +29,7 @@ from hwopt.analysis.blocks import find_ibn_blocks  # noqa: E402
 from hwopt.canonical.canonicalize import load_canonical  # noqa: E402
 from hwopt.analysis.graph import import_graph  # noqa: E402
 from hwopt.analysis.kernels import schedule  # noqa: E402
-from hwopt.estimate.profile import sweep  # noqa: E402
+from hwopt.estimator.profile import sweep  # noqa: E402
 from hwopt.targets import load_target  # noqa: E402
 
 EXAMPLES = ("mobilenetv2", "efficientnet_lite0", "mobilenetv3_small", "resnet18", "ssdlite_mobilenetv2",

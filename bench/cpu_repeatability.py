@@ -30,7 +30,7 @@ import time
 from dataclasses import replace
 
 from hwopt.backends.ort_cpu import SESSION_STATISTICS, OrtBackend
-from hwopt.estimate.profile import sweep
+from hwopt.estimator.profile import sweep
 from hwopt.targets import load_target
 
 

@@ -130,7 +130,7 @@ class KernelTruth:
 def model_list(names: list[str] | None, real: list[str], work: Path,
                bundled: bool = False) -> list[tuple[str, Path, list[str]]]:
     from examples.build import build_example
-    from hwopt.estimate.profile import example_names
+    from hwopt.estimator.profile import example_names
 
     out = [(n, build_example(n, work / "examples"), []) for n in (example_names() if names is None else names)]
     return out + real_models(real, bundled=names is None or bundled)
@@ -403,7 +403,7 @@ def main() -> int:
                                          "per_model": per_model,
                                          "rows": [vars(r) for r in rows]}, indent=1, default=float))
     if args.card:
-        from hwopt.estimate.card import read_card, write_card
+        from hwopt.estimator.card import read_card, write_card
 
         folder = args.estimator or target.folder
         card = read_card(folder)

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from examples.build import build_example
 from hwopt.canonical.canonicalize import canonicalize
-from hwopt.estimate import load_estimator
+from hwopt.estimator import load_estimator
 from hwopt.analysis.kernels import schedule
 from hwopt.io.model import load_model
 

@@ -6,10 +6,10 @@ Method (per target):
 
 1. Hold out whole example families (default: efficientnet_lite0 and
    mobilenetv3_small). Training rows = rows of the target's measurements
-   table whose sweep origin (``hwopt.estimate.profile.sweep(..., origins=)``) includes a
+   table whose sweep origin (``hwopt.estimator.profile.sweep(..., origins=)``) includes a
    training family, minus every kernel that occurs in a held-out model or
    variant (strict: the held-out estimator has never seen one of their kernels).
-2. Train an estimator on those rows only (``hwopt.estimate.train``).
+2. Train an estimator on those rows only (``hwopt.estimator.train``).
 3. Held-out models: the held-out families plus rewritten variants of one of
    them (built with the apply pipeline: fuse-ibn with linear init, dw-to-dense,
    align-channels pad to 32, single sites and a few combinations).
@@ -22,7 +22,7 @@ Method (per target):
    and the off-chip traffic head's median relative error on held-out kernels.
 
 The cpu estimate is the kernel sum under the in-model term
-(``hwopt.estimate.in_model``: a scale, and the layout conversions predicted by
+(``hwopt.estimator.in_model``: a scale, and the layout conversions predicted by
 ``hwopt.analysis.layout`` at costs fitted on their profiled times), fitted on whole
 models of the training families (and rewritten variants of MobileNetV2)
 measured end to end; the held-out figures without the conversions and of the
@@ -43,12 +43,12 @@ from scipy.stats import kendalltau
 
 from examples.build import build_example
 from hwopt.backends.table_file import read_table
-from hwopt.estimate import load_estimator
-from hwopt.estimate.card import read_card, write_card
+from hwopt.estimator import load_estimator
+from hwopt.estimator.card import read_card, write_card
 from hwopt.backends.ort_layout import parse_nodes
-from hwopt.estimate.train import EndToEnd, train_estimator, usable
+from hwopt.estimator.train import EndToEnd, train_estimator, usable
 from hwopt.analysis.kernels import schedule
-from hwopt.estimate.profile import example_names, sweep
+from hwopt.estimator.profile import example_names, sweep
 from hwopt.targets import load_target
 
 from bench.small_models import small_models
@@ -66,7 +66,7 @@ COMBOS = ["fuse-ibn:init=linear@ibn1,ibn2", "fuse-ibn:init=linear@ibn1,ibn2,ibn3
           "align-channels:p=32,mode=pad@ch:features_features.7_block_block.0_block.0.0_Conv",
           "align-channels:p=32,mode=pad@ch:features_features.8_block_block.0_block.0.0_Conv"]
 # cpu: whole models of the training families measured end to end, for the in-model term
-# (hwopt.estimate.in_model): the four families and rewritten variants of one of them.
+# (hwopt.estimator.in_model): the four families and rewritten variants of one of them.
 IN_MODEL_FAMILIES = ("mobilenetv2", "resnet18", "segmentation", "ssdlite_mobilenetv2")
 IN_MODEL_VARIANTS_OF = "mobilenetv2"
 
@@ -262,7 +262,7 @@ def evaluate(target_name: str, work: Path, holdout: tuple[str, ...], write: bool
                       for m in labels},
     }
     if cpu:
-        from hwopt.estimate.in_model import fit_in_model_term
+        from hwopt.estimator.in_model import fit_in_model_term
 
         ks = np.array([ksum[m] for m in labels])
         fitted_on = card["in_model"]["fitted_on"]
@@ -334,7 +334,7 @@ def summary_lines(name: str, f: dict) -> list[str]:
         c = f["in_model_term"]
         k = c["kernel_sum_only"]
         w = c["without_conversions"]
-        lines.append(f"- cpu estimate = in-model term over the kernel sum (hwopt/estimate/in_model.py): latency = "
+        lines.append(f"- cpu estimate = in-model term over the kernel sum (hwopt/estimator/in_model.py): latency = "
                      f"{c['scale']:.3f} x kernel sum {c['per_kernel_us']:+.2f} us per kernel"
                      + (f" (each kernel at least {c['floor_share']:.2f} x its scaled time)"
                         if c.get("floor_share") else "")

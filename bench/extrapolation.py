@@ -4,7 +4,7 @@
 
 Kernels are ordered by the analytic prior (``features`` column ``log_prior``:
 the array's fold cycles, or the vector unit's work); an estimator is trained
-(``hwopt.estimate.train``) on the rows below the ``--cut`` quantile and scored
+(``hwopt.estimator.train``) on the rows below the ``--cut`` quantile and scored
 on the rows above it, beside two one-parameter baselines fitted on the same
 rows: latency = c x FLOPs, and latency = c x prior per kind (the prior alone).
 ``--ridge-only`` trains without the offset base (the estimator as it was
@@ -26,10 +26,10 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from hwopt.backends.table_file import read_table  # noqa: E402
-from hwopt.estimate import regressor  # noqa: E402
-from hwopt.estimate.estimator import load_estimator  # noqa: E402
-from hwopt.estimate.features import FEATURES, features  # noqa: E402
-from hwopt.estimate.train import train_estimator, usable  # noqa: E402
+from hwopt.estimator import regressor  # noqa: E402
+from hwopt.estimator.estimator import load_estimator  # noqa: E402
+from hwopt.estimator.features import FEATURES, features  # noqa: E402
+from hwopt.estimator.train import train_estimator, usable  # noqa: E402
 from hwopt.targets import load_target  # noqa: E402
 
 

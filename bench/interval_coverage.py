@@ -46,8 +46,8 @@ def main() -> int:
     from hwopt.backends import model_measurer
     from hwopt.backends.table_file import read_table
     from hwopt.canonical.canonicalize import load_canonical
-    from hwopt.estimate import load_estimator
-    from hwopt.estimate.card import read_card, write_card
+    from hwopt.estimator import load_estimator
+    from hwopt.estimator.card import read_card, write_card
     from hwopt.analysis.kernels import schedule
     from hwopt.io.model import InputShape
 

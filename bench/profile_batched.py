@@ -20,7 +20,7 @@ import numpy as np
 from hwopt.backends import get_backend
 from hwopt.backends.table_file import write_table
 from hwopt.backends.table_file import compact, done_kernels
-from hwopt.estimate.profile import sweep
+from hwopt.estimator.profile import sweep
 from hwopt.targets import load_target
 
 

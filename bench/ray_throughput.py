@@ -28,7 +28,7 @@ import numpy as np
 
 from hwopt.backends.table_file import read_table
 from hwopt.backends.scalesim import simulation_cost
-from hwopt.estimate.profile import profile_with, sweep
+from hwopt.estimator.profile import profile_with, sweep
 from hwopt.targets import load_target
 
 REPO = Path(__file__).resolve().parent.parent

@@ -38,7 +38,7 @@ from hwopt.backends import model_measurer
 from hwopt.backends.ort_cpu import TimingSettings, model_conversions
 from hwopt.canonical.canonicalize import canonicalize
 from hwopt.errors import HwoptError
-from hwopt.estimate import load_estimator
+from hwopt.estimator import load_estimator
 from hwopt.analysis.layout import reorder_bytes
 from hwopt.io.model import load_model
 

@@ -3,9 +3,9 @@
     python -m bench.refine --target npu32 [--worst 24] [--max-sim 2e7]
 
 Worst-predicted = largest out-of-fold error (3-fold, the regressors of
-``hwopt.estimate.regressor`` with a small grid) over the table's rows whose
+``hwopt.estimator.regressor`` with a small grid) over the table's rows whose
 sweep origin is a training family (``--holdout`` families are left alone, so
-the held-out evaluation stays clean). Their ``hwopt.estimate.profile.neighbours`` are
+the held-out evaluation stays clean). Their ``hwopt.estimator.profile.neighbours`` are
 measured with the target's backend and appended to the table; retrain with
 ``hwopt train`` afterwards.
 """
@@ -19,10 +19,10 @@ import numpy as np
 from hwopt.backends import get_backend
 from hwopt.backends.table_file import read_table, write_table
 from hwopt.backends.table_file import compact
-from hwopt.estimate.features import features
-from hwopt.estimate.regressor import KernelRegressor
-from hwopt.estimate.train import usable
-from hwopt.estimate.profile import example_names, neighbours, sweep
+from hwopt.estimator.features import features
+from hwopt.estimator.regressor import KernelRegressor
+from hwopt.estimator.train import usable
+from hwopt.estimator.profile import example_names, neighbours, sweep
 from hwopt.targets import load_target
 
 GRID = {"max_depth": (5,), "learning_rate": (0.1,), "n_estimators": (150,), "min_child_weight": (1,)}

@@ -92,7 +92,7 @@ def main() -> None:
     from hwopt.backends import get_backend
     from hwopt.canonical.canonicalize import load_canonical
     from hwopt.analysis.kernels import schedule
-    from hwopt.estimate.profile import profile, sweep
+    from hwopt.estimator.profile import profile, sweep
     from hwopt.targets import load_target
 
     parser = argparse.ArgumentParser(description=main.__doc__)

@@ -8,7 +8,7 @@ The packages follow the data, stage by stage:
 4. ``calibration``: samples (files, photos, random), held-out splits, internal tensors;
 5. ``rewrites``: the rules (one per module), applying and refitting them;
 6. ``backends``: measuring kernels and models on a target (``targets`` says what a target is);
-7. ``estimate``: the learned per-kernel cost model, its kernel sweep and training;
+7. ``estimator``: the learned per-kernel cost model, its kernel sweep and training;
 8. ``search``: the variants, their scores, budgets and the chosen model;
 9. ``fidelity`` and ``recover``: how well a rewrite keeps the task, and winning it back by training;
 10. ``report``: what the commands found, for people and tools;
@@ -26,3 +26,17 @@ import os as _os
 _os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
 
 __version__ = "0.1.0"
+
+# The Python API (hwopt.api, hwopt.request), imported on first use so that `import hwopt.<stage>` stays light.
+_API = {"optimize": "hwopt.api", "estimate": "hwopt.api", "measure": "hwopt.api", "apply": "hwopt.api",
+        "Result": "hwopt.api", "OptimizeRequest": "hwopt.request", "Recovery": "hwopt.request",
+        "HwoptError": "hwopt.errors"}
+__all__ = ["__version__", *_API]
+
+
+def __getattr__(name: str):
+    if name in _API:
+        import importlib
+
+        return getattr(importlib.import_module(_API[name]), name)
+    raise AttributeError(f"module 'hwopt' has no attribute {name!r}")

@@ -10,7 +10,7 @@ MobileNetV3-Small. So the backend measures it where it happens: one extra
 session of the whole model with onnxruntime's profiler on, whose per-node
 records give each ``ReorderInput``/``ReorderOutput``'s duration and output
 size; the median run's sum is kept. The estimator's in-model term learns its
-per-conversion and per-byte cost from these (``hwopt.estimate.in_model``).
+per-conversion and per-byte cost from these (``hwopt.estimator.in_model``).
 """
 
 from __future__ import annotations

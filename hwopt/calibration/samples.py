@@ -368,6 +368,18 @@ def load_groups(path: str | Path, total: int) -> np.ndarray | None:
     return groups
 
 
+def check_calibration_source(path: Path | None, preprocess: str | None) -> None:
+    """Before any long work: a calibration folder has a readable image, ``preprocess`` is known and used."""
+    folder = path is not None and path.is_dir()
+    if preprocess is not None and not folder:
+        raise HwoptError("--preprocess applies to a --calibration folder of images (an .npz is used as it is)")
+    if folder:
+        from hwopt.calibration.images import Preprocess, scan_image_folder
+
+        Preprocess.parse(preprocess)
+        scan_image_folder(path)
+
+
 def calibration_split(model: onnx.ModelProto, path: str | Path | None = None, count: int = 64,
                       eval_count: int | None = None, seed: int = 0, preprocess: str | None = None,
                       holdout: float = DEFAULT_HOLDOUT) -> CalibrationSplit:

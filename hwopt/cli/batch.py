@@ -58,15 +58,14 @@ def _summary_table(rows: list[dict], columns: list[tuple[str, str]]) -> Table:
     return table
 
 
-def optimize_many(models: Sequence[Path], options: dict, output: Path | None, report: Path | None,
+def optimize_many(models: Sequence[Path], request, output: Path | None, report: Path | None,
                   save_rules: Path | None, as_json: bool, quiet: bool, executor, stdout: Console,
-                  stderr: Console) -> int:
+                  stderr: Console, run: dict) -> int:
     """``hwopt optimize`` of several models; returns the worst exit code. -o/--report/--save-rules name folders."""
+    from hwopt.api import save_optimized
     from hwopt.io.atomic import atomic_write_text
-    from hwopt.io.model import save_model
     from hwopt.report.files import write_report
     from hwopt.report.optimize import print_report
-    from hwopt.search.rulefile import rules_header, write_rules
 
     outs = outputs_in(output, models, ".hwopt.onnx")
     outs = [o or m.with_name(m.name.removesuffix(".onnx") + ".hwopt.onnx") for o, m in zip(outs, models)]
@@ -74,27 +73,22 @@ def optimize_many(models: Sequence[Path], options: dict, output: Path | None, re
     rules = outputs_in(save_rules, models, ".toml")
     from hwopt.io.outputs import check_outputs, model_files
 
-    protect = [f for m in models for f in model_files(m)] + [p for p in (options["calibration"],
-                                                                         options["rules_path"]) if p]
+    protect = [f for m in models for f in model_files(m)] + [p for p in (request.calibration, request.rules) if p]
     # Every file of every model up front: two models named alike (a/m.onnx, b/m.onnx) would write one file.
     planned = {f"{flag} ({model})": path for model, out, rep, rule in zip(models, outs, reports, rules)
                for flag, path in (("-o", out), ("--report", rep), ("--save-rules", rule))}
     if report is not None:
         planned["--report (summary)"] = report / "summary.md"
     check_outputs(planned, protect)
-    tasks = [Task(optimize_task, (m, o, r, options)) for m, o, r in zip(models, outs, rules)]
+    tasks = [Task(optimize_task, (m, o, r, request, run)) for m, o, r in zip(models, outs, rules)]
     outcomes: list[Outcome | None] = [None] * len(models)
     for index, outcome in _run(executor, tasks, models, f"optimizing {len(models)} models", stderr,
                                quiet or as_json):
         outcomes[index] = outcome
         model = models[index]
         if outcome.best_model is not None:
-            save_model(outcome.best_model, outs[index], protect=protect)
-            if rules[index] is not None:
-                write_rules(rules[index], outcome.steps, rules_header(
-                    model, outcome.doc["target"], options["seed"], rules[index], options["calibration_samples"],
-                    options["eval_samples"], options["calibration"], options["preprocess"], outcome.steps,
-                    holdout=options.get("holdout"), for_retraining=options.get("for_retraining", False)))
+            save_optimized(model, request, outcome.best_model, outcome.steps, outcome.doc["target"], outs[index],
+                           rules[index], protect)
         if outcome.doc is not None and reports[index] is not None:
             write_report(reports[index], "optimize", outcome.doc)
         if not as_json and not quiet:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import sys
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Iterator, List, Optional
 
 import typer
@@ -40,11 +39,6 @@ def command_line() -> str:
     import shlex
 
     return "hwopt " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-
-
-def inputs_info(calibration: Optional[Path], calibration_samples: int, eval_samples: int) -> dict:
-    return {"calibration": str(calibration) if calibration else "random (standard normal)",
-            "random": calibration is None, "calibration_samples": calibration_samples, "eval_samples": eval_samples}
 
 
 def random_inputs_note(quiet: bool) -> None:
@@ -97,22 +91,10 @@ def user_errors() -> Iterator[None]:
         raise typer.Exit(3) from None
 
 
-def check_calibration(path: Optional[Path], preprocess: Optional[str]) -> None:
-    """Before any long work: a calibration folder has a readable image, --preprocess is known and used."""
-    folder = path is not None and path.is_dir()
-    if preprocess is not None and not folder:
-        raise HwoptError("--preprocess applies to a --calibration folder of images (an .npz is used as it is)")
-    if folder:
-        from hwopt.calibration.images import Preprocess, scan_image_folder
-
-        Preprocess.parse(preprocess)
-        scan_image_folder(path)
-
-
 def input_shapes(values: Optional[List[str]]):
-    from hwopt.io.model import InputShape
+    from hwopt.io.model import parse_input_shapes
 
-    return [InputShape.parse(v) for v in values or []]
+    return parse_input_shapes(values)
 
 
 @contextmanager

@@ -9,8 +9,7 @@ from typing import List, Optional
 import typer
 
 from hwopt.cli.app import app
-from hwopt.cli.common import (stdout, TargetOption, ReportOption, InputShapes, command_line, user_errors,
-                              input_shapes)
+from hwopt.cli.common import (stdout, TargetOption, ReportOption, InputShapes, command_line, user_errors)
 
 
 @app.command()
@@ -26,27 +25,12 @@ def estimate(
 ) -> None:
     """Predicted latency (per kernel and total), parameter and peak activation memory, off-chip traffic."""
     with user_errors():
-        import time
-
-        from hwopt.canonical.canonicalize import load_canonical
-        from hwopt.estimate import load_estimator
+        from hwopt.api import estimate as run_estimate
         from hwopt.report.estimate import print_estimate
-        from hwopt.analysis.kernels import schedule
-        from hwopt.report.files import check_report_path, write_report
 
-        check_report_path(report, "estimate")
-        est = load_estimator(target, estimator, allow_fallback=allow_fallback)
-        _, canonical, _ = load_canonical(model, input_shapes(input_shape))
-        start = time.perf_counter()  # after start-up and loading: what the search pays per model
-        result = est.estimate(schedule(canonical, est.target.fusion))
-        elapsed_ms = (time.perf_counter() - start) * 1000
-        doc = {"model": str(model), "estimate_ms": elapsed_ms, **result.to_dict()}
-        if report:
-            from hwopt.report.provenance import estimator_provenance
-
-            write_report(report, "estimate", {**doc, "run": {"command": command_line()},
-                                              "provenance": estimator_provenance(est, result.fallbacks)})
+        result = run_estimate(model, target, input_shapes=input_shape or (), estimator=estimator,
+                              allow_fallback=allow_fallback, report=report, run={"command": command_line()})
         if as_json:
-            print(json.dumps(doc, indent=2))
+            print(json.dumps(result.doc, indent=2))
         else:
-            print_estimate(stdout, result, str(model), elapsed_ms)
+            print_estimate(stdout, result.detail, str(model), result.estimate_ms)

@@ -11,12 +11,10 @@ import typer
 from hwopt.errors import HwoptError
 
 from hwopt.cli.app import app
-from hwopt.cli.measure import measured_kernels
 from hwopt.cli.common import (stdout, stderr, TargetOption, ReportOption, InputShapes, Preprocessing,
                               EvalSamples, CalibrationOption, CalibrationSamples, Holdout, FidelityOption,
-                              command_line, inputs_info, random_inputs_note, ExecutorOption, JobsOption,
-                              AddressOption, ResourceOption, executor_for, user_errors, check_calibration,
-                              input_shapes, progress_bar)
+                              command_line, random_inputs_note, ExecutorOption, JobsOption,
+                              AddressOption, ResourceOption, executor_for, user_errors, progress_bar)
 
 
 @app.command()
@@ -97,137 +95,56 @@ def optimize(
     """
     with user_errors():
         from hwopt.executors.batch import expand_models
+        from hwopt.recover.budget import parse_duration
+        from hwopt.request import OptimizeRequest, Recovery
 
         paths = expand_models(models)
-        from hwopt.fidelity.metrics import METRICS
-        from hwopt.search.sensitivity import FidelityModel
-
-        if fidelity != "auto" and fidelity not in METRICS:
-            raise HwoptError(f"--fidelity {fidelity!r}: metrics are auto, {', '.join(METRICS)}")
-        if fidelity_model not in FidelityModel.MODES:
-            raise HwoptError(f"--fidelity-model {fidelity_model!r}: one of {', '.join(FidelityModel.MODES)}")
-        if for_retraining and min_fidelity is not None:
-            raise HwoptError("--for-retraining asks for no fidelity budget: drop --min-fidelity (or keep the budget)")
-        if holdout <= 0:
-            raise HwoptError(f"--holdout {holdout}: a fraction in (0, 1) or a sample count >= 1")
-        from hwopt.search.objective import Budgets, parse_bytes, parse_latency
-
-        budgets = Budgets(parse_bytes(max_memory) if max_memory else None,
-                          parse_latency(max_latency) if max_latency else None, max_deviation)
+        recovery = None
+        if recover:
+            seconds = parse_duration(recover_time or "10m") if recover_epochs is None or recover_time else None
+            recovery = Recovery(seconds, recover_epochs, recover_finalists, reach=recover_reach)
+        elif recover_time or recover_epochs:
+            raise HwoptError("--recover-time and --recover-epochs need --recover")
+        request = OptimizeRequest(
+            target=target, max_memory=max_memory, max_latency=max_latency, max_deviation=max_deviation,
+            fidelity=fidelity, min_fidelity=min_fidelity, for_retraining=for_retraining,
+            fidelity_model=fidelity_model, rules=rules_file, exact_only=exact_only, strategy=strategy, cost=cost,
+            allow_fallback=allow_fallback, finalists=finalists, verify_front=verify_front, compare=compare,
+            measure=measure, measure_finalists=measure_finalists, pick=pick, seed=seed,
+            input_shapes=tuple(input_shape or ()), calibration=calibration, preprocess=preprocess,
+            calibration_samples=calibration_samples, eval_samples=eval_samples, holdout=holdout, recover=recovery)
         if len(paths) > 1:
             if pick is not None or node_data is not None or recover:
                 raise HwoptError("--pick, --node-data and --recover are for one model at a time")
-            check_calibration(calibration, preprocess)
-            options = dict(target=target, rules_path=rules_file, input_shapes=input_shapes(input_shape), budgets=budgets,
-                           strategy=strategy, cost=cost, exact_only=exact_only, seed=seed, finalists=finalists,
-                           compare=compare, calibration=calibration, calibration_samples=calibration_samples,
-                           eval_samples=eval_samples, measure=measure, preprocess=preprocess, holdout=holdout,
-                           fidelity=fidelity, min_fidelity=min_fidelity, for_retraining=for_retraining,
-                           fidelity_model=fidelity_model, verify_front=verify_front,
-                           allow_fallback=allow_fallback, measure_finalists=measure_finalists,
-                           run={"command": command_line(), "pick": None,
-                                "inputs": inputs_info(calibration, calibration_samples, eval_samples)})
+            request.check_inputs()
             from hwopt.cli.batch import optimize_many
 
-            raise typer.Exit(optimize_many(paths, options, output, report, save_rules, as_json, quiet,
-                                           executor_for(executor, jobs, address, resource), stdout, stderr))
+            raise typer.Exit(optimize_many(paths, request, output, report, save_rules, as_json, quiet,
+                                           executor_for(executor, jobs, address, resource), stdout, stderr,
+                                           {"command": command_line()}))
+        from hwopt.api import optimize as run_optimize
+        from hwopt.report.optimize import print_report
+
         model = paths[0]
-        recovery = None
-        if recover:
-            from hwopt.recover import require_torch
-            from hwopt.recover.budget import parse_duration
-            from hwopt.search.recovery import RecoveryOptions
-
-            require_torch()  # before any work: one line naming the extra
-            seconds = parse_duration(recover_time or "10m") if recover_epochs is None or recover_time else None
-            recovery = RecoveryOptions(seconds, recover_epochs, recover_finalists, reach=recover_reach)
-        elif recover_time or recover_epochs:
-            raise HwoptError("--recover-time and --recover-epochs need --recover")
-        from hwopt.io.model import save_model
-        from hwopt.search.optimize import optimize as run_optimize
-        from hwopt.report.optimize import print_report, to_dict
-        from hwopt.search.rulefile import rules_header, write_rules
-
-        if not model.is_file():
-            raise HwoptError(f"{model}: no such file")
         output = output or model.with_name(model.name.removesuffix(".onnx") + ".hwopt.onnx")
-        from hwopt.io.outputs import check_outputs, model_files
-        from hwopt.report.files import check_report_path, write_report
-
-        protect = model_files(model) + [p for p in (calibration, rules_file) if p]
-        overlays = {}
-        if node_data is not None:
-            from hwopt.report.node_data import paths as node_data_paths
-
-            if node_data.suffix.lower() != ".json":
-                raise HwoptError(f"--node-data {node_data}: give a .json file name (FILE.json writes "
-                                 f"FILE.original.latency.json and its siblings)")
-            overlays = {f"--node-data ({p.name})": p for g in ("original", "rewritten")
-                        for p in node_data_paths(node_data, g).values()}
-        check_outputs({"-o": output, "--report": report, "--save-rules": save_rules, **overlays}, protect)
-        check_report_path(report, "optimize")
-        if pick is not None and not (pick[:1] == "p" and pick[1:].isdigit()):
-            raise HwoptError(f"--pick {pick!r}: a Pareto id from a report, like p3")
-        from functools import partial
-
-        from hwopt.calibration.samples import calibration_split
-
-        check_calibration(calibration, preprocess)
-        inputs = partial(calibration_split, path=calibration, count=calibration_samples, eval_count=eval_samples,
-                         seed=seed, preprocess=preprocess, holdout=holdout)
         with progress_bar(quiet) as progress:
-            result, best_model = run_optimize(
-                model, target_name=target, rules_path=rules_file, input_shapes=input_shapes(input_shape),
-                budgets=budgets, strategy=strategy, cost=cost, exact_only=exact_only, seed=seed,
-                finalists=finalists, compare_rules=compare, calibration_sets=inputs, measure=measure,
-                measure_finalists=measure_finalists, recover=recovery,
-                progress=progress, pick=pick, allow_fallback=allow_fallback, fidelity=fidelity,
-                min_fidelity=min_fidelity, for_retraining=for_retraining, fidelity_model=fidelity_model,
-                verify_front=verify_front,
-            )
-        if best_model is not None:
-            save_model(best_model, output, protect=protect)
-            if save_rules:
-                write_rules(save_rules, result.best.steps, rules_header(
-                    model, result.target.name, seed, save_rules, calibration_samples, eval_samples, calibration,
-                    preprocess, result.best.steps, holdout=holdout, for_retraining=for_retraining))
-        run = {"command": command_line(), "inputs": inputs_info(calibration, calibration_samples, eval_samples),
-               "pick": pick}
-        doc = to_dict(result, output, save_rules, seed, run)
-        if node_data is not None and best_model is not None:
-            from hwopt.estimate import load_estimator
-            from hwopt.io.model import apply_input_shapes, load_model
-            from hwopt.report.node_data import site_rules
-            from hwopt.report.node_data import write as write_node_data
-
-            rules_at = site_rules(result)
-            written = {n.name for n in best_model.graph.node}
-            rewritten_rules = {n: r for n, r in rules_at.items() if n in written}
-            canonical_names = {m.name for m in result.vm.analysis.model.graph.node}
-            rewritten_rules.update({n: "new" for n in written if n not in canonical_names})
-            original = load_model(model)
-            apply_input_shapes(original, input_shapes(input_shape))
-            doc["node_data"] = [str(p) for p in write_node_data(node_data, [
-                ("original", original, rules_at),
-                ("rewritten", best_model, rewritten_rules)], load_estimator(result.target, allow_fallback=True))]
-        if measure and best_model is not None and report is not None:
-            measured_kernels(doc, result.target, best_model)
-        if report:
-            write_report(report, "optimize", doc)
+            result = run_optimize(model, request, output=output, report=report, save_rules=save_rules,
+                                  node_data=node_data, progress=progress, run={"command": command_line()})
+        doc = result.doc
         if as_json:
             print(json.dumps(doc, indent=2))
         elif not quiet:
             print_report(stdout, doc)
-            if best_model is not None:
+            if result.ok:
                 stdout.print(f"wrote {output}" + (f" and {save_rules}" if save_rules else ""), highlight=False)
         for line in doc.get("nothing_to_do", []):
             stderr.print(f"hwopt: nothing to do: {line}", markup=False, highlight=False)
-        if doc.get("nothing_to_do") and best_model is not None:
+        if doc.get("nothing_to_do") and result.ok:
             stderr.print(f"hwopt: note: {output} is the original in canonical form (no rewrite helps)",
                          markup=False, highlight=False)
         if calibration is None and not exact_only:
             random_inputs_note(quiet)
-        if best_model is None:
-            for line in result.failure:
+        if not result.ok:
+            for line in doc["failure"]:
                 stderr.print(f"hwopt: {line}", markup=False, highlight=False)
             raise typer.Exit(1)

@@ -68,14 +68,14 @@ def profile(
         from hwopt.backends import get_backend
         from hwopt.canonical.canonicalize import load_canonical
         from hwopt.executors.progress import rate_progress
-        from hwopt.estimate.profile import ORDERS, profile_with, sweep
+        from hwopt.estimator.profile import ORDERS, profile_with, sweep
 
         if order not in ORDERS:
             raise HwoptError(f"--order {order!r}: choose one of {', '.join(ORDERS)}")
         get_backend(t)  # first: a missing backend is the first thing to say
         models = [load_canonical(m, input_shapes(input_shape))[1] for m in from_models or []]
         if decisions:
-            from hwopt.estimate.profile import _example_canonicals
+            from hwopt.estimator.profile import _example_canonicals
             from hwopt.search.decisions import decision_kernels
 
             sources = (list(_example_canonicals()) if examples else []) + models

@@ -24,7 +24,7 @@ def train(
     """Train a latency (and off-chip traffic) estimator from a measurements table."""
     with user_errors():
         from hwopt.backends.table_file import read_table
-        from hwopt.estimate.train import read_end_to_end, train_estimator
+        from hwopt.estimator.train import read_end_to_end, train_estimator
         from hwopt.targets import load_target
 
         from hwopt.io.outputs import check_output_folder

@@ -81,31 +81,21 @@ def run_safely(model: Path, work: Callable[[], Outcome]) -> Outcome:
                        failure=traceback.format_exc().splitlines()[-3:])
 
 
-def optimize_task(model: Path, output: Path, save_rules: Path | None, options: dict) -> Outcome:
-    """An executor task: ``hwopt optimize`` of one model, nothing written (the driver writes)."""
+def optimize_task(model: Path, output: Path, save_rules: Path | None, request, run: dict[str, Any]) -> Outcome:
+    """An executor task: ``hwopt optimize`` of one model (an ``OptimizeRequest``), nothing written (the
+    driver writes)."""
 
     def work() -> Outcome:
-        from functools import partial
-
-        from hwopt.calibration.samples import calibration_split
-        from hwopt.search.optimize import optimize as run_optimize
+        from hwopt.api import inputs_info
         from hwopt.report.optimize import to_dict
+        from hwopt.search.optimize import optimize as run_optimize
 
         if not model.is_file():
             raise HwoptError(f"{model}: no such file (with --executor ray: not on this node; models must be on "
                              f"a filesystem every node sees)")
-        inputs = partial(calibration_split, path=options["calibration"], count=options["calibration_samples"],
-                         eval_count=options["eval_samples"], seed=options["seed"], preprocess=options["preprocess"],
-                         holdout=options.get("holdout", 0.25))
-        result, best = run_optimize(
-            model, target_name=options["target"], rules_path=options["rules_path"],
-            input_shapes=options["input_shapes"], budgets=options["budgets"], strategy=options["strategy"],
-            cost=options["cost"], exact_only=options["exact_only"], seed=options["seed"],
-            finalists=options["finalists"], compare_rules=options["compare"], calibration_sets=inputs,
-            measure=options["measure"], progress=None,
-            **{k: options[k] for k in ("fidelity", "min_fidelity", "for_retraining", "fidelity_model",
-                                       "verify_front", "allow_fallback", "measure_finalists") if k in options})
-        doc = to_dict(result, output, save_rules, options["seed"], options["run"])
+        result, best = run_optimize(model, request, progress=None)
+        doc = to_dict(result, output, save_rules, {**run, "pick": None, "inputs": inputs_info(
+            request.calibration, request.calibration_samples, request.eval_samples)})
         steps = list(result.best.steps) if result.best is not None else []
         return Outcome(model, 0 if best is not None else 1, doc=doc, best_model=best, steps=steps,
                        failure=list(result.failure or []))

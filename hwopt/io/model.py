@@ -17,6 +17,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 import onnx
@@ -56,6 +57,13 @@ class InputShape:
         if not values or any(v <= 0 for v in values):
             raise HwoptError(f"bad --input-shape {text!r}: dims must be positive")
         return InputShape(name, values)
+
+
+def parse_input_shapes(values: Sequence[str] | str | None) -> list[InputShape]:
+    """``--input-shape`` values (``NAME=1x3x224x224``, one or several) parsed."""
+    if isinstance(values, str):
+        values = [values]
+    return [InputShape.parse(str(v)) for v in values or []]
 
 
 def opset_version(model: onnx.ModelProto) -> int:

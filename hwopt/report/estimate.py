@@ -5,7 +5,7 @@ from __future__ import annotations
 from rich.console import Console
 from rich.table import Table
 
-from hwopt.estimate.estimator import ModelEstimate
+from hwopt.estimator.estimator import ModelEstimate
 
 
 def _bytes(n: float | None) -> str:

@@ -70,7 +70,7 @@ def graph_node_data(model: onnx.ModelProto, estimate, rules: dict[str, str], dty
 
 def traffic_fallback(estimate, schedule, dtype_bytes: int) -> None:
     """Targets without a traffic head: bytes each kernel reads and writes."""
-    from hwopt.estimate.fallback import kernel_bytes
+    from hwopt.estimator.fallback import kernel_bytes
 
     for k, sk in zip(estimate.per_kernel, schedule.kernels):
         if k.dram_bytes is None:

@@ -138,10 +138,11 @@ def fine_tuning(all_decisions: list[dict[str, Any]]) -> list[str]:
     return [f"{where} ({', '.join(what)})" for where, what in places.items()]
 
 
-def to_dict(result: OptimizeResult, output: Path | None, rules_out: Path | None, seed: int,
+def to_dict(result: OptimizeResult, output: Path | None, rules_out: Path | None,
             run: dict[str, Any] | None = None) -> dict[str, Any]:
     """The JSON document; ``run``: how it was run (command line, inputs), said in every report."""
-    from hwopt.estimate.memory import basis
+    seed = result.request.seed if result.request is not None else 0
+    from hwopt.estimator.memory import basis
     from hwopt.search.figures import extra
 
     baseline = result.rows[0]
@@ -162,6 +163,7 @@ def to_dict(result: OptimizeResult, output: Path | None, rules_out: Path | None,
         "evaluated": result.evaluated,
         "seconds": {k: round(v, 3) for k, v in result.seconds.items()},
         "budgets": result.budgets.to_dict(),
+        "request": result.request.to_dict() if result.request is not None else None,
         "failure": result.failure,
         "variants": [variant_dict(row, baseline) for row in result.rows],
         "best": variant_dict(result.best, baseline) if result.best is not None else None,

@@ -56,7 +56,7 @@ def print_inspect(console: Console, analysis: Analysis, metrics: ModelMetrics, c
         f"({human_bytes(metrics.param_bytes)}), [bold]{human_count(metrics.flops)}[/] FLOPs/sample, "
         f"peak activations [bold]{human_bytes(metrics.peak_activation_bytes)}[/]/sample"
     )
-    from hwopt.estimate.memory import FILE_BASIS
+    from hwopt.estimator.memory import FILE_BASIS
 
     console.print(f"  (memory {FILE_BASIS}; hwopt estimate/optimize count the target's layout instead)",
                   highlight=False)
@@ -102,7 +102,7 @@ def _why_not(site) -> str:
 
 def inspect_dict(analysis: Analysis, metrics: ModelMetrics, canon: CanonicalizationReport) -> dict[str, Any]:
     rules = applicable_rules(analysis)
-    from hwopt.estimate.memory import FILE_BASIS
+    from hwopt.estimator.memory import FILE_BASIS
 
     return {
         "metrics": metrics.to_dict(),

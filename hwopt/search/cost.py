@@ -1,6 +1,6 @@
 """Cost models for the search: latency per kernel, by name.
 
-- ``estimator``: the target's trained estimator (``hwopt.estimate``), no
+- ``estimator``: the target's trained estimator (``hwopt.estimator``), no
   hardware or emulator needed at search time.
 - ``backend``: the target's measurement backend itself (npu32: the SCALE-Sim
   emulator, per-layer disk cache; cpu: onnxruntime timings). Exact for the
@@ -47,7 +47,7 @@ class EstimatorCost:
     """Latency from the target's trained per-kernel estimator."""
 
     def __init__(self, target, allow_fallback: bool = False, folder=None) -> None:
-        from hwopt.estimate import load_estimator  # type: ignore[import-not-found]
+        from hwopt.estimator import load_estimator  # type: ignore[import-not-found]
 
         self.estimator = load_estimator(target, folder, allow_fallback=allow_fallback)
         self.name = f"estimator ({target.name})"

@@ -30,7 +30,6 @@ import numpy as np
 import onnx
 
 from hwopt.rewrites.apply import ApplyResult
-from hwopt.calibration.samples import CalibrationSplit
 from hwopt.canonical.canonicalize import load_canonical
 from hwopt.errors import HwoptError, VerificationError
 from hwopt.fidelity.metrics import Fidelity, FidelityBudget
@@ -45,6 +44,7 @@ from hwopt.search.variants import VariantModel
 from hwopt.analysis.sites import Analysis
 from hwopt.targets import load_target
 from hwopt.search.verifier import Verifier
+from hwopt.request import OptimizeRequest
 
 Progress = Callable[[str, int, int], None]
 ROUNDS = 3  # searches with a tightened predicted limit before the exact fallback
@@ -68,7 +68,7 @@ class Candidate:
     predicted_rel_l2: float | None = None
     measured_us: float | None = None
     note: str = ""
-    band: dict | None = None  # the estimate's 80% band and what drives it (hwopt.estimate), where it has one
+    band: dict | None = None  # the estimate's 80% band and what drives it (hwopt.estimator), where it has one
     id: str = ""  # F1, F2, ...: its row on the latency / fidelity front, if it is on it
 
     @property
@@ -102,6 +102,7 @@ class OptimizeResult:
     for_retraining: bool = False
     verifier: Verifier | None = None  # re-verifies any model on the same held-out samples (recovery)
     fmodel: FidelityModel | None = None  # the predicted-fidelity tables the search used
+    request: OptimizeRequest | None = None  # what was asked for
 
 
 def _figures(vm: VariantModel, decisions: tuple[int, ...]) -> dict[str, float]:
@@ -365,70 +366,37 @@ def _beyond_budget(search: _Search, budget: FidelityBudget, reach: float, verifi
     return [cand] if cand.result is not None else []
 
 
-def _split(calibration_sets, original, seed: int) -> CalibrationSplit:
-    if calibration_sets is None:  # from Python without inputs: seeded random ones, as the CLI does
-        from hwopt.calibration.samples import calibration_split
+def optimize(model_path: Path, request: OptimizeRequest | None = None,
+             progress: Progress | None = None) -> tuple[OptimizeResult, onnx.ModelProto | None]:
+    """The fastest variant within the request's latency, memory and fidelity budgets (the module docstring).
 
-        return calibration_split(original, seed=seed)
-    split = calibration_sets(original)
-    if isinstance(split, tuple):  # a (fit, held-out) pair from the caller
-        fit, held = split
-        n = lambda s: len(next(iter(s.values()))) if s else 0  # noqa: E731
-        return CalibrationSplit(fit, held, {"source": "given by the caller", "random": False,
-                                            "fit": n(fit), "held_out": n(held), "split": "given"})
-    return split
-
-
-def optimize(
-    model_path: Path,
-    *,
-    target_name: str = "npu32",
-    rules_path: Path | None = None,
-    input_shapes=(),
-    budgets: Budgets = Budgets(),
-    strategy: str = "auto",
-    cost: str = "auto",
-    exact_only: bool = False,
-    seed: int = 0,
-    finalists: int = 3,
-    compare_rules: bool = True,
-    calibration_sets: Callable[[onnx.ModelProto], CalibrationSplit | tuple[dict, dict]] | None = None,
-    measure: bool = False,
-    progress: Progress | None = None,
-    pick: str | None = None,
-    allow_fallback: bool = False,
-    measure_finalists: bool | None = None,
-    recover=None,
-    fidelity: str = "auto",
-    min_fidelity: float | None = None,
-    for_retraining: bool = False,
-    fidelity_model: str = "log",
-    verify_front: int = 0,
-) -> tuple[OptimizeResult, onnx.ModelProto | None]:
-    """The fastest variant within the latency, memory and fidelity budgets (see the module docstring).
-
-    ``fidelity``: the task metric (``hwopt.fidelity.metrics.METRICS`` or auto); ``min_fidelity``: its budget
-    (default: the metric's); ``for_retraining``: no fidelity budget (the weights only initialise
-    training), unless ``budgets.max_deviation`` is given; ``verify_front``: materialise and verify up to
-    this many more rows of the latency / fidelity front; ``pick``: a Pareto id of an earlier report (``p3``;
-    same model, rule set, target and seed) to materialise, verify and write instead of the fastest variant;
-    ``measure_finalists``: time every finalist within the budgets on the target and keep the fastest measured
-    (default: where the target is measured locally and cheaply, onnxruntime); ``recover``:
-    ``recovery.RecoveryOptions`` to distil the fastest materialised finalists from the original and keep the
-    fastest that meets the budgets after (re-verified here against the fidelity budget).
+    ``request`` (``hwopt.request.OptimizeRequest``, default: ``hwopt optimize``'s defaults) says what to
+    optimize for: without a fidelity budget (``for_retraining``) the weights only initialise training,
+    unless ``max_deviation`` is given; ``pick`` writes a Pareto point of an earlier report instead of the
+    fastest variant; ``measure_finalists`` times every finalist within the budgets on the target and keeps
+    the fastest measured (default: where the target is measured locally and cheaply, onnxruntime);
+    ``recover`` distils the fastest materialised finalists from the original and keeps the fastest that
+    meets the budgets after (re-verified against the fidelity budget). Returns the result and the chosen
+    graph (None when no variant meets the budgets).
     """
+    request = request or OptimizeRequest()
+    budgets = request.budgets()
+    strategy, seed, pick = request.strategy, request.seed, request.pick
+    min_fidelity, for_retraining, fidelity_model = request.min_fidelity, request.for_retraining, request.fidelity_model
+    measure_finalists, recover = request.measure_finalists, request.recover
     timings: dict[str, float] = {}
     start = time.perf_counter()
-    target = load_target(target_name)
-    config: SearchConfig = load_search_file(rules_path or default_rules_path())
-    if exact_only:
+    target = load_target(request.target)
+    config: SearchConfig = load_search_file(request.rules or default_rules_path())
+    if request.exact_only:
         config = config.restricted_to_exact()
-    original, canonical, _ = load_canonical(model_path, list(input_shapes), seed=seed, for_writing=True)
+    original, canonical, _ = load_canonical(model_path, request.shapes(), seed=seed, for_writing=True)
     analysis = Analysis(canonical)
     p = config.p or target.parallelism
     space = build_space(analysis, config, p)
-    cost_model = make_cost_model(cost, target, (lambda d, t: progress("measuring kernels", d, t)) if progress else None,
-                                 allow_fallback=allow_fallback)
+    cost_model = make_cost_model(request.cost, target,
+                                 (lambda d, t: progress("measuring kernels", d, t)) if progress else None,
+                                 allow_fallback=request.allow_fallback)
     if not cost_model.scores_kind("gconv"):
         space.drop_rule("dw-to-grouped", f"the {cost_model.name} has no grouped-conv measurements "
                                          f"(hwopt profile --kind gconv, then hwopt train)")
@@ -438,9 +406,9 @@ def optimize(
     timings["predict"] = time.perf_counter() - t0
 
     # Held-out samples, the metric, the budget.
-    split = _split(calibration_sets, original, seed)
+    split = request.split(original)
     t0 = time.perf_counter()
-    verifier = Verifier(original, canonical, split, fidelity, seed=seed, progress=progress)
+    verifier = Verifier(original, canonical, split, request.fidelity, seed=seed, progress=progress)
     metric = verifier.metric
     floor = None if for_retraining else (metric.default_min if min_fidelity is None else min_fidelity)
     budget = verifier.budget = FidelityBudget(metric, floor, budgets.max_deviation)
@@ -466,7 +434,7 @@ def optimize(
         picked = search.candidate(f"picked {pick}", _picked(pareto, pick, Objective(budgets)))
         best, ranked = (picked if verify(picked, verifier) else None), [picked]
     else:
-        best, ranked = _pick_and_verify(search, verifier, budget, finalists, keep_rest=bool(measure_finalists))
+        best, ranked = _pick_and_verify(search, verifier, budget, request.finalists, keep_rest=bool(measure_finalists))
     failure: list[str] = []
     if not ranked:
         objective = Objective(budgets)
@@ -514,8 +482,8 @@ def optimize(
     if search.fmodel is not None:
         front = fidelity_front(search, budget, [c for c in ranked if c.fidelity is not None])
         todo = [c for c in front if c.fidelity is None]
-        if verify_front and todo:
-            picks = np.unique(np.linspace(0, len(todo) - 1, min(verify_front, len(todo))).round().astype(int))
+        if request.verify_front and todo:
+            picks = np.unique(np.linspace(0, len(todo) - 1, min(request.verify_front, len(todo))).round().astype(int))
             for k in picks:
                 verify(todo[k], verifier)
     timings["front"] = time.perf_counter() - t0
@@ -531,13 +499,13 @@ def optimize(
         if not alone.steps:
             alone.note, alone.deviation = "helps nowhere on this target (estimated)", 0.0
             alone.fidelity = side[0].fidelity
-        elif compare_rules and best is not None:
+        elif request.compare and best is not None:
             # Materialised (fidelity, verified exactness) only on request and when a model is written:
             # it costs a full apply each.
             verify(alone, verifier)
     if best is not None:
         side.append(best)
-    if measure:
+    if request.measure:
         from hwopt.backends import model_measurer
 
         measurer = model_measurer(target)
@@ -552,7 +520,8 @@ def optimize(
                             search.evaluated, timings["search"], side, best, ranked, pareto, failure, timings,
                             recovered=recovered, fidelity_budget=budget, split=dict(split.info), costs=costs,
                             fidelity_model=fidelity_model if search.fmodel else None, front=front,
-                            for_retraining=for_retraining, verifier=verifier, fmodel=search.fmodel)
+                            for_retraining=for_retraining, verifier=verifier, fmodel=search.fmodel,
+                            request=request)
     return result, (best.result.model if best is not None and best.result is not None else None)
 
 

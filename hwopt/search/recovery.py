@@ -18,18 +18,8 @@ from typing import Callable
 
 from hwopt.calibration.samples import Samples
 from hwopt.fidelity.metrics import METRICS
+from hwopt.request import Recovery
 from hwopt.search.objective import Budgets, within
-
-
-@dataclass
-class RecoveryOptions:
-    seconds: float | None  # the whole budget, shared by the recovered finalists
-    epochs: int | None = None  # per finalist (deterministic)
-    count: int = 2  # finalists recovered
-    threads: int | None = None
-    # Fidelity recovery is expected to win back: the fastest variant *predicted* within the fidelity budget
-    # minus this is recovered too (the finalists meet the budget as refit, so they are near-exact ones).
-    reach: float = 0.1
 
 
 @dataclass
@@ -68,12 +58,12 @@ def to_recover(ranked: list, best, count: int, beyond: list = ()) -> list:
     return sorted(extra + chosen, key=lambda c: c.figures["latency_us"])
 
 
-def recover_finalists(ranked: list, best, options: RecoveryOptions, canonical, calibration: Samples,
+def recover_finalists(ranked: list, best, options: Recovery, canonical, calibration: Samples,
                       evaluation: Samples, budgets: Budgets, seed: int, progress,
                       log: Callable[[str], None] = lambda line: None,
                       verifier=None, beyond: list = ()) -> tuple[object | None, list[Recovered]]:
     """(the variant to write, the recovered finalists): the fastest meeting the budgets after recovery,
-    else ``best`` as it was. ``beyond``: materialised variants past the budget (``RecoveryOptions.reach``),
+    else ``best`` as it was. ``beyond``: materialised variants past the budget (``Recovery.reach``),
     recovered too when faster than the finalists. ``verifier`` (``hwopt.search.verifier.Verifier``): judges every recovered model
     on the held-out samples with the task metric and budget optimize uses, once per model (the winner's
     figure is kept on the candidate, not measured again); without it, the task metric is chosen from the
@@ -83,7 +73,7 @@ def recover_finalists(ranked: list, best, options: RecoveryOptions, canonical, c
     require_torch()
     from hwopt.recover.train import RecoverySettings, recover
 
-    chosen = to_recover(ranked, best, options.count, beyond)
+    chosen = to_recover(ranked, best, options.finalists, beyond)
     share = None if options.seconds is None else options.seconds / max(len(chosen), 1)
     done: list[Recovered] = []
     winner = None

@@ -36,11 +36,11 @@ def write_rules(path: Path, steps: list[RuleStep], header: list[str]) -> None:
     atomic_write_text(path, rules_toml(steps, header))
 
 
-def rules_header(model: Path, target: str, seed: int, rules_out: Path, calibration_samples: int,
-                 eval_samples: int | None, calibration: Path | None, preprocess: str | None, steps: list[RuleStep],
-                 holdout: float | None = None, for_retraining: bool = False) -> list[str]:
-    """The comment atop ``optimize --save-rules``: where the decisions come from, how to replay them, and
-    which of them need fine-tuning."""
+def rules_header(model: Path, request, target: str, rules_out: Path, steps: list[RuleStep]) -> list[str]:
+    """The comment atop ``optimize --save-rules``: where the decisions come from (an ``OptimizeRequest``),
+    how to replay them, and which of them need fine-tuning."""
+    seed, calibration, preprocess = request.seed, request.calibration, request.preprocess
+    calibration_samples, eval_samples, holdout = request.calibration_samples, request.eval_samples, request.holdout
     header = [f"hwopt optimize {model.name} --target {target} (seed {seed}): the chosen "
               f"variant's decisions.", f"Replay: hwopt apply {model.name} --rules {rules_out.name} -o OUT.onnx "
               f"--seed {seed} --calibration-samples {calibration_samples}"
@@ -48,7 +48,7 @@ def rules_header(model: Path, target: str, seed: int, rules_out: Path, calibrati
               + (f" --eval-samples {eval_samples}" if eval_samples else "")
               + (f" --calibration {calibration.name}" if calibration else "")
               + (f" --preprocess {preprocess}" if preprocess else "")]
-    if for_retraining:
+    if request.for_retraining:
         header.append("--for-retraining: the weights are only an initialisation; make these decisions in the "
                       "training code and train")
     fine = [s for s in steps if s.rule != "dw-to-dense"

@@ -37,7 +37,7 @@ from typing import Callable, Protocol, Sequence
 
 import numpy as np
 
-from hwopt.estimate.memory import param_elements
+from hwopt.estimator.memory import param_elements
 from hwopt.analysis.kernels import pad_channels, schedule
 from hwopt.analysis.kernel import CONV_KINDS, Kernel, Schedule, ScheduledKernel
 from hwopt.rewrites.dw_to_grouped import group_width

@@ -23,11 +23,11 @@ from hwopt.backends.kernel_models import kernel_model
 from hwopt.backends.scalesim import LayerSpec, layer_for
 from hwopt.backends.vector_unit import VectorUnit
 from hwopt.canonical.canonicalize import load_canonical
-from hwopt.estimate.features import FEATURES, features
-from hwopt.estimate.memory import param_elements
+from hwopt.estimator.features import FEATURES, features
+from hwopt.estimator.memory import param_elements
 from hwopt.analysis.kernels import schedule
 from hwopt.analysis.kernel import Kernel
-from hwopt.estimate.profile import attention_kernels
+from hwopt.estimator.profile import attention_kernels
 from hwopt.targets import load_target
 
 TOKENS, WIDTH, HEADS = 40, 120, 8

@@ -13,7 +13,7 @@ from onnx import TensorProto, helper, numpy_helper
 from hwopt.backends.scalesim import LayerSpec, ScaleSimBackend, layer_for, measure_model_npu32
 from hwopt.backends.scalesim_env import is_ready
 from hwopt.canonical.canonicalize import canonicalize, load_canonical
-from hwopt.estimate import load_estimator
+from hwopt.estimator import load_estimator
 from hwopt.analysis.kernels import schedule
 from hwopt.targets import load_target
 

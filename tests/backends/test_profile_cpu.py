@@ -21,7 +21,7 @@ from hwopt.backends.ort_cpu import OrtBackend, measure_model
 from hwopt.backends.table import TableBackend
 from hwopt.errors import HwoptError
 from hwopt.analysis.kernel import Kernel
-from hwopt.estimate.profile import model_kernels, neighbours, profile, sweep
+from hwopt.estimator.profile import model_kernels, neighbours, profile, sweep
 from hwopt.targets import load_target
 
 REPO = Path(__file__).resolve().parents[2]
@@ -180,7 +180,7 @@ def test_sweep_is_deterministic_and_covers_the_space(mobilenetv2) -> None:
 
 
 def test_sweep_adds_standalone_elementwise_ops_without_changing_the_other_draws(mobilenetv2) -> None:
-    from hwopt.estimate.profile import STANDALONE_OPS
+    from hwopt.estimator.profile import STANDALONE_OPS
 
     kernels = sweep(P, [mobilenetv2], examples=False, seed=0)
     acts = [k for k in kernels if k.kind == "act"]
@@ -192,7 +192,7 @@ def test_sweep_adds_standalone_elementwise_ops_without_changing_the_other_draws(
     for k in acts:
         onnx.checker.check_model(kernel_model(k), full_check=True)
     # The group draws from its own generator: the other kernels are those of a sweep without it.
-    from hwopt.estimate import profile as profile_module
+    from hwopt.estimator import profile as profile_module
 
     original = profile_module.standalone_activations
     try:

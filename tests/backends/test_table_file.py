@@ -240,7 +240,7 @@ def _tiny_model(path: Path) -> Path:
 
 def test_hwopt_profile_killed_mid_append_resumes_with_every_kernel_exactly_once(tmp_path: Path) -> None:
     from hwopt.canonical.canonicalize import load_canonical
-    from hwopt.estimate.profile import sweep
+    from hwopt.estimator.profile import sweep
 
     model = _tiny_model(tmp_path / "tiny.onnx")
     kernels = sweep(8, [load_canonical(model, [])[1]], examples=False)

@@ -26,7 +26,7 @@ from hwopt.backends.table_file import read_table
 from hwopt.backends.scalesim_env import ensure_env, is_ready
 from hwopt.executors import get_executor
 from hwopt.analysis.kernel import Kernel
-from hwopt.estimate.profile import coarse_to_fine, largest_first, profile_with
+from hwopt.estimator.profile import coarse_to_fine, largest_first, profile_with
 from hwopt.targets import load_target
 from tests.backends.test_profile_cpu import fast_target  # noqa: F401 - the cut-down cpu target fixture
 

@@ -119,7 +119,7 @@ def test_profile_does_not_write_into_the_installed_package(tmp_path: Path) -> No
     from tests.backends.test_table_file import _table_target, _tiny_model
 
     from hwopt.canonical.canonicalize import load_canonical
-    from hwopt.estimate.profile import sweep
+    from hwopt.estimator.profile import sweep
 
     shipped = REPO / "estimator" / "cpu"
     before = sorted(p.name for p in shipped.iterdir())

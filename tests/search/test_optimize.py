@@ -279,13 +279,14 @@ def test_variants_sharing_a_first_step_apply_it_once_with_the_same_result(loaded
 
 def test_optimize_from_python_without_inputs_uses_seeded_random_ones(example_path) -> None:
     """The library call, as a pipeline script makes it: no calibration data given."""
+    from hwopt.request import OptimizeRequest
     from hwopt.search.optimize import optimize as run_optimize
 
-    result, model = run_optimize(example_path("mobilenetv2"), target_name="npu32", exact_only=True,
-                                 compare_rules=False)
+    request = OptimizeRequest(target="npu32", exact_only=True, compare=False)
+    result, model = run_optimize(example_path("mobilenetv2"), request)
     assert model is not None and result.best is not None and result.best.deviation is not None
     onnx.checker.check_model(model, full_check=True)
-    again, _ = run_optimize(example_path("mobilenetv2"), target_name="npu32", exact_only=True, compare_rules=False)
+    again, _ = run_optimize(example_path("mobilenetv2"), request)
     assert again.best.decisions == result.best.decisions  # deterministic
     assert again.best.deviation == pytest.approx(result.best.deviation, abs=1e-12)
 

@@ -11,8 +11,8 @@ import pytest
 from hwopt.backends.ort_cpu import TimingSettings
 from hwopt.backends.ort_paired import median_interval, paired_change
 from hwopt.canonical.canonicalize import load_canonical
-from hwopt.estimate import load_estimator
-from hwopt.estimate.in_model import fit_signed_term, spans_sizes
+from hwopt.estimator import load_estimator
+from hwopt.estimator.in_model import fit_signed_term, spans_sizes
 from hwopt.targets import load_target
 from tests.tinymodel import tiny_model
 

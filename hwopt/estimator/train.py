@@ -4,7 +4,7 @@ Writes into the output folder: ``latency.json`` + ``latency.<group>.json``
 (XGBoost JSON models), ``dram.*`` where the table has off-chip traffic
 (``dram_bytes``), ``estimator.json`` (the index: target P and dtype, model
 names, the calibrated fallback roofline, and the in-model term when models
-measured end to end are given: ``hwopt.estimate.in_model``) and the card (``card.json`` +
+measured end to end are given: ``hwopt.estimator.in_model``) and the card (``card.json`` +
 ``CARD.md``) describing the training data; ``bench/estimator_accuracy.py``
 adds the held-out accuracy figures to the card.
 """
@@ -24,14 +24,14 @@ from hwopt.io.atomic import atomic_write_text
 from hwopt.backends.base import Measurement
 from hwopt.backends.ort_layout import parse_nodes
 from hwopt.errors import HwoptError
-from hwopt.estimate.card import write_card
-from hwopt.estimate.estimator import INDEX, Estimator
-from hwopt.estimate.in_model import (InModelTerm, fit_conversion_cost, fit_in_model_term, fit_signed_term,
+from hwopt.estimator.card import write_card
+from hwopt.estimator.estimator import INDEX, Estimator
+from hwopt.estimator.in_model import (InModelTerm, fit_conversion_cost, fit_in_model_term, fit_signed_term,
                                      spans_sizes)
 from hwopt.analysis.layout import reorder_bytes
-from hwopt.estimate.fallback import Roofline
-from hwopt.estimate.features import features
-from hwopt.estimate.regressor import KernelRegressor
+from hwopt.estimator.fallback import Roofline
+from hwopt.estimator.features import features
+from hwopt.estimator.regressor import KernelRegressor
 from hwopt.analysis.kernel import Schedule
 from hwopt.targets import Target
 

@@ -42,7 +42,7 @@ import xgboost as xgb
 
 from hwopt.io.atomic import atomic_write, atomic_write_text
 from hwopt.errors import HwoptError
-from hwopt.estimate.features import BASE_SETS, FEATURES, KIND_CODE, OFFSET_BASES
+from hwopt.estimator.features import BASE_SETS, FEATURES, KIND_CODE, OFFSET_BASES
 
 MIN_ROWS = 40
 MIN_CV_ROWS = MIN_ROWS  # fewer rows: 3-fold CV scores are noise; the most regularised grid point is used

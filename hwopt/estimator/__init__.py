@@ -1,4 +1,4 @@
-"""Stage 7, estimate: the learned cost model: per-kernel XGBoost latency (and off-chip traffic) regressors per target.
+"""Stage 7, estimator: the learned cost model: per-kernel XGBoost latency (and off-chip traffic) regressors per target.
 
 Modules, one idea each:
 
@@ -13,6 +13,6 @@ Modules, one idea each:
 The per-kernel table and totals the CLI prints are in ``hwopt.report.estimate``.
 """
 
-from hwopt.estimate.estimator import Estimator, ModelEstimate, load_estimator
+from hwopt.estimator.estimator import Estimator, ModelEstimate, load_estimator
 
 __all__ = ["Estimator", "ModelEstimate", "load_estimator"]

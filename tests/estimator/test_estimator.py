@@ -14,12 +14,12 @@ from typer.testing import CliRunner
 from hwopt.backends.table_file import read_table, write_table
 from hwopt.cli import app
 from hwopt.errors import HwoptError
-from hwopt.estimate import load_estimator
-from hwopt.estimate.estimator import Estimator
-from hwopt.estimate.features import features
-from hwopt.estimate.memory import peak_activation_bytes
-from hwopt.estimate.regressor import KernelRegressor
-from hwopt.estimate.train import train_estimator
+from hwopt.estimator import load_estimator
+from hwopt.estimator.estimator import Estimator
+from hwopt.estimator.features import features
+from hwopt.estimator.memory import peak_activation_bytes
+from hwopt.estimator.regressor import KernelRegressor
+from hwopt.estimator.train import train_estimator
 from hwopt.analysis.kernels import schedule
 from hwopt.analysis.kernel import Kernel
 from hwopt.targets import estimator_root, load_target
@@ -198,7 +198,7 @@ def test_npu32_estimator_has_the_off_chip_traffic_head(example_path) -> None:
 
 
 def test_in_model_term_recovers_a_known_overhead() -> None:
-    from hwopt.estimate.in_model import fit_in_model_term
+    from hwopt.estimator.in_model import fit_in_model_term
 
     sums = np.array([1000.0, 5000.0, 12000.0, 3000.0, 800.0])
     counts = np.array([40, 60, 150, 30, 90])

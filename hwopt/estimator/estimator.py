@@ -37,11 +37,11 @@ import numpy as np
 import onnx
 
 from hwopt.errors import HwoptError
-from hwopt.estimate.fallback import Roofline
-from hwopt.estimate.features import features
-from hwopt.estimate.in_model import InModelTerm
-from hwopt.estimate.memory import basis, param_bytes, peak_activation_bytes
-from hwopt.estimate.regressor import KernelRegressor
+from hwopt.estimator.fallback import Roofline
+from hwopt.estimator.features import features
+from hwopt.estimator.in_model import InModelTerm
+from hwopt.estimator.memory import basis, param_bytes, peak_activation_bytes
+from hwopt.estimator.regressor import KernelRegressor
 from hwopt.analysis.kernels import schedule
 from hwopt.analysis.kernel import Kernel, Schedule
 from hwopt.targets import Target, load_target
@@ -239,7 +239,7 @@ class Estimator:
         """Off-chip traffic (bytes) of each kernel, or None where the target's backend does not measure it."""
         if self.dram is None:
             return None
-        from hwopt.estimate.fallback import kernel_bytes
+        from hwopt.estimator.fallback import kernel_bytes
 
         return self._predict(kernels, self.dram, self._dram_cache,
                              lambda ks: np.array([kernel_bytes(k, self.dtype_bytes) for k in ks], dtype=float),

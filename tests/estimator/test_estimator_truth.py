@@ -13,9 +13,9 @@ from hwopt.rewrites.apply import apply_steps
 from hwopt.backends.table_file import read_table
 from hwopt.calibration.samples import random_inputs
 from hwopt.canonical.canonicalize import load_canonical
-from hwopt.estimate import load_estimator
-from hwopt.estimate.features import FEATURES, features
-from hwopt.estimate.regressor import OFFSET_BASES, KernelRegressor
+from hwopt.estimator import load_estimator
+from hwopt.estimator.features import FEATURES, features
+from hwopt.estimator.regressor import OFFSET_BASES, KernelRegressor
 from hwopt.analysis.kernel import Kernel
 from hwopt.search.config import default_rules_path, load_search_file
 from hwopt.search.cost import EstimatorCost
@@ -113,10 +113,11 @@ def test_estimate_band_and_out_of_distribution_flag(npu32):
 def test_optimize_measures_its_finalists_and_keeps_the_fastest_measured(tmp_path):
     """npu32 (deterministic emulation): every finalist within the budgets is timed; the kept one is the fastest
     measured, or the original when nothing is faster; each variant carries the estimate's band."""
+    from hwopt.request import OptimizeRequest
     from hwopt.search.optimize import optimize
 
-    result, model = optimize(REAL, target_name="npu32", rules_path=default_rules_path().parent / "fuse-dense.toml",
-                             exact_only=True, finalists=3, compare_rules=False, measure_finalists=True)
+    result, model = optimize(REAL, OptimizeRequest(target="npu32", rules=default_rules_path().parent / "fuse-dense.toml",
+                                                   exact_only=True, finalists=3, compare=False, measure_finalists=True))
     timed = [c for c in result.finalists if c.measured_us is not None]
     assert len(timed) >= 2 and model is not None
     assert result.best.measured_us <= min(c.measured_us for c in timed)
