@@ -10,9 +10,7 @@ and build seconds.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -32,13 +30,13 @@ def count_params(model: onnx.ModelProto) -> int:
 
 
 def _write_if_changed(data: bytes, path: Path) -> None:
-    """Atomic write; an identical existing file is left alone (mtime kept)."""
+    """Atomic write with the umask's permissions, like every file hwopt writes (``mkstemp`` alone made it
+    0600); an identical existing file is left alone (mtime kept)."""
+    from hwopt.io.atomic import atomic_write
+
     if path.exists() and path.read_bytes() == data:
         return
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
-    os.replace(tmp, path)
+    atomic_write(path, lambda handle: handle.write(data))
 
 
 def build_example(name: str, out_dir: Path, seed: int = 0) -> Path:

@@ -22,3 +22,11 @@ class HwoptWarning(UserWarning):
 
 def warn(message: str) -> None:
     warnings.warn(message, HwoptWarning, stacklevel=2)
+
+
+def did_you_mean(name: str, choices) -> str:
+    """``": did you mean fuse-ibn?"`` for a near miss of one of ``choices`` (a typo), else ``""``."""
+    import difflib
+
+    near = difflib.get_close_matches(name, list(choices), n=1)
+    return f": did you mean {near[0]}?" if near else ""

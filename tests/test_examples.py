@@ -236,3 +236,17 @@ def test_cli_builds_named_model(tmp_path: Path, capsys: pytest.CaptureFixture[st
     assert main(["--out", str(tmp_path), "mobilenetv3_small", "--seed", "2"]) == 0
     assert (tmp_path / "mobilenetv3_small.onnx").exists()
     assert "mobilenetv3_small" in capsys.readouterr().out
+
+
+def test_written_model_respects_the_umask(tmp_path: Path) -> None:
+    """The model gets the umask's permissions like any output (a bare mkstemp made it 0600: unreadable to the
+    group that shares a build folder)."""
+    import os
+
+    old = os.umask(0o022)
+    try:
+        path = build_example("mobilenetv3_small", tmp_path)
+    finally:
+        os.umask(old)
+    assert path.stat().st_mode & 0o777 == 0o644
+    assert not [p for p in tmp_path.iterdir() if p.suffix == ".tmp"]

@@ -282,14 +282,14 @@ def save_model(model: onnx.ModelProto, out_path: str | os.PathLike, *, protect: 
     """Write a model atomically, never with a non-finite number; refuses to overwrite any of the
     ``protect`` paths (the inputs) or the files they consist of (external data)."""
     out_path = Path(out_path)
-    check_not_input(out_path, protect)
+    check_not_input(out_path, protect, "-o")
     check_finite(model, f"refusing to write {out_path}")
     out_path.parent.mkdir(parents=True, exist_ok=True)
     from hwopt.io.held_weights import PROTOBUF_LIMIT, approx_bytes, external_copy, has_held
 
     if has_held(model) or approx_bytes(model) > PROTOBUF_LIMIT or any(was_external(p) for p in protect):
         data = out_path.with_name(out_path.name + ".data")
-        check_not_input(data, protect)
+        check_not_input(data, protect, "-o")
         pointing, write_data = external_copy(model, data.name)
         atomic_write(data, write_data)  # the data first: the model that points into it then
         atomic_write(out_path, lambda handle: handle.write(pointing.SerializeToString()))

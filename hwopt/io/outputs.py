@@ -50,10 +50,12 @@ def _same(a: Path, b: Path) -> bool:
         return False
 
 
-def check_not_input(path: Path, inputs: list[Path]) -> None:
+def check_not_input(path: Path, inputs: list[Path], flag: str | None = None) -> None:
+    """``flag``: the option that named ``path`` (``-o``, ``--report``), said so the user knows what to change."""
     for source in inputs:
         if _same(Path(path), Path(source)):
-            raise HwoptError(f"refusing to overwrite the input {source}: choose another path for {path}")
+            where = f"give {flag} another path" if flag else f"choose another path for {path}"
+            raise HwoptError(f"refusing to overwrite the input {source}: {where}")
 
 
 def _writable_directory(path: Path) -> None:
@@ -74,7 +76,7 @@ def check_outputs(outputs: dict[str, Path | None], inputs: list[Path]) -> None:
             if flag.split()[0] == "-o"}
     seen: list[tuple[str, Path]] = []
     for flag, path in {**named, **data}.items():
-        check_not_input(path, inputs)
+        check_not_input(path, inputs, flag)
         for other_flag, other in seen:
             if _same(path, other):
                 raise HwoptError(f"{other_flag} and {flag} name the same file {path}: give each its own")
@@ -89,7 +91,7 @@ def check_outputs(outputs: dict[str, Path | None], inputs: list[Path]) -> None:
 def check_output_folder(flag: str, folder: Path, inputs: list[Path]) -> None:
     """An output that is a folder of files (``train -o``): not an input, not a file, writable."""
     folder = Path(folder)
-    check_not_input(folder, inputs)
+    check_not_input(folder, inputs, flag)
     if folder.exists() and not folder.is_dir():
         raise HwoptError(f"{flag} {folder} is a file, not a folder: give a folder to write into")
     _writable_directory(folder / "probe")

@@ -7,7 +7,7 @@ files; ``channel_resize`` and ``fitting`` are the channel edits and least-square
 
 from __future__ import annotations
 
-from hwopt.errors import HwoptError
+from hwopt.errors import HwoptError, did_you_mean
 from hwopt.rewrites.align_channels import AlignChannels
 from hwopt.rewrites.base import Param, RewriteContext, Rule, SiteOutcome
 from hwopt.rewrites.depth_multiplier import DepthMultiplier
@@ -23,7 +23,7 @@ def get_rule(name: str) -> Rule:
     try:
         return RULES[name]
     except KeyError:
-        raise HwoptError(f"unknown rule {name!r} (rules: {', '.join(RULES)})") from None
+        raise HwoptError(f"unknown rule {name!r}{did_you_mean(name, RULES)} (rules: {', '.join(RULES)})") from None
 
 
 __all__ = ["RULES", "Param", "RewriteContext", "Rule", "SiteOutcome", "get_rule"]

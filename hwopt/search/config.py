@@ -39,7 +39,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from hwopt.errors import HwoptError
+from hwopt.errors import HwoptError, did_you_mean
 from hwopt.rewrites import RULES
 from hwopt.rewrites.ruleset import RuleStep, load_rule_file, warn_unknown_tables
 from hwopt.io.tomlfile import read_toml
@@ -121,7 +121,8 @@ def parse_search(data: dict, where: str) -> tuple[dict[str, SearchRule], int | N
         if name == "p":
             continue
         if name not in _KEYS:
-            raise HwoptError(f"{where}: [search.{name}]: not a searchable rule (searchable: {', '.join(_KEYS)})")
+            raise HwoptError(f"{where}: [search.{name}]: not a searchable rule{did_you_mean(name, _KEYS)} "
+                             f"(searchable: {', '.join(_KEYS)})")
         table = table if isinstance(table, dict) else {}
         unknown = sorted(set(table) - _KEYS[name])
         if unknown:

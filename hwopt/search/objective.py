@@ -25,10 +25,14 @@ INFEASIBLE = 1e15
 
 
 def parse_bytes(text: str) -> int:
-    """'4MiB', '3.5 MB', '1500000' -> bytes."""
+    """'4MiB', '3.5 MB', '1500000B' -> bytes. A bare number is refused, as latencies are: '4' read as 4 bytes
+    surprised users who meant MiB."""
     quantity = split_quantity(text)
+    if quantity is not None and not quantity[1]:
+        raise HwoptError(f"memory size {text!r} has no unit: write it with one (B, KiB, MiB, GiB, KB, MB, GB), "
+                         f"e.g. {text.strip()}MiB")
     if quantity is None or quantity[1] not in _SIZE_UNITS:
-        raise HwoptError(f"bad memory size {text!r}: expected a number with an optional unit "
+        raise HwoptError(f"bad memory size {text!r}: expected a number with a unit "
                          f"(B, KB, MB, GB, KiB, MiB, GiB), e.g. 4MiB")
     value = int(quantity[0] * _SIZE_UNITS[quantity[1]])
     if value <= 0:

@@ -64,7 +64,8 @@ def test_truncated(tmp_path: Path, model: Path) -> None:
     ("align-channels:p=-3", "parameter p must be >= 1"),
     ("align-channels:mode=fold", "mode must be one of pad, trim"),
     ("fuse-ibn:init=magic", "init must be one of lstsq, linear, random"),
-    ("warp-speed", "unknown rule 'warp-speed'"),
+    ("warp-speed", "unknown rule 'warp-speed' (rules:"),
+    ("fuse-ibm@ibn1", "unknown rule 'fuse-ibm': did you mean fuse-ibn?"),
     ("fuse-ibn@ibn0", "fuse-ibn cannot apply at ibn0: the block has no expand conv"),
 ])
 def test_bad_rules_and_sites(tmp_path: Path, model: Path, rule: str, message: str) -> None:
@@ -88,7 +89,8 @@ def test_refuses_to_overwrite_the_input(tmp_path: Path, model: Path) -> None:
     copy = tmp_path / "m.onnx"
     copy.write_bytes(model.read_bytes())
     before = digest(copy)
-    _one_line_exit_2(hwopt("apply", str(copy), "-o", str(copy), "--rule", "dw-to-dense"), "refusing to overwrite")
+    _one_line_exit_2(hwopt("apply", str(copy), "-o", str(copy), "--rule", "dw-to-dense"),
+                     f"refusing to overwrite the input {copy}: give -o another path")
     assert digest(copy) == before
 
 

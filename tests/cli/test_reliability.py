@@ -267,7 +267,7 @@ def test_report_into_a_missing_directory_is_created(tmp_path: Path, tiny: Path, 
     assert report.read_text().startswith("#") and out.is_file()
 
 
-@pytest.mark.parametrize("flag, value", [("--max-memory", "0"), ("--max-memory", "0.0"), ("--max-memory", "0MiB"),
+@pytest.mark.parametrize("flag, value", [("--max-memory", "0B"), ("--max-memory", "0.0KiB"), ("--max-memory", "0MiB"),
                                          ("--max-latency", "0ms"), ("--max-latency", "0.0s"), ("--max-latency", "0us")])
 def test_zero_budgets_are_refused(tmp_path: Path, tiny: Path, flag: str, value: str) -> None:
     refused(["optimize", tiny, "-t", "cpu", flag, value, "-o", tmp_path / "o.onnx"], "must be positive")

@@ -322,6 +322,8 @@ def test_help_version_units_and_default_target():
         assert "[default: npu32]" in text, command
     done = in_process("optimize", str(DATA / "ch_ppocr_mobile_v2.0_cls_infer.onnx"), "--max-latency", "2")
     assert done.exit_code == 2 and done.stderr.count("\n") == 1 and "no unit" in done.stderr and "2ms" in done.stderr
+    done = in_process("optimize", str(DATA / "ch_ppocr_mobile_v2.0_cls_infer.onnx"), "--max-memory", "4")
+    assert done.exit_code == 2 and done.stderr.count("\n") == 1 and "no unit" in done.stderr and "4MiB" in done.stderr
     bad = in_process("estimate", str(DATA / "ch_ppocr_mobile_v2.0_cls_infer.onnx"), "--report", "r.pdf")
     assert bad.exit_code == 2 and ".html" in bad.stderr
 

@@ -94,6 +94,9 @@ def test_parse_budgets():
     assert parse_latency("2.5ms") == 2500.0 and parse_latency("800us") == 800.0 and parse_latency("0.5s") == 5e5
     with pytest.raises(HwoptError, match="no unit"):
         parse_latency("2")
+    assert parse_bytes("1500000B") == 1_500_000
+    with pytest.raises(HwoptError, match="no unit.*4MiB"):
+        parse_bytes("4")  # 4 bytes was never what a user meant
 
 
 def test_exhaustive_is_best_of_enumeration(tiny):
