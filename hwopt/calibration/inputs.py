@@ -7,6 +7,7 @@ import onnx
 from onnx import helper
 
 from hwopt.errors import HwoptError
+from hwopt.io.shape_hint import unknown_dims_message
 
 
 def real_inputs(model: onnx.ModelProto) -> list[onnx.ValueInfoProto]:
@@ -19,11 +20,10 @@ def sample_shape(value: onnx.ValueInfoProto) -> tuple[tuple[int, ...], int | Non
     dims = value.type.tensor_type.shape.dim
     if not dims:
         raise HwoptError(f"input {value.name!r} has no shape")
-    rest = []
-    for axis, dim in enumerate(dims[1:], 1):
-        if not dim.HasField("dim_value"):
-            raise HwoptError(f"input {value.name!r} has an unknown dimension {axis}: give it with --input-shape")
-        rest.append(dim.dim_value)
+    problem = unknown_dims_message(value)
+    if problem:
+        raise HwoptError(problem)
+    rest = [dim.dim_value for dim in dims[1:]]
     batch = dims[0].dim_value if dims[0].HasField("dim_value") else None
     return tuple(rest), batch
 

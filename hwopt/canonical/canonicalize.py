@@ -32,6 +32,7 @@ from hwopt.canonical.reshape import reshape_to_flatten
 from hwopt.canonical.views import drop_view_round_trips
 from hwopt.errors import HwoptError, VerificationError
 from hwopt.io.model import InputShape, apply_input_shapes
+from hwopt.io.shape_hint import unknown_dims_message
 
 
 @dataclass
@@ -63,14 +64,11 @@ def check_input_dims(model: onnx.ModelProto) -> None:
         dims = value.type.tensor_type.shape.dim
         for axis, dim in enumerate(dims):
             if dim.HasField("dim_value") and dim.dim_value == 0:
-                raise HwoptError(f"dimension {axis} of input {value.name!r} is 0 (an empty tensor): hwopt needs "
+                raise HwoptError(f"dimension {axis + 1} (counted from 1) of input {value.name!r} is 0 (an empty tensor): hwopt needs "
                                  f"at least one element on every axis")
-            if axis > 0 and not dim.HasField("dim_value"):
-                shown = "x".join(str(d.dim_value) if d.HasField("dim_value") else "?" for d in dims)
-                raise HwoptError(
-                    f"input {value.name!r} has an unknown dimension {axis} (shape {shown}): "
-                    f"give it with --input-shape {value.name}=" + _example_shape(dims)
-                )
+        problem = unknown_dims_message(value, model)
+        if problem:
+            raise HwoptError(problem)
         try:
             itemsize = np.dtype(helper.tensor_dtype_to_np_dtype(value.type.tensor_type.elem_type)).itemsize
         except (KeyError, TypeError, ValueError):
@@ -82,11 +80,6 @@ def check_input_dims(model: onnx.ModelProto) -> None:
         raise HwoptError(f"one sample of the inputs needs {sample_bytes / 2**30:,.0f} GiB ({'; '.join(shapes)}); "
                          f"hwopt runs dozens of samples and takes at most {MAX_SAMPLE_BYTES / 2**30:.0f} GiB per "
                          f"sample: check --input-shape")
-
-
-def _example_shape(dims) -> str:
-    example = [d.dim_value if d.HasField("dim_value") else (1 if i == 0 else 224) for i, d in enumerate(dims)]
-    return "x".join(str(v) for v in example)
 
 
 def ort_basic_optimize(model: onnx.ModelProto) -> onnx.ModelProto:

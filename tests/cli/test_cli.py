@@ -102,7 +102,8 @@ def test_missing_dynamic_dim_is_explained(tmp_path: Path) -> None:
     graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g", [x], [y])
     path = tmp_path / "dyn.onnx"
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
-    _one_line_exit_2(hwopt("inspect", str(path)), "give it with --input-shape x=1x3x224x224")
+    _one_line_exit_2(hwopt("inspect", str(path)), "'H' and 'W' open (dims 3 and 4 of 4, counted from 1)")
+    _one_line_exit_2(hwopt("inspect", str(path)), "--input-shape x=1x3xHxW with H and W filled in")
 
 
 def test_inspect_rules_and_apply_end_to_end(tmp_path: Path, model: Path) -> None:
