@@ -18,6 +18,7 @@ same request. Nothing is printed; progress goes to an optional ``progress(label,
 
 from __future__ import annotations
 
+import inspect
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -214,9 +215,11 @@ def estimate(model: str | Path, target: str = DEFAULT_TARGET, *, input_shapes: S
 
 
 def measure(model: str | Path, target: str = DEFAULT_TARGET, *, input_shapes: Sequence[str] = (),
-            as_given: bool = False, report: str | Path | None = None, run: dict[str, Any] | None = None) -> Result:
+            as_given: bool = False, report: str | Path | None = None, run: dict[str, Any] | None = None,
+            progress: Progress | None = None) -> Result:
     """The whole model's latency on the target, by its judge (cpu: onnxruntime end to end, canonical form;
-    npu32: its kernels emulated). ``doc``: ``latency_us``, ``backend``, ``meta`` (what the judge reports)."""
+    npu32: its kernels emulated). ``doc``: ``latency_us``, ``backend``, ``meta`` (what the judge reports).
+    ``progress(label, done, total)``: the stages of a judge that measures kernel by kernel (npu32)."""
     from hwopt.backends import model_measurer
     from hwopt.canonical.canonicalize import check_input_dims
     from hwopt.io.model import apply_input_shapes, load_model
@@ -233,7 +236,10 @@ def measure(model: str | Path, target: str = DEFAULT_TARGET, *, input_shapes: Se
     check_input_dims(proto)
     if as_given and t.backend != "onnxruntime":
         raise HwoptError(f"--as-given is for onnxruntime targets; {t.name} always measures the canonical kernels")
-    result = measurer(proto if input_shapes else model, t, **({"as_given": True} if as_given else {}))
+    options: dict[str, Any] = {"as_given": True} if as_given else {}
+    if progress is not None and "progress" in inspect.signature(measurer).parameters:
+        options["progress"] = progress
+    result = measurer(proto if input_shapes else model, t, **options)
     latency = float(getattr(result, "latency_us", result))
     meta = dict(getattr(result, "meta", {}) or {})
     doc = {"model": str(model), "target": t.name, "latency_us": latency,

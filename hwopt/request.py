@@ -70,7 +70,7 @@ class OptimizeRequest:
     compare: bool = True  # materialise each rule-alone row too
     measure: bool = False  # also measure each compared variant on the target
     measure_finalists: bool | None = None  # time every finalist (default: on targets measured locally)
-    pick: str | None = None  # a Pareto id of an earlier report to write instead (p3)
+    pick: str | None = None  # an id on an earlier report's fronts to write instead (p3)
     seed: int = 0
     # Data.
     input_shapes: tuple[str, ...] = ()  # NAME=1x3x224x224, for dynamic dims
@@ -123,7 +123,7 @@ class OptimizeRequest:
         if self.cost not in COST_MODELS:
             raise HwoptError(f"--cost {self.cost!r}: one of {', '.join(COST_MODELS)}")
         if self.pick is not None and not (self.pick[:1] == "p" and self.pick[1:].isdigit()):
-            raise HwoptError(f"--pick {self.pick!r}: a Pareto id from a report, like p3")
+            raise HwoptError(f"--pick {self.pick!r}: an id from a report's fronts, like p3")
         for name in ("finalists", "calibration_samples"):
             if getattr(self, name) < 1:
                 raise HwoptError(f"{name} must be >= 1, got {getattr(self, name)}")

@@ -65,18 +65,26 @@ class ModelMeasurement:
     kernels: list = field(default_factory=list)  # (Kernel, measured us) per scheduled kernel, when known
 
 
-def scalesim_model(model, target) -> ModelMeasurement:
+def scalesim_model(model, target, progress: Callable[[str, int, int], None] | None = None) -> ModelMeasurement:
     """npu32: the model's kernels simulated by SCALE-Sim and summed (the scalesim module's helper).
 
     The helper wants a canonical model (shapes inferred), so the model is canonicalised here.
+    ``progress(label, done, total)``: the stages (canonicalising, then the simulated layers), which take
+    minutes on a large model.
     """
     helper = _resolve({"scalesim": "hwopt.backends.scalesim:measure_model_npu32"}, "scalesim", "model helper")
     from hwopt.canonical.canonicalize import canonicalize
     from hwopt.io.model import load_model
 
     proto = load_model(model) if isinstance(model, (str, Path)) else model
+    if progress:
+        progress("canonicalising", 0, 1)
     canonical, _ = canonicalize(proto, verify=False)
-    total_us, measurements = helper(canonical, target)
+    if progress:
+        progress("canonicalising", 1, 1)
+    layers = (lambda done, total: progress("SCALE-Sim: distinct layers simulated or cached", done, total)) \
+        if progress else None
+    total_us, measurements = helper(canonical, target, progress=layers)
     return ModelMeasurement(float(total_us), "scalesim", {"kernels": len(measurements), "target": target.name},
                             [(m.kernel, float(m.latency_us)) for m in measurements])
 

@@ -225,14 +225,16 @@ class ScaleSimBackend:
 
 
 def measure_model_npu32(model: onnx.ModelProto, target: Target | None = None,
-                        backend: ScaleSimBackend | None = None) -> tuple[float, list[Measurement]]:
-    """(total latency in microseconds, one measurement per scheduled kernel) of a canonical model."""
+                        backend: ScaleSimBackend | None = None,
+                        progress: Progress | None = None) -> tuple[float, list[Measurement]]:
+    """(total latency in microseconds, one measurement per scheduled kernel) of a canonical model;
+    ``progress(done, total)`` over its distinct array layers."""
     if target is None:
         from hwopt.targets import load_target
         target = load_target("npu32")
     backend = backend or ScaleSimBackend(target)
     kernels = [sk.kernel for sk in schedule(model, target.fusion).kernels]
-    measurements = backend.measure(kernels)
+    measurements = backend.measure(kernels, progress)
     return sum(m.latency_us for m in measurements), measurements
 
 

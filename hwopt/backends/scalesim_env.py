@@ -74,8 +74,9 @@ def ensure_env(quiet: bool = True) -> Path:
 
 
 def _create(root: Path, quiet: bool) -> None:
-    if not quiet:
-        print(f"creating the SCALE-Sim environment in {root} ...", file=sys.stderr)
+    # Said even when quiet: the first npu32 measurement otherwise sits silent for a minute or more.
+    print(f"hwopt: building the SCALE-Sim emulator's environment in {root} (once: about a minute and ~150 MB; "
+          f"python -m hwopt.backends.scalesim_env builds it ahead)", file=sys.stderr)
     # clear=True: a half-made environment (interrupted pip) is rebuilt, never trusted.
     try:
         venv.EnvBuilder(with_pip=True, clear=True).create(root)

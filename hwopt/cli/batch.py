@@ -60,7 +60,7 @@ def _summary_table(rows: list[dict], columns: list[tuple[str, str]]) -> Table:
 
 def optimize_many(models: Sequence[Path], request, output: Path | None, report: Path | None,
                   save_rules: Path | None, as_json: bool, quiet: bool, executor, stdout: Console,
-                  stderr: Console, run: dict) -> int:
+                  stderr: Console, run: dict, verbose: bool = False) -> int:
     """``hwopt optimize`` of several models; returns the worst exit code. -o/--report/--save-rules name folders."""
     from hwopt.api import save_optimized
     from hwopt.io.atomic import atomic_write_text
@@ -94,10 +94,7 @@ def optimize_many(models: Sequence[Path], request, output: Path | None, report: 
         if not as_json and not quiet:
             stdout.rule(str(model))
             if outcome.doc is not None:
-                print_report(stdout, outcome.doc)
-                if outcome.best_model is not None:
-                    stdout.print(f"wrote {outs[index]}" + (f" and {rules[index]}" if rules[index] else ""),
-                                 highlight=False)
+                print_report(stdout, outcome.doc, verbose=verbose, report=reports[index])
         if outcome.error:
             stderr.print(f"{model}: {outcome.error}", markup=False, highlight=False)
         for line in outcome.failure if outcome.code == 1 else []:

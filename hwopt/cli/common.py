@@ -8,12 +8,13 @@ from contextlib import contextmanager
 from typing import Iterator, List, Optional
 
 import typer
-from rich.console import Console
 
 from hwopt.errors import HwoptError
+from hwopt.report.console import PipeConsole
 
-stdout = Console(soft_wrap=True)
-stderr = Console(stderr=True, soft_wrap=True)
+# Piped (a file, a log, another program): full width, nothing cut (hwopt.report.console).
+stdout = PipeConsole()
+stderr = PipeConsole(stderr=True)
 
 # One default target for every command: the accelerator hwopt is for (cpu is one -t away).
 DEFAULT_TARGET = "npu32"

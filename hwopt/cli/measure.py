@@ -13,7 +13,7 @@ from hwopt.errors import HwoptError
 from hwopt.cli.app import app
 from hwopt.cli.common import (stdout, stderr, TargetOption, ReportOption, InputShapes, command_line,
                               ExecutorOption, JobsOption, AddressOption, ResourceOption, executor_for,
-                              user_errors, input_shapes)
+                              user_errors, input_shapes, progress_bar)
 
 
 @app.command()
@@ -46,8 +46,11 @@ def measure(
                                           executor_for(executor, jobs, address, resource), stdout, stderr))
         from hwopt.api import measure as run_measure
 
-        result = run_measure(paths[0], target, input_shapes=input_shape or (), as_given=as_given, report=report,
-                             run={"command": command_line()})
+        # A backend that measures kernel by kernel (npu32: minutes of emulation on a large model) says how
+        # far it is: a live bar on a terminal, a line per stage in a log.
+        with progress_bar(as_json) as progress:
+            result = run_measure(paths[0], target, input_shapes=input_shape or (), as_given=as_given, report=report,
+                                 run={"command": command_line()}, progress=progress)
         if as_json:
             print(json.dumps(result.doc, indent=2))
             return

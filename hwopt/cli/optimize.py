@@ -53,8 +53,8 @@ def optimize(
     report: Optional[Path] = ReportOption,
     node_data: Optional[Path] = typer.Option(None, "--node-data", help="write per-node latency, traffic and rule "
                                              "overlays for Model Explorer: FILE.{original,rewritten}.*.json"),
-    pick: Optional[str] = typer.Option(None, "--pick", help="write this Pareto point of an earlier report "
-                                       "instead (an id like p3; same model, rules, target and --seed)"),
+    pick: Optional[str] = typer.Option(None, "--pick", help="write this point of an earlier report's fronts "
+                                       "instead (an id like p3; same model, rules, target, budgets and --seed)"),
     as_json: bool = typer.Option(False, "--json", help="print the report as JSON (schema hwopt.optimize/2)"),
     measure: bool = typer.Option(False, "--measure", help="also measure each compared variant on the target"),
     measure_finalists: Optional[bool] = typer.Option(None, "--measure-finalists/--no-measure-finalists",
@@ -82,7 +82,9 @@ def optimize(
     seed: int = typer.Option(0, "--seed", help="seed of the search, random inputs and sampling"),
     allow_fallback: bool = typer.Option(False, "--allow-fallback", help="estimator cost: score kernels it was "
                                         "never trained on by a roofline (flagged) instead of failing"),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress, no tables"),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress, no summary"),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="print every table (side by side, fronts, "
+                                 "per block, decisions) after the summary; the report has them too"),
     executor: str = ExecutorOption,
     jobs: int = JobsOption,
     address: Optional[str] = AddressOption,
@@ -121,7 +123,7 @@ def optimize(
 
             raise typer.Exit(optimize_many(paths, request, output, report, save_rules, as_json, quiet,
                                            executor_for(executor, jobs, address, resource), stdout, stderr,
-                                           {"command": command_line()}))
+                                           {"command": command_line()}, verbose=verbose))
         from hwopt.api import optimize as run_optimize
         from hwopt.report.optimize import print_report
 
@@ -134,9 +136,7 @@ def optimize(
         if as_json:
             print(json.dumps(doc, indent=2))
         elif not quiet:
-            print_report(stdout, doc)
-            if result.ok:
-                stdout.print(f"wrote {output}" + (f" and {save_rules}" if save_rules else ""), highlight=False)
+            print_report(stdout, doc, verbose=verbose, report=report)
         for line in doc.get("nothing_to_do", []):
             stderr.print(f"hwopt: nothing to do: {line}", markup=False, highlight=False)
         if doc.get("nothing_to_do") and result.ok:

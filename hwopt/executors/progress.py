@@ -1,7 +1,8 @@
 """Progress of a long run across an executor: done/total, rate and time left.
 
-On a terminal: a live rich bar with the rate (per hour: a large emulated
-kernel takes minutes) and the time left at that rate. In a log (CI, a
+On a terminal: a live rich bar with the rate (in the unit that reads best:
+per hour for emulated kernels that take minutes, per minute or per second for
+fast ones) and the time left at that rate. In a log (CI, a
 background sweep): one line when it starts, one at the first finished item,
 then at most one every ``interval`` seconds as items finish, and one at the end, so a run of hours
 leaves a readable trail instead of nothing or a line per kernel.
@@ -24,8 +25,18 @@ def _duration(seconds: float) -> str:
     return f"{seconds // 60}m{seconds % 60:02d}s"
 
 
+def rate_text(per_second: float, unit: str) -> str:
+    """``12.5 models/s``, ``42 kernels/min``, ``7.0 kernels/h``: the unit in which the rate reads as a
+    number a person can picture (not "10518/h")."""
+    for scale, suffix in ((1.0, "s"), (60.0, "min"), (3600.0, "h")):
+        value = per_second * scale
+        if value >= 1.0 or suffix == "h":
+            return f"{value:.1f} {unit}/{suffix}" if value < 10 else f"{value:.0f} {unit}/{suffix}"
+    return ""  # not reached
+
+
 class Rate:
-    """Items per hour since the start and the time left at that rate."""
+    """Items per unit of time since the start and the time left at that rate."""
 
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self.clock = clock
@@ -35,9 +46,8 @@ class Rate:
         elapsed = max(self.clock() - self.start, 1e-9)
         if done <= 0:
             return f"{done}/{total} {unit}, {_duration(elapsed)} elapsed"
-        per_hour = done / elapsed * 3600
         left = (total - done) / (done / elapsed)
-        return (f"{done}/{total} {unit} ({100 * done / max(total, 1):.1f}%), {per_hour:.0f}/h, "
+        return (f"{done}/{total} {unit} ({100 * done / max(total, 1):.1f}%), {rate_text(done / elapsed, unit)}, "
                 f"{_duration(elapsed)} elapsed, ETA {_duration(left)}")
 
 

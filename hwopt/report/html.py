@@ -23,9 +23,11 @@ CSS = """
 body{font-family:system-ui,-apple-system,'Segoe UI',sans-serif;margin:24px auto;max-width:1100px;color:#222;
 line-height:1.4;padding:0 16px}
 h1{font-size:22px;margin-bottom:4px}h2{font-size:17px;margin-top:30px;border-bottom:1px solid #ddd;padding-bottom:4px}
-table{border-collapse:collapse;font-size:13px;margin:8px 0}th,td{border-bottom:1px solid #e4e4e4;padding:4px 8px;
+table{border-collapse:collapse;font-size:13px;margin:8px 0}th,td{border-bottom:1px solid #e4e4e4;padding:4px 6px;
 text-align:right;vertical-align:top}th{background:#f4f5f7;font-weight:600}td:first-child,th:first-child{text-align:left}
-td{white-space:nowrap}td.text{text-align:left;max-width:420px;min-width:150px;word-break:break-word;white-space:normal}
+td{white-space:nowrap}td.text{text-align:left;max-width:340px;min-width:120px;word-break:break-word;white-space:normal}
+span.band{font-size:11px;color:#666;font-weight:400}tr.note-row td{white-space:normal;text-align:left;color:#555;font-size:12px;border-bottom:1px solid #e4e4e4;
+padding-top:0}tr.has-note td{border-bottom:none}
 .scroll{overflow-x:auto}tr.chosen td{background:#fff7e6;font-weight:600}
 .meta{font-size:13px;color:#444}.meta td{text-align:left;border:none;padding:2px 10px 2px 0;white-space:normal}
 .meta td:first-child{white-space:nowrap}th.text{text-align:left}
@@ -59,6 +61,15 @@ def fmt_fid(v: float | None) -> str:
     return "-" if v is None else f"{v:.2%}"
 
 
+def fmt_band(low: float | None, high: float | None) -> str:
+    """An 80% band in one unit: ``2.51-2.88 ms``, ``512-600 us``."""
+    if low is None or high is None:
+        return "-"
+    if min(abs(low), abs(high)) >= 1000:
+        return f"{low / 1000:.2f}-{high / 1000:.2f} ms"
+    return f"{low:.0f}-{high:.0f} us"
+
+
 def fmt_dev(v: float | None) -> str:
     if v is None:
         return "-"
@@ -66,13 +77,19 @@ def fmt_dev(v: float | None) -> str:
 
 
 def _table(header: list[str], rows: list[list[str]], classes: list[str] | None = None, table_id: str = "",
-           text_cols: tuple[int, ...] = ()) -> str:
+           text_cols: tuple[int, ...] = (), notes: list[str] | None = None) -> str:
+    """``notes``: HTML shown under a row across the whole table (a long note in a column of its own made the
+    table wider than the page and its rows tall)."""
     heads = "".join(f'<th{" class=text" if j in text_cols else ""}>{escape(h)}</th>' for j, h in enumerate(header))
     out = [f'<div class="scroll"><table id="{table_id}"><thead><tr>{heads}</tr></thead><tbody>']
     for i, row in enumerate(rows):
-        cls = f' class="{classes[i]}"' if classes and classes[i] else ""
+        note = notes[i] if notes else ""
+        names = " ".join(c for c in ((classes[i] if classes else ""), "has-note" if note else "") if c)
+        cls = f' class="{names}"' if names else ""
         out.append(f"<tr{cls}>" + "".join(f'<td{" class=text" if j in text_cols else ""}>{cell}</td>'
                                           for j, cell in enumerate(row)) + "</tr>")
+        if note:
+            out.append(f'<tr class="note-row"><td colspan="{len(header)}">{note}</td></tr>')
     out.append("</tbody></table></div>")
     return "".join(out)
 
@@ -108,7 +125,8 @@ def _inputs_banner(inputs: dict[str, Any] | None, exact: bool = False) -> str:
 # -- fidelity: whatever task-level figures the document carries ------------------------------------------------
 _KNOWN = {"label", "latency_us", "latency_change", "measured_latency_us", "params", "flops", "peak_activation_bytes",
           "memory_bytes", "deviation", "exact", "rules", "note", "id", "chosen", "decisions", "dominated", "verified",
-          "fidelity", "predicted_fidelity", "predicted_rel_l2", "latency_low_us", "latency_high_us", "interval"}
+          "fidelity", "predicted_fidelity", "predicted_rel_l2", "latency_low_us", "latency_high_us", "interval",
+          "rel_l2"}  # rel_l2: the deviation again (the verifier's name for it), shown once
 
 
 def _number(value: Any) -> bool:
@@ -188,33 +206,51 @@ def _timeline_chart(doc: dict[str, Any]) -> str:
                         legend=legend, chart_id="chart-timeline", fmt_total=fmt_us)
 
 
+def block_totals(segments: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Block -> its latency and utilisation limit summed over its segments, in first-seen order.
+
+    A block's kernels need not run back to back (a detector's branches interleave with it), so the
+    timeline can hold several segments of one block; the per-block figures are their sums, as in the
+    per-block table."""
+    out: dict[str, dict[str, Any]] = {}
+    for seg in segments:
+        if seg["label"] == "other":
+            continue
+        total = out.setdefault(seg["label"], {"label": seg["label"], "rule": seg.get("rule", ""), "latency_us": 0.0,
+                                              "ideal_us": 0.0 if seg.get("ideal_us") is not None else None})
+        total["latency_us"] += seg["latency_us"]
+        if total["ideal_us"] is not None and seg.get("ideal_us") is not None:
+            total["ideal_us"] += seg["ideal_us"]
+    return out
+
+
 def _blocks_chart(doc: dict[str, Any]) -> str:
     """Each block's latency before and after, side by side: where a rule wins and where it loses."""
-    base = [s for s in doc.get("timeline", {}).get("baseline", []) if s["label"] != "other"]
-    best = {s["label"]: s for s in doc.get("timeline", {}).get("best", []) if s["label"] != "other"}
+    base = block_totals(doc.get("timeline", {}).get("baseline", []))
+    best = block_totals(doc.get("timeline", {}).get("best", []))
     if not base or not best:
         return ""
-    groups = [(s["label"], [("baseline", s["latency_us"], RULE_COLORS["dw"]),
-                            (f"best ({best[s['label']].get('rule') or 'as is'})" if s["label"] in best else "best",
-                             best[s["label"]]["latency_us"] if s["label"] in best else None,
-                             _segment_color(best[s["label"]]) if s["label"] in best else RULE_COLORS["dw"])])
-              for s in base]
+    groups = [(label, [("baseline", s["latency_us"], RULE_COLORS["dw"]),
+                       (f"best ({best[label].get('rule') or 'as is'})" if label in best else "best",
+                        best[label]["latency_us"] if label in best else None,
+                        _segment_color(best[label]) if label in best else RULE_COLORS["dw"])])
+              for label, s in base.items()]
     return grouped_bars(groups, "estimated latency per block: baseline (grey) and best (coloured by its rule)",
                         fmt_us, chart_id="chart-blocks", legend=False)
 
 
 def _utilisation_chart(doc: dict[str, Any]) -> str:
-    base = [s for s in doc.get("timeline", {}).get("baseline", []) if s["label"] != "other"]
-    best = {s["label"]: s for s in doc.get("timeline", {}).get("best", []) if s["label"] != "other"}
-    if not base or base[0].get("ideal_us") is None:
+    base = block_totals(doc.get("timeline", {}).get("baseline", []))
+    best = block_totals(doc.get("timeline", {}).get("best", []))
+    if not base or next(iter(base.values()))["ideal_us"] is None:
         return (f'<p class="note">The target {escape(doc["target"])} states no clock (<code>clock_mhz</code>): its '
                 f'utilisation limit is not defined.</p>')
 
     def share(s: dict | None) -> float | None:
         return 100.0 * s["ideal_us"] / s["latency_us"] if s and s["latency_us"] > 0 else None
 
-    groups = [(s["label"], [("baseline", share(s), RULE_COLORS["dw"]),
-                            ("best", share(best.get(s["label"])), RULE_COLORS["fuse"])]) for s in base]
+    groups = [(label, [("baseline", share(s), RULE_COLORS["dw"]),
+                       ("best", share(best.get(label)), RULE_COLORS["fuse"])]) for label, s in base.items()]
     p = doc["parallelism"]
     return (f'<p class="small">Per block: the utilisation limit (MACs / ({p}x{p}) cycles: the array busy every cycle) '
             f'as a share of the estimated latency. 100% = at the array\'s peak; low = bound by memory, the vector '
@@ -224,12 +260,58 @@ def _utilisation_chart(doc: dict[str, Any]) -> str:
                            chart_id="chart-utilisation", limit=100.0))
 
 
+def chosen_label(row: dict[str, Any]) -> str:
+    """The chosen point's label on both charts: its id (the one ``--pick`` takes), marked."""
+    ident = row.get("id")
+    return f"{ident} (chosen)" if ident and ident != "best" else "chosen"
+
+
+def id_ranges(ids: list[str]) -> str:
+    """``p1-p12, p15``: runs of consecutive ids written as ranges."""
+    numbers = sorted(int(i[1:]) for i in ids if i[:1] == "p" and i[1:].isdigit())
+    runs: list[list[int]] = []
+    for n in numbers:
+        if runs and n == runs[-1][-1] + 1:
+            runs[-1].append(n)
+        else:
+            runs.append([n])
+    parts = [f"p{r[0]}" + (f"-p{r[-1]}" if len(r) > 1 else "") for r in runs]
+    return ", ".join(parts + [i for i in ids if not (i[:1] == "p" and i[1:].isdigit())])
+
+
+def why_dominated(doc: dict[str, Any]) -> str | None:
+    """Why the chosen variant is not on the latency / memory front: the points that dominate it miss the
+    fidelity budget (the front shows every evaluated variant; only those within the budget may be written)."""
+    pareto = doc.get("pareto") or []
+    chosen = next((p for p in pareto if p.get("chosen")), None)
+    if chosen is None or not chosen.get("dominated"):
+        return None
+    better = [p for p in pareto if p is not chosen and p["latency_us"] <= chosen["latency_us"]
+              and p["memory_bytes"] <= chosen["memory_bytes"]]
+    if not better:
+        return None
+    fid = doc.get("fidelity") if isinstance(doc.get("fidelity"), dict) else {}
+    ids = id_ranges([p["id"] for p in better])
+    values = [p["fidelity"] if p.get("fidelity") is not None else p.get("predicted_fidelity") for p in better]
+    values = [v for v in values if v is not None]
+    are = "is" if len(better) == 1 else "are"
+    if fid.get("min_fidelity") is not None and values:
+        return (f"{chosen_label(chosen)} is not on this front: {ids} {are} faster and smaller but miss the fidelity "
+                f"budget ({fid.get('label', 'fidelity')} at most {fmt_fid(max(values))}, predicted where not "
+                f"verified, against --min-fidelity {fmt_fid(fid['min_fidelity'])}): see the right-hand chart")
+    return (f"{chosen_label(chosen)} is not on this front: {ids} {are} faster and smaller but miss the fidelity "
+            f"budget (see the right-hand chart)")
+
+
 def _pareto_charts(doc: dict[str, Any]) -> str:
     pareto = doc.get("pareto") or []
     budgets = doc.get("budgets", {})
-    pts = [Point(p["latency_us"], p["memory_bytes"], label=p["id"] if p.get("chosen") or len(pareto) <= 12 else "",
+    why = why_dominated(doc)
+    pts = [Point(p["latency_us"], p["memory_bytes"],
+                 label=chosen_label(p) if p.get("chosen") else (p["id"] if len(pareto) <= 12 else ""),
                  title=f"{p['id']}: {fmt_us(p['latency_us'])}, {human_bytes(p['memory_bytes'])}, "
-                       f"{_rules_short(p.get('rules', []))}" + (" (chosen)" if p.get("chosen") else ""),
+                       f"{_rules_short(p.get('rules', []))}" + (f" (chosen; {why})" if p.get("chosen") and why
+                                                                 else " (chosen)" if p.get("chosen") else ""),
                  color="#f28e2b" if p.get("chosen") else "#4e79a7", chosen=bool(p.get("chosen")),
                  front=not p.get("dominated", False), data={"id": p["id"]}) for p in pareto]
     seen = {(p.x, p.y) for p in pts}
@@ -243,24 +325,36 @@ def _pareto_charts(doc: dict[str, Any]) -> str:
     left = scatter(pts, "estimated latency", "memory (params + peak activations)", fmt_axis_us, yfmt, y_unit=yunit,
                    x_budget=budgets.get("max_latency_us"), y_budget=budgets.get("max_memory_bytes"),
                    budget_names=("--max-latency", "--max-memory"), chart_id="chart-pareto-memory")
+    if why:
+        left += f'<p class="small" id="pareto-why">{escape(why[0].upper() + why[1:])}.</p>'
     # Latency against fidelity: every materialised variant (the side-by-side rows, finalists, front points).
-    rows = [dict(v, id=v["label"]) for v in doc.get("variants", [])]
+    # Each shows by its id where it has one (the ids --pick takes); the chosen one, wherever it appears,
+    # is ringed and labelled with its id.
+    rows = [dict(v, id=v.get("id") or v["label"], chosen=v["label"] == "best") for v in doc.get("variants", [])]
     rows += [dict(f, id=f.get("id") or f["label"]) for f in doc.get("finalists", [])
-             if f["label"] not in {r["id"] for r in rows}]
+             if f["label"] not in {r["label"] for r in rows}]
     rows += [dict(f, id=f.get("id") or f["label"]) for f in doc.get("front", [])]  # a latency / fidelity front
     rows += [p for p in pareto if p.get("deviation") is not None]
+    chosen_id = next((r["id"] for r in rows if r.get("chosen")), None)
     name, get, higher, budget = _fidelity_axis(doc, rows)
-    fpts, seen2 = [], set()
+    fpts: dict[tuple[float, float], Point] = {}
+    names: dict[tuple[float, float], list[str]] = {}
     for r in rows:
         value = get(r)
-        key = (round(r["latency_us"], 6), value)
-        if value is None or key in seen2:
+        if value is None:
             continue
-        seen2.add(key)
-        chosen = r["id"] == "best" or bool(r.get("chosen"))
-        fpts.append(Point(r["latency_us"], value, label=r["id"], chosen=chosen,
-                          color="#f28e2b" if chosen else "#4e79a7",
-                          title=f"{r['id']}: {fmt_us(r['latency_us'])}, {name} {fmt_dev(value)}"))
+        chosen = bool(r.get("chosen")) or r["id"] == chosen_id
+        key = (round(r["latency_us"], 6), value)
+        names.setdefault(key, [])
+        if r["id"] not in names[key]:
+            names[key].append(r["id"])  # one point, several names (a rule alone that is also the chosen one)
+        point = fpts.setdefault(key, Point(r["latency_us"], value, label=r["id"]))
+        if chosen and not point.chosen:
+            point.chosen, point.label = True, chosen_label(r)
+    for key, point in fpts.items():
+        point.color = "#f28e2b" if point.chosen else "#4e79a7"
+        point.title = f"{' = '.join(names[key])}: {fmt_us(point.x)}, {name} {fmt_dev(point.y)}"
+    fpts = list(fpts.values())
     # The front: no other point both faster and at least as faithful.
     for p in fpts:
         p.front = not any(q is not p and q.x <= p.x and ((q.y >= p.y) if higher else (q.y <= p.y))
@@ -279,7 +373,8 @@ def _cell(v: dict[str, Any], key: str, fmt: Callable[[float], str]) -> str:
 
 
 def _variants_table(doc: dict[str, Any]) -> str:
-    """Baseline, each rule alone, the chosen variant, then the finalists not already among them."""
+    """Baseline, each rule alone, the chosen variant, then the finalists not already among them; a row's note
+    under it across the table."""
     variants = list(doc["variants"])
     extra = [f for f in doc.get("finalists", []) if f["label"] != "best"
              and not any(f["latency_us"] == v["latency_us"] and f["rules"] == v["rules"] for v in variants)]
@@ -287,27 +382,47 @@ def _variants_table(doc: dict[str, Any]) -> str:
     fid_names = list(dict.fromkeys(k for v in variants + extra for k in fidelity_fields(v, label)))
     measured = any(v.get("measured_latency_us") is not None for v in variants)
     banded = any(v.get("latency_low_us") is not None for v in variants)
-    header = (["variant", "est. latency", "vs baseline"] + (["80% band"] if banded else [])
+    header = (["variant", "est. latency" + (" (80% band)" if banded else ""), "vs baseline"]
               + (["measured"] if measured else [])
-              + ["params", "FLOPs", "peak act.", "memory", "deviation (rel L2)"] + fid_names
-              + ["exact", "rules", "note"])
+              + ["params", "FLOPs", "peak act.", "memory", "rel L2 (deviation)"] + fid_names + ["exact", "rules"])
     base = variants[0]["latency_us"] if variants else 1.0
-    rows, classes = [], []
+    rows, classes, notes = [], [], []
     for v in variants + extra:
         fid = fidelity_fields(v, label)
         name = v["label"] + (f" ({v['id']})" if v.get("id") else "")
-        band = (f"{fmt_us(v['latency_low_us'])} - {fmt_us(v['latency_high_us'])}"
-                if v.get("latency_low_us") is not None else "-")
-        rows.append([escape(name), fmt_us(v["latency_us"]), f"{v['latency_us'] / base - 1:+.1%}"]
-                    + ([band] if banded else []) + ([fmt_us(v.get("measured_latency_us"))] if measured else [])
+        deviation = v.get("deviation") if v.get("deviation") is not None else v.get("rel_l2")
+        band = (f'<br><span class="band">{fmt_band(v.get("latency_low_us"), v.get("latency_high_us"))}</span>'
+                if banded and v.get("latency_low_us") is not None else "")
+        rows.append([escape(name), fmt_us(v["latency_us"]) + band, f"{v['latency_us'] / base - 1:+.1%}"]
+                    + ([fmt_us(v.get("measured_latency_us"))] if measured else [])
                     + [_cell(v, "params", human_count), _cell(v, "flops", human_count),
                        _cell(v, "peak_activation_bytes", human_bytes), _cell(v, "memory_bytes", human_bytes),
-                       fmt_dev(v.get("deviation"))]
+                       fmt_dev(deviation)]
                     + [fmt_fid(fid.get(k)) if k.startswith(label) else fmt_dev(fid.get(k)) for k in fid_names]
                     + [("yes" if v.get("exact") else "no") if "exact" in v else "-",
-                       escape(_rules_short(v.get("rules", []))), escape(v.get("note", ""))])
+                       escape(_rules_short(v.get("rules", [])))])
         classes.append("chosen" if v["label"] == "best" else "")
-    return _table(header, rows, classes, "table-variants", text_cols=(len(header) - 2, len(header) - 1))
+        notes.append(escape(v.get("note") or ""))
+    return _table(header, rows, classes, "table-variants", text_cols=(len(header) - 1,), notes=notes)
+
+
+def growth_note(doc: dict[str, Any]) -> str | None:
+    """One line when the chosen model holds more parameters or memory than the original (speed bought with
+    weights: a grouped or dense conv holds more than the depthwise one it replaces)."""
+    best, base = doc.get("best"), (doc.get("variants") or [None])[0]
+    if not best or not base:
+        return None
+    grown = []  # what grows by half a percent or more (a padded channel's few bytes are no news)
+    if best["params"] > 1.005 * base["params"]:
+        grown.append(f"parameters {human_count(base['params'])} -> {human_count(best['params'])} "
+                     f"({best['params'] / base['params'] - 1:+.0%})")
+    if best["memory_bytes"] > 1.005 * base["memory_bytes"]:
+        grown.append(f"memory {human_bytes(base['memory_bytes'])} -> {human_bytes(best['memory_bytes'])} "
+                     f"({best['memory_bytes'] / base['memory_bytes'] - 1:+.0%})")
+    if not grown:
+        return None
+    return ("the chosen model is larger than the original: " + ", ".join(grown)
+            + " (its rewrites trade weights for speed; --max-memory bounds it)")
 
 
 def optimize_html(doc: dict[str, Any]) -> str:
@@ -323,7 +438,7 @@ def optimize_html(doc: dict[str, Any]) -> str:
         ("rule set", escape(str(doc["space"].get("rule_set", "")))),
         ("search", f"{escape(doc['strategy'])}, {doc['evaluated']:,} of {doc['space']['size']:,} variants evaluated"),
         ("stages", escape(", ".join(f"{k} {v:.1f} s" for k, v in doc["seconds"].items()))),
-        ("memory counted in the", escape(doc.get("memory_basis", "target's layout"))),
+        ("memory figures", "counted in the " + escape(doc.get("memory_basis", "target's layout"))),
     ]))
     exact = all(v.get("exact") for v in doc["variants"] + list(doc.get("finalists", [])) if "exact" in v)
     body.append(_inputs_banner(run.get("inputs"), exact))
@@ -332,6 +447,9 @@ def optimize_html(doc: dict[str, Any]) -> str:
     if doc.get("nothing_to_do"):
         body.append('<div class="warn" id="nothing-to-do">Nothing to do: the original is the best variant. '
                     + "; ".join(escape(x) for x in doc["nothing_to_do"]) + "</div>")
+    growth = growth_note(doc)
+    if growth:
+        body.append(f'<div class="note" id="growth">{escape(growth[0].upper() + growth[1:])}.</div>')
     if doc.get("fine_tuning"):
         places = escape(", ".join(doc["fine_tuning"]))
         body.append(f'<div class="note">Needs fine-tuning (inexact rewrites): {places}</div>')
@@ -443,7 +561,7 @@ def estimate_html(doc: dict[str, Any]) -> str:
                    ("latency", fmt_us(doc["latency_us"])),
                    ("parameters", human_bytes(doc["param_bytes"])),
                    ("peak activations", human_bytes(doc["peak_activation_bytes"])),
-                   ("memory counted in the", escape(doc.get("memory_basis", "target's layout"))),
+                   ("memory figures", "counted in the " + escape(doc.get("memory_basis", "target's layout"))),
                    ("off-chip traffic", human_bytes(doc["dram_bytes"]) if doc.get("dram_bytes") else "-")])]
     body.append("<h2>Where the time goes</h2>" + _kernel_bar(kernels, doc["target"]))
     top = sorted(kernels, key=lambda k: -k["latency_us"])[:25]

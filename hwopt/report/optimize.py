@@ -19,6 +19,7 @@ from rich.console import Console
 from rich.table import Table
 
 from hwopt.fidelity.metrics import METRICS
+from hwopt.report.html import growth_note
 from hwopt.report.tables import human_bytes, human_count, human_latency
 from hwopt.search.optimize import Candidate, OptimizeResult
 from hwopt.search.space import hidden_group
@@ -42,8 +43,8 @@ def _fmt(value, kind: str) -> str:
         return human_count(value)
     if kind == "dev":
         return f"{value:.2e}" if value < 1e-3 else f"{value:.4f}"
-    if kind == "fid":
-        return f"{value:.2%}" if value >= 0.9995 or value < 0.9 else f"{value:.1%}"
+    if kind == "fid":  # one precision everywhere: tables, notes and budgets (99.84% never shows as 99.8%)
+        return f"{value:.2%}"
     return str(value)
 
 
@@ -378,12 +379,15 @@ def _summary(doc: dict[str, Any]) -> list[str]:
                          + "; ".join(d["kernel"] + (" (out of table)" if d["ood"] else "") for d in band["drivers"]))
         if b.get("measured_latency_us") is not None and b.get("note"):
             lines.append(f"best: {b['note']}")
+        growth = growth_note(doc)
+        if growth:
+            lines.append(growth)
         if doc["fine_tuning"]:
             refit = "random inputs" if (doc.get("run") or {}).get("inputs", {}).get("random") else "calibration data"
             lines.append(f"inexact rewrites (weights refit on {refit} only; fine-tuning can win back fidelity): "
                          + ", ".join(doc["fine_tuning"]))
     for r in doc.get("recovery", []):
-        fmt = lambda v: "n/a" if v is None else f"{v:.1%}"  # noqa: E731
+        fmt = lambda v: "n/a" if v is None else _fmt(v, "fid")  # noqa: E731
         label = METRICS[r["metric"]].label if r["metric"] in METRICS else r["metric"]
         lines.append(f"recovered {r['label']} ({r['epochs']} epochs, {r['seconds']:.0f} s): {label} "
                      f"{fmt(r['before'])} -> {fmt(r['after'])} on the held-out samples"
@@ -395,9 +399,46 @@ def _summary(doc: dict[str, Any]) -> list[str]:
     return lines
 
 
-def print_report(console: Console, doc: dict[str, Any]) -> None:
-    if not console.is_terminal:  # piped into a log: don't squeeze the tables into 80 columns
-        console = Console(file=console.file, width=200, soft_wrap=True)
+def brief(doc: dict[str, Any], report: Path | None = None) -> list[str]:
+    """The default terminal output: what was written, the gain, the fidelity, what to look at next (the
+    tables are in the report and behind --verbose)."""
+    lines = []
+    if doc.get("output"):
+        lines.append(f"wrote {doc['output']}" + (f" and {doc['rules_file']}" if doc.get("rules_file") else ""))
+    best, base = doc.get("best"), doc["variants"][0] if doc.get("variants") else None
+    if best is not None and base is not None:
+        lines.append(f"{Path(doc['model']).name} on {doc['target']}: {_fmt(base['latency_us'], 'us')} -> "
+                     f"{_fmt(best['latency_us'], 'us')} estimated ({best['latency_change']:+.1%}), "
+                     f"{'exact' if best['exact'] else 'inexact'}: {rules_short(best['rules'])}")
+        fid = doc["fidelity"]
+        samples = (fid.get("samples") or {}).get("held_out")
+        value = _fmt(best["fidelity"], "fid") if best["fidelity"] is not None else "not verified"
+        budget = f" (budget >= {_fmt(fid['min_fidelity'], 'fid')})" if fid.get("min_fidelity") is not None else ""
+        lines.append(f"fidelity: {fid.get('label', 'fidelity')} {value} on {samples} held-out samples{budget}, "
+                     f"rel L2 {_fmt(best['rel_l2'], 'dev') if best['rel_l2'] is not None else '-'}"
+                     + (" (random inputs: see the note below)" if fid.get("warning") else ""))
+        growth = growth_note(doc)
+        if growth:
+            lines.append(growth)
+        if doc["fine_tuning"]:
+            lines.append(f"needs fine-tuning: {len(doc['fine_tuning'])} rewritten place(s) (listed in the report)")
+        if fid.get("retraining_note"):
+            lines.append(fid["retraining_note"])
+    front = len({p["id"] for p in doc.get("pareto", [])} | {f["id"] for f in doc.get("front", []) if f.get("id")})
+    where = (f"open {report}" if report is not None and report.suffix.lower() in (".html", ".md")
+             else "add --report report.html")
+    lines.append(f"next: {where} for the side-by-side table, where the time goes per block and the fronts "
+                 f"({front} points with ids for --pick); --verbose prints the tables here")
+    return lines
+
+
+def print_report(console: Console, doc: dict[str, Any], verbose: bool = True, report: Path | None = None) -> None:
+    """``verbose``: the summary and every table (wide); else ``brief``. A piped console is never squeezed to 80
+    columns (``hwopt.report.console``)."""
+    if not verbose:
+        for line in brief(doc, report):
+            console.print(line, markup=False, highlight=False)
+        return
     for line in _summary(doc):
         console.print(line, markup=False, highlight=False)
     for title, header, rows in _tables(doc):
@@ -407,6 +448,9 @@ def print_report(console: Console, doc: dict[str, Any]) -> None:
         for row in rows:
             table.add_row(*row)
         console.print(table)
+    if doc.get("output"):
+        console.print(f"wrote {doc['output']}" + (f" and {doc['rules_file']}" if doc.get("rules_file") else ""),
+                      markup=False, highlight=False)
 
 
 def markdown(doc: dict[str, Any]) -> str:

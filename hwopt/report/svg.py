@@ -199,19 +199,49 @@ def scatter(points: Sequence[Point], x_label: str, y_label: str, fx: Callable[[f
     out.append(f'<text x="{left + pw / 2:.1f}" y="{height - 8}" text-anchor="middle" fill="#333" font-size="12">'
                f'{escape(x_label)}</text><text transform="translate(14,{top + ph / 2:.1f}) rotate(-90)" '
                f'text-anchor="middle" fill="#333" font-size="12">{escape(y_label)}</text>')
+    placed: list[tuple[float, float, float, float]] = []  # label boxes already drawn (x0, y0, x1, y1)
+    dots = [(px(p.x), py(p.y)) for p in points]
+
+    def free(box: tuple[float, float, float, float]) -> bool:
+        """Inside the plot, over no point and no earlier label."""
+        inside = box[0] >= left and box[2] <= left + pw and box[1] >= top and box[3] <= top + ph
+        return inside and not any(box[0] - 7 < x < box[2] + 7 and box[1] - 7 < y < box[3] + 7 for x, y in dots) \
+            and not any(b[0] < box[2] and box[0] < b[2] and b[1] < box[3] and box[1] < b[3] for b in placed)
+
+    def budget_label(spots: list[tuple[float, float, str]], text: str) -> str:
+        """The first spot (x, baseline y, anchor) where the label hides no point: budget labels drawn over the
+        points they bound hid them."""
+        if not text:
+            return ""
+        w = 6.2 * len(text)
+
+        def box(x: float, y: float, anchor: str) -> tuple[float, float, float, float]:
+            x0 = x - w if anchor == "end" else x - w / 2 if anchor == "middle" else x
+            return (x0, y - 10, x0 + w, y + 2)
+
+        x, y, anchor = next((spot for spot in spots if free(box(*spot))), spots[0])
+        placed.append(box(x, y, anchor))
+        return (f'<text class="budget-label" x="{x:.1f}" y="{y:.1f}" text-anchor="{anchor}" '
+                f'fill="#c0392b">{escape(text)}</text>')
+
     if x_budget:
-        out.append(f'<line class="budget" x1="{px(x_budget):.1f}" y1="{top}" x2="{px(x_budget):.1f}" '
-                   f'y2="{top + ph}" stroke="#c0392b" stroke-dasharray="5 3"/><text x="{px(x_budget) - 4:.1f}" '
-                   f'y="{top + 12}" text-anchor="end" fill="#c0392b">{escape(budget_names[0])}</text>')
+        bx = px(x_budget)
+        out.append(f'<line class="budget" x1="{bx:.1f}" y1="{top}" x2="{bx:.1f}" y2="{top + ph}" stroke="#c0392b" '
+                   f'stroke-dasharray="5 3"/>')
+        out.append(budget_label([(bx - 4, top + 12, "end"), (bx - 4, top + ph - 4, "end"), (bx + 4, top + 12, "start"),
+                                 (bx + 4, top + ph - 4, "start")], budget_names[0]))
     if y_budget is not None:
-        out.append(f'<line class="budget" x1="{left}" y1="{py(y_budget):.1f}" x2="{left + pw}" '
-                   f'y2="{py(y_budget):.1f}" stroke="#c0392b" stroke-dasharray="5 3"/><text x="{left + pw - 4}" '
-                   f'y="{py(y_budget) - 4:.1f}" text-anchor="end" fill="#c0392b">{escape(budget_names[1])}</text>')
+        by = py(y_budget)
+        out.append(f'<line class="budget" x1="{left}" y1="{by:.1f}" x2="{left + pw}" y2="{by:.1f}" stroke="#c0392b" '
+                   f'stroke-dasharray="5 3"/>')
+        out.append(budget_label([(left + pw - 4, by - 4, "end"), (left + pw - 4, by + 13, "end"),
+                                 (left + 4, by - 4, "start"), (left + 4, by + 13, "start"),
+                                 (left + pw / 2, by - 4, "middle"), (left + pw / 2, by + 13, "middle")],
+                                budget_names[1]))
     front = sorted((p for p in points if p.front), key=lambda p: p.x)
     if len(front) > 1:
         path = " ".join(f"{'M' if i == 0 else 'L'}{px(p.x):.1f},{py(p.y):.1f}" for i, p in enumerate(front))
         out.append(f'<path class="front" d="{path}" fill="none" stroke="#888" stroke-width="1.2"/>')
-    placed: list[tuple[float, float, float, float]] = []  # label boxes already drawn (x0, y0, x1, y1)
 
     def place(x: float, y: float, text: str) -> tuple[float, float, str]:
         """A spot for a label near (x, y) inside the plot that overlaps no earlier label."""
@@ -234,7 +264,9 @@ def scatter(points: Sequence[Point], x_label: str, y_label: str, fx: Callable[[f
     for p in sorted(points, key=lambda p: p.chosen):  # the chosen point drawn last: on top
         attrs = _attrs({"x": repr(p.x), "y": repr(p.y), "label": p.label, "chosen": str(p.chosen).lower(),
                         "front": str(p.front).lower(), **p.data})
-        out.append(f'<g class="point"{attrs}>'
+        ring = (f'<circle class="ring" cx="{px(p.x):.1f}" cy="{py(p.y):.1f}" r="10" fill="none" stroke="#000" '
+                f'stroke-width="1.5"/>' if p.chosen else "")
+        out.append(f'<g class="point"{attrs}>{ring}'
                    f'<circle cx="{px(p.x):.1f}" cy="{py(p.y):.1f}" r="{6 if p.chosen else 4.5}" '
                    f'fill="{p.color}" stroke="{"#000" if p.chosen else "#fff"}" stroke-width="{2 if p.chosen else 1}">'
                    f'<title>{escape(p.title or p.label)}</title></circle></g>')

@@ -49,8 +49,6 @@ def applicable_rules(analysis: Analysis) -> dict[str, list[str]]:
 
 
 def print_inspect(console: Console, analysis: Analysis, metrics: ModelMetrics, canon: CanonicalizationReport) -> None:
-    if not console.is_terminal:  # piped: wide enough that site ids stay on one line
-        console = Console(file=console.file, width=240, soft_wrap=True)
     console.print(
         f"[bold]{metrics.nodes}[/] nodes, [bold]{human_count(metrics.params)}[/] params "
         f"({human_bytes(metrics.param_bytes)}), [bold]{human_count(metrics.flops)}[/] FLOPs/sample, "

@@ -5,8 +5,9 @@
   latency, its multiply-accumulates and the target's utilisation limit
   (MACs / (P x P) cycles at the target's clock: the array busy every cycle).
   The segments of a variant sum to its estimated latency exactly.
-- ``pareto``: the front with ids (``p1``...: ``hwopt optimize --pick p3``), the
-  rules of each point, and which one was chosen.
+- ``pareto``: the front with ids (``p1``...: ``hwopt optimize --pick p3``; the
+  latency / fidelity front continues the same numbering), the rules of each
+  point, and which one was chosen.
 - ``nothing_to_do``: when the best variant is the original, why, per rule.
 - ``provenance``: which cost model scored the kernels, the estimator card's
   held-out error, the kernels scored by a fallback.
@@ -92,14 +93,16 @@ def pareto(result: OptimizeResult) -> list[dict[str, Any]]:
                     "chosen": d == best})
     if best is not None and not any(p["chosen"] for p in out):
         # Thinned out of the front, or dominated in (latency, memory) by a variant that failed the
-        # deviation budget: shown anyway, marked, without an id of its own (it is the default pick).
+        # fidelity budget: shown anyway, marked, with its id on the latency / fidelity front when it has one.
         b = result.best
         dominated = any(p["latency_us"] <= b.figures["latency_us"] and p["memory_bytes"] <= b.figures["memory_bytes"]
                         and (p["latency_us"], p["memory_bytes"]) != (b.figures["latency_us"], b.figures["memory_bytes"])
                         for p in out)
-        out.append({"id": "best", "latency_us": b.figures["latency_us"], "memory_bytes": b.figures["memory_bytes"],
-                     "params": b.figures["params"], "rules": [s.label() for s in b.steps], "exact": b.exact,
-                     "deviation": b.deviation, "chosen": True, "dominated": dominated})
+        out.append({"id": b.id or "best", "latency_us": b.figures["latency_us"],
+                    "memory_bytes": b.figures["memory_bytes"], "params": b.figures["params"],
+                    "rules": [s.label() for s in b.steps], "exact": b.exact, "deviation": b.deviation,
+                    "fidelity": _fidelity(b), "predicted_fidelity": b.predicted, "chosen": True,
+                    "dominated": dominated})
         out.sort(key=lambda p: p["memory_bytes"])
     return out
 

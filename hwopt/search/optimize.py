@@ -69,7 +69,7 @@ class Candidate:
     measured_us: float | None = None
     note: str = ""
     band: dict | None = None  # the estimate's 80% band and what drives it (hwopt.estimator), where it has one
-    id: str = ""  # F1, F2, ...: its row on the latency / fidelity front, if it is on it
+    id: str = ""  # p1, p2, ...: its id on the fronts (what --pick takes), if it is on one
 
     @property
     def metrics(self):
@@ -177,16 +177,34 @@ def pareto_front(rows: np.ndarray, figures: dict[str, np.ndarray], limit: int = 
 
 
 def _picked(pareto: list[dict], pick: str, objective: Objective) -> tuple[int, ...]:
-    """The decisions of Pareto point ``pick`` (``p1`` = the first row of the front)."""
-    ids = [f"p{i + 1}" for i in range(len(pareto))]
-    if pick not in ids:
-        raise HwoptError(f"--pick {pick!r}: the Pareto front of this run has ids {', '.join(ids)} (the same model, "
-                         f"rule set, target and --seed give the same front)")
-    point = pareto[ids.index(pick)]
+    """The decisions of Pareto point ``pick`` (``p1`` = the first row of the latency / memory front)."""
+    point = pareto[_pareto_index(pick, pareto)]
     shortfall = objective.shortfall(point)
     if shortfall:
         raise HwoptError(f"--pick {pick}: not within the budgets: {'; '.join(shortfall)}")
     return point["decisions"]
+
+
+def _pareto_index(pick: str, pareto: list[dict]) -> int | None:
+    """Index of ``pick`` on the latency / memory front (ids p1..pN); None for an id beyond it."""
+    k = int(pick[1:]) if pick[:1] == "p" and pick[1:].isdigit() else 0
+    return k - 1 if 1 <= k <= len(pareto) else None
+
+
+def number_fronts(pareto: list[dict], front: list[Candidate]) -> dict[tuple[int, ...], str]:
+    """One id scheme for both fronts, the ids ``--pick`` takes: p1..pN the latency / memory front in its
+    order, then the latency / fidelity front's points not on it, pN+1... (most faithful first); a point on
+    both has one id. Returns decisions -> id."""
+    ids = {tuple(p["decisions"]): f"p{i + 1}" for i, p in enumerate(pareto)}
+    for c in front:
+        c.id = ids.setdefault(c.decisions, f"p{len(ids) + 1}")
+    return ids
+
+
+def _no_such_id(pick: str, pareto: list[dict], front: list[Candidate]) -> HwoptError:
+    ids = list(dict.fromkeys([f"p{i + 1}" for i in range(len(pareto))] + [c.id for c in front]))
+    return HwoptError(f"--pick {pick!r}: the fronts of this run have ids {', '.join(ids)} (the same model, rule "
+                      f"set, target, budgets and --seed give the same fronts)")
 
 
 def _diverse(rows: np.ndarray, count: int) -> list[int]:
@@ -348,8 +366,6 @@ def fidelity_front(search: _Search, budget: FidelityBudget, extra: list[Candidat
     for c in points:  # most faithful first: keep each that is faster than every more faithful one
         if not front or c.figures["latency_us"] < front[-1].figures["latency_us"] - 1e-9:
             front.append(c)
-    for i, c in enumerate(front, 1):
-        c.id = f"F{i}"
     return front
 
 
@@ -423,14 +439,19 @@ def optimize(model_path: Path, request: OptimizeRequest | None = None,
     # Fidelity costs only matter to a search (not to a picked point), and only when some variant meets
     # the latency and memory budgets.
     wanted = budget.min_fidelity is not None or budget.max_deviation is not None
-    if wanted and pick is None and fitness[0] < INFEASIBLE:
+    # A picked id on the latency / memory front is materialised at once; one beyond it is a point of the
+    # latency / fidelity front, which the run repeats up to that front.
+    on_pareto = pick is not None and _pareto_index(pick, pareto) is not None
+    if pick is not None and not on_pareto and not (wanted and fitness[0] < INFEASIBLE):
+        raise _no_such_id(pick, pareto, [])
+    if wanted and not on_pareto and fitness[0] < INFEASIBLE:
         costs, f0, r0 = measure_costs(space, vm, verifier, progress)
         search.fmodel = FidelityModel(space, costs, f0, r0, fidelity_model)
     timings["sensitivity"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     if measure_finalists is None:
         measure_finalists = target.backend == "onnxruntime"
-    if pick is not None:
+    if on_pareto:
         picked = search.candidate(f"picked {pick}", _picked(pareto, pick, Objective(budgets)))
         best, ranked = (picked if verify(picked, verifier) else None), [picked]
     else:
@@ -473,19 +494,30 @@ def optimize(model_path: Path, request: OptimizeRequest | None = None,
                                             seed, progress, verifier=verifier, beyond=beyond)
         failure = [] if best is not None else failure
         timings["recover"] = time.perf_counter() - t1
-    if best is not None:
-        best.label = "best"
     timings["materialise"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
     front: list[Candidate] = []
     if search.fmodel is not None:
         front = fidelity_front(search, budget, [c for c in ranked if c.fidelity is not None])
-        todo = [c for c in front if c.fidelity is None]
-        if request.verify_front and todo:
-            picks = np.unique(np.linspace(0, len(todo) - 1, min(request.verify_front, len(todo))).round().astype(int))
-            for k in picks:
-                verify(todo[k], verifier)
+    ids = number_fronts(pareto, front)
+    if pick is not None and not on_pareto:
+        chosen = next((c for c in front if c.id == pick), None)
+        if chosen is None:
+            raise _no_such_id(pick, pareto, front)
+        chosen.label = f"picked {pick}"
+        best, ranked, failure = (chosen if verify(chosen, verifier) else None), [chosen], []
+        if best is None:
+            failure = [f"--pick {pick}: {chosen.note}"]
+    if best is not None and not best.id:
+        best.id = ids.get(best.decisions, "")
+    todo = [c for c in front if c.fidelity is None]
+    if request.verify_front and todo:
+        picks = np.unique(np.linspace(0, len(todo) - 1, min(request.verify_front, len(todo))).round().astype(int))
+        for k in picks:
+            verify(todo[k], verifier)
+    if best is not None:
+        best.label = "best"
     timings["front"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()

@@ -126,3 +126,44 @@ def test_bad_target_settings_are_one_line_errors(target):
         ScaleSimBackend(replace(target, backend_settings={"array_rows": 32}))
     with pytest.raises(HwoptError, match="lanes"):
         VectorUnit({}, 1)
+
+
+def test_measure_npu32_says_its_stages_in_a_log(scalesim_python, tmp_path):
+    """`hwopt measure -t npu32` in a log (stderr a pipe): a line per stage, with the emulated layers counted;
+    stdout only the result."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+    import numpy as np
+
+    w = numpy_helper.from_array(np.ones((16, 8, 1, 1), np.float32), "w")
+    w2 = numpy_helper.from_array(np.ones((8, 16, 3, 3), np.float32), "w2")
+    graph = helper.make_graph(
+        [helper.make_node("Conv", ["x", "w"], ["h"], name="c1"), helper.make_node("Relu", ["h"], ["r"], name="r1"),
+         helper.make_node("Conv", ["r", "w2"], ["y"], name="c2", pads=[1, 1, 1, 1])], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8, 8, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8, 8, 8])], [w, w2])
+    path = tmp_path / "two.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    done = subprocess.run([sys.executable, "-m", "hwopt.cli", "measure", str(path), "-t", "npu32"],
+                          capture_output=True, text=True, cwd=Path(__file__).resolve().parents[2], timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "on npu32:" in done.stdout and done.stdout.count("\n") == 1
+    lines = done.stderr.splitlines()
+    assert any(line.startswith("canonicalising: 1/1, ") for line in lines), lines
+    assert any(line.startswith("SCALE-Sim: 2/2, ") for line in lines), lines
+
+
+def test_building_the_emulator_is_said(tmp_path, capsys):
+    """Built on first use, even quietly: one line says so (here the build fails at once: no folder)."""
+    from hwopt.backends.scalesim_env import _create
+
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    with pytest.raises(HwoptError, match="cannot create SCALE-Sim's environment"):
+        _create(blocker / "venv", quiet=True)
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "building the SCALE-Sim emulator's environment" in err

@@ -114,6 +114,44 @@ def open_in_chromium(page: Path, screenshot: Path) -> Dom:
     return dom
 
 
+# Measured in the browser, on a copy of the page with this script added (the report itself has none).
+LAYOUT_SCRIPT = """<script>
+const box = e => { const r = e.getBoundingClientRect(); return [r.left, r.top, r.right, r.bottom]; };
+const out = {viewport: document.documentElement.clientWidth, tables: {}, meta: [], overlaps: []};
+for (const t of document.querySelectorAll('table[id]')) {
+  const wrap = t.parentElement;
+  out.tables[t.id] = {overflow: wrap.scrollWidth - wrap.clientWidth, right: box(t)[2],
+    rows: [...t.querySelectorAll('tbody tr:not(.note-row)')].map(r => box(r)[3] - box(r)[1]),
+    notes: [...t.querySelectorAll('tr.note-row td')].map(td => box(td)[2])};
+}
+for (const td of document.querySelectorAll('.meta td')) out.meta.push([td.textContent, td.scrollWidth - td.clientWidth]);
+for (const svg of document.querySelectorAll('svg.chart')) {
+  for (const label of svg.querySelectorAll('text.budget-label')) {
+    const [l, t, r, b] = box(label);
+    for (const c of svg.querySelectorAll('g.point circle:not(.ring)')) {
+      const [cl, ct, cr, cb] = box(c);
+      if (cl < r && l < cr && ct < b && t < cb) out.overlaps.push([svg.id, label.textContent, c.parentElement.dataset.label]);
+    }
+  }
+}
+document.body.setAttribute('data-layout', JSON.stringify(out));
+</script>"""
+
+
+def layout_in_chromium(page: Path) -> dict:
+    """What a person sees at 1200 px, measured by Chromium: tables' sideways overflow and row heights, the
+    header labels' overflow, budget labels drawn over points."""
+    if not Path(CHROMIUM).exists():
+        pytest.skip("Debian's chromium is not installed here (apt-get install -y chromium; CI installs it)")
+    probe = page.with_name(page.stem + ".layout.html")
+    probe.write_text(page.read_text().replace("</body>", LAYOUT_SCRIPT + "</body>"))
+    done = chromium(probe, "--window-size=1200,3200", "--dump-dom")
+    assert done.returncode == 0, done.stderr[-2000:]
+    dom = Dom()
+    dom.feed(done.stdout)
+    return json.loads(next(a["data-layout"] for t, a in dom.elements if t == "body"))
+
+
 def test_console_check_catches_errors(tmp_path):
     """The console check above can fail: a page with an error is caught."""
     if not Path(CHROMIUM).exists():
@@ -189,6 +227,83 @@ def test_mobilenetv2_html_report_in_chromium(mnv2):
     # Utilisation: MACs / (P*P) cycles at the target's clock, never above the estimated latency's reach.
     for seg in doc["timeline"]["baseline"]:
         assert seg["ideal_us"] == pytest.approx(seg["macs"] / (32 * 32) / 1000)
+    _reads_as_a_person_would(page, dom, doc)
+
+
+def _reads_as_a_person_would(page: Path, dom: Dom, doc: dict) -> None:
+    """The rough edges a first reader hit, checked in Chromium at 1200 px."""
+    layout = layout_in_chromium(page)
+    variants = layout["tables"]["table-variants"]
+    # The side-by-side table fits the page (no sideways scroll), its notes are on screen, no row is tall.
+    assert variants["overflow"] <= 0 and variants["right"] <= layout["viewport"], variants
+    assert all(right <= layout["viewport"] for right in variants["notes"]), variants
+    assert max(variants["rows"]) <= 2.2 * min(variants["rows"]), variants["rows"]
+    for table, figures in layout["tables"].items():
+        assert figures["overflow"] <= 0, table
+    # No header label cut short, none a sentence fragment; one deviation column.
+    assert all(overflow <= 0 for _, overflow in layout["meta"]), layout["meta"]
+    assert not any(text.endswith(" the") for text, _ in layout["meta"]), layout["meta"]
+    html = page.read_text()
+    assert ">rel_l2<" not in html and html.count(">rel L2 (deviation)<") == 1
+    # No budget label over a point.
+    assert not layout["overlaps"], layout["overlaps"]
+    # One id scheme: the chosen variant's id is the same in the table, on both charts and in the fronts.
+    best_id = doc["best"]["id"]
+    points = [(a, svg) for svg, (t, a) in _in_charts(dom) if t == "g" and a.get("class") == "point"]
+    for chart in ("chart-pareto-fidelity",) + (("chart-pareto-memory",) if best_id else ()):
+        chosen = [a for a, svg in points if svg == chart and a.get("data-chosen") == "true"]
+        assert len(chosen) == 1, chart
+        assert chosen[0]["data-label"] == (f"{best_id} (chosen)" if best_id else "chosen"), chosen[0]
+    rings = [a for svg, (t, a) in _in_charts(dom) if svg == "chart-pareto-fidelity" and t == "circle"
+             and a.get("class") == "ring"]
+    assert len(rings) == 1  # the chosen point is ringed
+    ids = [p["id"] for p in doc["pareto"]] + [f["id"] for f in doc["front"]]
+    assert all(re.fullmatch(r"p\d+", i) for i in ids), ids  # no F1..F8 beside p1..p12
+    if best_id:
+        assert f"best ({best_id})" in " ".join(dom.text)
+    # Chosen but dominated on latency / memory: the page says why.
+    if next(p for p in doc["pareto"] if p["chosen"]).get("dominated"):
+        why = dom.find("p", id="pareto-why")
+        assert why and "miss the fidelity budget" in " ".join(dom.text)
+    # Parameters and memory that grow are said.
+    base, best = doc["variants"][0], doc["best"]
+    grew = best["params"] > 1.005 * base["params"] or best["memory_bytes"] > 1.005 * base["memory_bytes"]
+    assert bool(dom.find("div", id="growth")) == grew
+
+
+def _in_charts(dom: Dom):
+    """(id of the svg chart an element is in, (tag, attributes)) in document order."""
+    current = ""
+    for tag, attrs in dom.elements:
+        if tag == "svg":
+            current = attrs.get("id", "")
+        yield current, (tag, attrs)
+
+
+def test_per_block_chart_sums_a_block_split_in_the_schedule(mnv2):
+    """A block whose kernels interleave with others (a detector's branches: PP-OCRv4's ibn4 in three pieces)
+    is one row of the per-block chart, its value the sum, as in the per-block table."""
+    from hwopt.report.html import render
+
+    doc = json.loads(json.dumps(mnv2[0]))
+    for key in ("baseline", "best"):
+        segs = doc["timeline"][key]
+        i = next(k for k, s in enumerate(segs) if s["label"] not in ("other",))
+        first = dict(segs[i], latency_us=segs[i]["latency_us"] * 0.25)
+        rest = dict(segs[i], latency_us=segs[i]["latency_us"] * 0.75)
+        between = {"label": "other", "latency_us": 0.0, "macs": 0, "kernels": 0, "rule": "", "ideal_us": 0.0}
+        doc["timeline"][key] = segs[:i] + [first, between, rest] + segs[i + 1:]
+    dom = Dom()
+    dom.feed(render("optimize", doc))
+    bars = [a for svg, (t, a) in _in_charts(dom) if svg == "chart-blocks" and t == "rect" and a.get("class") == "bar"]
+    baseline = [a["data-group"] for a in bars if a["data-series"] == "baseline"]
+    assert len(baseline) == len(set(baseline))  # no repeated row labels
+    by_block = {b["block"]: b for b in doc["blocks"]}
+    for a in bars:
+        block = by_block.get(a["data-group"])
+        if block is not None:
+            expected = block["latency_before_us"] if a["data-series"] == "baseline" else block["latency_after_us"]
+            assert float(a["data-value"]) == pytest.approx(expected, rel=1e-9), a
 
 
 def test_task_fidelity_fields_are_rendered(mnv2):
@@ -248,8 +363,10 @@ def test_log_has_a_line_per_stage_and_stdout_is_json(mnv2):
 def test_pick_writes_the_pareto_point(mnv2, tmp_path):
     doc, _, folder, model = mnv2
     rules = folder / "rules.toml"
-    # An exact point when there is one: materialised without a refit (fast).
-    point = next((p for p in doc["pareto"] if p["exact"] and p["id"] != "best"), doc["pareto"][0])
+    # An exact point of the latency / memory front when there is one: materialised without a refit (fast).
+    # (An added chosen point, marked "dominated", carries its latency / fidelity front id: beyond this front.)
+    numbered = [p for p in doc["pareto"] if "dominated" not in p]
+    point = next((p for p in numbered if p["exact"]), numbered[0])
     done = hwopt("optimize", str(model), "-o", str(tmp_path / "p1.onnx"), "--rules", str(rules), "--pick", point["id"],
                  "--save-rules", str(tmp_path / "p1.toml"), "--json", "--quiet", "--no-compare",
                  "--calibration-samples", "8", "--eval-samples", "2",
@@ -258,8 +375,26 @@ def test_pick_writes_the_pareto_point(mnv2, tmp_path):
     picked = json.loads(done.stdout)
     assert picked["best"]["latency_us"] == pytest.approx(point["latency_us"])
     assert picked["best"]["rules"] == point["rules"] and (tmp_path / "p1.toml").is_file()
-    bad = hwopt("optimize", str(model), "--rules", str(rules), "--pick", "p99", "--quiet")
+    bad = hwopt("optimize", str(model), "--rules", str(rules), "--pick", "p99", "--quiet", "--for-retraining")
     assert bad.returncode == 2 and "p1" in bad.stderr and bad.stderr.count("\n") == 1, bad.stderr
+
+
+@pytest.mark.slow  # repeats the fixture's run up to its fidelity front (~1-2 min on 2 cores)
+def test_pick_takes_a_latency_fidelity_front_id(mnv2, tmp_path):
+    """One id scheme: a point of the latency / fidelity front beyond the latency / memory front (the report's
+    pN+1...) is pickable too, and written as it was reported."""
+    doc, _, folder, model = mnv2
+    numbered = {p["id"] for p in doc["pareto"] if "dominated" not in p}
+    beyond = [f for f in doc["front"] if f["id"] not in numbered
+              and (f["fidelity"] if f["fidelity"] is not None else f["predicted_fidelity"]) >= 0.99]
+    point = beyond[0] if beyond else doc["front"][0]
+    done = hwopt("optimize", str(model), "-o", str(tmp_path / "picked.onnx"), "--rules", str(folder / "rules.toml"),
+                 "--pick", point["id"], "--json", "--quiet", "--no-compare", "--calibration-samples", "8",
+                 "--eval-samples", "2")
+    assert done.returncode == 0, done.stderr
+    picked = json.loads(done.stdout)
+    assert picked["best"]["rules"] == point["rules"] and picked["best"]["id"] == point["id"]
+    assert picked["best"]["latency_us"] == pytest.approx(point["latency_us"])
 
 
 NODE_RESULT_KEYS = {"value", "bgColor", "textColor"}
@@ -334,6 +469,21 @@ def test_inspect_never_cuts_site_ids(example_path):
     text = in_process("inspect", str(model)).stdout  # not a terminal, as a user's `| less` or a log
     assert "…" not in text
     assert all(site in text for site in ids), [s for s in ids if s not in text]
+
+
+def test_estimate_piped_never_cuts_values(example_path):
+    """Piped into a file (not a terminal), rich used to squeeze the table to 80 columns: "6.87-7.…"."""
+    from typer.testing import CliRunner
+
+    from hwopt.cli import app
+
+    model = example_path("mobilenetv3_small")
+    done = CliRunner().invoke(app, ["estimate", str(model), "-t", "npu32"], env={"COLUMNS": None, "LINES": None})
+    assert done.exit_code == 0, done.stderr
+    assert "…" not in done.stdout
+    kernels = json.loads(in_process("estimate", str(model), "-t", "npu32", "--json").stdout)["kernels"]
+    assert all(k["description"] in done.stdout for k in kernels), [k["description"] for k in kernels
+                                                                   if k["description"] not in done.stdout]
 
 
 def test_nothing_to_do_says_why_per_rule(example_path, tmp_path):

@@ -9,8 +9,10 @@ MobileNetV3-Small) so the suite stays fast once the emulator cache is warm.
 from __future__ import annotations
 
 import collections
+import io
 import itertools
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -192,7 +194,13 @@ def test_cli_optimize_json_save_rules_round_trip(example_path, tiny_rules, tmp_p
     assert doc["best"]["fidelity"] >= 0.99 and doc["best"]["verified"]
     assert [s["rule"] for s in doc["sensitivity"]] and all(s["rule"] == "fuse-ibn" for s in doc["sensitivity"])
     front = doc["front"]
-    assert [r["id"] for r in front] == [f"F{i}" for i in range(1, len(front) + 1)]
+    # One id scheme (what --pick takes): the latency / fidelity front continues the latency / memory front's
+    # numbering, a point on both keeping its id.
+    ids = [r["id"] for r in front]
+    assert len(set(ids)) == len(ids) and all(re.fullmatch(r"p\d+", i) for i in ids), ids
+    numbered = len([p for p in doc["pareto"] if "dominated" not in p])
+    beyond = [int(i[1:]) for i in ids if int(i[1:]) > numbered]
+    assert beyond == list(range(numbered + 1, numbered + 1 + len(beyond))), (ids, numbered)
     assert all(a["latency_us"] > b["latency_us"] and a["predicted_fidelity"] >= b["predicted_fidelity"]
                for a, b in zip(front, front[1:]))
     assert doc["best"]["id"] in [r["id"] for r in front]
@@ -200,6 +208,20 @@ def test_cli_optimize_json_save_rules_round_trip(example_path, tiny_rules, tmp_p
     assert doc["variants"][0]["label"] == "baseline" and doc["variants"][-1]["label"] == "best"
     assert doc["best"]["latency_us"] <= doc["variants"][0]["latency_us"]
     assert report.read_text().startswith("# hwopt optimize")
+    # The terminal: a short summary by default, every table behind --verbose, never cut in a pipe, and
+    # fidelity percentages at one precision (a table, its notes and the budget alike).
+    from hwopt.report.console import PipeConsole
+    from hwopt.report.optimize import print_report
+
+    brief, verbose = io.StringIO(), io.StringIO()
+    print_report(PipeConsole(file=brief), doc, verbose=False, report=report)
+    print_report(PipeConsole(file=verbose), doc)
+    lines = brief.getvalue().splitlines()
+    assert len(lines) <= 8 and lines[0] == f"wrote {out} and {rules}" and f"open {report}" in lines[-1], lines
+    assert re.search(r"top-1 agreement \d+\.\d\d% on 4 held-out samples \(budget >= 99\.00%\)", brief.getvalue())
+    text = verbose.getvalue()
+    assert "side by side" in text and "…" not in text and "side by side" not in brief.getvalue()
+    assert not re.findall(r"(?<![-+\d.])\d+\.\d%", text), re.findall(r".{30}(?<![-+\d.])\d+\.\d%", text)
     replay = tmp_path / "replay.onnx"
     done = _cli("apply", str(model), "--rules", str(rules), "-o", str(replay), "--quiet", *common)
     assert done.returncode == 0, done.stderr
