@@ -1,6 +1,6 @@
 """ONNX -> int8 TFLite, without TensorFlow: ``write_tflite(model, path, samples=None) -> WriteResult``.
 
-The model is canonicalised first (``hwopt.canonicalize``: BatchNorm folded, constants folded, shapes
+The model is canonicalised first (``hwopt.canonical.canonicalize``: BatchNorm folded, constants folded, shapes
 inferred), every op is checked against the converter registry before any work, activation ranges are
 taken on the calibration samples (or seeded random inputs, and the result says so), then each node (or
 fused group of nodes, ``fusion``) is converted and the flatbuffer written whole (temporary + rename).
@@ -79,7 +79,7 @@ def _write_atomically(path: Path, data: bytes) -> None:
 def convert_model(model: onnx.ModelProto, samples: dict[str, np.ndarray] | None = None,
                   input_shapes: list = (), calibration_count: int = 8, seed: int = 0) -> tuple[Context, WriteResult]:
     """The converted graph (in memory) and its description, without writing."""
-    from hwopt.canonicalize import canonicalize
+    from hwopt.canonical.canonicalize import canonicalize
 
     canonical, _ = canonicalize(model, list(input_shapes), verify=False)
     units = plan(canonical).units
