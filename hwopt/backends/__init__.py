@@ -23,11 +23,13 @@ BACKENDS: dict[str, str] = {
     "onnxruntime": "hwopt.backends.ort_cpu:OrtBackend",
     "table": "hwopt.backends.table:TableBackend",
     "scalesim": "hwopt.backends.scalesim:ScaleSimBackend",
+    "vela": "hwopt.backends.vela:VelaBackend",
 }
 
 MODEL_MEASURERS: dict[str, str] = {
     "onnxruntime": "hwopt.backends.ort_cpu:measure_model",
     "scalesim": "hwopt.backends:scalesim_model",
+    "vela": "hwopt.backends.vela:measure_model",
 }
 
 # How much work measuring a kernel is, relatively, where a backend knows better than its MACs.
