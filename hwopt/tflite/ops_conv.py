@@ -1,8 +1,8 @@
 """Weighted ops: Conv (dense, depthwise, grouped), ConvTranspose, Gemm and MatMul with constant weights.
 
 Weights are per-channel symmetric int8 along the output channels, biases int32 (``quantize``). TFLite
-layouts: CONV_2D [O, KH, KW, I], DEPTHWISE_CONV_2D [1, KH, KW, O], TRANSPOSE_CONV [O, KH, KW, I],
-FULLY_CONNECTED [O, I].
+layouts: CONV_2D [O, KH, KW, I] (I = cin / groups for a grouped conv), DEPTHWISE_CONV_2D [1, KH, KW, O],
+TRANSPOSE_CONV [O, KH, KW, I], FULLY_CONNECTED [O, I].
 """
 
 from __future__ import annotations
@@ -31,16 +31,6 @@ def _spatial(ctx: Context, name: str, what: str) -> tuple[int, int, int, int]:
     return shape  # type: ignore[return-value]
 
 
-def _split_groups(ctx: Context, x: int, groups: int) -> list[int]:
-    """SPLIT along channels into ``groups`` equal parts (same quantization)."""
-    n, h, w, c = ctx.tshape(x)
-    axis = ctx.raw_constant(f"{ctx.graph.tensors[x].name}/split_axis", np.array(3, np.int32), "int32")
-    parts = [ctx.internal(f"{ctx.graph.tensors[x].name}/group{g}", (n, h, w, c // groups), ctx.quant(x))
-             for g in range(groups)]
-    ctx.emit("SPLIT", [axis, x], parts, ("SplitOptions", {"NumSplits": groups}))
-    return parts
-
-
 @converter("Conv")
 def conv(ctx: Context, unit: Unit) -> None:
     node, attrs = unit.node, ctx.attrs()
@@ -61,41 +51,19 @@ def conv(ctx: Context, unit: Unit) -> None:
     act = ACTIVATIONS[unit.activation]
     common = {"Padding": mode, "StrideH": strides[0], "StrideW": strides[1], "FusedActivationFunction": act,
               "DilationHFactor": dilations[0], "DilationWFactor": dilations[1]}
-    if groups == 1:
-        q, wquant = weights_per_channel(weights.transpose(0, 2, 3, 1), 0)
-        wt = ctx.raw_constant(f"{unit.name}/weights", q, "int8", wquant)
-        ctx.emit("CONV_2D", [x, wt, _bias(ctx, unit, bias_name, cout, x, wquant)], [out], ("Conv2DOptions", common))
-    elif groups == cin and cout % cin == 0:
+    if groups > 1 and groups == cin and cout % cin == 0:
         q, wquant = weights_per_channel(weights.transpose(1, 2, 3, 0), 3)
         wt = ctx.raw_constant(f"{unit.name}/weights", q, "int8", wquant)
         ctx.emit("DEPTHWISE_CONV_2D", [x, wt, _bias(ctx, unit, bias_name, cout, x, wquant)], [out],
                  ("DepthwiseConv2DOptions", {**common, "DepthMultiplier": cout // cin}))
-    else:
-        _grouped(ctx, unit, x, out, weights, bias_name, groups, common)
-
-
-def _grouped(ctx: Context, unit: Unit, x: int, out: int, weights: np.ndarray, bias_name: str | None,
-             groups: int, options: dict) -> None:
-    """A grouped conv as SPLIT -> one CONV_2D per group -> CONCATENATION.
-
-    TFLite's CONV_2D infers groups from a filter with fewer input channels than the input, but LiteRT's
-    int8 kernels reject it (only its float reference kernel has groups), so the groups are written out;
-    Vela compiles the same split on its own for the cores that have no grouped conv."""
-    cout = weights.shape[0]
-    per = cout // groups
-    bias = ctx.const(bias_name, "bias").reshape(-1) if bias_name else np.zeros(cout, np.float32)
-    outq = ctx.quant(out)
-    n, oh, ow, _ = ctx.tshape(out)
-    parts = []
-    for g, part in enumerate(_split_groups(ctx, x, groups)):
-        q, wquant = weights_per_channel(weights[g * per:(g + 1) * per].transpose(0, 2, 3, 1), 0)
-        wt = ctx.raw_constant(f"{unit.name}/weights{g}", q, "int8", wquant)
-        bq, bquant = bias_int32(bias[g * per:(g + 1) * per].astype(np.float32), ctx.quant(part), wquant)
-        b = ctx.raw_constant(f"{unit.name}/bias{g}", bq, "int32", bquant)
-        y = ctx.internal(f"{ctx.graph.tensors[out].name}/group{g}", (n, oh, ow, per), outq)
-        ctx.emit("CONV_2D", [part, wt, b], [y], ("Conv2DOptions", options))
-        parts.append(y)
-    ctx.emit("CONCATENATION", parts, [out], ("ConcatenationOptions", {"Axis": 3}))
+        return
+    # Dense, or grouped: TFLite's CONV_2D takes the groups from a filter with fewer input channels than its
+    # input (cin / groups). LiteRT's int8 kernels run it and Vela splits it into one conv per group itself
+    # (checked against a SPLIT + CONV_2D + CONCATENATION lowering: same numerics, the same NPU operators),
+    # so the node stays one operator and one row of Vela's per-layer report.
+    q, wquant = weights_per_channel(weights.transpose(0, 2, 3, 1), 0)
+    wt = ctx.raw_constant(f"{unit.name}/weights", q, "int8", wquant)
+    ctx.emit("CONV_2D", [x, wt, _bias(ctx, unit, bias_name, cout, x, wquant)], [out], ("Conv2DOptions", common))
 
 
 @converter("ConvTranspose")

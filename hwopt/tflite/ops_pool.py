@@ -31,8 +31,9 @@ def pool(ctx: Context, unit: Unit) -> None:
                             "TFLite's SAME padding")
         # Max: pad with the lowest int8 (never the maximum); average with count_include_pad: real zeros.
         x = padding.explicit_pad(ctx, x, pads, fill=Q_MIN if is_max else None)
-    # Max pooling moves values only: TFLite wants its output quantized like its input.
-    out = ctx.output(unit.outputs[0], ctx.quant(x) if is_max and unit.activation == "NONE" else None)
+    # TFLite's int8 pooling kernels do not requantize (max moves values, average keeps their scale): the
+    # output is quantized like the input (a fused activation then clamps within that range).
+    out = ctx.output(unit.outputs[0], ctx.quant(x))
     ctx.emit("MAX_POOL_2D" if is_max else "AVERAGE_POOL_2D", [x], [out],
              ("Pool2DOptions", {"Padding": mode, "StrideH": strides[0], "StrideW": strides[1],
                                 "FilterHeight": kernel[0], "FilterWidth": kernel[1],
@@ -91,7 +92,8 @@ def resize(ctx: Context, unit: Unit) -> None:
         raise ctx.error(f"nearest_mode {nearest_mode!r} with asymmetric coordinates is not TFLite's")
     align, half = _COORDINATES[coords]
     x = ctx.input(node.input[0])
-    out = ctx.output(unit.outputs[0], ctx.quant(x) if mode == "nearest" else None)
+    # Neither int8 resize kernel requantizes: the output keeps the input's parameters.
+    out = ctx.output(unit.outputs[0], ctx.quant(x))
     size = ctx.raw_constant(f"{unit.name}/size", np.array(out_shape[2:], np.int32), "int32")
     if mode == "nearest":
         ctx.emit("RESIZE_NEAREST_NEIGHBOR", [x, size], [out],

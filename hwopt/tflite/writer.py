@@ -15,8 +15,6 @@ stored shape, the permutation from the first to the second and the int8 paramete
 
 from __future__ import annotations
 
-import os
-import tempfile
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +23,7 @@ import numpy as np
 import onnx
 
 from hwopt.errors import HwoptError
+from hwopt.io.atomic import atomic_write
 from hwopt.tflite import layout
 from hwopt.tflite.context import Context
 from hwopt.tflite.fusion import plan
@@ -63,17 +62,6 @@ def _boundary(ctx: Context, name: str) -> Boundary:
     shape = ctx.shape(name)
     return Boundary(name, tuple(shape), tensor.shape, layout.perm(len(shape)), tensor.quant.scale[0],
                     tensor.quant.zero_point[0])
-
-
-def _write_atomically(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def convert_model(model: onnx.ModelProto, samples: dict[str, np.ndarray] | None = None,
@@ -130,6 +118,7 @@ def write_tflite(model: onnx.ModelProto, path: str | Path, samples: dict[str, np
     """
     path = Path(path)
     ctx, result = convert_model(model, samples, input_shapes, calibration_count, seed)
-    _write_atomically(path, serialize(ctx.graph))
+    data = serialize(ctx.graph)
+    atomic_write(path, lambda f: f.write(data))
     result.path = path
     return result
