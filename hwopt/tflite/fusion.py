@@ -18,8 +18,8 @@ from onnx import helper, numpy_helper
 
 # ONNX ops whose TFLite operator has a fused_activation_function field (and whose converter honours it).
 FUSES_ACTIVATION = {"Conv", "Gemm", "MatMul", "Add", "Sub", "Mul", "MaxPool", "AveragePool"}
-HARD_SWISH = (1.0 / 6.0, 0.5)
-VIEWS = {"Reshape", "Flatten", "Squeeze", "Unsqueeze"}  # HardSigmoid(alpha, beta) whose x * hardsigmoid(x) is hard-swish
+HARD_SWISH = (1.0 / 6.0, 0.5)  # HardSigmoid(alpha, beta) whose x * hardsigmoid(x) is hard-swish
+VIEWS = {"Reshape", "Flatten", "Squeeze", "Unsqueeze"}  # a Transpose in front of one of these is fused into it
 
 
 @dataclass
@@ -58,8 +58,9 @@ def activation_kind(node: onnx.NodeProto, consts: dict[str, np.ndarray]) -> str 
     attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
     low = attrs.get("min", _constant(consts, node.input[1]) if len(node.input) > 1 else None)
     high = attrs.get("max", _constant(consts, node.input[2]) if len(node.input) > 2 else None)
-    if len(node.input) > 1 and node.input[1] and low is None or len(node.input) > 2 and node.input[2] and high is None:
-        return None  # non-constant bounds
+    given = [i for i in (1, 2) if len(node.input) > i and node.input[i]]
+    if any((low, high)[i - 1] is None for i in given):
+        return None  # a bound that is not a constant
     bounds = (low, None if high is None or np.isinf(high) else high)
     return {(0.0, 6.0): "RELU6", (0.0, None): "RELU", (-1.0, 1.0): "RELU_N1_TO_1"}.get(bounds)
 

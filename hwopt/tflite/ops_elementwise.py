@@ -84,7 +84,8 @@ def relu(ctx: Context, unit: Unit) -> None:
     y = x
     for i, (op, bound) in enumerate(bounds):
         c = ctx.constant(f"{unit.name}/{op.lower()}", np.array([bound], np.float32), rank)
-        z = out if i == len(bounds) - 1 else ctx.internal(f"{unit.outputs[0]}/{op.lower()}", ctx.tshape(x), ctx.quant(out))
+        last = i == len(bounds) - 1
+        z = out if last else ctx.internal(f"{unit.outputs[0]}/{op.lower()}", ctx.tshape(x), ctx.quant(out))
         ctx.emit(op, [y, c], [z])
         y = z
 
@@ -120,7 +121,8 @@ def hard_sigmoid(ctx: Context, unit: Unit) -> None:
     x = ctx.input(name)
     rank = len(ctx.shape(name))
     low, high = ctx.ranges.of(name)
-    scaled = ctx.internal(f"{unit.outputs[0]}/scaled", ctx.tshape(x), activation_quant(*sorted((alpha * low, alpha * high))))
+    scaled = ctx.internal(f"{unit.outputs[0]}/scaled", ctx.tshape(x),
+                          activation_quant(*sorted((alpha * low, alpha * high))))
     ctx.emit("MUL", [x, ctx.constant(f"{unit.name}/alpha", np.array([alpha], np.float32), rank)], [scaled],
              ("MulOptions", {"FusedActivationFunction": 0}))
     out_low, out_high = ctx.ranges.of(unit.outputs[0])

@@ -18,12 +18,14 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 import onnx
 
 from hwopt.errors import HwoptError
 from hwopt.io.atomic import atomic_write
+from hwopt.io.model import InputShape
 from hwopt.tflite import layout
 from hwopt.tflite.context import Context
 from hwopt.tflite.fusion import plan
@@ -65,7 +67,8 @@ def _boundary(ctx: Context, name: str) -> Boundary:
 
 
 def convert_model(model: onnx.ModelProto, samples: dict[str, np.ndarray] | None = None,
-                  input_shapes: list = (), calibration_count: int = 8, seed: int = 0) -> tuple[Context, WriteResult]:
+                  input_shapes: Sequence[InputShape] = (), calibration_count: int = 8,
+                  seed: int = 0) -> tuple[Context, WriteResult]:
     """The converted graph (in memory) and its description, without writing."""
     from hwopt.canonical.canonicalize import canonicalize
 
@@ -109,7 +112,7 @@ def convert_model(model: onnx.ModelProto, samples: dict[str, np.ndarray] | None 
 
 
 def write_tflite(model: onnx.ModelProto, path: str | Path, samples: dict[str, np.ndarray] | None = None,
-                 input_shapes: list = (), calibration_count: int = 8, seed: int = 0) -> WriteResult:
+                 input_shapes: Sequence[InputShape] = (), calibration_count: int = 8, seed: int = 0) -> WriteResult:
     """Write ``model`` as an int8 TFLite file at ``path``.
 
     ``samples``: calibration arrays per graph input, samples first (as ``--calibration`` files); without

@@ -14,7 +14,6 @@ from hwopt.analysis.kernel import Kernel
 from hwopt.backends import get_backend, model_measurer
 from hwopt.backends.vela import VelaSettings, compile_tflite, measure_model
 from hwopt.errors import HwoptError
-from hwopt.io.model import load_model
 from hwopt.targets import load_target, shipped_targets
 
 pytest.importorskip("ethosu.vela")
