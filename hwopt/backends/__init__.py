@@ -37,6 +37,10 @@ WORK_ESTIMATES: dict[str, str] = {
     "scalesim": "hwopt.backends.scalesim:simulation_cost",
 }
 
+# Judges that schedule across layers (Vela cascades and buffers weights between them), so a model's time is
+# not the sum of its kernels compiled alone: the search's "auto" cost model will not fall back to them.
+WHOLE_MODEL_JUDGES = {"vela"}
+
 # What to tell the user when a backend's module is absent from this install.
 _MISSING = {"scalesim": "the npu32 (scalesim) backend is not installed"}
 

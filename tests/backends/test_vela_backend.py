@@ -89,6 +89,9 @@ def test_measure_command_prints_vela_figures() -> None:
 
 def test_no_estimator_yet_is_one_line() -> None:
     _one_line_exit_2(hwopt("estimate", "-t", "ethos-u55-256", str(UNET)), "has no trained estimator")
+    # optimize does not fall back to summing single-kernel Vela compiles (Vela schedules whole models).
+    _one_line_exit_2(hwopt("optimize", "-t", "ethos-u55-256", str(UNET), "-o", "unused.onnx"),
+                     "has no trained estimator yet, and its judge (vela) schedules whole models")
 
 
 def test_missing_vela_is_one_line(tmp_path: Path) -> None:
