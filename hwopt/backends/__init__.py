@@ -23,17 +23,23 @@ BACKENDS: dict[str, str] = {
     "onnxruntime": "hwopt.backends.ort_cpu:OrtBackend",
     "table": "hwopt.backends.table:TableBackend",
     "scalesim": "hwopt.backends.scalesim:ScaleSimBackend",
+    "vela": "hwopt.backends.vela:VelaBackend",
 }
 
 MODEL_MEASURERS: dict[str, str] = {
     "onnxruntime": "hwopt.backends.ort_cpu:measure_model",
     "scalesim": "hwopt.backends:scalesim_model",
+    "vela": "hwopt.backends.vela:measure_model",
 }
 
 # How much work measuring a kernel is, relatively, where a backend knows better than its MACs.
 WORK_ESTIMATES: dict[str, str] = {
     "scalesim": "hwopt.backends.scalesim:simulation_cost",
 }
+
+# Judges that schedule across layers (Vela cascades and buffers weights between them), so a model's time is
+# not the sum of its kernels compiled alone: the search's "auto" cost model will not fall back to them.
+WHOLE_MODEL_JUDGES = {"vela"}
 
 # What to tell the user when a backend's module is absent from this install.
 _MISSING = {"scalesim": "the npu32 (scalesim) backend is not installed"}

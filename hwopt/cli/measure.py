@@ -60,4 +60,12 @@ def measure(
         if meta.get("reorders"):
             detail += (f"; of which {meta['reorders']} layout conversions (NCHWc reorders): "
                        f"{meta['reorder_us'] / 1000:.3f} ms, profiled")
-        stdout.print(f"{paths[0]} on {result.target}: {result.latency_us / 1000:.3f} ms{detail}")
+        if "cycles_npu" in meta:  # vela: what the compiler says besides the time
+            detail += (f" (Vela {meta.get('vela_version', '')}, {meta['accelerator_config']}, "
+                       f"{meta['system_config']}, {meta['memory_mode']}): {meta['cycles_total']:.0f} cycles, "
+                       f"{meta['cycles_npu']:.0f} on the NPU; SRAM used {meta['sram_used_bytes'] / 1024:.1f} KiB, "
+                       f"off-chip traffic {meta['offchip_traffic_bytes'] / 1024:.1f} KiB per inference; "
+                       f"{meta['cpu_operators']} operator(s) left to the CPU; int8 ranges from "
+                       f"{meta['calibration']} inputs")
+        stdout.print(f"{paths[0]} on {result.target}: {result.latency_us / 1000:.3f} ms{detail}", markup=False,
+                     highlight=False)

@@ -71,6 +71,12 @@ def _auto(target, progress, allow_fallback=False):
     try:
         return EstimatorCost(target, allow_fallback)
     except (ImportError, HwoptError, FileNotFoundError):
+        from hwopt.backends import WHOLE_MODEL_JUDGES
+
+        if target.backend in WHOLE_MODEL_JUDGES:
+            raise HwoptError(f"target {target.name!r} has no trained estimator yet, and its judge ({target.backend}) "
+                             "schedules whole models: a sum of single-kernel compiles is no cost model (--cost "
+                             "backend forces it)") from None
         return BackendCost(target, progress)
 
 

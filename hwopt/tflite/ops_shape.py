@@ -1,0 +1,127 @@
+"""Ops that move data without computing: Reshape & co., Transpose, Concat, Pad.
+
+A reshape is only a reshape of the bytes when the stored (NHWC) order and the ONNX order agree; where
+they differ, the data is first transposed to ONNX order, reshaped, then transposed to the stored layout
+of the result (``layout.same_memory_order`` says when the transposes are not needed, e.g. flattening
+[1, C, 1, 1]). All keep their input's quantization: TFLite's RESHAPE/TRANSPOSE/PAD copy bytes.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from hwopt.tflite import layout
+from hwopt.tflite.context import Context
+from hwopt.tflite.fusion import Unit
+from hwopt.tflite.ops import ACTIVATIONS, converter
+
+
+def _transpose(ctx: Context, index: int, perm: list[int], name: str, out: int | None = None) -> int:
+    shape = ctx.tshape(index)
+    if out is None:
+        out = ctx.internal(name, tuple(shape[p] for p in perm), ctx.quant(index))
+    spec = ctx.raw_constant(f"{name}/perm", np.array(perm, np.int32), "int32")
+    ctx.emit("TRANSPOSE", [index, spec], [out], ("TransposeOptions", {}))
+    return out
+
+
+def _reshape(ctx: Context, index: int, shape: tuple[int, ...], name: str, out: int | None = None) -> int:
+    if out is None:
+        out = ctx.internal(name, shape, ctx.quant(index))
+    spec = ctx.raw_constant(f"{name}/shape", np.array(shape, np.int32), "int32")
+    ctx.emit("RESHAPE", [index, spec], [out])
+    return out
+
+
+def view(ctx: Context, unit: Unit) -> None:
+    """The output holds the input's elements in ONNX order, in another shape. A Transpose fused in front
+    (``hwopt_perm``, see ``fusion``) only changes which order that is, so Transpose + Reshape of an NHWC
+    tensor to NHWC order (TensorFlow-born heads) is a single RESHAPE."""
+    src, dst = unit.node.input[0], unit.outputs[0]
+    in_shape, out_shape = ctx.shape(src), ctx.shape(dst)
+    rank = len(in_shape)
+    order = list(ctx.attrs().get("hwopt_perm", range(rank)))  # the data wanted: ONNX input axes in this order
+    stored = layout.perm(rank)
+    to_order = [stored.index(axis) for axis in order]  # transpose of the stored tensor giving that order
+    moved = [axis for axis in to_order if ctx.tshape(ctx.input(src))[axis] != 1]
+    x = ctx.input(src)
+    out = ctx.output(dst, ctx.quant(x))
+    if moved != sorted(moved):
+        x = _transpose(ctx, x, to_order, f"{dst}/to_onnx_order")
+    if layout.same_memory_order(out_shape):
+        _reshape(ctx, x, layout.physical_shape(out_shape), dst, out)
+        return
+    x = _reshape(ctx, x, tuple(out_shape), f"{dst}/onnx_order")
+    _transpose(ctx, x, list(layout.perm(len(out_shape))), dst, out)
+
+
+@converter("Reshape", "Flatten", "Squeeze", "Unsqueeze")
+def reshape(ctx: Context, unit: Unit) -> None:
+    view(ctx, unit)
+
+
+@converter("Transpose")
+def transpose(ctx: Context, unit: Unit) -> None:
+    src = unit.node.input[0]
+    rank = len(ctx.shape(src))
+    onnx_perm = list(ctx.attrs().get("perm", reversed(range(rank))))
+    physical = layout.transpose_perm(onnx_perm, rank)
+    x = ctx.input(src)
+    out = ctx.output(unit.outputs[0], ctx.quant(x))
+    if physical == sorted(physical):
+        _reshape(ctx, x, ctx.tshape(out), unit.outputs[0], out)  # the stored order does not change
+    else:
+        _transpose(ctx, x, physical, unit.outputs[0], out)
+
+
+@converter("Concat")
+def concat(ctx: Context, unit: Unit) -> None:
+    """CONCATENATION; LiteRT's int8 kernel wants every input quantized like the output, so an input with
+    other parameters is requantized first (QUANTIZE int8 -> int8, which Vela runs on the NPU)."""
+    node = unit.node
+    rank = len(ctx.shape(unit.outputs[0]))
+    axis = layout.physical_axis(int(ctx.attrs()["axis"]), rank)
+    inputs = [ctx.input(name) if not ctx.is_const(name) else ctx.constant(f"{unit.name}/{name}",
+                                                                           ctx.const(name).astype(np.float32), rank)
+              for name in node.input]
+    out = ctx.output(unit.outputs[0])
+    quant = ctx.quant(out)
+    aligned = []
+    for index in inputs:
+        if ctx.quant(index) != quant:
+            requantized = ctx.internal(f"{ctx.graph.tensors[index].name}/requantized", ctx.tshape(index), quant)
+            ctx.emit("QUANTIZE", [index], [requantized])
+            index = requantized
+        aligned.append(index)
+    ctx.emit("CONCATENATION", aligned, [out],
+             ("ConcatenationOptions", {"Axis": axis, "FusedActivationFunction": ACTIVATIONS[unit.activation]}))
+
+
+@converter("Pad")
+def pad(ctx: Context, unit: Unit) -> None:
+    node, attrs = unit.node, ctx.attrs()
+    mode = attrs.get("mode", b"constant")
+    mode = mode.decode() if isinstance(mode, bytes) else mode
+    if mode != "constant":
+        raise ctx.error(f"{mode} padding is not written (constant only)")
+    rank = len(ctx.shape(node.input[0]))
+    pads = (ctx.const(node.input[1], "pads").reshape(-1) if len(node.input) > 1 and node.input[1]
+            else np.array(attrs["pads"]))
+    if len(node.input) > 3 and node.input[3]:
+        raise ctx.error("Pad with axes is not written")
+    if np.any(pads < 0):
+        raise ctx.error("negative pads (cropping) are not written")
+    value = float(ctx.const(node.input[2], "constant_value").reshape(-1)[0]) if len(node.input) > 2 and node.input[2] \
+        else float(attrs.get("value", 0.0))
+    pairs = np.stack([pads[:rank], pads[rank:]], axis=1).astype(np.int32)  # ONNX axis order
+    physical = pairs[list(layout.perm(rank))]
+    x = ctx.input(node.input[0])
+    out = ctx.output(unit.outputs[0], ctx.quant(x))
+    spec = ctx.raw_constant(f"{unit.name}/paddings", physical, "int32")
+    if value == 0.0:
+        ctx.emit("PAD", [x, spec], [out], ("PadOptions", {}))
+        return
+    quant = ctx.quant(x)
+    fill = int(np.clip(round(value / quant.scale[0]) + quant.zero_point[0], -128, 127))
+    ctx.emit("PADV2", [x, spec, ctx.raw_constant(f"{unit.name}/value", np.array([fill], np.int8), "int8", quant)],
+             [out], ("PadV2Options", {}))
