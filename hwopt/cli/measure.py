@@ -57,4 +57,10 @@ def measure(
         if meta.get("reorders"):
             detail += (f"; of which {meta['reorders']} layout conversions (NCHWc reorders): "
                        f"{meta['reorder_us'] / 1000:.3f} ms, profiled")
-        stdout.print(f"{paths[0]} on {result.target}: {result.latency_us / 1000:.3f} ms{detail}")
+        if meta.get("onchip"):
+            from hwopt.estimator.memory import describe_split
+
+            detail += (f"; kernels {meta['kernel_sum_us'] / 1000:.3f} ms + memory "
+                       f"{meta['memory_charge_us'] / 1000:.3f} ms ({describe_split(meta['onchip'])})")
+        hardware = f" [{meta['hardware_class']}]" if meta.get("hardware_class") else ""
+        stdout.print(f"{paths[0]} on {result.target}{hardware}: {result.latency_us / 1000:.3f} ms{detail}")
