@@ -22,6 +22,16 @@ from hwopt.backends.scalesim import ScaleSimBackend
 from hwopt.targets import load_target
 
 
+def old_latency_us(m, clock_mhz: float) -> float:
+    """One npu32 measurement as the charge before 2026-12 had it: a repeated layer paying SCALE-Sim's whole-layer
+    total (prefetch, compute, write-out) once per run, as SCALE-Sim's own DP mode does."""
+    meta = m.meta
+    if meta.get("model") != "scalesim":
+        return m.latency_us
+    cycles = max(meta["sim_total_cycles"] * meta["repeats"], meta["memory_cycles"]) + meta["act_cycles"]
+    return cycles / clock_mhz
+
+
 def old_charge_us(model, target) -> float:
     """The model's npu32 kernel sum under the old charge (SCALE-Sim total x runs), from the same simulations."""
     from hwopt.analysis.kernels import schedule
@@ -30,15 +40,8 @@ def old_charge_us(model, target) -> float:
 
     canonical, _ = canonicalize(load_model(model), verify=False)
     backend = ScaleSimBackend(target)
-    total = 0.0
-    for m in backend.measure([sk.kernel for sk in schedule(canonical, target.fusion).kernels]):
-        meta = m.meta
-        if meta["model"] == "scalesim":
-            cycles = max(meta["sim_total_cycles"] * meta["repeats"], meta["memory_cycles"]) + meta["act_cycles"]
-            total += cycles / backend.clock_mhz
-        else:
-            total += m.latency_us
-    return total
+    kernels = [sk.kernel for sk in schedule(canonical, target.fusion).kernels]
+    return sum(old_latency_us(m, backend.clock_mhz) for m in backend.measure(kernels))
 
 
 def figures(path: Path) -> dict:

@@ -189,7 +189,7 @@ def train_estimator(measurements: Sequence[Measurement], target: Target, output:
             old = {}
         if "notes" in old and old.get("training", {}).get("rows") == len(rows):
             card["notes"] = old["notes"]
-        for key in ("accuracy", "decision_accuracy", "interval_coverage"):
+        for key in ("accuracy", "charge_check", "decision_accuracy", "interval_coverage"):
             if key in old:
                 card[key] = old[key]
                 if old.get("training", {}).get("rows") != len(rows):
