@@ -69,6 +69,18 @@ class Row:
     seen: bool = False  # every new kernel is a row of the target's measurements table (the estimator trained on it)
     # cpu: the measured relative change's 95% interval (paired protocol); None: exact (npu32 sums kernels)
     interval: tuple[float, float] | None = None
+    # npu32 classes: the change as npu32's charge before 2026-12 measured it (every repeated run paying
+    # SCALE-Sim's whole-layer total: bench/fair_figures.py), for the decisions whose sign the fair model flips
+    old_measured_us: float | None = None
+    old_model_us: float | None = None
+
+    def sign_flipped(self) -> bool:
+        """Measured faster under one charge and slower under the other (beyond the negligible band in either)."""
+        if self.measured_us is None or self.old_measured_us is None:
+            return False
+        beyond = (abs(self.measured_us) > NEGLIGIBLE * self.model_us
+                  or abs(self.old_measured_us) > NEGLIGIBLE * (self.old_model_us or self.model_us))
+        return beyond and np.sign(self.measured_us) != np.sign(self.old_measured_us)
 
     @property
     def measured(self) -> bool:
@@ -109,6 +121,21 @@ class KernelTruth:
         trained_on = trained_on if trained_on is not None and trained_on.exists() else table
         self.table = frozenset(m.kernel for m in read_table(trained_on)) if trained_on.exists() else frozenset()
         self.max_cost = max_cost
+        from hwopt.backends.scalesim import ScaleSimBackend
+        from hwopt.targets import load_target
+
+        self.reference = ScaleSimBackend(load_target("npu32"))  # the old charge: npu32's simulations
+        self.old: dict = {}
+
+    def old_latency(self, kernels) -> list[float]:
+        """Each kernel as npu32's charge before 2026-12 measured it (bench/fair_figures.py: old_cycles)."""
+        from bench.fair_figures import old_latency_us
+
+        todo = [k for k in dict.fromkeys(kernels) if k not in self.old]
+        if todo:
+            self.old.update((m.kernel, old_latency_us(m, self.reference.clock_mhz))
+                            for m in self.reference.measure(todo))
+        return [self.old[k] for k in kernels]
 
     def affordable(self, kernels) -> bool:
         from hwopt.backends.scalesim import ARRAY_KINDS, layer_for, simulation_cost
@@ -175,19 +202,22 @@ def measure_npu32(name, path, shapes, target, truth: KernelTruth, estimator_fold
         return []
     base = [k for k in vm.kernels(space.baseline) if k is not None]
     # The scale of "% of the model": the measured original, else (its kernels too costly to emulate) the estimate.
+    old_model_us = None
     if truth.affordable(base):
         model_us = float(sum(truth.latency(base)))
+        old_model_us = float(sum(truth.old_latency(base)))
     else:
         model_us = float(vm.latency(np.array([space.baseline]))[0])
         print(f"  {name}: original not emulated (too costly): percentages are of its estimate")
     rows = []
     for d, o in zip(found, other):
-        measured = None
+        measured = old = None
         if truth.affordable(d.after + d.before):
             measured = float(sum(truth.latency(list(d.after))) - sum(truth.latency(list(d.before))))
+            old = float(sum(truth.old_latency(list(d.after))) - sum(truth.old_latency(list(d.before))))
         rows.append(Row(name, d.site, d.rule, d.option, d.exact, d.estimated_us, measured, model_us,
                         [k.describe() for k in d.after], o.estimated_us if o is not None else None,
-                        all(k in truth.table for k in d.after)))
+                        all(k in truth.table for k in d.after), old_measured_us=old, old_model_us=old_model_us))
     return rows
 
 
@@ -386,6 +416,13 @@ def main() -> int:
                       f"{100 * r.measured_us / r.model_us:+.1f}%" for r in wrong_before) + "); |error| median / p90 "
                   f"{fb.get('abs_error_pct_of_model_median', float('nan')):.2f} / "
                   f"{fb.get('abs_error_pct_of_model_p90', float('nan')):.2f}% of the model"]
+    if truth is not None:
+        compared = [r for r in rows if r.measured and r.old_measured_us is not None]
+        flipped = [r for r in compared if r.sign_flipped()]
+        by_rule = {rule: sum(1 for r in flipped if r.rule == rule) for rule in dict.fromkeys(r.rule for r in flipped)}
+        lines += ["", f"- measured sign flipped against npu32's charge before 2026-12 (every repeated run paying "
+                  f"SCALE-Sim's whole-layer total): {len(flipped)} of {len(compared)} measured decisions"
+                  + (" (" + ", ".join(f"{rule} {n}" for rule, n in by_rule.items()) + ")" if flipped else "")]
     console = Console(width=250)
     for line in lines:
         console.print(line, markup=False, highlight=False)

@@ -8,7 +8,10 @@ estimator); a user's own is any TOML path. Schema::
     parallelism = 32            # P: lanes working on channels at once
     dtype = "int8"              # element type the target computes in
     backend = "scalesim"        # scalesim | onnxruntime | table
-    memory_budget_bytes = 4194304
+    memory_budget_bytes = 4194304   # on-chip memory for weights + live activations (0: no budget)
+    offchip_bytes_per_us = 32000    # DRAM bandwidth for what does not fit the budget (0: no charge;
+                                    # hwopt.estimator.memory.offchip_split states the policy)
+    depthwise = "array"             # hardware class: where depthwise convs run (DEPTHWISE_CLASSES)
 
     [fusion]                    # what the target runs as one kernel
     activation = true           # conv/gemm/eltwise + its activation chain
@@ -34,6 +37,13 @@ from hwopt.io.tomlfile import read_toml
 from hwopt.analysis.kernel import FusionPolicy
 
 DEFAULT_TARGET = "npu32"
+# The hardware class of a target: where it runs a depthwise conv. Every rule is judged per class: a
+# rewrite that packs depthwise convs into grouped ones helps an array-only accelerator and hurts one
+# with a depthwise engine (Ethos-U, Edge TPU, Vitis AI DPU).
+DEPTHWISE_CLASSES = {
+    "array": "array-only: depthwise convs run on the array, channel after channel (pipelined)",
+    "vector": "depthwise engine: depthwise convs run on the vector unit (K*K MACs per output over its lanes)",
+}
 _DTYPE_BYTES = {"int8": 1, "uint8": 1, "fp16": 2, "bf16": 2, "fp32": 4, "float32": 4}
 
 
@@ -59,6 +69,18 @@ class Target:
     backend_settings: dict[str, Any] = field(default_factory=dict)
     vector_unit: dict[str, Any] = field(default_factory=dict)
     path: Path | None = None
+    depthwise: str = "array"  # DEPTHWISE_CLASSES
+    offchip_bytes_per_us: float = 0.0  # DRAM bandwidth charged for what exceeds memory_budget_bytes (0: none)
+
+    @property
+    def hardware_class(self) -> str:
+        """Which hardware class the target's results hold for (said beside every figure), in a sentence."""
+        return DEPTHWISE_CLASSES[self.depthwise]
+
+    @property
+    def class_name(self) -> str:
+        """The hardware class in two words: "array-only" or "depthwise engine"."""
+        return self.hardware_class.split(":")[0]
 
     @property
     def dtype_bytes(self) -> int:
@@ -107,6 +129,13 @@ def load_target_file(path: str | Path) -> Target:
     if not isinstance(budget, int) or isinstance(budget, bool) or budget < 0:
         raise HwoptError(f"{path}: memory_budget_bytes must be a non-negative integer, got {budget!r}")
     fusion = data.get("fusion", {})
+    depthwise = data.get("depthwise", "array")
+    if depthwise not in DEPTHWISE_CLASSES:
+        raise HwoptError(f"{path}: depthwise must be one of {', '.join(repr(c) for c in DEPTHWISE_CLASSES)}, "
+                         f"got {depthwise!r}")
+    bandwidth = data.get("offchip_bytes_per_us", 0)
+    if not isinstance(bandwidth, (int, float)) or isinstance(bandwidth, bool) or not 0 <= bandwidth < float("inf"):
+        raise HwoptError(f"{path}: offchip_bytes_per_us must be a finite number >= 0, got {bandwidth!r}")
     return Target(
         name=_require(data, "name", str, path),
         description=str(data.get("description", "")),
@@ -121,6 +150,8 @@ def load_target_file(path: str | Path) -> Target:
         backend_settings=dict(data.get("backend_settings", {})),
         vector_unit=dict(data.get("vector_unit", {})),
         path=path.resolve(),
+        depthwise=depthwise,
+        offchip_bytes_per_us=float(bandwidth),
     )
 
 

@@ -72,7 +72,9 @@ class ModelMeasurement:
 
 
 def scalesim_model(model, target, progress: Callable[[str, int, int], None] | None = None) -> ModelMeasurement:
-    """npu32: the model's kernels simulated by SCALE-Sim and summed (the scalesim module's helper).
+    """npu32: the model's kernels simulated by SCALE-Sim and summed (the scalesim module's helper), plus the
+    DRAM charge of the weights and activations that do not fit the target's memory budget
+    (``hwopt.estimator.memory.POLICY``; ``meta["onchip"]`` says what lives where).
 
     The helper wants a canonical model (shapes inferred), so the model is canonicalised here.
     ``progress(label, done, total)``: the stages (canonicalising, then the simulated layers), which take
@@ -91,7 +93,17 @@ def scalesim_model(model, target, progress: Callable[[str, int, int], None] | No
     layers = (lambda done, total: progress("SCALE-Sim: distinct layers simulated or cached", done, total)) \
         if progress else None
     total_us, measurements = helper(canonical, target, progress=layers)
-    return ModelMeasurement(float(total_us), "scalesim", {"kernels": len(measurements), "target": target.name},
+    from hwopt.analysis.kernels import schedule
+    from hwopt.estimator.memory import on_chip, param_bytes, peak_activation_bytes
+
+    sched = schedule(canonical, target.fusion)
+    memory = on_chip(param_bytes(sched, target.parallelism, target.dtype_bytes),
+                     peak_activation_bytes(sched, target.parallelism, target.dtype_bytes), target)
+    charge = memory.charge_us if memory is not None else 0.0
+    meta = {"kernels": len(measurements), "target": target.name, "hardware_class": target.class_name,
+            "kernel_sum_us": float(total_us), "memory_charge_us": charge,
+            "onchip": None if memory is None else memory.to_dict()}
+    return ModelMeasurement(float(total_us) + charge, "scalesim", meta,
                             [(m.kernel, float(m.latency_us)) for m in measurements])
 
 

@@ -19,7 +19,10 @@ SCALE-Sim 3.0.0), and utilisation/mapping efficiency in percent.
 
 The layer names never contain ``DP``: SCALE-Sim would split such a layer
 into one single-channel layer per channel, which the caller avoids on
-purpose (it simulates one channel and scales).
+purpose (it simulates one channel and charges the runs pipelined). Only a
+layer with ``"scalesim_dp": true`` (the comparison in
+``bench/pipelined_charge.py``) is named ``DP``, and its result is the sum over
+SCALE-Sim's per-channel layers: its own depthwise handling.
 """
 
 import contextlib
@@ -90,7 +93,8 @@ def _write_inputs(folder: str, settings: dict, layers: list) -> tuple:
         handle.write("Layer name, IFMAP Height, IFMAP Width, Filter Height, Filter Width, Channels, "
                      "Num Filter, Strides,\n")
         for i, L in enumerate(layers):
-            handle.write(f"L{i}, {L['ifmap_h']}, {L['ifmap_w']}, {L['filter_h']}, {L['filter_w']}, "
+            name = f"DP{i}" if L.get("scalesim_dp") else f"L{i}"
+            handle.write(f"{name}, {L['ifmap_h']}, {L['ifmap_w']}, {L['filter_h']}, {L['filter_w']}, "
                          f"{L['channels']}, {L['num_filters']}, {L['stride']},\n")
     # SCALE-Sim always loads a layout file, even with custom layouts off (then it is not used).
     # Columns: name, ifmap intraline factor (h, w), filter factor (h, w), channel factor,
@@ -101,7 +105,8 @@ def _write_inputs(folder: str, settings: dict, layers: list) -> tuple:
                      "Channel factor, Num Filter factor, Strides, IFMAP intraline order, , , "
                      "IFMAP interline order, , , Filter intraline order, , , , Filter interline order, , , ,\n")
         for i, L in enumerate(layers):
-            handle.write(f"L{i}, 1, 1, 1, 1, {L['channels']}, {L['num_filters']}, {L['stride']}, "
+            name = f"DP{i}" if L.get("scalesim_dp") else f"L{i}"
+            handle.write(f"{name}, 1, 1, 1, 1, {L['channels']}, {L['num_filters']}, {L['stride']}, "
                          "0, 1, 2, 0, 1, 2, 0, 1, 2, 3, 0, 1, 2, 3,\n")
     with open(config, "w") as handle:
         handle.write(_config_text(settings))
@@ -118,7 +123,15 @@ def _simulate_one(settings: dict, layer: dict) -> dict:
             sim = scalesim(save_disk_space=True, verbose=False, config=config, topology=topology,
                            layout=layout)
             sim.run_scale(top_path=folder)
-        (result,) = sim.runner.single_layer_sim_object_list
+        results = sim.runner.single_layer_sim_object_list
+        if layer.get("scalesim_dp"):  # SCALE-Sim's depthwise mode: one full layer per channel, summed
+            items = [r.get_compute_report_items() for r in results]
+            return {"total_cycles": sum(int(i[0]) for i in items), "compute_cycles": sum(int(i[1]) for i in items),
+                    "stall_cycles": sum(int(i[2]) for i in items), "layers": len(results),
+                    "dram_ifmap_reads": sum(int(r.ifmap_dram_reads) for r in results),
+                    "dram_filter_reads": sum(int(r.filter_dram_reads) for r in results),
+                    "dram_ofmap_writes": sum(int(r.ofmap_dram_writes) for r in results)}
+        (result,) = results
         overall, compute, stall, util, mapping, _compute_util = result.get_compute_report_items()
         return {
             "total_cycles": int(overall),

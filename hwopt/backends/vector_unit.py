@@ -19,7 +19,10 @@ Per standalone kernel::
 
 where ``work_elements`` is: eltwise: output elements x (inputs - 1); act,
 resize, concat, layout: output elements; pool: output elements x window
-taps; reduce, softmax, norm: input elements. Compute and memory overlap (double
+taps; reduce, softmax, norm: input elements; dwconv (only on a target of the
+``depthwise = "vector"`` class, ``hwopt.targets.DEPTHWISE_CLASSES``): output
+elements x K*K, the MACs of a depthwise conv (one input channel per output),
+at ``dwconv`` ops per MAC (default 1), its bytes including the weights. Compute and memory overlap (double
 buffering), hence the max. ``view`` kernels cost 0 cycles and 0 bytes: the
 target declares them free (metadata only). ``unknown`` kernels raise: nothing
 is silently counted as free.
@@ -41,7 +44,9 @@ from hwopt.analysis.kernel import CONV_KINDS, Kernel
 
 VECTOR_KINDS = ("eltwise", "act", "pool", "reduce", "resize", "concat", "softmax", "layout", "norm")
 # Kinds added after target files were written: their ops per element when a target does not say.
-_DEFAULT_OPS = {"norm": 8.0}
+_DEFAULT_OPS = {"norm": 8.0, "dwconv": 1.0}
+# Array kinds a vector unit can run instead, on a target whose hardware class says so.
+VECTOR_CAPABLE = ("dwconv",)
 _REQUIRED = ("lanes", "bandwidth_bytes_per_cycle", "launch_overhead_cycles") + tuple(
     k for k in VECTOR_KINDS if k != "act" and k not in _DEFAULT_OPS)
 
@@ -67,7 +72,7 @@ class VectorUnit:
         if self.lanes < 1 or self.bandwidth <= 0 or self.overhead < 0:
             raise HwoptError("target's [vector_unit]: lanes and bandwidth must be positive, overhead >= 0")
         self.ops = {kind: float(params.get(kind, _DEFAULT_OPS.get(kind, 0.0)))
-                    for kind in VECTOR_KINDS if kind != "act"}
+                    for kind in VECTOR_KINDS + VECTOR_CAPABLE if kind != "act"}
         self.act_ops = {str(k).lower(): float(v) for k, v in dict(params.get("act", {})).items()}
         self.act_default = float(params.get("act_default", 4))
         self.dtype_bytes = dtype_bytes
@@ -93,6 +98,8 @@ class VectorUnit:
             return kernel.out_elements * kernel.kernel * kernel.kw, self.ops["pool"]
         if kind in ("reduce", "softmax", "norm"):
             return kernel.in_elements, self.ops[kind]
+        if kind == "dwconv":  # K*K MACs per output element (one input channel each)
+            return kernel.out_elements * kernel.kernel * kernel.kw, self.ops["dwconv"]
         return kernel.out_elements, self.ops[kind]  # resize, concat, layout
 
     def cost(self, kernel: Kernel) -> VectorCost:
@@ -101,12 +108,12 @@ class VectorUnit:
             return VectorCost(0, 0, 0, 0)
         if kernel.kind == "unknown":
             raise HwoptError(f"the npu vector unit cannot cost op {kernel.op or '?'!r} (kind 'unknown')")
-        if kernel.kind not in VECTOR_KINDS:
+        if kernel.kind not in VECTOR_KINDS + VECTOR_CAPABLE:
             what = "the systolic array" if kernel.kind in CONV_KINDS + ("gemm",) else "no model"
             raise HwoptError(f"kernel kind {kernel.kind!r} is not a vector-unit kernel (it belongs to {what})")
         elements, ops = self._work(kernel)
         compute = math.ceil(math.ceil(elements / self.lanes) * ops)
-        dram = (kernel.in_elements + kernel.out_elements) * self.dtype_bytes
+        dram = (kernel.in_elements + kernel.out_elements + kernel.weight_elements) * self.dtype_bytes
         memory = math.ceil(dram / self.bandwidth)
         cycles = max(compute, memory) + self.overhead + self.fused_activation_cycles(kernel)
         return VectorCost(cycles, dram, compute, memory)

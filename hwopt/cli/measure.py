@@ -67,5 +67,11 @@ def measure(
                        f"off-chip traffic {meta['offchip_traffic_bytes'] / 1024:.1f} KiB per inference; "
                        f"{meta['cpu_operators']} operator(s) left to the CPU; int8 ranges from "
                        f"{meta['calibration']} inputs")
-        stdout.print(f"{paths[0]} on {result.target}: {result.latency_us / 1000:.3f} ms{detail}", markup=False,
-                     highlight=False)
+        if meta.get("onchip"):
+            from hwopt.estimator.memory import describe_split
+
+            detail += (f"; kernels {meta['kernel_sum_us'] / 1000:.3f} ms + memory "
+                       f"{meta['memory_charge_us'] / 1000:.3f} ms ({describe_split(meta['onchip'])})")
+        hardware = f" [{meta['hardware_class']}]" if meta.get("hardware_class") else ""
+        stdout.print(f"{paths[0]} on {result.target}{hardware}: {result.latency_us / 1000:.3f} ms{detail}",
+                     markup=False, highlight=False)

@@ -26,7 +26,8 @@ def _md(card: dict) -> str:
             lines += ["", f"**Stale:** {acc['stale']}"]
     else:
         lines += ["## Accuracy", "", "Not measured yet: run `python -m bench.estimator_accuracy`."]
-    for key, title in (("decision_accuracy", "Decision accuracy: the sign of every single-site rewrite"),
+    for key, title in (("charge_check", "Repeated runs: the pipelined charge against SCALE-Sim itself"),
+                       ("decision_accuracy", "Decision accuracy: the sign of every single-site rewrite"),
                        ("interval_coverage", "Intervals on real exports never measured")):
         section = card.get(key)
         if section:

@@ -10,8 +10,10 @@
   the target's backend does not measure them (cpu);
 - ``Estimator.estimate(schedule_or_model)``: a ``ModelEstimate``: latency = the
   sum over the target's schedule (views the target declares free cost 0 and
-  are listed as free), exact parameter and peak activation bytes in the
-  target's layout, accumulated off-chip traffic.
+  are listed as free) plus, on a target with a memory budget, the DRAM
+  charge of what does not fit on chip (``onchip``,
+  ``hwopt.estimator.memory.POLICY``), exact parameter and peak activation
+  bytes in the target's layout, accumulated off-chip traffic.
 
 - ``Estimator.interval(kernels)``: an 80% band per kernel (the regressor's
   out-of-fold residual quantiles, widened by its extrapolation error where the
@@ -40,7 +42,7 @@ from hwopt.errors import HwoptError
 from hwopt.estimator.fallback import Roofline
 from hwopt.estimator.features import features
 from hwopt.estimator.in_model import InModelTerm
-from hwopt.estimator.memory import basis, param_bytes, peak_activation_bytes
+from hwopt.estimator.memory import OnChip, basis, on_chip, param_bytes, peak_activation_bytes
 from hwopt.estimator.regressor import KernelRegressor
 from hwopt.analysis.kernels import schedule
 from hwopt.analysis.kernel import Kernel, Schedule
@@ -84,6 +86,13 @@ class ModelEstimate:
     memory_basis: str = ""  # how param_bytes and peak_activation_bytes are counted
     low_us: float | None = None  # the model's 80% band (None: the estimator has no intervals)
     high_us: float | None = None
+    # Where the memory lives on a target with a budget, and the off-chip charge that latency_us includes
+    # (hwopt.estimator.memory.POLICY); None: the target has no budget.
+    onchip: OnChip | None = None
+
+    @property
+    def memory_charge_us(self) -> float:
+        return self.onchip.charge_us if self.onchip is not None else 0.0
 
     @property
     def ood_kernels(self) -> list[KernelEstimate]:
@@ -110,7 +119,8 @@ class ModelEstimate:
                 "latency_low_us": self.low_us, "latency_high_us": self.high_us, "interval": self.interval_dict(),
                 "param_bytes": self.param_bytes,
                 "peak_activation_bytes": self.peak_activation_bytes, "memory_basis": self.memory_basis,
-                "dram_bytes": self.dram_bytes,
+                "dram_bytes": self.dram_bytes, "memory_charge_us": self.memory_charge_us,
+                "onchip": None if self.onchip is None else self.onchip.to_dict(),
                 "fallbacks": self.fallbacks, "kernels": [vars(k) for k in self.per_kernel]}
 
 
@@ -132,6 +142,7 @@ class Estimator:
         self.folder = folder
         self.p = target.parallelism
         self.dtype_bytes = target.dtype_bytes
+        self.vector_depthwise = target.depthwise == "vector"  # the hardware class's prior for depthwise convs
         self.free_kinds = frozenset(("view",) if target.fusion.view_ops_free else ())
         self._known = frozenset(latency.kinds)
         self._latency_cache: dict[Kernel, float] = {}
@@ -172,7 +183,7 @@ class Estimator:
             other = [k for k in misses if k.kind not in self.free_kinds and k not in learned_set]
             cache.update(dict.fromkeys(free, 0.0))
             if learned:
-                x = features(learned, self.p, self.dtype_bytes)
+                x = features(learned, self.p, self.dtype_bytes, self.vector_depthwise)
                 cache.update(zip(learned, model.predict(x, [k.kind for k in learned]).tolist()))
             if other:
                 cache.update(zip(other, fallback_fn(other).tolist()))
@@ -205,7 +216,7 @@ class Estimator:
         learned = [i for i, k in enumerate(kernels) if k.kind not in self.free_kinds and self.scorable(k)]
         other = [i for i, k in enumerate(kernels) if k.kind not in self.free_kinds and not self.scorable(k)]
         if learned:
-            x = features([kernels[i] for i in learned], self.p, self.dtype_bytes)
+            x = features([kernels[i] for i in learned], self.p, self.dtype_bytes, self.vector_depthwise)
             lo, hi, flag = self.latency.interval_log(x, [kernels[i].kind for i in learned])
             unseen = np.array([not self.op_seen(kernels[i]) for i in learned])
             # An op never measured: the band of a roofline guess (no held-out figure says better).
@@ -232,7 +243,8 @@ class Estimator:
         table never measured its op)."""
         if not self.scorable(kernel) or kernel.kind in self.free_kinds:
             return [] if kernel.kind in self.free_kinds else ["kind"]
-        columns = self.latency.outside_columns(features([kernel], self.p, self.dtype_bytes)[0], kernel.kind)
+        row = features([kernel], self.p, self.dtype_bytes, self.vector_depthwise)[0]
+        columns = self.latency.outside_columns(row, kernel.kind)
         return [OUTSIDE_NAMES.get(c, c) for c in columns] + ([] if self.op_seen(kernel) else [f"op {kernel.op}"])
 
     def predict_dram(self, kernels: Sequence[Kernel], allow_fallback: bool | None = None) -> np.ndarray | None:
@@ -264,6 +276,9 @@ class Estimator:
         isolated = self.predict(kernels, allow_fallback, isolated=True) if self.in_model is not None else latency
         dram = self.predict_dram(kernels, allow_fallback)
         band = self.interval(kernels, allow_fallback)
+        params, peak = param_bytes(sched, self.p, self.dtype_bytes), peak_activation_bytes(sched, self.p, self.dtype_bytes)
+        memory = on_chip(params, peak, self.target)
+        charge = memory.charge_us if memory is not None else 0.0
         per_kernel, fallbacks = [], []
         for i, sk in enumerate(sched.kernels):
             k = sk.kernel
@@ -278,13 +293,12 @@ class Estimator:
                 estimate.outside = self.outside(k) if estimate.ood else []
             per_kernel.append(estimate)
         return ModelEstimate(
-            latency_us=float(latency.sum()), per_kernel=per_kernel,
-            param_bytes=param_bytes(sched, self.p, self.dtype_bytes),
-            peak_activation_bytes=peak_activation_bytes(sched, self.p, self.dtype_bytes),
+            latency_us=float(latency.sum()) + charge, per_kernel=per_kernel,
+            param_bytes=params, peak_activation_bytes=peak,
             dram_bytes=None if dram is None else float(dram.sum()), fallbacks=fallbacks, target=self.target.name,
             in_model_us=float(latency.sum() - isolated.sum()), memory_basis=basis(self.p, self.target.dtype),
-            low_us=None if band is None else float(band[0].sum()),
-            high_us=None if band is None else float(band[1].sum()))
+            low_us=None if band is None else float(band[0].sum()) + charge,
+            high_us=None if band is None else float(band[1].sum()) + charge, onchip=memory)
 
 
 def load_estimator(target: str | Path | Target = "npu32", folder: str | Path | None = None,

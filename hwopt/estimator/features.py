@@ -13,14 +13,16 @@ residual structure:
   cycle count of streaming every fold (what a systolic array spends);
 - vector-unit work for the other kinds (elements the lanes touch, window taps);
 - ``log_prior``: the array's cycle count as a weight-stationary systolic
-  array spends it, folds x (output pixels + 3P fill/drain) plus, per mapped
-  layer (a depthwise conv maps one per channel), a set-up of PREFETCH_P x P
-  and the first input and weight tiles (up to TILE_P x P bytes each) loaded at
-  P/2 bytes per cycle; or, if longer, the bytes it streams at P per cycle
+  array spends it, folds x (output pixels + 3P fill/drain) plus, once per
+  kernel (a depthwise conv's channels, a grouped conv's groups, a batched
+  matmul's heads run pipelined, ``hwopt.backends.scalesim.pipelined_cycles``),
+  a set-up of PREFETCH_P x P and the first input and weight tiles (up to
+  TILE_P x P bytes each, of one run) loaded at P/2 bytes per cycle; or, if longer, the bytes it streams at P per cycle
   (the unfolded input per column fold unless it fits in a tile, partial
   sums per row fold: what makes a dense conv at high resolution
   memory-bound); plus the fused activation; the
-  vector-unit work for the other kinds. The regressors use it as an offset
+  vector-unit work for the other kinds, and for depthwise convs on a target
+  of the ``depthwise = "vector"`` class (K*K MACs per output element). The regressors use it as an offset
   with slope 1 (``regressor.py``), so a kernel larger than any in the table
   is scaled by it rather than clamped to the largest one seen.
 
@@ -73,8 +75,13 @@ def _ceil_div(a: np.ndarray, b: float) -> np.ndarray:
     return np.ceil(a / b)
 
 
-def features(kernels: Sequence[Kernel], parallelism: int, dtype_bytes: int) -> np.ndarray:
-    """One row of ``FEATURES`` per kernel (float64), for a target of parallelism P and dtype bytes."""
+def features(kernels: Sequence[Kernel], parallelism: int, dtype_bytes: int,
+             vector_depthwise: bool = False) -> np.ndarray:
+    """One row of ``FEATURES`` per kernel (float64), for a target of parallelism P and dtype bytes.
+
+    ``vector_depthwise``: the target runs depthwise convs on its vector unit (hardware class "vector"), so
+    their prior is the vector unit's work, not the array's folds.
+    """
     p = float(max(parallelism, 1))
     n = len(kernels)
     col = {name: np.empty(n) for name in ("kind", "cin", "cout", "h", "w", "out_h", "out_w", "kernel", "kw",
@@ -105,6 +112,8 @@ def features(kernels: Sequence[Kernel], parallelism: int, dtype_bytes: int) -> n
     per_group_in = np.where(gemm, cin, np.maximum(cin / groups, 1))
     per_group_out = np.where(gemm, cout, np.maximum(cout / groups, 1))
     array = (col["is_conv"] + col["is_gemm"]) > 0
+    # Where the kernel runs: the array, or (a depthwise engine's dwconv) the vector unit.
+    on_vector = (col["kind"] == KIND_CODE["dwconv"]) & bool(vector_depthwise)
     padded_macs = np.where(array, np.where(gemm, cin_pad * cout_pad * groups,
                                            np.where(groups > 1, cout_pad * per_group_in, cin_pad * cout_pad))
                            * win * pixels, 0.0)
@@ -119,26 +128,29 @@ def features(kernels: Sequence[Kernel], parallelism: int, dtype_bytes: int) -> n
     padded_bytes = (cin_pad * spatial_in * np.where(col["kind"] == KIND_CODE["concat"], 1, col["inputs"])
                     + cout_pad * spatial_out) * db + param_bytes
     taps = np.where(col["kind"] == KIND_CODE["pool"], win, 1.0)
-    vector_work = np.where(array, col["out_el"] * col["act_ops"],
-                           np.maximum(col["out_el"], col["in_el"]) * taps * np.maximum(col["inputs"] - 1, 1)
-                           + col["out_el"] * col["act_ops"])
+    lanes_work = np.where(array, col["out_el"] * col["act_ops"],
+                          np.maximum(col["out_el"], col["in_el"]) * taps * np.maximum(col["inputs"] - 1, 1)
+                          + col["out_el"] * col["act_ops"])
+    vector_work = np.where(on_vector, col["out_el"] * (win + col["act_ops"]), lanes_work)
     fused_act = out_bytes / db * col["act_ops"] / p
     proxies = []
+    mapped = array & ~on_vector
     for fill in (FILL_P, 4):
-        compute = np.where(array, folds * (pixels + fill * p), vector_work / p)
+        compute = np.where(mapped, folds * (pixels + fill * p), vector_work / p)
         proxies.append(np.maximum(compute, (in_bytes + out_bytes + param_bytes) / p)
-                       + np.where(array, fused_act, LAUNCH_P * p))
-    sims = np.where(array, groups, 0.0)  # layers mapped onto the array: one per group
+                       + np.where(mapped, fused_act, LAUNCH_P * p))
+    sims = np.where(mapped, groups, 0.0)  # layers mapped onto the array: one per group
     per_sim = np.maximum(sims, 1)
     tiles = (np.minimum(in_bytes / per_sim, TILE_P * p) + np.minimum(param_bytes / per_sim, TILE_P * p)) / (p / 2)
     # What the array streams through memory: the unfolded input once per column fold (once in all when
     # the input fits in a tile), partial sums written once per row fold, the weights once.
     rereads = np.where(in_bytes / per_sim > TILE_P * p, col_folds, 1.0)
-    streamed = np.where(array, sims * pixels * (per_group_in * win * rereads + per_group_out * row_folds) * db
+    streamed = np.where(mapped, sims * pixels * (per_group_in * win * rereads + per_group_out * row_folds) * db
                         + param_bytes, in_bytes + out_bytes + param_bytes)
-    prior = (np.maximum(np.where(array, folds * (pixels + 3 * p) + sims * (PREFETCH_P * p + tiles), vector_work / p),
+    # The runs of one kernel (one per group) are pipelined: one set-up, the first run's tiles.
+    prior = (np.maximum(np.where(mapped, folds * (pixels + 3 * p) + (PREFETCH_P * p + tiles), vector_work / p),
                         streamed / p)
-             + np.where(array, fused_act, LAUNCH_P * p))
+             + np.where(mapped, fused_act, LAUNCH_P * p))
     log = np.log1p
     out = np.column_stack([
         col["kind"], cin, cout, col["h"], col["w"], col["out_h"], col["out_w"], col["kernel"], col["kw"],

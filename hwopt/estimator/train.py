@@ -142,7 +142,7 @@ def train_estimator(measurements: Sequence[Measurement], target: Target, output:
     output.mkdir(parents=True, exist_ok=True)
     kernels = [m.kernel for m in rows]
     kinds = [k.kind for k in kernels]
-    x = features(kernels, target.parallelism, target.dtype_bytes)
+    x = features(kernels, target.parallelism, target.dtype_bytes, target.depthwise == "vector")
     latency = np.array([m.latency_us for m in rows])
     lat_model = KernelRegressor.fit(x, kinds, latency, "latency_us", progress, grid)
     written = lat_model.save(output, "latency")
@@ -189,7 +189,7 @@ def train_estimator(measurements: Sequence[Measurement], target: Target, output:
             old = {}
         if "notes" in old and old.get("training", {}).get("rows") == len(rows):
             card["notes"] = old["notes"]
-        for key in ("accuracy", "decision_accuracy", "interval_coverage"):
+        for key in ("accuracy", "charge_check", "decision_accuracy", "interval_coverage"):
             if key in old:
                 card[key] = old[key]
                 if old.get("training", {}).get("rows") != len(rows):

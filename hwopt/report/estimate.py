@@ -49,6 +49,10 @@ def print_estimate(console: Console, est: ModelEstimate, name: str, elapsed_ms: 
                   f"   off-chip traffic: {_bytes(est.dram_bytes)}")
     if getattr(est, "memory_basis", ""):
         console.print(f"  (memory in the {est.memory_basis}; hwopt inspect counts the file as stored)", highlight=False)
+    if getattr(est, "onchip", None) is not None:
+        console.print(f"memory budget: {est.onchip.describe()} (included in the latency; "
+                      f"{'nothing off chip' if not est.onchip.traffic_bytes else 'streamed from DRAM every inference'})",
+                      highlight=False)
     if est.fallbacks:
         console.print(f"[bold red]{len(est.fallbacks)} kernel(s) estimated by the roofline FALLBACK, not the "
                       f"learned model:[/] " + "; ".join(est.fallbacks))

@@ -554,6 +554,15 @@ def _kernel_bar(kernels: list[dict[str, Any]], target: str) -> str:
                         legend=[(k, colors[k]) for k in kinds], chart_id="chart-kernels-timeline", fmt_total=fmt_us)
 
 
+def _onchip_rows(split: dict[str, Any] | None) -> list[tuple[str, str]]:
+    """On-chip vs off-chip bytes under the target's memory budget, and the DRAM charge in the latency."""
+    if not split:
+        return []
+    from hwopt.estimator.memory import describe_split
+
+    return [("memory budget", escape(describe_split(split))), ("memory policy", escape(split.get("policy", "")))]
+
+
 def estimate_html(doc: dict[str, Any]) -> str:
     kernels = doc.get("kernels", [])
     body = [f"<h1>hwopt estimate: {escape(Path(doc['model']).name)} on {escape(doc['target'])}</h1>",
@@ -562,7 +571,8 @@ def estimate_html(doc: dict[str, Any]) -> str:
                    ("parameters", human_bytes(doc["param_bytes"])),
                    ("peak activations", human_bytes(doc["peak_activation_bytes"])),
                    ("memory figures", "counted in the " + escape(doc.get("memory_basis", "target's layout"))),
-                   ("off-chip traffic", human_bytes(doc["dram_bytes"]) if doc.get("dram_bytes") else "-")])]
+                   ("off-chip traffic", human_bytes(doc["dram_bytes"]) if doc.get("dram_bytes") else "-"),
+                   *_onchip_rows(doc.get("onchip"))])]
     body.append("<h2>Where the time goes</h2>" + _kernel_bar(kernels, doc["target"]))
     top = sorted(kernels, key=lambda k: -k["latency_us"])[:25]
     colors = _kind_colors(kernels)
@@ -585,7 +595,9 @@ def measure_html(doc: dict[str, Any]) -> str:
             _meta([("command", f"<code>{escape((doc.get('run') or {}).get('command', '-'))}</code>"),
                    ("measured latency", fmt_us(doc["latency_us"])), ("backend", escape(str(doc.get("backend")))),
                    ("estimated latency", fmt_us(doc.get("estimated_us"))),
-                   ("details", escape(", ".join(f"{k}={v}" for k, v in (doc.get("meta") or {}).items())))])]
+                   *_onchip_rows((doc.get("meta") or {}).get("onchip")),
+                   ("details", escape(", ".join(f"{k}={v}" for k, v in (doc.get("meta") or {}).items()
+                                                if k != "onchip")))])]
     body.append("<h2>Estimate against measurement</h2>" + provenance_html(doc.get("provenance") or {}))
     return page(f"hwopt measure {Path(doc['model']).name}", body)
 

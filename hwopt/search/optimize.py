@@ -418,7 +418,7 @@ def optimize(model_path: Path, request: OptimizeRequest | None = None,
                                          f"(hwopt profile --kind gconv, then hwopt train)")
     timings["load"] = time.perf_counter() - start
     t0 = time.perf_counter()
-    vm = VariantModel(analysis, space, target.fusion, target.dtype_bytes, cost_model, progress)
+    vm = VariantModel(analysis, space, target.fusion, target.dtype_bytes, cost_model, progress, onchip=target)
     timings["predict"] = time.perf_counter() - t0
 
     # Held-out samples, the metric, the budget.

@@ -27,6 +27,12 @@ layout (its element size, channels padded to P, as the estimator counts them),
 as ``hwopt.analysis.kernels.peak_live_bytes`` computes it on the edited schedule: the
 live sets per step are fixed by the schedule (fusion swaps two steps of one
 block for one), so per variant only tensor sizes change: a matrix product.
+
+On a target with a memory budget (``onchip``: its ``memory_budget_bytes`` and
+``offchip_bytes_per_us``), a variant's latency includes the DRAM charge of
+what does not fit on chip (``hwopt.estimator.memory.POLICY``), as ``hwopt
+estimate`` and ``hwopt measure`` count it: N-fold grouped weights cost their
+traffic, by default, not only under ``--max-memory``.
 """
 
 from __future__ import annotations
@@ -37,7 +43,7 @@ from typing import Callable, Protocol, Sequence
 
 import numpy as np
 
-from hwopt.estimator.memory import param_elements
+from hwopt.estimator.memory import memory_charge_us, param_elements
 from hwopt.analysis.kernels import pad_channels, schedule
 from hwopt.analysis.kernel import CONV_KINDS, Kernel, Schedule, ScheduledKernel
 from hwopt.rewrites.dw_to_grouped import group_width
@@ -100,8 +106,12 @@ class VariantModel:
     """Scores variants of one canonical model on one target with one cost model."""
 
     def __init__(self, analysis: Analysis, space: Space, fusion, dtype_bytes: int, cost: CostModel,
-                 progress: Callable[[str, int, int], None] | None = None, pad_to: int | None = None) -> None:
+                 progress: Callable[[str, int, int], None] | None = None, pad_to: int | None = None,
+                 onchip=None) -> None:
         self.analysis, self.space, self.cost = analysis, space, cost
+        # The target whose memory budget is charged (None, or a target without one: no charge).
+        self.onchip = onchip if onchip is not None and onchip.memory_budget_bytes and onchip.offchip_bytes_per_us \
+            else None
         # The target's memory layout: channels padded to P (as the estimator counts memory).
         self.pad_to = space.p if pad_to is None else pad_to
         self.dtype_bytes = dtype_bytes  # the target's element size, for memory figures
@@ -274,7 +284,9 @@ class VariantModel:
         return self._offsets[None, :] + (picked * self._strides[None]).sum(axis=2)
 
     def latency(self, decisions: np.ndarray) -> np.ndarray:
-        """Estimated latency (us) of each variant, rows of option indices."""
+        """Estimated latency (us) of each variant, rows of option indices (with the memory charge)."""
+        if self.onchip is not None:
+            return self.evaluate(decisions)["latency_us"]
         return self._lat[self._flat(np.asarray(decisions, dtype=np.int64))].sum(axis=1)
 
     def evaluate(self, decisions: np.ndarray) -> dict[str, np.ndarray]:
@@ -294,8 +306,11 @@ class VariantModel:
         peak_model = np.where(active, live, -np.inf).max(axis=1)
         peak = peak_model * self._to_target
         params = self._weights[flat].sum(axis=1)
+        charge = (memory_charge_us(params * self.dtype_bytes, peak, self.onchip) if self.onchip is not None
+                  else np.zeros(len(d)))
         return {
-            "latency_us": self._lat[flat].sum(axis=1),
+            "latency_us": self._lat[flat].sum(axis=1) + charge,
+            "memory_charge_us": charge,
             "params": params,
             "flops": self._flops[flat].sum(axis=1),
             "peak_model_bytes": peak_model,  # at the model's dtype: peak_live_bytes(schedule, pad_to)

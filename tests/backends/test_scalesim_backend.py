@@ -7,7 +7,9 @@ import time
 
 import pytest
 
-from hwopt.backends.scalesim import LayerSpec, ScaleSimBackend, layer_for
+import math
+
+from hwopt.backends.scalesim import LayerSpec, ScaleSimBackend, layer_for, pipelined_cycles
 from hwopt.backends.scalesim_env import ensure_env, is_ready
 from hwopt.backends.vector_unit import VectorUnit
 from hwopt.errors import HwoptError
@@ -70,15 +72,40 @@ def test_cache_hit_is_instant(target, scalesim_python, tmp_path):
     assert warm_s < cold_s / 5
 
 
-def test_depthwise_is_one_channel_times_channels(target, scalesim_python, tmp_path):
+def test_depthwise_is_one_channel_run_per_channel_pipelined(target, scalesim_python, tmp_path):
     backend = ScaleSimBackend(target, cache_dir=tmp_path)
     dw = Kernel("dwconv", 24, 24, 12, 12, 10, 10, 3, 3, 1, groups=24)
     spec, times = layer_for(dw)
     assert spec == LayerSpec(12, 12, 3, 3, 1, 1, 1) and times == 24
     single = backend.simulate([spec])[spec]
     m = backend.measure([dw])[0]
-    assert m.meta["cycles"] == max(single["total_cycles"] * 24, m.meta["memory_cycles"])
-    assert m.meta["repeats"] == 24
+    # Prefetch and write-out once, each channel's compute (with its fold fill/drain) after the other.
+    pipelined = single["total_cycles"] + 23 * single["compute_cycles"]
+    assert single["total_cycles"] > single["compute_cycles"] > 0
+    assert m.meta["cycles"] == max(pipelined, m.meta["memory_cycles"]) and m.meta["array_cycles"] == pipelined
+    assert m.meta["repeats"] == 24 and m.meta["charge"] == "pipelined"
+
+
+# SCALE-Sim run whole: one layer whose column folds are the runs' folds (each run's filters padded to the
+# array's 32 columns), so SCALE-Sim schedules the runs itself; bench/pipelined_charge.py, estimator/npu32/CARD.md.
+@pytest.mark.parametrize("kernel", [Kernel("dwconv", 16, 16, 16, 16, 16, 16, 3, 3, groups=16),
+                                    Kernel("gconv", 128, 128, 16, 16, 16, 16, 3, 3, groups=4)],
+                         ids=["dwconv", "gconv"])
+def test_pipelined_charge_against_scalesim_run_whole(target, scalesim_python, tmp_path, kernel):
+    backend = ScaleSimBackend(target, cache_dir=tmp_path)
+    spec, runs = layer_for(kernel)
+    whole = LayerSpec(spec.ifmap_h, spec.ifmap_w, spec.filter_h, spec.filter_w, spec.channels,
+                      runs * math.ceil(spec.num_filters / 32) * 32, spec.stride)
+    sims = backend.simulate([spec, whole])
+    one, big = sims[spec], sims[whole]
+    # The runs' compute is SCALE-Sim's compute of the whole layer (same folds, same pixels per fold): 1%.
+    assert one["compute_cycles"] * runs == pytest.approx(big["compute_cycles"], rel=0.01)
+    # The pipelined charge lies between the whole layer with memory fully overlapped (its compute) and
+    # SCALE-Sim's own whole-layer total (all operands loaded before the first fold, outputs flushed after
+    # the last); the old charge (total x runs, SCALE-Sim's DP mode) exceeds even that.
+    pipelined = pipelined_cycles(one, runs)
+    assert big["compute_cycles"] <= pipelined <= big["total_cycles"]
+    assert one["total_cycles"] * runs > big["total_cycles"]
 
 
 def test_grouped_conv_and_gemm_mapping():
@@ -109,6 +136,31 @@ def test_vector_unit_scales_with_elements(target):
     add = unit.cost(Kernel("eltwise", 32, 32, 32, 32, 32, 32, inputs=2, op="Add"))
     assert add.cycles == max(add.compute_cycles, add.memory_cycles) + 64
     assert add.dram_bytes == 3 * 32 * 32 * 32  # two inputs read, one output written, int8
+
+
+def test_depthwise_engine_costs_depthwise_by_the_vector_formula(scalesim_python, tmp_path):
+    engine = load_target("npu32-dw")
+    assert engine.depthwise == "vector" and load_target("npu32").depthwise == "array"
+    backend = ScaleSimBackend(engine, cache_dir=tmp_path)
+    dw = Kernel("dwconv", 32, 32, 28, 28, 28, 28, 3, 3, groups=32, act="relu6")
+    (m,) = backend.measure([dw])
+    lanes = engine.vector_unit["lanes"]
+    compute = math.ceil(32 * 28 * 28 / lanes) * 9  # K*K MACs per output element over the lanes
+    memory = math.ceil((2 * 32 * 28 * 28 + 32 * 9 + 32) / engine.vector_unit["bandwidth_bytes_per_cycle"])
+    act = math.ceil(32 * 28 * 28 / lanes)  # relu6: 1 op per element
+    assert m.meta["model"] == "vector_unit" and m.meta["hardware_class"] == "vector"
+    assert m.meta["cycles"] == max(compute, memory) + engine.vector_unit["launch_overhead_cycles"] + act
+    assert not list(tmp_path.glob("*.json"))  # not simulated
+
+
+def test_grouping_depthwise_is_slower_with_a_depthwise_engine(scalesim_python, tmp_path):
+    """dw-to-grouped's kernels cost more than the depthwise conv on npu32-dw, less on npu32 (array-only)."""
+    dw = Kernel("dwconv", 32, 32, 28, 28, 28, 28, 3, 3, groups=32)
+    grouped = [Kernel("gconv", 32, 32, 28, 28, 28, 28, 3, 3, groups=32 // n) for n in (8, 16)]
+    for name, slower in (("npu32-dw", True), ("npu32", False)):
+        backend = ScaleSimBackend(load_target(name), cache_dir=tmp_path)
+        base, *options = backend.measure([dw] + grouped)
+        assert all((o.latency_us > base.latency_us) == slower for o in options), name
 
 
 def test_view_is_free_and_unknown_raises(target, tmp_path):

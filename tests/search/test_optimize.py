@@ -172,6 +172,31 @@ def test_descriptor_edits_match_the_materialised_model(loaded, target, cost, sco
     assert figures["params"][0] == sum(param_elements(sk.kernel, target.parallelism) for sk in real.kernels)
 
 
+def test_memory_beyond_the_budget_is_charged_by_default(loaded, tiny_rules, target, cost, tmp_path):
+    """The target's memory budget is a cost in every variant's latency (not only under --max-memory): what
+    exceeds it is streamed from DRAM (hwopt.estimator.memory.POLICY), so a variant with more weights pays more."""
+    from hwopt.estimator.memory import memory_charge_us
+    from hwopt.targets import load_target_file
+
+    _, _, analysis = loaded
+    space = build_space(analysis, load_search_file(tiny_rules), target.parallelism)
+    plain = VariantModel(analysis, space, target.fusion, target.dtype_bytes, cost)
+    small = tmp_path / "small.toml"  # npu32 with a budget the model's weights exceed
+    small.write_text((REPO / "estimator/npu32/target.toml").read_text().replace("memory_budget_bytes = 4194304",
+                                                                                 "memory_budget_bytes = 262144"))
+    budgeted = VariantModel(analysis, space, target.fusion, target.dtype_bytes, cost, onchip=load_target_file(small))
+    # ibn1 and ibn2's depthwise convs dense: more weights.
+    dense = tuple(v.size - 1 if v.kind == "block" else 0 for v in space.variables)
+    rows = np.array([space.baseline, dense])
+    base, charged = plain.evaluate(rows), budgeted.evaluate(rows)
+    assert np.all(base["memory_charge_us"] == 0)  # 4 MiB: MobileNetV3-Small's 2.5 MB fits
+    expected = memory_charge_us(base["params"] * target.dtype_bytes, base["peak_activation_bytes"],
+                                load_target_file(small))
+    assert np.all(expected > 0) and expected[1] > expected[0]
+    assert charged["latency_us"] == pytest.approx(base["latency_us"] + expected)
+    assert budgeted.latency(rows) == pytest.approx(charged["latency_us"])
+
+
 def test_cli_optimize_json_save_rules_round_trip(example_path, tiny_rules, tmp_path):
     model = example_path(MODEL)
     out, rules, report = tmp_path / "best.onnx", tmp_path / "best.toml", tmp_path / "report.md"
