@@ -313,7 +313,7 @@ def measure_model(model: str | Path | onnx.ModelProto, target: Target, samples: 
                   ) -> VelaModelMeasurement:
     """The whole model written as int8 TFLite and compiled by Vela for ``target``."""
     from hwopt.io.model import load_model
-    from hwopt.tflite import write_tflite
+    from hwopt.tflite.writer import write_tflite
 
     settings = VelaSettings.from_target(target)
     settings.command()  # a missing Vela is said before the writing
@@ -345,7 +345,7 @@ class VelaBackend:
 
     def measure(self, kernels: Sequence[Kernel], progress: Progress | None = None) -> list[Measurement]:
         from hwopt.backends.kernel_models import kernel_model
-        from hwopt.tflite import write_tflite
+        from hwopt.tflite.writer import write_tflite
 
         self.settings.command()
         out = []

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from hwopt import __version__
-from hwopt.report.tables import human_bytes, human_count, human_latency
+from hwopt.report.tables import growth_note, human_bytes, human_count, human_latency
 from hwopt.report.svg import PALETTE, Point, Segment, grouped_bars, nice_ticks, scatter, stacked_bars
 
 RULE_COLORS = {"fuse": "#f28e2b", "dense": "#4e79a7", "grouped": "#76b7b2", "dw": "#9aa5b1", "hidden": "#59a14f",
@@ -247,10 +247,13 @@ def _utilisation_chart(doc: dict[str, Any]) -> str:
                 f'utilisation limit is not defined.</p>')
 
     def share(s: dict | None) -> float | None:
-        return 100.0 * s["ideal_us"] / s["latency_us"] if s and s["latency_us"] > 0 else None
+        return 100.0 * s["ideal_us"] / s["latency_us"] if s and s["ideal_us"] is not None and s["latency_us"] > 0 \
+            else None
 
+    # Segments without MACs (the off-chip memory charge) have no utilisation: not a row of this chart.
     groups = [(label, [("baseline", share(s), RULE_COLORS["dw"]),
-                       ("best", share(best.get(label)), RULE_COLORS["fuse"])]) for label, s in base.items()]
+                       ("best", share(best.get(label)), RULE_COLORS["fuse"])]) for label, s in base.items()
+              if s["ideal_us"] is not None]
     p = doc["parallelism"]
     return (f'<p class="small">Per block: the utilisation limit (MACs / ({p}x{p}) cycles: the array busy every cycle) '
             f'as a share of the estimated latency. 100% = at the array\'s peak; low = bound by memory, the vector '
@@ -404,25 +407,6 @@ def _variants_table(doc: dict[str, Any]) -> str:
         classes.append("chosen" if v["label"] == "best" else "")
         notes.append(escape(v.get("note") or ""))
     return _table(header, rows, classes, "table-variants", text_cols=(len(header) - 1,), notes=notes)
-
-
-def growth_note(doc: dict[str, Any]) -> str | None:
-    """One line when the chosen model holds more parameters or memory than the original (speed bought with
-    weights: a grouped or dense conv holds more than the depthwise one it replaces)."""
-    best, base = doc.get("best"), (doc.get("variants") or [None])[0]
-    if not best or not base:
-        return None
-    grown = []  # what grows by half a percent or more (a padded channel's few bytes are no news)
-    if best["params"] > 1.005 * base["params"]:
-        grown.append(f"parameters {human_count(base['params'])} -> {human_count(best['params'])} "
-                     f"({best['params'] / base['params'] - 1:+.0%})")
-    if best["memory_bytes"] > 1.005 * base["memory_bytes"]:
-        grown.append(f"memory {human_bytes(base['memory_bytes'])} -> {human_bytes(best['memory_bytes'])} "
-                     f"({best['memory_bytes'] / base['memory_bytes'] - 1:+.0%})")
-    if not grown:
-        return None
-    return ("the chosen model is larger than the original: " + ", ".join(grown)
-            + " (its rewrites trade weights for speed; --max-memory bounds it)")
 
 
 def optimize_html(doc: dict[str, Any]) -> str:

@@ -203,3 +203,22 @@ def apply_dict(result: ApplyResult) -> dict[str, Any]:
         "final": result.final.to_dict() if result.final else None,
         "fidelity": result.fidelity.to_dict() if result.fidelity else None,
     }
+
+
+def growth_note(doc: dict[str, Any]) -> str | None:
+    """One line when the chosen model holds more parameters or memory than the original (speed bought with
+    weights: a grouped or dense conv holds more than the depthwise one it replaces)."""
+    best, base = doc.get("best"), (doc.get("variants") or [None])[0]
+    if not best or not base:
+        return None
+    grown = []  # what grows by half a percent or more (a padded channel's few bytes are no news)
+    if best["params"] > 1.005 * base["params"]:
+        grown.append(f"parameters {human_count(base['params'])} -> {human_count(best['params'])} "
+                     f"({best['params'] / base['params'] - 1:+.0%})")
+    if best["memory_bytes"] > 1.005 * base["memory_bytes"]:
+        grown.append(f"memory {human_bytes(base['memory_bytes'])} -> {human_bytes(best['memory_bytes'])} "
+                     f"({best['memory_bytes'] / base['memory_bytes'] - 1:+.0%})")
+    if not grown:
+        return None
+    return ("the chosen model is larger than the original: " + ", ".join(grown)
+            + " (its rewrites trade weights for speed; --max-memory bounds it)")

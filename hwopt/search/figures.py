@@ -15,6 +15,8 @@
 
 from __future__ import annotations
 
+import numpy as np
+
 import json
 from typing import Any
 
@@ -73,6 +75,13 @@ def timeline(result: OptimizeResult, decisions: tuple[int, ...]) -> list[dict[st
             seg["kernels"] += 1
     for seg in segments:
         seg["ideal_us"] = seg["macs"] / (p * p) / clock if clock else None
+    # What does not fit the target's on-chip memory is streamed on every inference: its own segment, so the
+    # segments still sum to the variant's latency.
+    charge = float(vm.evaluate(np.array([decisions]))["memory_charge_us"][0])
+    if charge > 0:
+        segments.append({"label": "off-chip memory", "latency_us": charge, "macs": 0, "kernels": 0,
+                         "rule": "weights and activations beyond the on-chip budget, streamed from DRAM",
+                         "ideal_us": 0.0 if clock else None})  # no MACs: the array idles while it streams
     return segments
 
 

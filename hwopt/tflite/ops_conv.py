@@ -12,7 +12,7 @@ import numpy as np
 from hwopt.tflite import padding
 from hwopt.tflite.context import Context
 from hwopt.tflite.fusion import Unit
-from hwopt.tflite.ops import ACTIVATIONS, converter
+from hwopt.tflite.registry import ACTIVATIONS, converter
 from hwopt.tflite.quantize import bias_int32, weights_per_channel
 
 

@@ -15,7 +15,7 @@ from hwopt.tflite import layout
 from hwopt.tflite.context import Context
 from hwopt.tflite.fusion import Unit, activation_kind
 from hwopt.tflite.graph import Quant
-from hwopt.tflite.ops import ACTIVATIONS, converter
+from hwopt.tflite.registry import ACTIVATIONS, converter
 from hwopt.tflite.quantize import UNIT_INTERVAL, activation_quant
 
 _BINARY = {"Add": ("ADD", "AddOptions"), "Sub": ("SUB", "SubOptions"), "Mul": ("MUL", "MulOptions"),

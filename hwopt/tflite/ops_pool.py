@@ -8,7 +8,7 @@ import numpy as np
 from hwopt.tflite import layout, padding
 from hwopt.tflite.context import Context
 from hwopt.tflite.fusion import Unit
-from hwopt.tflite.ops import ACTIVATIONS, converter
+from hwopt.tflite.registry import ACTIVATIONS, converter
 from hwopt.tflite.quantize import UNIT_INTERVAL, Q_MIN
 
 

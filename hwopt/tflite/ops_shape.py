@@ -13,7 +13,7 @@ import numpy as np
 from hwopt.tflite import layout
 from hwopt.tflite.context import Context
 from hwopt.tflite.fusion import Unit
-from hwopt.tflite.ops import ACTIVATIONS, converter
+from hwopt.tflite.registry import ACTIVATIONS, converter
 
 
 def _transpose(ctx: Context, index: int, perm: list[int], name: str, out: int | None = None) -> int:

@@ -21,7 +21,7 @@ from onnx import TensorProto, helper, numpy_helper
 from hwopt.canonical.canonicalize import canonicalize
 from hwopt.errors import HwoptError
 from hwopt.io.model import InputShape, load_model
-from hwopt.tflite import write_tflite
+from hwopt.tflite.writer import write_tflite
 from hwopt.tflite.litert import run_tflite
 from hwopt.tflite.quantize import random_samples
 
