@@ -95,7 +95,7 @@ def optimize_many(models: Sequence[Path], request, output: Path | None, report: 
             stdout.rule(str(model))
             if outcome.doc is not None:
                 print_report(stdout, outcome.doc)
-                if outcome.best_model is not None:
+                if outcome.best_model is not None and outcome.steps:
                     stdout.print(f"wrote {outs[index]}" + (f" and {rules[index]}" if rules[index] else ""),
                                  highlight=False)
         if outcome.error:

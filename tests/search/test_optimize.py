@@ -170,9 +170,11 @@ def test_descriptor_edits_match_the_materialised_model(loaded, target, cost, sco
 def test_cli_optimize_json_save_rules_round_trip(example_path, tiny_rules, tmp_path):
     model = example_path(MODEL)
     out, rules, report = tmp_path / "best.onnx", tmp_path / "best.toml", tmp_path / "report.md"
-    common = ["--calibration-samples", "8", "--eval-samples", "4", "--seed", "3"]
+    common = ["--calibration-samples", "8", "--eval-samples", "8", "--seed", "3"]
+    # A budget 8 held-out samples can prove (with no miss, their 95% lower bound is 68.8%): the fidelity-aware
+    # search runs. (4 samples and the default 99% prove nothing: test_too_few_heldout_samples_keep_to_exact.)
     done = _cli("optimize", str(model), "-o", str(out), "--rules", str(tiny_rules), "--save-rules", str(rules),
-                "--report", str(report), "--json", *common)
+                "--report", str(report), "--json", "--min-fidelity", "0.5", *common)
     assert done.returncode == 0, done.stderr
     doc = json.loads(done.stdout)
     assert doc["schema"] == "hwopt.optimize/2" and doc["status"] == "ok"
@@ -181,12 +183,14 @@ def test_cli_optimize_json_save_rules_round_trip(example_path, tiny_rules, tmp_p
                 "sensitivity"):
         assert key in doc, key
     fid = doc["fidelity"]
-    assert fid["metric"] == "top1" and fid["min_fidelity"] == 0.99 and fid["model"] == "log"
-    assert fid["samples"]["random"] and fid["samples"]["held_out"] == 4 and "random" in fid["warning"]
+    assert fid["metric"] == "top1" and fid["min_fidelity"] == 0.5 and fid["model"] == "log"
+    assert fid["samples"]["random"] and fid["samples"]["held_out"] == 8 and "random" in fid["warning"]
+    assert fid["independent_samples"] == 8 and fid["confidence"] == 0.95 and fid["unprovable"] is None
     # Task fidelity and rel-L2 on every row; the written model within the default budget, verified.
     for row in doc["variants"] + doc["finalists"]:
         assert row["fidelity"] is not None and row["rel_l2"] is not None, row["label"]
-    assert doc["best"]["fidelity"] >= 0.99 and doc["best"]["verified"]
+    assert doc["best"]["fidelity"] >= 0.5 and doc["best"]["verified"]
+    assert doc["best"]["exact"] or doc["best"]["fidelity_lower_bound"] >= 0.5  # admitted on its bound
     assert [s["rule"] for s in doc["sensitivity"]] and all(s["rule"] == "fuse-ibn" for s in doc["sensitivity"])
     front = doc["front"]
     assert [r["id"] for r in front] == [f"F{i}" for i in range(1, len(front) + 1)]
