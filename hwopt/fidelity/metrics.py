@@ -117,17 +117,21 @@ METRICS: dict[str, Metric] = {m.name: m for m in (
 )}
 
 
+def _dims(dims: list) -> str:
+    return "[" + ", ".join(str(d) for d in dims) + "]"
+
+
 def metric_reason(shapes: dict[str, Sequence[int]], requested: str = "auto") -> str:
     """Why ``choose_metric`` picks what it picks, in one clause for the report."""
     if requested != "auto":
         return f"--fidelity {requested} (asked for)"
-    only = list(shapes.values())
-    if len(only) == 1 and _is_classes(only[0]):
-        return (f"auto: one output {list(only[0])} of class scores: a classifier is judged by the class it picks "
+    only = [["N", *list(s)[1:]] if len(s) else [] for s in shapes.values()]
+    if len(only) == 1 and _is_classes(list(shapes.values())[0]):
+        return (f"auto: one output {_dims(only[0])} of class scores: a classifier is judged by the class it picks "
                 f"(top-1 agreement, any class count >= 2)")
-    if len(only) == 1 and _is_class_map(only[0]):
-        return f"auto: one output {list(only[0])}, a dense class map: per-pixel argmax agreement"
-    what = "several outputs (the worst counts)" if len(only) > 1 else f"one output {list(only[0]) if only else []}"
+    if len(only) == 1 and _is_class_map(list(shapes.values())[0]):
+        return f"auto: one output {_dims(only[0])}, a dense class map: per-pixel argmax agreement"
+    what = "several outputs (the worst counts)" if len(only) > 1 else f"one output {_dims(only[0]) if only else '[]'}"
     return f"auto: {what}, not class scores [N, C>=2] or a class map [N, C>=2, H, W]: cosine similarity"
 
 

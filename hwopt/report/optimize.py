@@ -216,7 +216,9 @@ def fidelity_dict(result: OptimizeResult) -> dict[str, Any]:
     errors = {m: float(np.mean([abs(p[m] - p["verified"]) for p in pairs])) if pairs else None for m in models}
     split = dict(result.split)
     best = result.best.fidelity if result.best is not None and result.best.fidelity is not None else None
-    bound = best.bound if best is not None else None
+    # An exact model's claim is exactness (verified numerically), not a statistic: no bound is claimed.
+    exact = result.best is not None and (result.best.exact or not result.best.steps)
+    bound = best.bound if best is not None and not exact else None
     return {
         **(budget.to_dict() if budget else {}),
         "metric_reason": result.metric_reason,
