@@ -190,19 +190,32 @@ def _without_noise(search: "_Search", verifier: Verifier, best: Candidate, ranke
 
 
 def _original(search: "_Search", verifier: Verifier, why: str) -> Candidate:
-    """The original (canonical) model as the answer: nothing is worth writing."""
+    """The answer when nothing searched is worth writing: the rule set's pinned rules when it has any (asked
+    for, not searched: they are written if they keep the budget), else the original (nothing written)."""
+    start = tuple(search.space.start)
+    if search.space.steps(start):
+        pinned = search.candidate("best", start)
+        if verify(pinned, verifier):
+            pinned.note = why.replace("deploy the original", "the pinned rules only")
+            return pinned
     cand = search.candidate("best", search.space.baseline)
     verify(cand, verifier)
     cand.note = why
     return cand
 
 
+def _reference(search: "_Search") -> tuple[int, ...]:
+    """What a searched variant must beat: the pinned rules ([[rule]] entries) when any, else the original."""
+    start = tuple(search.space.start)
+    return start if search.space.steps(start) else tuple(search.space.baseline)
+
+
 def _worth_writing(search: "_Search", verifier: Verifier, best: Candidate | None, gain: GainReport
                    ) -> Candidate | None:
     """``best`` when it buys the floor beyond the estimator's band against the original, else the original."""
-    if best is None or not best.steps:
+    if best is None or not best.steps or best.decisions == _reference(search):
         return best
-    g = change_gain(search.vm, search.vm.cost, search.space.baseline, best.decisions)
+    g = change_gain(search.vm, search.vm.cost, _reference(search), best.decisions)
     if g.worth(gain.floor_us):
         return best
     gain.verdict = (f"no worthwhile gain: the best variant ({'exact' if best.exact else 'inexact'}, "
@@ -215,12 +228,27 @@ def rules_text(cand: Candidate) -> str:
     return ", ".join(sorted({s.rule for s in cand.steps})) or "no rewrite"
 
 
+def deterministic_verdict(canonical, cand: Candidate, target, min_gain: float) -> tuple[bool, dict[str, Any]]:
+    """(taken, figures) of a candidate against the original on a deterministic measurer (an emulator)."""
+    from hwopt.backends import model_measurer
+
+    measurer = model_measurer(target)
+    base = float(measurer(canonical, target).latency_us)
+    mine = cand.measured_us if cand.measured_us is not None else float(measurer(cand.result.model, target).latency_us)
+    ratio = mine / base
+    taken = ratio <= 1.0 - min_gain
+    why = ("faster by the floor (deterministic emulation)" if taken else
+           f"not faster by the floor ({min_gain:.1%}, --min-gain; deterministic emulation)")
+    return taken, {"ratio": ratio, "low": ratio, "high": ratio, "base_us": base, "rounds": 1, "runs": 1,
+                   "change": ratio - 1.0, "taken": taken, "why": why}
+
+
 def _measured_pick(search: "_Search", verifier: Verifier, best: Candidate | None, ranked: list[Candidate],
                    canonical, target, gain: GainReport) -> Candidate | None:
     """On a measured target: the finalists timed (single readings rank them), then the fastest taken only when
     a paired A/B against the original shows it faster (interval excluding no change) by the floor; an inexact
     pick that fails falls back to the fastest exact variant, which must pass the same test."""
-    if best is None or not best.steps:
+    if best is None or not best.steps or best.decisions == _reference(search):
         return best
     timed = [c for c in ranked if c is best or (c.steps and not _noisy(search, c, gain.floor_us))]
     pick = best
@@ -234,7 +262,10 @@ def _measured_pick(search: "_Search", verifier: Verifier, best: Candidate | None
             order.append(exact)
     base_us = None
     for cand in order:
-        taken, figures = paired_verdict(canonical, cand.result.model, target, gain.min_gain)
+        if target.backend == "onnxruntime":  # timed on this host: paired and interleaved, with an interval
+            taken, figures = paired_verdict(canonical, cand.result.model, target, gain.min_gain)
+        else:  # an emulator: one reading is the truth
+            taken, figures = deterministic_verdict(canonical, cand, target, gain.min_gain)
         gain.paired.append({"label": cand.label, "exact": cand.exact, "rules": rules_text(cand), **figures})
         base_us = figures["base_us"]
         text = (f"paired A/B vs the original: {figures['change']:+.1%} (95% interval {figures['low'] - 1:+.1%} to "
