@@ -128,8 +128,11 @@ def inputs_info(calibration: Path | None, calibration_samples: int, eval_samples
 
 def save_optimized(model: Path, request: OptimizeRequest, best: onnx.ModelProto | None, steps: list, target: str,
                    output: Path | None, save_rules: Path | None, protect: list[Path]) -> None:
-    """Write the chosen model and its decisions as a rule set (one model; batches call it per model)."""
-    if best is None:
+    """Write the chosen model and its decisions as a rule set (one model; batches call it per model).
+
+    No file churn: when the chosen variant is the original (no rewrite, or none worth its gain: the report's
+    ``nothing_to_do`` says why) nothing is written at all; a file already at ``output`` is left as it is."""
+    if best is None or not steps:
         return
     from hwopt.io.model import save_model
     from hwopt.search.rulefile import rules_header, write_rules

@@ -59,6 +59,8 @@ class OptimizeRequest:
     min_fidelity: float | None = None  # default: the metric's own (top-1 agreement 0.99, ...)
     for_retraining: bool = False  # no fidelity budget: the weights only initialise training
     fidelity_model: str = "log"  # how decisions' fidelity costs combine: log | linear
+    # What a rewrite must buy: a share of the original's latency (estimated; measured where finalists are timed).
+    min_gain: float = 0.01
     # Rules and search.
     rules: Path | None = None  # a rule set with a [search] table (default: rules/default.toml)
     exact_only: bool = False  # function-preserving rewrites only
@@ -116,6 +118,8 @@ class OptimizeRequest:
             raise HwoptError("--for-retraining asks for no fidelity budget: drop --min-fidelity (or keep the budget)")
         if self.min_fidelity is not None and not 0.0 <= self.min_fidelity <= 1.0:
             raise HwoptError(f"--min-fidelity {self.min_fidelity}: a fraction in [0, 1]")
+        if not 0.0 <= self.min_gain < 1.0:
+            raise HwoptError(f"--min-gain {self.min_gain}: a share of the original's latency in [0, 1), e.g. 0.01")
         if not self.holdout > 0:
             raise HwoptError(f"--holdout {self.holdout}: a fraction in (0, 1) or a sample count >= 1")
         if self.strategy != "auto" and self.strategy not in STRATEGIES:

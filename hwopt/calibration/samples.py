@@ -309,10 +309,25 @@ class CalibrationSplit:
     held_out: Samples
     info: dict[str, Any]
     train: Samples | None = None  # every sample not held out (``fit`` is at most --calibration-samples of them)
+    held_groups: np.ndarray | None = None  # the source of each held-out sample (None: each is its own)
 
     @property
     def random(self) -> bool:
         return bool(self.info.get("random"))
+
+    @property
+    def units(self) -> int:
+        """Independent held-out units the fidelity bounds rest on (groups, else samples)."""
+        if self.held_groups is None:
+            return sample_count(self.held_out)
+        return len(np.unique(self.held_groups))
+
+
+# Said in the report and on stderr when the samples carry no source: crops of one photo are not independent.
+NO_GROUPS_WARNING = ("the held-out samples carry no source (no '_group' array in the .npz): each counts as an "
+                     "independent sample; if several are crops or frames of the same image, the fidelity "
+                     "figure and its bound are inflated: add '_group' (one label per sample, the photo it came "
+                     "from) so whole photos are held out and counted once")
 
 
 def _held_count(total: int, holdout: float) -> int:
@@ -349,11 +364,18 @@ def split_samples(data: Samples, holdout: float = DEFAULT_HOLDOUT, count: int | 
         held_idx = held_idx[:eval_count]
     if count is not None:
         fit_idx = fit_idx[:count]
+    grouped = groups is not None and len(np.unique(groups)) >= 2
+    held_groups = np.asarray(groups)[held_idx] if groups is not None else None
+    units = len(np.unique(held_groups)) if held_groups is not None else int(len(held_idx))
     info = {"source": source, "random": False, "total": total, "fit": int(len(fit_idx)),
-            "held_out": int(len(held_idx)), "split": how, "holdout": holdout}
+            "held_out": int(len(held_idx)), "split": how, "holdout": holdout, "independent": units,
+            "independence": (f"{units} source group(s) of the held-out samples, none fitted on" if grouped
+                             else "1 source group, also fitted on" if groups is not None
+                             else "each held-out sample (no source groups)"),
+            "independence_warning": None if groups is not None else NO_GROUPS_WARNING}
     rest = np.flatnonzero(~held_mask)
     return CalibrationSplit({k: v[fit_idx] for k, v in data.items()}, {k: v[held_idx] for k, v in data.items()},
-                            info, {k: v[rest] for k, v in data.items()})
+                            info, {k: v[rest] for k, v in data.items()}, held_groups)
 
 
 def load_groups(path: str | Path, total: int) -> np.ndarray | None:
@@ -393,7 +415,8 @@ def calibration_split(model: onnx.ModelProto, path: str | Path | None = None, co
         return CalibrationSplit(random_inputs(model, count, seed), random_inputs(model, held, seed + 1),
                                 {"source": "random (standard normal)", "random": True, "total": count + held,
                                  "fit": count, "held_out": held, "split": "seeded random inputs",
-                                 "holdout": holdout})
+                                 "holdout": holdout, "independent": held,
+                                 "independence": "each seeded random sample", "independence_warning": None})
     if Path(path).is_dir():
         from hwopt.calibration.images import load_calibration_folder
 

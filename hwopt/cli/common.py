@@ -32,7 +32,9 @@ CalibrationSamples = typer.Option(64, "--calibration-samples", min=1, help="samp
 Holdout = typer.Option(0.25, "--holdout", help="calibration samples held out, never fitted on, to judge fidelity: "
                        "a fraction below 1 or a count (whole groups when the .npz has a '_group' array)")
 FidelityOption = typer.Option("auto", "--fidelity", help="task fidelity metric: auto | top1 | top5 | argmax | "
-                              "cosine | rel-l2 (auto: top1 for one [N, C] output, argmax for a class map, else cosine)")
+                              "cosine | rel-l2 (auto: a classifier, one output [N, C] with C >= 2 whatever the class count, "
+                              "by top-1 agreement; a dense class map [N, C>=2, H, W] by per-pixel argmax; anything "
+                              "else by cosine; the report says which and why)")
 
 
 def command_line() -> str:

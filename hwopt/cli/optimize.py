@@ -39,13 +39,20 @@ def optimize(
     min_fidelity: Optional[float] = typer.Option(None, "--min-fidelity", min=0.0, max=1.0,
                                                  help="the written model keeps at least this task fidelity on the "
                                                  "held-out samples (default: top1/top5/argmax 0.99, cosine 0.999, "
-                                                 "rel-l2 0.95)"),
+                                                 "rel-l2 0.95); an inexact model must meet it with the 95% lower "
+                                                 "confidence bound over independent held-out samples (99% with no "
+                                                 "miss needs 299 of them), else only exact rewrites are taken"),
     for_retraining: bool = typer.Option(False, "--for-retraining", help="no fidelity budget: the fastest "
                                         "architecture, its weights only an initialisation for training"),
     verify_front: int = typer.Option(0, "--verify-front", min=0, help="also materialise and verify up to N rows "
                                      "of the latency / fidelity front"),
     fidelity_model: str = typer.Option("log", "--fidelity-model", help="how decisions' costs combine: log "
                                        "(additive in log-fidelity) | linear (additive in infidelity)"),
+    min_gain: float = typer.Option(0.01, "--min-gain", min=0.0, max=0.99, help="what a rewrite must buy, as a share "
+                                   "of the original's latency (0.01: 1%): an inexact decision is kept only when its "
+                                   "estimated gain reaches it and exceeds the estimator's band; a written model only "
+                                   "when its gain does (on cpu: a paired A/B measurement, interval excluding no "
+                                   "change); else nothing is written (exit 0, 'no worthwhile gain')"),
     exact_only: bool = typer.Option(False, "--exact-only", help="function-preserving rewrites only"),
     finalists: int = typer.Option(3, "--finalists", min=1, help="variants materialised and verified per search "
                                   "round (fidelity budget)"),
@@ -110,7 +117,7 @@ def optimize(
         request = OptimizeRequest(
             target=target, max_memory=max_memory, max_latency=max_latency, max_deviation=max_deviation,
             fidelity=fidelity, min_fidelity=min_fidelity, for_retraining=for_retraining,
-            fidelity_model=fidelity_model, rules=rules_file, exact_only=exact_only, strategy=strategy, cost=cost,
+            fidelity_model=fidelity_model, min_gain=min_gain, rules=rules_file, exact_only=exact_only, strategy=strategy, cost=cost,
             allow_fallback=allow_fallback, finalists=finalists, verify_front=verify_front, compare=compare,
             measure=measure, measure_finalists=measure_finalists, pick=pick, seed=seed,
             input_shapes=tuple(input_shape or ()), calibration=calibration, preprocess=preprocess,
@@ -137,10 +144,15 @@ def optimize(
             print(json.dumps(doc, indent=2))
         elif not quiet:
             print_report(stdout, doc, verbose=verbose, report=report)
+        fid = doc.get("fidelity") or {}
+        for key in ("independence_warning", "unprovable"):
+            if fid.get(key):
+                stderr.print(f"hwopt: note: {fid[key]}", markup=False, highlight=False)
         for line in doc.get("nothing_to_do", []):
             stderr.print(f"hwopt: nothing to do: {line}", markup=False, highlight=False)
-        if doc.get("nothing_to_do") and result.ok:
-            stderr.print(f"hwopt: note: {output} is the original in canonical form (no rewrite helps)",
+        if result.ok and doc.get("output") is None:
+            left = f" ({output} exists from an earlier run and was left as it is)" if output.exists() else ""
+            stderr.print(f"hwopt: note: nothing written: the original {model} is the model to deploy{left}",
                          markup=False, highlight=False)
         if calibration is None and not exact_only:
             random_inputs_note(quiet)

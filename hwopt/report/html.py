@@ -426,6 +426,11 @@ def optimize_html(doc: dict[str, Any]) -> str:
     ]))
     exact = all(v.get("exact") for v in doc["variants"] + list(doc.get("finalists", [])) if "exact" in v)
     body.append(_inputs_banner(run.get("inputs"), exact))
+    fid = doc.get("fidelity") or {}
+    for key, css in (("claim", "note"), ("independence_warning", "warn"), ("unprovable", "warn")):
+        if fid.get(key):  # the statistics behind the fidelity figures (docs/optimize.md)
+            body.append(f'<div class="{css}" id="fidelity-{key.replace("_", "-")}">Fidelity {key.replace("_", " ")}: '
+                        f'{escape(fid[key])}</div>')
     for line in doc.get("failure", []):
         body.append(f'<div class="warn">No variant meets the budgets: {escape(line)}</div>')
     if doc.get("nothing_to_do"):

@@ -18,6 +18,7 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
+from hwopt.fidelity.bounds import CONFIDENCE
 from hwopt.fidelity.metrics import METRICS
 from hwopt.report.tables import growth_note, human_bytes, human_count, human_latency
 from hwopt.search.optimize import Candidate, OptimizeResult
@@ -70,6 +71,8 @@ def variant_dict(row: Candidate, baseline: Candidate) -> dict[str, Any]:
         "deviation": _finite(row.deviation),
         "fidelity": _finite(row.fidelity.value) if row.fidelity is not None else None,
         "rel_l2": _finite(row.fidelity.rel_l2) if row.fidelity is not None else None,
+        # The one-sided lower confidence bound of ``fidelity`` over independent held-out units (hwopt.fidelity.bounds)
+        "fidelity_lower_bound": _finite(row.fidelity.lower) if row.fidelity is not None else None,
         "verified": row.fidelity is not None,
         "predicted_fidelity": row.predicted,
         "predicted_rel_l2": row.predicted_rel_l2,
@@ -153,8 +156,9 @@ def to_dict(result: OptimizeResult, output: Path | None, rules_out: Path | None,
         "schema": SCHEMA,
         "status": "ok" if result.best is not None else "infeasible",
         "model": str(result.model_path),
-        "output": str(output) if output and result.best is not None else None,
-        "rules_file": str(rules_out) if rules_out and result.best is not None else None,
+        # Nothing is written when the answer is the original (no file churn: hwopt.api.save_optimized).
+        "output": str(output) if output and result.best is not None and result.best.steps else None,
+        "rules_file": str(rules_out) if rules_out and result.best is not None and result.best.steps else None,
         "target": result.target.name,
         "parallelism": result.space.p,
         "cost_model": result.cost_name,
@@ -181,7 +185,10 @@ def to_dict(result: OptimizeResult, output: Path | None, rules_out: Path | None,
     }
     if result.recovered:
         doc["recovery"] = [r.to_dict() for r in result.recovered]
+    doc["gain"] = result.gain.to_dict() if result.gain is not None else None
     doc.update(extra(result))
+    if result.gain is not None and result.gain.verdict:
+        doc["nothing_to_do"] = [result.gain.verdict] + [x for x in doc["nothing_to_do"] if "within the budgets" not in x]
     return doc
 
 
@@ -210,10 +217,25 @@ def fidelity_dict(result: OptimizeResult) -> dict[str, Any]:
              for c in seen.values()]
     errors = {m: float(np.mean([abs(p[m] - p["verified"]) for p in pairs])) if pairs else None for m in models}
     split = dict(result.split)
+    best = result.best.fidelity if result.best is not None and result.best.fidelity is not None else None
+    # An exact model's claim is exactness (verified numerically), not a statistic: no bound is claimed.
+    exact = result.best is not None and (result.best.exact or not result.best.steps)
+    bound = best.bound if best is not None and not exact else None
     return {
         **(budget.to_dict() if budget else {}),
+        "metric_reason": result.metric_reason,
         "for_retraining": result.for_retraining,
         "samples": split,
+        # The written model's claim: the lower confidence bound (inexact), its point estimate beside it.
+        "point": _finite(best.value) if best is not None else None,
+        "lower_bound": _finite(bound.lower) if bound is not None else None,
+        "confidence": bound.confidence if bound is not None else CONFIDENCE,
+        "bound_method": bound.method if bound is not None else None,
+        "independent_samples": split.get("independent"),
+        "independence": split.get("independence"),
+        "independence_warning": split.get("independence_warning"),
+        "unprovable": result.unprovable,
+        "claim": claim(result),
         "warning": RANDOM_WARNING if split.get("random") else None,
         "retraining_note": RETRAINING_NOTE if result.for_retraining else None,
         "model": result.fidelity_model,
@@ -223,6 +245,26 @@ def fidelity_dict(result: OptimizeResult) -> dict[str, Any]:
             "mean_abs_error_by_model": errors,
         },
     }
+
+
+def claim(result: OptimizeResult) -> str | None:
+    """What the report claims for the written model's fidelity, in one line."""
+    best = result.best
+    if best is None or best.fidelity is None or not best.fidelity.finite:
+        return None
+    fid, label = best.fidelity, METRICS[best.fidelity.metric].label if best.fidelity.metric in METRICS else "fidelity"
+    point = f"{label} {_fmt(fid.value, 'fid')} measured on {fid.samples} held-out samples"
+    if not best.steps:
+        return f"the original, nothing rewritten ({point})"
+    if best.exact:
+        return (f"exact rewrites only: outputs verified identical to the original's within fp32 tolerance "
+                f"(rel-L2 {_fmt(fid.rel_l2, 'dev')}; {point})")
+    b = fid.bound
+    if b is None:
+        return point
+    return (f"{label} >= {b.lower:.1%} with {b.confidence:.0%} confidence ({b.method} over {b.units} independent "
+            f"held-out units: {result.split.get('independence', '')}); point estimate {_fmt(fid.value, 'fid')} "
+            f"on {fid.samples} samples")
 
 
 def _fid_cells(v: dict[str, Any]) -> list[str]:
@@ -238,6 +280,14 @@ def _fid_cells(v: dict[str, Any]) -> list[str]:
     return [fid, _fmt(v["rel_l2"], "dev") if v["rel_l2"] is not None else ("NaN" if v["verified"] else "-")]
 
 
+def _bound_cell(v: dict[str, Any]) -> str:
+    """The lower confidence bound (what an inexact row is admitted on); exact rows need none."""
+    bound = v.get("fidelity_lower_bound")
+    if v.get("verified") and v.get("exact"):
+        return "exact"
+    return _fmt(bound, "fid") if bound is not None else "-"
+
+
 def _tables(doc: dict[str, Any]) -> list[tuple[str, list[str], list[list[str]]]]:
     """(title, header, rows) of every section, shared by the terminal and Markdown renderings."""
     label = doc["fidelity"].get("label", "fidelity")
@@ -246,7 +296,8 @@ def _tables(doc: dict[str, Any]) -> list[tuple[str, list[str], list[list[str]]]]
     banded = any(v.get("latency_low_us") is not None for v in doc["variants"])
     header = ["variant", "est. latency", "vs baseline"] + (["80% band"] if banded else []) + (
         ["measured"] if measured else []) + [
-        label, "rel L2", "params", "peak act.", "memory", "FLOPs", "exact"] + (["note"] if notes else [])
+        label, "95% lower bound", "rel L2", "params", "peak act.", "memory", "FLOPs", "exact"] + (
+        ["note"] if notes else [])
     rows = []
     for v in doc["variants"]:
         band = (f"{_fmt(v['latency_low_us'], 'us')} - {_fmt(v['latency_high_us'], 'us')}"
@@ -254,7 +305,8 @@ def _tables(doc: dict[str, Any]) -> list[tuple[str, list[str], list[list[str]]]]
         rows.append([v["label"] + (f" ({v['id']})" if v["id"] else ""), _fmt(v["latency_us"], "us"),
                      f"{v['latency_change']:+.1%}"]
                     + ([band] if banded else [])
-                    + ([_fmt(v["measured_latency_us"], "us")] if measured else []) + _fid_cells(v)
+                    + ([_fmt(v["measured_latency_us"], "us")] if measured else [])
+                    + _fid_cells(v)[:1] + [_bound_cell(v)] + _fid_cells(v)[1:]
                     + [_fmt(v["params"], "count"), _fmt(v["peak_activation_bytes"], "bytes"),
                        _fmt(v["memory_bytes"], "bytes"), _fmt(v["flops"], "count"),
                        "yes" if v["exact"] else "no"] + ([v["note"]] if notes else []))
@@ -263,11 +315,12 @@ def _tables(doc: dict[str, Any]) -> list[tuple[str, list[str], list[list[str]]]]
     if doc["finalists"]:
         sections.append((f"finalists: predicted vs verified {label}",
                          ["finalist", "est. latency", "vs baseline", f"predicted {label}", f"verified {label}",
-                          "rel L2", "verdict"],
+                          "95% lower bound", "rel L2", "exact", "verdict"],
                          [[c["label"] + (f" ({c['id']})" if c["id"] else ""), _fmt(c["latency_us"], "us"),
                            f"{c['latency_change']:+.1%}",
                            _fmt(c["predicted_fidelity"], "fid") if c["predicted_fidelity"] is not None else "-",
-                           *_fid_cells(c), c["note"] or "within the budgets"] for c in doc["finalists"]]))
+                           _fid_cells(c)[0], _bound_cell(c), _fid_cells(c)[1], "yes" if c["exact"] else "no",
+                           c["note"] or "within the budgets"] for c in doc["finalists"]]))
     if doc["front"]:
         sections.append((f"Pareto front: estimated latency vs {label} (predicted; verified where materialised)",
                          ["id", "est. latency", "vs baseline", f"predicted {label}", f"verified {label}",
@@ -354,6 +407,16 @@ def _summary(doc: dict[str, Any]) -> list[str]:
     lines.append(f"fidelity: {fid.get('label')} ({fid.get('metric')}) and rel L2 vs the original on "
                  f"{samples.get('held_out')} held-out samples never fitted on; {samples.get('fit')} samples fit "
                  f"the refits; {samples.get('source')}: {samples.get('split')}")
+    if fid.get("metric_reason"):
+        lines.append(f"fidelity metric: {fid['metric_reason']}")
+    if fid.get("independent_samples") is not None:
+        lines.append(f"independent held-out units: {fid['independent_samples']} ({fid.get('independence')}); "
+                     f"an inexact variant is admitted on its {fid.get('confidence', 0.95):.0%} lower confidence "
+                     f"bound")
+    if fid.get("independence_warning"):
+        lines.append("WARNING: " + fid["independence_warning"])
+    if fid.get("unprovable"):
+        lines.append("fidelity budget cannot be proved: " + fid["unprovable"])
     if fid.get("warning"):
         lines.append("WARNING: " + fid["warning"])
     budget = []
@@ -373,6 +436,8 @@ def _summary(doc: dict[str, Any]) -> list[str]:
                      f"{'exact' if b['exact'] else 'inexact'}, {fid.get('label')} {verified}"
                      + (f" (predicted {_fmt(b['predicted_fidelity'], 'fid')})" if b["predicted_fidelity"] is not None
                         else "") + f", rel L2 {_fmt(b['rel_l2'], 'dev') if b['rel_l2'] is not None else 'NaN'}")
+        if fid.get("claim"):
+            lines.append(f"fidelity claim: {fid['claim']}")
         if b.get("interval"):
             band = b["interval"]
             lines.append(f"best's 80% band: {_fmt(band['low_us'], 'us')} - {_fmt(band['high_us'], 'us')}"
@@ -393,6 +458,13 @@ def _summary(doc: dict[str, Any]) -> list[str]:
         lines.append(f"recovered {r['label']} ({r['epochs']} epochs, {r['seconds']:.0f} s): {label} "
                      f"{fmt(r['before'])} -> {fmt(r['after'])} on the held-out samples"
                      + ("" if r["meets_budgets"] else " (misses the budgets)"))
+    gain = doc.get("gain") or {}
+    for d in gain.get("dropped", []):
+        lines.append(f"dropped for noise: {d['site']} {d['choice']} -> {d['instead']}: {d['why']}")
+    for p in gain.get("paired", []):
+        lines.append(f"paired A/B ({p['label']}, {'exact' if p['exact'] else 'inexact'}) vs the original: "
+                     f"{p['change']:+.1%} (95% interval {p['low'] - 1:+.1%} to {p['high'] - 1:+.1%}): "
+                     + ("taken" if p["taken"] else "not taken") + f", {p['why']}")
     for line in doc.get("nothing_to_do", []):
         lines.append("nothing to do: " + line)
     for line in doc["failure"]:

@@ -14,6 +14,11 @@
    prediction was too optimistic, the predicted limit is tightened by the
    observed error and the search runs again (a few rounds); then the fastest
    exact variant. Nothing within the budgets: exit 1 with the nearest miss.
+   An inexact variant is admitted on the lower confidence bound of its held-out fidelity
+   (``hwopt.fidelity.bounds``); held-out data too small to prove the budget keeps to exact rewrites.
+   Inexact decisions that buy less than ``min_gain`` or their estimator band are dropped, a variant
+   that buys less is not written, and on measured targets a paired A/B must show the gain
+   (``worthwhile.py``).
 6. The latency / fidelity Pareto front (predicted; verified where materialised)
    and side-by-side rows: baseline, each rule alone (wherever it helps), best.
 """
@@ -32,7 +37,8 @@ import onnx
 from hwopt.rewrites.apply import ApplyResult
 from hwopt.canonical.canonicalize import load_canonical
 from hwopt.errors import HwoptError, VerificationError
-from hwopt.fidelity.metrics import Fidelity, FidelityBudget
+from hwopt.fidelity.bounds import unprovable_line
+from hwopt.fidelity.metrics import Fidelity, FidelityBudget, metric_reason
 from hwopt.rewrites.ruleset import RuleStep
 from hwopt.search.config import SearchConfig, default_rules_path, load_search_file
 from hwopt.search.cost import make_cost_model
@@ -44,6 +50,7 @@ from hwopt.search.variants import VariantModel
 from hwopt.analysis.sites import Analysis
 from hwopt.targets import load_target
 from hwopt.search.verifier import Verifier
+from hwopt.search.worthwhile import GainReport, change_gain, drop_noise, paired_verdict
 from hwopt.request import OptimizeRequest
 
 Progress = Callable[[str, int, int], None]
@@ -103,6 +110,9 @@ class OptimizeResult:
     verifier: Verifier | None = None  # re-verifies any model on the same held-out samples (recovery)
     fmodel: FidelityModel | None = None  # the predicted-fidelity tables the search used
     request: OptimizeRequest | None = None  # what was asked for
+    gain: GainReport | None = None  # what the rewrites must buy, what was dropped for noise, the paired A/B
+    unprovable: str | None = None  # why the held-out data cannot prove the fidelity budget (exact rewrites only)
+    metric_reason: str = ""  # why this fidelity metric
 
 
 def _figures(vm: VariantModel, decisions: tuple[int, ...]) -> dict[str, float]:
@@ -144,6 +154,133 @@ def _measure_finalists(ranked: list[Candidate], best: Candidate, canonical, targ
             f"measured {cand.measured_us / 1000:.3f} ms (original {original_us / 1000:.3f} ms), "
             f"estimate ranked it {order.index(cand) + 1} of {len(timed)}")
     return fastest, original_us
+
+
+def _noisy(search: "_Search", cand: Candidate, floor_us: float) -> bool:
+    """Whether a variant holds an inexact decision that buys less than the floor or its band."""
+    return bool(drop_noise(search.space, search.vm, search.vm.cost, search.budgets, cand.decisions, floor_us)[1])
+
+
+def _without_noise(search: "_Search", verifier: Verifier, best: Candidate, ranked: list[Candidate],
+                   gain: GainReport) -> Candidate | None:
+    """``best`` without its inexact decisions that buy less than the floor or their band, re-verified (an
+    inexact remainder must still prove the budget); failing that, the fastest exact variant."""
+    decisions, dropped = drop_noise(search.space, search.vm, search.vm.cost, search.budgets, best.decisions,
+                                    gain.floor_us)
+    if not dropped:
+        return best
+    gain.dropped += dropped
+    why = (f"{len(dropped)} inexact decision(s) dropped for noise: "
+           + "; ".join(f"{d['site']} {d['choice']} ({d['why']})" for d in dropped))
+    known = {c.decisions: c for c in ranked if c.fidelity is not None}
+    cand = known.get(decisions)
+    if cand is None:
+        cand = search.candidate("finalist (noise dropped)", decisions)
+        ranked.append(cand)
+        verify(cand, verifier)
+    if cand.fidelity is not None and verifier.misses(cand.fidelity, exact=cand.exact) is None:
+        cand.note = why
+        return cand
+    exact = _exact_best(search, verifier, set(known) | {cand.decisions})
+    if exact is None:
+        return None
+    ranked.append(exact)
+    exact.note = why + "; the rest missed the budget: the fastest exact variant instead"
+    return exact
+
+
+def _original(search: "_Search", verifier: Verifier, why: str) -> Candidate:
+    """The answer when nothing searched is worth writing: the rule set's pinned rules when it has any (asked
+    for, not searched: they are written if they keep the budget), else the original (nothing written)."""
+    start = tuple(search.space.start)
+    if search.space.steps(start):
+        pinned = search.candidate("best", start)
+        if verify(pinned, verifier):
+            pinned.note = why.replace("deploy the original", "the pinned rules only")
+            return pinned
+    cand = search.candidate("best", search.space.baseline)
+    verify(cand, verifier)
+    cand.note = why
+    return cand
+
+
+def _reference(search: "_Search") -> tuple[int, ...]:
+    """What a searched variant must beat: the pinned rules ([[rule]] entries) when any, else the original."""
+    start = tuple(search.space.start)
+    return start if search.space.steps(start) else tuple(search.space.baseline)
+
+
+def _worth_writing(search: "_Search", verifier: Verifier, best: Candidate | None, gain: GainReport
+                   ) -> Candidate | None:
+    """``best`` when it buys the floor beyond the estimator's band against the original, else the original."""
+    if best is None or not best.steps or best.decisions == _reference(search):
+        return best
+    g = change_gain(search.vm, search.vm.cost, _reference(search), best.decisions)
+    if g.worth(gain.floor_us):
+        return best
+    gain.verdict = (f"no worthwhile gain: the best variant ({'exact' if best.exact else 'inexact'}, "
+                    f"{rules_text(best)}) {g.why_not(gain.floor_us)} against the original (estimated); "
+                    f"nothing written: deploy the original")
+    return _original(search, verifier, gain.verdict)
+
+
+def rules_text(cand: Candidate) -> str:
+    return ", ".join(sorted({s.rule for s in cand.steps})) or "no rewrite"
+
+
+def deterministic_verdict(canonical, cand: Candidate, target, min_gain: float) -> tuple[bool, dict[str, Any]]:
+    """(taken, figures) of a candidate against the original on a deterministic measurer (an emulator)."""
+    from hwopt.backends import model_measurer
+
+    measurer = model_measurer(target)
+    base = float(measurer(canonical, target).latency_us)
+    mine = cand.measured_us if cand.measured_us is not None else float(measurer(cand.result.model, target).latency_us)
+    ratio = mine / base
+    taken = ratio <= 1.0 - min_gain
+    why = ("faster by the floor (deterministic emulation)" if taken else
+           f"not faster by the floor ({min_gain:.1%}, --min-gain; deterministic emulation)")
+    return taken, {"ratio": ratio, "low": ratio, "high": ratio, "base_us": base, "rounds": 1, "runs": 1,
+                   "change": ratio - 1.0, "taken": taken, "why": why}
+
+
+def _measured_pick(search: "_Search", verifier: Verifier, best: Candidate | None, ranked: list[Candidate],
+                   canonical, target, gain: GainReport) -> Candidate | None:
+    """On a measured target: the finalists timed (single readings rank them), then the fastest taken only when
+    a paired A/B against the original shows it faster (interval excluding no change) by the floor; an inexact
+    pick that fails falls back to the fastest exact variant, which must pass the same test."""
+    if best is None or not best.steps or best.decisions == _reference(search):
+        return best
+    timed = [c for c in ranked if c is best or (c.steps and not _noisy(search, c, gain.floor_us))]
+    pick = best
+    if len(timed) > 1:
+        pick, _ = _measure_finalists(timed, best, canonical, target, lambda c: verify(c, verifier))
+    order = [pick]
+    if not pick.exact:
+        exact = next((c for c in ranked if c.exact and c.steps and c.result is not None), None)
+        exact = exact or _exact_best(search, verifier)
+        if exact is not None and exact.steps and exact.result is not None:
+            order.append(exact)
+    base_us = None
+    for cand in order:
+        if target.backend == "onnxruntime":  # timed on this host: paired and interleaved, with an interval
+            taken, figures = paired_verdict(canonical, cand.result.model, target, gain.min_gain)
+        else:  # an emulator: one reading is the truth
+            taken, figures = deterministic_verdict(canonical, cand, target, gain.min_gain)
+        gain.paired.append({"label": cand.label, "exact": cand.exact, "rules": rules_text(cand), **figures})
+        base_us = figures["base_us"]
+        text = (f"paired A/B vs the original: {figures['change']:+.1%} (95% interval {figures['low'] - 1:+.1%} to "
+                f"{figures['high'] - 1:+.1%}, {figures['rounds']} rounds): {figures['why']}")
+        cand.note = (cand.note + "; " if cand.note else "") + text
+        if taken:
+            cand.measured_us = figures["ratio"] * figures["base_us"]
+            return cand
+    gain.verdict = ("no worthwhile gain: " + "; ".join(f"{p['label']} ({'exact' if p['exact'] else 'inexact'}) "
+                                                       f"{p['change']:+.1%} measured paired, {p['why']}"
+                                                       for p in gain.paired)
+                    + f" (floor {gain.min_gain:.1%}); nothing written: deploy the original")
+    original = _original(search, verifier, gain.verdict)
+    original.measured_us = base_us
+    return original
 
 
 def rule_alone(space: Space, vm: VariantModel, rule: str) -> tuple[int, ...]:
@@ -281,7 +418,7 @@ def verify(cand: Candidate, verifier: Verifier) -> bool:
     cand.result, cand.fidelity = result, result.fidelity
     cand.deviation = result.fidelity.rel_l2
     cand.exact = result.exact if cand.steps else True
-    why = verifier.misses(result.fidelity)
+    why = verifier.misses(result.fidelity, exact=cand.exact)
     cand.note = why or cand.note
     return why is None
 
@@ -305,16 +442,17 @@ FINALIST_STAGE = "search within the fidelity budget"
 
 
 def _pick_and_verify(search: _Search, verifier: Verifier, budget: FidelityBudget, finalists: int,
-                     keep_rest: bool = False) -> tuple[Candidate | None, list[Candidate]]:
+                     keep_rest: bool = False, exact_only: bool = False) -> tuple[Candidate | None, list[Candidate]]:
     """Search, verify the finalists, and again with tightened predicted limits, then the exact fallback.
 
     ``keep_rest``: the winning round's finalists after the first within the budget join the list,
-    unverified (for --measure-finalists, which verifies and times them)."""
+    unverified (for --measure-finalists, which verifies and times them). ``exact_only``: the exact
+    fallback alone (the held-out data cannot prove the fidelity budget for an inexact variant)."""
     limit_f = budget.min_fidelity if search.fmodel is not None else None
     limit_r = budget.max_deviation if search.fmodel is not None else None
     tried: set[tuple[int, ...]] = set()
     ranked: list[Candidate] = []
-    for round_ in range(1, ROUNDS + 1):
+    for round_ in range(1, 0 if exact_only else ROUNDS + 1):
         rows, fitness = search.run(limit_f, limit_r, stage=FINALIST_STAGE)
         ok = [r for r, f in zip(rows, fitness) if f < INFEASIBLE and tuple(int(x) for x in r) not in tried]
         if not ok:
@@ -334,15 +472,23 @@ def _pick_and_verify(search: _Search, verifier: Verifier, budget: FidelityBudget
             continue  # nothing predicted to correct: the next round takes the next fastest
         limit_f = _tightened(limit_f, [(c.predicted, c.fidelity.value) for c in failed], log=True)
         limit_r = _tightened(limit_r, [(c.predicted_rel_l2, c.fidelity.rel_l2) for c in failed], log=False)
-    # The fastest function-preserving variant: within any fidelity budget by construction (verified).
-    exact = [[i for i in v.allowed if v.options[i].exact] or v.allowed for v in search.space.variables]
-    rows, fitness = search.run(restrict=exact, stage=FINALIST_STAGE)
-    if len(rows) and fitness[0] < INFEASIBLE and tuple(int(x) for x in rows[0]) not in tried:
-        cand = search.candidate("finalist (exact rewrites only)", rows[0])
+    cand = _exact_best(search, verifier, tried)
+    if cand is not None:
         ranked.append(cand)
-        if verify(cand, verifier):
+        if cand.fidelity is not None and verifier.misses(cand.fidelity, exact=cand.exact) is None:
             return cand, ranked
     return None, ranked
+
+
+def _exact_best(search: _Search, verifier: Verifier, tried: set[tuple[int, ...]] = frozenset()) -> Candidate | None:
+    """The fastest function-preserving variant, materialised: within any fidelity budget by construction."""
+    exact = [[i for i in v.allowed if v.options[i].exact] or v.allowed for v in search.space.variables]
+    rows, fitness = search.run(restrict=exact, stage=FINALIST_STAGE)
+    if not len(rows) or fitness[0] >= INFEASIBLE or tuple(int(x) for x in rows[0]) in tried:
+        return None
+    cand = search.candidate("finalist (exact rewrites only)", rows[0])
+    verify(cand, verifier)
+    return cand
 
 
 def fidelity_front(search: _Search, budget: FidelityBudget, extra: list[Candidate] = ()) -> list[Candidate]:
@@ -428,6 +574,13 @@ def optimize(model_path: Path, request: OptimizeRequest | None = None,
     metric = verifier.metric
     floor = None if for_retraining else (metric.default_min if min_fidelity is None else min_fidelity)
     budget = verifier.budget = FidelityBudget(metric, floor, budgets.max_deviation)
+    reason = metric_reason({n: v.shape for n, v in verifier.reference.items()}, request.fidelity)
+    # Can the held-out units prove the budget at all (every one of them perfect)? If not: exact rewrites only.
+    unprovable = None
+    if budget.min_fidelity is not None and pick is None and not request.exact_only:
+        unprovable = unprovable_line(metric.label, budget.min_fidelity, split.units,
+                                     "clopper-pearson" if metric.agreement else "bootstrap",
+                                     split.info.get("independence", "held-out samples"))
     search = _Search(space, vm, budgets, strategy, seed, progress)
     timings["split"] = time.perf_counter() - t0
     t0 = time.perf_counter()
@@ -442,9 +595,9 @@ def optimize(model_path: Path, request: OptimizeRequest | None = None,
     # A picked id on the latency / memory front is materialised at once; one beyond it is a point of the
     # latency / fidelity front, which the run repeats up to that front.
     on_pareto = pick is not None and _pareto_index(pick, pareto) is not None
-    if pick is not None and not on_pareto and not (wanted and fitness[0] < INFEASIBLE):
+    if pick is not None and not on_pareto and not (wanted and fitness[0] < INFEASIBLE and unprovable is None):
         raise _no_such_id(pick, pareto, [])
-    if wanted and not on_pareto and fitness[0] < INFEASIBLE:
+    if wanted and not on_pareto and fitness[0] < INFEASIBLE and unprovable is None:
         costs, f0, r0 = measure_costs(space, vm, verifier, progress)
         search.fmodel = FidelityModel(space, costs, f0, r0, fidelity_model)
     timings["sensitivity"] = time.perf_counter() - t0
@@ -455,7 +608,8 @@ def optimize(model_path: Path, request: OptimizeRequest | None = None,
         picked = search.candidate(f"picked {pick}", _picked(pareto, pick, Objective(budgets)))
         best, ranked = (picked if verify(picked, verifier) else None), [picked]
     else:
-        best, ranked = _pick_and_verify(search, verifier, budget, request.finalists, keep_rest=bool(measure_finalists))
+        best, ranked = _pick_and_verify(search, verifier, budget, request.finalists, keep_rest=bool(measure_finalists),
+                                        exact_only=unprovable is not None)
     failure: list[str] = []
     if not ranked:
         objective = Objective(budgets)
@@ -472,15 +626,17 @@ def optimize(model_path: Path, request: OptimizeRequest | None = None,
                    f"the nearest miss: {near.label}, {near.note} "
                    f"({near.figures['latency_us'] / base_latency - 1:+.1%} estimated latency); "
                    f"try a lower --min-fidelity, --for-retraining, or calibration data (--calibration)"]
-    if best is not None and measure_finalists and pick is None and len(ranked) > 1:
-        best, original_us = _measure_finalists(ranked, best, canonical, target, lambda c: verify(c, verifier))
-        if best.measured_us >= original_us:  # nothing is faster for real: keep the original, and say so
-            slower = best
-            best = search.candidate("best", space.baseline)
-            verify(best, verifier)
-            best.measured_us = original_us
-            best.note = (f"the original is kept: no finalist measured faster (fastest {slower.measured_us / 1000:.3f}"
-                         f" ms vs {original_us / 1000:.3f} ms)")
+    base_latency = _figures(vm, space.baseline)["latency_us"]
+    gain = GainReport(request.min_gain, request.min_gain * base_latency)
+    judge = best is not None and pick is None and not for_retraining
+    if judge:
+        best = _without_noise(search, verifier, best, ranked, gain)
+    if judge and measure_finalists:
+        best = _measured_pick(search, verifier, best, ranked, canonical, target, gain)
+    elif judge:
+        best = _worth_writing(search, verifier, best, gain)
+    if judge and best is None and not failure:
+        failure = ["no variant keeps the fidelity budget once the inexact decisions that buy noise are dropped"]
     recovered: list = []
     if recover is not None and pick is None and ranked:
         from hwopt.search.recovery import recover_finalists
@@ -553,7 +709,7 @@ def optimize(model_path: Path, request: OptimizeRequest | None = None,
                             recovered=recovered, fidelity_budget=budget, split=dict(split.info), costs=costs,
                             fidelity_model=fidelity_model if search.fmodel else None, front=front,
                             for_retraining=for_retraining, verifier=verifier, fmodel=search.fmodel,
-                            request=request)
+                            request=request, gain=gain, unprovable=unprovable, metric_reason=reason)
     return result, (best.result.model if best is not None and best.result is not None else None)
 
 
