@@ -10,7 +10,7 @@ estimator); a user's own is any TOML path. Schema::
     backend = "scalesim"        # scalesim | onnxruntime | table
     memory_budget_bytes = 4194304   # on-chip memory for weights + live activations (0: no budget)
     offchip_bytes_per_us = 32000    # DRAM bandwidth for what does not fit the budget (0: no charge;
-                                    # hwopt.estimator.memory.offchip_split states the policy)
+                                    # hwopt.estimator.memory.POLICY states the policy)
     depthwise = "array"             # hardware class: where depthwise convs run (DEPTHWISE_CLASSES)
 
     [fusion]                    # what the target runs as one kernel
