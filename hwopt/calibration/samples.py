@@ -21,6 +21,7 @@ import onnxruntime as ort
 from onnx import helper
 
 from hwopt.calibration.inputs import numpy_dtype, real_inputs, sample_shape
+from hwopt.calibration.labels import Labels, load_labels
 from hwopt.errors import HwoptError
 
 Samples = dict[str, np.ndarray]
@@ -309,6 +310,8 @@ class CalibrationSplit:
     held_out: Samples
     info: dict[str, Any]
     train: Samples | None = None  # every sample not held out (``fit`` is at most --calibration-samples of them)
+    # Class labels of the same samples (``hwopt.calibration.labels``), when the data has them and they were asked for.
+    labels: dict[str, Labels] | None = None  # "fit", "held_out", "train"
 
     @property
     def random(self) -> bool:
@@ -322,24 +325,29 @@ def _held_count(total: int, holdout: float) -> int:
 
 def split_samples(data: Samples, holdout: float = DEFAULT_HOLDOUT, count: int | None = None,
                   eval_count: int | None = None, groups: np.ndarray | None = None, seed: int = 0,
-                  source: str = "") -> CalibrationSplit:
+                  source: str = "", labels: Labels | None = None) -> CalibrationSplit:
     """Hold out ``holdout`` of the samples (a fraction below 1, else a count), fit on at most ``count``
     of the rest. With ``groups`` (one label per sample: the photo a crop came from), whole groups are
-    held out (seeded pick), so no source is on both sides; without, the last samples are held out."""
+    held out (seeded pick), so no source is on both sides; without, the last samples are held out,
+    unless the data is ``labels``-ed: then a seeded random pick of samples (labelled sets are often
+    sorted by class, and the last quarter would be the last classes)."""
     total = sample_count(data)
     if total < 2:
         raise HwoptError(f"{source or 'calibration data'}: needs at least 2 samples (some are held out)")
     want = _held_count(total, holdout)
+    by_sample = groups is None and labels is not None
+    if by_sample:
+        groups = np.arange(total)
     if groups is not None and len(np.unique(groups)) >= 2:
-        labels = np.unique(groups)
-        order = np.random.default_rng(seed).permutation(len(labels))
-        held_labels: list = []
-        for i in order:
-            if np.isin(groups, held_labels).sum() >= want or len(held_labels) == len(labels) - 1:
-                break
-            held_labels.append(labels[i])
-        held_mask = np.isin(groups, held_labels)
-        how = f"by source: {len(held_labels)} of {len(labels)} groups held out"
+        names, inverse = np.unique(groups, return_inverse=True)
+        order = np.random.default_rng(seed).permutation(len(names))
+        # The fewest groups, in the seeded order, that hold at least ``want`` samples (never all of them).
+        sizes = np.cumsum(np.bincount(inverse, minlength=len(names))[order])
+        taken = min(int(np.searchsorted(sizes, want)) + 1, len(names) - 1)
+        held_mask = np.isin(inverse, order[:taken])
+        how = (f"by sample, seeded: {taken} of {len(names)} held out (no source groups given: crops or frames of one "
+               f"image on both sides would inflate the held-out figures)" if by_sample else
+               f"by source: {taken} of {len(names)} groups held out")
     else:
         held_mask = np.zeros(total, dtype=bool)
         held_mask[total - want:] = True
@@ -352,8 +360,12 @@ def split_samples(data: Samples, holdout: float = DEFAULT_HOLDOUT, count: int | 
     info = {"source": source, "random": False, "total": total, "fit": int(len(fit_idx)),
             "held_out": int(len(held_idx)), "split": how, "holdout": holdout}
     rest = np.flatnonzero(~held_mask)
+    split_labels = None
+    if labels is not None:
+        split_labels = {"fit": labels.take(fit_idx), "held_out": labels.take(held_idx), "train": labels.take(rest)}
+        info["labelled"] = True
     return CalibrationSplit({k: v[fit_idx] for k, v in data.items()}, {k: v[held_idx] for k, v in data.items()},
-                            info, {k: v[rest] for k, v in data.items()})
+                            info, {k: v[rest] for k, v in data.items()}, split_labels)
 
 
 def load_groups(path: str | Path, total: int) -> np.ndarray | None:
@@ -380,11 +392,28 @@ def check_calibration_source(path: Path | None, preprocess: str | None) -> None:
         scan_image_folder(path)
 
 
+def read_samples(model: onnx.ModelProto, path: str | Path, preprocess: str | None = None,
+                 labels: str = "none") -> tuple[Samples, np.ndarray | None, Labels | None]:
+    """(samples, their source groups or None, their labels or None) of an .npz or an image folder: a
+    folder's groups are its files; an .npz's its ``_group`` array. ``labels``: ``hwopt.calibration.labels``
+    mode (``none``: never read)."""
+    if Path(path).is_dir():
+        from hwopt.calibration.images import load_calibration_folder
+
+        data, groups = load_calibration_folder(path, model, preprocess)
+        groups = np.asarray(groups)
+    else:
+        data = load_calibration(path, model)
+        groups = load_groups(path, sample_count(data))
+    return data, groups, load_labels(Path(path), model, sample_count(data), groups, labels)
+
+
 def calibration_split(model: onnx.ModelProto, path: str | Path | None = None, count: int = 64,
                       eval_count: int | None = None, seed: int = 0, preprocess: str | None = None,
-                      holdout: float = DEFAULT_HOLDOUT) -> CalibrationSplit:
+                      holdout: float = DEFAULT_HOLDOUT, labels: str = "none") -> CalibrationSplit:
     """Fit and held-out inputs: the user's .npz or image folder split (``split_samples``; a folder by
-    file, an .npz by its ``_group`` array when it has one), or seeded random inputs."""
+    file, an .npz by its ``_group`` array when it has one), or seeded random inputs. ``labels``: read the
+    data's class labels too (``hwopt.calibration.labels`` modes; default none)."""
     if holdout <= 0:
         raise HwoptError(f"--holdout {holdout}: must be a fraction in (0, 1) or a sample count >= 1")
     if path is None:
@@ -394,15 +423,8 @@ def calibration_split(model: onnx.ModelProto, path: str | Path | None = None, co
                                 {"source": "random (standard normal)", "random": True, "total": count + held,
                                  "fit": count, "held_out": held, "split": "seeded random inputs",
                                  "holdout": holdout})
-    if Path(path).is_dir():
-        from hwopt.calibration.images import load_calibration_folder
-
-        data, groups = load_calibration_folder(path, model, preprocess)
-        groups = np.asarray(groups)
-    else:
-        data = load_calibration(path, model)
-        groups = load_groups(path, sample_count(data))
-    return split_samples(data, holdout, count, eval_count, groups, seed, str(path))
+    data, groups, found = read_samples(model, path, preprocess, labels)
+    return split_samples(data, holdout, count, eval_count, groups, seed, str(path), found)
 
 
 def calibration_sets(model: onnx.ModelProto, path: str | Path | None = None, count: int = 64,

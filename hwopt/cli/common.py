@@ -28,6 +28,11 @@ EvalSamples = typer.Option(None, "--eval-samples", min=1, help="at most this man
                            "result (default: all held out; without --calibration: 16 random ones)")
 CalibrationOption = typer.Option(None, "--calibration", help=".npz with arrays named after the inputs, or a "
                                  "folder of JPEG/PNG photos (see --preprocess)")
+LabelsOption = typer.Option("auto", "--labels", help="recovery with labels: auto (an .npz's 'label' array: one class "
+                            "index per sample) | folders (also a folder with one sub-folder per class, ImageFolder "
+                            "order: sorted names) | none (ignore labels: label-free distillation)")
+LabelWeight = typer.Option(0.5, "--label-weight", min=0.0, max=1.0, help="with labels: weight w of the cross-entropy "
+                           "in the end-to-end loss, (1 - w) x distillation + w x cross-entropy")
 CalibrationSamples = typer.Option(64, "--calibration-samples", min=1, help="samples used for refits")
 Holdout = typer.Option(0.25, "--holdout", help="calibration samples held out, never fitted on, to judge fidelity: "
                        "a fraction below 1 or a count (whole groups when the .npz has a '_group' array)")

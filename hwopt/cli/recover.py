@@ -1,4 +1,5 @@
-"""``hwopt recover``: win back an inexact rewrite's fidelity: distil the rewritten model from the original on unlabelled samples."""
+"""``hwopt recover``: win back an inexact rewrite's fidelity: distil the rewritten model from the original on unlabelled
+samples, or retrain it on labelled ones (with distillation)."""
 
 from __future__ import annotations
 
@@ -11,8 +12,8 @@ import typer
 from hwopt.errors import HwoptError
 
 from hwopt.cli.app import app
-from hwopt.cli.common import (stdout, stderr, InputShapes, FidelityOption, user_errors, input_shapes,
-                              progress_bar)
+from hwopt.cli.common import (stdout, stderr, InputShapes, FidelityOption, LabelsOption, LabelWeight, Preprocessing,
+                              check_calibration, user_errors, input_shapes, progress_bar)
 
 
 @app.command()
@@ -20,10 +21,13 @@ def recover(
     original: Path = typer.Argument(..., help="the original ONNX model (never modified)"),
     rewritten: Path = typer.Argument(..., help="the model hwopt wrote from it (hwopt apply / optimize)"),
     output: Path = typer.Option(..., "-o", "--output", help="where to write the recovered model"),
-    calibration: Path = typer.Option(..., "--calibration", help="unlabelled samples: .npz with arrays named after "
-                                     "the inputs"),
+    calibration: Path = typer.Option(..., "--calibration", help="training samples: .npz with arrays named after "
+                                     "the inputs (and optionally 'label', '_group'), or a folder of images"),
     heldout: Optional[Path] = typer.Option(None, "--heldout", help="samples to judge on, never trained on "
-                                           "(default: the last part of --calibration)"),
+                                           "(default: a part of --calibration, whole groups/files)"),
+    labels: str = LabelsOption,
+    label_weight: float = LabelWeight,
+    preprocess: Optional[str] = Preprocessing,
     epochs: Optional[int] = typer.Option(None, "--recover-epochs", min=1, help="epochs, both phases together "
                                          "(deterministic on CPU)"),
     budget: Optional[str] = typer.Option(None, "--recover-time", help="training time budget, e.g. 10m, 90s "
@@ -41,15 +45,20 @@ def recover(
     fidelity: str = FidelityOption,
     calibration_samples: int = typer.Option(100_000, "--calibration-samples", min=1, help="at most this many "
                                             "training samples"),
-    eval_samples: int = typer.Option(64, "--eval-samples", min=1, help="held-out samples split off --calibration "
-                                     "when there is no --heldout"),
+    eval_samples: Optional[int] = typer.Option(None, "--eval-samples", min=1, help="held-out samples split off "
+                                               "--calibration when there is no --heldout (default: 64; with labels: "
+                                               "all of the held-out quarter)"),
     input_shape: Optional[List[str]] = InputShapes,
     seed: int = typer.Option(0, "--seed", help="seed of the sampling, augmentation and training"),
     as_json: bool = typer.Option(False, "--json", help="print the result as JSON on stdout"),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress"),
 ) -> None:
-    """Win back an inexact rewrite's fidelity: distil the rewritten model from the original on unlabelled samples."""
+    """Win back an inexact rewrite's fidelity: distil the rewritten model from the original on unlabelled samples,
+    or retrain it on labelled ones (cross-entropy plus distillation), reporting held-out accuracy."""
     with user_errors():
+        from hwopt.calibration.labels import check_mode
+
+        check_mode(labels)
         from hwopt.recover import require_torch
         from hwopt.recover.budget import parse_duration
 
@@ -58,6 +67,8 @@ def recover(
         protect = [original, rewritten, calibration] + ([heldout] if heldout else [])
         if any(output.resolve() == p.resolve() for p in protect):
             raise HwoptError(f"refusing to overwrite the input {output}: choose another -o path")
+        for path in [calibration] + ([heldout] if heldout else []):
+            check_calibration(path, preprocess)
         from hwopt.canonical.canonicalize import load_canonical
         from hwopt.io.model import apply_input_shapes, load_model, save_model
         from hwopt.recover.command import check_same_signature, run_recovery, samples, summary
@@ -71,7 +82,8 @@ def recover(
 
         if fidelity != "auto" and fidelity not in METRICS:
             raise HwoptError(f"--fidelity {fidelity!r}: metrics are auto, {', '.join(METRICS)}")
-        train, judged, split = samples(canonical, calibration, heldout, calibration_samples, eval_samples, seed)
+        train, judged, split, found = samples(canonical, calibration, heldout, calibration_samples, eval_samples, seed,
+                                              preprocess, labels)
         settings = RecoverySettings(epochs=epochs, seconds=seconds, seed=seed, lr=lr, batch=batch,
                                     train_all=train_all, threads=threads, block_share=block_share, ema=ema)
 
@@ -81,7 +93,8 @@ def recover(
 
         log(f"recover: {split}")
         with progress_bar(quiet or as_json) as progress:
-            result = run_recovery(canonical, student, train, judged, settings, output, progress, log, fidelity)
+            result = run_recovery(canonical, student, train, judged, settings, output, progress, log, fidelity, found,
+                                  label_weight)
         save_model(result.model, output, protect=protect)
         figures = summary(result)
         if as_json:
@@ -91,4 +104,9 @@ def recover(
                          f"samples): before {figures['before']:.2%}, after {figures['after']:.2%}; "
                          f"{len(result.history)} epochs in {figures['seconds']:.0f} s; rewritten blocks trained: "
                          f"{', '.join(figures['blocks']) or 'none found (end to end only)'}", highlight=False)
+            if "accuracy" in figures:
+                acc = figures["accuracy"]
+                stdout.print(f"held-out accuracy against the labels ({acc['samples']} samples): original "
+                             f"{acc['original']:.2%}, rewritten before {acc['before']:.2%}, after {acc['after']:.2%}",
+                             highlight=False)
             stdout.print(f"wrote {output}", highlight=False)

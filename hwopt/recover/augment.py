@@ -24,12 +24,14 @@ def is_image(shape: tuple[int, ...]) -> bool:
     return len(shape) == 4 and min(shape[2:]) >= 16
 
 
-def crop_and_flip(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """Each sample of ``x`` (N, C, H, W): a random crop (area in SCALE, aspect in RATIO) resized back
-    to H x W, mirrored with probability 1/2."""
+def crop_and_flip(x: torch.Tensor, generator: torch.Generator, scale: tuple[float, float] = SCALE,
+                  mirror: bool = True) -> torch.Tensor:
+    """Each sample of ``x`` (N, C, H, W): a random crop (area in ``scale``, aspect in RATIO) resized back
+    to H x W, mirrored with probability 1/2 (``mirror``; the draw is made either way, so the crops of a
+    seed do not depend on it)."""
     n = x.shape[0]
     uniform = lambda: torch.rand(n, generator=generator)  # noqa: E731 - one draw per sample
-    area = SCALE[0] + (SCALE[1] - SCALE[0]) * uniform()
+    area = scale[0] + (scale[1] - scale[0]) * uniform()
     log_ratio = math.log(RATIO[0]) + (math.log(RATIO[1]) - math.log(RATIO[0])) * uniform()
     ratio = torch.exp(log_ratio)
     width = torch.sqrt(area * ratio).clamp(max=1.0)
@@ -37,7 +39,7 @@ def crop_and_flip(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     # Normalised coordinates span [-1, 1]: a crop of relative size s can move by +-(1 - s).
     shift_x = (2 * uniform() - 1) * (1 - width)
     shift_y = (2 * uniform() - 1) * (1 - height)
-    flip = torch.where(uniform() < 0.5, -1.0, 1.0)
+    flip = torch.where((uniform() < 0.5) & mirror, -1.0, 1.0)
     theta = torch.zeros(n, 2, 3)
     theta[:, 0, 0] = width * flip
     theta[:, 0, 2] = shift_x

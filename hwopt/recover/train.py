@@ -42,7 +42,9 @@ import torch
 from hwopt.rewrites.apply import check_written_model
 from hwopt.calibration.samples import OrtRunner, Samples, sample_count
 from hwopt.fidelity.metrics import Fidelity, Metric, choose_metric, measure
-from hwopt.recover.augment import crop_and_flip, is_image
+from hwopt.calibration.labels import accuracy
+from hwopt.recover.augment import SCALE, crop_and_flip, is_image
+from hwopt.recover.labels import LABELLED_SCALE, LabelledFigures, TaskLabels, task_loss
 from hwopt.recover.losses import output_loss, relative_mse
 from hwopt.recover.module import OnnxModule
 from hwopt.recover.regions import (RewrittenBlock, block_boundaries, changed_parameters, frontier, rewritten_blocks,
@@ -81,6 +83,8 @@ class Epoch:
     fidelity: float  # held-out task fidelity (``hwopt.fidelity.metrics``: the run's metric)
     seconds: float
     fit: float = float("nan")  # the same on (up to FIT_CHECK) training samples, not augmented: picks the epoch
+    # (with labels: their top-1 accuracy against the labels)
+    accuracy: float = float("nan")  # with labels: held-out top-1 accuracy against the labels
 
 
 @dataclass
@@ -98,6 +102,7 @@ class RecoveryResult:
     # "exact" (the rewritten model already computes the original's outputs: no training)
     resumed_from: int = 0  # epochs restored from a checkpoint
     best_epoch: int = 0  # the epoch whose weights were written (0: none beat the input on the fit samples)
+    accuracy: LabelledFigures | None = None  # with labels: held-out accuracy of original, before and after
 
 
 def _distilled_tensors(model: onnx.ModelProto) -> list[str]:
@@ -214,10 +219,12 @@ class Recovery:
                  settings: RecoverySettings, progress: Progress | None = None,
                  log: Callable[[str], None] | None = None, checkpoint: Path | None = None,
                  metric: Metric | str = "auto", judge: Callable[[onnx.ModelProto], Fidelity] | None = None,
-                 before: Fidelity | None = None) -> None:
+                 before: Fidelity | None = None, labels: TaskLabels | None = None) -> None:
         """``metric``: the task metric (``hwopt.fidelity.metrics``; ``auto`` picks it from the outputs); ``judge``:
         scores a model on the held-out samples (default: against the original's onnxruntime outputs on
-        ``heldout``); ``before``: the rewritten model's figure when the caller has it (not run again)."""
+        ``heldout``); ``before``: the rewritten model's figure when the caller has it (not run again);
+        ``labels``: class labels of ``train`` and ``heldout`` (``hwopt.recover.labels``): the end-to-end loss
+        adds the cross-entropy on them, the epoch is picked by accuracy and held-out accuracy is reported."""
         self.original, self.rewritten, self.settings = original, rewritten, settings
         self.train, self.heldout = train, heldout
         self.progress, self.log, self.checkpoint = progress, log or (lambda line: None), checkpoint
@@ -252,16 +259,21 @@ class Recovery:
         self.fit_reference = OrtRunner(original).run_all(self.fit_check, self.output_names)
         if isinstance(metric, str):
             metric = choose_metric({n: v.shape for n, v in self.fit_reference.items()}, metric)
-        self.metric, self.before = metric, before
-        if judge is None:
+        self.metric, self.before, self.labels = metric, before, labels
+        self.fit_labels = labels.train[-FIT_CHECK:] if labels is not None else None
+        self.original_accuracy = math.nan
+        if judge is None or labels is not None:
             reference = OrtRunner(original).run_all(heldout, self.output_names)
-
+            if labels is not None:
+                self.original_accuracy = accuracy(reference[self.output_names[0]], labels.heldout)
+        if judge is None:
             def judge(model: onnx.ModelProto) -> Fidelity:
                 return measure(reference, OrtRunner(model).run_all(heldout, self.output_names), metric)
         self._judge = judge
         self.key = _fingerprint(original.SerializeToString(), rewritten.SerializeToString(),
                                 *(np.ascontiguousarray(v).tobytes() for v in train.values()),
-                                repr(sorted(asdict(settings).items())).encode(), metric.name.encode())
+                                repr(sorted(asdict(settings).items())).encode(), metric.name.encode(),
+                                repr(asdict(labels) if labels is not None else None).encode())
 
     # -- one phase -------------------------------------------------------------------------------------
     def _teacher(self, phase: str, feeds: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
@@ -273,7 +285,14 @@ class Recovery:
         values = self.teachers[phase].run_all(feeds)
         return {name: torch.from_numpy(value).to(self.device) for name, value in values.items()}
 
-    def _loss(self, phase: str, feeds: dict[str, np.ndarray]) -> torch.Tensor:
+    def _accuracy(self, model: onnx.ModelProto) -> float:
+        """Held-out top-1 accuracy against the labels (NaN without labels)."""
+        if self.labels is None:
+            return math.nan
+        scores = OrtRunner(model).run_all(self.heldout, self.output_names[:1])[self.output_names[0]]
+        return accuracy(scores, self.labels.heldout)
+
+    def _loss(self, phase: str, feeds: dict[str, np.ndarray], index: torch.Tensor) -> torch.Tensor:
         teacher = self._teacher(phase, feeds)
         starts = {name: teacher[name] for name in self.starts}
         if phase == "blocks":
@@ -288,6 +307,9 @@ class Recovery:
             # one distribution over classes) that keeps the student's features the original's.
             loss = loss + self.settings.features * sum(relative_mse(outputs[n], teacher[n])
                                                        for n in self.features) / len(self.features)
+        if self.labels is not None:  # the one classifier output's logits (checked when the labels were read)
+            loss = task_loss(loss, outputs[self.distilled[0]], self.labels.batch(index, self.device),
+                             self.labels.weight)
         return loss
 
     def _batches(self) -> list[torch.Tensor]:
@@ -298,16 +320,23 @@ class Recovery:
         feeds = {name: np.ascontiguousarray(array[index.numpy()]) for name, array in self.train.items()}
         if self.augmenting:
             name = self.inputs[0]
-            feeds[name] = crop_and_flip(torch.from_numpy(feeds[name]).float(), self.generator).numpy()
+            # Labels must stay true of the view: milder crops, no mirror images (``hwopt.recover.labels``).
+            scale, mirror = (LABELLED_SCALE, False) if self.labels is not None else (SCALE, True)
+            feeds[name] = crop_and_flip(torch.from_numpy(feeds[name]).float(), self.generator, scale, mirror).numpy()
         return feeds
 
     def _fit_score(self, model: onnx.ModelProto) -> tuple[float, float]:
-        """(task fidelity, -rel L2) on the fit-check samples: higher is better, rel L2 breaks ties.
+        """(task fidelity, -rel L2) on the fit-check samples: higher is better, rel L2 breaks ties; with labels,
+        (accuracy against them, task fidelity, -rel L2).
 
         The epoch written is the best on training samples (not on the held-out ones, which only report);
         the last ones: hwopt's refits fit the first --calibration-samples, and would look best on them."""
-        fid = measure(self.fit_reference, OrtRunner(model).run_all(self.fit_check, self.output_names), self.metric)
-        return (fid.value, -fid.rel_l2) if fid.finite else (-math.inf, -math.inf)
+        outputs = OrtRunner(model).run_all(self.fit_check, self.output_names)
+        fid = measure(self.fit_reference, outputs, self.metric)
+        score = (fid.value, -fid.rel_l2) if fid.finite else (-math.inf, -math.inf)
+        if self.fit_labels is not None:
+            score = ((accuracy(outputs[self.output_names[0]], self.fit_labels) if fid.finite else -math.inf), *score)
+        return score
 
     def _weights(self) -> dict[str, torch.Tensor]:
         return {k: v.detach().clone() for k, v in self.student.params.items()}
@@ -315,12 +344,13 @@ class Recovery:
     def run(self) -> RecoveryResult:
         start = time.perf_counter()
         before = self.before if self.before is not None else self._judge(self.rewritten)
+        accuracy_before = self._accuracy(self.rewritten)
         if self.exact:
             self.log("recover: the rewritten model computes the original's outputs (an exact rewrite): "
                      "nothing to win back, written as it is")
             check = check_against_torch(self.rewritten, self.student, self.heldout)
             return RecoveryResult(self.rewritten, before, before, check, [], 0, 0, [], time.perf_counter() - start,
-                                  "exact", 0, 0)
+                                  "exact", 0, 0, self._figures(accuracy_before, accuracy_before))
         history: list[Epoch] = []
         best = (self._fit_score(self.rewritten), 0, self._weights())
         state = self._restore()
@@ -355,7 +385,7 @@ class Recovery:
                         break  # the time budget is spent (a step budget ends with the epoch)
                     for group in optimizer.param_groups:
                         group["lr"] = group["base_lr"] * _schedule(fraction)
-                    loss = self._loss(phase, self._feeds(index))
+                    loss = self._loss(phase, self._feeds(index), index)
                     optimizer.zero_grad(set_to_none=True)
                     loss.backward()
                     optimizer.step()
@@ -370,12 +400,14 @@ class Recovery:
                     current = with_weights(self.rewritten, self.student)
                     score = self._fit_score(current)
                     record = Epoch(phase, epoch, float(np.mean(losses)) if losses else float("nan"),
-                                   self._judge(current).value, time.perf_counter() - epoch_start, score[0])
+                                   self._judge(current).value, time.perf_counter() - epoch_start, score[0],
+                                   self._accuracy(current))
                     history.append(record)
                     if score >= best[0]:
                         best = (score, len(history), self._weights())
+                accuracy_text = "" if self.labels is None else f", held-out accuracy {record.accuracy:.2%}"
                 self.log(f"{label} epoch {epoch}{'/' + str(epochs) if epochs else ''}: loss {record.loss:.4g}, "
-                         f"fit {record.fit:.2%}, held-out {record.fidelity:.2%}, {record.seconds:.1f} s")
+                         f"fit {record.fit:.2%}, held-out {record.fidelity:.2%}{accuracy_text}, {record.seconds:.1f} s")
                 self._save(phase, optimizer, history, best)
             if seconds is not None and elapsed >= seconds and (epochs is None or epoch < epochs):
                 stopped_by = "time" if epochs is not None else "budget"
@@ -392,7 +424,13 @@ class Recovery:
         if self.checkpoint is not None and self.checkpoint.exists():
             self.checkpoint.unlink()  # the output is written next: nothing left to resume
         return RecoveryResult(written, before, after, check, self.blocks, len(self.block_params), len(self.all_params),
-                              history, time.perf_counter() - start, stopped_by, resumed, best[1])
+                              history, time.perf_counter() - start, stopped_by, resumed, best[1],
+                              self._figures(accuracy_before, self._accuracy(written)))
+
+    def _figures(self, before: float, after: float) -> LabelledFigures | None:
+        if self.labels is None:
+            return None
+        return LabelledFigures(self.original_accuracy, before, after, len(self.labels.heldout))
 
     # -- checkpoints -----------------------------------------------------------------------------------
     def _save(self, phase: str, optimizer: torch.optim.Optimizer, history: list[Epoch], best: tuple) -> None:
@@ -426,9 +464,10 @@ def recover(original: onnx.ModelProto, rewritten: onnx.ModelProto, train: Sample
             settings: RecoverySettings, progress: Progress | None = None, log: Callable[[str], None] | None = None,
             checkpoint: Path | None = None, metric: Metric | str = "auto",
             judge: Callable[[onnx.ModelProto], Fidelity] | None = None,
-            before: Fidelity | None = None) -> RecoveryResult:
+            before: Fidelity | None = None, labels: TaskLabels | None = None) -> RecoveryResult:
     """Distil ``rewritten`` (hwopt's graph) from ``original`` (its canonical form) on unlabelled ``train``
     samples; judge on ``heldout`` with the task ``metric`` (``hwopt.fidelity.metrics``, as optimize judges).
-    Returns the rewritten graph with trained weights, verified."""
+    With ``labels`` (``hwopt.recover.labels``) the samples are labelled: the task loss trains too, and held-out
+    accuracy is reported. Returns the rewritten graph with trained weights, verified."""
     return Recovery(original, rewritten, train, heldout, settings, progress, log, checkpoint, metric, judge,
-                    before).run()
+                    before, labels).run()
