@@ -27,6 +27,10 @@ class Recovery:
     epochs: int | None = None  # epochs per finalist (deterministic on CPU); with seconds: a cap
     finalists: int = 2  # how many of the fastest finalists are recovered
     reach: float = 0.1  # also recover the fastest variant predicted within min_fidelity minus this
+    # Labelled calibration data (hwopt.calibration.labels; read only for recovery): retrain on the labels too.
+    labels: str = "auto"  # auto (an .npz's 'label' array) | folders (also ImageFolder trees) | none
+    label_weight: float = 0.5  # the cross-entropy's weight in the end-to-end loss (1 - it: distillation)
+    max_accuracy_drop: float = 0.01  # with labels: a recovered model's held-out accuracy below the original's
 
     def __post_init__(self) -> None:
         if self.seconds is None and self.epochs is None:
@@ -39,6 +43,12 @@ class Recovery:
             raise HwoptError(f"recovery finalists must be >= 1, got {self.finalists}")
         if not 0.0 <= self.reach <= 1.0:
             raise HwoptError(f"recovery reach must be in [0, 1], got {self.reach}")
+        from hwopt.calibration.labels import check_mode
+
+        check_mode(self.labels)
+        for name in ("label_weight", "max_accuracy_drop"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise HwoptError(f"recovery {name.replace('_', ' ')} must be in [0, 1], got {getattr(self, name)}")
 
 
 @dataclass(frozen=True)
@@ -151,9 +161,10 @@ class OptimizeRequest:
         """The fit / held-out split of this request's calibration data for ``model`` (the original)."""
         from hwopt.calibration.samples import calibration_split
 
+        # Labels only matter to recovery: without it they are never read (whatever the data holds).
         return calibration_split(model, path=self.calibration, count=self.calibration_samples,
                                  eval_count=self.eval_samples, seed=self.seed, preprocess=self.preprocess,
-                                 holdout=self.holdout)
+                                 holdout=self.holdout, labels=self.recover.labels if self.recover else "none")
 
     def check_inputs(self) -> None:
         """Before any long work: the files this request reads exist and a photo folder is readable."""

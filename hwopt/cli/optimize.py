@@ -13,6 +13,7 @@ from hwopt.errors import HwoptError
 from hwopt.cli.app import app
 from hwopt.cli.common import (stdout, stderr, TargetOption, ReportOption, InputShapes, Preprocessing,
                               EvalSamples, CalibrationOption, CalibrationSamples, Holdout, FidelityOption,
+                              LabelsOption, LabelWeight,
                               command_line, random_inputs_note, ExecutorOption, JobsOption,
                               AddressOption, ResourceOption, executor_for, user_errors, progress_bar)
 
@@ -71,6 +72,11 @@ def optimize(
                                           "fastest finalists are recovered"),
     recover_reach: float = typer.Option(0.1, "--recover-reach", min=0.0, max=1.0, help="--recover: also recover "
                                         "the fastest variant predicted within --min-fidelity minus this (0: none)"),
+    labels: str = LabelsOption,
+    label_weight: float = LabelWeight,
+    max_accuracy_drop: float = typer.Option(0.01, "--max-accuracy-drop", min=0.0, max=1.0, help="--recover with "
+                                            "labels: a recovered model's held-out accuracy may be at most this "
+                                            "below the original's (replaces the agreement budget for it)"),
     compare: bool = typer.Option(True, "--compare/--no-compare", help="materialise each rule-alone row too "
                                  "(its output deviation and measured latency; --no-compare: estimates only)"),
     input_shape: Optional[List[str]] = InputShapes,
@@ -104,7 +110,8 @@ def optimize(
         recovery = None
         if recover:
             seconds = parse_duration(recover_time or "10m") if recover_epochs is None or recover_time else None
-            recovery = Recovery(seconds, recover_epochs, recover_finalists, reach=recover_reach)
+            recovery = Recovery(seconds, recover_epochs, recover_finalists, reach=recover_reach, labels=labels,
+                                label_weight=label_weight, max_accuracy_drop=max_accuracy_drop)
         elif recover_time or recover_epochs:
             raise HwoptError("--recover-time and --recover-epochs need --recover")
         request = OptimizeRequest(

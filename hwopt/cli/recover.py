@@ -13,7 +13,7 @@ from hwopt.errors import HwoptError
 
 from hwopt.cli.app import app
 from hwopt.cli.common import (stdout, stderr, InputShapes, FidelityOption, LabelsOption, LabelWeight, Preprocessing,
-                              check_calibration, user_errors, input_shapes, progress_bar)
+                              user_errors, input_shapes, progress_bar)
 
 
 @app.command()
@@ -67,8 +67,10 @@ def recover(
         protect = [original, rewritten, calibration] + ([heldout] if heldout else [])
         if any(output.resolve() == p.resolve() for p in protect):
             raise HwoptError(f"refusing to overwrite the input {output}: choose another -o path")
+        from hwopt.calibration.samples import check_calibration_source
+
         for path in [calibration] + ([heldout] if heldout else []):
-            check_calibration(path, preprocess)
+            check_calibration_source(path, preprocess)
         from hwopt.canonical.canonicalize import load_canonical
         from hwopt.io.model import apply_input_shapes, load_model, save_model
         from hwopt.recover.command import check_same_signature, run_recovery, samples, summary

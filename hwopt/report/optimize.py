@@ -392,6 +392,9 @@ def _summary(doc: dict[str, Any]) -> list[str]:
         label = METRICS[r["metric"]].label if r["metric"] in METRICS else r["metric"]
         lines.append(f"recovered {r['label']} ({r['epochs']} epochs, {r['seconds']:.0f} s): {label} "
                      f"{fmt(r['before'])} -> {fmt(r['after'])} on the held-out samples"
+                     + (f"; accuracy against the labels {fmt(r['accuracy']['before'])} -> "
+                        f"{fmt(r['accuracy']['after'])} (original {fmt(r['accuracy']['original'])})"
+                        if r.get("accuracy") else "")
                      + ("" if r["meets_budgets"] else " (misses the budgets)"))
     for line in doc.get("nothing_to_do", []):
         lines.append("nothing to do: " + line)

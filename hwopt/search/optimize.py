@@ -491,7 +491,7 @@ def optimize(model_path: Path, request: OptimizeRequest | None = None,
         train = split.train if split.train is not None else split.fit
         beyond = _beyond_budget(search, budget, recover.reach, verifier)
         best, recovered = recover_finalists(ranked, best, recover, canonical, train, split.held_out, budgets,
-                                            seed, progress, verifier=verifier, beyond=beyond)
+                                            seed, progress, verifier=verifier, beyond=beyond, labels=split.labels)
         failure = [] if best is not None else failure
         timings["recover"] = time.perf_counter() - t1
     timings["materialise"] = time.perf_counter() - t0

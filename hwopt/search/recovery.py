@@ -8,6 +8,11 @@ improves its fidelity too). Each is recovered on the calibration samples (its
 share of the time budget) and judged on the held-out samples like every
 finalist; the fastest that meets the budgets after recovery is written, else
 the variant chosen without it. Torch is imported only here, only when asked.
+
+With labelled calibration data (``hwopt.calibration.labels``), each finalist is retrained on the labels
+too (``hwopt.recover.labels``) and the fidelity budget a recovered model must meet is the task's: held-out
+accuracy against the labels at most ``max_accuracy_drop`` below the original's (agreement with the original
+is still reported; a model trained on labels departs from the original where the original was wrong).
 """
 
 from __future__ import annotations
@@ -36,13 +41,16 @@ class Recovered:
     epochs: int
     seconds: float
     meets: bool
+    accuracy: dict | None = None  # with labels: held-out accuracy of the original, before and after
+
 
     def to_dict(self) -> dict:
         clean = lambda v: v if math.isfinite(v) else None  # noqa: E731 - JSON has no NaN
         return {"label": self.label, "latency_us": self.latency_us, "metric": self.metric,
                 "before": clean(self.before), "after": clean(self.after),
                 "rel_l2_before": clean(self.rel_l2_before), "rel_l2_after": clean(self.rel_l2_after),
-                "epochs": self.epochs, "seconds": round(self.seconds, 1), "meets_budgets": self.meets}
+                "epochs": self.epochs, "seconds": round(self.seconds, 1), "meets_budgets": self.meets,
+                **({"accuracy": self.accuracy} if self.accuracy is not None else {})}
 
 
 def to_recover(ranked: list, best, count: int, beyond: list = ()) -> list:
@@ -61,17 +69,22 @@ def to_recover(ranked: list, best, count: int, beyond: list = ()) -> list:
 def recover_finalists(ranked: list, best, options: Recovery, canonical, calibration: Samples,
                       evaluation: Samples, budgets: Budgets, seed: int, progress,
                       log: Callable[[str], None] = lambda line: None,
-                      verifier=None, beyond: list = ()) -> tuple[object | None, list[Recovered]]:
+                      verifier=None, beyond: list = (), labels: dict | None = None) -> tuple[object | None, list[Recovered]]:
     """(the variant to write, the recovered finalists): the fastest meeting the budgets after recovery,
     else ``best`` as it was. ``beyond``: materialised variants past the budget (``Recovery.reach``),
     recovered too when faster than the finalists. ``verifier`` (``hwopt.search.verifier.Verifier``): judges every recovered model
     on the held-out samples with the task metric and budget optimize uses, once per model (the winner's
     figure is kept on the candidate, not measured again); without it, the task metric is chosen from the
-    outputs and a model meets the budgets when its rel-L2 is finite and within ``budgets.max_deviation``."""
+    outputs and a model meets the budgets when its rel-L2 is finite and within ``budgets.max_deviation``.
+    ``labels``: ``CalibrationSplit.labels`` (class labels of ``calibration`` as "train" and of ``evaluation``
+    as "held_out"): recovery trains on them and the accuracy budget decides (module docstring)."""
     from hwopt.recover import require_torch
 
     require_torch()
+    from hwopt.recover.labels import TaskLabels
     from hwopt.recover.train import RecoverySettings, recover
+
+    task = None if not labels else TaskLabels(labels["train"].values, labels["held_out"].values, options.label_weight)
 
     chosen = to_recover(ranked, best, options.finalists, beyond)
     share = None if options.seconds is None else options.seconds / max(len(chosen), 1)
@@ -81,17 +94,25 @@ def recover_finalists(ranked: list, best, options: Recovery, canonical, calibrat
         settings = RecoverySettings(epochs=options.epochs, seconds=share, seed=seed, threads=options.threads)
         if verifier is not None:
             result = recover(canonical, cand.result.model, calibration, evaluation, settings, progress, log,
-                             metric=verifier.metric, judge=verifier.measure, before=cand.fidelity)
+                             metric=verifier.metric, judge=verifier.measure, before=cand.fidelity, labels=task)
             meets = verifier.misses(result.after) is None
         else:
-            result = recover(canonical, cand.result.model, calibration, evaluation, settings, progress, log)
+            result = recover(canonical, cand.result.model, calibration, evaluation, settings, progress, log,
+                             labels=task)
             meets = result.after.finite and within(result.after.rel_l2, budgets.max_deviation)
+        acc = result.accuracy
+        if acc is not None:  # the task's budget replaces agreement with the original (module docstring)
+            meets = result.after.finite and acc.after >= acc.original - options.max_accuracy_drop - 1e-12
         before, after = result.before, result.after
         done.append(Recovered(cand.label, cand.figures["latency_us"], after.metric, before.value, after.value,
-                              before.rel_l2, after.rel_l2, len(result.history), result.seconds, meets))
+                              before.rel_l2, after.rel_l2, len(result.history), result.seconds, meets,
+                              acc.to_dict() if acc is not None else None))
         if meets and (winner is None or cand.figures["latency_us"] < winner.figures["latency_us"]):
             winner = cand
             cand.result.model, cand.deviation, cand.fidelity = result.model, after.rel_l2, after
             cand.note = (f"recovered: {METRICS[after.metric].label} {before.value:.1%} -> {after.value:.1%}, "
                          f"rel L2 {before.rel_l2:.3g} -> {after.rel_l2:.3g}")
+            if acc is not None:
+                cand.note += (f"; accuracy against the labels {acc.before:.1%} -> {acc.after:.1%} "
+                              f"(original {acc.original:.1%})")
     return (winner if winner is not None else best), done
