@@ -56,6 +56,12 @@ def load() -> str:
     return "/".join(f"{x:.1f}" for x in os.getloadavg())
 
 
+def cpu() -> float:
+    """CPU seconds of this process and the hwopt commands it ran (wall time on a shared machine is the load's)."""
+    t = os.times()
+    return t.user + t.system + t.children_user + t.children_system
+
+
 def digits(seed: int) -> dict[str, np.ndarray]:
     """The digits at 32x32x3 in 0..1, split 75/25 stratified by class (seeded)."""
     import torch
@@ -134,7 +140,7 @@ def train_original(data: dict[str, np.ndarray], epochs: int, seed: int, path: Pa
         net.eval()
         with torch.no_grad():
             accuracy = float((net(torch.from_numpy(data["x_held"])).argmax(1).numpy() == data["y_held"]).mean())
-        print(f"  original epoch {epoch + 1}/{epochs}: last loss {float(loss):.3f}, held-out accuracy {accuracy:.2%}",
+        print(f"  original epoch {epoch + 1}/{epochs}: last loss {float(loss.detach()):.3f}, held-out accuracy {accuracy:.2%}",
               flush=True)
     torch.onnx.export(net, (torch.zeros(1, 3, SIZE, SIZE),), str(path), input_names=["x"], output_names=["logits"],
                       opset_version=17, dynamo=False)
@@ -157,58 +163,62 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     out = args.out
     out.mkdir(parents=True, exist_ok=True)
-    start = time.perf_counter()
+    start, start_cpu = time.perf_counter(), cpu()
     print(f"load {load()} at start", flush=True)
     data = digits(args.seed)
     train, held = out / "train.npz", out / "heldout.npz"
     np.savez(train, x=data["x_train"], label=data["y_train"])
     np.savez(held, x=data["x_held"], label=data["y_held"])
     model = out / "digits_mobilenet.onnx"
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), cpu()
     torch_accuracy = train_original(data, args.train_epochs, args.seed, model)
-    train_s = time.perf_counter() - t0
+    train_s, train_cpu = time.perf_counter() - t0, cpu() - c0
     print(f"original: {len(data['y_train'])} digits trained on, {len(data['y_held'])} held out; held-out accuracy "
-          f"{torch_accuracy:.2%} (torch); {train_s:.0f} s; load {load()}", flush=True)
+          f"{torch_accuracy:.2%} (torch); {train_s:.0f} s wall, {train_cpu:.0f} s CPU; load {load()}", flush=True)
     rows = []
     for target in args.targets.split(","):
         rewritten, recovered = out / f"rewritten_{target}.onnx", out / f"recovered_{target}.onnx"
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), cpu()
         doc = json.loads(hwopt("optimize", str(model), "-t", target, "--calibration", str(train), "-o", str(rewritten),
                                "--no-compare", "--json", *args.optimize_args.split()).stdout)
-        optimize_s = time.perf_counter() - t0
+        optimize_s, optimize_cpu = time.perf_counter() - t0, cpu() - c0
         best = doc["best"]
         base = next(v for v in doc["variants"] if v["label"] == "baseline")
         t0 = time.perf_counter()
         measured = [json.loads(hwopt("measure", str(m), "-t", target, "--json").stdout)["latency_us"]
                     for m in (model, rewritten)]
         measure_s = time.perf_counter() - t0
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), cpu()
         figures = json.loads(hwopt("recover", str(model), str(rewritten), "--calibration", str(train), "--heldout",
                                    str(held), "-o", str(recovered), "--recover-epochs", str(args.recover_epochs),
                                    "--threads", str(args.threads), "--seed", str(args.seed), "--json").stdout)
-        recover_s = time.perf_counter() - t0
+        recover_s, recover_cpu = time.perf_counter() - t0, cpu() - c0
         acc = figures["accuracy"]
         row = {"target": target, "cost_model": doc["cost_model"], "rules": best["rules"],
                "estimated_us": [base["latency_us"], best["latency_us"]], "estimated_change": best["latency_change"],
                "measured_us": measured, "measured_change": measured[1] / measured[0] - 1, "accuracy": acc,
                "agreement": [figures["before"], figures["after"]], "epochs": len(figures["epochs"]),
                "written_epoch": figures["written_epoch"],
-               "seconds": {"optimize": optimize_s, "measure": measure_s, "recover": recover_s}, "load": load()}
+               "seconds": {"optimize": optimize_s, "measure": measure_s, "recover": recover_s},
+               "cpu_seconds": {"optimize": optimize_cpu, "recover": recover_cpu}, "load": load()}
         rows.append(row)
         print(json.dumps(row, indent=1), flush=True)
-    total = time.perf_counter() - start
+    total, total_cpu = time.perf_counter() - start, cpu() - start_cpu
     print(f"\ndigits, held-out accuracy (450 digits never trained on); {args.threads} torch thread(s); "
-          f"total {total:.0f} s wall (original training {train_s:.0f} s); load {load()} at the end")
+          f"total {total:.0f} s wall, {total_cpu:.0f} s CPU (original training {train_s:.0f} s wall, {train_cpu:.0f} s "
+          f"CPU); load {load()} at the end")
     print("| target (cost model) | latency est. | latency measured | original | rewritten before | after | "
-          "epochs | optimize + recover |")
+          "epochs | optimize + recover (wall; CPU) |")
     print("|---|---|---|---|---|---|---|---|")
     for r in rows:
         a = r["accuracy"]
         print(f"| {r['target']} ({r['cost_model']}) | {r['estimated_change']:+.1%} | "
               f"{r['measured_us'][0]:.1f} -> {r['measured_us'][1]:.1f} us ({r['measured_change']:+.1%}) | "
               f"{a['original']:.2%} | {a['before']:.2%} | {a['after']:.2%} | {r['epochs']} "
-              f"(written {r['written_epoch']}) | {r['seconds']['optimize']:.0f} + {r['seconds']['recover']:.0f} s |")
+              f"(written {r['written_epoch']}) | {r['seconds']['optimize']:.0f} + {r['seconds']['recover']:.0f} s; "
+              f"{r['cpu_seconds']['optimize']:.0f} + {r['cpu_seconds']['recover']:.0f} s |")
     (out / "figures.json").write_text(json.dumps({"rows": rows, "total_s": total, "train_s": train_s,
+                                                  "total_cpu_s": total_cpu, "train_cpu_s": train_cpu,
                                                   "torch_accuracy": torch_accuracy}, indent=1))
     return 0
 
