@@ -31,29 +31,15 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parent.parent
+from bench.recover_figures import ROOT, hwopt, load  # hwopt: one `nice -n 19` command, echoed, exit 0/1 or stop
+
 SIZE = 32
-
-
-def hwopt(*args: str) -> subprocess.CompletedProcess:
-    command = ["nice", "-n", "10", sys.executable, "-m", "hwopt.cli", *args]
-    print("$ hwopt " + " ".join(args), flush=True)
-    done = subprocess.run(command, capture_output=True, text=True, cwd=ROOT,
-                          env={**os.environ, "PYTHONPATH": str(ROOT), "COLUMNS": "200"})
-    if done.returncode not in (0, 1):
-        raise SystemExit(f"hwopt {args[0]} failed ({done.returncode}): {done.stderr.strip()[-2000:]}")
-    return done
-
-
-def load() -> str:
-    return "/".join(f"{x:.1f}" for x in os.getloadavg())
 
 
 def cpu() -> float:

@@ -273,7 +273,8 @@ class Recovery:
         self.key = _fingerprint(original.SerializeToString(), rewritten.SerializeToString(),
                                 *(np.ascontiguousarray(v).tobytes() for v in train.values()),
                                 repr(sorted(asdict(settings).items())).encode(), metric.name.encode(),
-                                repr(asdict(labels) if labels is not None else None).encode())
+                                *((labels.train.tobytes(), labels.heldout.tobytes(), repr(labels.weight).encode())
+                                  if labels is not None else ()))
 
     # -- one phase -------------------------------------------------------------------------------------
     def _teacher(self, phase: str, feeds: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:

@@ -24,6 +24,7 @@ from hwopt.calibration.labels import Labels, check_labels, folder_labels  # noqa
 from hwopt.calibration.samples import split_samples  # noqa: E402
 from hwopt.errors import HwoptError  # noqa: E402
 from tests.cli.test_cli import hwopt  # noqa: E402
+from tests.recover.training import fit_classifier  # noqa: E402
 
 SIZE = 16  # digits upsampled from 8x8 (bilinear), grey replicated to 3 channels
 HELD_OUT = 400
@@ -71,17 +72,7 @@ def case(tmp_path_factory) -> dict:
     torch.set_num_threads(1)  # on a shared 2-core machine two threads ran 6x slower than one
     torch.manual_seed(0)
     net = TinyMobile()
-    optimizer = torch.optim.Adam(net.parameters(), lr=1e-2)
-    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, 1e-2, total_steps=200)
-    xt, yt = torch.from_numpy(x[train]), torch.from_numpy(y[train])
-    for _ in range(200):  # measured: 99.0% held-out accuracy, ~10 s of one core
-        index = torch.randint(0, len(train), (64,))
-        loss = torch.nn.functional.cross_entropy(net(xt[index]), yt[index])
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        schedule.step()
-    net.eval()
+    fit_classifier(net, x[train], y[train], steps=200, lr=1e-2, one_cycle=True)  # measured: 99.0%, ~10 s of a core
     with torch.no_grad():
         accuracy = float((net(torch.from_numpy(x[held])).argmax(1).numpy() == y[held]).mean())
     assert accuracy > 0.95, accuracy  # learnt the digits (chance is 0.1)

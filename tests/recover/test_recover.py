@@ -25,6 +25,7 @@ from hwopt.recover.module import OnnxModule  # noqa: E402
 from hwopt.recover.regions import frontier, shared_tensors  # noqa: E402
 from hwopt.analysis.sites import Analysis  # noqa: E402
 from tests.cli.test_cli import ROOT, hwopt  # noqa: E402
+from tests.recover.training import fit_classifier  # noqa: E402
 
 SIZE = 32
 DATA = ROOT / "tests" / "data"
@@ -74,15 +75,7 @@ def case(tmp_path_factory) -> dict[str, Path]:
     torch.manual_seed(0)
     net = TinyIBN()
     images, labels = gratings(2048, seed=1)
-    optimizer = torch.optim.Adam(net.parameters(), lr=3e-3)
-    x_all, y_all = torch.from_numpy(images), torch.from_numpy(labels)
-    for step in range(100):
-        index = torch.randint(0, len(images), (64,))
-        loss = torch.nn.functional.cross_entropy(net(x_all[index]), y_all[index])
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-    net.eval()
+    fit_classifier(net, images, labels, steps=100, lr=3e-3)
     with torch.no_grad():
         test_images, test_labels = gratings(512, seed=2)
         accuracy = float((net(torch.from_numpy(test_images)).argmax(1).numpy() == test_labels).mean())
