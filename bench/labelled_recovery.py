@@ -115,7 +115,7 @@ def train_original(data: dict[str, np.ndarray], epochs: int, seed: int, path: Pa
     generator = torch.Generator().manual_seed(seed)
     for epoch in range(epochs):
         net.train()
-        order = torch.randperm(len(y), generator=generator)
+        order, losses = torch.randperm(len(y), generator=generator), []
         for index in order.split(batch):
             dx, dy = (int(v) for v in torch.randint(-2, 3, (2,), generator=generator))
             loss = F.cross_entropy(net(torch.roll(x[index], (dx, dy), (2, 3))), y[index])
@@ -123,10 +123,11 @@ def train_original(data: dict[str, np.ndarray], epochs: int, seed: int, path: Pa
             loss.backward()
             optimizer.step()
             schedule.step()
+            losses.append(float(loss.detach()))
         net.eval()
         with torch.no_grad():
             accuracy = float((net(torch.from_numpy(data["x_held"])).argmax(1).numpy() == data["y_held"]).mean())
-        print(f"  original epoch {epoch + 1}/{epochs}: last loss {float(loss.detach()):.3f}, held-out accuracy {accuracy:.2%}",
+        print(f"  original epoch {epoch + 1}/{epochs}: mean loss {np.mean(losses):.3f}, held-out accuracy {accuracy:.2%}",
               flush=True)
     torch.onnx.export(net, (torch.zeros(1, 3, SIZE, SIZE),), str(path), input_names=["x"], output_names=["logits"],
                       opset_version=17, dynamo=False)

@@ -27,6 +27,7 @@ class Recovery:
     epochs: int | None = None  # epochs per finalist (deterministic on CPU); with seconds: a cap
     finalists: int = 2  # how many of the fastest finalists are recovered
     reach: float = 0.1  # also recover the fastest variant predicted within min_fidelity minus this
+    threads: int | None = None  # torch CPU threads (None: torch's default); search.recovery reads it
     # Labelled calibration data (hwopt.calibration.labels; read only for recovery): retrain on the labels too.
     labels: str = "auto"  # auto (an .npz's 'label' array) | folders (also ImageFolder trees) | none
     label_weight: float = 0.5  # the cross-entropy's weight in the end-to-end loss (1 - it: distillation)

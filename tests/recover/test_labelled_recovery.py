@@ -199,3 +199,22 @@ def test_labelled_split_is_random_not_the_last_classes() -> None:
     grouped = split_samples(data, 0.25, labels=Labels(labels), groups=groups, seed=0)
     held_groups = set(groups[grouped.held_out["x"][:, 0].astype(int)])
     assert len(held_groups) == 10 and held_groups.isdisjoint(groups[grouped.train["x"][:, 0].astype(int)])
+
+
+def test_optimize_recover_with_labels(case: dict, tmp_path: Path) -> None:
+    """optimize --recover reads the labels of --calibration (split by a seeded pick of samples), retrains the
+    recovered finalist on them and reports held-out accuracy; the budget is accuracy within --max-accuracy-drop."""
+    out = tmp_path / "best.onnx"
+    done = hwopt("optimize", str(case["model"]), "-t", "npu32", "--calibration", str(case["train"]), "--for-retraining",
+                 "--recover", "--recover-epochs", "1", "--recover-finalists", "1", "--recover-reach", "0",
+                 "--max-accuracy-drop", "1", "--no-compare", "-o", str(out), "--json")
+    assert done.returncode == 0, done.stderr
+    doc = json.loads(done.stdout)
+    samples = doc["fidelity"]["samples"]
+    assert samples["labelled"] and samples["split"].startswith("by sample, seeded: 349 of 1397 held out")
+    (row,) = doc["recovery"]
+    acc = row["accuracy"]
+    assert acc["samples"] == 349 and 0.0 <= acc["after"] <= 1.0
+    assert row["meets_budgets"]  # any accuracy is within a drop of 1
+    assert "accuracy against the labels" in doc["best"]["note"]
+    assert doc["request"]["recover"]["labels"] == "auto"
