@@ -103,10 +103,13 @@ def test_labelled_recovery_wins_back_accuracy(case: dict) -> None:
     assert acc["samples"] == HELD_OUT and "labelled (10 classes present)" in figures["split"]
     # The original's held-out accuracy as hwopt measures it (onnxruntime) is the one torch measured.
     assert acc["original"] == pytest.approx(case["accuracy"], abs=1.5 / HELD_OUT)
+    # Measured (2026-12-07, load ~15): original 99.0%; fused 10.0% (one class for 199 of 200 digits: the ReLU6
+    # inside each block is gone and nothing is refit); recovered 98.75% (per epoch 43.0%, 97.5%, 98.25%, 98.75%),
+    # 22 s of training.
     # 400 held-out digits: a standard error of at most 2.5 points on each figure; the gain asked for is 6 of them.
     assert acc["before"] <= acc["original"] - 0.15, acc
     assert acc["after"] >= acc["before"] + 0.15, acc
-    assert acc["after"] >= acc["original"] - 0.05, acc
+    assert acc["after"] >= acc["original"] - 0.03, acc
     assert all(np.isfinite(e["accuracy"]) for e in figures["epochs"])
     onnx.checker.check_model(onnx.load(out), full_check=True)
 
