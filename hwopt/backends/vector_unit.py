@@ -14,7 +14,7 @@ Parameters come from the target file's ``[vector_unit]`` table:
 Per standalone kernel::
 
     compute = ceil(work_elements / lanes) * ops_per_element
-    memory  = ceil(bytes / bandwidth)             bytes = (inputs read + output written) * dtype bytes
+    memory  = ceil(bytes / bandwidth)             bytes = (inputs read + output written + weights) * dtype bytes
     cycles  = max(compute, memory) + launch_overhead
 
 where ``work_elements`` is: eltwise: output elements x (inputs - 1); act,

