@@ -298,11 +298,12 @@ def why_dominated(doc: dict[str, Any]) -> str | None:
     values = [p["fidelity"] if p.get("fidelity") is not None else p.get("predicted_fidelity") for p in better]
     values = [v for v in values if v is not None]
     are = "is" if len(better) == 1 else "are"
+    named = f" ({chosen['id']})" if chosen.get("id") and chosen["id"] != "best" else ""
     if fid.get("min_fidelity") is not None and values:
-        return (f"{chosen_label(chosen)} is not on this front: {ids} {are} faster and smaller but miss the fidelity "
+        return (f"the chosen variant{named} is not on this front: {ids} {are} faster and smaller but miss the fidelity "
                 f"budget ({fid.get('label', 'fidelity')} at most {fmt_fid(max(values))}, predicted where not "
                 f"verified, against --min-fidelity {fmt_fid(fid['min_fidelity'])}): see the right-hand chart")
-    return (f"{chosen_label(chosen)} is not on this front: {ids} {are} faster and smaller but miss the fidelity "
+    return (f"the chosen variant{named} is not on this front: {ids} {are} faster and smaller but miss the fidelity "
             f"budget (see the right-hand chart)")
 
 
