@@ -124,13 +124,15 @@ for (const t of document.querySelectorAll('table[id]')) {
     rows: [...t.querySelectorAll('tbody tr:not(.note-row)')].map(r => box(r)[3] - box(r)[1]),
     notes: [...t.querySelectorAll('tr.note-row td')].map(td => box(td)[2])};
 }
-for (const td of document.querySelectorAll('.meta td')) out.meta.push([td.textContent, td.scrollWidth - td.clientWidth]);
+for (const td of document.querySelectorAll('.meta td'))
+  out.meta.push([td.textContent, td.scrollWidth - td.clientWidth]);
 for (const svg of document.querySelectorAll('svg.chart')) {
   for (const label of svg.querySelectorAll('text.budget-label')) {
     const [l, t, r, b] = box(label);
     for (const c of svg.querySelectorAll('g.point circle:not(.ring)')) {
       const [cl, ct, cr, cb] = box(c);
-      if (cl < r && l < cr && ct < b && t < cb) out.overlaps.push([svg.id, label.textContent, c.parentElement.dataset.label]);
+      if (cl < r && l < cr && ct < b && t < cb)
+        out.overlaps.push([svg.id, label.textContent, c.parentElement.dataset.label]);
     }
   }
 }
