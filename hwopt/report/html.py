@@ -26,7 +26,8 @@ h1{font-size:22px;margin-bottom:4px}h2{font-size:17px;margin-top:30px;border-bot
 table{border-collapse:collapse;font-size:13px;margin:8px 0}th,td{border-bottom:1px solid #e4e4e4;padding:4px 6px;
 text-align:right;vertical-align:top}th{background:#f4f5f7;font-weight:600}td:first-child,th:first-child{text-align:left}
 td{white-space:nowrap}td.text{text-align:left;max-width:340px;min-width:120px;word-break:break-word;white-space:normal}
-span.band{font-size:11px;color:#666;font-weight:400}tr.note-row td{white-space:normal;text-align:left;color:#555;font-size:12px;border-bottom:1px solid #e4e4e4;
+span.band{font-size:11px;color:#666;font-weight:400}
+tr.note-row td{white-space:normal;text-align:left;color:#555;font-size:12px;border-bottom:1px solid #e4e4e4;
 padding-top:0}tr.has-note td{border-bottom:none}
 .scroll{overflow-x:auto}tr.chosen td{background:#fff7e6;font-weight:600}
 .meta{font-size:13px;color:#444}.meta td{text-align:left;border:none;padding:2px 10px 2px 0;white-space:normal}
@@ -298,12 +299,13 @@ def why_dominated(doc: dict[str, Any]) -> str | None:
     values = [p["fidelity"] if p.get("fidelity") is not None else p.get("predicted_fidelity") for p in better]
     values = [v for v in values if v is not None]
     are = "is" if len(better) == 1 else "are"
+    named = f" ({chosen['id']})" if chosen.get("id") and chosen["id"] != "best" else ""
     if fid.get("min_fidelity") is not None and values:
-        return (f"{chosen_label(chosen)} is not on this front: {ids} {are} faster and smaller but miss the fidelity "
-                f"budget ({fid.get('label', 'fidelity')} at most {fmt_fid(max(values))}, predicted where not "
+        return (f"the chosen variant{named} is not on this front: {ids} {are} faster and smaller but miss the "
+                f"fidelity budget ({fid.get('label', 'fidelity')} at most {fmt_fid(max(values))}, predicted where not "
                 f"verified, against --min-fidelity {fmt_fid(fid['min_fidelity'])}): see the right-hand chart")
-    return (f"{chosen_label(chosen)} is not on this front: {ids} {are} faster and smaller but miss the fidelity "
-            f"budget (see the right-hand chart)")
+    return (f"the chosen variant{named} is not on this front: {ids} {are} faster and smaller but miss the "
+            f"fidelity budget (see the right-hand chart)")
 
 
 def _pareto_charts(doc: dict[str, Any]) -> str:

@@ -203,6 +203,7 @@ def test_sweep_adds_standalone_elementwise_ops_without_changing_the_other_draws(
     assert [k for k in kernels if k.kind != "act"] == without
 
 
+@pytest.mark.slow  # a kernel sweep through the CLI (10 s of CPU)
 def test_profile_cli_kind_filters_the_sweep(fast_target: Path, tmp_path: Path) -> None:
     from examples.build import build_example
 
@@ -308,6 +309,7 @@ def test_backend_registry_dispatches_by_target(fast_target: Path, tmp_path: Path
         get_backend(load_target(two_threads))
 
 
+@pytest.mark.slow  # a kernel sweep, killed and resumed (8 s of CPU)
 def test_profile_cli_sweeps_and_resumes(fast_target: Path, tmp_path: Path) -> None:
     from examples.build import build_example
 

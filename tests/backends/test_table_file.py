@@ -238,6 +238,7 @@ def _tiny_model(path: Path) -> Path:
     return path
 
 
+@pytest.mark.slow  # a sweep killed and resumed (7 s of CPU)
 def test_hwopt_profile_killed_mid_append_resumes_with_every_kernel_exactly_once(tmp_path: Path) -> None:
     from hwopt.canonical.canonicalize import load_canonical
     from hwopt.estimator.profile import sweep

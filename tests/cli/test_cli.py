@@ -75,6 +75,7 @@ def test_bad_rules_and_sites(tmp_path: Path, model: Path, rule: str, message: st
     assert digest(model) == before and not out.exists()
 
 
+@pytest.mark.slow  # two CLI runs on the segmentation example (7 s of CPU)
 def test_unsupported_op_at_a_site(tmp_path: Path, example_path) -> None:
     """A channel group fixed by a graph output or a Concat cannot be aligned when named explicitly."""
     model = example_path("segmentation")
@@ -106,6 +107,7 @@ def test_missing_dynamic_dim_is_explained(tmp_path: Path) -> None:
     _one_line_exit_2(hwopt("inspect", str(path)), "--input-shape x=1x3xHxW with H and W filled in")
 
 
+@pytest.mark.slow  # inspect, rules and every apply as subprocesses (80 s on 2 cores at load 14)
 def test_inspect_rules_and_apply_end_to_end(tmp_path: Path, model: Path) -> None:
     before = digest(model)
     listing = hwopt("inspect", str(model), "--json")

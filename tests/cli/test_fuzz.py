@@ -306,6 +306,7 @@ def _check(runner: CliRunner, args: list[str], inputs: list[Path], outputs: list
     return result.exit_code
 
 
+@pytest.mark.slow  # hundreds of random command lines (24 s of CPU; 83 s on 2 cores at load 25)
 def test_fuzz_the_command_line(tmp_path: Path) -> None:
     os.environ.pop("HWOPT_DEBUG", None)
     rng = random.Random(SEED)

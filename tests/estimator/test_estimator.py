@@ -215,6 +215,7 @@ def test_in_model_term_recovers_a_known_overhead() -> None:
         fit_in_model_term(sums[:2], counts[:2], sums[:2])
 
 
+@pytest.mark.slow  # times models end to end and trains (13 s of CPU)
 def test_train_with_end_to_end_models_learns_the_in_model_term(tmp_path: Path, example_path) -> None:
     """Whole models timed end to end with onnxruntime (hwopt measure) teach the estimator the in-model term."""
     tiny = tmp_path / "tiny.csv.gz"

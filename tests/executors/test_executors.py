@@ -80,6 +80,7 @@ def cluster(npu32):
             os.environ["PYTHONPATH"] = old
 
 
+@pytest.mark.slow  # starts a Ray cluster (31 s wall at load 25)
 def test_ray_cluster_gives_the_local_rows(cluster, npu32, tmp_path: Path) -> None:
     handle, executor = cluster
     import ray

@@ -103,6 +103,7 @@ def _recover(case: dict[str, Path], out: Path) -> dict:
     return json.loads(done.stdout)
 
 
+@pytest.mark.slow  # distillation training (25 s of CPU on 2 cores)
 def test_recovery_wins_back_agreement(case: dict[str, Path]) -> None:
     out1, out2 = case["folder"] / "rec1.onnx", case["folder"] / "rec2.onnx"
     first = _recover(case, out1)
@@ -173,6 +174,7 @@ def test_without_torch_one_line_exit_2(case: dict[str, Path], tmp_path: Path) ->
                           timeout=300).stdout.strip() == "False"
 
 
+@pytest.mark.slow  # optimize --recover: a search plus two trainings (17 s of CPU)
 def test_optimize_recover(case: dict[str, Path], tmp_path: Path) -> None:
     """optimize --recover: the fastest finalist and a faster variant beyond the budget are recovered, the report
     says before and after, the written model is the recovered one that meets the budget (its deviation is the
@@ -214,6 +216,7 @@ def test_exact_rewrite_counts_as_shared(case: dict[str, Path], tmp_path: Path) -
     assert blocks["ibn1"].output.name not in by_values
 
 
+@pytest.mark.slow  # a recovery training (12 s of CPU)
 def test_recover_fidelity_metric(case: dict[str, Path], tmp_path: Path) -> None:
     """hwopt recover judges with the task metric optimize uses (--fidelity); a bad name: exit 2, one line."""
     done = hwopt("recover", str(case["model"]), str(case["fused"]), "--calibration", str(case["calib"]),
@@ -229,6 +232,7 @@ def test_recover_fidelity_metric(case: dict[str, Path], tmp_path: Path) -> None:
     assert not (tmp_path / "x.onnx").exists()
 
 
+@pytest.mark.slow  # a recovery run (8 s of CPU)
 def test_exact_rewrite_has_nothing_to_recover(case: dict[str, Path], tmp_path: Path) -> None:
     """Every depthwise conv grouped (exact): recovery trains nothing and writes the same function, at once."""
     grouped, out = tmp_path / "grouped.onnx", tmp_path / "grouped.recovered.onnx"

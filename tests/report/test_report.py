@@ -124,13 +124,15 @@ for (const t of document.querySelectorAll('table[id]')) {
     rows: [...t.querySelectorAll('tbody tr:not(.note-row)')].map(r => box(r)[3] - box(r)[1]),
     notes: [...t.querySelectorAll('tr.note-row td')].map(td => box(td)[2])};
 }
-for (const td of document.querySelectorAll('.meta td')) out.meta.push([td.textContent, td.scrollWidth - td.clientWidth]);
+for (const td of document.querySelectorAll('.meta td'))
+  out.meta.push([td.textContent, td.scrollWidth - td.clientWidth]);
 for (const svg of document.querySelectorAll('svg.chart')) {
   for (const label of svg.querySelectorAll('text.budget-label')) {
     const [l, t, r, b] = box(label);
     for (const c of svg.querySelectorAll('g.point circle:not(.ring)')) {
       const [cl, ct, cr, cb] = box(c);
-      if (cl < r && l < cr && ct < b && t < cb) out.overlaps.push([svg.id, label.textContent, c.parentElement.dataset.label]);
+      if (cl < r && l < cr && ct < b && t < cb)
+        out.overlaps.push([svg.id, label.textContent, c.parentElement.dataset.label]);
     }
   }
 }
@@ -204,6 +206,7 @@ def _bars_match_table(dom: Dom, doc: dict) -> None:
         assert (f"{shown / 1000:.3f} ms" if shown >= 1000 else f"{shown:.1f} us") in text
 
 
+@pytest.mark.slow  # the MobileNetV2 fixture: a full optimize with every section (~1-2 min on 2 cores)
 def test_mobilenetv2_html_report_in_chromium(mnv2):
     doc, _, folder, _ = mnv2
     page = folder / "report.html"
@@ -280,12 +283,13 @@ def _in_charts(dom: Dom):
         yield current, (tag, attrs)
 
 
-def test_per_block_chart_sums_a_block_split_in_the_schedule(mnv2):
+def test_per_block_chart_sums_a_block_split_in_the_schedule(real_export):
     """A block whose kernels interleave with others (a detector's branches: PP-OCRv4's ibn4 in three pieces)
     is one row of the per-block chart, its value the sum, as in the per-block table."""
     from hwopt.report.html import render
 
-    doc = json.loads(json.dumps(mnv2[0]))
+    doc = json.loads(json.dumps(real_export[0]))
+    assert doc["blocks"]
     for key in ("baseline", "best"):
         segs = doc["timeline"][key]
         i = next(k for k, s in enumerate(segs) if s["label"] not in ("other",))
@@ -306,12 +310,12 @@ def test_per_block_chart_sums_a_block_split_in_the_schedule(mnv2):
             assert float(a["data-value"]) == pytest.approx(expected, rel=1e-9), a
 
 
-def test_task_fidelity_fields_are_rendered(mnv2):
+def test_task_fidelity_fields_are_rendered(real_export):
     """Whatever task fidelity the document carries (a labelled figure per variant, a latency/fidelity front with
     ids, a budget) shows in the page: a column, a table, the chart's axis and budget line."""
     from hwopt.report.html import render
 
-    doc = json.loads(json.dumps(mnv2[0]))
+    doc = json.loads(json.dumps(real_export[0]))
     doc["fidelity"] = {**(doc.get("fidelity") if isinstance(doc.get("fidelity"), dict) else {}),
                        "label": "top-1 agreement", "min_fidelity": 0.9}
     for i, v in enumerate(doc["variants"]):
@@ -339,8 +343,10 @@ def test_real_export_html_report_in_chromium(real_export):
     assert dom.find("div", id="random-inputs")  # verified on random inputs: said, even when exact
     _bars_match_table(dom, doc)
     _chosen_is_on_front(doc["pareto"])
+    _reads_as_a_person_would(page, dom, doc)
 
 
+@pytest.mark.slow  # the MobileNetV2 fixture: a full optimize with every section (~1-2 min on 2 cores)
 def test_log_has_a_line_per_stage_and_stdout_is_json(mnv2):
     doc, stderr, folder, model = mnv2
     lines = stderr.splitlines()
@@ -360,6 +366,7 @@ def test_log_has_a_line_per_stage_and_stdout_is_json(mnv2):
     assert len(doc["fine_tuning"]) == len(set(f.split(" ")[0] for f in doc["fine_tuning"]))  # one entry per place
 
 
+@pytest.mark.slow  # the MobileNetV2 fixture: a full optimize with every section (~1-2 min on 2 cores)
 def test_pick_writes_the_pareto_point(mnv2, tmp_path):
     doc, _, folder, model = mnv2
     rules = folder / "rules.toml"
@@ -417,6 +424,7 @@ def _check_graph_node_data(data: dict, names: set[str], numeric: bool) -> None:
         assert stops[0] == 0 and stops[-1] == 1
 
 
+@pytest.mark.slow  # the MobileNetV2 fixture: a full optimize with every section (~1-2 min on 2 cores)
 def test_node_data_files_follow_model_explorer_format(mnv2):
     doc, _, folder, model = mnv2
     graphs = {"original": onnx.load(str(model)), "rewritten": onnx.load(doc["output"])}

@@ -75,6 +75,7 @@ def test_on_a_real_export_every_depthwise_conv_is_grouped_exactly() -> None:
             assert new.groups == old.cin // width and (new.cin, new.cout) == (old.cin, old.cout)
 
 
+@pytest.mark.slow  # SCALE-Sim emulation (8 s of CPU)
 def test_npu32_emulator_runs_the_grouped_conv_faster(tmp_path) -> None:
     """Why the rule exists: on the 32x32 array (SCALE-Sim, array-only class), EfficientNet-Lite0's second
     depthwise conv (96 channels, 3x3, stride 2, 112 -> 56) grouped by 32 takes 56% of the cycles (321 -> 180 us),

@@ -47,6 +47,7 @@ def _project_error(train: ConvLeastSquares, test: ConvLeastSquares, weight, bias
     return float(np.linalg.norm(pred - test.aux) / np.linalg.norm(test.aux))
 
 
+@pytest.mark.slow  # the joint L-BFGS refit (12 s of CPU)
 def test_joint_refinement_lowers_the_block_output_error(block_rows) -> None:
     train, test, (w0, b0) = block_rows
     assert joint_iterations(train.rows, train.features + 1, len(w0), train.aux.shape[1]) == 20

@@ -49,8 +49,14 @@ def _signature(model: onnx.ModelProto) -> list[bytes]:
     return [v.SerializeToString() for v in values]
 
 
+# fuse-ibn on every example: least-squares refits and every block's surgery, 3-13 s of CPU each (slow tier);
+# tests/rewrites/test_fuse_ibn.py checks the rule in the fast tier.
+SLOW_OPTIONS = {"fuse-ibn-all", "fuse-ibn-lstsq"}
+
+
 @pytest.mark.parametrize("name", EXAMPLES)
-@pytest.mark.parametrize("option", list(RULE_OPTIONS))
+@pytest.mark.parametrize("option", [pytest.param(o, marks=pytest.mark.slow) if o in SLOW_OPTIONS else o
+                                    for o in RULE_OPTIONS])
 def test_rule_on_example(loaded, tmp_path, name: str, option: str) -> None:
     original, canonical, calibration, evaluation = loaded(name)
     step = parse_rule_option(RULE_OPTIONS[option])
