@@ -55,6 +55,7 @@ def optimize(model: Path, out: Path, *args: str) -> tuple[dict, str, float]:
     seconds = time.perf_counter() - start
     if done.returncode not in (0, 1):
         raise SystemExit(f"optimize failed ({done.returncode}): {done.stderr[-2000:]}")
+    out.with_suffix(".json").write_text(done.stdout)  # the whole report, beside the model
     return json.loads(done.stdout), done.stderr, seconds
 
 
@@ -85,7 +86,7 @@ def summary(doc: dict) -> dict:
             "seconds": doc["seconds"].get("total")}
 
 
-def trained(work: Path, case: Path) -> list[dict]:
+def trained(work: Path, case: Path, only: set[int] | None = None) -> list[dict]:
     model = case / "efficientnet_lite0.onnx"
     if not model.is_file():
         raise SystemExit(f"{model}: run python -m bench.trained_case first")
@@ -97,10 +98,12 @@ def trained(work: Path, case: Path) -> list[dict]:
     np.savez(nogroup, input=calib["input"])
     reference = top1(model, crops)
     rows = []
-    for name, data, extra in (("with _group", case / "calib.npz", []),
-                              ("without _group", nogroup, []),
-                              ("without _group, --min-fidelity 0.9", nogroup, ["--min-fidelity", "0.9"])):
-        out = work / f"trained_{len(rows)}.onnx"
+    runs = (("with _group", case / "calib.npz", []), ("without _group", nogroup, []),
+            ("without _group, --min-fidelity 0.9", nogroup, ["--min-fidelity", "0.9"]))
+    for index, (name, data, extra) in enumerate(runs):
+        if only is not None and index not in only:
+            continue
+        out = work / f"trained_{index}.onnx"
         out.unlink(missing_ok=True)
         doc, stderr, seconds = optimize(model, out, "--calibration", str(data), "--no-compare", *extra)
         row = {"case": name, **summary(doc), "stderr_notes": [l for l in stderr.splitlines() if "hwopt:" in l]}
@@ -189,6 +192,7 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=ROOT / "build" / "fidelity_bounds")
     parser.add_argument("--trained", type=Path, default=ROOT / "build" / "trained_case")
     parser.add_argument("--cases", default="cls,trained,ocr-npu32,ocr-cpu")
+    parser.add_argument("--trained-runs", default=None, help="which trained runs (0,1,2; default all)")
     args = parser.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
     results_path = args.work / "results.json"
@@ -197,7 +201,9 @@ def main() -> None:
         if case == "cls":
             results[case] = cls()
         elif case == "trained":
-            results[case] = trained(args.work, args.trained)
+            only = {int(i) for i in args.trained_runs.split(",")} if args.trained_runs else None
+            key = case + (f"[{args.trained_runs}]" if args.trained_runs else "")
+            results[key] = trained(args.work, args.trained, only)
         elif case in ("ocr-npu32", "ocr-cpu"):
             results[case] = ocr(args.work, args.trained, case.split("-")[1])
         else:

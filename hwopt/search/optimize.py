@@ -181,10 +181,11 @@ def _without_noise(search: "_Search", verifier: Verifier, best: Candidate, ranke
     if cand.fidelity is not None and verifier.misses(cand.fidelity, exact=cand.exact) is None:
         cand.note = why
         return cand
-    exact = _exact_best(search, verifier, set(known) | {cand.decisions})
+    exact = _exact_best(search, verifier, known=known)
     if exact is None:
         return None
-    ranked.append(exact)
+    if not any(c is exact for c in ranked):
+        ranked.append(exact)
     exact.note = why + "; the rest missed the budget: the fastest exact variant instead"
     return exact
 
@@ -256,8 +257,7 @@ def _measured_pick(search: "_Search", verifier: Verifier, best: Candidate | None
         pick, _ = _measure_finalists(timed, best, canonical, target, lambda c: verify(c, verifier))
     order = [pick]
     if not pick.exact:
-        exact = next((c for c in ranked if c.exact and c.steps and c.result is not None), None)
-        exact = exact or _exact_best(search, verifier)
+        exact = _exact_best(search, verifier, known={c.decisions: c for c in ranked if c.result is not None})
         if exact is not None and exact.steps and exact.result is not None:
             order.append(exact)
     base_us = None
@@ -480,11 +480,16 @@ def _pick_and_verify(search: _Search, verifier: Verifier, budget: FidelityBudget
     return None, ranked
 
 
-def _exact_best(search: _Search, verifier: Verifier, tried: set[tuple[int, ...]] = frozenset()) -> Candidate | None:
-    """The fastest function-preserving variant, materialised: within any fidelity budget by construction."""
+def _exact_best(search: _Search, verifier: Verifier, tried: set[tuple[int, ...]] = frozenset(),
+                known: dict[tuple[int, ...], Candidate] | None = None) -> Candidate | None:
+    """The fastest function-preserving variant, materialised: within any fidelity budget by construction.
+    None when there is none, or it is among ``tried``; one of ``known`` (materialised already) is reused."""
     exact = [[i for i in v.allowed if v.options[i].exact] or v.allowed for v in search.space.variables]
     rows, fitness = search.run(restrict=exact, stage=FINALIST_STAGE)
-    if not len(rows) or fitness[0] >= INFEASIBLE or tuple(int(x) for x in rows[0]) in tried:
+    decisions = tuple(int(x) for x in rows[0]) if len(rows) else None
+    if decisions is not None and known and decisions in known and fitness[0] < INFEASIBLE:
+        return known[decisions]
+    if not len(rows) or fitness[0] >= INFEASIBLE or decisions in tried:
         return None
     cand = search.candidate("finalist (exact rewrites only)", rows[0])
     verify(cand, verifier)

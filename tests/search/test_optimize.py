@@ -221,6 +221,8 @@ def test_cli_optimize_json_save_rules_round_trip(example_path, tiny_rules, tmp_p
         assert row["fidelity"] is not None and row["rel_l2"] is not None, row["label"]
     assert doc["best"]["fidelity"] >= 0.5 and doc["best"]["verified"]
     assert doc["best"]["exact"] or doc["best"]["fidelity_lower_bound"] >= 0.5  # admitted on its bound
+    if not doc["best"]["exact"]:  # the claim is the bound, the point estimate beside it
+        assert fid["lower_bound"] == doc["best"]["fidelity_lower_bound"] and ">=" in fid["claim"]
     assert [s["rule"] for s in doc["sensitivity"]] and all(s["rule"] == "fuse-ibn" for s in doc["sensitivity"])
     front = doc["front"]
     # One id scheme (what --pick takes): the latency / fidelity front continues the latency / memory front's
