@@ -134,9 +134,16 @@ def _measure_finalists(ranked: list[Candidate], best: Candidate, canonical, targ
     timed = []
     for cand in ranked:
         if cand is best or (cand.result is None and accept(cand)) or (cand.result is not None and not cand.note):
-            cand.measured_us = float(measurer(cand.result.model, target).latency_us)
+            try:
+                cand.measured_us = float(measurer(cand.result.model, target).latency_us)
+            except HwoptError as exc:  # the judge refuses this variant (Vela failing on it): dropped, said
+                cand.note = (cand.note + "; " if cand.note else "") + f"not measured, dropped: {exc}"
+                continue
             timed.append(cand)
     original_us = float(measurer(canonical, target).latency_us)
+    if not timed:
+        best.measured_us = float("inf")
+        return best, original_us
     fastest = min(timed, key=lambda c: c.measured_us)
     order = sorted(timed, key=lambda c: c.figures["latency_us"])
     for cand in timed:
@@ -450,7 +457,9 @@ def optimize(model_path: Path, request: OptimizeRequest | None = None,
     timings["sensitivity"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     if measure_finalists is None:
-        measure_finalists = target.backend == "onnxruntime"
+        from hwopt.backends import FINALIST_JUDGES
+
+        measure_finalists = target.backend in FINALIST_JUDGES
     if on_pareto:
         picked = search.candidate(f"picked {pick}", _picked(pareto, pick, Objective(budgets)))
         best, ranked = (picked if verify(picked, verifier) else None), [picked]
@@ -472,7 +481,9 @@ def optimize(model_path: Path, request: OptimizeRequest | None = None,
                    f"the nearest miss: {near.label}, {near.note} "
                    f"({near.figures['latency_us'] / base_latency - 1:+.1%} estimated latency); "
                    f"try a lower --min-fidelity, --for-retraining, or calibration data (--calibration)"]
-    if best is not None and measure_finalists and pick is None and len(ranked) > 1:
+    original_us = None
+    # Even a lone finalist is measured: the written model is never slower than the original on the judge.
+    if best is not None and measure_finalists and pick is None and best.steps:
         best, original_us = _measure_finalists(ranked, best, canonical, target, lambda c: verify(c, verifier))
         if best.measured_us >= original_us:  # nothing is faster for real: keep the original, and say so
             slower = best
@@ -524,6 +535,7 @@ def optimize(model_path: Path, request: OptimizeRequest | None = None,
     # Side by side: baseline, each rule alone (where it helps), the best.
     side = [search.candidate("baseline", space.baseline)]
     side[0].deviation, side[0].exact = 0.0, True
+    side[0].measured_us = original_us  # the judge's figure of the original, where the finalists were measured
     side[0].fidelity = Fidelity(metric.name, 1.0, 0.0, split.info.get("held_out", 0), {})
     for rule in dict.fromkeys(o.choice.rule for v in space.variables for o in v.options if o.choice):
         alone = search.candidate(f"{rule} alone", rule_alone(space, vm, rule))
