@@ -335,7 +335,7 @@ def figures(rows: list[Row]) -> dict:
 
 
 def summary_lines(target: str, per_model: dict[str, dict], total: dict, unseen: dict, note: str,
-                  paired: bool = False) -> list[str]:
+                  paired: bool = False, whole_model: bool = False) -> list[str]:
     def pct(x):
         return "-" if x != x else f"{100 * x:.0f}%"
 
@@ -351,6 +351,11 @@ def summary_lines(target: str, per_model: dict[str, dict], total: dict, unseen: 
                   "in a sitting yet: --cached-only)",
                   "", "| model | decisions | resolved | unresolved | sign right | matter | sign right (matter) | "
                   "|error| % of model (median / p90, matter) |", "|---|---|---|---|---|---|---|---|"]
+    elif whole_model:
+        lines += [f"- not measured: {total['unmeasured']} of {total['decisions']} decisions (the writer or Vela "
+                  "failed on the variant); a compiled variant is deterministic, so none is unresolved",
+                  "", "| model | decisions | measured | sign right | matter | sign right (matter) | |error| % of "
+                  "model (median / p90, matter) |", "|---|---|---|---|---|---|---|"]
     else:
         lines += [f"- not measured: {total['unmeasured']} of {total['decisions']} decisions whose new kernels were "
                   "not emulated yet (each over --max-sim-cost, minutes of SCALE-Sim on a shared 2-core host: dense "
@@ -358,7 +363,7 @@ def summary_lines(target: str, per_model: dict[str, dict], total: dict, unseen: 
                   "", "| model | decisions | measured | sign right | matter | sign right (matter) | |error| % of "
                   "model (median / p90, matter) |", "|---|---|---|---|---|---|---|"]
     # cpu rows do not know which kernels the table holds (the variants are timed whole): no 'unseen' row there.
-    unseen_row = [] if paired else [("**new kernels not in the table**", unseen)]
+    unseen_row = [] if paired or whole_model else [("**new kernels not in the table**", unseen)]
     for name, f in list(per_model.items()) + [("**all**", total)] + unseen_row:
         err = (f"{f['abs_error_pct_of_model_median']:.2f} / {f['abs_error_pct_of_model_p90']:.2f}"
                if "abs_error_pct_of_model_median" in f else "-")
@@ -438,7 +443,8 @@ def main() -> int:
             f"hwopt/backends/ort_paired.py, {args.rounds} rounds x {args.runs} runs each, fresh sessions per round, "
             f"one thread, the session thread's CPU clock; the change is the median of the rounds' ratios, with a "
             f"95% bootstrap interval")
-    lines = summary_lines(target.name, per_model, total, unseen, note, paired=truth is None and target.backend != "vela")
+    lines = summary_lines(target.name, per_model, total, unseen, note, paired=truth is None and target.backend != "vela",
+                          whole_model=target.backend == "vela")
     if args.caveat:
         lines.insert(0, f"- **caveat:** {args.caveat}")
     if args.compare is not None:

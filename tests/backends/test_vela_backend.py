@@ -88,9 +88,10 @@ def test_measure_command_prints_vela_figures() -> None:
 
 
 def test_no_estimator_yet_is_one_line() -> None:
-    _one_line_exit_2(hwopt("estimate", "-t", "ethos-u55-256", str(UNET)), "has no trained estimator")
+    # ethos-u55-128 ships no estimator (ethos-u55-256 and ethos-u85-256 do).
+    _one_line_exit_2(hwopt("estimate", "-t", "ethos-u55-128", str(UNET)), "has no trained estimator")
     # optimize does not fall back to summing single-kernel Vela compiles (Vela schedules whole models).
-    _one_line_exit_2(hwopt("optimize", "-t", "ethos-u55-256", str(UNET), "-o", "unused.onnx"),
+    _one_line_exit_2(hwopt("optimize", "-t", "ethos-u55-128", str(UNET), "-o", "unused.onnx"),
                      "has no trained estimator yet, and its judge (vela) schedules whole models")
 
 
@@ -166,3 +167,19 @@ def test_worker_gives_the_subprocess_cycles_and_survives_a_failure(tmp_path: Pat
         compile_tflite(broken, base)
     assert [figures(p, worker=True) for p in reversed(paths)] == alone[::-1]
     assert figures(paths[0], worker=True) == alone[0]
+
+
+def test_dedicated_sram_targets_store_a_lone_kernels_npu_cycles() -> None:
+    """ethos-u85-256 (Dedicated_Sram): a kernel compiled alone pays DRAM I/O a model keeps in SRAM, so its row
+    is its NPU cycles; ethos-u55-256 keeps Vela's whole latency. A bad kernel_figure is one line."""
+    import dataclasses
+
+    conv = Kernel("conv", 32, 64, 28, 28, 28, 28, 1, 1, act="relu", dtype_bytes=1)
+    u85 = get_backend(load_target("ethos-u85-256")).measure([conv])[0]
+    assert u85.meta["kernel_figure"] == "npu"
+    assert u85.latency_us == pytest.approx(u85.meta["cycles_npu"] / u85.meta["clock_hz"] * 1e6)
+    assert 0 < u85.latency_us < u85.meta["latency_us"]
+    u55 = get_backend(load_target("ethos-u55-256")).measure([conv])[0]
+    assert u55.meta["kernel_figure"] == "latency" and u55.latency_us == u55.meta["latency_us"]
+    with pytest.raises(HwoptError, match="kernel_figure 'cycles': choose one of latency, npu"):
+        dataclasses.replace(VelaSettings.from_target(load_target("ethos-u85-256")), kernel_figure="cycles")

@@ -24,6 +24,7 @@ def _own_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.Mon
     monkeypatch.setenv("HWOPT_CACHE", str(tmp_path_factory.getbasetemp() / "hwopt-cache"))
 
 
+@pytest.mark.slow  # ~1 min each on 2 shared cores: a search plus whole-model Vela compiles
 @pytest.mark.parametrize("mode", [[], ["--for-retraining"]])
 def test_written_model_is_never_slower_by_vela(tmp_path: Path, mode: list[str]) -> None:
     """The search scores with ethos-u55-256's estimator and verifies its finalists with whole-model Vela: the
@@ -41,6 +42,10 @@ def test_written_model_is_never_slower_by_vela(tmp_path: Path, mode: list[str]) 
     original_us = measure_model(model, target).latency_us
     written_us = measure_model(out, target).latency_us
     assert written_us <= original_us * 1.005, (written_us, original_us, doc["best"].get("note"))
-    assert doc["variants"][0]["measured_latency_us"] == pytest.approx(original_us, rel=1e-6)
-    assert doc["best"]["measured_latency_us"] == pytest.approx(written_us, rel=1e-6)
+    if doc["best"]["rules"] or "original is kept" in (doc["best"]["note"] or ""):
+        # Finalists were measured: Vela's figures of the original and of what was written are in the report.
+        assert doc["variants"][0]["measured_latency_us"] == pytest.approx(original_us, rel=1e-6)
+        assert doc["best"]["measured_latency_us"] == pytest.approx(written_us, rel=1e-6)
+    else:  # the estimate found nothing faster: the original is written as it is
+        assert written_us == pytest.approx(original_us, rel=1e-6)
     assert doc["cost_model"].startswith("estimator")
