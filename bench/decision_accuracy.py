@@ -294,6 +294,35 @@ def measure_cpu(name, path, shapes, target, work: Path, estimator_folder, rounds
     return rows
 
 
+def measure_vela(name, path, shapes, target, work: Path, estimator_folder, limit: int | None = None) -> list[Row]:
+    """Ethos-U: each decision materialised and the whole variant compiled by Vela, against the original
+    compiled whole (Vela schedules across layers: the truth is the whole model, not its changed kernels).
+    Vela is deterministic, so a decision is unresolved only when Vela or the writer fails on its variant.
+    ``limit``: at most this many decisions per model, spread evenly over its list (sites in graph order)."""
+    from hwopt.backends.vela import measure_model
+    from hwopt.calibration.samples import random_inputs
+    from hwopt.rewrites.apply import apply_steps
+
+    original, canonical, space, vm, found = decisions_of(path, shapes, target, estimator_folder)
+    if not found:
+        return []
+    if limit is not None and len(found) > limit:
+        found = [found[int(i)] for i in np.unique(np.linspace(0, len(found) - 1, limit).round())]
+    model_us = float(measure_model(canonical, target).latency_us)
+    calib, evaluation = random_inputs(original, 8, 0), random_inputs(original, 2, 1)
+    rows = []
+    for d in found:
+        measured = None
+        try:
+            result = apply_steps(original, canonical, space.steps(d.decisions), calib, evaluation)
+            measured = float(measure_model(result.model, target).latency_us) - model_us
+        except HwoptError as exc:
+            print(f"  {name} {d.label}: not measured ({exc})")
+        rows.append(Row(name, d.site, d.rule, d.option, d.exact, d.estimated_us, measured, model_us,
+                        [k.describe() for k in d.after]))
+    return rows
+
+
 def figures(rows: list[Row]) -> dict:
     timed = [r for r in rows if r.measured]
     measured = [r for r in timed if r.resolved]
@@ -314,7 +343,7 @@ def figures(rows: list[Row]) -> dict:
 
 
 def summary_lines(target: str, per_model: dict[str, dict], total: dict, unseen: dict, note: str,
-                  paired: bool = False) -> list[str]:
+                  paired: bool = False, whole_model: bool = False) -> list[str]:
     def pct(x):
         return "-" if x != x else f"{100 * x:.0f}%"
 
@@ -330,6 +359,11 @@ def summary_lines(target: str, per_model: dict[str, dict], total: dict, unseen: 
                   "in a sitting yet: --cached-only)",
                   "", "| model | decisions | resolved | unresolved | sign right | matter | sign right (matter) | "
                   "|error| % of model (median / p90, matter) |", "|---|---|---|---|---|---|---|---|"]
+    elif whole_model:
+        lines += [f"- not measured: {total['unmeasured']} of {total['decisions']} decisions (the writer or Vela "
+                  "failed on the variant); a compiled variant is deterministic, so none is unresolved",
+                  "", "| model | decisions | measured | sign right | matter | sign right (matter) | |error| % of "
+                  "model (median / p90, matter) |", "|---|---|---|---|---|---|---|"]
     else:
         lines += [f"- not measured: {total['unmeasured']} of {total['decisions']} decisions whose new kernels were "
                   "not emulated yet (each over --max-sim-cost, minutes of SCALE-Sim on a shared 2-core host: dense "
@@ -337,7 +371,7 @@ def summary_lines(target: str, per_model: dict[str, dict], total: dict, unseen: 
                   "", "| model | decisions | measured | sign right | matter | sign right (matter) | |error| % of "
                   "model (median / p90, matter) |", "|---|---|---|---|---|---|---|"]
     # cpu rows do not know which kernels the table holds (the variants are timed whole): no 'unseen' row there.
-    unseen_row = [] if paired else [("**new kernels not in the table**", unseen)]
+    unseen_row = [] if paired or whole_model else [("**new kernels not in the table**", unseen)]
     for name, f in list(per_model.items()) + [("**all**", total)] + unseen_row:
         err = (f"{f['abs_error_pct_of_model_median']:.2f} / {f['abs_error_pct_of_model_p90']:.2f}"
                if "abs_error_pct_of_model_median" in f else "-")
@@ -368,6 +402,8 @@ def main() -> int:
     parser.add_argument("--json", type=Path, default=None, help="write every decision as JSON")
     parser.add_argument("--card", action="store_true", help="write the figures into the target's card")
     parser.add_argument("--caveat", default="", help="a line the card carries with the figures (e.g. a loaded host)")
+    parser.add_argument("--limit", type=int, default=None,
+                        help="vela: at most this many decisions per model, spread evenly (each is a whole-model compile)")
     parser.add_argument("--worst", type=int, default=12, help="print the worst decisions")
     parser.add_argument("--rounds", type=int, default=12, help="cpu: rounds of the paired protocol")
     parser.add_argument("--runs", type=int, default=8, help="cpu: runs of each model per round")
@@ -388,6 +424,8 @@ def main() -> int:
         try:
             if truth is not None:
                 found = measure_npu32(name, path, shapes, target, truth, args.estimator, args.compare)
+            elif target.backend == "vela":
+                found = measure_vela(name, path, shapes, target, args.work, args.estimator, args.limit)
             else:
                 found = measure_cpu(name, path, shapes, target, args.work, args.estimator, args.rounds, args.runs,
                                     args.prepare_only, args.aa, args.cached_only)
@@ -406,11 +444,15 @@ def main() -> int:
     total = figures(rows)
     unseen = figures([r for r in rows if not r.seen])  # decisions whose new kernels the estimator never saw
     note = ("npu32: the changed kernels emulated by SCALE-Sim" if truth is not None else
+            f"{target.name}: each variant and the original compiled whole by Vela (deterministic)"
+            + (f", at most {args.limit} decisions per model spread evenly" if args.limit else "")
+            if target.backend == "vela" else
             f"cpu: each variant timed against the original by the paired, interleaved protocol of "
             f"hwopt/backends/ort_paired.py, {args.rounds} rounds x {args.runs} runs each, fresh sessions per round, "
             f"one thread, the session thread's CPU clock; the change is the median of the rounds' ratios, with a "
             f"95% bootstrap interval")
-    lines = summary_lines(target.name, per_model, total, unseen, note, paired=truth is None)
+    lines = summary_lines(target.name, per_model, total, unseen, note, paired=truth is None and target.backend != "vela",
+                          whole_model=target.backend == "vela")
     if args.caveat:
         lines.insert(0, f"- **caveat:** {args.caveat}")
     if args.compare is not None:

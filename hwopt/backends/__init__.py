@@ -41,6 +41,11 @@ WORK_ESTIMATES: dict[str, str] = {
 # not the sum of its kernels compiled alone: the search's "auto" cost model will not fall back to them.
 WHOLE_MODEL_JUDGES = {"vela"}
 
+# Backends whose whole-model measurement is the truth and cheap enough (seconds) to check every finalist of a
+# search: optimize measures the finalists and the original on them by default and never writes a model they
+# measure slower (hwopt.search.optimize). npu32 (SCALE-Sim, minutes per model) is not one.
+FINALIST_JUDGES = WHOLE_MODEL_JUDGES | {"onnxruntime"}
+
 # What to tell the user when a backend's module is absent from this install.
 _MISSING = {"scalesim": "the npu32 (scalesim) backend is not installed"}
 

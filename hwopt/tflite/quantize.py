@@ -51,9 +51,16 @@ def random_samples(model: onnx.ModelProto, count: int, seed: int = 0) -> dict[st
     for value in model.graph.input:
         if value.name in initializers:
             continue
-        shape = [d.dim_value if d.dim_value > 0 else 1 for d in value.type.tensor_type.shape.dim][1:]
-        samples[value.name] = rng.standard_normal((count, *shape)).astype(np.float32)
+        shape = [d.dim_value if d.dim_value > 0 else 1 for d in value.type.tensor_type.shape.dim]
+        # A fixed leading dim over 1 (a batched-matmul kernel's 60 heads) is one sample's, not a batch.
+        samples[value.name] = rng.standard_normal((count * shape[0], *shape[1:])).astype(np.float32)
     return samples
+
+
+def _leading(model: onnx.ModelProto) -> dict[str, int]:
+    """Each graph input's fixed leading dim (1 where open): how many rows of its samples one run takes."""
+    return {v.name: (v.type.tensor_type.shape.dim[0].dim_value or 1) if v.type.tensor_type.shape.dim else 1
+            for v in model.graph.input}
 
 
 def collect_ranges(model: onnx.ModelProto, samples: dict[str, np.ndarray] | None, count: int = 8,
@@ -77,9 +84,11 @@ def collect_ranges(model: onnx.ModelProto, samples: dict[str, np.ndarray] | None
     names = [o.name for o in session.get_outputs()]
     lows: dict[str, float] = {}
     highs: dict[str, float] = {}
-    total = len(next(iter(samples.values())))
+    rows = _leading(model)
+    total = min(len(array) // rows.get(name, 1) for name, array in samples.items())
     for i in range(total):
-        feed = {name: array[i:i + 1].astype(np.float32) for name, array in samples.items()}
+        feed = {name: array[i * rows.get(name, 1):(i + 1) * rows.get(name, 1)].astype(np.float32)
+                for name, array in samples.items()}
         for name, value in list(feed.items()) + list(zip(names, session.run(names, feed))):
             value = np.asarray(value)
             if value.size == 0 or value.dtype.kind != "f":

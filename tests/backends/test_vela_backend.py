@@ -88,9 +88,10 @@ def test_measure_command_prints_vela_figures() -> None:
 
 
 def test_no_estimator_yet_is_one_line() -> None:
-    _one_line_exit_2(hwopt("estimate", "-t", "ethos-u55-256", str(UNET)), "has no trained estimator")
+    # ethos-u55-128 ships no estimator (ethos-u55-256 and ethos-u85-256 do).
+    _one_line_exit_2(hwopt("estimate", "-t", "ethos-u55-128", str(UNET)), "has no trained estimator")
     # optimize does not fall back to summing single-kernel Vela compiles (Vela schedules whole models).
-    _one_line_exit_2(hwopt("optimize", "-t", "ethos-u55-256", str(UNET), "-o", "unused.onnx"),
+    _one_line_exit_2(hwopt("optimize", "-t", "ethos-u55-128", str(UNET), "-o", "unused.onnx"),
                      "has no trained estimator yet, and its judge (vela) schedules whole models")
 
 
@@ -138,3 +139,47 @@ def test_backend_measures_kernels_one_by_one() -> None:
     assert all(m.backend == "vela" for m in measured)
     assert measured[0].latency_us > 0 and measured[0].meta["npu_operators"] == 1 and measured[0].dram_bytes > 0
     assert measured[1].latency_us > 0 and measured[2].latency_us == 0.0
+
+
+def test_worker_gives_the_subprocess_cycles_and_survives_a_failure(tmp_path: Path) -> None:
+    """The long-lived Vela process (vela_worker) compiles what a new process per compile does, to the cycle,
+    in any order, and a model Vela refuses fails alone: the next compile in the same worker still works."""
+    import dataclasses
+
+    from hwopt.backends.kernel_models import kernel_model
+    from hwopt.tflite.writer import write_tflite
+
+    base = dataclasses.replace(VelaSettings.from_target(load_target("ethos-u85-256")), cache=False)
+    kernels = [Kernel("conv", 32, 64, 28, 28, 28, 28, 1, 1, act="relu", dtype_bytes=1),
+               Kernel("dwconv", 64, 64, 28, 28, 14, 14, 3, 3, stride=2, groups=64, act="relu6", dtype_bytes=1),
+               Kernel("conv", 64, 96, 14, 14, 14, 14, 3, 3, groups=4, dtype_bytes=1)]
+    paths = [write_tflite(kernel_model(k), tmp_path / f"k{i}.tflite").path for i, k in enumerate(kernels)]
+    fields = ("cycles_total", "cycles_npu", "sram_used_bytes", "offchip_traffic_bytes", "npu_operators")
+
+    def figures(path: Path, worker: bool) -> tuple:
+        result = compile_tflite(path, dataclasses.replace(base, worker=worker))
+        return tuple(getattr(result, f) for f in fields)
+
+    alone = [figures(p, worker=False) for p in paths]
+    broken = tmp_path / "broken.tflite"
+    broken.write_bytes(b"TFL3" + b"\0" * 60)
+    with pytest.raises(HwoptError, match="Vela failed on broken.tflite"):
+        compile_tflite(broken, base)
+    assert [figures(p, worker=True) for p in reversed(paths)] == alone[::-1]
+    assert figures(paths[0], worker=True) == alone[0]
+
+
+def test_dedicated_sram_targets_store_a_lone_kernels_npu_cycles() -> None:
+    """ethos-u85-256 (Dedicated_Sram): a kernel compiled alone pays DRAM I/O a model keeps in SRAM, so its row
+    is its NPU cycles; ethos-u55-256 keeps Vela's whole latency. A bad kernel_figure is one line."""
+    import dataclasses
+
+    conv = Kernel("conv", 32, 64, 28, 28, 28, 28, 1, 1, act="relu", dtype_bytes=1)
+    u85 = get_backend(load_target("ethos-u85-256")).measure([conv])[0]
+    assert u85.meta["kernel_figure"] == "npu"
+    assert u85.latency_us == pytest.approx(u85.meta["cycles_npu"] / u85.meta["clock_hz"] * 1e6)
+    assert 0 < u85.latency_us < u85.meta["latency_us"]
+    u55 = get_backend(load_target("ethos-u55-256")).measure([conv])[0]
+    assert u55.meta["kernel_figure"] == "latency" and u55.latency_us == u55.meta["latency_us"]
+    with pytest.raises(HwoptError, match="kernel_figure 'cycles': choose one of latency, npu"):
+        dataclasses.replace(VelaSettings.from_target(load_target("ethos-u85-256")), kernel_figure="cycles")
