@@ -701,7 +701,8 @@ def optimize(model_path: Path, request: OptimizeRequest | None = None,
     # Side by side: baseline, each rule alone (where it helps), the best.
     side = [search.candidate("baseline", space.baseline)]
     side[0].deviation, side[0].exact = 0.0, True
-    side[0].measured_us = original_us  # the judge's figure of the original, where the finalists were measured
+    # The judge's figure of the original, where the finalists were measured against it.
+    side[0].measured_us = next((p["base_us"] for p in gain.paired), None)
     side[0].fidelity = Fidelity(metric.name, 1.0, 0.0, split.info.get("held_out", 0), {})
     for rule in dict.fromkeys(o.choice.rule for v in space.variables for o in v.options if o.choice):
         alone = search.candidate(f"{rule} alone", rule_alone(space, vm, rule))
