@@ -317,7 +317,7 @@ def test_random_samples_needing_hundreds_of_gib_are_refused(tmp_path: Path, tiny
 
 def test_a_zero_batch_dim_is_refused(tmp_path: Path) -> None:
     onnx.save(tiny_model(batch=0), tmp_path / "zero.onnx")
-    refused(["inspect", tmp_path / "zero.onnx"], "dimension 0 of input 'x' is 0")
+    refused(["inspect", tmp_path / "zero.onnx"], "dimension 1 (counted from 1) of input 'x' is 0")
 
 
 def test_a_node_name_that_is_not_utf8_is_refused(tmp_path: Path) -> None:
