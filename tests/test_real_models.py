@@ -443,6 +443,7 @@ def _hwopt(*args: str):
                           cwd=Path(__file__).resolve().parent.parent, env=env, timeout=600)
 
 
+@pytest.mark.slow  # inspect, estimate and optimize as subprocesses on four real exports
 @pytest.mark.parametrize("model", [MNV3_DYNAMO, EFFNET_DYNAMO, LRASPP_DYNAMO, BLAZEFACE_TFLITE], ids=lambda p: p.stem)
 def test_cli_on_real_exports(model: Path, tmp_path: Path) -> None:
     for args in (["inspect"], ["estimate", "-t", "npu32"],

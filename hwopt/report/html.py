@@ -127,7 +127,8 @@ def _inputs_banner(inputs: dict[str, Any] | None, exact: bool = False) -> str:
 _KNOWN = {"label", "latency_us", "latency_change", "measured_latency_us", "params", "flops", "peak_activation_bytes",
           "memory_bytes", "deviation", "exact", "rules", "note", "id", "chosen", "decisions", "dominated", "verified",
           "fidelity", "predicted_fidelity", "predicted_rel_l2", "latency_low_us", "latency_high_us", "interval",
-          "rel_l2"}  # rel_l2: the deviation again (the verifier's name for it), shown once
+          "rel_l2", "memory_charge_us"}  # rel_l2: the deviation again (the verifier's name for it), shown once;
+# memory_charge_us: part of the latency (the timeline shows it), not a fidelity figure
 
 
 def _number(value: Any) -> bool:

@@ -135,6 +135,7 @@ def _ray_workers_simulating() -> list[int]:
     return found
 
 
+@pytest.mark.slow  # a sweep whose worker is killed (12 s wall at load 25)
 def test_a_worker_killed_mid_batch_leaves_every_kernel_once(cluster, npu32, tmp_path: Path) -> None:
     _, executor = cluster
     out = tmp_path / "table.csv"
@@ -195,6 +196,7 @@ def test_default_path_never_imports_ray(fast_target: Path, tmp_path: Path) -> No
     assert done.stdout.strip().splitlines()[-1] == "no ray" and len(read_table(tmp_path / "t.csv")) == 2
 
 
+@pytest.mark.slow  # a profile sweep killed and resumed (5 s of CPU)
 def test_a_killed_driver_resumes_from_the_table(fast_target: Path, tmp_path: Path) -> None:  # noqa: F811
     model = _tiny_model(tmp_path / "tiny.onnx")
     out = tmp_path / "table.csv"
@@ -220,6 +222,7 @@ def test_a_killed_driver_resumes_from_the_table(fast_target: Path, tmp_path: Pat
     assert re.search(r"\(100\.0%\), [\d.]+ kernels/(s|min|h), ", second.stderr), second.stderr
 
 
+@pytest.mark.slow  # optimize and measure batches as subprocesses (6 s of CPU)
 def test_model_batches_report_each_model_and_exit_with_the_worst(fast_target: Path, tmp_path: Path) -> None:  # noqa: F811
     models = tmp_path / "zoo"
     models.mkdir()

@@ -496,6 +496,7 @@ def test_estimate_piped_never_cuts_values(example_path):
                                                                    if k["description"] not in done.stdout]
 
 
+@pytest.mark.slow  # a full optimize of ResNet-18 (6 s of CPU, 40 s wall at load 15)
 def test_nothing_to_do_says_why_per_rule(example_path, tmp_path):
     """ResNet-18 has no depthwise conv and channel counts already aligned: nothing helps, and it is said."""
     out = tmp_path / "r18.onnx"

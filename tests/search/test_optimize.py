@@ -197,6 +197,7 @@ def test_memory_beyond_the_budget_is_charged_by_default(loaded, tiny_rules, targ
     assert budgeted.latency(rows) == pytest.approx(charged["latency_us"])
 
 
+@pytest.mark.slow  # a full optimize through the CLI, then apply (15 s of CPU)
 def test_cli_optimize_json_save_rules_round_trip(example_path, tiny_rules, tmp_path):
     model = example_path(MODEL)
     out, rules, report = tmp_path / "best.onnx", tmp_path / "best.toml", tmp_path / "report.md"
@@ -272,6 +273,7 @@ def test_cli_exact_only_matches_original(example_path, tiny_rules, tmp_path):
     assert comparison.exact, comparison.worst_rel_max_abs
 
 
+@pytest.mark.slow  # two optimize runs through the CLI (6 s of CPU)
 def test_cli_impossible_budget_exits_1_with_reason(example_path, tiny_rules, tmp_path):
     done = _cli("optimize", str(example_path(MODEL)), "-o", str(tmp_path / "x.onnx"), "--rules", str(tiny_rules),
                 "--max-memory", "64KiB", "--quiet")
@@ -347,6 +349,7 @@ def test_optimize_from_python_without_inputs_uses_seeded_random_ones(example_pat
     assert again.best.deviation == pytest.approx(result.best.deviation, abs=1e-12)
 
 
+@pytest.mark.slow  # optimize runs through the CLI (8 s of CPU)
 def test_cli_for_retraining_is_the_fastest_and_says_so(example_path, tiny_rules, tmp_path):
     """No fidelity budget: the estimated fastest variant, whatever its fidelity, and the report says why."""
     model = example_path(MODEL)
