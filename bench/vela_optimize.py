@@ -52,7 +52,7 @@ def run(model: Path, shapes: list[str], target: str, mode: str, work: Path) -> d
     original = measure_model(model, t).latency_us
     written = measure_model(out, t).latency_us if out.exists() and doc.get("best") else original
     best = doc.get("best") or {}
-    return {"rules": rules_of(doc), "estimated_change": best.get("latency_change"), "original_us": original,
+    return {"rules": rules_of(doc), "steps": best.get("rules", []), "estimated_change": best.get("latency_change"), "original_us": original,
             "written_us": written, "measured_change": written / original - 1, "note": best.get("note") or "",
             "seconds": round(seconds), "exit": done.returncode, "cost_model": doc.get("cost_model")}
 
