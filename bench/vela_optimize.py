@@ -49,7 +49,13 @@ def run(model: Path, shapes: list[str], target: str, mode: str, work: Path) -> d
         return {"error": done.stderr.strip().splitlines()[-1] if done.stderr.strip() else f"exit {done.returncode}"}
     doc = json.loads(done.stdout)
     t = load_target(target)
-    original = measure_model(model, t).latency_us
+    source = model
+    if shapes:  # open input dims: the original is measured at the shape optimize was given
+        from hwopt.canonical.canonicalize import load_canonical
+        from hwopt.io.model import InputShape
+
+        source = load_canonical(model, [InputShape.parse(s) for s in shapes])[1]
+    original = measure_model(source, t).latency_us
     written = measure_model(out, t).latency_us if out.exists() and doc.get("best") else original
     best = doc.get("best") or {}
     return {"rules": rules_of(doc), "steps": best.get("rules", []), "estimated_change": best.get("latency_change"), "original_us": original,
