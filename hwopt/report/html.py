@@ -127,8 +127,9 @@ def _inputs_banner(inputs: dict[str, Any] | None, exact: bool = False) -> str:
 _KNOWN = {"label", "latency_us", "latency_change", "measured_latency_us", "params", "flops", "peak_activation_bytes",
           "memory_bytes", "deviation", "exact", "rules", "note", "id", "chosen", "decisions", "dominated", "verified",
           "fidelity", "predicted_fidelity", "predicted_rel_l2", "latency_low_us", "latency_high_us", "interval",
-          "rel_l2", "memory_charge_us"}  # rel_l2: the deviation again (the verifier's name for it), shown once;
-# memory_charge_us: part of the latency (the timeline shows it), not a fidelity figure
+          "rel_l2", "memory_charge_us", "fidelity_lower_bound"}
+# rel_l2: the deviation again (the verifier's name for it), shown once; memory_charge_us: part of the latency
+# (the timeline shows it), not a fidelity figure; fidelity_lower_bound: under the fidelity, in its cell
 
 
 def _number(value: Any) -> bool:
@@ -378,6 +379,14 @@ def _cell(v: dict[str, Any], key: str, fmt: Callable[[float], str]) -> str:
     return fmt(v[key]) if v.get(key) is not None else "-"
 
 
+def _fidelity_cell(row: dict[str, Any], value: float | None) -> str:
+    """The verified fidelity, with the one-sided 95% lower bound it is admitted on beneath it (the claim)."""
+    bound = row.get("fidelity_lower_bound")
+    return fmt_fid(value) + (f'<br><span class="band" title="one-sided 95% lower confidence bound over the '
+                             f'independent held-out samples: the claim">&ge; {fmt_fid(bound)}</span>'
+                             if _number(bound) else "")
+
+
 def _variants_table(doc: dict[str, Any]) -> str:
     """Baseline, each rule alone, the chosen variant, then the finalists not already among them; a row's note
     under it across the table."""
@@ -404,7 +413,8 @@ def _variants_table(doc: dict[str, Any]) -> str:
                     + [_cell(v, "params", human_count), _cell(v, "flops", human_count),
                        _cell(v, "peak_activation_bytes", human_bytes), _cell(v, "memory_bytes", human_bytes),
                        fmt_dev(deviation)]
-                    + [fmt_fid(fid.get(k)) if k.startswith(label) else fmt_dev(fid.get(k)) for k in fid_names]
+                    + [_fidelity_cell(v, fid.get(k)) if k == label else fmt_fid(fid.get(k)) if k.startswith(label)
+                       else fmt_dev(fid.get(k)) for k in fid_names]
                     + [("yes" if v.get("exact") else "no") if "exact" in v else "-",
                        escape(_rules_short(v.get("rules", [])))])
         classes.append("chosen" if v["label"] == "best" else "")

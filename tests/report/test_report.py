@@ -53,7 +53,9 @@ def mnv2(example_path, tmp_path_factory):
     model = example_path("mobilenetv2")
     done = hwopt("optimize", str(model), "-o", str(folder / "best.onnx"), "--rules", str(rules), "--json",
                  "--report", str(folder / "report.html"), "--node-data", str(folder / "nodes.json"),
-                 "--calibration-samples", "8", "--eval-samples", "2")
+                 "--calibration-samples", "8", "--eval-samples", "6", "--min-fidelity", "0.5")
+    # 6 held-out samples with no miss prove at most 60.7% (one-sided 95% bound): a 0.5 budget can be proved,
+    # so the fidelity stage and its front run (2 samples, or the default 99%, would keep to exact rewrites).
     assert done.returncode == 0, done.stderr
     return json.loads(done.stdout), done.stderr, folder, model
 
