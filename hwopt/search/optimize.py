@@ -652,7 +652,9 @@ def optimize(model_path: Path, request: OptimizeRequest | None = None,
     judge = best is not None and pick is None and not for_retraining
     if judge:
         best = _without_noise(search, verifier, best, ranked, gain)
-    if judge and measure_finalists:
+    if (judge or (for_retraining and best is not None and pick is None)) and measure_finalists:
+        # On a target with a whole-model judge (Vela, onnxruntime) the written model is never slower than the
+        # original by it, --for-retraining's architecture included.
         best = _measured_pick(search, verifier, best, ranked, canonical, target, gain)
     elif judge:
         best = _worth_writing(search, verifier, best, gain)

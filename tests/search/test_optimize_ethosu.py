@@ -40,12 +40,13 @@ def test_written_model_is_never_slower_by_vela(tmp_path: Path, mode: list[str]) 
     doc = json.loads(done.stdout)
     target = load_target("ethos-u55-256")
     original_us = measure_model(model, target).latency_us
+    if not out.exists():  # nothing worth writing: the original is the model to deploy (said, no file churn)
+        assert doc["output"] is None and doc["nothing_to_do"], doc["best"].get("note")
+        return
     written_us = measure_model(out, target).latency_us
     assert written_us <= original_us * 1.005, (written_us, original_us, doc["best"].get("note"))
-    if doc["best"]["rules"] or "original is kept" in (doc["best"]["note"] or ""):
-        # Finalists were measured: Vela's figures of the original and of what was written are in the report.
-        assert doc["variants"][0]["measured_latency_us"] == pytest.approx(original_us, rel=1e-6)
-        assert doc["best"]["measured_latency_us"] == pytest.approx(written_us, rel=1e-6)
-    else:  # the estimate found nothing faster: the original is written as it is
-        assert written_us == pytest.approx(original_us, rel=1e-6)
+    assert doc["best"]["rules"]
+    # The written variant was judged by whole-model Vela against the original: both figures in the report.
+    assert doc["variants"][0]["measured_latency_us"] == pytest.approx(original_us, rel=1e-6)
+    assert doc["best"]["measured_latency_us"] == pytest.approx(written_us, rel=1e-6)
     assert doc["cost_model"].startswith("estimator")
