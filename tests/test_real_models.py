@@ -455,5 +455,8 @@ def test_cli_on_real_exports(model: Path, tmp_path: Path) -> None:
         assert done.returncode == 0, (args, done.stderr[-2000:])
         # No onnxruntime error lines or tracebacks on the way (a failed batch probe is expected and quiet).
         assert "Traceback" not in done.stderr and "[E:onnxruntime" not in done.stderr, done.stderr[-2000:]
+    if not (tmp_path / "opt.onnx").exists():  # no rewrite helps on cpu: the original is the model (said)
+        assert "nothing written" in done.stderr, done.stderr[-2000:]
+        return
     original, written = load_model(model), load_model(tmp_path / "opt.onnx")
     check_written_model(original, written)
