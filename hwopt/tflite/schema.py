@@ -145,30 +145,26 @@ def serialize(graph: Graph, description: str = "hwopt") -> bytes:
     operators = [_operator(builder, op, code_index[_enum("BuiltinOperator", op.opcode)]) for op in graph.operators]
     op_codes = [_operator_code(builder, code) for code in codes]
 
-    sg = _module("SubGraph")
-    tensors_vec = _offsets_vector(builder, tensors)
-    operators_vec = _offsets_vector(builder, operators)
-    inputs = builder.CreateNumpyVector(np.asarray(graph.inputs, np.int32))
-    outputs = builder.CreateNumpyVector(np.asarray(graph.outputs, np.int32))
-    name = builder.CreateString("main")
-    sg.Start(builder)
-    sg.AddTensors(builder, tensors_vec)
-    sg.AddInputs(builder, inputs)
-    sg.AddOutputs(builder, outputs)
-    sg.AddOperators(builder, operators_vec)
-    sg.AddName(builder, name)
-    subgraph = sg.End(builder)
-
-    model = _module("Model")
-    subgraphs_vec = _offsets_vector(builder, [subgraph])
-    codes_vec = _offsets_vector(builder, op_codes)
-    buffers_vec = _offsets_vector(builder, buffers)
-    desc = builder.CreateString(description)
-    model.Start(builder)
-    model.AddVersion(builder, _SCHEMA_VERSION)
-    model.AddOperatorCodes(builder, codes_vec)
-    model.AddSubgraphs(builder, subgraphs_vec)
-    model.AddDescription(builder, desc)
-    model.AddBuffers(builder, buffers_vec)
-    builder.Finish(model.End(builder), file_identifier=b"TFL3")
+    subgraph = _table(builder, "SubGraph", [
+        ("Tensors", _offsets_vector(builder, tensors)),
+        ("Inputs", builder.CreateNumpyVector(np.asarray(graph.inputs, np.int32))),
+        ("Outputs", builder.CreateNumpyVector(np.asarray(graph.outputs, np.int32))),
+        ("Operators", _offsets_vector(builder, operators)),
+        ("Name", builder.CreateString("main"))])
+    model = _table(builder, "Model", [
+        ("Version", _SCHEMA_VERSION),
+        ("OperatorCodes", _offsets_vector(builder, op_codes)),
+        ("Subgraphs", _offsets_vector(builder, [subgraph])),
+        ("Description", builder.CreateString(description)),
+        ("Buffers", _offsets_vector(builder, buffers))])
+    builder.Finish(model, file_identifier=b"TFL3")
     return bytes(builder.Output())
+
+
+def _table(builder, table: str, fields: list[tuple[str, object]]) -> int:
+    """One flatbuffer table of Vela's generated schema: its fields added in order (children built first)."""
+    module = _module(table)
+    module.Start(builder)
+    for field, value in fields:
+        getattr(module, "Add" + field)(builder, value)
+    return module.End(builder)
