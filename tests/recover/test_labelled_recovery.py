@@ -140,6 +140,7 @@ def test_labelled_calibration_needs_labelled_heldout(case: dict, tmp_path: Path)
     assert "is labelled but" in _refused(case, tmp_path, case["train"], "--heldout", str(unlabelled))
 
 
+@pytest.mark.slow  # writes a photo folder and trains on it: 12.8 s on 2 cores at load ~2 (2026-12-07)
 def test_image_folder_labels(case: dict, tmp_path: Path) -> None:
     """An ImageFolder tree: the class is the sorted rank of the sub-folder; three classes for a 10-class model are
     refused; the same tree without --labels folders is unlabelled (label-free recovery, no accuracy)."""
@@ -204,6 +205,7 @@ def test_labelled_split_is_random_not_the_last_classes() -> None:
     assert len(held_groups) == 10 and held_groups.isdisjoint(groups[grouped.train["x"][:, 0].astype(int)])
 
 
+@pytest.mark.slow  # a search plus labelled training through the CLI: 7.3 s on 2 cores at load ~2
 def test_optimize_recover_with_labels(case: dict, tmp_path: Path) -> None:
     """optimize --recover reads the labels of --calibration (split by a seeded pick of samples), retrains the
     recovered finalist on them and reports held-out accuracy; the budget is accuracy within --max-accuracy-drop."""
