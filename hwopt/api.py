@@ -199,12 +199,13 @@ def estimate(model: str | Path, target: str = DEFAULT_TARGET, *, input_shapes: S
     from hwopt.analysis.kernels import schedule
     from hwopt.canonical.canonicalize import load_canonical
     from hwopt.estimator import load_estimator
+    from hwopt.io.model import parse_input_shapes
     from hwopt.report.files import check_report_path, write_report
 
     report = Path(report) if report is not None else None
     check_report_path(report, "estimate")
     est = load_estimator(target, Path(estimator) if estimator is not None else None, allow_fallback=allow_fallback)
-    _, canonical, _ = load_canonical(model, _shapes(input_shapes))
+    _, canonical, _ = load_canonical(model, parse_input_shapes(input_shapes))
     start = time.perf_counter()  # after start-up and loading
     result = est.estimate(schedule(canonical, est.target.fusion))
     elapsed_ms = (time.perf_counter() - start) * 1000
@@ -225,7 +226,7 @@ def measure(model: str | Path, target: str = DEFAULT_TARGET, *, input_shapes: Se
     ``progress(label, done, total)``: the stages of a judge that measures kernel by kernel (npu32)."""
     from hwopt.backends import model_measurer
     from hwopt.canonical.canonicalize import check_input_dims
-    from hwopt.io.model import apply_input_shapes, load_model
+    from hwopt.io.model import apply_input_shapes, load_model, parse_input_shapes
     from hwopt.report.files import check_report_path, write_report
     from hwopt.targets import load_target
 
@@ -235,7 +236,7 @@ def measure(model: str | Path, target: str = DEFAULT_TARGET, *, input_shapes: Se
     t = load_target(target)
     measurer = model_measurer(t)  # before loading: a missing backend is the first thing to say
     proto = load_model(model)
-    apply_input_shapes(proto, _shapes(input_shapes))
+    apply_input_shapes(proto, parse_input_shapes(input_shapes))
     check_input_dims(proto)
     if as_given and t.backend != "onnxruntime":
         raise HwoptError(f"--as-given is for onnxruntime targets; {t.name} always measures the canonical kernels")
@@ -291,7 +292,7 @@ def apply(model: str | Path, rules: Sequence[str] = (), *, rules_file: str | Pat
     """
     from hwopt.calibration.samples import calibration_sets, check_calibration_source
     from hwopt.canonical.canonicalize import load_canonical
-    from hwopt.io.model import save_model
+    from hwopt.io.model import parse_input_shapes, save_model
     from hwopt.io.outputs import check_outputs, model_files
     from hwopt.report.files import check_report_path, write_report
     from hwopt.report.tables import apply_dict
@@ -310,7 +311,7 @@ def apply(model: str | Path, rules: Sequence[str] = (), *, rules_file: str | Pat
     check_outputs({"-o": output, "--report": report}, protect)
     check_report_path(report, "apply")
     check_calibration_source(calibration, preprocess)
-    original, canonical, _ = load_canonical(model, _shapes(input_shapes), seed=seed, for_writing=True)
+    original, canonical, _ = load_canonical(model, parse_input_shapes(input_shapes), seed=seed, for_writing=True)
     calib, evaluation = calibration_sets(original, calibration, calibration_samples, eval_samples, seed,
                                          preprocess, holdout)
     result = apply_steps(original, canonical, steps, calib, evaluation, seed=seed, progress=progress)
@@ -323,9 +324,3 @@ def apply(model: str | Path, rules: Sequence[str] = (), *, rules_file: str | Pat
         write_report(report, "apply", {**doc, "run": {**(run or PYTHON_RUN), "inputs": inputs_info(
             calibration, calibration_samples, eval_samples)}})
     return Result(doc, result.model, result)
-
-
-def _shapes(values: Sequence[str]) -> list:
-    from hwopt.io.model import parse_input_shapes
-
-    return parse_input_shapes(values)
