@@ -32,6 +32,12 @@ MODEL_MEASURERS: dict[str, str] = {
     "vela": "hwopt.backends.vela:measure_model",
 }
 
+# Backends that can give each kernel its cost inside a whole model (``hwopt profile --in-context``): a
+# function ``f(model_path_or_proto, target)`` returning a ``hwopt.backends.vela_context.ModelInContext``.
+IN_CONTEXT_MEASURERS: dict[str, str] = {
+    "vela": "hwopt.backends.vela_context:model_in_context",
+}
+
 # How much work measuring a kernel is, relatively, where a backend knows better than its MACs.
 WORK_ESTIMATES: dict[str, str] = {
     "scalesim": "hwopt.backends.scalesim:simulation_cost",
@@ -120,6 +126,14 @@ def get_backend(target, **options: Any):
 def model_measurer(target) -> Callable[..., Any]:
     """The whole-model measuring function for ``target``'s backend."""
     return _resolve(MODEL_MEASURERS, target.backend, "whole-model measurement")
+
+
+def in_context_measurer(target) -> Callable[..., Any]:
+    """The per-kernel in-model measuring function for ``target``'s backend (refused in one line elsewhere)."""
+    if target.backend not in IN_CONTEXT_MEASURERS:
+        raise HwoptError(f"--in-context: the {target.backend} backend cannot attribute a whole model's time to "
+                         f"its kernels (backends that can: {', '.join(sorted(IN_CONTEXT_MEASURERS))})")
+    return _resolve(IN_CONTEXT_MEASURERS, target.backend, "in-context measurement")
 
 
 def work_estimate(target) -> Callable[..., float]:

@@ -40,6 +40,9 @@ def profile(
                               "coarse-to-fine (the largest, then the size range bisected: any prefix spans it)"),
     batch: Optional[int] = typer.Option(None, "--batch", min=1, help="kernels per task (default: about four "
                                         "tasks per worker, at most 32)"),
+    in_context: bool = typer.Option(False, "--in-context", help="instead of the sweep: compile the --from models "
+                                    "(files or folders of .onnx) and the examples WHOLE and price each kernel by "
+                                    "its share of the model's time (Vela's per-layer cycles); in this process"),
     skip: Optional[List[Path]] = typer.Option(None, "--skip", help="kernels already in this table are not measured "
                                               "(repeatable: extend a table into a separate file)"),
 ) -> None:
@@ -73,6 +76,9 @@ def profile(
         if order not in ORDERS:
             raise HwoptError(f"--order {order!r}: choose one of {', '.join(ORDERS)}")
         get_backend(t)  # first: a missing backend is the first thing to say
+        if in_context:
+            _profile_in_context(t, from_models or [], examples, output or default_out, quiet)
+            return
         models = [load_canonical(m, input_shapes(input_shape))[1] for m in from_models or []]
         if decisions:
             from hwopt.estimator.profile import _example_canonicals
@@ -109,3 +115,53 @@ def profile(
             stderr.print(f"hwopt: not measured: {kernel.describe()}: {message}", markup=False, highlight=False)
         if result.failed:
             raise HwoptError(f"{len(result.failed)} kernel(s) could not be measured (listed above); the rest are saved")
+
+
+def _onnx_files(paths: List[Path]) -> List[Path]:
+    """Each path, or every .onnx in it when it is a folder (sorted); a missing one is refused first."""
+    files = []
+    for path in paths:
+        if path.is_dir():
+            found = sorted(path.glob("*.onnx"))
+            if not found:
+                raise HwoptError(f"--from {path}: the folder holds no .onnx model")
+            files += found
+        elif path.is_file():
+            files.append(path)
+        else:
+            raise HwoptError(f"--from {path}: no such model or folder")
+    return files
+
+
+def _profile_in_context(t, from_models: List[Path], examples: bool, output: Path, quiet: bool) -> None:
+    """``--in-context``: whole models compiled, one row per kernel descriptor (the mean of its in-model
+    figures), appended to the table for the kernels it lacks."""
+    from hwopt.backends import in_context_measurer
+    from hwopt.backends.table_file import TableAppender
+    from hwopt.executors.progress import rate_progress
+    from hwopt.estimator.in_context import in_context_rows
+    from hwopt.estimator.profile import _example_canonicals
+
+    in_context_measurer(t)  # a backend that cannot attribute is refused before any work
+    models = list(_example_canonicals() if examples else []) + _onnx_files(from_models)
+    if not models:
+        raise HwoptError("--in-context needs models: give --from MODEL.onnx or a folder (the examples are "
+                         "not installed or --no-examples)")
+    failed: list = []
+    with rate_progress(stderr, quiet, unit="models") as progress:
+        rows, results = in_context_rows(models, t, progress, failed)
+    with TableAppender(output) as table:
+        new = [m for m in rows if m.kernel not in table.done]
+        table.append(new)
+        if new and output.suffix == ".gz":
+            table.compact()
+        total = table.rows
+    if not quiet:
+        gap = max((abs(r.attributed_us / r.latency_us - 1) for r in results if r.latency_us), default=0.0)
+        stdout.print(f"{len(results)} models compiled whole: {len(rows)} kernels priced in context "
+                     f"({len(new)} new); {total} rows in {output} (largest gap between a model's kernels and "
+                     f"its Vela time: {gap:.2%})")
+    for model, message in failed[:5]:
+        stderr.print(f"hwopt: not compiled: {model}: {message}", markup=False, highlight=False)
+    if failed:
+        raise HwoptError(f"{len(failed)} model(s) could not be compiled (listed above); the rest are saved")

@@ -1,0 +1,113 @@
+"""Whole models for an in-context Ethos-U profile (``bench/vela_in_context.py``): more families and sizes.
+
+Vela prices a kernel by where it sits (what is in SRAM, what cascades), so an in-context table needs
+models of the shapes real exports have: small widths at 64-128 px, squeeze-excite everywhere, U-Net-like
+decoders (Resize, ConvTranspose, Concat). The families here, all random weights built with the examples'
+builder (``examples.builder``):
+
+- ``mobilenetv2`` / ``mobilenetv3_small`` (``bench/small_models.py``) at more widths and sizes;
+- ``se_mbconv``: an EfficientNet-like net of our own stage table (SiLU, squeeze-excite in every block,
+  kernel 3 and 5), not torchvision's EfficientNet-B0 table;
+- ``unet``: a 3-level encoder/decoder, upsampling by nearest Resize, bilinear Resize or a 2x2 stride-2
+  ConvTranspose, skip connections by Concat, a 1x1 head with a sigmoid.
+
+None is a real export of ``tests/data`` or PP-OCRv4 (the unseen set): the corpus' MobileNetV3-Small is
+width 0.25 at 64x64, EfficientNet-B0 width 0.25 depth 0.5 at 64x64, LR-ASPP MobileNetV3-Large 0.25 at
+64x64, and the U-Net a DBNet head; no model here has those widths, tables and sizes together.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+
+from bench.small_models import BUILDERS as SMALL_BUILDERS
+from examples.builder import GraphBuilder, Habits
+from examples.zoo import _make_divisible
+
+# Own stage table (kernel, expand, out channels, repeats, stride): SE and SiLU in every block.
+SE_MBCONV_TABLE = ((3, 1, 16, 1, 1), (3, 4, 24, 2, 2), (5, 4, 40, 2, 2), (3, 4, 80, 2, 2), (5, 6, 112, 1, 1),
+                   (5, 6, 160, 2, 2))
+
+
+def se_mbconv(width: float, size: int, seed: int = 0) -> onnx.ModelProto:
+    b = GraphBuilder(f"se_mbconv_w{width}_{size}", 17, seed, Habits())
+    x = b.input("input", 3, size, size)
+    with b.scope("features"):
+        y = b.conv_bn_act(x, _make_divisible(32 * width), 3, 2, act="silu", module="0")
+        index = 1
+        for k, expand, c, repeats, stride in SE_MBCONV_TABLE:
+            for i in range(repeats):
+                cin = b.channels(y)
+                hidden = _make_divisible(cin * expand)
+                y = b.inverted_bottleneck(y, _make_divisible(c * width), k, stride if i == 0 else 1, hidden=hidden,
+                                          act="silu", se_squeeze=max(4, cin // 4), layout="v3", module=str(index))
+                index += 1
+        y = b.conv_bn_act(y, _make_divisible(640 * width), 1, act="silu", module=str(index))
+    y = b.flatten(b.global_avg_pool(y))
+    b.output(b.linear(y, 10, module="classifier.1"), "output")
+    return b.build(f"SE-MBConv x{width} at {size}x{size} (random weights)")
+
+
+def _conv_transpose(b: GraphBuilder, x: str, cout: int) -> str:
+    """A 2x2 stride-2 ConvTranspose (the builder has none): He-normal weights, with a bias."""
+    cin = b.channels(x)
+    name = b._node_name("ConvTranspose", "conv2d_transpose")
+    w = (b.rng.standard_normal((cin, cout, 2, 2)) * np.sqrt(2.0 / (cin * 4))).astype(np.float32)
+    bias = b.rng.uniform(-0.1, 0.1, cout).astype(np.float32)
+    out = b._emit("ConvTranspose", [x, b._param(name, "weight", "w_0", w), b._param(name, "bias", "b_0", bias)],
+                  name, kernel_shape=[2, 2], strides=[2, 2])
+    b._channels[out] = cout
+    return out
+
+
+def unet(width: int, size: int, up: str = "nearest", seed: int = 0) -> onnx.ModelProto:
+    b = GraphBuilder(f"unet_{up}_c{width}_{size}", 13, seed, Habits())
+    x = b.input("input", 3, size, size)
+    skips = []
+    y = b.conv_bn_act(x, width, 3, act="relu", module="stem")
+    for level in range(3):
+        skips.append(y)
+        with b.scope(f"down{level}"):
+            y = b.conv_bn_act(y, width * 2 ** (level + 1), 3, 2, act="relu", module="0")
+            y = b.conv_bn_act(y, width * 2 ** (level + 1), 3, act="relu", module="1")
+    for level in reversed(range(3)):
+        with b.scope(f"up{level}"):
+            channels = b.channels(skips[level])
+            if up == "convtranspose":
+                y = b.relu(b.batchnorm(_conv_transpose(b, y, channels), module="bn"))
+            else:
+                y = b.conv_bn_act(b.resize(y, 2.0, "nearest" if up == "nearest" else "linear"), channels, 1,
+                                  act="relu", module="reduce")
+            y = b.concat([y, skips[level]])
+            y = b.conv_bn_act(y, channels, 3, act="relu", module="fuse")
+    y = b.sigmoid(b.conv(y, 2, 1, bias=True, module="head"))
+    b.output(y, "output")
+    return b.build(f"U-Net ({up} upsampling) base width {width} at {size}x{size} (random weights)")
+
+
+# label -> builder call
+FAMILIES = {
+    **{f"mobilenetv3_small~w{w}_{s}": (SMALL_BUILDERS["mobilenetv3_small"], (w, s))
+       for w, s in ((0.25, 96), (0.25, 128), (0.35, 64), (0.5, 64), (0.75, 64), (0.35, 112))},
+    **{f"mobilenetv2~w{w}_{s}": (SMALL_BUILDERS["mobilenetv2"], (w, s))
+       for w, s in ((0.25, 96), (0.5, 64), (1.0, 96), (0.35, 128), (0.75, 64))},
+    **{f"se_mbconv~w{w}_{s}": (se_mbconv, (w, s)) for w, s in ((0.35, 64), (0.5, 96), (1.0, 64), (0.5, 128))},
+    **{f"unet~{up}_c{c}_{s}": (unet, (c, s, up))
+       for up, c, s in (("nearest", 8, 64), ("bilinear", 16, 96), ("convtranspose", 8, 128),
+                        ("convtranspose", 16, 64), ("nearest", 24, 96), ("bilinear", 8, 160))},
+}
+
+
+def context_models(folder: Path) -> dict[str, Path]:
+    """Every family model, built into ``folder`` (rewritten only when missing)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    out = {}
+    for label, (build, args) in FAMILIES.items():
+        path = folder / f"{label}.onnx"
+        if not path.exists():
+            onnx.save(build(*args), str(path))
+        out[label] = path
+    return out

@@ -1,0 +1,123 @@
+"""An Ethos-U in-context profile: whole models compiled by Vela, each kernel priced inside its model.
+
+    PYTHONPATH=. python -m bench.vela_in_context -t ethos-u55-256 [-t ...] [--work build/vela_ic] [--variants 8]
+
+The models (none a real export of ``tests/data``, PP-OCRv4 or the pretrained EfficientNet-Lite0 of
+``bench/trained_case.py``, the unseen set): the shipped examples, the small MobileNetV2/V3 versions of
+``bench/small_models.py``, the families of ``bench/context_models.py`` (more widths and sizes, SE-heavy
+nets, U-Net-like decoders with Resize / ConvTranspose / Concat), and single-site variants the search
+writes (``--variants`` per model, spread evenly over its decision list: fused IBN blocks, grouped and
+dense depthwise convs, depth multipliers in context). Writes, per target:
+
+- ``WORK/in_context.<target>.csv.gz``: one row per kernel descriptor, the mean of its in-model figures
+  (``hwopt.estimator.in_context``; the same rows ``hwopt profile --in-context`` writes);
+- ``WORK/end_to_end.<target>.csv``: every model's whole Vela latency (for ``hwopt train --end-to-end``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import onnx
+
+
+def base_models(work: Path) -> dict[str, Path]:
+    from bench.context_models import context_models
+    from bench.small_models import small_models
+    from examples.build import build_example
+    from hwopt.estimator.profile import example_names
+
+    out = {name: build_example(name, work / "examples") for name in example_names()}
+    out.update(small_models(work / "small"))
+    out.update(context_models(work / "models"))
+    return out
+
+
+def variants(models: dict[str, Path], work: Path, per_model: int, target) -> dict[str, Path]:
+    """Up to ``per_model`` single-site variants of each model, written once into ``work/variants``."""
+    from hwopt.calibration.samples import random_inputs
+    from hwopt.canonical.canonicalize import load_canonical
+    from hwopt.errors import HwoptError
+    from hwopt.rewrites.apply import apply_steps
+    from hwopt.search.config import default_rules_path, load_search_file
+    from hwopt.search.decisions import _Unscored, site_decisions
+    from hwopt.search.space import build_space
+    from hwopt.search.variants import VariantModel
+    from hwopt.analysis.sites import Analysis
+
+    folder = work / "variants"
+    folder.mkdir(parents=True, exist_ok=True)
+    out = {}
+    config = load_search_file(default_rules_path())
+    for label, path in models.items():
+        done = sorted(folder.glob(f"{label}@*.onnx"))
+        if done:
+            out.update({p.stem: p for p in done})
+            continue
+        original, canonical, _ = load_canonical(path)
+        analysis = Analysis(canonical)
+        space = build_space(analysis, config, config.p or target.parallelism)
+        found = site_decisions(space, VariantModel(analysis, space, target.fusion, target.dtype_bytes, _Unscored()))
+        if not found:
+            continue
+        if len(found) > per_model:
+            found = [found[int(i)] for i in np.unique(np.linspace(0, len(found) - 1, per_model).round())]
+        calib, evaluation = random_inputs(original, 4, 0), random_inputs(original, 1, 1)
+        for i, d in enumerate(found):
+            try:
+                result = apply_steps(original, canonical, space.steps(d.decisions), calib, evaluation)
+            except HwoptError as exc:
+                print(f"  {label} {d.label}: no variant ({exc})")
+                continue
+            p = folder / f"{label}@{i:02d}_{d.rule}.onnx"
+            onnx.save(result.model, str(p))
+            out[p.stem] = p
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("-t", "--target", action="append", required=True)
+    parser.add_argument("--work", type=Path, default=Path("build/vela_ic"))
+    parser.add_argument("--variants", type=int, default=8, help="single-site variants per model (0: none)")
+    args = parser.parse_args()
+    from hwopt.backends.table_file import write_table
+    from hwopt.estimator.in_context import in_context_rows
+    from hwopt.targets import load_target
+
+    models = base_models(args.work)
+    if args.variants:
+        start = time.perf_counter()
+        models.update(variants(dict(models), args.work, args.variants, load_target(args.target[0])))
+        print(f"{len(models)} models with the variants ({time.perf_counter() - start:.0f} s)", flush=True)
+    for name in args.target:
+        target = load_target(name)
+        start = time.perf_counter()
+        failed: list = []
+        rows, results = in_context_rows(list(models.values()), target, failed=failed)
+        for model, why in failed:
+            print(f"  {name}: not compiled: {model}: {why}")
+        table = args.work / f"in_context.{name}.csv.gz"
+        write_table(table, rows)
+        e2e = args.work / f"end_to_end.{name}.csv"
+        by_label = {Path(p).stem: p for p in models.values()}
+        with e2e.open("w", newline="") as f:
+            writer = csv.DictWriter(f, ["model", "latency_us"])
+            writer.writeheader()
+            for r in results:
+                writer.writerow({"model": os.path.relpath(by_label[r.name], e2e.parent),
+                                 "latency_us": round(r.latency_us, 3)})
+        gap = max(abs(r.attributed_us / r.latency_us - 1) for r in results)
+        unmapped = sum(r.unmapped_us for r in results) / sum(r.latency_us for r in results)
+        print(f"{name}: {len(results)} models, {len(rows)} kernels in context, largest attribution gap "
+              f"{gap:.3%}, unmapped share {unmapped:.3%} ({time.perf_counter() - start:.0f} s); wrote {table}, {e2e}",
+              flush=True)
+
+
+if __name__ == "__main__":
+    main()

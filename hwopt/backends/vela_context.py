@@ -1,0 +1,93 @@
+"""Each kernel's cost inside its model, from one whole-model Vela compile (``hwopt profile --in-context``).
+
+Vela schedules across layers (cascading, weight buffering, tensors kept in SRAM between layers), so a
+kernel compiled alone does not cost what it costs in a model. Its ``--verbose-performance`` per-layer
+report gives every layer's cycles **in context** (they sum to the model's total cycles exactly), and
+each row maps back to ONNX nodes (``map_layers``: the writer names TFLite tensors after ONNX ones). This
+module turns those rows into the model's schedule (``hwopt.analysis.kernels.schedule`` under the target's
+fusion policy, the same one the estimator sums over), one figure per scheduled kernel:
+
+- a layer whose ONNX nodes belong to one scheduled kernel is that kernel's; a layer spanning several
+  (a writer fusion the schedule keeps apart) goes to the one with the most MACs;
+- a layer with no ONNX node of the schedule (a tensor Vela or the writer added and named afresh) goes to
+  the kernel of the layer before it (Vela lists layers in execution order), and is counted in
+  ``unmapped_us``;
+- a kernel with no NPU row of its own (Vela merged it, e.g. a Concat written in place or a Transpose the
+  writer folded, or ran it on the CPU, which Vela's model time does not count) costs 0 in the model: it is
+  marked ``no_row`` and its figure is 0. Views are free in the schedule and are left out.
+
+So the figures of a model's kernels sum to Vela's whole-model latency (``attributed_us`` equals
+``latency_us`` up to rounding), which ``tests/backends/test_vela_context.py`` checks.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import onnx
+
+from hwopt.analysis.kernel import Kernel
+from hwopt.targets import Target
+
+
+@dataclass
+class KernelInContext:
+    kernel: Kernel
+    nodes: list[str]
+    latency_us: float  # Vela's cycles for this kernel's layers inside the model, in microseconds
+    layers: list[str] = field(default_factory=list)  # Vela layer names (output tensors)
+    no_row: bool = False  # no NPU layer of its own: merged by Vela or run on the CPU (cost 0 in the model)
+
+
+@dataclass
+class ModelInContext:
+    name: str
+    latency_us: float  # Vela's inference time of the whole model
+    kernels: list[KernelInContext]
+    unmapped_us: float = 0.0  # layers with no ONNX node of the schedule (given to the layer before)
+    cpu_layers: int = 0
+
+    @property
+    def attributed_us(self) -> float:
+        return sum(k.latency_us for k in self.kernels)
+
+
+def model_in_context(model: str | Path | onnx.ModelProto, target: Target) -> ModelInContext:
+    """Compile ``model`` whole with Vela for ``target`` and give each scheduled kernel its in-model cycles."""
+    from hwopt.analysis.kernels import schedule
+    from hwopt.backends.vela import measure_model
+    from hwopt.canonical.canonicalize import canonicalize
+    from hwopt.io.model import load_model
+
+    proto = model if isinstance(model, onnx.ModelProto) else load_model(model)
+    measured = measure_model(proto, target)
+    # The writer canonicalises the same way (verify=False), so node names agree with Vela's mapped rows.
+    canonical, _ = canonicalize(proto, verify=False)
+    sched = schedule(canonical, target.fusion)
+    owner = {node: i for i, sk in enumerate(sched.kernels) for node in sk.nodes}
+    clock = float(measured.meta.get("clock_hz") or 0.0)
+    us_per_cycle = 1e6 / clock if clock else 0.0
+    cycles: dict[int, float] = defaultdict(float)
+    names: dict[int, list[str]] = defaultdict(list)
+    unmapped, previous, cpu = 0.0, None, 0
+    for layer in measured.meta["layers"]:
+        if layer["target"] != "NPU":
+            cpu += 1
+            continue  # Vela's model time does not count CPU operators
+        owners = {owner[n] for n in layer["onnx_nodes"] if n in owner}
+        if owners:
+            index = max(sorted(owners), key=lambda i: sched.kernels[i].kernel.macs)
+        else:
+            unmapped += layer["cycles"]
+            index = previous if previous is not None else next(
+                (i for i, sk in enumerate(sched.kernels) if sk.kernel.kind != "view"), 0)
+        cycles[index] += layer["cycles"]
+        names[index].append(layer["name"])
+        previous = index
+    kernels = [KernelInContext(sk.kernel, list(sk.nodes), cycles.get(i, 0.0) * us_per_cycle, names.get(i, []),
+                               no_row=i not in cycles)
+               for i, sk in enumerate(sched.kernels) if sk.kernel.kind != "view" or i in cycles]
+    label = proto.graph.name if isinstance(model, onnx.ModelProto) else Path(model).stem
+    return ModelInContext(label, measured.latency_us, kernels, unmapped * us_per_cycle, cpu)

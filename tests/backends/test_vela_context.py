@@ -1,0 +1,126 @@
+"""In-context profiles: a whole model compiled by the real Vela 5.2.0, its time shared out over its kernels."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import onnx
+import pytest
+
+from examples.builder import GraphBuilder, Habits
+from hwopt.backends.table_file import read_table
+from hwopt.backends.vela import measure_model
+from hwopt.backends.vela_context import model_in_context
+from hwopt.estimator.in_context import FLOOR_US, in_context_rows
+from hwopt.targets import load_target
+
+pytest.importorskip("ethosu.vela")
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(autouse=True)
+def _own_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HWOPT_CACHE", str(tmp_path_factory.getbasetemp() / "hwopt-cache"))
+
+
+def tiny_net(size: int = 32, seed: int = 0) -> onnx.ModelProto:
+    """Conv, an inverted bottleneck with squeeze-excite and a residual, a nearest Resize and a Concat."""
+    b = GraphBuilder(f"tiny_{size}", 17, seed, Habits())
+    x = b.input("input", 3, size, size)
+    y = b.conv_bn_act(x, 16, 3, 2, act="relu", module="stem")
+    y = b.inverted_bottleneck(y, 16, 3, 1, hidden=48, act="hardswish", se_squeeze=8, layout="v3", module="block")
+    z = b.conv_bn_act(y, 32, 3, 2, act="relu6", module="down")
+    z = b.resize(z, 2.0, "nearest")
+    y = b.concat([y, z])
+    b.output(b.conv(y, 4, 1, bias=True, module="head"), "output")
+    return b.build("tiny in-context test net")
+
+
+@pytest.mark.parametrize("name", ["ethos-u55-256", "ethos-u85-256"])
+def test_kernels_share_out_the_whole_models_vela_time(tmp_path: Path, name: str) -> None:
+    target = load_target(name)
+    path = tmp_path / "tiny.onnx"
+    onnx.save(tiny_net(), str(path))
+    whole = measure_model(path, target)
+    result = model_in_context(path, target)
+    assert result.latency_us == pytest.approx(whole.latency_us, rel=1e-9)
+    # Vela's per-layer cycles sum to its whole-model cycles, and every NPU layer maps to a scheduled kernel:
+    # a wrong name mapping leaves layers unmapped (or a kernel without its layers) and breaks one of these.
+    layers = whole.meta["layers"]
+    assert sum(layer["cycles"] for layer in layers) == pytest.approx(whole.meta["cycles_total"], rel=1e-6)
+    assert result.unmapped_us == 0.0
+    assert result.attributed_us == pytest.approx(whole.latency_us, rel=1e-6)
+    by_op = {}
+    for k in result.kernels:
+        by_op.setdefault(k.kernel.kind, []).append(k)
+    # Each conv kernel got the layer named after its own output tensor; the convs are all priced.
+    assert all(k.latency_us > 0 and k.layers and not k.no_row for k in by_op["conv"] + by_op["dwconv"])
+    assert len(by_op["conv"]) == 7  # stem, expand, SE fc1/fc2, project, down, head
+    # The stride-2 3x3 conv to 32 channels at 16x16 costs more in the model than SE's 1x1 convs at 1x1.
+    se = [k for k in by_op["conv"] if k.kernel.h == 1]
+    down = [k for k in by_op["conv"] if k.kernel.cout == 32]
+    assert se and down and down[0].latency_us > max(k.latency_us for k in se)
+
+
+def test_rows_are_the_mean_over_occurrences_and_positive(tmp_path: Path) -> None:
+    target = load_target("ethos-u55-256")
+    paths = []
+    for size in (32, 48):
+        paths.append(tmp_path / f"tiny{size}.onnx")
+        onnx.save(tiny_net(size), str(paths[-1]))
+    rows, results = in_context_rows(paths, target)
+    assert len(results) == 2
+    figures = {}
+    for r in results:
+        for k in r.kernels:
+            figures.setdefault(k.kernel, []).append(k.latency_us)
+    assert {m.kernel for m in rows} == {k for k in figures if k.kind not in ("view", "unknown")}
+    for m in rows:
+        mean = sum(figures[m.kernel]) / len(figures[m.kernel])
+        assert m.latency_us == pytest.approx(mean if mean > 0 else FLOOR_US, rel=1e-9)
+        assert m.latency_us > 0 and m.meta["in_context"] and m.meta["occurrences"] == len(figures[m.kernel])
+    # The SE head's 1x1 convs are the same descriptor at both sizes: one row, two occurrences.
+    assert any(m.meta["occurrences"] == 2 for m in rows)
+
+
+def hwopt(*args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "COLUMNS": "200"}
+    env.pop("HWOPT_DEBUG", None)
+    return subprocess.run([sys.executable, "-m", "hwopt.cli", *args], capture_output=True, text=True, cwd=ROOT,
+                          env=env, timeout=600)
+
+
+def _one_line_exit_2(done: subprocess.CompletedProcess, message: str) -> None:
+    assert done.returncode == 2, (done.stdout, done.stderr)
+    assert done.stderr.count("\n") == 1 and done.stderr.startswith("hwopt: error: "), done.stderr
+    assert message in done.stderr, done.stderr
+
+
+def test_profile_in_context_writes_a_table_from_a_folder(tmp_path: Path) -> None:
+    models = tmp_path / "models"
+    models.mkdir()
+    onnx.save(tiny_net(32), str(models / "a.onnx"))
+    onnx.save(tiny_net(48), str(models / "b.onnx"))
+    table = tmp_path / "t.csv.gz"
+    done = hwopt("profile", "-t", "ethos-u55-256", "--in-context", "--no-examples", "--from", str(models),
+                 "-o", str(table), "-q")
+    assert done.returncode == 0, done.stderr
+    rows = read_table(table)
+    assert rows and all(m.backend == "vela" and m.meta["in_context"] for m in rows)
+    again = hwopt("profile", "-t", "ethos-u55-256", "--in-context", "--no-examples", "--from", str(models),
+                  "-o", str(table))
+    assert again.returncode == 0 and "(0 new)" in again.stdout, again.stdout
+    assert len(read_table(table)) == len(rows)
+
+
+def test_profile_in_context_refusals_are_one_line(tmp_path: Path) -> None:
+    _one_line_exit_2(hwopt("profile", "-t", "ethos-u55-256", "--in-context", "--no-examples", "--from",
+                           str(tmp_path / "missing"), "-o", str(tmp_path / "t.csv")), "no such model or folder")
+    _one_line_exit_2(hwopt("profile", "-t", "ethos-u55-256", "--in-context", "--no-examples", "-o",
+                           str(tmp_path / "t.csv")), "--in-context needs models")
+    _one_line_exit_2(hwopt("profile", "-t", "cpu", "--in-context", "-o", str(tmp_path / "t.csv")),
+                     "cannot attribute")
