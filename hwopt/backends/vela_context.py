@@ -9,6 +9,10 @@ fusion policy, the same one the estimator sums over), one figure per scheduled k
 
 - a layer whose ONNX nodes belong to one scheduled kernel is that kernel's; a layer spanning several
   (a writer fusion the schedule keeps apart) goes to the one with the most MACs;
+- a convolution layer (Conv2D, DepthwiseConv2D, TransposeConv, FullyConnected) named after a tensor of a
+  kernel that is no convolution is the convolution feeding that kernel: Vela writes a conv's output
+  straight into a Concat's buffer or a Pad's padded tensor and names the layer after it (ResNet-18's stem
+  conv appeared as ``/relu/Relu_output_0/pad``, the MaxPool's pad; a U-Net's 1x1 conv as the Concat);
 - a layer with no ONNX node of the schedule (a tensor Vela or the writer added and named afresh) goes to
   the kernel of the layer before it (Vela lists layers in execution order), and is counted in
   ``unmapped_us``;
@@ -28,8 +32,19 @@ from pathlib import Path
 
 import onnx
 
-from hwopt.analysis.kernel import Kernel
+from hwopt.analysis.kernel import CONV_KINDS, Kernel
 from hwopt.targets import Target
+
+
+CONV_OPERATORS = frozenset(("Conv2D", "DepthwiseConv2D", "TransposeConv", "FullyConnected"))
+_WEIGHTED = frozenset(CONV_KINDS) | {"gemm"}
+
+
+def _feeding_conv(index: int, sched, producer: dict[str, int], priced: set[int]) -> int | None:
+    """The convolution kernel feeding kernel ``index`` that has no layer yet (the latest in the schedule)."""
+    found = [producer[name] for name in sched.kernels[index].inputs if name in producer]
+    found = [i for i in found if sched.kernels[i].kernel.kind in _WEIGHTED and i not in priced]
+    return max(found) if found else None
 
 
 @dataclass
@@ -67,22 +82,30 @@ def model_in_context(model: str | Path | onnx.ModelProto, target: Target) -> Mod
     canonical, _ = canonicalize(proto, verify=False)
     sched = schedule(canonical, target.fusion)
     owner = {node: i for i, sk in enumerate(sched.kernels) for node in sk.nodes}
+    producer = {sk.output: i for i, sk in enumerate(sched.kernels)}
     clock = float(measured.meta.get("clock_hz") or 0.0)
     us_per_cycle = 1e6 / clock if clock else 0.0
     cycles: dict[int, float] = defaultdict(float)
     names: dict[int, list[str]] = defaultdict(list)
     unmapped, previous, cpu = 0.0, None, 0
+    routed: dict[tuple[str, str], int] = {}
     for layer in measured.meta["layers"]:
         if layer["target"] != "NPU":
             cpu += 1
             continue  # Vela's model time does not count CPU operators
         owners = {owner[n] for n in layer["onnx_nodes"] if n in owner}
-        if owners:
+        if (layer["name"], layer["operator"]) in routed:  # Vela's second row of one layer (its fused activation)
+            index = routed[(layer["name"], layer["operator"])]
+        elif owners:
             index = max(sorted(owners), key=lambda i: sched.kernels[i].kernel.macs)
+            if layer["operator"] in CONV_OPERATORS and sched.kernels[index].kernel.kind not in _WEIGHTED:
+                feeding = _feeding_conv(index, sched, producer, set(cycles))
+                index = feeding if feeding is not None else index
         else:
             unmapped += layer["cycles"]
             index = previous if previous is not None else next(
                 (i for i, sk in enumerate(sched.kernels) if sk.kernel.kind != "view"), 0)
+        routed[(layer["name"], layer["operator"])] = index
         cycles[index] += layer["cycles"]
         names[index].append(layer["name"])
         previous = index

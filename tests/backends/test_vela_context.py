@@ -28,14 +28,15 @@ def _own_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.Mon
 
 
 def tiny_net(size: int = 32, seed: int = 0) -> onnx.ModelProto:
-    """Conv, an inverted bottleneck with squeeze-excite and a residual, a nearest Resize and a Concat."""
+    """Conv, an inverted bottleneck with squeeze-excite and a residual, a nearest Resize, a 1x1 conv and a
+    Concat (a U-Net's decoder step)."""
     b = GraphBuilder(f"tiny_{size}", 17, seed, Habits())
     x = b.input("input", 3, size, size)
     y = b.conv_bn_act(x, 16, 3, 2, act="relu", module="stem")
     y = b.inverted_bottleneck(y, 16, 3, 1, hidden=48, act="hardswish", se_squeeze=8, layout="v3", module="block")
     z = b.conv_bn_act(y, 32, 3, 2, act="relu6", module="down")
-    z = b.resize(z, 2.0, "nearest")
-    y = b.concat([y, z])
+    z = b.conv_bn_act(b.resize(z, 2.0, "nearest"), 16, 1, act="relu", module="reduce")
+    y = b.concat([z, y])
     b.output(b.conv(y, 4, 1, bias=True, module="head"), "output")
     return b.build("tiny in-context test net")
 
@@ -57,13 +58,29 @@ def test_kernels_share_out_the_whole_models_vela_time(tmp_path: Path, name: str)
     by_op = {}
     for k in result.kernels:
         by_op.setdefault(k.kernel.kind, []).append(k)
-    # Each conv kernel got the layer named after its own output tensor; the convs are all priced.
+    # Every conv is priced.
     assert all(k.latency_us > 0 and k.layers and not k.no_row for k in by_op["conv"] + by_op["dwconv"])
-    assert len(by_op["conv"]) == 7  # stem, expand, SE fc1/fc2, project, down, head
+    assert len(by_op["conv"]) == 8  # stem, expand, SE fc1/fc2, project, down, reduce, head
     # The stride-2 3x3 conv to 32 channels at 16x16 costs more in the model than SE's 1x1 convs at 1x1.
     se = [k for k in by_op["conv"] if k.kernel.h == 1]
     down = [k for k in by_op["conv"] if k.kernel.cout == 32]
     assert se and down and down[0].latency_us > max(k.latency_us for k in se)
+
+
+@pytest.mark.parametrize("name", ["ethos-u55-256", "ethos-u85-256"])
+def test_a_conv_vela_names_after_the_tensor_it_writes_into_is_still_priced(tmp_path: Path, name: str) -> None:
+    """A U-Net's last decoder conv is written straight into the Concat's buffer and its layer named after the
+    Concat (``/up0/Concat_output_0``, operator Conv2D): its cycles belong to the conv, not to the Concat."""
+    from bench.context_models import unet
+
+    result = model_in_context(unet(8, 64, "nearest"), load_target(name))
+    assert result.attributed_us == pytest.approx(result.latency_us, rel=1e-6)
+    convs = [k for k in result.kernels if k.kernel.kind == "conv"]
+    assert len(convs) == 14 and all(k.latency_us > 0 and not k.no_row for k in convs)
+    concat = [k for k in result.kernels if k.kernel.kind == "concat"]
+    reduce = [k for k in convs if k.kernel.kernel == 1 and k.kernel.h == 64]
+    # the concat keeps its own copy rows only: less than the conv that feeds it
+    assert len(concat) == 3 and reduce and concat[-1].latency_us < reduce[0].latency_us * 4
 
 
 def test_rows_are_the_mean_over_occurrences_and_positive(tmp_path: Path) -> None:
