@@ -9,11 +9,16 @@ builder (``examples.builder``):
 - ``se_mbconv``: an EfficientNet-like net of our own stage table (SiLU, squeeze-excite in every block,
   kernel 3 and 5), not torchvision's EfficientNet-B0 table;
 - ``unet``: a 3-level encoder/decoder, upsampling by nearest Resize, bilinear Resize or a 2x2 stride-2
-  ConvTranspose, skip connections by Concat, a 1x1 head with a sigmoid.
+  ConvTranspose, skip connections by Concat, a 1x1 head with a sigmoid;
+- ``decoder``: an FPN-like decoder upsampling by ConvTranspose (dense or depthwise, 2x2 or 4x4 pad 1),
+  skips added, a ConvTranspose head;
+- ``blaze``: BlazeFace-like blocks of our own widths (5x5 depthwise, max-pooled and channel-padded
+  shortcuts).
 
 None is a real export of ``tests/data`` or PP-OCRv4 (the unseen set): the corpus' MobileNetV3-Small is
 width 0.25 at 64x64, EfficientNet-B0 width 0.25 depth 0.5 at 64x64, LR-ASPP MobileNetV3-Large 0.25 at
-64x64, and the U-Net a DBNet head; no model here has those widths, tables and sizes together.
+64x64, the U-Net a DBNet head, MediaPipe's face detector BlazeFace at 128x128 with its own widths; no model
+here has those widths, tables and sizes together.
 """
 
 from __future__ import annotations
@@ -51,16 +56,77 @@ def se_mbconv(width: float, size: int, seed: int = 0) -> onnx.ModelProto:
     return b.build(f"SE-MBConv x{width} at {size}x{size} (random weights)")
 
 
-def _conv_transpose(b: GraphBuilder, x: str, cout: int) -> str:
-    """A 2x2 stride-2 ConvTranspose (the builder has none): He-normal weights, with a bias."""
+def _conv_transpose(b: GraphBuilder, x: str, cout: int, k: int = 2, pad: int = 0, groups: int = 1) -> str:
+    """A stride-2 ConvTranspose (the builder has none): He-normal weights, with a bias; ``groups`` = channels
+    makes it depthwise."""
     cin = b.channels(x)
     name = b._node_name("ConvTranspose", "conv2d_transpose")
-    w = (b.rng.standard_normal((cin, cout, 2, 2)) * np.sqrt(2.0 / (cin * 4))).astype(np.float32)
+    w = (b.rng.standard_normal((cin, cout // groups, k, k)) * np.sqrt(2.0 / (cin // groups * k * k))).astype(np.float32)
     bias = b.rng.uniform(-0.1, 0.1, cout).astype(np.float32)
     out = b._emit("ConvTranspose", [x, b._param(name, "weight", "w_0", w), b._param(name, "bias", "b_0", bias)],
-                  name, kernel_shape=[2, 2], strides=[2, 2])
+                  name, kernel_shape=[k, k], strides=[2, 2], pads=[pad] * 4, group=groups)
     b._channels[out] = cout
     return out
+
+
+# How a decoder upsamples: (kernel, pad, depthwise)
+UPSAMPLERS = {"k2": (2, 0, False), "k4": (4, 1, False), "dw2": (2, 0, True), "dw4": (4, 1, True)}
+
+
+def decoder(width: int, size: int, ups: tuple[str, ...], seed: int = 0) -> onnx.ModelProto:
+    """A conv encoder (three stride-2 stages) and an FPN-like decoder: each level upsampled by a
+    ConvTranspose (dense or depthwise, 2x2 or 4x4 pad 1), added to the skip, then a 3x3 conv; a
+    ConvTranspose head to the input size and a sigmoid."""
+    b = GraphBuilder(f"decoder_{'-'.join(ups)}_c{width}_{size}", 13, seed, Habits())
+    x = b.input("input", 3, size, size)
+    y = b.conv_bn_act(x, width, 3, 2, act="relu", module="stem")
+    skips = []
+    for level in range(3):
+        skips.append(y)
+        y = b.conv_bn_act(y, width * 2 ** (level + 1), 3, 2, act="relu", module=f"down{level}")
+    for level, up in zip(reversed(range(3)), ups):
+        k, pad, depthwise = UPSAMPLERS[up]
+        channels = b.channels(skips[level])
+        with b.scope(f"up{level}"):
+            if depthwise:  # depthwise upsampling keeps the channels: reduce them first
+                y = b.conv_bn_act(y, channels, 1, act="relu", module="reduce")
+                y = _conv_transpose(b, y, channels, k, pad, groups=channels)
+            else:
+                y = _conv_transpose(b, y, channels, k, pad)
+            y = b.add(y, skips[level])
+            y = b.conv_bn_act(y, channels, 3, act="relu", module="fuse")
+    y = b.sigmoid(_conv_transpose(b, y, 1, 2, 0))
+    b.output(y, "output")
+    return b.build(f"ConvTranspose decoder {ups} base width {width} at {size}x{size} (random weights)")
+
+
+def _pad_channels(b: GraphBuilder, x: str, extra: int) -> str:
+    """Zero channels appended (a Pad on the channel axis, as BlazeFace-style residuals widen the shortcut)."""
+    pads = b.const([0, 0, 0, 0, 0, extra, 0, 0], np.int64)
+    out = b._emit("Pad", [x, pads], mode="constant")
+    b._channels[out] = b.channels(x) + extra
+    return out
+
+
+def blaze(channels: tuple[int, ...], size: int, seed: int = 0) -> onnx.ModelProto:
+    """BlazeFace-like blocks of our own widths: 5x5 depthwise + 1x1 conv, the shortcut max-pooled at
+    stride 2 and channel-padded where the block widens, Add then ReLU; two 1x1 heads."""
+    b = GraphBuilder(f"blaze_{'-'.join(map(str, channels))}_{size}", 13, seed, Habits())
+    x = b.input("input", 3, size, size)
+    y = b.conv_bn_act(x, channels[0], 5, 2, act="relu", module="stem")
+    for i, cout in enumerate(channels[1:]):
+        stride = 2 if i in (3, 7) else 1
+        with b.scope(f"block{i}"):
+            z = b.conv(y, b.channels(y), 5, stride, groups=b.channels(y), bias=True, module="dw")
+            z = b.conv(z, cout, 1, bias=True, module="pw")
+            shortcut = b.maxpool(y, 2, 2, 0) if stride == 2 else y
+            if cout > b.channels(shortcut):
+                shortcut = _pad_channels(b, shortcut, cout - b.channels(shortcut))
+            y = b.relu(b.add(z, shortcut))
+    heads = [b.conv(y, n, 1, bias=True, module=f"head{n}") for n in (2, 32)]
+    for i, head in enumerate(heads):
+        b.output(head, f"output{i}")
+    return b.build(f"BlazeFace-like net {channels} at {size}x{size} (random weights)")
 
 
 def unet(width: int, size: int, up: str = "nearest", seed: int = 0) -> onnx.ModelProto:
@@ -88,6 +154,10 @@ def unet(width: int, size: int, up: str = "nearest", seed: int = 0) -> onnx.Mode
     return b.build(f"U-Net ({up} upsampling) base width {width} at {size}x{size} (random weights)")
 
 
+BLAZE_WIDTHS = {"a": (16, 16, 20, 24, 28, 32, 40, 48, 56, 64, 72, 80),
+                "b": (24, 24, 32, 40, 48, 56, 64, 80, 96, 96, 112, 128),
+                "c": (8, 12, 16, 16, 20, 24, 32, 40, 48, 48, 56, 64)}
+
 # label -> builder call
 FAMILIES = {
     **{f"mobilenetv3_small~w{w}_{s}": (SMALL_BUILDERS["mobilenetv3_small"], (w, s))
@@ -98,6 +168,11 @@ FAMILIES = {
     **{f"unet~{up}_c{c}_{s}": (unet, (c, s, up))
        for up, c, s in (("nearest", 8, 64), ("bilinear", 16, 96), ("convtranspose", 8, 128),
                         ("convtranspose", 16, 64), ("nearest", 24, 96), ("bilinear", 8, 160))},
+    **{f"decoder~{'-'.join(u)}_c{c}_{s}": (decoder, (c, s, u))
+       for u, c, s in ((("k2", "k4", "dw2"), 8, 96), (("dw4", "k2", "k4"), 16, 64), (("dw2", "dw4", "k2"), 12, 128),
+                       (("k4", "dw2", "dw4"), 24, 48), (("k2", "k2", "dw2"), 32, 64))},
+    **{f"blaze~{w}_{s}": (blaze, (BLAZE_WIDTHS[w], s)) for w, s in (("a", 96), ("b", 128), ("c", 160), ("a", 64),
+                                                                   ("b", 96))},
 }
 
 

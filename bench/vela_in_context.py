@@ -85,6 +85,9 @@ def main() -> None:
     parser.add_argument("-t", "--target", action="append", required=True)
     parser.add_argument("--work", type=Path, default=Path("build/vela_ic"))
     parser.add_argument("--variants", type=int, default=8, help="single-site variants per model (0: none)")
+    parser.add_argument("--mix", type=Path, default=None, metavar="SWEEP",
+                        help="also write WORK/mixed.<target>.csv.gz: the in-context rows plus the rows of the sweep "
+                             "table SWEEP.<target>.csv.gz whose kernels no model had (lone-kernel figures)")
     args = parser.parse_args()
     from hwopt.backends.table_file import write_table
     from hwopt.estimator.in_context import in_context_rows
@@ -112,6 +115,13 @@ def main() -> None:
             for r in results:
                 writer.writerow({"model": os.path.relpath(by_label[r.name], e2e.parent),
                                  "latency_us": round(r.latency_us, 3)})
+        if args.mix is not None:
+            from hwopt.backends.table_file import read_table
+
+            known = {m.kernel for m in rows}
+            sweep = [m for m in read_table(Path(f"{args.mix}.{name}.csv.gz")) if m.kernel not in known]
+            write_table(args.work / f"mixed.{name}.csv.gz", rows + sweep)
+            print(f"{name}: mixed table {len(rows)} in-context + {len(sweep)} sweep rows")
         gap = max(abs(r.attributed_us / r.latency_us - 1) for r in results)
         unmapped = sum(r.unmapped_us for r in results) / sum(r.latency_us for r in results)
         print(f"{name}: {len(results)} models, {len(rows)} kernels in context, largest attribution gap "
