@@ -73,11 +73,12 @@ def _conv_transpose(b: GraphBuilder, x: str, cout: int, k: int = 2, pad: int = 0
 UPSAMPLERS = {"k2": (2, 0, False), "k4": (4, 1, False), "dw2": (2, 0, True), "dw4": (4, 1, True)}
 
 
-def decoder(width: int, size: int, ups: tuple[str, ...], seed: int = 0) -> onnx.ModelProto:
+def decoder(width: int, size: int, ups: tuple[str, ...], head: int = 0, seed: int = 0) -> onnx.ModelProto:
     """A conv encoder (three stride-2 stages) and an FPN-like decoder: each level upsampled by a
     ConvTranspose (dense or depthwise, 2x2 or 4x4 pad 1), added to the skip, then a 3x3 conv; a
-    ConvTranspose head to the input size and a sigmoid."""
-    b = GraphBuilder(f"decoder_{'-'.join(ups)}_c{width}_{size}", 13, seed, Habits())
+    ConvTranspose head to the input size and a sigmoid. ``head``: instead, a segmentation head of that
+    width: 3x3 conv + BN + ReLU, 2x2 ConvTranspose + BN + ReLU, 2x2 ConvTranspose, sigmoid."""
+    b = GraphBuilder(f"decoder_{'-'.join(ups)}_c{width}_{size}_h{head}", 13, seed, Habits())
     x = b.input("input", 3, size, size)
     y = b.conv_bn_act(x, width, 3, 2, act="relu", module="stem")
     skips = []
@@ -95,7 +96,13 @@ def decoder(width: int, size: int, ups: tuple[str, ...], seed: int = 0) -> onnx.
                 y = _conv_transpose(b, y, channels, k, pad)
             y = b.add(y, skips[level])
             y = b.conv_bn_act(y, channels, 3, act="relu", module="fuse")
-    y = b.sigmoid(_conv_transpose(b, y, 1, 2, 0))
+    if head:
+        with b.scope("head"):
+            y = b.conv_bn_act(y, head, 3, act="relu", module="0")
+            y = b.relu(b.batchnorm(_conv_transpose(b, y, head, 2, 0), module="bn"))
+            y = b.sigmoid(_conv_transpose(b, y, 1, 2, 0))
+    else:
+        y = b.sigmoid(_conv_transpose(b, y, 1, 2, 0))
     b.output(y, "output")
     return b.build(f"ConvTranspose decoder {ups} base width {width} at {size}x{size} (random weights)")
 
@@ -108,14 +115,15 @@ def _pad_channels(b: GraphBuilder, x: str, extra: int) -> str:
     return out
 
 
-def blaze(channels: tuple[int, ...], size: int, seed: int = 0) -> onnx.ModelProto:
+def blaze(channels: tuple[int, ...], size: int, strided: tuple[int, ...] = (3, 7), seed: int = 0) -> onnx.ModelProto:
     """BlazeFace-like blocks of our own widths: 5x5 depthwise + 1x1 conv, the shortcut max-pooled at
     stride 2 and channel-padded where the block widens, Add then ReLU; two 1x1 heads."""
-    b = GraphBuilder(f"blaze_{'-'.join(map(str, channels))}_{size}", 13, seed, Habits())
+    b = GraphBuilder(f"blaze_{'-'.join(map(str, channels))}_{size}_s{'-'.join(map(str, strided))}", 13, seed,
+                     Habits())
     x = b.input("input", 3, size, size)
     y = b.conv_bn_act(x, channels[0], 5, 2, act="relu", module="stem")
     for i, cout in enumerate(channels[1:]):
-        stride = 2 if i in (3, 7) else 1
+        stride = 2 if i in strided else 1
         with b.scope(f"block{i}"):
             z = b.conv(y, b.channels(y), 5, stride, groups=b.channels(y), bias=True, module="dw")
             z = b.conv(z, cout, 1, bias=True, module="pw")
@@ -156,12 +164,18 @@ def unet(width: int, size: int, up: str = "nearest", seed: int = 0) -> onnx.Mode
 
 BLAZE_WIDTHS = {"a": (16, 16, 20, 24, 28, 32, 40, 48, 56, 64, 72, 80),
                 "b": (24, 24, 32, 40, 48, 56, 64, 80, 96, 96, 112, 128),
-                "c": (8, 12, 16, 16, 20, 24, 32, 40, 48, 48, 56, 64)}
+                "c": (8, 12, 16, 16, 20, 24, 32, 40, 48, 48, 56, 64),
+                "d": (16, 20, 24, 32, 40, 44, 48, 64, 72, 80, 96, 104),
+                "e": (32, 32, 36, 40, 48, 52, 64, 72, 88, 96, 120, 128)}
 
 # label -> builder call
 FAMILIES = {
     **{f"mobilenetv3_small~w{w}_{s}": (SMALL_BUILDERS["mobilenetv3_small"], (w, s))
        for w, s in ((0.25, 96), (0.25, 128), (0.35, 64), (0.5, 64), (0.75, 64), (0.35, 112))},
+    # text-line shapes (2-6 rows deep in the net): wide, low maps Vela handles in few, long stripes
+    **{f"{f}~w{w}_{s[0]}x{s[1]}": (SMALL_BUILDERS[f], (w, s))
+       for f, w, s in (("mobilenetv3_small", 0.5, (32, 320)), ("mobilenetv3_small", 0.25, (48, 160)),
+                       ("mobilenetv3_small", 0.75, (24, 256)), ("mobilenetv2", 0.25, (32, 256)))},
     **{f"mobilenetv2~w{w}_{s}": (SMALL_BUILDERS["mobilenetv2"], (w, s))
        for w, s in ((0.25, 96), (0.5, 64), (1.0, 96), (0.35, 128), (0.75, 64))},
     **{f"se_mbconv~w{w}_{s}": (se_mbconv, (w, s)) for w, s in ((0.35, 64), (0.5, 96), (1.0, 64), (0.5, 128))},
@@ -173,6 +187,12 @@ FAMILIES = {
                        (("k4", "dw2", "dw4"), 24, 48), (("k2", "k2", "dw2"), 32, 64))},
     **{f"blaze~{w}_{s}": (blaze, (BLAZE_WIDTHS[w], s)) for w, s in (("a", 96), ("b", 128), ("c", 160), ("a", 64),
                                                                    ("b", 96))},
+    **{f"blaze~{w}_{s}_s{'-'.join(map(str, st))}": (blaze, (BLAZE_WIDTHS[w], s, st))
+       for w, s, st in (("d", 96, (1, 5)), ("e", 64, (0, 4, 8)), ("d", 160, (2, 6)), ("c", 112, (1, 4, 7)),
+                        ("e", 96, (2, 5)))},
+    **{f"decoder~{'-'.join(u)}_c{c}_{s}_h{h}": (decoder, (c, s, u, h))
+       for u, c, s, h in ((("k2", "k2", "k2"), 8, 96, 8), (("dw2", "k2", "k4"), 16, 64, 4), (("k4", "k2", "dw2"), 12, 48, 16),
+                          (("k2", "dw4", "k2"), 24, 128, 6))},
 }
 
 

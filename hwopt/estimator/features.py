@@ -50,7 +50,7 @@ FEATURES = (
     "dtype_bytes", "act_ops", "log_macs", "log_flops", "log_param_bytes", "log_in_bytes", "log_out_bytes",
     "log_bytes", "cin_steps", "cin_mod", "cout_steps", "cout_mod", "log_padded_macs", "log_padded_bytes",
     "row_folds", "col_folds", "log_folds", "log_fold_cycles", "log_vector_work", "log_pixels",
-    "pad_waste", "log_proxy", "log_proxy_fill4", "log_prior",
+    "pad_waste", "log_proxy", "log_proxy_fill4", "log_prior", "transposed",
 )
 # First-order cycle model (in lanes-cycles: P elements or P bytes per cycle), the regressors' base:
 # array kinds: every fold streams the output pixels plus a fill/drain of FILL_P x P cycles, or the bytes
@@ -86,7 +86,8 @@ def features(kernels: Sequence[Kernel], parallelism: int, dtype_bytes: int,
     n = len(kernels)
     col = {name: np.empty(n) for name in ("kind", "cin", "cout", "h", "w", "out_h", "out_w", "kernel", "kw",
                                            "stride", "groups", "inputs", "batch", "kdtype", "act_ops", "macs",
-                                           "flops", "weights", "in_el", "out_el", "is_conv", "is_gemm")}
+                                           "flops", "weights", "in_el", "out_el", "is_conv", "is_gemm",
+                                           "transposed")}
     for i, k in enumerate(kernels):
         col["kind"][i] = KIND_CODE.get(k.kind, -1)
         for name in ("cin", "cout", "h", "w", "out_h", "out_w", "kernel", "kw", "stride", "groups", "inputs",
@@ -101,6 +102,11 @@ def features(kernels: Sequence[Kernel], parallelism: int, dtype_bytes: int,
         col["out_el"][i] = k.out_elements
         col["is_conv"][i] = k.kind in CONV_KINDS
         col["is_gemm"][i] = k.kind == "gemm"
+        # A ConvTranspose is described as the 1x1-like conv it computes per input pixel (cout x s^2), but an
+        # NPU compiler lowers it its own way (Vela: TransposeConv, several times a 1x1 conv's cycles on
+        # ethos-u85-256 inside a model); without this the trees cannot tell the two apart. Appended last: a
+        # model trained before it reads its own columns (``KernelRegressor.columns``).
+        col["transposed"][i] = k.op == "ConvTranspose"
     db = float(dtype_bytes)
     cin, cout, groups = col["cin"], col["cout"], np.maximum(col["groups"], 1)
     gemm = col["is_gemm"] > 0
@@ -159,7 +165,7 @@ def features(kernels: Sequence[Kernel], parallelism: int, dtype_bytes: int,
         log(in_bytes + out_bytes + param_bytes), _ceil_div(cin, p), np.mod(cin, p), _ceil_div(cout, p),
         np.mod(cout, p), log(padded_macs), log(padded_bytes), row_folds, col_folds, log(folds),
         log(fold_cycles), log(vector_work), log(pixels), cin_pad * cout_pad / np.maximum(cin * cout, 1),
-        log(proxies[0]), log(proxies[1]), log(prior),
+        log(proxies[0]), log(proxies[1]), log(prior), col["transposed"],
     ])
     return out.astype(np.float64)
 
