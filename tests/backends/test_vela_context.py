@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import onnx
@@ -16,10 +13,10 @@ from hwopt.backends.vela import measure_model
 from hwopt.backends.vela_context import model_in_context
 from hwopt.estimator.in_context import FLOOR_US, in_context_rows
 from hwopt.targets import load_target
+from tests.backends.test_vela_backend import _one_line_exit_2, hwopt  # the CLI as a user runs it
 
 pytest.importorskip("ethosu.vela")
 
-ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(autouse=True)
@@ -102,19 +99,6 @@ def test_rows_are_the_mean_over_occurrences_and_positive(tmp_path: Path) -> None
         assert m.latency_us > 0 and m.meta["in_context"] and m.meta["occurrences"] == len(figures[m.kernel])
     # The SE head's 1x1 convs are the same descriptor at both sizes: one row, two occurrences.
     assert any(m.meta["occurrences"] == 2 for m in rows)
-
-
-def hwopt(*args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "COLUMNS": "200"}
-    env.pop("HWOPT_DEBUG", None)
-    return subprocess.run([sys.executable, "-m", "hwopt.cli", *args], capture_output=True, text=True, cwd=ROOT,
-                          env=env, timeout=600)
-
-
-def _one_line_exit_2(done: subprocess.CompletedProcess, message: str) -> None:
-    assert done.returncode == 2, (done.stdout, done.stderr)
-    assert done.stderr.count("\n") == 1 and done.stderr.startswith("hwopt: error: "), done.stderr
-    assert message in done.stderr, done.stderr
 
 
 def test_profile_in_context_writes_a_table_from_a_folder(tmp_path: Path) -> None:
