@@ -138,6 +138,14 @@ OPS = {
                                                 kernel_shape=[2, 2], group=8)],
                               [("x", [1, 4, 6, 6])], [("y", [1, 8, 24, 24])],
                               [("w", _w(4, 8, 4, 4)), ("b", _w(8)), ("dw", _w(8, 1, 2, 2))]), {"TRANSPOSE_CONV": 2}),
+    # The ReLU rides in TRANSPOSE_CONV's fused activation: one operator, as TensorFlow's converter writes
+    # it (a RELU apart is one more NPU pass in Vela). The numbers alone cannot tell: the output's int8
+    # range starts at 0 either way, so the operator count is what fails without the fusion.
+    "conv_transpose_relu": (_model([helper.make_node("ConvTranspose", ["x", "w", "b"], ["t"], name="up",
+                                                     strides=[2, 2], kernel_shape=[2, 2]),
+                                    helper.make_node("Relu", ["t"], ["y"], name="r")],
+                                   [("x", [1, 4, 6, 6])], [("y", [1, 8, 12, 12])],
+                                   [("w", _w(4, 8, 2, 2)), ("b", _w(8))]), {"TRANSPOSE_CONV": 1}),
 }
 
 
