@@ -49,6 +49,7 @@ import onnx
 from hwopt.backends.vela import VelaResult, VelaSettings, compile_tflite, vela_version
 from hwopt.io.model import InputShape, apply_input_shapes, load_model
 from hwopt.targets import load_target
+from hwopt.tflite.quantize import random_samples
 from hwopt.tflite.writer import write_tflite
 
 TARGETS = ["ethos-u55-128", "ethos-u55-256", "ethos-u65-256", "ethos-u85-256"]
@@ -80,18 +81,13 @@ class Pair:
 
 
 def _samples(proto: onnx.ModelProto, count: int, seed: int) -> dict[str, np.ndarray]:
-    """hwopt's random calibration: ``count`` seeded standard-normal samples per input, batch 1 each."""
-    rng = np.random.default_rng(seed)
-    initializers = {t.name for t in proto.graph.initializer}
-    out = {}
-    for value in proto.graph.input:
-        if value.name in initializers:
-            continue
-        dims = [d.dim_value for d in value.type.tensor_type.shape.dim]
-        if len(dims) != 4 or dims[0] != 1 or min(dims) < 1:
-            raise SystemExit(f"{proto.graph.name}: input {value.name} is {dims}; this bench feeds fixed 1xCxHxW inputs")
-        out[value.name] = rng.standard_normal((count, *dims[1:])).astype(np.float32)
-    return out
+    """hwopt's own random calibration (``random_samples``: what ``write_tflite`` draws without samples),
+    for fixed 1xCxHxW inputs only (onnx2tf's ``-cind`` wants NHWC images)."""
+    samples = random_samples(proto, count, seed)
+    for name, array in samples.items():
+        if array.ndim != 4 or len(array) != count:
+            raise SystemExit(f"{proto.graph.name}: input {name} is not 1xCxHxW; this bench feeds image inputs")
+    return samples
 
 
 def _scope_safe(proto: onnx.ModelProto) -> int:
