@@ -57,6 +57,7 @@ DATA = Path(__file__).resolve().parent.parent / "tests" / "data"
 MODELS = {  # name -> input shape where the export leaves one dynamic (as bench/vela_measure.py)
     "torch_dynamo_mobilenet_v3_small_w025": None,
     "torch_dynamo_efficientnet_b0_w025": None,
+    "torch_dynamo_lraspp_mobilenet_v3_large_w025": None,
     "ch_ppocr_mobile_v2.0_cls_infer": "x=1x3x48x192",
     "mediapipe_face_detection_short_range_tflite2onnx": None,
     "torch_unet_db_head_convtranspose": None,
@@ -165,7 +166,7 @@ def _print_layers(pair: Pair) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tf-python", type=Path, required=True, help="the Python of a venv with onnx2tf")
-    parser.add_argument("--model", action="append", choices=list(MODELS), help="default: all five")
+    parser.add_argument("--model", action="append", choices=list(MODELS), help="default: all six")
     parser.add_argument("-t", "--target", action="append", choices=TARGETS, help="default: all four")
     parser.add_argument("--work", type=Path, default=Path("build/vela_crosscheck"))
     parser.add_argument("--calibration-count", type=int, default=8)
