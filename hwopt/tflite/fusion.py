@@ -17,7 +17,8 @@ import onnx
 from onnx import helper, numpy_helper
 
 # ONNX ops whose TFLite operator has a fused_activation_function field (and whose converter honours it).
-FUSES_ACTIVATION = {"Conv", "Gemm", "MatMul", "Add", "Sub", "Mul", "MaxPool", "AveragePool"}
+FUSES_ACTIVATION = {"Conv", "Gemm", "MatMul", "Add", "Sub", "Mul", "MaxPool", "AveragePool",
+                    "BatchNormalization"}  # a BatchNorm left standalone ends in an ADD
 HARD_SWISH = (1.0 / 6.0, 0.5)  # HardSigmoid(alpha, beta) whose x * hardsigmoid(x) is hard-swish
 VIEWS = {"Reshape", "Flatten", "Squeeze", "Unsqueeze"}  # a Transpose in front of one of these is fused into it
 
