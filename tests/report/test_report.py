@@ -62,9 +62,11 @@ def mnv2(example_path, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def real_export(tmp_path_factory):
-    """A real export (paddle2onnx, 566 nodes), exact rewrites only: (json doc, folder)."""
+    """A real export (paddle2onnx, 566 nodes), exact rewrites only, on npu32 (its estimate picks the best: on
+    the default target Vela's verdict may keep the original over faster-estimated points, which the
+    front-order checks below do not model): (json doc, folder)."""
     folder = tmp_path_factory.mktemp("report_real")
-    done = hwopt("optimize", str(DATA / "ch_ppocr_mobile_v2.0_cls_infer.onnx"), "--input-shape", "x=1x3x48x192",
+    done = hwopt("optimize", "-t", "npu32", str(DATA / "ch_ppocr_mobile_v2.0_cls_infer.onnx"), "--input-shape", "x=1x3x48x192",
                  "-o", str(folder / "best.onnx"), "--exact-only", "--no-compare", "--eval-samples", "2", "--json",
                  "--report", str(folder / "report.html"))
     assert done.returncode == 0, done.stderr
