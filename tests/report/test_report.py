@@ -379,7 +379,7 @@ def test_pick_writes_the_pareto_point(mnv2, tmp_path):
     # (An added chosen point, marked "dominated", carries its latency / fidelity front id: beyond this front.)
     numbered = [p for p in doc["pareto"] if "dominated" not in p]
     point = next((p for p in numbered if p["exact"]), numbered[0])
-    done = hwopt("optimize", str(model), "-o", str(tmp_path / "p1.onnx"), "--rules", str(rules), "--pick", point["id"],
+    done = hwopt("optimize", "-t", "npu32", str(model), "-o", str(tmp_path / "p1.onnx"), "--rules", str(rules), "--pick", point["id"],
                  "--save-rules", str(tmp_path / "p1.toml"), "--json", "--quiet", "--no-compare",
                  "--calibration-samples", "8", "--eval-samples", "2",
                  "--for-retraining")  # a picked point is verified against the fidelity budget like any other
@@ -387,7 +387,7 @@ def test_pick_writes_the_pareto_point(mnv2, tmp_path):
     picked = json.loads(done.stdout)
     assert picked["best"]["latency_us"] == pytest.approx(point["latency_us"])
     assert picked["best"]["rules"] == point["rules"] and (tmp_path / "p1.toml").is_file()
-    bad = hwopt("optimize", str(model), "--rules", str(rules), "--pick", "p99", "--quiet", "--for-retraining")
+    bad = hwopt("optimize", "-t", "npu32", str(model), "--rules", str(rules), "--pick", "p99", "--quiet", "--for-retraining")
     assert bad.returncode == 2 and "p1" in bad.stderr and bad.stderr.count("\n") == 1, bad.stderr
 
 
@@ -400,7 +400,7 @@ def test_pick_takes_a_latency_fidelity_front_id(mnv2, tmp_path):
     beyond = [f for f in doc["front"] if f["id"] not in numbered
               and (f["fidelity"] if f["fidelity"] is not None else f["predicted_fidelity"]) >= 0.99]
     point = beyond[0] if beyond else doc["front"][0]
-    done = hwopt("optimize", str(model), "-o", str(tmp_path / "picked.onnx"), "--rules", str(folder / "rules.toml"),
+    done = hwopt("optimize", "-t", "npu32", str(model), "-o", str(tmp_path / "picked.onnx"), "--rules", str(folder / "rules.toml"),
                  "--pick", point["id"], "--json", "--quiet", "--no-compare", "--calibration-samples", "8",
                  "--eval-samples", "2")
     assert done.returncode == 0, done.stderr
