@@ -30,7 +30,7 @@ __version__ = "0.1.0"
 # The Python API (hwopt.api, hwopt.request), imported on first use so that `import hwopt.<stage>` stays light.
 _API = {"optimize": "hwopt.api", "estimate": "hwopt.api", "measure": "hwopt.api", "apply": "hwopt.api",
         "Result": "hwopt.api", "OptimizeRequest": "hwopt.request", "Recovery": "hwopt.request",
-        "HwoptError": "hwopt.errors"}
+        "HwoptError": "hwopt.errors", "DEFAULT_TARGET": "hwopt.targets"}
 __all__ = ["__version__", *_API]
 
 

@@ -15,8 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from hwopt.errors import HwoptError
-
-DEFAULT_TARGET = "npu32"
+from hwopt.targets import DEFAULT_TARGET
 
 
 @dataclass(frozen=True)

@@ -36,7 +36,10 @@ from hwopt.errors import HwoptError
 from hwopt.io.tomlfile import read_toml
 from hwopt.analysis.kernel import FusionPolicy
 
-DEFAULT_TARGET = "npu32"
+# The default of every command: an NPU whose truth is its vendor's own toolchain (Arm's Vela for Ethos-U), not
+# a cost model this project configured (npu32, cpu are one -t away). U55-256: the common microcontroller-class
+# Ethos-U configuration (Cortex-M55 + Ethos-U55).
+DEFAULT_TARGET = "ethos-u55-256"
 # The hardware class of a target: where it runs a depthwise conv. Every rule is judged per class: a
 # rewrite that packs depthwise convs into grouped ones helps an array-only accelerator and hurts one
 # with a depthwise engine (Ethos-U, Edge TPU, Vitis AI DPU).

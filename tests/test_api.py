@@ -109,7 +109,7 @@ def test_the_python_pipeline_example_writes_or_blocks(tiny: Path, tmp_path: Path
     from examples.pipeline.deploy_step import main
 
     out = tmp_path / "out"
-    assert main([str(tiny), "--out", str(out)]) == 0
+    assert main([str(tiny), "--out", str(out), "--target", "npu32"]) == 0
     assert sorted(p.name for p in out.iterdir()) == ["tiny.npu32.html", "tiny.npu32.onnx", "tiny.npu32.rules.toml"]
-    assert main([str(tiny), "--out", str(tmp_path / "none"), "--max-memory", "1KiB"]) == 1
+    assert main([str(tiny), "--out", str(tmp_path / "none"), "--max-memory", "1KiB", "--target", "npu32"]) == 1
     assert main([str(tmp_path / "missing.onnx"), "--out", str(out)]) == 2

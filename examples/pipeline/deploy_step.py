@@ -1,6 +1,6 @@
 """A pre-deployment pipeline step written in Python with hwopt's API (docs/api.md).
 
-    python -m examples.pipeline.deploy_step MODEL.onnx [--target npu32] [--calibration calib.npz] [--out hwopt-out]
+    python -m examples.pipeline.deploy_step MODEL.onnx [--target ethos-u55-256] [--calibration calib.npz] [--out hwopt-out]
 
 Optimises MODEL for the target within a memory budget and the default fidelity budget, writes the model,
 a report and the decisions as a rule set, and exits 0 (written), 1 (no variant fits: the deployment is
@@ -19,7 +19,7 @@ import hwopt
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("model", type=Path)
-    parser.add_argument("--target", default="npu32")
+    parser.add_argument("--target", default=hwopt.DEFAULT_TARGET)
     parser.add_argument("--calibration", type=Path)
     parser.add_argument("--max-memory", default="8MiB")
     parser.add_argument("--out", type=Path, default=Path("hwopt-out"))
@@ -38,6 +38,9 @@ def main(argv: list[str] | None = None) -> int:
     if not result.ok:
         print("hwopt: blocking the deployment: " + "; ".join(result.failure), file=sys.stderr)
         return result.exit_code
+    if result.output is None:  # no variant worth writing (said in the report): the original ships unchanged
+        print(f"{args.model}: deploy the original on {result.target}: " + "; ".join(result.nothing_to_do))
+        return 0
     best, fidelity = result.best, result.fidelity
     exact = "exact" if best["exact"] else f"{fidelity['label']} {best['fidelity']:.1%} on " \
                                             f"{fidelity['samples']['held_out']} held-out samples"

@@ -44,7 +44,7 @@ from hwopt.errors import HwoptError
 from hwopt.targets import Target
 
 NAME = "vela"
-INSTALL = "pip install 'hwopt[ethosu]'"
+INSTALL = "pip install ethos-u-vela==5.2.0"  # a core dependency: missing only from a broken install
 _REQUIRED = ("accelerator_config", "system_config", "memory_mode")
 
 

@@ -16,8 +16,7 @@ from hwopt.report.console import PipeConsole
 stdout = PipeConsole()
 stderr = PipeConsole(stderr=True)
 
-# One default target for every command: the accelerator hwopt is for (cpu is one -t away).
-DEFAULT_TARGET = "npu32"
+from hwopt.targets import DEFAULT_TARGET  # one default target for every command
 TargetOption = typer.Option(DEFAULT_TARGET, "--target", "-t", help="shipped target name or target TOML path")
 ReportOption = typer.Option(None, "--report", help="write a report; the extension picks the format: "
                             ".html (self-contained, with plots), .json (and .md for optimize)")

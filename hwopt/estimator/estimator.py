@@ -46,7 +46,7 @@ from hwopt.estimator.memory import OnChip, basis, on_chip, param_bytes, peak_act
 from hwopt.estimator.regressor import KernelRegressor
 from hwopt.analysis.kernels import schedule
 from hwopt.analysis.kernel import Kernel, Schedule
-from hwopt.targets import Target, load_target
+from hwopt.targets import DEFAULT_TARGET, Target, load_target
 
 INDEX = "estimator.json"
 INTERVAL_LEVEL = 0.8  # the per-kernel band: 10th to 90th percentile of out-of-fold residuals
@@ -301,7 +301,7 @@ class Estimator:
             high_us=None if band is None else float(band[1].sum()) + charge, onchip=memory)
 
 
-def load_estimator(target: str | Path | Target = "npu32", folder: str | Path | None = None,
+def load_estimator(target: str | Path | Target = DEFAULT_TARGET, folder: str | Path | None = None,
                    allow_fallback: bool = False) -> Estimator:
     """The trained estimator of a target (its folder ``estimator/<name>/``, or ``folder``)."""
     t = target if isinstance(target, Target) else load_target(target)

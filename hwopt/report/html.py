@@ -422,6 +422,27 @@ def _variants_table(doc: dict[str, Any]) -> str:
     return _table(header, rows, classes, "table-variants", text_cols=(len(header) - 1,), notes=notes)
 
 
+
+def _recovery_table(rows: list[dict]) -> str:
+    """Recovery rows; with labels, task accuracy (against the labels, held-out split) of the original and of
+    the variant before and after, beside the agreement with the original."""
+    labelled = any(r.get("accuracy") for r in rows)
+    head = ["variant", "metric", "before", "after", "epochs", "time", "meets the budgets"]
+    if labelled:
+        head[4:4] = ["accuracy: original", "accuracy: before", "accuracy: after"]
+    body = []
+    for r in rows:
+        row = [escape(str(r.get("label"))), escape(str(r.get("metric"))), fmt_fid(r.get("before")),
+               fmt_fid(r.get("after")), str(r.get("epochs")), f"{r.get('seconds', 0):.0f} s",
+               "yes" if r.get("meets_budgets") else "no"]
+        if labelled:
+            acc = r.get("accuracy") or {}
+            row[4:4] = [fmt_fid(acc.get("original")), fmt_fid(acc.get("before")), fmt_fid(acc.get("after"))]
+        body.append(row)
+    title = "Recovery (fine-tuned with the labels and distillation from the original)" if labelled else \
+        "Recovery (distillation from the original)"
+    return f"<h2>{title}</h2>" + _table(head, body, table_id="table-recovery")
+
 def optimize_html(doc: dict[str, Any]) -> str:
     run = doc.get("run") or {}
     body = [f"<h1>hwopt optimize: {escape(Path(doc['model']).name)} on {escape(doc['target'])}</h1>"]
@@ -459,11 +480,7 @@ def optimize_html(doc: dict[str, Any]) -> str:
         body.append(f'<div class="note">Needs fine-tuning (inexact rewrites): {places}</div>')
     body.append("<h2>Side by side</h2>" + _variants_table(doc))
     if doc.get("recovery"):
-        body.append("<h2>Recovery (distillation from the original)</h2>" + _table(
-            ["variant", "metric", "before", "after", "epochs", "time", "meets the budgets"],
-            [[escape(str(r.get("label"))), escape(str(r.get("metric"))), fmt_fid(r.get("before")),
-              fmt_fid(r.get("after")), str(r.get("epochs")), f"{r.get('seconds', 0):.0f} s",
-              "yes" if r.get("meets_budgets") else "no"] for r in doc["recovery"]], table_id="table-recovery"))
+        body.append(_recovery_table(doc["recovery"]))
     if doc.get("timeline"):
         body.append("<h2>Where the time goes: per block, before and after</h2>"
                     '<p class="small">Each bar is a variant\'s kernels end to end on the target\'s time axis; a '
@@ -519,13 +536,20 @@ def provenance_html(prov: dict[str, Any]) -> str:
     if card:
         def pct(v):
             return "-" if v is None else f"{100 * v:.0f}%"
-        out.append(f"<p>The estimator card (<code>{escape(card.get('card') or '')}</code>, measured "
-                   f"{escape(str(card.get('measured_on')))}): on {card.get('heldout_models')} held-out models, median "
-                   f"error {card.get('median_abs_error_pct', 0):.1f}%, {pct(card.get('within_5pct'))} within +-5%, "
-                   f"{pct(card.get('within_10pct'))} within +-10% "
-                   f"(ground truth: {escape(str(card.get('ground_truth')))})"
-                   + (f"; per kernel, median error {card['kernel_median_rel_error_pct']:.1f}%"
-                      if card.get("kernel_median_rel_error_pct") is not None else "") + ".</p>")
+        if card.get("median_abs_error_pct") is not None:
+            heldout = (f"measured {escape(str(card.get('measured_on')))}): on {card.get('heldout_models')} held-out "
+                       f"models, median error {card['median_abs_error_pct']:.1f}%, {pct(card.get('within_5pct'))} "
+                       f"within +-5%, {pct(card.get('within_10pct'))} within +-10% "
+                       f"(ground truth: {escape(str(card.get('ground_truth')))})"
+                       + (f"; per kernel, median error {card['kernel_median_rel_error_pct']:.1f}%"
+                          if card.get("kernel_median_rel_error_pct") is not None else ""))
+        else:
+            heldout = "): held-out-family accuracy not measured"
+        real = card.get("real_exports")
+        if real:
+            heldout += (f"; on {real['models']} real exports none of whose kernels was measured, "
+                        f"{real['within_10pct']} within +-10%, median error {real['median_abs_error_pct']:.1f}%")
+        out.append(f"<p>The estimator card (<code>{escape(card.get('card') or '')}</code>{heldout}.</p>")
     fallbacks = prov.get("fallback_kernels") or []
     out.append(f"<p>Kernels scored by the roofline fallback (outside the learned model): "
                f"{len(fallbacks)}{': ' + escape('; '.join(fallbacks)) if fallbacks else ''}.</p>")

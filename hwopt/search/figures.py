@@ -172,7 +172,20 @@ def card_summary(folder) -> dict[str, Any] | None:
             "within_5pct": acc.get("within_5pct"), "within_10pct": acc.get("within_10pct"),
             "kernel_median_rel_error_pct": acc.get("heldout_kernels_latency_median_rel_error_pct"),
             "ground_truth": acc.get("ground_truth"), "measured_on": acc.get("measured_on"),
+            "real_exports": _real_exports(card.get("interval_coverage") or {}),
             "card": str(folder / "CARD.md")}
+
+
+def _real_exports(coverage: dict[str, Any]) -> dict[str, Any] | None:
+    """How the estimate compared on real exports no kernel of which was measured (the card's interval
+    coverage): how many, how many within +-10%, the median error."""
+    rows = [m for m in coverage.get("models") or [] if m.get("measured_us")]
+    if not rows:
+        return None
+    errors = sorted(abs(m["estimate_us"] / m["measured_us"] - 1.0) for m in rows)
+    return {"models": len(rows), "within_10pct": sum(e <= 0.10 for e in errors),
+            "median_abs_error_pct": 100 * float(errors[len(errors) // 2] if len(errors) % 2 else
+                                                (errors[len(errors) // 2 - 1] + errors[len(errors) // 2]) / 2)}
 
 
 def extra(result: OptimizeResult) -> dict[str, Any]:

@@ -255,7 +255,7 @@ def deterministic_verdict(canonical, cand: Candidate, target, min_gain: float) -
     why = (f"faster by the floor (deterministic judge: {target.backend})" if taken else
            f"not faster by the floor ({min_gain:.1%}, --min-gain; deterministic judge: {target.backend})")
     return taken, {"ratio": ratio, "low": ratio, "high": ratio, "base_us": base, "rounds": 1, "runs": 1,
-                   "change": ratio - 1.0, "taken": taken, "why": why}
+                   "change": ratio - 1.0, "taken": taken, "why": why, "judge": target.backend}
 
 
 def _measured_pick(search: "_Search", verifier: Verifier, best: Candidate | None, ranked: list[Candidate],
@@ -282,14 +282,19 @@ def _measured_pick(search: "_Search", verifier: Verifier, best: Candidate | None
             taken, figures = deterministic_verdict(canonical, cand, target, gain.min_gain)
         gain.paired.append({"label": cand.label, "exact": cand.exact, "rules": rules_text(cand), **figures})
         base_us = figures["base_us"]
-        text = (f"paired A/B vs the original: {figures['change']:+.1%} (95% interval {figures['low'] - 1:+.1%} to "
-                f"{figures['high'] - 1:+.1%}, {figures['rounds']} rounds): {figures['why']}")
+        if figures.get("judge"):  # one deterministic reading each: no interval to give
+            text = f"measured against the original by {figures['judge']}: {figures['change']:+.1%}: {figures['why']}"
+        else:
+            text = (f"paired A/B vs the original: {figures['change']:+.1%} (95% interval {figures['low'] - 1:+.1%} "
+                    f"to {figures['high'] - 1:+.1%}, {figures['rounds']} rounds): {figures['why']}")
         cand.note = (cand.note + "; " if cand.note else "") + text
         if taken:
             cand.measured_us = figures["ratio"] * figures["base_us"]
             return cand
     gain.verdict = ("no worthwhile gain: " + "; ".join(f"{p['label']} ({'exact' if p['exact'] else 'inexact'}) "
-                                                       f"{p['change']:+.1%} measured paired, {p['why']}"
+                                                       f"{p['change']:+.1%} measured "
+                                                       f"{'by ' + p['judge'] if p.get('judge') else 'paired'}, "
+                                                       f"{p['why']}"
                                                        for p in gain.paired)
                     + f" (floor {gain.min_gain:.1%}); nothing written: deploy the original")
     original = _original(search, verifier, gain.verdict)

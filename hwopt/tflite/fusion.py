@@ -17,7 +17,11 @@ import onnx
 from onnx import helper, numpy_helper
 
 # ONNX ops whose TFLite operator has a fused_activation_function field (and whose converter honours it).
-FUSES_ACTIVATION = {"Conv", "Gemm", "MatMul", "Add", "Sub", "Mul", "MaxPool", "AveragePool"}
+# TRANSPOSE_CONV has the field too (TFLite op version 4; Vela 5.2 and LiteRT honour it): an up-conv's ReLU
+# written apart was a separate NPU pass, 1.8% of the U-Net export's Vela cycles on ethos-u55-256
+# (bench/vela_crosscheck.py, as TensorFlow's converter fuses it).
+FUSES_ACTIVATION = {"Conv", "ConvTranspose", "Gemm", "MatMul", "Add", "Sub", "Mul", "MaxPool", "AveragePool",
+                    "BatchNormalization"}  # a BatchNorm left standalone ends in an ADD
 HARD_SWISH = (1.0 / 6.0, 0.5)  # HardSigmoid(alpha, beta) whose x * hardsigmoid(x) is hard-swish
 VIEWS = {"Reshape", "Flatten", "Squeeze", "Unsqueeze"}  # a Transpose in front of one of these is fused into it
 

@@ -107,7 +107,8 @@ def conv_transpose(ctx: Context, unit: Unit) -> None:
     bias_name = node.input[2] if len(node.input) > 2 and node.input[2] else None
     b = _bias(ctx, unit, bias_name, cout, x, wquant)
     ctx.emit("TRANSPOSE_CONV", [shape, wt, x, b], [out],
-             ("TransposeConvOptions", {"Padding": mode, "StrideH": strides[0], "StrideW": strides[1]}))
+             ("TransposeConvOptions", {"Padding": mode, "StrideH": strides[0], "StrideW": strides[1],
+                                      "FusedActivationFunction": ACTIVATIONS[unit.activation]}))
 
 
 def _fully_connected(ctx: Context, unit: Unit, a_name: str, weights: np.ndarray, bias: np.ndarray | None) -> None:

@@ -129,3 +129,27 @@ def hard_sigmoid(ctx: Context, unit: Unit) -> None:
     out = ctx.output(unit.outputs[0], activation_quant(0.0, max(out_high, 1e-3)))
     ctx.emit("ADD", [scaled, ctx.constant(f"{unit.name}/beta", np.array([beta], np.float32), rank)], [out],
              ("AddOptions", {"FusedActivationFunction": ACTIVATIONS["RELU_N1_TO_1"]}))
+
+
+@converter("BatchNormalization")
+def batch_norm(ctx: Context, unit: Unit) -> None:
+    """A BatchNorm canonicalisation could not fold (its input is no Conv's, e.g. after an Add in PP-OCRv4's
+    detector): the per-channel affine ``x * scale + shift`` as MUL then ADD with per-channel constants."""
+    node = unit.node
+    x_name = node.input[0]
+    gamma, beta, mean, var = (ctx.const(name, role).astype(np.float64)
+                              for name, role in zip(node.input[1:5], ("scale", "B", "mean", "var")))
+    eps = float(ctx.attrs().get("epsilon", 1e-5))
+    scale = gamma / np.sqrt(var + eps)
+    shift = beta - mean * scale
+    rank = len(ctx.shape(x_name))
+    per_channel = (-1,) + (1,) * (rank - 2)  # ONNX's channel axis 1, trailing axes broadcast
+    x = ctx.input(x_name)
+    low, high = ctx.ranges.of(x_name)
+    products = np.concatenate([low * scale, high * scale])
+    scaled = ctx.internal(f"{unit.outputs[0]}/scaled", ctx.tshape(x),
+                          activation_quant(float(min(products.min(), 0.0)), float(max(products.max(), 0.0))))
+    ctx.emit("MUL", [x, ctx.constant(f"{unit.name}/scale", scale.astype(np.float32).reshape(per_channel), rank)],
+             [scaled], ("MulOptions", {"FusedActivationFunction": 0}))
+    ctx.emit("ADD", [scaled, ctx.constant(f"{unit.name}/shift", shift.astype(np.float32).reshape(per_channel), rank)],
+             [ctx.output(unit.outputs[0])], ("AddOptions", {"FusedActivationFunction": ACTIVATIONS[unit.activation]}))

@@ -2,7 +2,7 @@
 
 ``ethosu.vela.tflite`` is the flatc-generated Python module tree of the TFLite schema that Vela reads
 models with, so a file built with it is, by construction, one Vela parses; it comes with the ``ethosu``
-extra (``pip install 'hwopt[ethosu]'``) and no TensorFlow. Options tables are built by name
+dependency (``ethos-u-vela``) and no TensorFlow. Options tables are built by name
 (``("Conv2DOptions", {"Padding": 1})`` calls ``Conv2DOptionsStart`` / ``...AddPadding`` / ``...End``),
 so a converter never touches the builder.
 """
@@ -26,7 +26,7 @@ def _module(name: str) -> ModuleType:
     try:
         return importlib.import_module(f"ethosu.vela.tflite.{name}")
     except ModuleNotFoundError:
-        raise HwoptError("writing TFLite needs the schema bindings of Arm's Vela: pip install 'hwopt[ethosu]' "
+        raise HwoptError("writing TFLite needs the schema bindings of Arm's Vela: pip install ethos-u-vela==5.2.0 "
                          "(ethos-u-vela)") from None
 
 

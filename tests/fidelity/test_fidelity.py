@@ -211,3 +211,20 @@ def test_predicted_fidelity_constraint_steers_the_search(tiny):
     exhaustive(problem)
     rows, fitness = problem.archive()
     assert all(r[fuse[0][0]] != fuse[0][1] for r, f in zip(rows, fitness) if f < INFEASIBLE)
+
+
+def test_cosine_counts_fp32_noise_on_a_near_empty_sample_as_agreement():
+    """A detector's map of a photo without text is ~1e-9 everywhere: float rounding there (well inside
+    fp32 tolerance at the set's scale) is agreement, while a real change of the same sample is not."""
+    rng = np.random.default_rng(0)
+    full = rng.random((3, 1, 16, 16)).astype(np.float32)  # maps with text
+    empty = (rng.random((1, 1, 16, 16)) * 1e-9).astype(np.float32)
+    ref = np.concatenate([full, empty])
+    rounding = ref.copy()
+    rounding[3] = rng.random((1, 16, 16)) * 1e-9  # a different pattern, but far below fp32 noise at scale 1
+    assert METRICS["cosine"].score(ref, rounding) == pytest.approx(1.0)
+    a, b = ref[3].ravel().astype(np.float64), rounding[3].ravel().astype(np.float64)
+    assert a @ b / np.linalg.norm(a) / np.linalg.norm(b) < 0.9  # the plain cosine would call it a miss
+    spurious = ref.copy()
+    spurious[3] = 0.01 * rng.random((1, 16, 16))  # the variant lights up the empty map: a real change
+    assert METRICS["cosine"].score(ref, spurious) < 0.99

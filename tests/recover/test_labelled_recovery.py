@@ -212,7 +212,8 @@ def test_optimize_recover_with_labels(case: dict, tmp_path: Path) -> None:
     out = tmp_path / "best.onnx"
     done = hwopt("optimize", str(case["model"]), "-t", "npu32", "--calibration", str(case["train"]), "--for-retraining",
                  "--recover", "--recover-epochs", "1", "--recover-finalists", "1", "--recover-reach", "0",
-                 "--max-accuracy-drop", "1", "--no-compare", "-o", str(out), "--json")
+                 "--max-accuracy-drop", "1", "--no-compare", "-o", str(out), "--json",
+                 "--report", str(tmp_path / "report.html"))
     assert done.returncode == 0, done.stderr
     doc = json.loads(done.stdout)
     samples = doc["fidelity"]["samples"]
@@ -223,3 +224,9 @@ def test_optimize_recover_with_labels(case: dict, tmp_path: Path) -> None:
     assert row["meets_budgets"]  # any accuracy is within a drop of 1
     assert "accuracy against the labels" in doc["best"]["note"]
     assert doc["request"]["recover"]["labels"] == "auto"
+    # The HTML report's recovery table carries the task accuracy too, the figures of the JSON.
+    page = (tmp_path / "report.html").read_text()
+    table = page[page.index('id="table-recovery"'):]
+    table = table[:table.index("</table>")]
+    assert "accuracy: original" in table and "accuracy: after" in table
+    assert f"<td>{acc['after']:.2%}</td>" in table

@@ -46,12 +46,13 @@ def hwopt(*args: str) -> subprocess.CompletedProcess:
 
 @pytest.fixture(scope="module")
 def mnv2(example_path, tmp_path_factory):
-    """One optimize run on the MobileNetV2 example: (json doc, stderr, folder, model path)."""
+    """One optimize run on the MobileNetV2 example on npu32 (an emulated array: every section of the report,
+    utilisation against the array's peak included, and a model written): (json doc, stderr, folder, model)."""
     folder = tmp_path_factory.mktemp("report_mnv2")
     rules = folder / "rules.toml"
     rules.write_text(RULES)
     model = example_path("mobilenetv2")
-    done = hwopt("optimize", str(model), "-o", str(folder / "best.onnx"), "--rules", str(rules), "--json",
+    done = hwopt("optimize", "-t", "npu32", str(model), "-o", str(folder / "best.onnx"), "--rules", str(rules), "--json",
                  "--report", str(folder / "report.html"), "--node-data", str(folder / "nodes.json"),
                  "--calibration-samples", "8", "--eval-samples", "6", "--min-fidelity", "0.5")
     # 6 held-out samples with no miss prove at most 60.7% (one-sided 95% bound): a 0.5 budget can be proved,
@@ -62,9 +63,11 @@ def mnv2(example_path, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def real_export(tmp_path_factory):
-    """A real export (paddle2onnx, 566 nodes), exact rewrites only: (json doc, folder)."""
+    """A real export (paddle2onnx, 566 nodes), exact rewrites only, on npu32 (its estimate picks the best: on
+    the default target Vela's verdict may keep the original over faster-estimated points, which the
+    front-order checks below do not model): (json doc, folder)."""
     folder = tmp_path_factory.mktemp("report_real")
-    done = hwopt("optimize", str(DATA / "ch_ppocr_mobile_v2.0_cls_infer.onnx"), "--input-shape", "x=1x3x48x192",
+    done = hwopt("optimize", "-t", "npu32", str(DATA / "ch_ppocr_mobile_v2.0_cls_infer.onnx"), "--input-shape", "x=1x3x48x192",
                  "-o", str(folder / "best.onnx"), "--exact-only", "--no-compare", "--eval-samples", "2", "--json",
                  "--report", str(folder / "report.html"))
     assert done.returncode == 0, done.stderr
@@ -376,7 +379,7 @@ def test_pick_writes_the_pareto_point(mnv2, tmp_path):
     # (An added chosen point, marked "dominated", carries its latency / fidelity front id: beyond this front.)
     numbered = [p for p in doc["pareto"] if "dominated" not in p]
     point = next((p for p in numbered if p["exact"]), numbered[0])
-    done = hwopt("optimize", str(model), "-o", str(tmp_path / "p1.onnx"), "--rules", str(rules), "--pick", point["id"],
+    done = hwopt("optimize", "-t", "npu32", str(model), "-o", str(tmp_path / "p1.onnx"), "--rules", str(rules), "--pick", point["id"],
                  "--save-rules", str(tmp_path / "p1.toml"), "--json", "--quiet", "--no-compare",
                  "--calibration-samples", "8", "--eval-samples", "2",
                  "--for-retraining")  # a picked point is verified against the fidelity budget like any other
@@ -384,7 +387,7 @@ def test_pick_writes_the_pareto_point(mnv2, tmp_path):
     picked = json.loads(done.stdout)
     assert picked["best"]["latency_us"] == pytest.approx(point["latency_us"])
     assert picked["best"]["rules"] == point["rules"] and (tmp_path / "p1.toml").is_file()
-    bad = hwopt("optimize", str(model), "--rules", str(rules), "--pick", "p99", "--quiet", "--for-retraining")
+    bad = hwopt("optimize", "-t", "npu32", str(model), "--rules", str(rules), "--pick", "p99", "--quiet", "--for-retraining")
     assert bad.returncode == 2 and "p1" in bad.stderr and bad.stderr.count("\n") == 1, bad.stderr
 
 
@@ -397,7 +400,7 @@ def test_pick_takes_a_latency_fidelity_front_id(mnv2, tmp_path):
     beyond = [f for f in doc["front"] if f["id"] not in numbered
               and (f["fidelity"] if f["fidelity"] is not None else f["predicted_fidelity"]) >= 0.99]
     point = beyond[0] if beyond else doc["front"][0]
-    done = hwopt("optimize", str(model), "-o", str(tmp_path / "picked.onnx"), "--rules", str(folder / "rules.toml"),
+    done = hwopt("optimize", "-t", "npu32", str(model), "-o", str(tmp_path / "picked.onnx"), "--rules", str(folder / "rules.toml"),
                  "--pick", point["id"], "--json", "--quiet", "--no-compare", "--calibration-samples", "8",
                  "--eval-samples", "2")
     assert done.returncode == 0, done.stderr
@@ -466,7 +469,7 @@ def test_help_version_units_and_default_target():
     assert version.exit_code == 0 and version.stdout.strip() == f"hwopt {__version__}"
     for command in ("estimate", "measure", "optimize", "profile", "train"):
         text = " ".join(in_process(command, "--help").stdout.split())
-        assert "[default: npu32]" in text, command
+        assert "[default: ethos-u55-256]" in text, command  # a vendor's toolchain is the default truth
     done = in_process("optimize", str(DATA / "ch_ppocr_mobile_v2.0_cls_infer.onnx"), "--max-latency", "2")
     assert done.exit_code == 2 and done.stderr.count("\n") == 1 and "no unit" in done.stderr and "2ms" in done.stderr
     done = in_process("optimize", str(DATA / "ch_ppocr_mobile_v2.0_cls_infer.onnx"), "--max-memory", "4")

@@ -60,6 +60,10 @@ modes = ["pad"]
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess:
+    """The hwopt CLI; an optimize run is on npu32, this file's target (the ``target`` fixture), unless the
+    test names another (the default target, ethos-u55-256, is tested in test_optimize_ethosu.py)."""
+    if args and args[0] == "optimize" and "-t" not in args and "--target" not in args:
+        args = (args[0], "-t", "npu32", *args[1:])
     return subprocess.run([sys.executable, "-m", "hwopt.cli", *args], cwd=REPO, capture_output=True, text=True,
                           timeout=600)
 
