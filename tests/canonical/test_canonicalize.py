@@ -224,3 +224,28 @@ def test_spelled_out_hard_sigmoids_become_one_op(tmp_path: Path, opset: int) -> 
     # conversions the four loose ops needed.
     settings = TimingSettings.from_target(load_target("cpu"))
     assert model_conversions(canonical, settings).count < model_conversions(original, settings).count
+
+
+@pytest.mark.parametrize("group", [1, 2])
+def test_conv_transpose_bias_add_and_batchnorm_fold_into_it(group: int) -> None:
+    """paddle2onnx's detector head: ConvTranspose, its bias as a separate per-channel Add, then a BatchNorm and a
+    ReLU. All fold into the ConvTranspose (grouped too), outputs unchanged (canonicalize verifies it)."""
+    rng = np.random.default_rng(0)
+    cin, cout, k = 8, 6, 2
+    inits = [numpy_helper.from_array(rng.normal(size=(cin, cout // group, k, k)).astype(np.float32), "w"),
+             numpy_helper.from_array(rng.normal(size=(1, cout, 1, 1)).astype(np.float32), "b"),
+             numpy_helper.from_array(rng.uniform(0.5, 2, cout).astype(np.float32), "g"),
+             numpy_helper.from_array(rng.normal(size=cout).astype(np.float32), "beta"),
+             numpy_helper.from_array(rng.normal(size=cout).astype(np.float32), "mu"),
+             numpy_helper.from_array(rng.uniform(0.5, 2, cout).astype(np.float32), "var")]
+    nodes = [helper.make_node("ConvTranspose", ["x", "w"], ["t"], name="up", strides=[2, 2], group=group),
+             helper.make_node("Add", ["t", "b"], ["a"], name="bias"),
+             helper.make_node("BatchNormalization", ["a", "g", "beta", "mu", "var"], ["n"], name="bn", epsilon=1e-5),
+             helper.make_node("Relu", ["n"], ["y"], name="relu")]
+    graph = helper.make_graph(nodes, "head", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, cin, 5, 5])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, cout, 10, 10])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    canonical, report = canonicalize(model)  # verify=True: raises if the outputs changed
+    assert [n.op_type for n in canonical.graph.node] == ["ConvTranspose", "Relu"]
+    assert report.max_rel_error < 1e-5
+    assert any("ConvTranspose" in note for note in report.notes)
