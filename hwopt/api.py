@@ -284,9 +284,10 @@ def apply(model: str | Path, rules: Sequence[str] = (), *, rules_file: str | Pat
           output: str | Path | None = None, report: str | Path | None = None, input_shapes: Sequence[str] = (),
           calibration: str | Path | None = None, preprocess: str | None = None, calibration_samples: int = 64,
           eval_samples: int | None = None, holdout: float = 0.25, seed: int = 0, progress: Progress | None = None,
-          run: dict[str, Any] | None = None) -> Result:
+          run: dict[str, Any] | None = None, canonical_only: bool = False) -> Result:
     """Apply rule steps in order (``rules_file`` first, then ``rules`` in ``--rule`` syntax, e.g.
     ``"fuse-ibn@ibn1,ibn2"``), each verified with onnxruntime against its input; write ``output``.
+    ``canonical_only``: no rules, the canonical form itself (verified exact) is written.
 
     ``Result.doc`` has ``exact``, each step's figures and the deviation; ``Result.model`` the graph.
     """
@@ -305,8 +306,11 @@ def apply(model: str | Path, rules: Sequence[str] = (), *, rules_file: str | Pat
     if isinstance(rules, str):
         rules = [rules]
     steps = (load_rule_file(rules_file) if rules_file else []) + [parse_rule_option(r) for r in rules]
-    if not steps:
-        raise HwoptError("no rules given: use --rule NAME[...] or --rules FILE (see 'hwopt rules')")
+    if steps and canonical_only:
+        raise HwoptError("--canonical-only writes the model without rules: drop --rule/--rules, or --canonical-only")
+    if not steps and not canonical_only:
+        raise HwoptError("no rules given: use --rule NAME[...] or --rules FILE (see 'hwopt rules'), or "
+                         "--canonical-only for hwopt's canonical form alone")
     protect = model_files(model) + _paths([calibration, rules_file])
     check_outputs({"-o": output, "--report": report}, protect)
     check_report_path(report, "apply")

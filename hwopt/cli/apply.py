@@ -20,6 +20,9 @@ def apply(
     output: Path = typer.Option(..., "-o", "--output", help="where to write the rewritten model"),
     rule: Optional[List[str]] = typer.Option(None, "--rule", help="NAME[:k=v,...][@site,...] (repeatable, in order)"),
     rules_file: Optional[Path] = typer.Option(None, "--rules", help="a rule-set TOML file (applied before --rule)"),
+    canonical_only: bool = typer.Option(False, "--canonical-only", help="no rules: write hwopt's canonical form "
+                                        "(exact folds, e.g. a bias Add or BatchNorm into the conv before it), the "
+                                        "form every hwopt figure is of"),
     input_shape: Optional[List[str]] = InputShapes,
     calibration: Optional[Path] = CalibrationOption,
     preprocess: Optional[str] = Preprocessing,
@@ -40,7 +43,8 @@ def apply(
             result = run_apply(model, rule or [], rules_file=rules_file, output=output, report=report,
                                input_shapes=input_shape or (), calibration=calibration, preprocess=preprocess,
                                calibration_samples=calibration_samples, eval_samples=eval_samples, holdout=holdout,
-                               seed=seed, progress=progress, run={"command": command_line()})
+                               seed=seed, progress=progress, run={"command": command_line()},
+                               canonical_only=canonical_only)
         if as_json:
             print(json.dumps({k: v for k, v in result.doc.items() if k != "model"}, indent=2))
         elif not quiet:

@@ -161,6 +161,11 @@ def optimize(
             left = f" ({output} exists from an earlier run and was left as it is)" if output.exists() else ""
             stderr.print(f"hwopt: note: nothing written: the original {model} is the model to deploy{left}",
                          markup=False, highlight=False)
+            folds = [n for n in doc.get("canonicalization_notes") or [] if n.startswith("folded")]
+            if folds:  # every figure is of the canonical form: the user's converter may not fold these
+                stderr.print(f"hwopt: note: the figures are of hwopt's canonical form, which {'; '.join(folds)} "
+                             f"(exact): if your converter does not fold them, deploy that form: hwopt apply {model} "
+                             f"--canonical-only -o OUT.onnx", markup=False, highlight=False)
         if calibration is None and not exact_only:
             random_inputs_note(quiet)
         if not result.ok:

@@ -156,6 +156,7 @@ def to_dict(result: OptimizeResult, output: Path | None, rules_out: Path | None,
         "schema": SCHEMA,
         "status": "ok" if result.best is not None else "infeasible",
         "model": str(result.model_path),
+        "canonicalization_notes": result.canonical_notes,  # what hwopt's exact clean-up folded
         # Nothing is written when the answer is the original (no file churn: hwopt.api.save_optimized).
         "output": str(output) if output and result.best is not None and result.best.steps else None,
         "rules_file": str(rules_out) if rules_out and result.best is not None and result.best.steps else None,

@@ -113,6 +113,7 @@ class OptimizeResult:
     gain: GainReport | None = None  # what the rewrites must buy, what was dropped for noise, the paired A/B
     unprovable: str | None = None  # why the held-out data cannot prove the fidelity budget (exact rewrites only)
     metric_reason: str = ""  # why this fidelity metric
+    canonical_notes: list[str] = field(default_factory=list)  # what canonicalisation folded (every figure's form)
 
 
 def _figures(vm: VariantModel, decisions: tuple[int, ...]) -> dict[str, float]:
@@ -576,7 +577,7 @@ def optimize(model_path: Path, request: OptimizeRequest | None = None,
     config: SearchConfig = load_search_file(request.rules or default_rules_path())
     if request.exact_only:
         config = config.restricted_to_exact()
-    original, canonical, _ = load_canonical(model_path, request.shapes(), seed=seed, for_writing=True)
+    original, canonical, canon_report = load_canonical(model_path, request.shapes(), seed=seed, for_writing=True)
     analysis = Analysis(canonical)
     p = config.p or target.parallelism
     space = build_space(analysis, config, p)
@@ -739,7 +740,8 @@ def optimize(model_path: Path, request: OptimizeRequest | None = None,
                             recovered=recovered, fidelity_budget=budget, split=dict(split.info), costs=costs,
                             fidelity_model=fidelity_model if search.fmodel else None, front=front,
                             for_retraining=for_retraining, verifier=verifier, fmodel=search.fmodel,
-                            request=request, gain=gain, unprovable=unprovable, metric_reason=reason)
+                            request=request, gain=gain, unprovable=unprovable, metric_reason=reason,
+                            canonical_notes=list(getattr(canon_report, "notes", []) or []))
     return result, (best.result.model if best is not None and best.result is not None else None)
 
 
