@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 import onnxruntime as ort
+import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from tests.cli.test_cli import hwopt
@@ -49,6 +50,7 @@ def test_apply_canonical_only_writes_the_folded_form(tmp_path: Path) -> None:
     assert none.returncode == 2 and "--canonical-only" in none.stderr
 
 
+@pytest.mark.slow  # a whole optimize run through the CLI (~20 s on 2 shared cores)
 def test_optimize_says_its_figures_are_of_the_folded_form(tmp_path: Path) -> None:
     model = _head(tmp_path / "head.onnx")
     done = hwopt("optimize", str(model), "-t", "npu32", "-o", str(tmp_path / "o.onnx"), "--json", "--no-compare")
