@@ -101,6 +101,7 @@ def test_rows_are_the_mean_over_occurrences_and_positive(tmp_path: Path) -> None
     assert any(m.meta["occurrences"] == 2 for m in rows)
 
 
+@pytest.mark.slow  # whole models compiled by Vela: 6.2 s on 2 cores at load ~1 (2026-12-07)
 def test_profile_in_context_writes_a_table_from_a_folder(tmp_path: Path) -> None:
     models = tmp_path / "models"
     models.mkdir()

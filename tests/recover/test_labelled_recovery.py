@@ -92,6 +92,7 @@ def case(tmp_path_factory) -> dict:
     return paths
 
 
+@pytest.mark.slow  # labelled training steps: 7.6 s on 2 cores at load ~1 (2026-12-07), the fast tier's largest
 def test_labelled_recovery_wins_back_accuracy(case: dict) -> None:
     out = case["folder"] / "recovered.onnx"
     done = hwopt("recover", str(case["model"]), str(case["fused"]), "--calibration", str(case["train"]), "--heldout",
