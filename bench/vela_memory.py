@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import statistics
+from pathlib import Path
 
 from bench.vela_measure import TARGETS, _models
 from hwopt.backends.vela import measure_model
@@ -27,16 +28,16 @@ from hwopt.targets import load_target
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=__import__("pathlib").Path, default=__import__("pathlib").Path("build"))
+    parser.add_argument("--out", type=Path, default=Path("build"))
     parser.add_argument("--no-downloads", action="store_true")
     args = parser.parse_args()
     ratios: dict[str, dict[str, list[float]]] = {}
     print(f"{'model':<50} {'target':<14} {'params KiB':>10} {'Vela off-chip KiB':>17} {'ratio':>6} "
           f"{'peak act KiB':>12} {'Vela SRAM KiB':>13} {'ratio':>6}")
     for name, proto in _models(args.out, not args.no_downloads).items():
+        canonical, _ = canonicalize(proto, [], verify=False)  # once per model: the targets share it
         for target_name in TARGETS:
             target = load_target(target_name)
-            canonical, _ = canonicalize(proto, [], verify=False)
             sched = schedule(canonical, target.fusion)
             params = param_bytes(sched, target.parallelism, 1)
             peak = peak_activation_bytes(sched, target.parallelism, 1)

@@ -186,12 +186,11 @@ def fold_conv_affine(model: onnx.ModelProto) -> int:
     return folded
 
 
-def _batch_norm_affine(node, inits) -> tuple[np.ndarray, np.ndarray]:
-    """(scale, shift) per channel of an inference-mode BatchNormalization."""
-    gamma, beta, mean, var = (held_weights.tensor_array(inits[name]).astype(np.float64) for name in node.input[1:5])
-    eps = next((a.f for a in node.attribute if a.name == "epsilon"), 1e-5)
-    scale = gamma / np.sqrt(var + eps)
-    return scale, beta - mean * scale
+def batch_norm_affine(gamma: np.ndarray, beta: np.ndarray, mean: np.ndarray, var: np.ndarray,
+                      epsilon: float = 1e-5) -> tuple[np.ndarray, np.ndarray]:
+    """(scale, shift) per channel of an inference-mode BatchNormalization: ``x * scale + shift``."""
+    scale = np.asarray(gamma, np.float64) / np.sqrt(np.asarray(var, np.float64) + epsilon)
+    return scale, np.asarray(beta, np.float64) - np.asarray(mean, np.float64) * scale
 
 
 def _fold_one(graph, inits, conv, node, const_name) -> bool:
@@ -209,7 +208,9 @@ def _fold_one(graph, inits, conv, node, const_name) -> bool:
     out_channels = weight.shape[1] * group if transposed else weight.shape[0]
     rank = weight.ndim
     if const_name is None:  # BatchNormalization: x * scale + shift
-        bn_scale, bn_shift = _batch_norm_affine(node, inits)
+        bn_scale, bn_shift = batch_norm_affine(
+            *(held_weights.tensor_array(inits[name]) for name in node.input[1:5]),
+            epsilon=next((a.f for a in node.attribute if a.name == "epsilon"), 1e-5))
         if bn_scale.shape != (out_channels,):
             return False
     else:

@@ -422,7 +422,6 @@ def _variants_table(doc: dict[str, Any]) -> str:
     return _table(header, rows, classes, "table-variants", text_cols=(len(header) - 1,), notes=notes)
 
 
-
 def _recovery_table(rows: list[dict]) -> str:
     """Recovery rows; with labels, task accuracy (against the labels, held-out split) of the original and of
     the variant before and after, beside the agreement with the original."""
@@ -442,6 +441,7 @@ def _recovery_table(rows: list[dict]) -> str:
     title = "Recovery (fine-tuned with the labels and distillation from the original)" if labelled else \
         "Recovery (distillation from the original)"
     return f"<h2>{title}</h2>" + _table(head, body, table_id="table-recovery")
+
 
 def optimize_html(doc: dict[str, Any]) -> str:
     run = doc.get("run") or {}

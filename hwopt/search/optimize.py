@@ -741,7 +741,7 @@ def optimize(model_path: Path, request: OptimizeRequest | None = None,
                             fidelity_model=fidelity_model if search.fmodel else None, front=front,
                             for_retraining=for_retraining, verifier=verifier, fmodel=search.fmodel,
                             request=request, gain=gain, unprovable=unprovable, metric_reason=reason,
-                            canonical_notes=list(getattr(canon_report, "notes", []) or []))
+                            canonical_notes=list(canon_report.notes))
     return result, (best.result.model if best is not None and best.result is not None else None)
 
 

@@ -135,13 +135,13 @@ def hard_sigmoid(ctx: Context, unit: Unit) -> None:
 def batch_norm(ctx: Context, unit: Unit) -> None:
     """A BatchNorm canonicalisation could not fold (its input is no Conv's, e.g. after an Add in PP-OCRv4's
     detector): the per-channel affine ``x * scale + shift`` as MUL then ADD with per-channel constants."""
+    from hwopt.canonical.canonicalize import batch_norm_affine
+
     node = unit.node
     x_name = node.input[0]
-    gamma, beta, mean, var = (ctx.const(name, role).astype(np.float64)
-                              for name, role in zip(node.input[1:5], ("scale", "B", "mean", "var")))
-    eps = float(ctx.attrs().get("epsilon", 1e-5))
-    scale = gamma / np.sqrt(var + eps)
-    shift = beta - mean * scale
+    scale, shift = batch_norm_affine(*(ctx.const(name, role) for name, role in
+                                       zip(node.input[1:5], ("scale", "B", "mean", "var"))),
+                                     epsilon=float(ctx.attrs().get("epsilon", 1e-5)))
     rank = len(ctx.shape(x_name))
     per_channel = (-1,) + (1,) * (rank - 2)  # ONNX's channel axis 1, trailing axes broadcast
     x = ctx.input(x_name)
