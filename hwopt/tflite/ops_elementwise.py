@@ -97,6 +97,24 @@ def leaky_relu(ctx: Context, unit: Unit) -> None:
              ("LeakyReluOptions", {"Alpha": alpha}))
 
 
+@converter("PRelu")
+def prelu(ctx: Context, unit: Unit) -> None:
+    """One slope for every channel is LEAKY_RELU (as TFLite's converter writes it); per-channel slopes are
+    PRELU with the slope as an int8 constant broadcast like a binary operand (MediaPipe's landmark and
+    palm models carry one slope per channel)."""
+    node = unit.node
+    if not ctx.is_const(node.input[1]):
+        raise ctx.error("its slope is an activation (TFLite's PRELU takes a constant slope here)")
+    slope = ctx.const(node.input[1], "slope").astype(np.float32)
+    x = ctx.input(node.input[0])
+    out = ctx.output(unit.outputs[0])
+    if np.all(slope == slope.reshape(-1)[0]):
+        ctx.emit("LEAKY_RELU", [x], [out], ("LeakyReluOptions", {"Alpha": float(slope.reshape(-1)[0])}))
+        return
+    rank = len(ctx.shape(node.input[0]))
+    ctx.emit("PRELU", [x, ctx.constant(f"{unit.name}/slope", slope, rank)], [out])
+
+
 @converter("Sigmoid")
 def sigmoid(ctx: Context, unit: Unit) -> None:
     ctx.emit("LOGISTIC", [ctx.input(unit.node.input[0])], [ctx.output(unit.outputs[0], UNIT_INTERVAL)])
