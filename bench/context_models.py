@@ -115,13 +115,15 @@ def _pad_channels(b: GraphBuilder, x: str, extra: int) -> str:
     return out
 
 
-def blaze(channels: tuple[int, ...], size: int, strided: tuple[int, ...] = (3, 7), seed: int = 0) -> onnx.ModelProto:
+def blaze(channels: tuple[int, ...], size: int, strided: tuple[int, ...] = (3, 7), seed: int = 0,
+          act: str = "relu") -> onnx.ModelProto:
     """BlazeFace-like blocks of our own widths: 5x5 depthwise + 1x1 conv, the shortcut max-pooled at
-    stride 2 and channel-padded where the block widens, Add then ReLU; two 1x1 heads."""
-    b = GraphBuilder(f"blaze_{'-'.join(map(str, channels))}_{size}_s{'-'.join(map(str, strided))}", 13, seed,
+    stride 2 and channel-padded where the block widens, Add then the activation (ReLU; or PReLU with a
+    slope per channel, as Keras-trained landmark and palm nets carry); two 1x1 heads."""
+    b = GraphBuilder(f"blaze_{'-'.join(map(str, channels))}_{size}_s{'-'.join(map(str, strided))}_{act}", 13, seed,
                      Habits())
     x = b.input("input", 3, size, size)
-    y = b.conv_bn_act(x, channels[0], 5, 2, act="relu", module="stem")
+    y = b.conv_bn_act(x, channels[0], 5, 2, act=act, module="stem")
     for i, cout in enumerate(channels[1:]):
         stride = 2 if i in strided else 1
         with b.scope(f"block{i}"):
@@ -130,7 +132,7 @@ def blaze(channels: tuple[int, ...], size: int, strided: tuple[int, ...] = (3, 7
             shortcut = b.maxpool(y, 2, 2, 0) if stride == 2 else y
             if cout > b.channels(shortcut):
                 shortcut = _pad_channels(b, shortcut, cout - b.channels(shortcut))
-            y = b.relu(b.add(z, shortcut))
+            y = b.act(b.add(z, shortcut), act)
     heads = [b.conv(y, n, 1, bias=True, module=f"head{n}") for n in (2, 32)]
     for i, head in enumerate(heads):
         b.output(head, f"output{i}")
@@ -190,6 +192,13 @@ FAMILIES = {
     **{f"blaze~{w}_{s}_s{'-'.join(map(str, st))}": (blaze, (BLAZE_WIDTHS[w], s, st))
        for w, s, st in (("d", 96, (1, 5)), ("e", 64, (0, 4, 8)), ("d", 160, (2, 6)), ("c", 112, (1, 4, 7)),
                         ("e", 96, (2, 5)))},
+    # added 2026-12-07 after MediaPipe's landmark and palm nets (PReLU everywhere) and hand landmark
+    # (MobileNetV2-like at 224) were first estimated: PReLU BlazeFace-like nets, and MobileNetV2 at the
+    # standard Keras width/resolution pairs the corpus lacked (>= 160 px at widths < 1)
+    **{f"blaze~{w}_{s}_prelu": (blaze, (BLAZE_WIDTHS[w], s, (3, 7), 0, "prelu"))
+       for w, s in (("a", 128), ("b", 64), ("c", 192), ("d", 96), ("e", 160))},
+    **{f"mobilenetv2~w{w}_{s}": (SMALL_BUILDERS["mobilenetv2"], (w, s))
+       for w, s in ((0.35, 224), (0.5, 192), (0.75, 160))},
     **{f"decoder~{'-'.join(u)}_c{c}_{s}_h{h}": (decoder, (c, s, u, h))
        for u, c, s, h in ((("k2", "k2", "k2"), 8, 96, 8), (("dw2", "k2", "k4"), 16, 64, 4), (("k4", "k2", "dw2"), 12, 48, 16),
                           (("k2", "dw4", "k2"), 24, 128, 6))},

@@ -45,7 +45,7 @@ PRODUCER_NAME = "hwopt-examples"
 Naming = Literal["torch", "paddle", "none"]
 Relu6Style = Literal["clip_inputs", "minmax"]
 HardSwishStyle = Literal["op", "hardsigmoid_mul", "torch_legacy"]
-Activation = Literal["relu", "relu6", "hardswish", "hardsigmoid", "silu", "sigmoid"]
+Activation = Literal["relu", "relu6", "hardswish", "hardsigmoid", "silu", "sigmoid", "prelu"]
 
 # paddle2onnx-like node kinds; other ops fall back to snake_case of the op type.
 _PADDLE_KINDS = {
@@ -438,6 +438,16 @@ class GraphBuilder:
                 out = self._emit("Clip", [x, self.const(0.0), self.const(6.0)], name)
         return self._keep_channels(out, x)
 
+    def prelu(self, x: str, module: str | None = None) -> str:
+        """PReLU with one learned slope per channel (as Keras/TFLite nets such as MediaPipe's carry), drawn
+        from [0.05, 0.5]: a slope shared by all channels would be a LeakyRelu."""
+        channels = self.channels(x)
+        slope = self.rng.uniform(0.05, 0.5, (channels, 1, 1)).astype(np.float32)
+        with self.scope(module):
+            name = self._node_name("PRelu", "prelu")
+            out = self._emit("PRelu", [x, self._param(name, "weight", "alpha_0", slope)], name)
+        return self._keep_channels(out, x)
+
     def hardsigmoid(self, x: str, module: str | None = None) -> str:
         """torch's hardsigmoid: relu6(x + 3) / 6."""
         with self.scope(module):
@@ -487,6 +497,7 @@ class GraphBuilder:
             "hardsigmoid": self.hardsigmoid,
             "silu": self.silu,
             "sigmoid": self.sigmoid,
+            "prelu": self.prelu,
         }[kind]
         return fn(x, module)
 

@@ -222,7 +222,10 @@ class Estimator:
             # An op never measured: the band of a roofline guess (no held-out figure says better).
             lo = np.where(unseen, np.minimum(lo, -np.log(FALLBACK_BAND)), lo)
             hi = np.where(unseen, np.maximum(hi, np.log(FALLBACK_BAND)), hi)
-            low[learned], high[learned] = isolated[learned] * np.exp(lo), isolated[learned] * np.exp(hi)
+            # The band lives in the model's log space: log(y + offset) (offset 0 for plain logs).
+            shift = self.latency.log_offset
+            low[learned] = np.maximum((isolated[learned] + shift) * np.exp(lo) - shift, 0.0)
+            high[learned] = (isolated[learned] + shift) * np.exp(hi) - shift
             ood[learned] = flag | unseen
         if other:  # the roofline: no held-out figure, a wide stated band, always out of distribution
             low[other], high[other] = isolated[other] / FALLBACK_BAND, isolated[other] * FALLBACK_BAND

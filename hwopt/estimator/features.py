@@ -40,7 +40,9 @@ from hwopt.analysis.kernel import CONV_KINDS, KINDS, Kernel
 
 # Elementary operations per element of an activation: prior knowledge that carries to activations the
 # training sweep lacks (e.g. hardswish seen only in a held-out family). Unknown names count as 4.
-ACT_OPS = {"": 0, "relu": 1, "relu6": 1, "clip": 1, "leakyrelu": 2, "prelu": 2, "hardsigmoid": 2, "hardswish": 3,
+# prelu: Vela lowers a per-channel PReLU to three passes over the map (MUL by the slope, MUL, MAXIMUM) and
+# reads the slope per element from where constants live (flash on U55): not a cheap lane op.
+ACT_OPS = {"": 0, "relu": 1, "relu6": 1, "clip": 1, "leakyrelu": 2, "prelu": 6, "hardsigmoid": 2, "hardswish": 3,
            "x*hardsigmoid": 3, "sigmoid": 4, "silu": 5, "swish": 5, "tanh": 4, "gelu": 6, "mul": 1, "add": 1,
            "batchnormalization": 2}
 _ACT_DEFAULT = 4

@@ -44,6 +44,10 @@ from hwopt.io.atomic import atomic_write, atomic_write_text
 from hwopt.errors import HwoptError
 from hwopt.estimator.features import BASE_SETS, FEATURES, KIND_CODE, OFFSET_BASES
 
+# The log target is log(y + LOG_OFFSET) (predictions subtract it again; saved with the model). 0: plain logs.
+# An offset of a small figure (1 us) keeps kernels a compiler merges into a neighbour (cost 0 there, a
+# floor row of 0.001 us) from sitting seven log units below every real kernel of their kind.
+LOG_OFFSET = 0.0
 MIN_ROWS = 40
 MIN_CV_ROWS = MIN_ROWS  # fewer rows: 3-fold CV scores are noise; the most regularised grid point is used
 SHARED = "shared"
@@ -152,6 +156,7 @@ class KernelRegressor:
     quantity: str = "latency_us"
     # The columns of ``features()`` this model was trained on (an older model: a subset of today's).
     columns: tuple[int, ...] = tuple(range(len(FEATURES)))
+    log_offset: float = 0.0  # the model learns log(y + log_offset)
 
     def group_of(self, kind: str) -> str:
         return kind if kind in self.groups else SHARED
@@ -165,14 +170,14 @@ class KernelRegressor:
         if np.any(~np.isfinite(y)) or np.any(y <= 0):
             raise HwoptError(f"{quantity}: training targets must be positive and finite")
         kinds = np.asarray(kinds)
-        logy = np.log(y)
+        logy = np.log(y + LOG_OFFSET)
         counts = {k: int(np.sum(kinds == k)) for k in dict.fromkeys(kinds.tolist())}
         own = [k for k, c in counts.items() if c >= MIN_ROWS]
         shared_mask = ~np.isin(kinds, own)
         plan = [(k, kinds == k) for k in own] + ([(SHARED, shared_mask)] if shared_mask.any() else [])
         grid = grid or GRID
         combos = [dict(zip(grid, values)) for values in itertools.product(*grid.values())]
-        out = cls(kinds=sorted(counts), quantity=quantity)
+        out = cls(kinds=sorted(counts), quantity=quantity, log_offset=LOG_OFFSET)
         for step, (name, mask) in enumerate(plan):
             xs, ys = x[mask], logy[mask]
             if progress:
@@ -202,7 +207,10 @@ class KernelRegressor:
 
     def predict(self, x: np.ndarray, kinds: Sequence[str]) -> np.ndarray:
         """Predictions for rows of known kinds (callers check ``kinds`` first)."""
-        return np.exp(self.predict_log(x, kinds))
+        if not self.log_offset:
+            return np.exp(self.predict_log(x, kinds))
+        # Never 0 or below: a kernel costs at least the floor of one NPU cycle's worth.
+        return np.maximum(np.exp(self.predict_log(x, kinds)) - self.log_offset, 1e-3)
 
     def interval_log(self, x: np.ndarray, kinds: Sequence[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Per row: the interval's low and high log offsets from the prediction, and whether the row lies
@@ -246,7 +254,7 @@ class KernelRegressor:
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         written = []
-        meta = {"format": "hwopt-kernel-regressor/1", "quantity": self.quantity,
+        meta = {"format": "hwopt-kernel-regressor/1", "quantity": self.quantity, "log_offset": self.log_offset,
                 "features": [FEATURES[i] for i in self.columns],
                 "kind_codes": KIND_CODE, "kinds": self.kinds, "groups": {}}
         for group in self.groups.values():
@@ -282,7 +290,7 @@ class KernelRegressor:
             raise HwoptError(f"{index}: trained with other features than this hwopt version: retrain it")
         # A model trained before a feature was added reads its own columns.
         out = cls(kinds=list(meta["kinds"]), quantity=meta["quantity"],
-                  columns=tuple(FEATURES.index(n) for n in names))
+                  columns=tuple(FEATURES.index(n) for n in names), log_offset=float(meta.get("log_offset", 0.0)))
         for gname, g in meta["groups"].items():
             booster = xgb.Booster()
             try:
