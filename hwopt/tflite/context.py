@@ -20,7 +20,9 @@ class Context:
         self.ranges = ranges
         self.consts = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
         self.shapes: dict[str, tuple[int, ...]] = {}
-        for value in list(model.graph.input) + list(model.graph.value_info) + list(model.graph.output):
+        # value_info last: a graph output declared with a symbolic dim (``anchors``) keeps that declaration,
+        # and canonicalisation records its inferred shape (once --input-shape fixed the input) in value_info.
+        for value in list(model.graph.input) + list(model.graph.output) + list(model.graph.value_info):
             dims = value.type.tensor_type.shape.dim
             if value.type.tensor_type.HasField("shape"):
                 self.shapes[value.name] = tuple(max(d.dim_value, 1) if d.HasField("dim_value") else 1 for d in dims)

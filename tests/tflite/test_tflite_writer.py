@@ -321,3 +321,18 @@ def test_unsupported_attribute_is_one_line(tmp_path: Path) -> None:
                    [("x", [1, 2, 4, 4])], [("y", [1, 2, 6, 6])], [("pads", np.array([0, 0, 1, 1, 0, 0, 1, 1]))])
     with pytest.raises(HwoptError, match=r"node 'reflect' \(Pad\): cannot write it as TFLite: reflect padding"):
         write_tflite(_fix_int_inits(model), tmp_path / "out.tflite")
+
+
+def test_symbolic_output_dims_take_the_inferred_shape(tmp_path: Path) -> None:
+    """A graph output declared ['batch', 8, 'anchors'] (as YOLOv8 exports declare theirs), the input fixed by
+    --input-shape: the TFLite output has the inferred 1x8x36, not 1s for the symbolic dims (LiteRT resizes
+    it at run time and agreed anyway; Vela refused the CONCATENATION writing 1x8x1)."""
+    graph = helper.make_graph(
+        [helper.make_node("Reshape", ["x", "shape"], ["r"], name="flat"),
+         helper.make_node("Concat", ["r", "r"], ["y"], name="cat", axis=1)], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 4, "h", "w"])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 8, "anchors"])],
+        [numpy_helper.from_array(np.array([1, 4, -1], np.int64), "shape")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    errors, _, result = _agreement(model, tmp_path / "out.tflite", shapes=[InputShape.parse("x=1x4x6x6")])
+    assert result.outputs[0].tflite_shape == (1, 8, 36) and max(errors["y"]) < OP_TOLERANCE
