@@ -1,4 +1,5 @@
-"""Ops that move data without computing: Reshape & co., Transpose, Concat, Pad, Slice, Split.
+"""Ops that move data without computing: Reshape & co., Transpose, Concat, Pad, Slice, Split, SpaceToDepth,
+Gather (constant indices).
 
 A reshape is only a reshape of the bytes when the stored (NHWC) order and the ONNX order agree; where
 they differ, the data is first transposed to ONNX order, reshaped, then transposed to the stored layout
@@ -191,3 +192,70 @@ def split(ctx: Context, unit: Unit) -> None:
         return
     size_splits = ctx.raw_constant(f"{unit.name}/sizes", np.array(sizes, np.int32), "int32")
     ctx.emit("SPLIT_V", [x, size_splits, physical], outs, ("SplitVOptions", {"NumSplits": len(outs)}))
+
+
+@converter("SpaceToDepth")
+def space_to_depth(ctx: Context, unit: Unit) -> None:
+    """Output channel (i * b + j) * C + c is input channel c at row i, column j of each b x b block: b * b
+    STRIDED_SLICEs (H/W strides b) joined on channels by CONCATENATION. Vela 5.2 has no NPU form of
+    SPACE_TO_DEPTH (it would run on the CPU); the slices and the concat run on the NPU, and they are what
+    the exporter wrote before onnxruntime fused them (YOLOX's Focus)."""
+    src = unit.node.input[0]
+    b = int(ctx.attrs()["blocksize"])
+    n, c, h, w = ctx.shape(src)
+    if h % b or w % b:
+        raise ctx.error(f"H x W {h}x{w} is not a multiple of the block size {b}")
+    x = ctx.input(src)
+    out = ctx.output(unit.outputs[0], ctx.quant(x))
+    parts = []
+    for block in ctx.attrs().get("hwopt_blocks", range(b * b)):  # a channel Gather fused behind reorders them
+        i, j = divmod(int(block), b)
+        name = f"{unit.outputs[0]}/block_{i}_{j}"
+        part = ctx.internal(name, (n, h // b, w // b, c), ctx.quant(x))
+        specs = [ctx.raw_constant(f"{name}/{what}", np.array(values, np.int32), "int32")
+                 for what, values in (("begin", [0, i, j, 0]), ("end", [n, h, w, c]), ("strides", [1, b, b, 1]))]
+        ctx.emit("STRIDED_SLICE", [x, *specs], [part], ("StridedSliceOptions", {}))
+        parts.append(part)
+    ctx.emit("CONCATENATION", parts, [out], ("ConcatenationOptions", {"Axis": 3, "FusedActivationFunction": 0}))
+
+
+def _runs(indices: list[int]) -> list[tuple[int, int]]:
+    """[start, stop) of each run of consecutive ascending indices, in order."""
+    runs: list[list[int]] = []
+    for index in indices:
+        if runs and index == runs[-1][1]:
+            runs[-1][1] += 1
+        else:
+            runs.append([index, index + 1])
+    return [(start, stop) for start, stop in runs]
+
+
+@converter("Gather")
+def gather(ctx: Context, unit: Unit) -> None:
+    """A Gather of a constant 1-D index list (a channel reordering, a crop): each run of consecutive indices
+    is a SLICE, the runs joined by CONCATENATION. Vela 5.2 runs no GATHER on the NPU; slices and concats
+    it does."""
+    node = unit.node
+    src = node.input[0]
+    shape = ctx.shape(src)
+    rank = len(shape)
+    axis = int(ctx.attrs().get("axis", 0)) % rank
+    indices = ctx.const(node.input[1], "indices")
+    if indices.ndim != 1:
+        raise ctx.error(f"indices of rank {indices.ndim} (only a 1-D constant list is written)")
+    x = ctx.input(src)
+    out = ctx.output(unit.outputs[0], ctx.quant(x))
+    physical = layout.physical_axis(axis, rank)
+    runs = _runs([int(i) % shape[axis] for i in indices])
+    parts = []
+    for k, (start, stop) in enumerate(runs):
+        begin, size = [0] * rank, list(ctx.tshape(x))
+        begin[physical], size[physical] = start, stop - start
+        part = out if len(runs) == 1 else ctx.internal(f"{unit.outputs[0]}/run_{k}", tuple(size), ctx.quant(x))
+        ctx.emit("SLICE", [x, ctx.raw_constant(f"{unit.outputs[0]}/run_{k}/begin", np.array(begin, np.int32), "int32"),
+                           ctx.raw_constant(f"{unit.outputs[0]}/run_{k}/size", np.array(size, np.int32), "int32")],
+                 [part], ("SliceOptions", {}))
+        parts.append(part)
+    if len(runs) > 1:
+        ctx.emit("CONCATENATION", parts, [out],
+                 ("ConcatenationOptions", {"Axis": physical, "FusedActivationFunction": 0}))

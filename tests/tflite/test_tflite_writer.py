@@ -195,14 +195,35 @@ OPS = {
     "split_attribute": (_model([helper.make_node("Split", ["x"], ["a", "b"], name="split", axis=3, split=[2, 4])],
                                [("x", [1, 4, 5, 6])], [("a", [1, 4, 5, 2]), ("b", [1, 4, 5, 4])], opset=11),
                         {"SPLIT_V": 1}),
+    # YOLOX's Focus as onnxruntime fuses it: 4 STRIDED_SLICEs (H/W strides 2) and a CONCATENATION, all on
+    # Vela's NPU (it has no NPU SPACE_TO_DEPTH).
+    "space_to_depth": (_model([helper.make_node("SpaceToDepth", ["x"], ["s"], name="s2d", blocksize=2),
+                               _conv("c", "s", "y", "w", pads=[1, 1, 1, 1])],
+                              [("x", [1, 3, 8, 12])], [("y", [1, 8, 4, 6])], [("w", _w(8, 12, 3, 3))]),
+                       {"STRIDED_SLICE": 4, "CONCATENATION": 1, "CONV_2D": 1}),
+    # ... and with the channel Gather onnxruntime puts behind it (Focus's concat order (0,0), (1,0), (0,1),
+    # (1,1)): fused, the slices are concatenated in that order.
+    "space_to_depth_gather": (_model([helper.make_node("SpaceToDepth", ["x"], ["s"], name="s2d", blocksize=2),
+                                      helper.make_node("Gather", ["s", "idx"], ["g"], name="reorder", axis=1),
+                                      _conv("c", "g", "y", "w", pads=[1, 1, 1, 1])],
+                                     [("x", [1, 3, 8, 12])], [("y", [1, 8, 4, 6])],
+                                     [("idx", np.array([0, 1, 2, 6, 7, 8, 3, 4, 5, 9, 10, 11])),
+                                      ("w", _w(8, 12, 3, 3))]),
+                              {"STRIDED_SLICE": 4, "CONCATENATION": 1, "CONV_2D": 1}),
+    # A Gather of constant indices: each run of consecutive ones a SLICE (a negative index counts from the end).
+    "gather_runs": (_model([helper.make_node("Gather", ["x", "idx"], ["g"], name="pick", axis=1),
+                            _conv("c", "g", "y", "w")],
+                           [("x", [1, 8, 5, 5])], [("y", [1, 4, 5, 5])],
+                           [("idx", np.array([5, 6, -1, 0, 1, 3])), ("w", _w(4, 6, 1, 1))]),
+                    {"SLICE": 3, "CONCATENATION": 1, "CONV_2D": 1}),
 }
 
-INT_INITIALIZERS = {"size", "size2", "pads", "split"} | {f"{key}{suffix}" for key in ("starts", "ends", "axes", "steps")
+INT_INITIALIZERS = {"size", "size2", "pads", "split", "idx"} | {f"{key}{suffix}" for key in ("starts", "ends", "axes", "steps")
                                                          for suffix in ("", "2", "3")}
 
 
 def _fix_int_inits(model: onnx.ModelProto) -> onnx.ModelProto:
-    """Resize sizes, Pad pads, Slice starts/ends/axes/steps and Split sizes are int64 in ONNX."""
+    """Resize sizes, Pad pads, Slice starts/ends/axes/steps, Split sizes and Gather indices are int64 in ONNX."""
     for init in model.graph.initializer:
         if init.name in INT_INITIALIZERS:
             init.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(init).astype(np.int64), init.name))
@@ -221,7 +242,8 @@ def test_one_op_agrees_with_onnxruntime(tmp_path: Path, case: str) -> None:
 # Cases whose every operator Vela 5.2 runs on ethos-u55-256's NPU (none falls back to the CPU): Vela checks
 # MAXIMUM/MINIMUM's matching quantization and STRIDED_SLICE's batch/channel strides, so a writer mistake
 # there shows up as a CPU operator.
-NPU_CASES = ("max_min", "prelu_as_max_depthwise", "slices", "splits", "split_attribute")
+NPU_CASES = ("max_min", "prelu_as_max_depthwise", "slices", "splits", "split_attribute", "space_to_depth",
+             "space_to_depth_gather", "gather_runs")
 
 
 @pytest.mark.parametrize("case", NPU_CASES)
