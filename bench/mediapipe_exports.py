@@ -103,9 +103,10 @@ def describe(path: Path, producer: str) -> str:
     return f"{path.name:40s} {producer:24s} {input_shapes(path):36s} sha256 {sha256(path)}"
 
 
-def write_specs(paths: list[Path], specs: Path) -> None:
-    specs.write_text("".join(f"{path.resolve()}\n" for path in paths))
-    log(f"wrote {specs} ({len(paths)} models; pass each line as --real PATH)")
+def write_specs(lines: list[str], specs: Path) -> None:
+    """One ``--real`` argument a line: PATH, or PATH:NAME=1x3xHxW for a dynamic input."""
+    specs.write_text("".join(f"{line}\n" for line in lines))
+    log(f"wrote {specs} ({len(lines)} models; pass each line as --real)")
 
 
 def sort_unordered(path: Path) -> None:
@@ -195,7 +196,7 @@ def main() -> None:
         print(f"{describe(onnx_path, model.exporter)}  from {tflite.name} sha256 {sha256(tflite)[:16]}",
               flush=True)
         done.append(onnx_path)
-    write_specs(done, folder / "specs.txt")
+    write_specs([str(path.resolve()) for path in done], folder / "specs.txt")
 
 
 if __name__ == "__main__":
