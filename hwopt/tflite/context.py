@@ -11,7 +11,7 @@ from hwopt.errors import HwoptError
 from hwopt.tflite import layout
 from hwopt.tflite.fusion import Unit
 from hwopt.tflite.graph import Graph, Operator, Quant, Tensor
-from hwopt.tflite.quantize import Ranges, activation_quant, constant_quant
+from hwopt.tflite.quantize import Ranges, activation_quant, constant_quant, quantize_values
 
 
 class Context:
@@ -20,7 +20,9 @@ class Context:
         self.ranges = ranges
         self.consts = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
         self.shapes: dict[str, tuple[int, ...]] = {}
-        for value in list(model.graph.input) + list(model.graph.value_info) + list(model.graph.output):
+        # value_info last: a graph output declared with a symbolic dim (``anchors``) keeps that declaration,
+        # and canonicalisation records its inferred shape (once --input-shape fixed the input) in value_info.
+        for value in list(model.graph.input) + list(model.graph.output) + list(model.graph.value_info):
             dims = value.type.tensor_type.shape.dim
             if value.type.tensor_type.HasField("shape"):
                 self.shapes[value.name] = tuple(max(d.dim_value, 1) if d.HasField("dim_value") else 1 for d in dims)
@@ -63,13 +65,17 @@ class Context:
             return self.constant(name, values)
         raise self.error(f"its input {name!r} was not produced by a converted node")
 
-    def constant(self, name: str, values: np.ndarray, rank: int | None = None) -> int:
+    def constant(self, name: str, values: np.ndarray, rank: int | None = None, quant: Quant | None = None) -> int:
         """An int8 constant operand; ``rank`` pads its shape with leading 1s to broadcast against a tensor
-        of that rank (ONNX broadcasting), then moves it to the physical layout."""
+        of that rank (ONNX broadcasting), then moves it to the physical layout. ``quant``: quantized with
+        these parameters (saturating) instead of over its own values."""
         if rank is not None and values.ndim < rank:
             values = values.reshape((1,) * (rank - values.ndim) + values.shape)
         values = layout.to_physical(values)
-        q, quant = constant_quant(values)
+        if quant is None:
+            q, quant = constant_quant(values)
+        else:
+            q = quantize_values(values, quant)
         return self.graph.add_tensor(Tensor(name, q.shape, "int8", quant, q))
 
     def raw_constant(self, name: str, values: np.ndarray, dtype: str, quant: Quant | None = None) -> int:
@@ -87,6 +93,16 @@ class Context:
     def internal(self, stem: str, shape: tuple[int, ...], quant: Quant) -> int:
         """A tensor between two TFLite operators of one unit (no ONNX counterpart), shape as given."""
         return self.graph.add_tensor(Tensor(stem, tuple(int(s) for s in shape), "int8", quant))
+
+    def requantized(self, index: int, quant: Quant) -> int:
+        """``index`` with the parameters ``quant``: itself when it has them, else a QUANTIZE int8 -> int8
+        (which Vela runs on the NPU) into a new tensor. For the ops whose int8 kernels need their inputs
+        quantized like their output (CONCATENATION, MAXIMUM, MINIMUM)."""
+        if self.quant(index) == quant:
+            return index
+        requantized = self.internal(f"{self.graph.tensors[index].name}/requantized", self.tshape(index), quant)
+        self.emit("QUANTIZE", [index], [requantized])
+        return requantized
 
     def quant(self, index: int) -> Quant:
         q = self.graph.tensors[index].quant

@@ -1,5 +1,5 @@
 """Which ONNX nodes become one TFLite operator: activations fused into their producer, x*hardsigmoid(x)
-as HARD_SWISH.
+as HARD_SWISH, a block-reordering channel Gather into the SpaceToDepth before it.
 
 TFLite int8 kernels apply a fused activation as a clamp of the quantized output, and Vela runs it in the
 same NPU pass, so a conv followed by its ReLU/ReLU6 is one operator, as TFLite's own converter writes it.
@@ -73,6 +73,25 @@ def _close(a: float, b: float) -> bool:
     return abs(a - b) <= 1e-6 * max(1.0, abs(b))
 
 
+def _block_order(space_to_depth: onnx.NodeProto, gather: onnx.NodeProto,
+                 consts: dict[str, np.ndarray]) -> list[int] | None:
+    """The order of SpaceToDepth's blocks a channel Gather behind it puts them in, or None when the Gather
+    does more than reorder whole blocks of C channels."""
+    attrs = {a.name: helper.get_attribute_value(a) for a in gather.attribute}
+    if gather.op_type != "Gather" or attrs.get("axis", 0) != 1 or gather.input[0] != space_to_depth.output[0] \
+            or gather.input[1] not in consts:
+        return None
+    indices = consts[gather.input[1]]
+    blocks = int({a.name: helper.get_attribute_value(a) for a in space_to_depth.attribute}["blocksize"]) ** 2
+    if indices.ndim != 1 or indices.size % blocks or sorted(indices.tolist()) != list(range(indices.size)):
+        return None
+    rows = indices.reshape(blocks, -1)
+    channels = rows.shape[1]
+    if any(row.tolist() != list(range(row[0], row[0] + channels)) or row[0] % channels for row in rows):
+        return None
+    return [int(row[0]) // channels for row in rows]
+
+
 def plan(model: onnx.ModelProto) -> Plan:
     graph = model.graph
     consts = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
@@ -111,6 +130,17 @@ def plan(model: onnx.ModelProto) -> Plan:
             fused.attribute.append(helper.make_attribute("hwopt_perm", list(attrs["perm"])))
             unit = Unit(fused, list(view.output), onnx_nodes=(node.name, view.name))
             absorbed.add(view.name)
+        elif node.op_type == "SpaceToDepth" and (gather := only_consumer(node.output[0])) is not None \
+                and (blocks := _block_order(node, gather, consts)) is not None:
+            # onnxruntime fuses YOLOX's Focus (4 strided slices + concat) into SpaceToDepth + a channel Gather
+            # that reorders whole blocks: one set of slices, concatenated in the Gather's order.
+            fused = onnx.NodeProto()
+            fused.CopyFrom(node)
+            fused.attribute.append(helper.make_attribute("hwopt_blocks", blocks))
+            del fused.output[:]
+            fused.output.extend(gather.output)
+            unit = Unit(fused, list(gather.output), onnx_nodes=(node.name, gather.name))
+            absorbed.add(gather.name)
         elif node.op_type in FUSES_ACTIVATION:
             act = only_consumer(node.output[0])
             kind = activation_kind(act, consts) if act is not None else None

@@ -1,4 +1,4 @@
-"""Element-wise ops: Add/Sub/Mul/Div (with ONNX broadcasting) and activations.
+"""Element-wise ops: Add/Sub/Mul/Div and Max/Min (with ONNX broadcasting) and activations.
 
 Constant operands become int8 constants quantized over their own values, broadcast to the other
 operand's rank first (ONNX aligns trailing axes; the padded constant is then laid out like any tensor of
@@ -59,6 +59,27 @@ def binary(ctx: Context, unit: Unit) -> None:
     b = _operand(ctx, node.input[1], rank, reciprocal=node.op_type == "Div")
     out = ctx.output(unit.outputs[0])
     ctx.emit(opcode, [a, b], [out], (options, {"FusedActivationFunction": ACTIVATIONS[unit.activation]}))
+
+
+@converter("Max", "Min")
+def extremum(ctx: Context, unit: Unit) -> None:
+    """MAXIMUM / MINIMUM of two operands. The int8 kernels compare raw int8 values, so both inputs must
+    share the output's parameters (LiteRT and Vela check it): an activation with others is requantized
+    first (QUANTIZE), a constant is quantized with the output's. Requantizing saturates to the output's
+    range, which commutes with max/min, so the result is the one the output can hold anyway. PRelu with
+    slopes <= 1 is Max(x, slope * x), a depthwise 1x1 conv and a MAXIMUM."""
+    node = unit.node
+    names = [name for name in node.input if name]
+    if len(names) != 2:
+        raise ctx.error(f"{node.op_type} of {len(names)} operands (only two are written)")
+    if all(ctx.is_const(name) for name in names):
+        raise ctx.error("both operands are constants (canonicalisation folds these)")
+    rank = len(ctx.shape(unit.outputs[0]))
+    out = ctx.output(unit.outputs[0])
+    quant = ctx.quant(out)
+    operands = [ctx.constant(f"{unit.name}/{name}", ctx.const(name).astype(np.float32), rank, quant)
+                if ctx.is_const(name) else ctx.requantized(_operand(ctx, name, rank), quant) for name in names]
+    ctx.emit("MAXIMUM" if node.op_type == "Max" else "MINIMUM", operands, [out])
 
 
 @converter("Relu", "Clip")

@@ -1,4 +1,5 @@
-"""Ops that move data without computing: Reshape & co., Transpose, Concat, Pad.
+"""Ops that move data without computing: Reshape & co., Transpose, Concat, Pad, Slice, Split, SpaceToDepth,
+Gather (constant indices).
 
 A reshape is only a reshape of the bytes when the stored (NHWC) order and the ONNX order agree; where
 they differ, the data is first transposed to ONNX order, reshaped, then transposed to the stored layout
@@ -85,14 +86,7 @@ def concat(ctx: Context, unit: Unit) -> None:
                                                                            ctx.const(name).astype(np.float32), rank)
               for name in node.input]
     out = ctx.output(unit.outputs[0])
-    quant = ctx.quant(out)
-    aligned = []
-    for index in inputs:
-        if ctx.quant(index) != quant:
-            requantized = ctx.internal(f"{ctx.graph.tensors[index].name}/requantized", ctx.tshape(index), quant)
-            ctx.emit("QUANTIZE", [index], [requantized])
-            index = requantized
-        aligned.append(index)
+    aligned = [ctx.requantized(index, ctx.quant(out)) for index in inputs]
     ctx.emit("CONCATENATION", aligned, [out],
              ("ConcatenationOptions", {"Axis": axis, "FusedActivationFunction": ACTIVATIONS[unit.activation]}))
 
@@ -125,3 +119,143 @@ def pad(ctx: Context, unit: Unit) -> None:
     fill = int(np.clip(round(value / quant.scale[0]) + quant.zero_point[0], -128, 127))
     ctx.emit("PADV2", [x, spec, ctx.raw_constant(f"{unit.name}/value", np.array([fill], np.int8), "int8", quant)],
              [out], ("PadV2Options", {}))
+
+
+def _ints(ctx: Context, position: int, attr: str, what: str) -> list[int] | None:
+    """A constant int list given as input ``position`` (newer opsets) or as the attribute ``attr``."""
+    node = ctx.unit.node
+    if len(node.input) > position and node.input[position]:
+        return [int(v) for v in ctx.const(node.input[position], what).reshape(-1)]
+    value = ctx.attrs().get(attr)
+    return None if value is None else [int(v) for v in value]
+
+
+@converter("Slice")
+def slice_(ctx: Context, unit: Unit) -> None:
+    """SLICE (every step 1) or STRIDED_SLICE, begin/size/strides given per physical axis. Vela runs both
+    on the NPU when the batch and channel strides are 1."""
+    node = unit.node
+    src = node.input[0]
+    shape = ctx.shape(src)
+    rank = len(shape)
+    starts, ends = _ints(ctx, 1, "starts", "starts"), _ints(ctx, 2, "ends", "ends")
+    if starts is None or ends is None:
+        raise ctx.error("it has no starts/ends")
+    axes = _ints(ctx, 3, "axes", "axes") or list(range(len(starts)))
+    steps = _ints(ctx, 4, "", "steps") or [1] * len(starts)
+    if not len(starts) == len(ends) == len(axes) == len(steps):
+        raise ctx.error("starts, ends, axes and steps differ in length")
+    begin, end, stride = [0] * rank, list(shape), [1] * rank  # ONNX axis order
+    for start, stop, axis, step in zip(starts, ends, axes, steps):
+        if step <= 0:
+            raise ctx.error(f"step {step} on axis {axis} (a reversing slice is not written)")
+        axis %= rank
+        dim = shape[axis]
+        start, stop = (v + dim if v < 0 else v for v in (start, stop))
+        begin[axis], end[axis], stride[axis] = min(max(start, 0), dim), min(max(stop, 0), dim), step
+    out_shape = tuple(max(0, -(-(e - b) // s)) for b, e, s in zip(begin, end, stride))
+    if out_shape != tuple(ctx.shape(unit.outputs[0])):
+        raise ctx.error(f"the slice gives {list(out_shape)}, the model says {list(ctx.shape(unit.outputs[0]))}")
+    order = layout.perm(rank)
+    begin, end, stride = ([values[axis] for axis in order] for values in (begin, end, stride))
+    x = ctx.input(src)
+    out = ctx.output(unit.outputs[0], ctx.quant(x))
+
+    def spec(suffix: str, values: list[int]) -> int:
+        return ctx.raw_constant(f"{unit.name}/{suffix}", np.array(values, np.int32), "int32")
+
+    if all(s == 1 for s in stride):
+        ctx.emit("SLICE", [x, spec("begin", begin), spec("size", [e - b for b, e in zip(begin, end)])], [out],
+                 ("SliceOptions", {}))
+        return
+    ctx.emit("STRIDED_SLICE", [x, spec("begin", begin), spec("end", end), spec("strides", stride)], [out],
+             ("StridedSliceOptions", {}))
+
+
+@converter("Split")
+def split(ctx: Context, unit: Unit) -> None:
+    """SPLIT (equal parts) or SPLIT_V (the sizes as a constant) along the physical axis of ONNX's axis."""
+    node = unit.node
+    src = node.input[0]
+    shape = ctx.shape(src)
+    rank = len(shape)
+    axis = int(ctx.attrs().get("axis", 0)) % rank
+    sizes = _ints(ctx, 1, "split", "split") or [ctx.shape(name)[axis] for name in unit.outputs]
+    if len(sizes) != len(unit.outputs) or sum(sizes) != shape[axis]:
+        raise ctx.error(f"split sizes {sizes} do not cut axis {axis} of size {shape[axis]} into "
+                        f"{len(unit.outputs)} outputs")
+    x = ctx.input(src)
+    outs = [ctx.output(name, ctx.quant(x)) for name in unit.outputs]
+    physical = ctx.raw_constant(f"{unit.name}/axis", np.array(layout.physical_axis(axis, rank), np.int32), "int32")
+    if len(set(sizes)) == 1:
+        ctx.emit("SPLIT", [physical, x], outs, ("SplitOptions", {"NumSplits": len(outs)}))
+        return
+    size_splits = ctx.raw_constant(f"{unit.name}/sizes", np.array(sizes, np.int32), "int32")
+    ctx.emit("SPLIT_V", [x, size_splits, physical], outs, ("SplitVOptions", {"NumSplits": len(outs)}))
+
+
+@converter("SpaceToDepth")
+def space_to_depth(ctx: Context, unit: Unit) -> None:
+    """Output channel (i * b + j) * C + c is input channel c at row i, column j of each b x b block: b * b
+    STRIDED_SLICEs (H/W strides b) joined on channels by CONCATENATION. Vela 5.2 has no NPU form of
+    SPACE_TO_DEPTH (it would run on the CPU); the slices and the concat run on the NPU, and they are what
+    the exporter wrote before onnxruntime fused them (YOLOX's Focus)."""
+    src = unit.node.input[0]
+    b = int(ctx.attrs()["blocksize"])
+    n, c, h, w = ctx.shape(src)
+    if h % b or w % b:
+        raise ctx.error(f"H x W {h}x{w} is not a multiple of the block size {b}")
+    x = ctx.input(src)
+    out = ctx.output(unit.outputs[0], ctx.quant(x))
+    parts = []
+    for block in ctx.attrs().get("hwopt_blocks", range(b * b)):  # a channel Gather fused behind reorders them
+        i, j = divmod(int(block), b)
+        name = f"{unit.outputs[0]}/block_{i}_{j}"
+        part = ctx.internal(name, (n, h // b, w // b, c), ctx.quant(x))
+        specs = [ctx.raw_constant(f"{name}/{what}", np.array(values, np.int32), "int32")
+                 for what, values in (("begin", [0, i, j, 0]), ("end", [n, h, w, c]), ("strides", [1, b, b, 1]))]
+        ctx.emit("STRIDED_SLICE", [x, *specs], [part], ("StridedSliceOptions", {}))
+        parts.append(part)
+    ctx.emit("CONCATENATION", parts, [out], ("ConcatenationOptions", {"Axis": 3, "FusedActivationFunction": 0}))
+
+
+def _runs(indices: list[int]) -> list[tuple[int, int]]:
+    """[start, stop) of each run of consecutive ascending indices, in order."""
+    runs: list[list[int]] = []
+    for index in indices:
+        if runs and index == runs[-1][1]:
+            runs[-1][1] += 1
+        else:
+            runs.append([index, index + 1])
+    return [(start, stop) for start, stop in runs]
+
+
+@converter("Gather")
+def gather(ctx: Context, unit: Unit) -> None:
+    """A Gather of a constant 1-D index list (a channel reordering, a crop): each run of consecutive indices
+    is a SLICE, the runs joined by CONCATENATION. Vela 5.2 runs no GATHER on the NPU; slices and concats
+    it does."""
+    node = unit.node
+    src = node.input[0]
+    shape = ctx.shape(src)
+    rank = len(shape)
+    axis = int(ctx.attrs().get("axis", 0)) % rank
+    indices = ctx.const(node.input[1], "indices")
+    if indices.ndim != 1:
+        raise ctx.error(f"indices of rank {indices.ndim} (only a 1-D constant list is written)")
+    x = ctx.input(src)
+    out = ctx.output(unit.outputs[0], ctx.quant(x))
+    physical = layout.physical_axis(axis, rank)
+    runs = _runs([int(i) % shape[axis] for i in indices])
+    parts = []
+    for k, (start, stop) in enumerate(runs):
+        begin, size = [0] * rank, list(ctx.tshape(x))
+        begin[physical], size[physical] = start, stop - start
+        part = out if len(runs) == 1 else ctx.internal(f"{unit.outputs[0]}/run_{k}", tuple(size), ctx.quant(x))
+        ctx.emit("SLICE", [x, ctx.raw_constant(f"{unit.outputs[0]}/run_{k}/begin", np.array(begin, np.int32), "int32"),
+                           ctx.raw_constant(f"{unit.outputs[0]}/run_{k}/size", np.array(size, np.int32), "int32")],
+                 [part], ("SliceOptions", {}))
+        parts.append(part)
+    if len(runs) > 1:
+        ctx.emit("CONCATENATION", parts, [out],
+                 ("ConcatenationOptions", {"Axis": physical, "FusedActivationFunction": 0}))

@@ -160,13 +160,72 @@ OPS = {
                                     helper.make_node("Relu", ["t"], ["y"], name="r")],
                                    [("x", [1, 4, 6, 6])], [("y", [1, 8, 12, 12])],
                                    [("w", _w(4, 8, 2, 2)), ("b", _w(8))]), {"TRANSPOSE_CONV": 1}),
+    # Max of two activations with other ranges than its output (both requantized), Min with a constant
+    # quantized like the output (its input requantized): MAXIMUM/MINIMUM compare raw int8 values.
+    "max_min": (_model([helper.make_node("Mul", ["x", "half"], ["h"], name="h"),
+                        helper.make_node("Max", ["x", "h"], ["m"], name="max"),
+                        helper.make_node("Min", ["m", "cap"], ["y"], name="min")],
+                       [("x", [1, 8, 6, 6])], [("y", [1, 8, 6, 6])],
+                       [("half", 0.5), ("cap", np.linspace(0.5, 2.0, 8, dtype=np.float32).reshape(8, 1, 1))]),
+                {"MUL": 1, "QUANTIZE": 3, "MAXIMUM": 1, "MINIMUM": 1}),
+    # PRelu(x, a) with every a <= 1 as Max(x, a * x): a depthwise 1x1 conv feeding MAXIMUM with x.
+    "prelu_as_max_depthwise": (_model([_conv("dw", "x", "ax", "a", group=8),
+                                       helper.make_node("Max", ["x", "ax"], ["y"], name="max")],
+                                      [("x", [1, 8, 6, 6])], [("y", [1, 8, 6, 6])],
+                                      [("a", np.linspace(-0.3, 0.9, 8, dtype=np.float32).reshape(8, 1, 1, 1))]),
+                               {"DEPTHWISE_CONV_2D": 1, "QUANTIZE": 2, "MAXIMUM": 1}),
+    # Steps of 1 (channels, negative start, an end past the axis) as SLICE; a step of 2 on W as
+    # STRIDED_SLICE (Vela's NPU takes H/W strides); a 3-D slice keeps ONNX's axes.
+    "slices": (_model([helper.make_node("Slice", ["x", "starts", "ends", "axes"], ["s"], name="slice"),
+                       helper.make_node("Slice", ["s", "starts2", "ends2", "axes2", "steps2"], ["y"], name="strided"),
+                       helper.make_node("Slice", ["z", "starts3", "ends3", "axes3"], ["y3"], name="slice3d")],
+                      [("x", [1, 8, 12, 12]), ("z", [1, 10, 16])], [("y", [1, 4, 8, 6]), ("y3", [1, 4, 16])],
+                      [("starts", np.array([2, -8])), ("ends", np.array([6, 1 << 40])), ("axes", np.array([1, 2])),
+                       ("starts2", np.array([0])), ("ends2", np.array([12])), ("axes2", np.array([3])),
+                       ("steps2", np.array([2])), ("starts3", np.array([3])), ("ends3", np.array([-3])),
+                       ("axes3", np.array([-2]))]),
+               {"SLICE": 2, "STRIDED_SLICE": 1}),
+    # Sizes as the opset-13 input (unequal: SPLIT_V), then equal parts from the outputs' shapes (SPLIT).
+    "splits": (_model([helper.make_node("Split", ["x", "split"], ["a", "b"], name="split_v", axis=1),
+                       helper.make_node("Split", ["b"], ["b1", "b2"], name="split_h", axis=2)],
+                      [("x", [1, 12, 6, 6])], [("a", [1, 4, 6, 6]), ("b1", [1, 8, 3, 6]), ("b2", [1, 8, 3, 6])],
+                      [("split", np.array([4, 8]))]),
+               {"SPLIT_V": 1, "SPLIT": 1}),
+    # Opset 11: the sizes as an attribute.
+    "split_attribute": (_model([helper.make_node("Split", ["x"], ["a", "b"], name="split", axis=3, split=[2, 4])],
+                               [("x", [1, 4, 5, 6])], [("a", [1, 4, 5, 2]), ("b", [1, 4, 5, 4])], opset=11),
+                        {"SPLIT_V": 1}),
+    # YOLOX's Focus as onnxruntime fuses it: 4 STRIDED_SLICEs (H/W strides 2) and a CONCATENATION, all on
+    # Vela's NPU (it has no NPU SPACE_TO_DEPTH).
+    "space_to_depth": (_model([helper.make_node("SpaceToDepth", ["x"], ["s"], name="s2d", blocksize=2),
+                               _conv("c", "s", "y", "w", pads=[1, 1, 1, 1])],
+                              [("x", [1, 3, 8, 12])], [("y", [1, 8, 4, 6])], [("w", _w(8, 12, 3, 3))]),
+                       {"STRIDED_SLICE": 4, "CONCATENATION": 1, "CONV_2D": 1}),
+    # ... and with the channel Gather onnxruntime puts behind it (Focus's concat order (0,0), (1,0), (0,1),
+    # (1,1)): fused, the slices are concatenated in that order.
+    "space_to_depth_gather": (_model([helper.make_node("SpaceToDepth", ["x"], ["s"], name="s2d", blocksize=2),
+                                      helper.make_node("Gather", ["s", "idx"], ["g"], name="reorder", axis=1),
+                                      _conv("c", "g", "y", "w", pads=[1, 1, 1, 1])],
+                                     [("x", [1, 3, 8, 12])], [("y", [1, 8, 4, 6])],
+                                     [("idx", np.array([0, 1, 2, 6, 7, 8, 3, 4, 5, 9, 10, 11])),
+                                      ("w", _w(8, 12, 3, 3))]),
+                              {"STRIDED_SLICE": 4, "CONCATENATION": 1, "CONV_2D": 1}),
+    # A Gather of constant indices: each run of consecutive ones a SLICE (a negative index counts from the end).
+    "gather_runs": (_model([helper.make_node("Gather", ["x", "idx"], ["g"], name="pick", axis=1),
+                            _conv("c", "g", "y", "w")],
+                           [("x", [1, 8, 5, 5])], [("y", [1, 4, 5, 5])],
+                           [("idx", np.array([5, 6, -1, 0, 1, 3])), ("w", _w(4, 6, 1, 1))]),
+                    {"SLICE": 3, "CONCATENATION": 1, "CONV_2D": 1}),
 }
+
+INT_INITIALIZERS = {"size", "size2", "pads", "split", "idx"} | {f"{key}{suffix}" for key in ("starts", "ends", "axes", "steps")
+                                                         for suffix in ("", "2", "3")}
 
 
 def _fix_int_inits(model: onnx.ModelProto) -> onnx.ModelProto:
-    """Resize sizes and Pad pads are int64 in ONNX."""
+    """Resize sizes, Pad pads, Slice starts/ends/axes/steps, Split sizes and Gather indices are int64 in ONNX."""
     for init in model.graph.initializer:
-        if init.name in ("size", "size2", "pads"):
+        if init.name in INT_INITIALIZERS:
             init.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(init).astype(np.int64), init.name))
     return model
 
@@ -178,6 +237,42 @@ def test_one_op_agrees_with_onnxruntime(tmp_path: Path, case: str) -> None:
     errors, _, result = _agreement(_fix_int_inits(model), tmp_path / f"{case}.tflite", samples=2, calibration=64)
     assert dict(result.operators) == expected_ops
     assert max(max(e) for e in errors.values()) < OP_TOLERANCE, errors
+
+
+# Cases whose every operator Vela 5.2 runs on ethos-u55-256's NPU (none falls back to the CPU): Vela checks
+# MAXIMUM/MINIMUM's matching quantization and STRIDED_SLICE's batch/channel strides, so a writer mistake
+# there shows up as a CPU operator.
+NPU_CASES = ("max_min", "prelu_as_max_depthwise", "slices", "splits", "split_attribute", "space_to_depth",
+             "space_to_depth_gather", "gather_runs")
+
+
+@pytest.mark.parametrize("case", NPU_CASES)
+def test_vela_runs_the_case_on_the_npu(tmp_path: Path, case: str) -> None:
+    from hwopt.backends.vela import VelaSettings, compile_tflite
+    from hwopt.targets import load_target
+
+    written = write_tflite(_fix_int_inits(OPS[case][0]), tmp_path / f"{case}.tflite")
+    result = compile_tflite(written.path, VelaSettings.from_target(load_target("ethos-u55-256")))
+    assert result.cpu_operators == 0 and result.npu_operators > 0, [(l.operator, l.target) for l in result.layers]
+
+
+_BAD = {
+    "Slice": (_model([helper.make_node("Slice", ["x", "starts", "ends", "axes", "steps"], ["y"], name="flip")],
+                     [("x", [1, 4, 6, 6])], [("y", [1, 4, 6, 6])],
+                     [("starts", np.array([-1])), ("ends", np.array([-(1 << 40)])), ("axes", np.array([3])),
+                      ("steps", np.array([-1]))]), r"node 'flip' \(Slice\): .*step -1 on axis 3"),
+    "Max": (_model([helper.make_node("Max", ["x", "x2", "x3"], ["y"], name="max3")],
+                   [("x", [1, 4, 6, 6]), ("x2", [1, 4, 6, 6]), ("x3", [1, 4, 6, 6])], [("y", [1, 4, 6, 6])]),
+            r"node 'max3' \(Max\): .*Max of 3 operands"),
+}
+
+
+@pytest.mark.parametrize("op", sorted(_BAD))
+def test_unwritable_form_is_one_line(tmp_path: Path, op: str) -> None:
+    model, message = _BAD[op]
+    with pytest.raises(HwoptError, match=message):
+        write_tflite(_fix_int_inits(model), tmp_path / "out.tflite")
+    assert not (tmp_path / "out.tflite").exists()
 
 
 # --- real exports ----------------------------------------------------------------------------------------
@@ -248,3 +343,18 @@ def test_unsupported_attribute_is_one_line(tmp_path: Path) -> None:
                    [("x", [1, 2, 4, 4])], [("y", [1, 2, 6, 6])], [("pads", np.array([0, 0, 1, 1, 0, 0, 1, 1]))])
     with pytest.raises(HwoptError, match=r"node 'reflect' \(Pad\): cannot write it as TFLite: reflect padding"):
         write_tflite(_fix_int_inits(model), tmp_path / "out.tflite")
+
+
+def test_symbolic_output_dims_take_the_inferred_shape(tmp_path: Path) -> None:
+    """A graph output declared ['batch', 8, 'anchors'] (as YOLOv8 exports declare theirs), the input fixed by
+    --input-shape: the TFLite output has the inferred 1x8x36, not 1s for the symbolic dims (LiteRT resizes
+    it at run time and agreed anyway; Vela refused the CONCATENATION writing 1x8x1)."""
+    graph = helper.make_graph(
+        [helper.make_node("Reshape", ["x", "shape"], ["r"], name="flat"),
+         helper.make_node("Concat", ["r", "r"], ["y"], name="cat", axis=1)], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 4, "h", "w"])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 8, "anchors"])],
+        [numpy_helper.from_array(np.array([1, 4, -1], np.int64), "shape")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    errors, _, result = _agreement(model, tmp_path / "out.tflite", shapes=[InputShape.parse("x=1x4x6x6")])
+    assert result.outputs[0].tflite_shape == (1, 8, 36) and max(errors["y"]) < OP_TOLERANCE

@@ -1,0 +1,203 @@
+"""MediaPipe's trained TFLite models as ONNX, from the PyPI wheel only: real exports hwopt never trained on.
+
+    python -m bench.mediapipe_exports [--out build] [--tf-python /work/tfenv/bin/python]
+
+Fetches ``mediapipe==0.10.14`` (the cp311 manylinux x86_64 wheel, whatever the running interpreter:
+``pip download --no-deps`` into ``OUT/wheels``, nothing installed), extracts the float TFLite models
+below and converts each to ONNX into ``OUT/mediapipe/``:
+
+- with ``tflite2onnx==0.4.1`` (+ ``tflite==2.18.0``, pure Python, in a small venv the script makes
+  under ``OUT/venvs/tflite2onnx`` with pip when it is missing): hand_landmark_lite,
+  hand_landmark_full, iris_landmark, hand_recrop, face_detection_short_range;
+- with ``tf2onnx==1.17.0`` (``--tflite FILE --opset 13``), which imports TensorFlow: only when
+  ``--tf-python`` names a Python that has it (tf2onnx itself is installed with ``pip install --no-deps
+  --target OUT/venvs/tf2onnx_pkgs`` and run with that folder on PYTHONPATH, leaving the TensorFlow
+  environment as it was): face_landmark, palm_detection_lite, palm_detection_full, pose_landmark_full.
+  Without ``--tf-python`` each is skipped with a printed line.
+
+It prints one line per model (file, exporter, ONNX input shape, sha256 of the ONNX file) and writes
+``OUT/mediapipe/specs.txt``: one model path a line, each usable as ``--real PATH``. A converter's own
+output goes to ``OUT/mediapipe/logs/NAME.log``; a model already converted is not converted again.
+tflite2onnx lists initializers and value_info in set order (object ids: it changes from run to run), so
+the script sorts those two lists by name after it (``sort_unordered``; the nodes, weights and shapes are
+untouched), which makes the sha256 repeat; they equal the lead's hand conversions with the same tools
+up to that order. tf2onnx numbers the constants it folds from a counter whose start varies, so its files'
+sha256 do not repeat (the op types, node names and weights do); each line also gives the sha256 of the
+TFLite file it came from, which does.
+
+The models are Google's MediaPipe solutions, Apache License 2.0 (as is the mediapipe package); they are
+not committed here. The floats in some of them are float16 weights with a Dequantize in front
+(tflite2onnx warns "float16 not supported/tested yet"; the ONNX holds the float32 values).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import onnx
+
+from bench.trained_case import log, wheel_file
+
+MEDIAPIPE = ("mediapipe", "0.10.14")
+# The wheel the lead converted by hand: cp311, manylinux x86_64 (pip picks it whatever runs this script).
+WHEEL_PLATFORM = ("--python-version", "3.11", "--implementation", "cp", "--abi", "cp311",
+                  "--platform", "manylinux_2_17_x86_64")
+# tflite2onnx's venv, pinned to what made the lead's copies (its dependencies included: the ONNX it writes
+# depends on the onnx and numpy it runs with).
+TFLITE2ONNX_PINS = ("tflite2onnx==0.4.1", "tflite==2.18.0", "onnx==1.23.2", "numpy==2.4.6",
+                    "flatbuffers==25.12.19", "protobuf==7.36.2")
+TF2ONNX_PIN = "tf2onnx==1.17.0"
+TF2ONNX_OPSET = 13
+
+
+@dataclass(frozen=True)
+class Model:
+    name: str
+    member: str  # path inside the wheel
+    exporter: str  # tflite2onnx | tf2onnx
+
+
+_MODULES = "mediapipe/modules"
+MODELS = [
+    Model("hand_landmark_lite", f"{_MODULES}/hand_landmark/hand_landmark_lite.tflite", "tflite2onnx"),
+    Model("hand_landmark_full", f"{_MODULES}/hand_landmark/hand_landmark_full.tflite", "tflite2onnx"),
+    Model("iris_landmark", f"{_MODULES}/iris_landmark/iris_landmark.tflite", "tflite2onnx"),
+    Model("hand_recrop", f"{_MODULES}/holistic_landmark/hand_recrop.tflite", "tflite2onnx"),
+    Model("face_detection_short_range", f"{_MODULES}/face_detection/face_detection_short_range.tflite",
+          "tflite2onnx"),
+    Model("face_landmark", f"{_MODULES}/face_landmark/face_landmark.tflite", "tf2onnx"),
+    Model("palm_detection_lite", f"{_MODULES}/palm_detection/palm_detection_lite.tflite", "tf2onnx"),
+    Model("palm_detection_full", f"{_MODULES}/palm_detection/palm_detection_full.tflite", "tf2onnx"),
+    Model("pose_landmark_full", f"{_MODULES}/pose_landmark/pose_landmark_full.tflite", "tf2onnx"),
+]
+
+
+# --- shared with bench.package_exports ----------------------------------------------------------------------
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def input_shapes(path: Path) -> str:
+    """The ONNX graph inputs (not initializers) as NAME=1x3x224x224, a symbolic dimension by its name."""
+    model = onnx.load(str(path), load_external_data=False)
+    inits = {t.name for t in model.graph.initializer}
+    shapes = []
+    for value in model.graph.input:
+        if value.name in inits:
+            continue
+        dims = [str(d.dim_value) if d.HasField("dim_value") else (d.dim_param or "?")
+                for d in value.type.tensor_type.shape.dim]
+        shapes.append(f"{value.name}={'x'.join(dims)}")
+    return " ".join(shapes)
+
+
+def describe(path: Path, producer: str) -> str:
+    """The printed line of one exported model."""
+    return f"{path.name:40s} {producer:24s} {input_shapes(path):36s} sha256 {sha256(path)}"
+
+
+def write_specs(lines: list[str], specs: Path) -> None:
+    """One ``--real`` argument a line: PATH, or PATH:NAME=1x3xHxW for a dynamic input."""
+    specs.write_text("".join(f"{line}\n" for line in lines))
+    log(f"wrote {specs} ({len(lines)} models; pass each line as --real)")
+
+
+def sort_unordered(path: Path) -> None:
+    """Sort the graph's initializers and value_info by name (ONNX gives their order no meaning)."""
+    model = onnx.load(str(path))
+    graph = model.graph
+    for field in (graph.initializer, graph.value_info):
+        items = sorted(field, key=lambda item: item.name)
+        copies = [type(item)() for item in items]
+        for copy, item in zip(copies, items):
+            copy.CopyFrom(item)
+        del field[:]
+        field.extend(copies)
+    onnx.save(model, str(path))
+
+
+def run_logged(command: list[str], logfile: Path, env: dict[str, str] | None = None) -> bool:
+    """Run ``command`` with its output in ``logfile``; True when it succeeded."""
+    logfile.parent.mkdir(parents=True, exist_ok=True)
+    with logfile.open("w") as out:
+        done = subprocess.run(command, stdout=out, stderr=subprocess.STDOUT, env=env)
+    return done.returncode == 0
+
+
+# --- the converters --------------------------------------------------------------------------------------
+
+def tflite2onnx_python(venvs: Path) -> Path:
+    """The venv with tflite2onnx, made once (python -m venv, then pip install of the pins)."""
+    venv = venvs / "tflite2onnx"
+    python = venv / "bin" / "python"
+    if not python.is_file():
+        log(f"making {venv} ({' '.join(TFLITE2ONNX_PINS)})")
+        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+        subprocess.run([str(python), "-m", "pip", "install", "--quiet", *TFLITE2ONNX_PINS], check=True)
+    return python
+
+
+def tf2onnx_packages(venvs: Path, tf_python: Path) -> Path:
+    """tf2onnx installed (no dependencies: the TensorFlow environment has them) into a folder of its own."""
+    target = venvs / "tf2onnx_pkgs"
+    if not (target / "tf2onnx").is_dir():
+        log(f"pip install --no-deps --target {target} {TF2ONNX_PIN}")
+        subprocess.run([str(tf_python), "-m", "pip", "install", "--quiet", "--no-deps", "--target", str(target),
+                        TF2ONNX_PIN], check=True)
+    return target
+
+
+def convert(model: Model, tflite: Path, onnx_path: Path, logs: Path, venvs: Path,
+            tf_python: Path | None) -> bool:
+    if model.exporter == "tflite2onnx":
+        script = tflite2onnx_python(venvs).parent / "tflite2onnx"
+        if not run_logged([str(script), str(tflite), str(onnx_path)], logs / f"{model.name}.log"):
+            return False
+        sort_unordered(onnx_path)
+        return True
+    assert tf_python is not None
+    packages = tf2onnx_packages(venvs, tf_python)
+    env = dict(os.environ, PYTHONPATH=str(packages), TF_CPP_MIN_LOG_LEVEL="2")
+    command = [str(tf_python), "-m", "tf2onnx.convert", "--tflite", str(tflite), "--output", str(onnx_path),
+               "--opset", str(TF2ONNX_OPSET)]
+    return run_logged(command, logs / f"{model.name}.log", env)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=Path("build"))
+    parser.add_argument("--tf-python", type=Path, default=None,
+                        help="a Python with TensorFlow, for the tf2onnx exports (skipped without it)")
+    args = parser.parse_args()
+    if args.tf_python is not None and not args.tf_python.is_file():
+        raise SystemExit(f"--tf-python {args.tf_python}: no such file")
+    folder = args.out / "mediapipe"
+    venvs, logs = args.out / "venvs", folder / "logs"
+    name, version = MEDIAPIPE
+    done: list[Path] = []
+    for model in MODELS:
+        onnx_path = folder / f"{model.name}.onnx"
+        if model.exporter == "tf2onnx" and args.tf_python is None:
+            print(f"{onnx_path.name:40s} skipped: tf2onnx needs --tf-python (a Python with TensorFlow)")
+            continue
+        tflite = wheel_file(name, version, model.member, folder / "tflite", args.out / "wheels", WHEEL_PLATFORM)
+        if not onnx_path.is_file():
+            log(f"{model.exporter} {tflite.name}")
+            if not convert(model, tflite, onnx_path, logs, venvs.resolve(), args.tf_python):
+                print(f"{onnx_path.name:40s} {model.exporter} failed: see {logs / (model.name + '.log')}")
+                continue
+        print(f"{describe(onnx_path, model.exporter)}  from {tflite.name} sha256 {sha256(tflite)[:16]}",
+              flush=True)
+        done.append(onnx_path)
+    write_specs([str(path.resolve()) for path in done], folder / "specs.txt")
+
+
+if __name__ == "__main__":
+    main()
