@@ -19,16 +19,17 @@ import onnx_graphsurgeon as gs
 
 from hwopt.analysis.blocks import DepthwiseConv, IBNBlock, find_depthwise, find_ibn_blocks
 from hwopt.analysis.channel_groups import ChannelGroup, find_channel_groups
+from hwopt.analysis.prelu_sites import PReluSite, find_prelu
 from hwopt.errors import HwoptError
 from hwopt.analysis.graph import import_graph
 
-SiteObject = Union[IBNBlock, DepthwiseConv, ChannelGroup]
+SiteObject = Union[IBNBlock, DepthwiseConv, ChannelGroup, PReluSite]
 
 
 @dataclass
 class Site:
     id: str
-    kind: str  # "ibn", "dw" or "ch"
+    kind: str  # "ibn", "dw", "ch" or "prelu"
     anchor: str  # the node name that identifies the site across rewrites
     target: SiteObject
 
@@ -40,7 +41,7 @@ SiteIds = dict[tuple[str, str], str]  # (kind, anchor) -> id
 
 
 class Analysis:
-    """A model's graph with its IBN blocks, depthwise convs and channel groups, by site id."""
+    """A model's graph with its IBN blocks, depthwise convs, channel groups and PReLUs, by site id."""
 
     def __init__(self, model: onnx.ModelProto, ids: SiteIds | None = None) -> None:
         self.model = model
@@ -55,6 +56,9 @@ class Analysis:
             self._add("dw", dw.node.name, dw, dw.id, ids)
         for group in self.groups:
             self._add("ch", group.producers[0].name, group, group.id, ids)
+        self.prelus: list[PReluSite] = find_prelu(self.graph)
+        for prelu in self.prelus:
+            self._add("prelu", prelu.node.name, prelu, prelu.id, ids)
 
     def _add(self, kind: str, anchor: str, target: SiteObject, fresh_id: str, ids: SiteIds | None) -> None:
         site_id = fresh_id if ids is None else ids.get((kind, anchor))

@@ -491,6 +491,9 @@ def brief(doc: dict[str, Any], report: Path | None = None) -> list[str]:
         lines.append(f"{Path(doc['model']).name} on {doc['target']}: {_fmt(base['latency_us'], 'us')} -> "
                      f"{_fmt(best['latency_us'], 'us')} estimated ({best['latency_change']:+.1%}), "
                      f"{'exact' if best['exact'] else 'inexact'}: {rules_short(best['rules'])}")
+        lowering = (doc.get("gain") or {}).get("lowering")
+        if lowering:  # judged by the target's compiler, which the estimate above does not include
+            lines.append(f"lowering: {lowering['why']}")
         fid = doc["fidelity"]
         samples = (fid.get("samples") or {}).get("held_out")
         value = _fmt(best["fidelity"], "fid") if best["fidelity"] is not None else "not verified"

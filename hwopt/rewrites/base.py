@@ -89,6 +89,9 @@ class Rule(ABC):
     summary: ClassVar[str]
     site_kind: ClassVar[str]
     params: ClassVar[tuple[Param, ...]] = ()
+    # A lowering changes how an op is lowered, not the kernels' geometry: the estimators cannot price it,
+    # so optimize lets the target's whole-model judge decide (``[lower.NAME]`` in rule files).
+    lowering: ClassVar[bool] = False
 
     def parse_params(self, raw: dict[str, Any]) -> dict[str, Any]:
         known = {p.name: p for p in self.params}

@@ -73,9 +73,9 @@ def parse_rule_option(text: str) -> RuleStep:
 def warn_unknown_tables(data: dict[str, Any], path: Path) -> None:
     """A misspelt table (``[serach]``) would be ignored silently: say so."""
     for key in data:
-        if key not in ("rule", "search"):
+        if key not in ("rule", "search", "lower"):
             warn(f"{path}: unknown {'table' if isinstance(data[key], (dict, list)) else 'key'} {key!r} ignored "
-                 f"(known: [[rule]], [search])")
+                 f"(known: [[rule]], [search], [lower])")
 
 
 def load_rule_file(path: str | Path) -> list[RuleStep]:
@@ -84,7 +84,7 @@ def load_rule_file(path: str | Path) -> list[RuleStep]:
     warn_unknown_tables(data, path)
     entries = data.get("rule", [])
     if not isinstance(entries, list) or not entries:
-        hint = " (its [search] table is for 'hwopt optimize --rules')" if "search" in data else ""
+        hint = " (its [search] and [lower] tables are for 'hwopt optimize --rules')" if "search" in data or "lower" in data else ""
         raise HwoptError(f"{path}: no [[rule]] entries{hint}")
     steps = []
     for index, entry in enumerate(entries, 1):

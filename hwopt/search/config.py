@@ -27,6 +27,14 @@ searchable rules; a rule without a sub-table is never chosen by the search::
     # range = [0.75, 1.25]            # alternatively: every multiple of P in [0.75 C, 1.25 C]
     # scope = "global"                # one ratio for every block (default "block": one per block)
 
+``[lower.NAME]`` tables name *lowerings*: exact rules the estimators do not price (they change how an
+op is lowered, not its geometry), so the search does not score them; ``optimize`` applies them to its
+pick and to the original, and keeps them where the target's whole-model judge (Vela) measures them
+faster by the floor::
+
+    [lower.prelu-to-dwconv]       # per PReLU: its slope as a 1x1 depthwise conv
+    sites = ["pr*"]
+
 ``[[rule]]`` entries in the same file are pinned decisions: the search keeps
 them as they are (with ``sites``: at those sites; without: wherever the rule
 applies) and searches the rest. ``hwopt apply --rules`` ignores ``[search]``.
@@ -77,6 +85,7 @@ class SearchConfig:
     pinned: list[RuleStep] = field(default_factory=list)
     p: int | None = None
     source: str = ""
+    lowerings: dict[str, list[str]] = field(default_factory=dict)  # [lower.NAME]: rule -> site patterns
 
     def restricted_to_exact(self) -> "SearchConfig":
         """Only function-preserving choices: dense instead of depthwise, channel padding."""
@@ -91,7 +100,7 @@ class SearchConfig:
         dropped = [s.label() for s in self.pinned if not RULES[s.rule].is_exact(s.params)]
         if dropped:
             raise HwoptError(f"--exact-only: the rule set pins inexact rules ({', '.join(dropped)})")
-        return SearchConfig(rules, pinned, self.p, self.source + " (exact only)")
+        return SearchConfig(rules, pinned, self.p, self.source + " (exact only)", dict(self.lowerings))
 
 
 def _sites(value: Any, where: str) -> list[str]:
@@ -158,6 +167,25 @@ def parse_search(data: dict, where: str) -> tuple[dict[str, SearchRule], int | N
     return rules, p
 
 
+def parse_lowerings(data: Any, where: str) -> dict[str, list[str]]:
+    """``[lower.NAME]`` tables: exact rules judged on whole models by the target's judge (see above)."""
+    if not isinstance(data, dict):
+        raise HwoptError(f"{where}: [lower] must be a table")
+    out = {}
+    for name, table in data.items():
+        rule = RULES.get(name)
+        lowerable = [n for n, r in RULES.items() if getattr(r, "lowering", False)]
+        if rule is None or not getattr(rule, "lowering", False):
+            raise HwoptError(f"{where}: [lower.{name}]: not a lowering rule{did_you_mean(name, lowerable)} "
+                             f"(lowerings: {', '.join(lowerable)})")
+        table = table if isinstance(table, dict) else {}
+        unknown = sorted(set(table) - {"sites"})
+        if unknown:
+            raise HwoptError(f"{where}: [lower.{name}]: unknown key {unknown[0]!r} (keys: sites)")
+        out[name] = _sites(table["sites"], f"{where} [lower.{name}]") if "sites" in table else []
+    return out
+
+
 def load_search_file(path: str | Path) -> SearchConfig:
     """A rule-set file's ``[search]`` table and its pinned ``[[rule]]`` steps."""
     path = Path(path)
@@ -165,10 +193,10 @@ def load_search_file(path: str | Path) -> SearchConfig:
     pinned = load_rule_file(path) if data.get("rule") else []
     if not data.get("rule"):
         warn_unknown_tables(data, path)
-    if "search" not in data and not pinned:
-        raise HwoptError(f"{path}: neither a [search] table nor [[rule]] entries")
+    if "search" not in data and "lower" not in data and not pinned:
+        raise HwoptError(f"{path}: neither a [search] table, [lower] tables nor [[rule]] entries")
     rules, p = parse_search(data.get("search", {}), str(path))
-    return SearchConfig(rules, pinned, p, str(path))
+    return SearchConfig(rules, pinned, p, str(path), parse_lowerings(data.get("lower", {}), str(path)))
 
 
 def default_rules_path() -> Path:

@@ -42,6 +42,7 @@ from hwopt.fidelity.metrics import Fidelity, FidelityBudget, metric_reason
 from hwopt.rewrites.ruleset import RuleStep
 from hwopt.search.config import SearchConfig, default_rules_path, load_search_file
 from hwopt.search.cost import make_cost_model
+from hwopt.search.lowerings import apply_lowerings
 from hwopt.search.objective import INFEASIBLE, Budgets, Objective
 from hwopt.search.sensitivity import DecisionCost, FidelityModel, measure_costs
 from hwopt.search.space import Space, build_space
@@ -666,6 +667,12 @@ def optimize(model_path: Path, request: OptimizeRequest | None = None,
         best = _worth_writing(search, verifier, best, gain)
     if judge and best is None and not failure:
         failure = ["no variant keeps the fidelity budget once the inexact decisions that buy noise are dropped"]
+    if pick is None and best is not None and config.lowerings:
+        best, gain.lowering = apply_lowerings(best, canonical, target, config.lowerings, request.min_gain,
+                                              lambda c: verify(c, verifier))
+        if gain.lowering is not None and gain.lowering["taken"]:
+            gain.verdict = None  # a model is written after all: the lowering's
+            ranked.append(best)
     recovered: list = []
     if recover is not None and pick is None and ranked:
         from hwopt.search.recovery import recover_finalists
@@ -711,6 +718,8 @@ def optimize(model_path: Path, request: OptimizeRequest | None = None,
     side[0].deviation, side[0].exact = 0.0, True
     # The judge's figure of the original, where the finalists were measured against it.
     side[0].measured_us = next((p["base_us"] for p in gain.paired), None)
+    if side[0].measured_us is None and gain.lowering and gain.lowering.get("on") == "the original":
+        side[0].measured_us = gain.lowering.get("before_us")
     side[0].fidelity = Fidelity(metric.name, 1.0, 0.0, split.info.get("held_out", 0), {})
     for rule in dict.fromkeys(o.choice.rule for v in space.variables for o in v.options if o.choice):
         alone = search.candidate(f"{rule} alone", rule_alone(space, vm, rule))

@@ -61,10 +61,11 @@ class GainReport:
     dropped: list[dict[str, Any]] = field(default_factory=list)  # inexact decisions dropped, and why
     paired: list[dict[str, Any]] = field(default_factory=list)  # measured A/B of candidates vs the original
     verdict: str | None = None  # "no worthwhile gain: ..." when nothing is written
+    lowering: dict[str, Any] | None = None  # the lowerings tried on the pick (hwopt.search.lowerings)
 
     def to_dict(self) -> dict:
         return {"min_gain": self.min_gain, "floor_us": self.floor_us, "dropped": self.dropped,
-                "paired": self.paired, "verdict": self.verdict}
+                "paired": self.paired, "verdict": self.verdict, "lowering": self.lowering}
 
 
 def change_gain(vm, cost_model, before: tuple[int, ...], after: tuple[int, ...]) -> Gain:

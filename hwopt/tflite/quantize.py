@@ -146,3 +146,26 @@ def bias_int32(bias: np.ndarray, input_quant: Quant, weight_quant: Quant) -> tup
     scales = np.float32(input_quant.scale[0]) * np.asarray(weight_quant.scale, np.float32)
     q = np.clip(np.round(bias.astype(np.float64) / scales.astype(np.float64)), -(2 ** 31), 2 ** 31 - 1)
     return q.astype(np.int32), Quant(tuple(float(s) for s in scales), (0,) * len(scales), 0)
+
+
+SAME_SCALE_OPS = ("Max", "Min")
+
+
+def share_scales(model: onnx.ModelProto, ranges: Ranges) -> Ranges:
+    """MAXIMUM / MINIMUM compare raw int8 values, so their operands and output need one quantization. Give
+    them one range, the union of theirs, as TFLite's own quantizer does (same scale for operands and
+    result): the producers then write that quantization directly (their kernels requantize anyway) and no
+    QUANTIZE op is needed between them. PRelu written as Max(x, slope * x) is the case that matters: two
+    QUANTIZEs per PRelu cost Ethos-U55 14% of a MediaPipe landmark net."""
+    values = dict(ranges.values)
+    tied = [[n for n in list(node.input) + list(node.output) if n in values]
+            for node in model.graph.node if node.op_type in SAME_SCALE_OPS]
+    changed = True
+    while changed:  # a tensor in two such ops ties them together: widen until nothing moves
+        changed = False
+        for names in tied:
+            joint = (min(values[n][0] for n in names), max(values[n][1] for n in names))
+            for n in names:
+                changed |= values[n] != joint
+                values[n] = joint
+    return Ranges(values, ranges.source, ranges.count)

@@ -31,7 +31,7 @@ from hwopt.tflite.context import Context
 from hwopt.tflite.fusion import plan
 from hwopt.tflite.graph import Tensor
 from hwopt.tflite.ops import check_supported, convert
-from hwopt.tflite.quantize import collect_ranges
+from hwopt.tflite.quantize import collect_ranges, share_scales
 from hwopt.tflite.schema import serialize
 
 
@@ -85,7 +85,7 @@ def convert_model(model: onnx.ModelProto, samples: dict[str, np.ndarray] | None 
         missing = [v.name for v in inputs if v.name not in samples]
         if missing:
             raise HwoptError(f"calibration samples lack the graph input(s) {', '.join(missing)}")
-    ranges = collect_ranges(canonical, samples, calibration_count, seed)
+    ranges = share_scales(canonical, collect_ranges(canonical, samples, calibration_count, seed))
     ctx = Context(canonical, ranges)
     for value in inputs:
         shape = ctx.shape(value.name)

@@ -160,20 +160,21 @@ OPS = {
                                     helper.make_node("Relu", ["t"], ["y"], name="r")],
                                    [("x", [1, 4, 6, 6])], [("y", [1, 8, 12, 12])],
                                    [("w", _w(4, 8, 2, 2)), ("b", _w(8))]), {"TRANSPOSE_CONV": 1}),
-    # Max of two activations with other ranges than its output (both requantized), Min with a constant
-    # quantized like the output (its input requantized): MAXIMUM/MINIMUM compare raw int8 values.
+    # Max of two activations with other ranges than its output, Min with a constant quantized like the
+    # output: MAXIMUM/MINIMUM compare raw int8 values, so the writer gives operands and results one range
+    # (quantize.share_scales, as TFLite's quantizer does) and no QUANTIZE is needed.
     "max_min": (_model([helper.make_node("Mul", ["x", "half"], ["h"], name="h"),
                         helper.make_node("Max", ["x", "h"], ["m"], name="max"),
                         helper.make_node("Min", ["m", "cap"], ["y"], name="min")],
                        [("x", [1, 8, 6, 6])], [("y", [1, 8, 6, 6])],
                        [("half", 0.5), ("cap", np.linspace(0.5, 2.0, 8, dtype=np.float32).reshape(8, 1, 1))]),
-                {"MUL": 1, "QUANTIZE": 3, "MAXIMUM": 1, "MINIMUM": 1}),
+                {"MUL": 1, "MAXIMUM": 1, "MINIMUM": 1}),
     # PRelu(x, a) with every a <= 1 as Max(x, a * x): a depthwise 1x1 conv feeding MAXIMUM with x.
     "prelu_as_max_depthwise": (_model([_conv("dw", "x", "ax", "a", group=8),
                                        helper.make_node("Max", ["x", "ax"], ["y"], name="max")],
                                       [("x", [1, 8, 6, 6])], [("y", [1, 8, 6, 6])],
                                       [("a", np.linspace(-0.3, 0.9, 8, dtype=np.float32).reshape(8, 1, 1, 1))]),
-                               {"DEPTHWISE_CONV_2D": 1, "QUANTIZE": 2, "MAXIMUM": 1}),
+                               {"DEPTHWISE_CONV_2D": 1, "MAXIMUM": 1}),
     # Steps of 1 (channels, negative start, an end past the axis) as SLICE; a step of 2 on W as
     # STRIDED_SLICE (Vela's NPU takes H/W strides); a 3-D slice keeps ONNX's axes.
     "slices": (_model([helper.make_node("Slice", ["x", "starts", "ends", "axes"], ["s"], name="slice"),

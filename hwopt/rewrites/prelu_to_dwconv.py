@@ -1,0 +1,100 @@
+"""prelu-to-dwconv: a PReLU's per-channel slope applied by a 1x1 depthwise conv (exact).
+
+PReLU(x) = max(x, 0) + a * min(x, 0), a slope ``a`` per channel. Arm's Vela lowers a TFLite PRELU to an
+elementwise MUL of the map by the slope broadcast from a constant, which on Ethos-U55 (Shared_Sram: the
+constant in flash) is read per element: 72% of MediaPipe's iris landmark net on ethos-u55-256. A 1x1
+depthwise conv carries the same slope as its weights, read once per pass. Two forms, both exact (one of
+the two terms is exactly 0 for every element, so nothing is rounded differently):
+
+- every slope <= 1: ``Max(x, a * x)``: one depthwise conv and one MAXIMUM;
+- any slope above 1 (trained nets have them): ``Relu(x) + a * Min(x, 0)``: MINIMUM with 0, the depthwise
+  conv, RELU and ADD (the form Vela lowers PRELU to, with the MUL replaced).
+
+Whether it pays depends on the configuration (Vela: ethos-u55 -38..-47% on MediaPipe's landmark nets,
+ethos-u85 -1..-6%), and the estimators do not price the lowered form: ``optimize`` applies it to its
+finalists and to the original and lets the target's whole-model judge decide (``vendor_lowerings``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import onnx
+import onnx_graphsurgeon as gs
+
+from hwopt.analysis.graph import export_graph
+from hwopt.analysis.sites import Analysis, Site
+from hwopt.rewrites.base import Rule, RewriteContext, SiteOutcome
+
+
+def per_channel_slope(site: Site) -> tuple[np.ndarray | None, str | None]:
+    """(one slope per channel, None) or (None, why the slope cannot become depthwise weights)."""
+    slope, channels = site.target.slope, site.target.channels
+    if slope is None:
+        return None, "its slope is computed, not a constant"
+    if channels is None:
+        return None, "its input's channel count is unknown"
+    rank = len(site.target.node.inputs[0].shape)
+    if rank != 4:
+        return None, f"its input is {rank}-D (a 1x1 depthwise conv needs NCHW)"
+    if slope.size == 1:
+        return np.full(channels, float(slope.reshape(-1)[0]), np.float32), None
+    squeezed = slope.reshape(slope.shape[-3:]) if slope.ndim > 3 and all(d == 1 for d in slope.shape[:-3]) \
+        else slope
+    if squeezed.ndim == 3 and squeezed.shape == (channels, 1, 1):
+        return squeezed.reshape(channels).astype(np.float32), None
+    return None, f"its slope of shape {list(slope.shape)} is not one value per channel (C, 1, 1)"
+
+
+class PReluToDwconv(Rule):
+    name = "prelu-to-dwconv"
+    summary = "PReLU -> its slope as a 1x1 depthwise conv (Max(x, a*x), or Relu(x) + a*Min(x, 0))"
+    site_kind = "prelu"
+    params = ()
+    lowering = True
+
+    def is_exact(self, params: dict[str, Any]) -> bool:
+        return True
+
+    def check(self, site: Site, params: dict[str, Any], analysis: Analysis) -> str | None:
+        return per_channel_slope(site)[1]
+
+    def apply(
+        self, analysis: Analysis, sites: list[Site], params: dict[str, Any], ctx: RewriteContext
+    ) -> tuple[onnx.ModelProto, list[SiteOutcome]]:
+        graph = analysis.graph
+        outcomes = []
+        for site in sites:
+            node = site.target.node
+            slope, _ = per_channel_slope(site)
+            assert slope is not None
+            x, y = node.inputs[0], node.outputs[0]
+            channels = slope.size
+            weight = gs.Constant(f"{node.name}_slope_dw", slope.reshape(channels, 1, 1, 1))
+            dtype = x.dtype or np.float32
+
+            def tensor(suffix: str) -> gs.Variable:
+                return gs.Variable(f"{node.name}_{suffix}", dtype=dtype, shape=x.shape)
+
+            def conv(source: gs.Variable, out: gs.Variable) -> gs.Node:
+                return gs.Node("Conv", f"{node.name}_slope", {"group": channels, "kernel_shape": [1, 1]},
+                               [source, weight], [out])
+
+            node.outputs = []  # detached: cleanup removes it
+            if float(slope.max()) <= 1.0:
+                scaled = tensor("scaled")
+                graph.nodes += [conv(x, scaled), gs.Node("Max", f"{node.name}_max", {}, [x, scaled], [y])]
+                form = "Max(x, a*x)"
+            else:
+                negative, scaled, positive = tensor("negative"), tensor("scaled"), tensor("positive")
+                zero = gs.Constant(f"{node.name}_zero", np.zeros((), np.float32))
+                graph.nodes += [gs.Node("Min", f"{node.name}_min", {}, [x, zero], [negative]),
+                                conv(negative, scaled),
+                                gs.Node("Relu", f"{node.name}_relu", {}, [x], [positive]),
+                                gs.Node("Add", f"{node.name}_add", {}, [positive, scaled], [y])]
+                form = "Relu(x) + a*Min(x, 0)"
+            outcomes.append(SiteOutcome(site.id, f"{channels} ch: {form}, slopes {float(slope.min()):.3g}.."
+                                                 f"{float(slope.max()):.3g}"))
+        graph.cleanup().toposort()
+        return export_graph(graph, analysis.model), outcomes
