@@ -36,6 +36,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import shlex
 import sys
 import time
 from dataclasses import dataclass, field, replace
@@ -171,6 +172,15 @@ def model_list(names: list[str] | None, real: list[str], work: Path,
     return out + real_models(real, bundled=names is None or bundled)
 
 
+def _weights_digest(path: Path) -> str:
+    import onnx
+    from onnx import numpy_helper
+
+    model = onnx.load(str(path))
+    blobs = sorted(numpy_helper.to_array(t).tobytes() for t in model.graph.initializer)
+    return hashlib.sha256(b"".join(hashlib.sha256(b).digest() for b in blobs)).hexdigest()
+
+
 def real_models(extra: list[str], bundled: bool = True) -> list[tuple[str, Path, list[str]]]:
     """Real exports: ``tests/data``'s and the trained case when built (``bundled``), then each ``PATH[:SHAPE]``."""
     out: list[tuple[str, Path, list[str]]] = []
@@ -181,7 +191,17 @@ def real_models(extra: list[str], bundled: bool = True) -> list[tuple[str, Path,
     for spec in extra:
         path, _, shape = spec.partition(":")
         out.append((f"{Path(path).stem} [{Path(path).parent.name}]", Path(path), [shape] if shape else []))
-    return out
+    # The same model under two names (a specs list that repeats a tests/data export, converted again) would
+    # count twice: the weights identify it, whatever order or names a converter gave them.
+    unique, seen = [], {}
+    for name, path, shapes in out:
+        digest = _weights_digest(path) if path.exists() else name
+        if (digest, tuple(shapes)) in seen:
+            print(f"{name}: the same weights as {seen[digest, tuple(shapes)]}, counted once", flush=True)
+            continue
+        seen[digest, tuple(shapes)] = name
+        unique.append((name, path, shapes))
+    return unique
 
 
 def decisions_of(path: Path, shapes: list[str], target, estimator_folder: Path | None):
@@ -390,6 +410,8 @@ def main() -> int:
     parser.add_argument("--target", default="npu32")
     parser.add_argument("--estimator", type=Path, default=None, help="estimator folder (default: the target's)")
     parser.add_argument("--models", default=None, help="example names, or none (default: all, plus the real exports)")
+    parser.add_argument("--real-from", action="append", default=[], type=Path, metavar="SPECS",
+                        help="a file of --real lines (bench/mediapipe_exports and bench/package_exports write specs.txt)")
     parser.add_argument("--real", action="append", default=[], help="a real export PATH[:NAME=1x3xHxW]")
     parser.add_argument("--with-real", action="store_true",
                         help="with --models: also the bundled real exports (tests/data, the trained case when built)")
@@ -412,6 +434,7 @@ def main() -> int:
     parser.add_argument("--cached-only", action="store_true",
                         help="cpu: time nothing; decisions not timed yet count as not measured")
     args = parser.parse_args()
+    args.real += [line.strip() for specs in args.real_from for line in specs.read_text().splitlines() if line.strip()]
     target = load_target(args.target)
     args.work.mkdir(parents=True, exist_ok=True)
     names = None if not args.models else [] if args.models == "none" else args.models.split(",")
@@ -495,7 +518,7 @@ def main() -> int:
         folder = args.estimator or target.folder
         card = read_card(folder)
         card["decision_accuracy"] = {"figures": total, "unseen": unseen, "per_model": per_model, "summary_lines": lines,
-                                     "command": "python -m bench.decision_accuracy --target " + target.name}
+                                     "command": "python -m bench.decision_accuracy " + shlex.join(sys.argv[1:])}
         write_card(folder, card)
     return 0
 
