@@ -19,17 +19,18 @@ import onnx_graphsurgeon as gs
 
 from hwopt.analysis.blocks import DepthwiseConv, IBNBlock, find_depthwise, find_ibn_blocks
 from hwopt.analysis.channel_groups import ChannelGroup, find_channel_groups
+from hwopt.analysis.pad_sites import PadSite, find_pads
 from hwopt.analysis.prelu_sites import PReluSite, find_prelu
 from hwopt.errors import HwoptError
 from hwopt.analysis.graph import import_graph
 
-SiteObject = Union[IBNBlock, DepthwiseConv, ChannelGroup, PReluSite]
+SiteObject = Union[IBNBlock, DepthwiseConv, ChannelGroup, PReluSite, PadSite]
 
 
 @dataclass
 class Site:
     id: str
-    kind: str  # "ibn", "dw", "ch" or "prelu"
+    kind: str  # "ibn", "dw", "ch", "prelu" or "pad"
     anchor: str  # the node name that identifies the site across rewrites
     target: SiteObject
 
@@ -41,7 +42,7 @@ SiteIds = dict[tuple[str, str], str]  # (kind, anchor) -> id
 
 
 class Analysis:
-    """A model's graph with its IBN blocks, depthwise convs, channel groups and PReLUs, by site id."""
+    """A model's graph with its IBN blocks, depthwise convs, channel groups, PReLUs and Pads, by site id."""
 
     def __init__(self, model: onnx.ModelProto, ids: SiteIds | None = None) -> None:
         self.model = model
@@ -59,6 +60,9 @@ class Analysis:
         self.prelus: list[PReluSite] = find_prelu(self.graph)
         for prelu in self.prelus:
             self._add("prelu", prelu.node.name, prelu, prelu.id, ids)
+        self.pads: list[PadSite] = find_pads(self.graph)
+        for pad in self.pads:
+            self._add("pad", pad.node.name, pad, pad.id, ids)
 
     def _add(self, kind: str, anchor: str, target: SiteObject, fresh_id: str, ids: SiteIds | None) -> None:
         site_id = fresh_id if ids is None else ids.get((kind, anchor))

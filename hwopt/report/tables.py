@@ -89,7 +89,9 @@ def _where(site) -> str:
         return target.depthwise.name
     if site.kind == "dw":
         return target.node.name + (f" ({target.block})" if target.block else "")
-    return target.producers[0].name
+    if site.kind == "ch":
+        return target.producers[0].name
+    return target.node.name  # prelu, pad: one node
 
 
 def _why_not(site) -> str:

@@ -14,10 +14,11 @@ from hwopt.rewrites.depth_multiplier import DepthMultiplier
 from hwopt.rewrites.dw_to_dense import DwToDense
 from hwopt.rewrites.dw_to_grouped import DwToGrouped
 from hwopt.rewrites.fuse_ibn import FuseIBN
+from hwopt.rewrites.pad_to_conv import PadToConv
 from hwopt.rewrites.prelu_to_dwconv import PReluToDwconv
 
 RULES: dict[str, Rule] = {rule.name: rule for rule in (FuseIBN(), AlignChannels(), DwToDense(), DwToGrouped(),
-                                                       DepthMultiplier(), PReluToDwconv())}
+                                                       DepthMultiplier(), PReluToDwconv(), PadToConv())}
 
 
 def get_rule(name: str) -> Rule:

@@ -10,9 +10,10 @@ the two terms is exactly 0 for every element, so nothing is rounded differently)
 - any slope above 1 (trained nets have them): ``Relu(x) + a * Min(x, 0)``: MINIMUM with 0, the depthwise
   conv, RELU and ADD (the form Vela lowers PRELU to, with the MUL replaced).
 
-Whether it pays depends on the configuration (Vela: ethos-u55 -38..-47% on MediaPipe's landmark nets,
-ethos-u85 -1..-6%), and the estimators do not price the lowered form: ``optimize`` applies it to its
-finalists and to the original and lets the target's whole-model judge decide (``vendor_lowerings``).
+Whether it pays depends on the configuration (Vela, five MediaPipe models, ``bench/prelu_lowering.py``:
+ethos-u55 -37..-69%, ethos-u65 -17..-42%, ethos-u85 -16..+1.5%), and the estimators do not price the
+lowered form: ``optimize`` applies it to its pick (or the original) and lets the target's whole-model
+judge decide (``hwopt.search.lowerings``).
 """
 
 from __future__ import annotations

@@ -35,6 +35,11 @@ faster by the floor::
     [lower.prelu-to-dwconv]       # per PReLU: its slope as a 1x1 depthwise conv
     sites = ["pr*"]
 
+    [lower.pad-to-conv]           # per channel zero-pad: a 1x1 conv (identity and zero rows)
+    sites = ["pad*"]
+
+Each lowering is judged on top of those kept before it, in the file's order.
+
 ``[[rule]]`` entries in the same file are pinned decisions: the search keeps
 them as they are (with ``sites``: at those sites; without: wherever the rule
 applies) and searches the rest. ``hwopt apply --rules`` ignores ``[search]``.

@@ -31,39 +31,58 @@ def apply_lowerings(best, canonical, target, lowerings: dict[str, list[str]], mi
 
     ``best``: the search's pick (a ``Candidate``; its ``steps`` empty when the original is kept);
     ``verify``: materialises a candidate from its steps and checks the fidelity budget (``optimize.verify``).
+    Each lowering is tried in the order of the rule file, on top of what was kept so far, and kept when the
+    judge measures it faster by ``min_gain``: one that pays on a configuration is not held back by another
+    that does not (Vela: on ethos-u85-256 a PReLU lowering can lose where a pad lowering wins).
     """
     from hwopt.backends import FINALIST_JUDGES, model_measurer
 
     if not lowerings or best is None or target.backend not in FINALIST_JUDGES or target.backend == "onnxruntime":
         return best, None
-    lowered = dataclasses.replace(best, label="best", steps=list(best.steps) + lowering_steps(lowerings),
-                                  result=None, note="", measured_us=None)
-    if not verify(lowered) or lowered.result is None:
-        return best, {"rules": sorted(lowerings), "taken": False, "why": f"not within the budget: {lowered.note}"}
-    applied = [(s.step.rule, len(s.applied)) for s in lowered.result.steps[len(best.steps):] if s.applied]
-    if not applied:
-        return best, None  # no site here (no PReLU): nothing to say
     measurer = model_measurer(target)
-    before_model = best.result.model if best.steps and best.result is not None else canonical
-    before_us = best.measured_us if best.steps and best.measured_us is not None else \
-        float(measurer(before_model, target).latency_us)
-    sites = ", ".join(f"{rule} at {n} site(s)" for rule, n in applied)
-    try:
-        after_us = float(measurer(lowered.result.model, target).latency_us)
-    except HwoptError as exc:  # the judge refuses the lowered model: keep the pick, say why
-        return best, {"rules": sorted(lowerings), "sites": sites, "taken": False,
-                      "why": f"the judge could not measure it: {exc}"}
-    change = after_us / before_us - 1.0
-    taken = change <= -min_gain
     what = "the search's pick" if best.steps else "the original"
-    figures = {"rules": sorted(lowerings), "sites": sites, "on": what, "before_us": before_us, "after_us": after_us,
-               "change": change, "taken": taken, "judge": target.backend,
-               "why": (f"{sites} on {what}: {change:+.1%} by {target.backend} "
-                       f"({before_us / 1000:.3f} -> {after_us / 1000:.3f} ms); "
-                       + ("taken" if taken else f"not taken (floor {min_gain:.1%}, --min-gain)"))}
-    if not taken:
-        return best, figures
-    lowered.measured_us = after_us
-    lowered.note = (best.note + "; " if best.note and best.steps else "") + figures["why"] + \
-        " (a lowering: judged by the target's compiler, not estimated)"
-    return lowered, figures
+    current, current_us, tried = best, None, []
+    for name, sites in lowerings.items():
+        step = lowering_steps({name: sites})
+        lowered = dataclasses.replace(current, label="best", steps=list(current.steps) + step,
+                                      result=None, note="", measured_us=None)
+        if not verify(lowered) or lowered.result is None:
+            tried.append({"rule": name, "taken": False, "why": f"{name}: not within the budget: {lowered.note}"})
+            continue
+        applied = [len(s.applied) for s in lowered.result.steps[len(current.steps):] if s.applied]
+        if not applied:
+            continue  # no site here (no PReLU, no channel pad): nothing to say
+        if current_us is None:
+            before_model = best.result.model if best.steps and best.result is not None else canonical
+            current_us = best.measured_us if best.steps and best.measured_us is not None else \
+                float(measurer(before_model, target).latency_us)
+            before_us = current_us
+        try:
+            after_us = float(measurer(lowered.result.model, target).latency_us)
+        except HwoptError as exc:  # the judge refuses the lowered model: keep what we had, say why
+            tried.append({"rule": name, "taken": False,
+                          "why": f"{name} at {sum(applied)} site(s): the judge could not measure it: {exc}"})
+            continue
+        change = after_us / current_us - 1.0
+        taken = change <= -min_gain
+        tried.append({"rule": name, "sites": sum(applied), "before_us": current_us, "after_us": after_us,
+                      "change": change, "taken": taken,
+                      "why": (f"{name} at {sum(applied)} site(s): {change:+.1%} by {target.backend} "
+                              f"({current_us / 1000:.3f} -> {after_us / 1000:.3f} ms); "
+                              + ("taken" if taken else f"not taken (floor {min_gain:.1%}, --min-gain)"))})
+        if taken:
+            lowered.measured_us = after_us
+            current, current_us = lowered, after_us
+    if not tried:
+        return best, None
+    kept = [t["rule"] for t in tried if t["taken"]]
+    figures: dict[str, Any] = {"rules": sorted(lowerings), "on": what, "tried": tried, "taken": bool(kept),
+                               "judge": target.backend,
+                               "why": f"on {what}: " + "; ".join(t["why"] for t in tried)}
+    if current_us is not None:
+        figures.update(before_us=before_us, after_us=current_us, change=current_us / before_us - 1.0)
+    if kept:
+        figures["why"] += f"; together {figures['change']:+.1%} ({before_us / 1000:.3f} -> {current_us / 1000:.3f} ms)"
+        current.note = (best.note + "; " if best.note and best.steps else "") + figures["why"] + \
+            " (lowerings: judged by the target's compiler, not estimated)"
+    return (current if kept else best), figures
