@@ -73,6 +73,12 @@ def export_graph(graph: gs.Graph, reference: onnx.ModelProto, shapes: bool = Tru
     return infer_shapes(model) if shapes else model
 
 
+def input_channels(node: Node) -> int | None:
+    """The channel count (dim 1, NCHW) of a node's first input, when the shape says it."""
+    shape = node.inputs[0].shape
+    return int(shape[1]) if shape is not None and len(shape) >= 2 and isinstance(shape[1], int) else None
+
+
 def constant_value(tensor: Tensor) -> np.ndarray | None:
     """The value of a constant tensor (initializer or Constant node output), else None."""
     if isinstance(tensor, gs.Constant):

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import onnx_graphsurgeon as gs
 
-from hwopt.analysis.graph import Node, constant_value
+from hwopt.analysis.graph import Node, constant_value, input_channels
 
 
 @dataclass
@@ -43,8 +43,7 @@ class PadSite:
 
     @property
     def channels(self) -> int | None:
-        shape = self.node.inputs[0].shape
-        return int(shape[1]) if shape is not None and len(shape) >= 2 and isinstance(shape[1], int) else None
+        return input_channels(self.node)
 
     def describe(self) -> str:
         pads = self.pads

@@ -11,15 +11,11 @@ Vela. Only channel padding is rewritten: spatial pads stay Pads (a conv would sh
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
-import onnx
 import onnx_graphsurgeon as gs
 
-from hwopt.analysis.graph import export_graph
-from hwopt.analysis.sites import Analysis, Site
-from hwopt.rewrites.base import Rule, RewriteContext, SiteOutcome
+from hwopt.analysis.sites import Site
+from hwopt.rewrites.node_lowering import NodeLowering
 
 
 def channel_padding(site: Site) -> tuple[tuple[int, int] | None, str | None]:
@@ -47,37 +43,19 @@ def channel_padding(site: Site) -> tuple[tuple[int, int] | None, str | None]:
     return (pads[1], pads[5]), None
 
 
-class PadToConv(Rule):
+class PadToConv(NodeLowering):
     name = "pad-to-conv"
     summary = "zero-padding of channels -> a 1x1 conv with identity weights and zero rows"
     site_kind = "pad"
-    params = ()
-    lowering = True
 
-    def is_exact(self, params: dict[str, Any]) -> bool:
-        return True
+    def plan(self, site: Site) -> tuple[tuple[int, int, int] | None, str | None]:
+        padding, why = channel_padding(site)
+        return (None, why) if padding is None else ((*padding, site.target.channels), None)
 
-    def check(self, site: Site, params: dict[str, Any], analysis: Analysis) -> str | None:
-        return channel_padding(site)[1]
-
-    def apply(
-        self, analysis: Analysis, sites: list[Site], params: dict[str, Any], ctx: RewriteContext
-    ) -> tuple[onnx.ModelProto, list[SiteOutcome]]:
-        graph = analysis.graph
-        outcomes = []
-        for site in sites:
-            node = site.target.node
-            padding, _ = channel_padding(site)
-            assert padding is not None
-            before, after = padding
-            channels = site.target.channels
-            weight = np.zeros((before + channels + after, channels, 1, 1), np.float32)
-            weight[before + np.arange(channels), np.arange(channels)] = 1.0
-            x, y = node.inputs[0], node.outputs[0]
-            node.outputs = []  # detached: cleanup removes it
-            graph.nodes.append(gs.Node("Conv", f"{node.name}_conv", {"kernel_shape": [1, 1]},
-                                       [x, gs.Constant(f"{node.name}_identity", weight)], [y]))
-            outcomes.append(SiteOutcome(site.id, f"{channels} -> {channels + before + after} ch "
-                                                 f"({before} zero channel(s) before, {after} after)"))
-        graph.cleanup().toposort()
-        return export_graph(graph, analysis.model), outcomes
+    def replacement(self, node: gs.Node, plan: tuple[int, int, int]) -> tuple[list[gs.Node], str]:
+        before, after, channels = plan
+        weight = np.zeros((before + channels + after, channels, 1, 1), np.float32)
+        weight[before + np.arange(channels), np.arange(channels)] = 1.0
+        conv = gs.Node("Conv", f"{node.name}_conv", {"kernel_shape": [1, 1]},
+                       [node.inputs[0], gs.Constant(f"{node.name}_identity", weight)], list(node.outputs))
+        return [conv], f"{channels} -> {channels + before + after} ch ({before} zero channel(s) before, {after} after)"

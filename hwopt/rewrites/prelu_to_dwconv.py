@@ -10,7 +10,7 @@ the two terms is exactly 0 for every element, so nothing is rounded differently)
 - any slope above 1 (trained nets have them): ``Relu(x) + a * Min(x, 0)``: MINIMUM with 0, the depthwise
   conv, RELU and ADD (the form Vela lowers PRELU to, with the MUL replaced).
 
-Whether it pays depends on the configuration (Vela, five MediaPipe models, ``bench/prelu_lowering.py``:
+Whether it pays depends on the configuration (Vela, five MediaPipe models, ``bench/vela_lowerings.py``:
 ethos-u55 -37..-69%, ethos-u65 -17..-42%, ethos-u85 -16..+1.5%), and the estimators do not price the
 lowered form: ``optimize`` applies it to its pick (or the original) and lets the target's whole-model
 judge decide (``hwopt.search.lowerings``).
@@ -18,15 +18,11 @@ judge decide (``hwopt.search.lowerings``).
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
-import onnx
 import onnx_graphsurgeon as gs
 
-from hwopt.analysis.graph import export_graph
-from hwopt.analysis.sites import Analysis, Site
-from hwopt.rewrites.base import Rule, RewriteContext, SiteOutcome
+from hwopt.analysis.sites import Site
+from hwopt.rewrites.node_lowering import NodeLowering
 
 
 def per_channel_slope(site: Site) -> tuple[np.ndarray | None, str | None]:
@@ -48,54 +44,36 @@ def per_channel_slope(site: Site) -> tuple[np.ndarray | None, str | None]:
     return None, f"its slope of shape {list(slope.shape)} is not one value per channel (C, 1, 1)"
 
 
-class PReluToDwconv(Rule):
+class PReluToDwconv(NodeLowering):
     name = "prelu-to-dwconv"
     summary = "PReLU -> its slope as a 1x1 depthwise conv (Max(x, a*x), or Relu(x) + a*Min(x, 0))"
     site_kind = "prelu"
-    params = ()
-    lowering = True
 
-    def is_exact(self, params: dict[str, Any]) -> bool:
-        return True
+    def plan(self, site: Site) -> tuple[np.ndarray | None, str | None]:
+        return per_channel_slope(site)
 
-    def check(self, site: Site, params: dict[str, Any], analysis: Analysis) -> str | None:
-        return per_channel_slope(site)[1]
+    def replacement(self, node: gs.Node, slope: np.ndarray) -> tuple[list[gs.Node], str]:
+        x, y = node.inputs[0], node.outputs[0]
+        channels = slope.size
+        weight = gs.Constant(f"{node.name}_slope_dw", slope.reshape(channels, 1, 1, 1))
+        dtype = x.dtype or np.float32
 
-    def apply(
-        self, analysis: Analysis, sites: list[Site], params: dict[str, Any], ctx: RewriteContext
-    ) -> tuple[onnx.ModelProto, list[SiteOutcome]]:
-        graph = analysis.graph
-        outcomes = []
-        for site in sites:
-            node = site.target.node
-            slope, _ = per_channel_slope(site)
-            assert slope is not None
-            x, y = node.inputs[0], node.outputs[0]
-            channels = slope.size
-            weight = gs.Constant(f"{node.name}_slope_dw", slope.reshape(channels, 1, 1, 1))
-            dtype = x.dtype or np.float32
+        def tensor(suffix: str) -> gs.Variable:
+            return gs.Variable(f"{node.name}_{suffix}", dtype=dtype, shape=x.shape)
 
-            def tensor(suffix: str) -> gs.Variable:
-                return gs.Variable(f"{node.name}_{suffix}", dtype=dtype, shape=x.shape)
+        def conv(source: gs.Variable, out: gs.Variable) -> gs.Node:
+            return gs.Node("Conv", f"{node.name}_slope", {"group": channels, "kernel_shape": [1, 1]},
+                           [source, weight], [out])
 
-            def conv(source: gs.Variable, out: gs.Variable) -> gs.Node:
-                return gs.Node("Conv", f"{node.name}_slope", {"group": channels, "kernel_shape": [1, 1]},
-                               [source, weight], [out])
-
-            node.outputs = []  # detached: cleanup removes it
-            if float(slope.max()) <= 1.0:
-                scaled = tensor("scaled")
-                graph.nodes += [conv(x, scaled), gs.Node("Max", f"{node.name}_max", {}, [x, scaled], [y])]
-                form = "Max(x, a*x)"
-            else:
-                negative, scaled, positive = tensor("negative"), tensor("scaled"), tensor("positive")
-                zero = gs.Constant(f"{node.name}_zero", np.zeros((), np.float32))
-                graph.nodes += [gs.Node("Min", f"{node.name}_min", {}, [x, zero], [negative]),
-                                conv(negative, scaled),
-                                gs.Node("Relu", f"{node.name}_relu", {}, [x], [positive]),
-                                gs.Node("Add", f"{node.name}_add", {}, [positive, scaled], [y])]
-                form = "Relu(x) + a*Min(x, 0)"
-            outcomes.append(SiteOutcome(site.id, f"{channels} ch: {form}, slopes {float(slope.min()):.3g}.."
-                                                 f"{float(slope.max()):.3g}"))
-        graph.cleanup().toposort()
-        return export_graph(graph, analysis.model), outcomes
+        if float(slope.max()) <= 1.0:
+            scaled = tensor("scaled")
+            nodes = [conv(x, scaled), gs.Node("Max", f"{node.name}_max", {}, [x, scaled], [y])]
+            form = "Max(x, a*x)"
+        else:
+            negative, scaled, positive = tensor("negative"), tensor("scaled"), tensor("positive")
+            zero = gs.Constant(f"{node.name}_zero", np.zeros((), np.float32))
+            nodes = [gs.Node("Min", f"{node.name}_min", {}, [x, zero], [negative]), conv(negative, scaled),
+                     gs.Node("Relu", f"{node.name}_relu", {}, [x], [positive]),
+                     gs.Node("Add", f"{node.name}_add", {}, [positive, scaled], [y])]
+            form = "Relu(x) + a*Min(x, 0)"
+        return nodes, f"{channels} ch: {form}, slopes {float(slope.min()):.3g}..{float(slope.max()):.3g}"
