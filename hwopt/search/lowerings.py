@@ -39,9 +39,15 @@ def apply_lowerings(best, canonical, target, lowerings: dict[str, list[str]], mi
 
     if not lowerings or best is None or target.backend not in FINALIST_JUDGES or target.backend == "onnxruntime":
         return best, None
+    from hwopt.analysis.sites import Analysis
+
     measurer = model_measurer(target)
     what = "the search's pick" if best.steps else "the original"
     current, current_us, tried = best, None, []
+    # A preset's lowering with no site of its kind in this model (no PReLU at all) is skipped silently; the
+    # rules the search runs change no PReLU or Pad, so the original's sites are the pick's.
+    kinds = {site.kind for site in Analysis(canonical).sites.values()}
+    lowerings = {name: sites for name, sites in lowerings.items() if get_rule(name).site_kind in kinds}
     for name, sites in lowerings.items():
         step = lowering_steps({name: sites})
         lowered = dataclasses.replace(current, label="best", steps=list(current.steps) + step,
@@ -81,8 +87,9 @@ def apply_lowerings(best, canonical, target, lowerings: dict[str, list[str]], mi
                                "why": f"on {what}: " + "; ".join(t["why"] for t in tried)}
     if current_us is not None:
         figures.update(before_us=before_us, after_us=current_us, change=current_us / before_us - 1.0)
-    if kept:
+    if len(kept) > 1:
         figures["why"] += f"; together {figures['change']:+.1%} ({before_us / 1000:.3f} -> {current_us / 1000:.3f} ms)"
+    if kept:
         current.note = (best.note + "; " if best.note and best.steps else "") + figures["why"] + \
             " (lowerings: judged by the target's compiler, not estimated)"
     return (current if kept else best), figures
