@@ -26,7 +26,8 @@ def lowering_steps(lowerings: dict[str, list[str]]) -> list[RuleStep]:
 
 
 def apply_lowerings(best, canonical, target, lowerings: dict[str, list[str]], min_gain: float,
-                    verify: Callable[[Any], bool]) -> tuple[Any, dict[str, Any] | None]:
+                    verify: Callable[[Any], bool],
+                    progress: Callable[[str, int, int], None] | None = None) -> tuple[Any, dict[str, Any] | None]:
     """(the candidate to write, what was tried: a dict for the report, or None when nothing applied).
 
     ``best``: the search's pick (a ``Candidate``; its ``steps`` empty when the original is kept);
@@ -48,7 +49,10 @@ def apply_lowerings(best, canonical, target, lowerings: dict[str, list[str]], mi
     # rules the search runs change no PReLU or Pad, so the original's sites are the pick's.
     kinds = {site.kind for site in Analysis(canonical).sites.values()}
     lowerings = {name: sites for name, sites in lowerings.items() if get_rule(name).site_kind in kinds}
-    for name, sites in lowerings.items():
+    stage = f"lowerings judged by {target.backend}"
+    for done, (name, sites) in enumerate(lowerings.items()):
+        if progress is not None:  # each is a whole-model compile or two: seconds on a large detector
+            progress(stage, done, len(lowerings))
         step = lowering_steps({name: sites})
         lowered = dataclasses.replace(current, label="best", steps=list(current.steps) + step,
                                       result=None, note="", measured_us=None)
@@ -79,6 +83,8 @@ def apply_lowerings(best, canonical, target, lowerings: dict[str, list[str]], mi
         if taken:
             lowered.measured_us = after_us
             current, current_us = lowered, after_us
+    if progress is not None and lowerings:
+        progress(stage, len(lowerings), len(lowerings))
     if not tried:
         return best, None
     kept = [t["rule"] for t in tried if t["taken"]]

@@ -669,7 +669,7 @@ def optimize(model_path: Path, request: OptimizeRequest | None = None,
         failure = ["no variant keeps the fidelity budget once the inexact decisions that buy noise are dropped"]
     if pick is None and best is not None and config.lowerings:
         best, gain.lowering = apply_lowerings(best, canonical, target, config.lowerings, request.min_gain,
-                                              lambda c: verify(c, verifier))
+                                              lambda c: verify(c, verifier), progress)
         if gain.lowering is not None and gain.lowering["taken"]:
             gain.verdict = None  # a model is written after all: the lowering's
             ranked.append(best)
