@@ -69,6 +69,8 @@ def run(model: Path, shapes: list[str], target: str, mode: str, work: Path, cali
     from hwopt.targets import load_target
 
     out = work / f"{model.stem}.{target}.{mode}.onnx"
+    for stale in (out, out.with_name(out.name + ".data")):  # a file of an earlier run is not this run's output
+        stale.unlink(missing_ok=True)
     command = [sys.executable, "-m", "hwopt.cli", "optimize", str(model), "-t", target, "-o", str(out), "--json",
                *MODES[mode], *[a for s in shapes for a in ("--input-shape", s)],
                *(["--calibration", str(calibration)] if calibration else [])]
@@ -86,13 +88,13 @@ def run(model: Path, shapes: list[str], target: str, mode: str, work: Path, cali
 
         source = load_canonical(model, [InputShape.parse(s) for s in shapes])[1]
     original = measure_model(source, t).latency_us
-    written = measure_model(out, t).latency_us if out.exists() and doc.get("best") else original
+    written = measure_model(out, t).latency_us if doc.get("output") else original
     best = doc.get("best") or {}
     return {"rules": rules_of(doc), "steps": best.get("rules", []), "estimated_change": best.get("latency_change"), "original_us": original,
             "written_us": written, "measured_change": written / original - 1, "note": best.get("note") or "",
             "seconds": round(seconds), "exit": done.returncode, "cost_model": doc.get("cost_model"),
             "claim": (doc.get("fidelity") or {}).get("claim"),
-            "heldout": heldout_agreement(model, out, heldout) if heldout and out.exists() and mode != "for-retraining"
+            "heldout": heldout_agreement(model, out, heldout) if heldout and doc.get("output") and mode != "for-retraining"
             else None}
 
 

@@ -60,6 +60,15 @@ ROUNDS = 3  # searches with a tightened predicted limit before the exact fallbac
 FRONT_LEVELS = (1.0, 0.999, 0.99, 0.98, 0.95, 0.9, 0.8, 0.7, 0.6, 0.5, 0.3, 0.1, 0.0)
 
 
+# Random inputs are independent samples, but not of the task: a bound on them says nothing of the model's
+# fidelity on its own data, whatever the metric. Without calibration data and without an explicit
+# --min-fidelity, only exact rewrites are taken.
+RANDOM_UNPROVABLE = ("no calibration data: a fidelity bound on random inputs says nothing about the task, so "
+                     "only exact rewrites are taken (give --calibration FILE.npz or a photo folder for inexact "
+                     "rewrites, or an explicit --min-fidelity to accept a bound on random inputs; "
+                     "--for-retraining for the fastest architecture whatever its weights)")
+
+
 @dataclass
 class Candidate:
     """One variant with its estimated figures and, once materialised, its verified fidelity."""
@@ -604,9 +613,11 @@ def optimize(model_path: Path, request: OptimizeRequest | None = None,
     # Can the held-out units prove the budget at all (every one of them perfect)? If not: exact rewrites only.
     unprovable = None
     if budget.min_fidelity is not None and pick is None and not request.exact_only:
-        unprovable = unprovable_line(metric.label, budget.min_fidelity, split.units,
-                                     "clopper-pearson" if metric.agreement else "bootstrap",
-                                     split.info.get("independence", "held-out samples"))
+        # An explicit --min-fidelity on random inputs is the user's call (the report says loudly what they are).
+        unprovable = RANDOM_UNPROVABLE if split.random and min_fidelity is None else \
+            unprovable_line(metric.label, budget.min_fidelity, split.units,
+                            "clopper-pearson" if metric.agreement else "bootstrap",
+                            split.info.get("independence", "held-out samples"))
     search = _Search(space, vm, budgets, strategy, seed, progress)
     timings["split"] = time.perf_counter() - t0
     t0 = time.perf_counter()

@@ -390,13 +390,22 @@ def test_cli_for_retraining_is_the_fastest_and_says_so(example_path, tiny_rules,
     assert done.returncode == 2 and "--for-retraining" in done.stderr
 
 
+def _samples_file(model: Path, path: Path, count: int) -> Path:
+    """An .npz of ``count`` samples in the model's input layout, as a user's calibration file would be."""
+    original = onnx.load(str(model))
+    np.savez(path, **random_inputs(original, count, 7))
+    return path
+
+
 def test_too_few_heldout_samples_keep_to_exact(example_path, tmp_path):
     """4 held-out samples cannot prove 99% top-1 agreement (with no miss their 95% lower bound is 47%): no
     inexact variant is even tried, the exact best is written, and one line says how many samples would do."""
     out, rules = tmp_path / "exact.onnx", tmp_path / "grouped.toml"
     rules.write_text(GROUPED_RULES)
-    done = _cli("optimize", str(example_path(MODEL)), "-o", str(out), "--rules", str(rules), "--json",
-                "--no-compare", "--calibration-samples", "8", "--eval-samples", "4")
+    model = example_path(MODEL)
+    samples = _samples_file(model, tmp_path / "calib.npz", 12)
+    done = _cli("optimize", str(model), "-o", str(out), "--rules", str(rules), "--json", "--calibration",
+                str(samples), "--holdout", "4", "--no-compare", "--calibration-samples", "8")
     assert done.returncode == 0, done.stderr
     doc = json.loads(done.stdout)
     fid = doc["fidelity"]
@@ -404,6 +413,26 @@ def test_too_few_heldout_samples_keep_to_exact(example_path, tmp_path):
     assert "299 independent samples" in done.stderr
     assert not doc["sensitivity"] and all(c["exact"] for c in doc["finalists"])
     assert doc["best"]["exact"] and "exact rewrites only" in fid["claim"]
+
+
+def test_random_inputs_prove_nothing_about_the_task_so_the_default_keeps_to_exact(example_path, tmp_path):
+    """Without calibration data, even a metric random inputs could bound (cosine, here via --fidelity) takes
+    exact rewrites only, and says why; an explicit --min-fidelity is the user's call and is searched."""
+    rules = tmp_path / "grouped.toml"
+    rules.write_text(GROUPED_RULES)
+    model = example_path(MODEL)
+    common = ["--rules", str(rules), "--json", "--no-compare", "--fidelity", "cosine", "--calibration-samples", "8",
+              "--eval-samples", "16"]
+    done = _cli("optimize", str(model), "-o", str(tmp_path / "default.onnx"), *common)
+    assert done.returncode == 0, done.stderr
+    doc = json.loads(done.stdout)
+    assert doc["fidelity"]["samples"]["random"]
+    assert doc["fidelity"]["unprovable"].startswith("no calibration data: a fidelity bound on random inputs")
+    assert "says nothing about the task" in done.stderr
+    assert not doc["sensitivity"] and all(c["exact"] for c in doc["finalists"]) and doc["best"]["exact"]
+    explicit = _cli("optimize", str(model), "-o", str(tmp_path / "explicit.onnx"), *common, "--min-fidelity", "0.999")
+    assert explicit.returncode == 0, explicit.stderr
+    assert json.loads(explicit.stdout)["fidelity"]["unprovable"] is None
 
 
 def test_min_gain_drops_an_inexact_decision_that_buys_noise(tiny):
