@@ -181,6 +181,12 @@ def _weights_digest(path: Path) -> str:
     return hashlib.sha256(b"".join(hashlib.sha256(b).digest() for b in blobs)).hexdigest()
 
 
+def read_specs(*files: Path) -> list[str]:
+    """The ``PATH[:NAME=1x3xHxW]`` lines of specs files (``bench/mediapipe_exports`` and
+    ``bench/package_exports`` write ``specs.txt``), as ``--real`` takes them."""
+    return [line.strip() for specs in files for line in specs.read_text().splitlines() if line.strip()]
+
+
 def real_models(extra: list[str], bundled: bool = True) -> list[tuple[str, Path, list[str]]]:
     """Real exports: ``tests/data``'s and the trained case when built (``bundled``), then each ``PATH[:SHAPE]``."""
     out: list[tuple[str, Path, list[str]]] = []
@@ -434,7 +440,7 @@ def main() -> int:
     parser.add_argument("--cached-only", action="store_true",
                         help="cpu: time nothing; decisions not timed yet count as not measured")
     args = parser.parse_args()
-    args.real += [line.strip() for specs in args.real_from for line in specs.read_text().splitlines() if line.strip()]
+    args.real += read_specs(*args.real_from)
     target = load_target(args.target)
     args.work.mkdir(parents=True, exist_ok=True)
     names = None if not args.models else [] if args.models == "none" else args.models.split(",")

@@ -29,7 +29,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.decision_accuracy import real_models  # noqa: E402
+from bench.decision_accuracy import read_specs, real_models  # noqa: E402
 
 OCR_WHEEL = ("rapidocr-onnxruntime", "1.4.4")
 OCR_MODELS = {"ch_PP-OCRv4_det_infer": "x=1x3x320x320", "ch_PP-OCRv4_rec_infer": "x=1x3x48x320"}
@@ -65,7 +65,7 @@ def main() -> int:
     parser.add_argument("--remeasure", action="store_true",
                         help="time every model again (cpu: host speed moves between sittings)")
     args = parser.parse_args()
-    args.real += [line.strip() for specs in args.real_from for line in specs.read_text().splitlines() if line.strip()]
+    args.real += read_specs(*args.real_from)
     est = load_estimator(args.target, args.estimator)
     target = est.target
     args.work.mkdir(parents=True, exist_ok=True)

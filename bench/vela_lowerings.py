@@ -32,6 +32,7 @@ def layer_cycles(layers: list[dict], owned) -> tuple[float, float]:
 
 
 def main() -> int:
+    from bench.decision_accuracy import read_specs
     from hwopt.analysis.sites import Analysis
     from hwopt.backends.vela import measure_model
     from hwopt.calibration.samples import random_inputs
@@ -49,7 +50,7 @@ def main() -> int:
     parser.add_argument("--real-from", type=Path, default=ROOT / "build" / "mediapipe" / "specs.txt")
     parser.add_argument("--model", action="append", default=[], help="PATH[:NAME=1x3xHxW] (instead of --real-from)")
     args = parser.parse_args()
-    specs = args.model or [line.strip() for line in args.real_from.read_text().splitlines() if line.strip()]
+    specs = args.model or read_specs(args.real_from)
     for name in args.rule or RULES:
         step = RuleStep(name, get_rule(name).parse_params({}), [], "bench")
         print(f"\n{name}\n")

@@ -36,7 +36,7 @@ def channel_padding(site: Site) -> tuple[tuple[int, int] | None, str | None]:
         return None, "it pads other axes than the channels"
     if min(pads[1], pads[5]) < 0 or pads[1] + pads[5] == 0:
         return None, "it adds no channels (or crops them)"
-    if pad.fill is None or pad.fill != 0.0:
+    if pad.fill != 0.0:  # None (computed) too
         return None, "it pads with a value other than 0"
     if pad.channels is None:
         return None, "its input's channel count is unknown"

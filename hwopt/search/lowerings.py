@@ -25,12 +25,13 @@ def lowering_steps(lowerings: dict[str, list[str]]) -> list[RuleStep]:
             for name, sites in lowerings.items()]
 
 
-def apply_lowerings(best, canonical, target, lowerings: dict[str, list[str]], min_gain: float,
+def apply_lowerings(best, canonical, analysis, target, lowerings: dict[str, list[str]], min_gain: float,
                     verify: Callable[[Any], bool],
                     progress: Callable[[str, int, int], None] | None = None) -> tuple[Any, dict[str, Any] | None]:
     """(the candidate to write, what was tried: a dict for the report, or None when nothing applied).
 
     ``best``: the search's pick (a ``Candidate``; its ``steps`` empty when the original is kept);
+    ``analysis``: the canonical model's (``hwopt.analysis.sites.Analysis``), for the site kinds it has;
     ``verify``: materialises a candidate from its steps and checks the fidelity budget (``optimize.verify``).
     Each lowering is tried in the order of the rule file, on top of what was kept so far, and kept when the
     judge measures it faster by ``min_gain``: one that pays on a configuration is not held back by another
@@ -40,14 +41,12 @@ def apply_lowerings(best, canonical, target, lowerings: dict[str, list[str]], mi
 
     if not lowerings or best is None or target.backend not in FINALIST_JUDGES or target.backend == "onnxruntime":
         return best, None
-    from hwopt.analysis.sites import Analysis
-
     measurer = model_measurer(target)
     what = "the search's pick" if best.steps else "the original"
     current, current_us, tried = best, None, []
     # A preset's lowering with no site of its kind in this model (no PReLU at all) is skipped silently; the
     # rules the search runs change no PReLU or Pad, so the original's sites are the pick's.
-    kinds = {site.kind for site in Analysis(canonical).sites.values()}
+    kinds = {site.kind for site in analysis.sites.values()}
     lowerings = {name: sites for name, sites in lowerings.items() if get_rule(name).site_kind in kinds}
     stage = f"lowerings judged by {target.backend}"
     for done, (name, sites) in enumerate(lowerings.items()):

@@ -679,8 +679,8 @@ def optimize(model_path: Path, request: OptimizeRequest | None = None,
     if judge and best is None and not failure:
         failure = ["no variant keeps the fidelity budget once the inexact decisions that buy noise are dropped"]
     if pick is None and best is not None and config.lowerings:
-        best, gain.lowering = apply_lowerings(best, canonical, target, config.lowerings, request.min_gain,
-                                              lambda c: verify(c, verifier), progress)
+        best, gain.lowering = apply_lowerings(best, canonical, analysis, target, config.lowerings,
+                                              request.min_gain, lambda c: verify(c, verifier), progress)
         if gain.lowering is not None and gain.lowering["taken"]:
             gain.verdict = None  # a model is written after all: the lowering's
             ranked.append(best)
