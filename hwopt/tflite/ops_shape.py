@@ -219,6 +219,40 @@ def space_to_depth(ctx: Context, unit: Unit) -> None:
     ctx.emit("CONCATENATION", parts, [out], ("ConcatenationOptions", {"Axis": 3, "FusedActivationFunction": 0}))
 
 
+@converter("DepthToSpace")
+def depth_to_space(ctx: Context, unit: Unit) -> None:
+    """DCR mode (TensorFlow's DEPTH_TO_SPACE): output pixel (h * b + i, w * b + j) channel c is input channel
+    (i * b + j) * C' + c at (h, w). Vela 5.2 has no NPU form of DEPTH_TO_SPACE (it would run on the CPU), so
+    it is written as data moves Vela runs on the NPU: for each block row i one SLICE of the b * C' channels
+    (i * b .. i * b + b) * C', whose NHWC bytes are already row i's pixels w * b + j in order (a free RESHAPE
+    to [N, H, 1, W * b * C']); a CONCATENATION of the b rows on that axis gives the bytes of the
+    [N, H * b, W * b, C'] output (a last RESHAPE)."""
+    src = unit.node.input[0]
+    attrs = ctx.attrs()
+    mode = attrs.get("mode", b"DCR")
+    mode = mode.decode() if isinstance(mode, bytes) else mode
+    if mode != "DCR":
+        raise ctx.error(f"mode {mode} is not written (DCR only)")
+    b = int(attrs["blocksize"])
+    n, c, h, w = ctx.shape(src)
+    if c % (b * b):
+        raise ctx.error(f"{c} channels are not a multiple of blocksize^2 = {b * b}")
+    depth = c // (b * b)
+    x = ctx.input(src)
+    out = ctx.output(unit.outputs[0], ctx.quant(x))
+    rows = []
+    for i in range(b):
+        name = f"{unit.outputs[0]}/row_{i}"
+        part = ctx.internal(name, (n, h, w, b * depth), ctx.quant(x))
+        begin = ctx.raw_constant(f"{name}/begin", np.array([0, 0, 0, i * b * depth], np.int32), "int32")
+        size = ctx.raw_constant(f"{name}/size", np.array([n, h, w, b * depth], np.int32), "int32")
+        ctx.emit("SLICE", [x, begin, size], [part], ("SliceOptions", {}))
+        rows.append(_reshape(ctx, part, (n, h, 1, w * b * depth), f"{name}/flat"))
+    joined = ctx.internal(f"{unit.outputs[0]}/rows", (n, h, b, w * b * depth), ctx.quant(x))
+    ctx.emit("CONCATENATION", rows, [joined], ("ConcatenationOptions", {"Axis": 2, "FusedActivationFunction": 0}))
+    _reshape(ctx, joined, (n, h * b, w * b, depth), unit.outputs[0], out)
+
+
 def _runs(indices: list[int]) -> list[tuple[int, int]]:
     """[start, stop) of each run of consecutive ascending indices, in order."""
     runs: list[list[int]] = []

