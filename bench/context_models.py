@@ -139,6 +139,23 @@ def blaze(channels: tuple[int, ...], size: int, strided: tuple[int, ...] = (3, 7
     return b.build(f"BlazeFace-like net {channels} at {size}x{size} (random weights)")
 
 
+def prelu_net(channels: tuple[int, ...], size: int, strided: tuple[int, ...] = (0, 2, 4), seed: int = 0) -> onnx.ModelProto:
+    """A plain net with a PReLU after every conv (a 3x3 stem, then 3x3 depthwise + PReLU, 1x1 conv + PReLU
+    per block, no shortcut), at channel counts off and on multiples of 16: Vela runs PReLU as passes of its
+    own whose cost steps with the channel count and the map size, so the table needs them apart from any
+    conv or Add (the Ethos-U targets schedule PReLU alone, ``[fusion] separate``)."""
+    b = GraphBuilder(f"prelu_{'-'.join(map(str, channels))}_{size}", 13, seed, Habits())
+    x = b.input("input", 3, size, size)
+    y = b.conv_bn_act(x, channels[0], 3, 2, act="prelu", module="stem")
+    for i, cout in enumerate(channels[1:]):
+        with b.scope(f"block{i}"):
+            y = b.prelu(b.conv(y, b.channels(y), 3, 2 if i in strided else 1, groups=b.channels(y), bias=True,
+                               module="dw"), module="dw_act")
+            y = b.prelu(b.conv(y, cout, 1, bias=True, module="pw"), module="pw_act")
+    b.output(b.conv(y, 8, 1, bias=True, module="head"), "output")
+    return b.build(f"PReLU net {channels} at {size}x{size} (random weights)")
+
+
 def unet(width: int, size: int, up: str = "nearest", seed: int = 0) -> onnx.ModelProto:
     b = GraphBuilder(f"unet_{up}_c{width}_{size}", 13, seed, Habits())
     x = b.input("input", 3, size, size)
@@ -169,6 +186,10 @@ BLAZE_WIDTHS = {"a": (16, 16, 20, 24, 28, 32, 40, 48, 56, 64, 72, 80),
                 "c": (8, 12, 16, 16, 20, 24, 32, 40, 48, 48, 56, 64),
                 "d": (16, 20, 24, 32, 40, 44, 48, 64, 72, 80, 96, 104),
                 "e": (32, 32, 36, 40, 48, 52, 64, 72, 88, 96, 120, 128)}
+
+PRELU_WIDTHS = {"f": (12, 20, 28, 36, 44, 52, 60, 76),
+                "g": (16, 24, 40, 48, 64, 80, 96, 128),
+                "h": (8, 18, 32, 42, 56, 100, 120, 160)}
 
 # label -> builder call
 FAMILIES = {
@@ -202,6 +223,10 @@ FAMILIES = {
     **{f"decoder~{'-'.join(u)}_c{c}_{s}_h{h}": (decoder, (c, s, u, h))
        for u, c, s, h in ((("k2", "k2", "k2"), 8, 96, 8), (("dw2", "k2", "k4"), 16, 64, 4), (("k4", "k2", "dw2"), 12, 48, 16),
                           (("k2", "dw4", "k2"), 24, 128, 6))},
+    # added 2026-12-07 (session 11) with the Ethos-U targets' unfused PReLU: plain PReLU nets whose
+    # standalone PReLUs span channel counts off and on multiples of 16 at 4x4 to 96x96
+    **{f"prelu~{w}_{s}": (prelu_net, (PRELU_WIDTHS[w], s))
+       for w, s in (("f", 64), ("g", 96), ("h", 128), ("f", 192), ("g", 48), ("h", 160))},
 }
 
 

@@ -17,6 +17,7 @@ estimator); a user's own is any TOML path. Schema::
     activation = true           # conv/gemm/eltwise + its activation chain
     view_ops_free = true        # Reshape & co. are metadata (cost 0, stated)
     blocked_layout = ""         # "onnxruntime-nchwc": cost the runtime's layout conversions (hwopt.analysis.layout)
+    separate = []               # activation kinds run as their own kernels, never fused (Ethos-U: ["prelu"])
 
     [backend_settings]          # passed to the backend as is
     ...
@@ -110,6 +111,16 @@ def _require(data: dict, key: str, kind: type, where: Path) -> Any:
     return value
 
 
+def _separate(fusion: dict, path: Path) -> tuple[str, ...]:
+    from hwopt.estimator.features import ACT_OPS
+
+    kinds = fusion.get("separate", [])
+    if not isinstance(kinds, list) or not all(isinstance(k, str) and k.lower() in ACT_OPS for k in kinds):
+        raise HwoptError(f"{path}: [fusion] separate must be a list of activation kinds among "
+                         f"{', '.join(sorted(k for k in ACT_OPS if k))}, got {kinds!r}")
+    return tuple(k.lower() for k in kinds)
+
+
 def _blocked_layout(fusion: dict, path: Path) -> str:
     from hwopt.analysis.layout import LAYOUTS
 
@@ -149,7 +160,8 @@ def load_target_file(path: str | Path) -> Target:
         fusion=FusionPolicy(activation=bool(fusion.get("activation", True)),
                             activation_chain=bool(fusion.get("activation_chain", True)),
                             view_ops_free=bool(fusion.get("view_ops_free", True)),
-                            blocked_layout=_blocked_layout(fusion, path)),
+                            blocked_layout=_blocked_layout(fusion, path),
+                            separate=_separate(fusion, path)),
         backend_settings=dict(data.get("backend_settings", {})),
         vector_unit=dict(data.get("vector_unit", {})),
         path=path.resolve(),

@@ -156,6 +156,9 @@ class FusionPolicy:
     activation_chain: bool = True  # the whole chain fuses (a vector unit's pipeline), else one activation
     view_ops_free: bool = True  # Reshape & co. are metadata: a 'view' kernel the target costs at zero
     blocked_layout: str = ""  # a runtime's blocked layout whose conversions inside a model are costed (hwopt.analysis.layout)
+    # Activation kinds the target runs as passes of their own, never inside the conv/eltwise before them
+    # (Vela lowers PReLU to MUL, MUL, MAXIMUM over the whole map: its per-layer report prices them apart).
+    separate: tuple[str, ...] = ()
 
 
 @dataclass

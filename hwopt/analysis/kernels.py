@@ -287,7 +287,10 @@ def schedule(model_or_graph: onnx.ModelProto | gs.Graph, policy: FusionPolicy = 
             end, chain = match_activation_chain(output)
             if not policy.activation_chain:
                 chain = runtime_fused_prefix(chain)
-                end = chain[-1].output if chain else output
+            if policy.separate:
+                cut = next((i for i, act in enumerate(chain) if act.kind in policy.separate), len(chain))
+                chain = chain[:cut]
+            end = chain[-1].output if chain else output
             if chain:
                 kernel = replace(kernel, act="+".join(a.kind for a in chain))
                 for act in chain:

@@ -49,6 +49,12 @@ from hwopt.estimator.features import BASE_SETS, FEATURES, KIND_CODE, OFFSET_BASE
 # floor row of 0.001 us) from sitting seven log units below every real kernel of their kind.
 LOG_OFFSET = 0.0
 MIN_ROWS = 40
+# A kind with SMALL_ROWS to MIN_ROWS rows (Ethos-U's concat, resize, pool, softmax: a few dozen in-context
+# rows) gets a group of its own all the same: the prior scaled by one factor (its cost is nearly proportional
+# to the elements moved) and a few shallow trees. Pooled into one shared group, kinds whose costs differ by
+# decades (a concat Vela merges away, a resize over a 184x184 map) were mis-scaled by up to 10x.
+SMALL_ROWS = 10
+SMALL_PARAMS = {"max_depth": 2, "learning_rate": 0.1, "n_estimators": 50, "min_child_weight": 4}
 MIN_CV_ROWS = MIN_ROWS  # fewer rows: 3-fold CV scores are noise; the most regularised grid point is used
 SHARED = "shared"
 GRID = {"max_depth": (4, 6), "learning_rate": (0.1,), "n_estimators": (200,), "min_child_weight": (1, 4)}
@@ -76,6 +82,10 @@ def _offset(x: np.ndarray, offset: int | None) -> np.ndarray:
 
 
 def _fit_base(x: np.ndarray, y: np.ndarray, base: Sequence[int], offset: int | None = None) -> np.ndarray:
+    if not base and offset is not None:
+        # The prior scaled by one factor: its median, so that a kernel a compiler merged into a neighbour
+        # (a floor row, ~13 log units below the rest) does not pull the whole kind down.
+        return np.array([float(np.median(y - _offset(x, offset)))])
     a = _design(x, base)
     penalty = RIDGE * len(x) * np.eye(a.shape[1])
     penalty[0, 0] = 0.0  # never shrink the intercept
@@ -173,8 +183,10 @@ class KernelRegressor:
         logy = np.log(y + LOG_OFFSET)
         counts = {k: int(np.sum(kinds == k)) for k in dict.fromkeys(kinds.tolist())}
         own = [k for k, c in counts.items() if c >= MIN_ROWS]
-        shared_mask = ~np.isin(kinds, own)
-        plan = [(k, kinds == k) for k in own] + ([(SHARED, shared_mask)] if shared_mask.any() else [])
+        small = [k for k, c in counts.items() if SMALL_ROWS <= c < MIN_ROWS]
+        shared_mask = ~np.isin(kinds, own + small)
+        plan = ([(k, kinds == k) for k in own] + [(k, kinds == k) for k in small]
+                + ([(SHARED, shared_mask)] if shared_mask.any() else []))
         grid = grid or GRID
         combos = [dict(zip(grid, values)) for values in itertools.product(*grid.values())]
         out = cls(kinds=sorted(counts), quantity=quantity, log_offset=LOG_OFFSET)
@@ -182,7 +194,15 @@ class KernelRegressor:
             xs, ys = x[mask], logy[mask]
             if progress:
                 progress(f"training {quantity}", step, len(plan))
-            if len(xs) >= MIN_CV_ROWS:
+            if name in small:
+                base, params = ((), OFFSET_BASES[0]), SMALL_PARAMS
+                rmse = _cv_rmse(params, xs, ys, base)
+                residuals = _oof_residuals(params, xs, ys, base)
+                # A few dozen rows: the band is at least the stated guess of a group too small to score.
+                spread = (min(float(np.quantile(residuals, QUANTILES[0])), -0.5),
+                          max(float(np.quantile(residuals, QUANTILES[1])), 0.5))
+                extrapolation = max(_extrapolation_rmse(params, xs, ys, base), 0.5)
+            elif len(xs) >= MIN_CV_ROWS:
                 # The base first, by how it extrapolates (with the first grid point), then the grid with it.
                 scored = {b: _extrapolation_rmse(combos[0], xs, ys, b) for b in BASES}
                 base = min(BASES, key=scored.__getitem__)

@@ -126,3 +126,32 @@ def test_profile_in_context_refusals_are_one_line(tmp_path: Path) -> None:
                            str(tmp_path / "t.csv")), "--in-context needs models")
     _one_line_exit_2(hwopt("profile", "-t", "cpu", "--in-context", "-o", str(tmp_path / "t.csv")),
                      "cannot attribute")
+
+
+def test_prelu_is_its_own_kernel_as_vela_runs_it() -> None:
+    """Vela lowers a PReLU to passes of its own (MUL, MUL, MAXIMUM) with rows of their own in the per-layer
+    report, so the Ethos-U targets schedule it apart from the conv before it (``[fusion] separate``), and its
+    cycles land on that act kernel, not on the conv; a ReLU stays fused (no row of its own)."""
+    b = GraphBuilder("prelu_net", 17, 0, Habits())
+    x = b.input("input", 3, 32, 32)
+    y = b.conv_bn_act(x, 20, 3, 2, act="prelu", module="stem")
+    y = b.conv_bn_act(y, 24, 1, 1, act="relu", module="mid")
+    b.output(b.conv(y, 4, 1, bias=True, module="head"), "output")
+    model = b.build("conv + PReLU, conv + ReLU")
+    target = load_target("ethos-u55-256")
+    assert target.fusion.separate == ("prelu",)
+    found = model_in_context(model, target)
+    kinds = [(k.kernel.kind, k.kernel.act or k.kernel.op) for k in found.kernels if k.kernel.kind != "view"]
+    assert kinds == [("conv", ""), ("act", "PRelu"), ("conv", "relu"), ("conv", "")], kinds
+    prelu = next(k for k in found.kernels if k.kernel.op == "PRelu")
+    assert prelu.latency_us > 0 and not prelu.no_row and prelu.layers
+    # Every cycle of the model is given to some kernel (nothing of the PReLU is left on the stem conv's row).
+    assert found.attributed_us == pytest.approx(found.latency_us, rel=0.01)
+    # npu32 keeps its own policy: the PReLU fuses into the conv there.
+    from hwopt.analysis.kernels import schedule
+    from hwopt.canonical.canonicalize import canonicalize
+
+    canonical, _ = canonicalize(model, verify=False)
+    npu = [(k.kernel.kind, k.kernel.act) for k in schedule(canonical, load_target("npu32").fusion).kernels
+           if k.kernel.kind != "view"]
+    assert npu[0] == ("conv", "prelu"), npu

@@ -259,3 +259,27 @@ def test_train_with_end_to_end_models_learns_the_in_model_term(tmp_path: Path, e
     bad.write_text("model,seconds\nx.onnx,1\n")
     refused = runner.invoke(app, ["train", str(tiny), "-o", str(out), "--end-to-end", str(bad)])
     assert refused.exit_code == 2 and "needs the columns model, latency_us" in refused.output
+
+
+def test_a_kind_with_few_rows_gets_its_own_group_that_scales_with_the_prior() -> None:
+    """Concat/resize on Ethos-U have a few dozen in-context rows: each such kind gets a group of its own (the
+    prior scaled by its median factor plus shallow trees), so one merged-away kernel at the floor does not drag
+    the kind down and a map 16x larger than any row is priced about 16x, not clamped or pooled with other kinds."""
+    from hwopt.estimator.regressor import SHARED, SMALL_ROWS
+
+    rng = np.random.default_rng(0)
+    convs = [Kernel("conv", c, c, s, s, s, s, 3) for c in (8, 16, 32, 64) for s in (8, 16, 32, 64)] * 3
+    resizes = [Kernel("resize", c, c, s, s, 2 * s, 2 * s, op="Resize") for c in (8, 16, 24, 32) for s in (4, 8, 12, 16)]
+    pools = [Kernel("pool", c, c, s, s, s // 2, s // 2, 2, 2, 2, op="MaxPool") for c in (8, 16) for s in (8, 16, 32)]
+    kernels = convs + resizes + pools
+    assert len(resizes) >= SMALL_ROWS > len(pools)
+    ns_per_element = {"conv": 2.0, "resize": 0.5, "pool": 40.0}
+    y = np.array([k.out_elements * ns_per_element[k.kind] * 1e-3 * rng.uniform(0.95, 1.05) for k in kernels])
+    y[len(convs)] = 1e-3  # one resize Vela merged away: the floor row
+    x = features(kernels, 8, 1)
+    regressor = KernelRegressor.fit(x, [k.kind for k in kernels], y, grid=SMALL_GRID)
+    assert regressor.group_of("resize") == "resize" and regressor.group_of("pool") == SHARED
+    large = Kernel("resize", 32, 32, 64, 64, 128, 128, op="Resize")  # 16x the largest resize row
+    predicted = float(regressor.predict(features([large], 8, 1), ["resize"])[0])
+    expected = large.out_elements * ns_per_element["resize"] * 1e-3
+    assert 0.5 * expected <= predicted <= 2.0 * expected, (predicted, expected)
