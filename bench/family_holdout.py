@@ -12,9 +12,10 @@ left out, the estimator is trained on the in-context rows of the other families 
 sum, no in-model term: it is 0.997-1.027 x on the four targets) against Vela's whole-model figure.
 Prints, per recipe and family, the share of models within 10% and the median |error|.
 
-Recipes (``--recipe``): ``log`` (the shipped regressor: log latency), ``own10`` (a group of its own for
-every kind with at least 10 rows instead of 40: concat, pool, resize and softmax leave the shared group),
-``log1`` (log of latency + 1 us,
+Recipes (``--recipe``): ``log`` (the shipped regressor: log latency; kinds with 10 to 39 rows in small
+groups of their own, ``hwopt.estimator.regressor.SMALL_ROWS``), ``pooled`` (those kinds in one shared group, as
+shipped before 2026-12-07's session 11; the offset base's median intercept stays), ``own10`` (a full group, base chosen and grid
+searched, for every kind with at least 10 rows), ``log1`` (log of latency + 1 us,
 ``hwopt.estimator.regressor.LOG_OFFSET``; a kernel Vela merges into its neighbour costs 0, which plain
 logs put at log(0.001 us), far below every real kernel, and the few-row kinds of the shared group are
 then fitted on two clusters).
@@ -98,7 +99,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("-t", "--target", default="ethos-u55-256")
     parser.add_argument("--work", type=Path, default=ROOT / "build" / "vela_ic")
-    parser.add_argument("--recipe", action="append", default=None, choices=("log", "log1", "own10"))
+    parser.add_argument("--recipe", action="append", default=None, choices=("log", "pooled", "log1", "own10"))
     args = parser.parse_args()
     target = load_target(args.target)
     models = per_model(args.work, args.target)
@@ -108,12 +109,12 @@ def main() -> None:
         families[family(m["label"])].append(m)
     print(f"{args.target}: {len(models)} models in {len(families)} families: "
           + ", ".join(f"{f} {len(v)}" for f, v in sorted(families.items())))
-    # recipe -> (LOG_OFFSET, MIN_ROWS): own10 gives every kind with 10+ rows its own group (concat, pool,
-    # resize, softmax have 12-33 in-context rows; the shared group mixes them on one base)
-    recipes = {"log": (0.0, 40), "log1": (1.0, 40), "own10": (0.0, 10)}
+    # recipe -> (LOG_OFFSET, MIN_ROWS, SMALL_ROWS): concat, pool, resize and softmax have 12-39 in-context rows;
+    # "pooled" (SMALL_ROWS = MIN_ROWS) mixes them in one shared group on one base, as before session 11
+    recipes = {"log": (0.0, 40, 10), "pooled": (0.0, 40, 40), "log1": (1.0, 40, 10), "own10": (0.0, 10, 10)}
     summary = {}
-    for recipe in args.recipe or ["log", "log1", "own10"]:
-        regressor.LOG_OFFSET, regressor.MIN_ROWS = recipes[recipe]
+    for recipe in args.recipe or ["log", "pooled"]:
+        regressor.LOG_OFFSET, regressor.MIN_ROWS, regressor.SMALL_ROWS = recipes[recipe]
         errors_all = []
         for name, held in sorted(families.items()):
             rest = [m for m in models if family(m["label"]) != name]
