@@ -111,13 +111,16 @@ def _require(data: dict, key: str, kind: type, where: Path) -> Any:
     return value
 
 
-def _separate(fusion: dict, path: Path) -> tuple[str, ...]:
-    from hwopt.estimator.features import ACT_OPS
+# Activations that are one node in a canonical graph, so one kernel when run apart ([fusion] separate). A
+# hard-swish or SiLU is two nodes there (x * hardsigmoid(x), x * sigmoid(x)) and cannot be cut out as one.
+SEPARABLE = ("prelu", "leakyrelu", "relu", "relu6", "clip", "sigmoid", "hardsigmoid", "tanh")
 
+
+def _separate(fusion: dict, path: Path) -> tuple[str, ...]:
     kinds = fusion.get("separate", [])
-    if not isinstance(kinds, list) or not all(isinstance(k, str) and k.lower() in ACT_OPS for k in kinds):
-        raise HwoptError(f"{path}: [fusion] separate must be a list of activation kinds among "
-                         f"{', '.join(sorted(k for k in ACT_OPS if k))}, got {kinds!r}")
+    if not isinstance(kinds, list) or not all(isinstance(k, str) and k.lower() in SEPARABLE for k in kinds):
+        raise HwoptError(f"{path}: [fusion] separate must be a list of one-node activation kinds among "
+                         f"{', '.join(SEPARABLE)}, got {kinds!r}")
     return tuple(k.lower() for k in kinds)
 
 
