@@ -284,18 +284,17 @@ def schedule(model_or_graph: onnx.ModelProto | gs.Graph, policy: FusionPolicy = 
         nodes = chain or [node]
         output = nodes[-1].outputs[0]
         if policy.activation and kernel.kind in CONV_KINDS + ("gemm", "eltwise"):
-            end, chain = match_activation_chain(output)
+            _, chain = match_activation_chain(output)  # the kernel ends where the kept part of the chain does
             if not policy.activation_chain:
                 chain = runtime_fused_prefix(chain)
             if policy.separate:
                 cut = next((i for i, act in enumerate(chain) if act.kind in policy.separate), len(chain))
                 chain = chain[:cut]
-            end = chain[-1].output if chain else output
             if chain:
                 kernel = replace(kernel, act="+".join(a.kind for a in chain))
                 for act in chain:
                     nodes.extend(act.nodes)
-                output = end
+                output = chain[-1].output
         consumed.update(id(n) for n in nodes)
         if kernel.kind == "view" and not policy.view_ops_free:
             kernel = replace(kernel, kind="layout")
