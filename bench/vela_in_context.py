@@ -7,7 +7,9 @@ The models (none a real export of ``tests/data``, PP-OCRv4 or the pretrained Eff
 ``bench/small_models.py``, the families of ``bench/context_models.py`` (more widths and sizes, SE-heavy
 nets, U-Net-like decoders with Resize / ConvTranspose / Concat), and single-site variants the search
 writes (``--variants`` per model, spread evenly over its decision list: fused IBN blocks, grouped and
-dense depthwise convs, depth multipliers in context). Writes, per target:
+dense depthwise convs, depth multipliers in context), and a pruned copy of every base model
+(``pruned_copies``: each weight tensor magnitude-pruned to 0-90% zeros, so the rows span
+``Kernel.weight_zeros`` as trained, pruned exports have it). Writes, per target:
 
 - ``WORK/in_context.<target>.csv.gz``: one row per kernel descriptor, the mean of its in-model figures
   (``hwopt.estimator.in_context``; the same rows ``hwopt profile --in-context`` writes);
@@ -80,6 +82,46 @@ def variants(models: dict[str, Path], work: Path, per_model: int, target) -> dic
     return out
 
 
+PRUNE_LEVELS = (0.0, 0.3, 0.5, 0.7, 0.9)  # per weight tensor; MediaPipe's pruned models: 40-70% overall
+_WEIGHT_INPUT = {"Conv": 1, "ConvTranspose": 1, "Gemm": 1, "MatMul": 1}
+
+
+def pruned_copies(models: dict[str, Path], work: Path) -> dict[str, Path]:
+    """``LABEL@pruned``: each model with every conv/gemm weight magnitude-pruned to a share of zeros drawn
+    (seeded by the label) from PRUNE_LEVELS, written once into ``work/pruned``. Same geometry, fewer bytes
+    for a weight codec: what tells the trees what ``weight_zeros`` costs."""
+    import zlib
+
+    from onnx import numpy_helper
+
+    folder = work / "pruned"
+    folder.mkdir(parents=True, exist_ok=True)
+    out = {}
+    for label, path in models.items():
+        target = folder / f"{label}@pruned.onnx"
+        out[target.stem] = target
+        if target.exists():
+            continue
+        model = onnx.load(str(path))
+        rng = np.random.default_rng(zlib.crc32(label.encode()))
+        inits = {t.name: t for t in model.graph.initializer}
+        done = set()
+        for node in model.graph.node:
+            index = _WEIGHT_INPUT.get(node.op_type)
+            name = node.input[index] if index is not None and len(node.input) > index else ""
+            if name not in inits or name in done:
+                continue
+            done.add(name)
+            w = numpy_helper.to_array(inits[name])
+            share = float(rng.choice(PRUNE_LEVELS))
+            if w.ndim < 2 or share == 0.0:
+                continue
+            cut = np.quantile(np.abs(w), share)
+            inits[name].CopyFrom(numpy_helper.from_array(np.where(np.abs(w) <= cut, 0, w).astype(w.dtype), name))
+        onnx.save(model, str(target))
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("-t", "--target", action="append", required=True)
@@ -88,6 +130,8 @@ def main() -> None:
     parser.add_argument("--mix", type=Path, default=None, metavar="SWEEP",
                         help="also write WORK/mixed.<target>.csv.gz: the in-context rows plus the rows of the sweep "
                              "table SWEEP.<target>.csv.gz whose kernels no model had (lone-kernel figures)")
+    parser.add_argument("--no-pruned", dest="pruned", action="store_false",
+                        help="leave out the pruned copies of the base models")
     args = parser.parse_args()
     from hwopt.backends.table_file import write_table
     from hwopt.estimator.in_context import in_context_rows
@@ -98,6 +142,8 @@ def main() -> None:
         start = time.perf_counter()
         models.update(variants(dict(models), args.work, args.variants, load_target(args.target[0])))
         print(f"{len(models)} models with the variants ({time.perf_counter() - start:.0f} s)", flush=True)
+    if args.pruned:
+        models.update(pruned_copies(base_models(args.work), args.work))
     for name in args.target:
         target = load_target(name)
         start = time.perf_counter()

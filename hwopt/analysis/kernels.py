@@ -14,7 +14,7 @@ import onnx
 import onnx_graphsurgeon as gs
 
 from hwopt.analysis.activations import UNARY_ELEMENTWISE, Activation, match_activation, match_activation_chain
-from hwopt.analysis.graph import Node, Tensor, constant_shape, conv_attrs, import_graph
+from hwopt.analysis.graph import Node, Tensor, constant_shape, constant_value, conv_attrs, import_graph
 from hwopt.analysis.kernel import CONV_KINDS, FusionPolicy, Kernel, Schedule, ScheduledKernel
 from hwopt.analysis.layer_norm import match_layer_norm, normalized_length
 from hwopt.analysis.layout import mark_reorders
@@ -95,6 +95,27 @@ def _kind_of(node: Node) -> str:
     return "unknown"
 
 
+def weight_zeros(tensor: Tensor, axis: int) -> int:
+    """Percent, in steps of 10, of a constant weight's values that round to zero in symmetric int8 per
+    output channel along ``axis`` (as hwopt's TFLite writer quantises them: |w| under half a step of the
+    channel's peak / 127); 0 when the weight is not a constant. ``Kernel.weight_zeros`` says why it matters.
+
+    All-zero output channels and input channels are left out: they are channel padding, which the
+    geometry already counts (``align-channels`` pads with them), not pruning. So a padded kernel keeps
+    the figure of the kernel it pads, and the search can describe it without writing it.
+    """
+    value = constant_value(tensor)
+    if value is None or value.size == 0 or value.ndim < 2 or not np.issubdtype(value.dtype, np.floating):
+        return 0
+    moved = np.abs(np.moveaxis(value, axis, 0).astype(np.float32))
+    moved = moved.reshape(moved.shape[0], moved.shape[1], -1)  # out channels, in channels, taps
+    peak = moved.max(axis=(1, 2), keepdims=True)
+    zeros = (moved * (2 * 127) < peak) | (peak == 0)
+    rows, cols = ~zeros.all(axis=(1, 2)), ~zeros.all(axis=(0, 2))
+    live = zeros[rows][:, cols]
+    return int(np.round(float(live.mean()) * 10)) * 10 if live.size else 0
+
+
 def _conv_kernel(node: Node) -> Kernel | None:
     attrs = conv_attrs(node)
     if attrs is None:
@@ -111,7 +132,8 @@ def _conv_kernel(node: Node) -> Kernel | None:
     if max(attrs.dilations) > 1 and _only_centre_reads_input(attrs, h, w, oh, ow):
         kh = kw = 1  # every other tap only ever reads padding: the conv computes as a 1x1 conv
     return Kernel(kind, attrs.in_channels, attrs.out_channels, h, w, oh, ow, kh, kw,
-                  attrs.strides[0], attrs.group, dtype_bytes=_dtype_bytes(node.outputs[0]))
+                  attrs.strides[0], attrs.group, dtype_bytes=_dtype_bytes(node.outputs[0]),
+                  weight_zeros=weight_zeros(node.inputs[1], 0))
 
 
 def transposed_conv_kernel(node: Node) -> Kernel | None:
@@ -138,7 +160,8 @@ def transposed_conv_kernel(node: Node) -> Kernel | None:
     oh, ow = math.ceil(out[2] / sh), math.ceil(out[3] / sw)
     kind = "conv" if group == 1 else "dwconv" if group == cin else "gconv"
     return Kernel(kind, cin, cout * phases, h, w, oh, ow, math.ceil(kh / sh), math.ceil(kw / sw), 1, group,
-                  op="ConvTranspose", dtype_bytes=_dtype_bytes(node.outputs[0]))
+                  op="ConvTranspose", dtype_bytes=_dtype_bytes(node.outputs[0]),
+                  weight_zeros=weight_zeros(node.inputs[1], 1))
 
 
 def _only_centre_reads_input(attrs, h: int, w: int, oh: int, ow: int) -> bool:
@@ -187,8 +210,11 @@ def _gemm_kernel(node: Node, samples: int = 1) -> Kernel:
     if samples > 1 and rows % samples == 0:
         rows //= samples
         stacked = stacked // samples if stacked % samples == 0 else stacked
+    # The weight's output axis: Gemm's B is (K, N), or (N, K) with transB; a MatMul's is its last.
+    out_axis = 0 if node.op == "Gemm" and int(node.attrs.get("transB", 0)) else -1
     return Kernel("gemm", int(k), int(m), groups=max(stacked, 1), inputs=1 if weight is not None else 2,
-                  batch=max(rows, 1), op=node.op, dtype_bytes=_dtype_bytes(node.outputs[0]))
+                  batch=max(rows, 1), op=node.op, dtype_bytes=_dtype_bytes(node.outputs[0]),
+                  weight_zeros=weight_zeros(operand, out_axis) if weight is not None else 0)
 
 
 def _rows_kernel(node: Node, kind: str, length: int, chain_end: Tensor) -> Kernel:

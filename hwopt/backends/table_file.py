@@ -49,7 +49,7 @@ from pathlib import Path
 from typing import Iterable, Sequence
 
 from hwopt.io.atomic import atomic_write
-from hwopt.backends.base import TABLE_COLUMNS, Measurement, kernel_from_row
+from hwopt.backends.base import LATER_COLUMNS, TABLE_COLUMNS, Measurement, kernel_from_row
 from hwopt.errors import HwoptError
 from hwopt.analysis.kernel import Kernel
 
@@ -80,6 +80,8 @@ def _measurement(row: dict[str, str | None]) -> Measurement:
 
 def _parses_whole(header: str, line: str) -> bool:
     """True when ``line`` is a complete row under ``header`` (every column, values that parse)."""
+    if line.count('"') % 2:
+        return False  # cut inside a quoted field (a row cut just after meta's opening quote reads as empty)
     try:
         names = next(csv.reader([header]))
         values = next(csv.reader([line]))
@@ -98,8 +100,14 @@ def encode_rows(measurements: Iterable[Measurement], header: bool,
     writer = csv.DictWriter(out, fieldnames=list(columns), restval="", lineterminator=LINE_END)
     if header:
         writer.writeheader()
+    absent = [c for c in LATER_COLUMNS if c not in columns]
     for m in measurements:
-        writer.writerow(m.row())
+        row = m.row()
+        for name in absent:  # an older table: its rows mean the column's default, so only those fit
+            if row.pop(name) != LATER_COLUMNS[name]:
+                raise HwoptError(f"the table has no {name} column, which {m.kernel.describe()} needs; "
+                                 "write to a new table (-o) instead")
+        writer.writerow(row)
     return out.getvalue()
 
 
@@ -361,7 +369,7 @@ class TableAppender:
 
     def _check_columns(self, columns: list[str]) -> list[str]:
         """The file's own column order, which appended rows must follow; every hwopt column must be there."""
-        missing = [c for c in TABLE_COLUMNS if c not in columns]
+        missing = [c for c in TABLE_COLUMNS if c not in columns and c not in LATER_COLUMNS]
         if missing:
             raise HwoptError(f"{self.path}: the table lacks the column(s) {', '.join(missing)}, so hwopt's rows "
                              "cannot be appended to it; write to a new table (-o) instead")

@@ -165,10 +165,12 @@ class VariantModel:
             if mode is not None and mode[1] == "expand" and how == "fuse":
                 d = dw_base
                 # The fused conv reads what the expand conv read and writes what the depthwise wrote:
-                # it pays their layout conversions (hwopt.analysis.layout).
+                # it pays their layout conversions (hwopt.analysis.layout). Its weights are new (to be
+                # trained); they are taken to be as pruned as the expand conv's, by the model's own pipeline.
                 return Kernel("conv", cin or base.cin, cout or base.cout, base.h, base.w, d.out_h, d.out_w,
                               d.kernel, d.kw, d.stride, 1, d.act, dtype_bytes=d.dtype_bytes,
-                              reorder_in=base.reorder_in, reorder_out=d.reorder_out)
+                              weight_zeros=base.weight_zeros, reorder_in=base.reorder_in,
+                              reorder_out=d.reorder_out)
             if base.kind == "dwconv":
                 if how == "fuse":
                     return None
@@ -178,7 +180,11 @@ class VariantModel:
                 per_group = grouped_width(how)
                 width = c if how == "dense" else group_width(c, per_group) if per_group is not None else 1
                 kind = "conv" if width == c else "dwconv" if width == 1 else "gconv"
-                return replace(base, kind=kind, cin=c, cout=c * multiplier, groups=c // width)
+                # The rewrite's weights are block-diagonal in each group (exact): all but one in
+                # ``width`` of them are zeros, which a weight codec encodes away (Kernel.weight_zeros).
+                dense_share = (1 - base.weight_zeros / 100) / width
+                return replace(base, kind=kind, cin=c, cout=c * multiplier, groups=c // width,
+                               weight_zeros=int(round((1 - dense_share) * 10)) * 10)
             if base.kind == "gemm":
                 return replace(base, cin=gemm[2][picked[gemm[0]]] * gemm[1]) if gemm else base
             if base.kind in CONV_KINDS:

@@ -43,3 +43,35 @@ def test_both_operand_orders_are_one_kernel(tmp_path: Path) -> None:
     first = schedule(_gated_mul(tmp_path / "a.onnx", True)).kernels[0].kernel
     second = schedule(_gated_mul(tmp_path / "b.onnx", False)).kernels[0].kernel
     assert first == second
+
+
+def _conv_model(path: Path, weight: np.ndarray) -> onnx.ModelProto:
+    cout, cin = weight.shape[:2]
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, cin, 16, 16])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, cout, 16, 16])
+    w = onnx.numpy_helper.from_array(weight.astype(np.float32), "w")
+    node = helper.make_node("Conv", ["x", "w"], ["y"], name="conv", kernel_shape=[3, 3], pads=[1, 1, 1, 1])
+    graph = helper.make_graph([node], "conv", [x], [y], initializer=[w])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    return onnx.load(path)
+
+
+def test_a_pruned_conv_says_its_share_of_int8_zeros_and_padding_is_not_pruning(tmp_path: Path) -> None:
+    """Kernel.weight_zeros: the share of weights that round to int8 zero per output channel, in tens;
+    channels of zeros (what align-channels pads with) leave the share as it was."""
+    rng = np.random.default_rng(0)
+    dense = rng.standard_normal((32, 16, 3, 3))
+    pruned = np.where(np.abs(dense) <= np.quantile(np.abs(dense), 0.7), 0.0, dense)
+    padded = np.zeros((48, 24, 3, 3))
+    padded[:32, :16] = pruned
+    tiny = dense * np.where(rng.random(dense.shape) < 0.5, 1e-4, 1.0)  # half the values under half a step
+
+    def share(name: str, weight: np.ndarray) -> int:
+        kernels = schedule(_conv_model(tmp_path / f"{name}.onnx", weight)).kernels
+        return kernels[0].kernel.weight_zeros
+
+    assert share("dense", dense) == 0
+    assert share("pruned", pruned) == 70
+    assert share("padded", padded) == 70
+    assert share("tiny", tiny) == 50
+    assert "zeros 70%" in schedule(onnx.load(tmp_path / "pruned.onnx")).kernels[0].kernel.describe()
