@@ -227,6 +227,8 @@ FAMILIES = {
     # standalone PReLUs span channel counts off and on multiples of 16 at 4x4 to 96x96
     **{f"prelu~{w}_{s}": (prelu_net, (PRELU_WIDTHS[w], s))
        for w, s in (("f", 64), ("g", 96), ("h", 128), ("f", 192), ("g", 48), ("h", 160))},
+    # the first block at the stem's full map (MTCNN's P-Net runs PReLUs at 144x192): maps up to 160x160
+    **{f"prelu~{w}_{s}_late": (prelu_net, (PRELU_WIDTHS[w], s, (1, 3, 5))) for w, s in (("f", 320), ("h", 256))},
 }
 
 

@@ -52,7 +52,7 @@ def family(label: str) -> str:
 
 def per_model(work: Path, target_name: str) -> list[dict]:
     """Every in-context model's Vela latency and kernels' in-context figures (cached in WORK)."""
-    from bench.vela_in_context import base_models, pruned_copies, variants
+    from bench.vela_in_context import base_models, pruned_copies, variants, wide_slope_copies
     from hwopt.estimator.in_context import in_context_rows
     from hwopt.targets import load_target
 
@@ -63,6 +63,7 @@ def per_model(work: Path, target_name: str) -> list[dict]:
     models = base_models(work)
     models.update(variants(dict(models), work, 6, target))
     models.update(pruned_copies(base_models(work), work))
+    models.update(wide_slope_copies(base_models(work), work))
     start = time.perf_counter()
     _, results = in_context_rows(list(models.values()), target, failed=[])
     by_path = {Path(p).stem: label for label, p in models.items()}

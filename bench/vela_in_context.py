@@ -9,7 +9,8 @@ nets, U-Net-like decoders with Resize / ConvTranspose / Concat), and single-site
 writes (``--variants`` per model, spread evenly over its decision list: fused IBN blocks, grouped and
 dense depthwise convs, depth multipliers in context), and a pruned copy of every base model
 (``pruned_copies``: each weight tensor magnitude-pruned to 0-90% zeros, so the rows span
-``Kernel.weight_zeros`` as trained, pruned exports have it). Writes, per target:
+``Kernel.weight_zeros`` as trained, pruned exports have it), and a copy of every model with PReLUs
+with slopes over 1 (``wide_slope_copies``). Writes, per target:
 
 - ``WORK/in_context.<target>.csv.gz``: one row per kernel descriptor, the mean of its in-model figures
   (``hwopt.estimator.in_context``; the same rows ``hwopt profile --in-context`` writes);
@@ -122,6 +123,37 @@ def pruned_copies(models: dict[str, Path], work: Path) -> dict[str, Path]:
     return out
 
 
+def wide_slope_copies(models: dict[str, Path], work: Path) -> dict[str, Path]:
+    """``LABEL@slopes``: each model with PReLUs, its slopes drawn from [-0.5, 1.5] (seeded by the label),
+    written once into ``work/slopes``. The builder's slopes stay within [0, 0.5], which Vela lowers as
+    max(alpha * x, x); trained PReLUs often have slopes over 1 (MediaPipe, MTCNN), which it lowers to four
+    passes (``hwopt.analysis.kernels.prelu_form``)."""
+    import zlib
+
+    from onnx import numpy_helper
+
+    folder = work / "slopes"
+    folder.mkdir(parents=True, exist_ok=True)
+    out = {}
+    for label, path in models.items():
+        model = onnx.load(str(path))
+        prelus = [node for node in model.graph.node if node.op_type == "PRelu"]
+        if not prelus:
+            continue
+        target = folder / f"{label}@slopes.onnx"
+        out[target.stem] = target
+        if target.exists():
+            continue
+        rng = np.random.default_rng(zlib.crc32(label.encode()))
+        inits = {t.name: t for t in model.graph.initializer}
+        for node in prelus:
+            slope = numpy_helper.to_array(inits[node.input[1]])
+            wide = rng.uniform(-0.5, 1.5, slope.shape).astype(slope.dtype)
+            inits[node.input[1]].CopyFrom(numpy_helper.from_array(wide, node.input[1]))
+        onnx.save(model, str(target))
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("-t", "--target", action="append", required=True)
@@ -144,6 +176,7 @@ def main() -> None:
         print(f"{len(models)} models with the variants ({time.perf_counter() - start:.0f} s)", flush=True)
     if args.pruned:
         models.update(pruned_copies(base_models(args.work), args.work))
+    models.update(wide_slope_copies(base_models(args.work), args.work))
     for name in args.target:
         target = load_target(name)
         start = time.perf_counter()

@@ -250,8 +250,27 @@ def _generic_kernel(node: Node, kind: str) -> Kernel:
         stride = int(node.attrs.get("strides", [1, 1])[0])
     if kind == "concat":
         cin = sum(_geometry(t)[0] for t in variables)
+    op = prelu_form(node) if node.op == "PRelu" else node.op
     return Kernel(kind, cin, cout, h, w, oh, ow, window, window if kind == "pool" else 1, stride,
-                  inputs=max(len(variables), 1), op=node.op, dtype_bytes=_dtype_bytes(node.outputs[0]))
+                  inputs=max(len(variables), 1), op=op, dtype_bytes=_dtype_bytes(node.outputs[0]))
+
+
+# A standalone PReLU's op, by its slopes: NPU compilers lower the three cases differently. Vela 5.2
+# (TFLiteGraphOptimiser::ConvertPrelu): one slope for every channel is a LeakyReLU; slopes all <= 1 are
+# max(alpha * x, x), a MUL or two and a MAXIMUM; any slope over 1 (MediaPipe's palm detector: 25 of 26
+# PReLUs, MTCNN) is MINIMUM, MUL, RELU and ADD, twice the cycles of the second form on ethos-u85-256.
+PRELU_ONE_SLOPE = "PRelu(one slope)"
+PRELU_SLOPES_OVER_1 = "PRelu(slopes over 1)"
+
+
+def prelu_form(node: Node) -> str:
+    """``PRelu`` (slopes all <= 1, or not constant), ``PRELU_ONE_SLOPE`` or ``PRELU_SLOPES_OVER_1``."""
+    slopes = constant_value(node.inputs[1]) if len(node.inputs) > 1 else None
+    if slopes is None or slopes.size == 0:
+        return "PRelu"
+    if np.all(slopes == slopes.flat[0]):
+        return PRELU_ONE_SLOPE
+    return PRELU_SLOPES_OVER_1 if float(slopes.max()) > 1.0 else "PRelu"
 
 
 def runtime_fused_prefix(chain: list[Activation]) -> list[Activation]:

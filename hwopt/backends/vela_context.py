@@ -69,6 +69,23 @@ class ModelInContext:
         return sum(k.latency_us for k in self.kernels)
 
 
+# Vela names some passes of a lowered op after the op's *input* tensor: a PReLU's MINIMUM pass carries the
+# name of the Add or conv before it (MediaPipe's palm detector: 221,184 cycles a PReLU booked to each Add).
+# Such a row belongs to the kernel that reads that tensor and holds an ONNX node of the row's operator.
+_ROW_OPERATOR_NODES = {"Prelu": ("PRelu",)}
+
+
+def _reader_with_operator(layer: dict, owners: set[int], sched, op_of: dict[str, str]) -> set[int]:
+    """The kernels a row belongs to: its name's owners, or, when none of them holds a node of the row's
+    operator (``_ROW_OPERATOR_NODES``), the kernel reading that tensor that does."""
+    ops = _ROW_OPERATOR_NODES.get(layer["operator"])
+    if not ops or not owners or any(op_of.get(n) in ops for i in owners for n in sched.kernels[i].nodes):
+        return owners
+    readers = {i for i, sk in enumerate(sched.kernels)
+               if layer["name"] in sk.inputs and any(op_of.get(n) in ops for n in sk.nodes)}
+    return readers or owners
+
+
 def model_in_context(model: str | Path | onnx.ModelProto, target: Target) -> ModelInContext:
     """Compile ``model`` whole with Vela for ``target`` and give each scheduled kernel its in-model cycles."""
     from hwopt.analysis.kernels import schedule
@@ -82,6 +99,7 @@ def model_in_context(model: str | Path | onnx.ModelProto, target: Target) -> Mod
     canonical, _ = canonicalize(proto, verify=False)
     sched = schedule(canonical, target.fusion)
     owner = {node: i for i, sk in enumerate(sched.kernels) for node in sk.nodes}
+    op_of = {node.name: node.op_type for node in canonical.graph.node}
     producer = {sk.output: i for i, sk in enumerate(sched.kernels)}
     clock = float(measured.meta.get("clock_hz") or 0.0)
     us_per_cycle = 1e6 / clock if clock else 0.0
@@ -94,6 +112,7 @@ def model_in_context(model: str | Path | onnx.ModelProto, target: Target) -> Mod
             cpu += 1
             continue  # Vela's model time does not count CPU operators
         owners = {owner[n] for n in layer["onnx_nodes"] if n in owner}
+        owners = _reader_with_operator(layer, owners, sched, op_of)
         if (layer["name"], layer["operator"]) in routed:  # Vela's second row of one layer (its fused activation)
             index = routed[(layer["name"], layer["operator"])]
         elif owners:

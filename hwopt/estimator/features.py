@@ -41,10 +41,12 @@ from hwopt.analysis.kernel import CONV_KINDS, KINDS, Kernel
 # Elementary operations per element of an activation: prior knowledge that carries to activations the
 # training sweep lacks (e.g. hardswish seen only in a held-out family). Unknown names count as 4.
 # prelu: Vela lowers a per-channel PReLU to three passes over the map (MUL by the slope, MUL, MAXIMUM) and
-# reads the slope per element from where constants live (flash on U55): not a cheap lane op.
+# reads the slope per element from where constants live (flash on U55): not a cheap lane op. With a slope
+# over 1 it is four passes (MINIMUM, MUL, RELU, ADD: hwopt.analysis.kernels.prelu_form), with one slope a
+# LeakyReLU.
 ACT_OPS = {"": 0, "relu": 1, "relu6": 1, "clip": 1, "leakyrelu": 2, "prelu": 6, "hardsigmoid": 2, "hardswish": 3,
            "x*hardsigmoid": 3, "sigmoid": 4, "silu": 5, "swish": 5, "tanh": 4, "gelu": 6, "mul": 1, "add": 1,
-           "batchnormalization": 2}
+           "batchnormalization": 2, "prelu(one slope)": 2, "prelu(slopes over 1)": 12}
 _ACT_DEFAULT = 4
 
 FEATURES = (

@@ -75,3 +75,19 @@ def test_a_pruned_conv_says_its_share_of_int8_zeros_and_padding_is_not_pruning(t
     assert share("padded", padded) == 70
     assert share("tiny", tiny) == 50
     assert "zeros 70%" in schedule(onnx.load(tmp_path / "pruned.onnx")).kernels[0].kernel.describe()
+
+
+@pytest.mark.parametrize("slopes, form", [([0.25] * 8, "PRelu(one slope)"),
+                                          ([-0.5, 0.0, 0.3, 1.0, 0.2, 0.1, 0.9, 0.4], "PRelu"),
+                                          ([0.1, 0.2, 1.3, 0.4, 0.5, 0.6, 0.7, 0.8], "PRelu(slopes over 1)")])
+def test_a_standalone_prelu_is_described_by_the_form_its_slopes_give(tmp_path: Path, slopes: list, form: str) -> None:
+    """One slope, slopes all <= 1, or a slope over 1: three lowerings on an NPU compiler (Vela 5.2: a
+    LeakyReLU, max(alpha * x, x), or MINIMUM + MUL + RELU + ADD), so three kernel ops."""
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8, 16, 16])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8, 16, 16])
+    slope = onnx.numpy_helper.from_array(np.array(slopes, np.float32).reshape(8, 1, 1), "slope")
+    graph = helper.make_graph([helper.make_node("PRelu", ["x", "slope"], ["y"], name="prelu")], "prelu", [x], [y],
+                              initializer=[slope])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), tmp_path / "prelu.onnx")
+    kernels = schedule(onnx.load(tmp_path / "prelu.onnx")).kernels
+    assert [(k.kernel.kind, k.kernel.op) for k in kernels] == [("act", form)]

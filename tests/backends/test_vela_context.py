@@ -4,10 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import onnx
+import onnx.numpy_helper
 import pytest
 
 from examples.builder import GraphBuilder, Habits
+from hwopt.analysis.kernels import PRELU_SLOPES_OVER_1
 from hwopt.backends.table_file import read_table
 from hwopt.backends.vela import measure_model
 from hwopt.backends.vela_context import model_in_context
@@ -155,3 +158,39 @@ def test_prelu_is_its_own_kernel_as_vela_runs_it() -> None:
     npu = [(k.kernel.kind, k.kernel.act) for k in schedule(canonical, load_target("npu32").fusion).kernels
            if k.kernel.kind != "view"]
     assert npu[0] == ("conv", "prelu"), npu
+
+
+def test_a_prelu_pass_named_after_the_add_before_it_is_the_prelus() -> None:
+    """Vela lowers a PReLU with a slope over 1 to MINIMUM, MUL, RELU and ADD, and names the MINIMUM pass
+    after the PReLU's input: after a residual Add, the Add's tensor.
+    Those cycles are the PReLU's (every Prelu row on the PReLU kernels), not the Add's; on U85 an Add the
+    conv before it chains is left with no cycles of its own."""
+    from hwopt.backends.vela import measure_model
+
+    b = GraphBuilder("add_prelu", 17, 0, Habits())
+    x = b.input("input", 3, 32, 32)
+    y = b.prelu(b.conv(x, 16, 3, 2, bias=True, module="stem"), module="stem_act")
+    for i in range(2):
+        with b.scope(f"block{i}"):
+            z = b.conv(b.conv(y, 16, 3, 1, groups=16, bias=True, module="dw"), 16, 1, bias=True, module="pw")
+            y = b.prelu(b.add(z, y), module="out_act")
+    b.output(b.conv(y, 4, 1, bias=True, module="head"), "output")
+    model = b.build("residual Adds each followed by a PReLU")
+    inits = {t.name: t for t in model.graph.initializer}
+    for node in (n for n in model.graph.node if n.op_type == "PRelu"):  # slopes over 1, as trained ones have
+        slope = onnx.numpy_helper.to_array(inits[node.input[1]])
+        wide = np.linspace(-0.5, 1.5, slope.size).reshape(slope.shape).astype(slope.dtype)
+        inits[node.input[1]].CopyFrom(onnx.numpy_helper.from_array(wide, node.input[1]))
+    target = load_target("ethos-u85-256")
+    found = model_in_context(model, target)
+    layers = measure_model(model, target).meta
+    per_cycle = 1e6 / layers["clock_hz"]
+    prelu_rows = sum(row["cycles"] for row in layers["layers"] if row["operator"] == "Prelu") * per_cycle
+    named_after_add = [row for row in layers["layers"] if row["operator"] == "Prelu" and row["cycles"] > 0
+                       and any("add" in n.lower() for n in row["onnx_nodes"])]
+    assert named_after_add, "Vela no longer names a PReLU pass after the Add before it"
+    assert {k.kernel.op for k in found.kernels if k.kernel.kind == "act"} == {PRELU_SLOPES_OVER_1}
+    prelus = sum(k.latency_us for k in found.kernels if k.kernel.op == PRELU_SLOPES_OVER_1)
+    assert prelus == pytest.approx(prelu_rows, rel=1e-6)
+    adds = [k for k in found.kernels if k.kernel.kind == "eltwise"]
+    assert len(adds) == 2 and sum(k.latency_us for k in adds) < 0.05 * prelus
