@@ -156,6 +156,31 @@ def prelu_net(channels: tuple[int, ...], size: int, strided: tuple[int, ...] = (
     return b.build(f"PReLU net {channels} at {size}x{size} (random weights)")
 
 
+def affine_net(channels: tuple[int, ...], size: int, act: str = "prelu", seed: int = 0) -> onnx.ModelProto:
+    """Residual blocks whose BatchNormalization after the Add cannot fold into a conv, exported as a 1x1
+    depthwise conv (a per-channel affine: tflite2onnx writes MediaPipe's so), then an activation; the
+    channel count grows by 2x2 stride-2 convs. Vela runs a 1x1 depthwise conv as a cheap pass over the
+    map, nothing like a 3x3 one; without these the trees price it from 3x3 depthwise convs."""
+    b = GraphBuilder(f"affine_{'-'.join(map(str, channels))}_{size}_{act}", 13, seed, Habits())
+    x = b.input("input", 3, size, size)
+
+    def affine_act(y: str, module: str) -> str:
+        c = b.channels(y)
+        y = b.conv(y, c, 1, groups=c, bias=True, module=f"{module}_bn")
+        return b.prelu(y, module=f"{module}_act") if act == "prelu" else b.relu(y)
+
+    y = affine_act(b.conv(x, channels[0], 3, 2, bias=True, module="stem"), "stem")
+    for i, cout in enumerate(channels):
+        with b.scope(f"block{i}"):
+            c = b.channels(y)
+            z = b.conv(b.conv(y, c, 3, 1, groups=c, bias=True, module="dw"), c, 1, bias=True, module="pw")
+            y = affine_act(b.add(z, y), "out")
+            if i + 1 < len(channels):
+                y = b.conv(y, channels[i + 1], 2, 2, pad=0, bias=True, module="down")
+    b.output(b.conv(y, 8, 1, bias=True, module="head"), "output")
+    return b.build(f"affine net {channels} at {size}x{size} with {act} (random weights)")
+
+
 def unet(width: int, size: int, up: str = "nearest", seed: int = 0) -> onnx.ModelProto:
     b = GraphBuilder(f"unet_{up}_c{width}_{size}", 13, seed, Habits())
     x = b.input("input", 3, size, size)
@@ -227,6 +252,9 @@ FAMILIES = {
     # standalone PReLUs span channel counts off and on multiples of 16 at 4x4 to 96x96
     **{f"prelu~{w}_{s}": (prelu_net, (PRELU_WIDTHS[w], s))
        for w, s in (("f", 64), ("g", 96), ("h", 128), ("f", 192), ("g", 48), ("h", 160))},
+    **{f"affine~{'-'.join(map(str, c))}_{s}_{a}": (affine_net, (c, s, a))
+       for c, s, a in (((8, 16, 32, 64), 256, "prelu"), ((16, 32, 64), 128, "prelu"), ((8, 8, 16, 32), 192, "relu"),
+                       ((24, 48, 96), 96, "prelu"))},
     # the first block at the stem's full map (MTCNN's P-Net runs PReLUs at 144x192): maps up to 160x160
     **{f"prelu~{w}_{s}_late": (prelu_net, (PRELU_WIDTHS[w], s, (1, 3, 5))) for w, s in (("f", 320), ("h", 256))},
 }
