@@ -166,6 +166,9 @@ class FusionPolicy:
     # Activation kinds the target runs as passes of their own, never inside the conv/eltwise before them
     # (Vela lowers PReLU to MUL, MUL, MAXIMUM over the whole map: its per-layer report prices them apart).
     separate: tuple[str, ...] = ()
+    # An elementwise Add runs inside the kernel Vela executes just before it, when that kernel writes one of
+    # its inputs for it alone (Ethos-U85's chaining: hwopt.analysis.chaining); the kernel's act gains "add".
+    chain_elementwise: bool = False
 
 
 @dataclass

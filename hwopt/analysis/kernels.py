@@ -348,6 +348,11 @@ def schedule(model_or_graph: onnx.ModelProto | gs.Graph, policy: FusionPolicy = 
             kernel, [n.name for n in nodes], inputs, output.name,
             int(np.prod(_dims(output)[1:] or [1])) * _dtype_bytes(output),
         ))
+    if policy.chain_elementwise:
+        from hwopt.analysis.chaining import chain_adds
+
+        gone = set(chain_adds(result, graph))
+        first_nodes = [node for i, node in enumerate(first_nodes) if i not in gone]
     if policy.blocked_layout:
         mark_reorders(result, first_nodes, {name: tuple(t.shape or ()) for name, t in graph.tensors().items()},
                       policy.blocked_layout)

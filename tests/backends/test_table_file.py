@@ -276,3 +276,23 @@ def test_hwopt_profile_killed_mid_append_resumes_with_every_kernel_exactly_once(
     assert messages == [] and len(rows) == len(kernels)  # every kernel exactly once
     assert {m.kernel for m in rows} == {m.kernel for m in read_table(whole)}
     assert rows[:len(kept)] == kept  # kept as they were, not measured again
+
+
+def test_a_table_written_before_weight_zeros_takes_rows_that_mean_what_its_rows_mean(tmp_path: Path) -> None:
+    """A table without the weight_zeros column (written before it existed) reads as 0 and is appended to
+    with rows of 0; a row of a pruned kernel is refused in one line rather than written without its figure."""
+    from dataclasses import replace
+
+    from hwopt.backends.table_file import encode_rows
+
+    path = tmp_path / "old.csv"
+    old_columns = [c for c in TABLE_COLUMNS if c != "weight_zeros"]
+    path.write_text(encode_rows(_rows(3), header=True, columns=old_columns))
+    assert "weight_zeros" not in path.read_text().splitlines()[0]
+    assert [m.kernel.weight_zeros for m in read_table(path)] == [0, 0, 0]
+    with TableAppender(path) as table:
+        table.append(_rows(2, start=3))
+        pruned = Measurement(replace(_rows(1, start=9)[0].kernel, weight_zeros=40), 5.0)
+        with pytest.raises(HwoptError, match="no weight_zeros column"):
+            table.append([pruned])
+    assert len(read_table(path)) == 5

@@ -194,3 +194,20 @@ def test_a_prelu_pass_named_after_the_add_before_it_is_the_prelus() -> None:
     assert prelus == pytest.approx(prelu_rows, rel=1e-6)
     adds = [k for k in found.kernels if k.kernel.kind == "eltwise"]
     assert len(adds) == 2 and sum(k.latency_us for k in adds) < 0.05 * prelus
+
+
+def test_u85_chains_the_adds_the_schedule_chains(tmp_path: Path) -> None:
+    """Vela on ethos-u85-256 gives cycles to exactly the Adds the schedule leaves as kernels of their own
+    (``hwopt.analysis.chaining``); the chained one's row has none, its work is in the conv's row."""
+    from tests.analysis.test_chaining import residual_adds
+
+    model = residual_adds(tmp_path / "adds.onnx")
+    target = load_target("ethos-u85-256")
+    assert target.fusion.chain_elementwise
+    rows = measure_model(model, target).meta["layers"]
+    paid = sorted({n for row in rows if row["operator"] == "Add" and row["cycles"] > 0 for n in row["onnx_nodes"]})
+    assert paid == ["add_pad_first", "add_shared"]
+    found = model_in_context(model, target)
+    own = sorted(k.nodes[0] for k in found.kernels if k.kernel.kind == "eltwise")
+    assert own == paid and all(k.latency_us > 0 for k in found.kernels if k.kernel.kind == "eltwise")
+    assert found.attributed_us == pytest.approx(found.latency_us, rel=1e-6)
