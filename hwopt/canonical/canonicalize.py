@@ -329,6 +329,10 @@ def canonicalize(
     canonical = ort_basic_optimize_settled(original)
     folded = fold_conv_affine(canonical)
     clamps = minmax_to_clip(canonical)
+    if clamps:  # a ReLU before a new Clip(0, hi) only fuses into it now (onnxruntime's ReluClipFusion); else
+        # Keras' relu(max_value=6) (Relu, Min, Max) stays a ReLU and a clamp, and a second canonicalisation
+        # gives another graph (faceres of set E: 27 standalone ReLU6 passes by Vela, 2.6 M cycles)
+        canonical = ort_basic_optimize_settled(canonical)
     gates = hard_sigmoids(canonical)  # after the clamps: it matches their Clips
     drop_unused_opsets(canonical)
     name_nodes(canonical)

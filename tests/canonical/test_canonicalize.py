@@ -249,3 +249,24 @@ def test_conv_transpose_bias_add_and_batchnorm_fold_into_it(group: int) -> None:
     assert [n.op_type for n in canonical.graph.node] == ["ConvTranspose", "Relu"]
     assert report.max_rel_error < 1e-5
     assert any("ConvTranspose" in note for note in report.notes)
+
+
+def test_a_keras_relu_with_a_max_value_becomes_one_clip_and_canonicalising_again_changes_nothing(tmp_path: Path) -> None:
+    """Keras' relu(max_value=6), through tf2onnx: Relu, Min(x, 6), Max(x, 0). The clamp becomes a Clip and
+    the Relu before it fuses into it in the same call (a ReLU6 the writer and the schedule fuse into the
+    conv), so a second canonicalisation finds nothing more to do."""
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 8, 8])
+    inits = [numpy_helper.from_array(np.random.default_rng(0).standard_normal((4, 3, 3, 3)).astype(np.float32), "w"),
+             numpy_helper.from_array(np.array(6.0, np.float32), "six"),
+             numpy_helper.from_array(np.array(0.0, np.float32), "zero")]
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], name="conv", pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["c"], ["r"], name="relu"),
+             helper.make_node("Min", ["r", "six"], ["m"], name="min"),
+             helper.make_node("Max", ["m", "zero"], ["y"], name="max")]
+    graph = helper.make_graph(nodes, "keras_relu6", [x], [y], inits)
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), tmp_path / "relu6.onnx")
+    _, canonical, report = load_canonical(tmp_path / "relu6.onnx")
+    assert [n.op_type for n in canonical.graph.node] == ["Conv", "Clip"]
+    again, _ = canonicalize(canonical)
+    assert [n.op_type for n in again.graph.node] == ["Conv", "Clip"]
