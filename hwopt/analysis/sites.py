@@ -17,6 +17,7 @@ from typing import Union
 import onnx
 import onnx_graphsurgeon as gs
 
+from hwopt.analysis.affine_sites import AffineSite, find_affine
 from hwopt.analysis.blocks import DepthwiseConv, IBNBlock, find_depthwise, find_ibn_blocks
 from hwopt.analysis.channel_groups import ChannelGroup, find_channel_groups
 from hwopt.analysis.pad_sites import PadSite, find_pads
@@ -24,13 +25,13 @@ from hwopt.analysis.prelu_sites import PReluSite, find_prelu
 from hwopt.errors import HwoptError
 from hwopt.analysis.graph import import_graph
 
-SiteObject = Union[IBNBlock, DepthwiseConv, ChannelGroup, PReluSite, PadSite]
+SiteObject = Union[IBNBlock, DepthwiseConv, ChannelGroup, PReluSite, PadSite, AffineSite]
 
 
 @dataclass
 class Site:
     id: str
-    kind: str  # "ibn", "dw", "ch", "prelu" or "pad"
+    kind: str  # "ibn", "dw", "ch", "prelu", "pad" or "affine"
     anchor: str  # the node name that identifies the site across rewrites
     target: SiteObject
 
@@ -42,7 +43,8 @@ SiteIds = dict[tuple[str, str], str]  # (kind, anchor) -> id
 
 
 class Analysis:
-    """A model's graph with its IBN blocks, depthwise convs, channel groups, PReLUs and Pads, by site id."""
+    """A model's graph with its IBN blocks, depthwise convs, channel groups, PReLUs, Pads and per-channel
+    constant Mul/Adds, by site id."""
 
     def __init__(self, model: onnx.ModelProto, ids: SiteIds | None = None) -> None:
         self.model = model
@@ -63,6 +65,9 @@ class Analysis:
         self.pads: list[PadSite] = find_pads(self.graph)
         for pad in self.pads:
             self._add("pad", pad.node.name, pad, pad.id, ids)
+        self.affines: list[AffineSite] = find_affine(self.graph)
+        for affine in self.affines:
+            self._add("affine", affine.node.name, affine, affine.id, ids)
 
     def _add(self, kind: str, anchor: str, target: SiteObject, fresh_id: str, ids: SiteIds | None) -> None:
         site_id = fresh_id if ids is None else ids.get((kind, anchor))

@@ -8,6 +8,7 @@ files; ``channel_resize`` and ``fitting`` are the channel edits and least-square
 from __future__ import annotations
 
 from hwopt.errors import HwoptError, did_you_mean
+from hwopt.rewrites.affine_to_dwconv import AffineToDwconv
 from hwopt.rewrites.align_channels import AlignChannels
 from hwopt.rewrites.base import Param, RewriteContext, Rule, SiteOutcome
 from hwopt.rewrites.depth_multiplier import DepthMultiplier
@@ -18,7 +19,8 @@ from hwopt.rewrites.pad_to_conv import PadToConv
 from hwopt.rewrites.prelu_to_dwconv import PReluToDwconv
 
 RULES: dict[str, Rule] = {rule.name: rule for rule in (FuseIBN(), AlignChannels(), DwToDense(), DwToGrouped(),
-                                                       DepthMultiplier(), PReluToDwconv(), PadToConv())}
+                                                       DepthMultiplier(), PReluToDwconv(), PadToConv(),
+                                                       AffineToDwconv())}
 
 
 def get_rule(name: str) -> Rule:

@@ -1,0 +1,58 @@
+"""affine-to-dwconv: a per-channel constant Mul or Add applied by a 1x1 depthwise conv (exact).
+
+``x * c`` becomes a depthwise conv with ``c`` as its weights; ``x + d`` one with weights 1 and ``d`` as its
+bias. Both compute the same floats (a product by 1.0 and a sum with 0 are exact). Arm's Vela lowers a
+TFLite MUL or ADD with a constant operand broadcast over the map as an elementwise op reading that
+constant, which on Ethos-U55 costs cycles per element; a depthwise conv holds it as weights or bias, read
+once per pass. Whether it pays depends on the configuration (an age-and-gender net's ten such ops, Vela:
+ethos-u55-256 -85.6%, ethos-u65-256 -60%, ethos-u85-256 +40.5%), and the estimators do not price the
+lowered form: like the other lowerings, ``optimize`` applies it to its pick (or the original) and keeps it
+only where the target's whole-model judge measures it faster (``hwopt.search.lowerings``).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx_graphsurgeon as gs
+
+from hwopt.analysis.sites import Site
+from hwopt.rewrites.node_lowering import NodeLowering
+
+
+def per_channel_constant(site: Site) -> tuple[np.ndarray | None, str | None]:
+    """(one value per channel, None) or (None, why the constant cannot become depthwise weights)."""
+    operand, value, channels = site.target.operand, site.target.constant, site.target.channels
+    rank = len(operand.shape or ())
+    if rank != 4:
+        return None, f"its activation is {rank}-D (a 1x1 depthwise conv needs NCHW)"
+    if channels is None:
+        return None, "its activation's channel count is unknown"
+    if value.size == 1:
+        return None, "its constant is one value for every channel (an NPU applies a scalar from a register)"
+    squeezed = value.reshape(value.shape[-3:]) if value.ndim > 3 and all(d == 1 for d in value.shape[:-3]) \
+        else value
+    if squeezed.ndim == 3 and squeezed.shape == (channels, 1, 1):
+        return squeezed.reshape(channels), None
+    return None, f"its constant of shape {list(value.shape)} is not one value per channel (C, 1, 1)"
+
+
+class AffineToDwconv(NodeLowering):
+    name = "affine-to-dwconv"
+    summary = "per-channel constant Mul/Add -> a 1x1 depthwise conv (the constant as weights or bias)"
+    site_kind = "affine"
+
+    def plan(self, site: Site) -> tuple[np.ndarray | None, str | None]:
+        return per_channel_constant(site)
+
+    def replacement(self, node: gs.Node, values: np.ndarray) -> tuple[list[gs.Node], str]:
+        x = next(t for t in node.inputs if not isinstance(t, gs.Constant) and not (t.inputs and t.inputs[0].op == "Constant"))
+        channels = values.size
+        dtype = np.dtype(x.dtype) if x.dtype is not None else np.dtype(np.float32)
+        if node.op == "Mul":
+            weight, inputs, form = values.reshape(channels, 1, 1, 1), [], "x * c"
+        else:
+            weight, form = np.ones((channels, 1, 1, 1)), "x + d"
+            inputs = [gs.Constant(f"{node.name}_dw_bias", values.reshape(channels).astype(dtype))]
+        conv = gs.Node("Conv", f"{node.name}_dw", {"group": channels, "kernel_shape": [1, 1]},
+                       [x, gs.Constant(f"{node.name}_dw_weight", weight.astype(dtype)), *inputs], list(node.outputs))
+        return [conv], f"{channels} ch: {form} as a 1x1 depthwise conv"
