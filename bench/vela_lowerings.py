@@ -1,4 +1,4 @@
-"""Why a lowering (``prelu-to-dwconv``, ``pad-to-conv``) pays on some Ethos-U configurations and not on
+"""Why a lowering (``prelu-to-dwconv``, ``pad-to-conv``, ``affine-to-dwconv``) pays on some Ethos-U configurations and not on
 others: Vela's per-layer cycles, before and after.
 
     PYTHONPATH=. python -m bench.vela_lowerings [--rule prelu-to-dwconv] [-t ethos-u55-256 ...]
@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 TARGETS = ["ethos-u55-128", "ethos-u55-256", "ethos-u65-256", "ethos-u85-256"]
-RULES = ["prelu-to-dwconv", "pad-to-conv"]
+RULES = ["prelu-to-dwconv", "pad-to-conv", "affine-to-dwconv"]
 
 
 def layer_cycles(layers: list[dict], owned) -> tuple[float, float]:
