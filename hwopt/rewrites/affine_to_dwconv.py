@@ -15,8 +15,9 @@ from __future__ import annotations
 import numpy as np
 import onnx_graphsurgeon as gs
 
+from hwopt.analysis.graph import constant_value
 from hwopt.analysis.sites import Site
-from hwopt.rewrites.node_lowering import NodeLowering
+from hwopt.rewrites.node_lowering import NodeLowering, one_per_channel
 
 
 def per_channel_constant(site: Site) -> tuple[np.ndarray | None, str | None]:
@@ -29,10 +30,9 @@ def per_channel_constant(site: Site) -> tuple[np.ndarray | None, str | None]:
         return None, "its activation's channel count is unknown"
     if value.size == 1:
         return None, "its constant is one value for every channel (an NPU applies a scalar from a register)"
-    squeezed = value.reshape(value.shape[-3:]) if value.ndim > 3 and all(d == 1 for d in value.shape[:-3]) \
-        else value
-    if squeezed.ndim == 3 and squeezed.shape == (channels, 1, 1):
-        return squeezed.reshape(channels), None
+    per_channel = one_per_channel(value, channels)
+    if per_channel is not None:
+        return per_channel, None
     return None, f"its constant of shape {list(value.shape)} is not one value per channel (C, 1, 1)"
 
 
@@ -45,7 +45,7 @@ class AffineToDwconv(NodeLowering):
         return per_channel_constant(site)
 
     def replacement(self, node: gs.Node, values: np.ndarray) -> tuple[list[gs.Node], str]:
-        x = next(t for t in node.inputs if not isinstance(t, gs.Constant) and not (t.inputs and t.inputs[0].op == "Constant"))
+        x = next(t for t in node.inputs if constant_value(t) is None)
         channels = values.size
         dtype = np.dtype(x.dtype) if x.dtype is not None else np.dtype(np.float32)
         if node.op == "Mul":

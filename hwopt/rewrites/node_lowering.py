@@ -19,6 +19,15 @@ from hwopt.analysis.sites import Analysis, Site
 from hwopt.rewrites.base import Rule, RewriteContext, SiteOutcome
 
 
+def one_per_channel(value, channels: int):
+    """``value`` as one float32 per channel when it is shaped (C, 1, 1) (leading 1s allowed), else None."""
+    squeezed = value.reshape(value.shape[-3:]) if value.ndim > 3 and all(d == 1 for d in value.shape[:-3]) \
+        else value
+    if squeezed.ndim == 3 and squeezed.shape == (channels, 1, 1):
+        return squeezed.reshape(channels).astype("float32")
+    return None
+
+
 class NodeLowering(Rule):
     params = ()
     lowering = True

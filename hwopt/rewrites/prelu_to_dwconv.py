@@ -22,7 +22,7 @@ import numpy as np
 import onnx_graphsurgeon as gs
 
 from hwopt.analysis.sites import Site
-from hwopt.rewrites.node_lowering import NodeLowering
+from hwopt.rewrites.node_lowering import NodeLowering, one_per_channel
 
 
 def per_channel_slope(site: Site) -> tuple[np.ndarray | None, str | None]:
@@ -37,10 +37,9 @@ def per_channel_slope(site: Site) -> tuple[np.ndarray | None, str | None]:
         return None, f"its input is {rank}-D (a 1x1 depthwise conv needs NCHW)"
     if slope.size == 1:
         return np.full(channels, float(slope.reshape(-1)[0]), np.float32), None
-    squeezed = slope.reshape(slope.shape[-3:]) if slope.ndim > 3 and all(d == 1 for d in slope.shape[:-3]) \
-        else slope
-    if squeezed.ndim == 3 and squeezed.shape == (channels, 1, 1):
-        return squeezed.reshape(channels).astype(np.float32), None
+    per_channel = one_per_channel(slope, channels)
+    if per_channel is not None:
+        return per_channel, None
     return None, f"its slope of shape {list(slope.shape)} is not one value per channel (C, 1, 1)"
 
 
