@@ -30,7 +30,7 @@ import numpy as np
 import onnx_graphsurgeon as gs
 
 from hwopt.analysis.graph import Node, constant_value
-from hwopt.analysis.kernel import CONV_KINDS, Schedule
+from hwopt.analysis.kernel import CONV_KINDS, Schedule, ScheduledKernel
 
 MAX_CHAIN_OPS = 4
 MAX_OUTSIDE_INPUTS = 3
@@ -66,7 +66,7 @@ def _outside(tensors: list) -> int:
     return sum(1 for t in tensors if not ((value := constant_value(t)) is not None and value.size == 1))
 
 
-def _starts_chain(sk, first: Node) -> bool:
+def _starts_chain(sk: ScheduledKernel, first: Node) -> bool:
     if sk.kernel.kind not in _STARTERS:
         return False
     if first.op == "ConvTranspose" and max(int(s) for s in first.attrs.get("strides", (1, 1))) > 1:
