@@ -163,8 +163,7 @@ def test_prelu_is_its_own_kernel_as_vela_runs_it() -> None:
 def test_a_prelu_pass_named_after_the_add_before_it_is_the_prelus() -> None:
     """Vela lowers a PReLU with a slope over 1 to MINIMUM, MUL, RELU and ADD, and names the MINIMUM pass
     after the PReLU's input: after a residual Add, the Add's tensor.
-    Those cycles are the PReLU's (every Prelu row on the PReLU kernels), not the Add's; on U85 an Add the
-    conv before it chains is left with no cycles of its own."""
+    Those cycles are the PReLU's (every Prelu row on the PReLU kernels), not the Add's."""
     from hwopt.backends.vela import measure_model
 
     b = GraphBuilder("add_prelu", 17, 0, Habits())
@@ -192,8 +191,9 @@ def test_a_prelu_pass_named_after_the_add_before_it_is_the_prelus() -> None:
     assert {k.kernel.op for k in found.kernels if k.kernel.kind == "act"} == {PRELU_SLOPES_OVER_1}
     prelus = sum(k.latency_us for k in found.kernels if k.kernel.op == PRELU_SLOPES_OVER_1)
     assert prelus == pytest.approx(prelu_rows, rel=1e-6)
-    adds = [k for k in found.kernels if k.kernel.kind == "eltwise"]
-    assert len(adds) == 2 and sum(k.latency_us for k in adds) < 0.05 * prelus
+    # Both Adds are chained into the pointwise conv before them (Vela on U85: no cycles of their own).
+    assert not [k for k in found.kernels if k.kernel.kind == "eltwise"]
+    assert [k.kernel.act for k in found.kernels if "add" in k.kernel.act.split("+")] == ["add", "add"]
 
 
 def test_u85_chains_the_adds_the_schedule_chains(tmp_path: Path) -> None:
