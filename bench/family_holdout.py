@@ -60,10 +60,11 @@ def per_model(work: Path, target_name: str) -> list[dict]:
     if cache.exists():
         return json.loads(cache.read_text())
     target = load_target(target_name)
-    models = base_models(work)
-    models.update(variants(dict(models), work, 6, target))
-    models.update(pruned_copies(base_models(work), work))
-    models.update(wide_slope_copies(base_models(work), work))
+    base = base_models(work)
+    models = dict(base)
+    models.update(variants(dict(base), work, 6, target))
+    models.update(pruned_copies(base, work))
+    models.update(wide_slope_copies(base, work))
     start = time.perf_counter()
     _, results = in_context_rows(list(models.values()), target, failed=[])
     by_path = {Path(p).stem: label for label, p in models.items()}

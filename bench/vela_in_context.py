@@ -84,43 +84,66 @@ def variants(models: dict[str, Path], work: Path, per_model: int, target) -> dic
 
 
 PRUNE_LEVELS = (0.0, 0.3, 0.5, 0.7, 0.9)  # per weight tensor; MediaPipe's pruned models: 40-70% overall
-_WEIGHT_INPUT = {"Conv": 1, "ConvTranspose": 1, "Gemm": 1, "MatMul": 1}
+WEIGHTED_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")  # their second input is the weight
+
+
+def edited_copies(models: dict[str, Path], work: Path, tag: str, edit) -> dict[str, Path]:
+    """``LABEL@TAG``: each model as ``edit(model, initializers by name, rng)`` changes it in place (the rng
+    seeded by the label), written once into ``work/TAG``; ``edit`` returns False for a model it has nothing
+    to change in (no copy)."""
+    import zlib
+
+    folder = work / tag
+    folder.mkdir(parents=True, exist_ok=True)
+    out = {}
+    for label, path in models.items():
+        target = folder / f"{label}@{tag}.onnx"
+        if target.exists():
+            out[target.stem] = target
+            continue
+        model = onnx.load(str(path))
+        if edit(model, {t.name: t for t in model.graph.initializer}, np.random.default_rng(zlib.crc32(label.encode()))):
+            onnx.save(model, str(target))
+            out[target.stem] = target
+    return out
+
+
+def _prune(model: onnx.ModelProto, inits: dict, rng: np.random.Generator) -> bool:
+    """Each conv/gemm weight magnitude-pruned to a share of zeros drawn from PRUNE_LEVELS."""
+    from onnx import numpy_helper
+
+    done = set()
+    for node in model.graph.node:
+        name = node.input[1] if node.op_type in WEIGHTED_OPS and len(node.input) > 1 else ""
+        if name not in inits or name in done:
+            continue
+        done.add(name)
+        w = numpy_helper.to_array(inits[name])
+        share = float(rng.choice(PRUNE_LEVELS))
+        if w.ndim < 2 or share == 0.0:
+            continue
+        cut = np.quantile(np.abs(w), share)
+        inits[name].CopyFrom(numpy_helper.from_array(np.where(np.abs(w) <= cut, 0, w).astype(w.dtype), name))
+    return True
+
+
+def _widen_slopes(model: onnx.ModelProto, inits: dict, rng: np.random.Generator) -> bool:
+    """Every PReLU's slopes drawn from [-0.5, 1.5]; False when the model has no PReLU."""
+    from onnx import numpy_helper
+
+    prelus = [node for node in model.graph.node if node.op_type == "PRelu"]
+    for node in prelus:
+        slope = numpy_helper.to_array(inits[node.input[1]])
+        wide = rng.uniform(-0.5, 1.5, slope.shape).astype(slope.dtype)
+        inits[node.input[1]].CopyFrom(numpy_helper.from_array(wide, node.input[1]))
+    return bool(prelus)
 
 
 def pruned_copies(models: dict[str, Path], work: Path) -> dict[str, Path]:
     """``LABEL@pruned``: each model with every conv/gemm weight magnitude-pruned to a share of zeros drawn
     (seeded by the label) from PRUNE_LEVELS, written once into ``work/pruned``. Same geometry, fewer bytes
     for a weight codec: what tells the trees what ``weight_zeros`` costs."""
-    import zlib
-
-    from onnx import numpy_helper
-
-    folder = work / "pruned"
-    folder.mkdir(parents=True, exist_ok=True)
-    out = {}
-    for label, path in models.items():
-        target = folder / f"{label}@pruned.onnx"
-        out[target.stem] = target
-        if target.exists():
-            continue
-        model = onnx.load(str(path))
-        rng = np.random.default_rng(zlib.crc32(label.encode()))
-        inits = {t.name: t for t in model.graph.initializer}
-        done = set()
-        for node in model.graph.node:
-            index = _WEIGHT_INPUT.get(node.op_type)
-            name = node.input[index] if index is not None and len(node.input) > index else ""
-            if name not in inits or name in done:
-                continue
-            done.add(name)
-            w = numpy_helper.to_array(inits[name])
-            share = float(rng.choice(PRUNE_LEVELS))
-            if w.ndim < 2 or share == 0.0:
-                continue
-            cut = np.quantile(np.abs(w), share)
-            inits[name].CopyFrom(numpy_helper.from_array(np.where(np.abs(w) <= cut, 0, w).astype(w.dtype), name))
-        onnx.save(model, str(target))
-    return out
+    return edited_copies(models, work, "pruned", _prune)
 
 
 def wide_slope_copies(models: dict[str, Path], work: Path) -> dict[str, Path]:
@@ -128,30 +151,7 @@ def wide_slope_copies(models: dict[str, Path], work: Path) -> dict[str, Path]:
     written once into ``work/slopes``. The builder's slopes stay within [0, 0.5], which Vela lowers as
     max(alpha * x, x); trained PReLUs often have slopes over 1 (MediaPipe, MTCNN), which it lowers to four
     passes (``hwopt.analysis.kernels.prelu_form``)."""
-    import zlib
-
-    from onnx import numpy_helper
-
-    folder = work / "slopes"
-    folder.mkdir(parents=True, exist_ok=True)
-    out = {}
-    for label, path in models.items():
-        model = onnx.load(str(path))
-        prelus = [node for node in model.graph.node if node.op_type == "PRelu"]
-        if not prelus:
-            continue
-        target = folder / f"{label}@slopes.onnx"
-        out[target.stem] = target
-        if target.exists():
-            continue
-        rng = np.random.default_rng(zlib.crc32(label.encode()))
-        inits = {t.name: t for t in model.graph.initializer}
-        for node in prelus:
-            slope = numpy_helper.to_array(inits[node.input[1]])
-            wide = rng.uniform(-0.5, 1.5, slope.shape).astype(slope.dtype)
-            inits[node.input[1]].CopyFrom(numpy_helper.from_array(wide, node.input[1]))
-        onnx.save(model, str(target))
-    return out
+    return edited_copies(models, work, "slopes", _widen_slopes)
 
 
 def main() -> None:
@@ -169,14 +169,15 @@ def main() -> None:
     from hwopt.estimator.in_context import in_context_rows
     from hwopt.targets import load_target
 
-    models = base_models(args.work)
+    base = base_models(args.work)
+    models = dict(base)
     if args.variants:
         start = time.perf_counter()
-        models.update(variants(dict(models), args.work, args.variants, load_target(args.target[0])))
+        models.update(variants(dict(base), args.work, args.variants, load_target(args.target[0])))
         print(f"{len(models)} models with the variants ({time.perf_counter() - start:.0f} s)", flush=True)
     if args.pruned:
-        models.update(pruned_copies(base_models(args.work), args.work))
-    models.update(wide_slope_copies(base_models(args.work), args.work))
+        models.update(pruned_copies(base, args.work))
+    models.update(wide_slope_copies(base, args.work))
     for name in args.target:
         target = load_target(name)
         start = time.perf_counter()

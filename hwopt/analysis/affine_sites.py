@@ -32,7 +32,7 @@ class AffineSite:
 
     @property
     def constant(self) -> np.ndarray:
-        return next(constant_value(t) for t in self.node.inputs if constant_value(t) is not None)
+        return next(value for value in map(constant_value, self.node.inputs) if value is not None)
 
     @property
     def channels(self) -> int | None:
