@@ -1,4 +1,4 @@
-"""Are the lowerings (``prelu-to-dwconv``, ``pad-to-conv``) as faithful in int8 as the original, on real photos?
+"""Are the lowerings (``prelu-to-dwconv``, ``pad-to-conv``, ``affine-to-dwconv``) as faithful in int8 as the original, on real photos?
 
     PYTHONPATH=. python -m bench.lowering_int8 [--model build/mediapipe/iris_landmark.onnx ...] [-t ethos-u55-256]
                                                [--calibration build/trained_case/photos/calib]
