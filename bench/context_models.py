@@ -13,7 +13,12 @@ builder (``examples.builder``):
 - ``decoder``: an FPN-like decoder upsampling by ConvTranspose (dense or depthwise, 2x2 or 4x4 pad 1),
   skips added, a ConvTranspose head;
 - ``blaze``: BlazeFace-like blocks of our own widths (5x5 depthwise, max-pooled and channel-padded
-  shortcuts).
+  shortcuts);
+- ``prelu``, ``affine``: plain PReLU nets, and residual nets with a BatchNormalization after each Add as a
+  1x1 depthwise conv;
+- ``keras``: plain Keras CNNs as tf2onnx writes them (NHWC input, unfolded BatchNormalizations, PReLU
+  spelled as Max/Min/Mul/Add, 2x2 pools, Flatten into dense layers), and Keras ConvTranspose heatmap heads
+  (a Slice cropping each upsampling, a Transpose of the full-size output).
 
 None is a real export of ``tests/data`` or PP-OCRv4 (the unseen set): the corpus' MobileNetV3-Small is
 width 0.25 at 64x64, EfficientNet-B0 width 0.25 depth 0.5 at 64x64, LR-ASPP MobileNetV3-Large 0.25 at
@@ -181,6 +186,68 @@ def affine_net(channels: tuple[int, ...], size: int, act: str = "prelu", seed: i
     return b.build(f"affine net {channels} at {size}x{size} with {act} (random weights)")
 
 
+def keras_net(channels: tuple[int, ...], size: int, block: str = "relu-bn-pool", head: str = "flatten",
+              seed: int = 0) -> onnx.ModelProto:
+    """A plain Keras CNN as tf2onnx writes one (TensorFlow.js' small classifiers and face nets): the NHWC input
+    and its Transpose, 3x3 'valid' convs at stride 1, 2x2 max pools, BatchNormalizations left as a Mul and an
+    Add by [1, C, 1, 1] constants (after a ReLU they cannot fold into the conv), a Flatten of the NHWC map
+    (Transpose, Reshape) into dense layers. ``block``: ``relu-bn-pool`` (conv, ReLU, Mul, Add, pool),
+    ``pool-relu`` (conv, pool, ReLU), ``bn-prelu`` (conv, Mul, Add, then a PReLU spelled Max(x, 0) +
+    Min(x, 0) * slopes, as tf2onnx writes TF.js' PReLU). Vela reads a per-channel constant per element from
+    flash on U55 (16x a scalar's cycles) and chains it on U85; no other family has these."""
+    b = GraphBuilder(f"keras_{block}_{'-'.join(map(str, channels))}_{size}_{head}", 13, seed, Habits())
+    y = b.input_nhwc("input", 3, size, size)
+
+    def per_channel(low: float, high: float, c: int) -> str:
+        return b.const(b.rng.uniform(low, high, (1, c, 1, 1)))
+
+    def bn(y: str) -> str:
+        c = b.channels(y)
+        return b.add(b.mul(y, per_channel(0.5, 1.5, c)), per_channel(-0.2, 0.2, c))
+
+    for i, c in enumerate(channels):
+        with b.scope(f"block{i}"):
+            y = b.conv(y, c, 3, 1, pad=0, bias=True, module="conv")
+            if block == "relu-bn-pool":
+                y = b.maxpool(bn(b.relu(y)), 2, 2, 0)
+            elif block == "pool-relu":
+                y = b.relu(b.maxpool(y, 2, 2, 0))
+            else:
+                y = bn(y)
+                negative = b.mul(b._keep_channels(b._emit("Min", [y, b.const(0.0)]), y), per_channel(0.05, 0.5, c))
+                y = b.maxpool(b.add(b._keep_channels(b._emit("Max", [y, b.const(0.0)]), y), negative), 2, 2, 0)
+    c, h, w = b.value(y).shape[1:]
+    if head == "flatten":
+        y = b.reshape(b.transpose(y, (0, 2, 3, 1)), (0, -1))
+        b._channels[y] = c * h * w
+        y = b.relu(b.linear(y, 128, module="dense"))
+    else:
+        y = b.flatten(b.global_avg_pool(y))
+    b.output(b.softmax(b.linear(y, 5, module="logits")), "output")
+    return b.build(f"Keras-style CNN {channels} ({block}, {head} head) at {size}x{size} (random weights)")
+
+
+def keras_upsampler(width: int, size: int, stages: int = 3, seed: int = 0) -> onnx.ModelProto:
+    """A Keras heatmap head as tf2onnx writes one (TF.js' EfficientPose): NHWC input, a stride-2 ReLU6 encoder
+    to 1/2**stages, then per stage a 4x4 stride-2 ConvTranspose without padding and the Slice that crops its
+    'same' output back (Vela merges such a Slice into the op before it), and the NCHW -> NHWC Transpose of the
+    full-size heatmap at the end: layout kernels at up to the input's size, which no other family has."""
+    b = GraphBuilder(f"keras_upsampler_c{width}_{size}_x{stages}", 13, seed, Habits())
+    y = b.input_nhwc("input", 3, size, size)
+    for level in range(stages):
+        y = b.conv_bn_act(y, width * (2 if level else 1), 3, 2, act="relu6", module=f"down{level}")
+    y = b.conv(y, width, 1, bias=True, module="reduce")
+    for level in range(stages):
+        with b.scope(f"up{level}"):
+            y = _conv_transpose(b, y, width, 4, 0)
+            full = b.value(y).shape[2]
+            cropped = b._emit("Slice", [y, b.const([1, 1], np.int64), b.const([full - 1, full - 1], np.int64),
+                                        b.const([2, 3], np.int64)])
+            y = b._keep_channels(cropped, y)
+    b.output(b.transpose(y, (0, 2, 3, 1)), "output")
+    return b.build(f"Keras ConvTranspose heatmap head, width {width}, at {size}x{size} (random weights)")
+
+
 def unet(width: int, size: int, up: str = "nearest", seed: int = 0) -> onnx.ModelProto:
     b = GraphBuilder(f"unet_{up}_c{width}_{size}", 13, seed, Habits())
     x = b.input("input", 3, size, size)
@@ -255,6 +322,15 @@ FAMILIES = {
     **{f"affine~{'-'.join(map(str, c))}_{s}_{a}": (affine_net, (c, s, a))
        for c, s, a in (((8, 16, 32, 64), 256, "prelu"), ((16, 32, 64), 128, "prelu"), ((8, 8, 16, 32), 192, "relu"),
                        ((24, 48, 96), 96, "prelu"))},
+    # added 2026-12-07 (session 13) after set E's TensorFlow.js nets: Keras CNNs as tf2onnx writes them
+    **{f"keras~{blk}_{'-'.join(map(str, c))}_{s}_{h}": (keras_net, (c, s, blk, h))
+       for blk, c, s, h in (("relu-bn-pool", (32, 64, 96, 128), 160, "flatten"), ("relu-bn-pool", (16, 32, 48), 64, "gap"),
+                            ("relu-bn-pool", (24, 48, 80, 160), 200, "gap"), ("pool-relu", (64, 32, 16), 128, "flatten"),
+                            ("pool-relu", (32, 48, 64, 96), 96, "gap"), ("pool-relu", (16, 24), 48, "flatten"),
+                            ("bn-prelu", (32, 48, 64, 96), 112, "gap"), ("bn-prelu", (16, 32, 64), 40, "flatten"),
+                            ("relu-bn-pool", (8, 16, 32), 32, "flatten"), ("bn-prelu", (24, 40, 56, 80), 176, "gap"))},
+    **{f"keras_upsampler~c{c}_{s}_x{n}": (keras_upsampler, (c, s, n))
+       for c, s, n in ((16, 368, 3), (8, 256, 3), (24, 192, 2), (12, 320, 3), (32, 128, 3))},
     # the first block at the stem's full map (MTCNN's P-Net runs PReLUs at 144x192): maps up to 160x160
     **{f"prelu~{w}_{s}_late": (prelu_net, (PRELU_WIDTHS[w], s, (1, 3, 5))) for w, s in (("f", 320), ("h", 256))},
 }

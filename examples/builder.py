@@ -258,6 +258,16 @@ class GraphBuilder:
         self._channels[name] = channels
         return name
 
+    def input_nhwc(self, name: str, channels: int, height: int, width: int) -> str:
+        """Declare an NHWC float image input, as TensorFlow exporters (tf2onnx) leave it, and return the
+        Transpose to NCHW they put after it; calibration data is N(0, 1)."""
+        self._tensor_names.add(name)
+        self._inputs.append((name, (height, width, channels)))
+        self._values[name] = self._calib_rng.standard_normal((self.calib_batch, height, width, channels)).astype(np.float32)
+        out = self.transpose(name, (0, 3, 1, 2))
+        self._channels[out] = channels
+        return out
+
     def output(self, x: str, name: str) -> str:
         """Mark `x` as a graph output, renamed to `name`."""
         if name != x:

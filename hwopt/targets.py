@@ -18,7 +18,8 @@ estimator); a user's own is any TOML path. Schema::
     view_ops_free = true        # Reshape & co. are metadata (cost 0, stated)
     blocked_layout = ""         # "onnxruntime-nchwc": cost the runtime's layout conversions (hwopt.analysis.layout)
     separate = []               # activation kinds run as their own kernels, never fused (Ethos-U: ["prelu"])
-    chain_elementwise = false   # an Add runs inside the kernel run just before it (Ethos-U85's chaining)
+    chain_elementwise = false   # an Add/Mul/... runs inside the kernel run just before it (Ethos-U85's chaining)
+    activation_into_any = false # pools and elementwise ops by a constant take the activation after them too (Vela)
 
     [backend_settings]          # passed to the backend as is
     ...
@@ -166,7 +167,8 @@ def load_target_file(path: str | Path) -> Target:
                             view_ops_free=bool(fusion.get("view_ops_free", True)),
                             blocked_layout=_blocked_layout(fusion, path),
                             separate=_separate(fusion, path),
-                            chain_elementwise=bool(fusion.get("chain_elementwise", False))),
+                            chain_elementwise=bool(fusion.get("chain_elementwise", False)),
+                            activation_into_any=bool(fusion.get("activation_into_any", False))),
         backend_settings=dict(data.get("backend_settings", {})),
         vector_unit=dict(data.get("vector_unit", {})),
         path=path.resolve(),

@@ -1,23 +1,28 @@
-"""Elementwise chaining: which Adds an NPU compiler runs inside the kernel before them (``[fusion] chain_elementwise``).
+"""Elementwise chaining: which elementwise ops an NPU compiler runs inside the kernel before them (``[fusion] chain_elementwise``).
 
 Vela 5.2 on Ethos-U85 packs an elementwise op into the group of the op it executes just before it
 (regor: ``Graph::TraverseGraphFromEnd`` gives the order, ``SchedulerPacking::CanPack`` and
-``EthosU85OpGroup::Chain`` the conditions). A chained Add has no cycles of its own in the per-layer
+``EthosU85OpGroup::Chain`` the conditions). A chained op has no cycles of its own in the per-layer
 report: its work goes into the conv's row and the write and read of the tensor between them go away.
-The rule, checked against Vela on 341 Adds of 22 real exports and 31 made-up models, all agreeing:
+The rule, checked against Vela on 341 Adds of 22 real exports and 31 made-up models, all agreeing, and
+then for Mul, Sub, Max and Min and ops by a constant (an unfolded BatchNormalization's Mul and Add by
+[1, C, 1, 1], which Vela chains onto the conv before them: ``EthosU85OpGroup::Chain`` lets the other
+operand broadcast when the chained one has the op's full shape):
 
 - **Order.** Vela runs the graph in post-order from its outputs; an op's last input's producer runs
   first and its first input's producer right before it (unless already run inside the other branch).
 - **The op just before.** Only the kernel run just before the Add can take it, through its output
   tensor, which must be one of the Add's inputs, read by nothing else and not a graph output.
-- **Who can start a chain.** A conv, gemm, pooling or elementwise kernel; not a Pad (a memory copy), a
+- **Who can start a chain.** A conv, gemm, pooling or elementwise kernel (by a constant too); not a Pad (a memory copy), a
   Resize, a Concat, a strided ConvTranspose (written as slices), a standalone activation such as a PReLU
   (its passes already take the chain's inputs), nor a view.
-- **Limits.** At most 4 ops and 3 outside inputs in a chain; no broadcast; an Add of fewer than 8
-  channels after a conv is reshaped deeper first, which the packing refuses.
+- **Limits.** At most 4 ops and 3 outside inputs (every input but a scalar constant) in a chain; no
+  broadcast of an activation operand (a constant operand may broadcast); an op of fewer than 8 channels
+  after a conv is reshaped deeper first, which the packing refuses.
 
-The schedule fuses a chained Add into that kernel: its ``act`` gains ``add`` (then the Add's own
-activation), so the kernel's in-context row carries the Add's work, and no Add kernel is left to price.
+The schedule fuses a chained op into that kernel: its ``act`` gains the op (``add``, ``mul``,
+``mul(per channel)``..., then the op's own activation), so the kernel's in-context row carries the op's
+work, and no kernel of the op is left to price.
 Swapping the inputs of an ``Add(Pad(x), conv(...))`` would let Vela chain it; that is a rewrite, not
 something the schedule assumes.
 """
@@ -31,6 +36,8 @@ import onnx_graphsurgeon as gs
 
 from hwopt.analysis.graph import Node, constant_value
 from hwopt.analysis.kernel import CONV_KINDS, Schedule, ScheduledKernel
+
+CHAINED_OPS = ("Add", "Sub", "Mul", "Max", "Min")  # Vela's native binary elementwise ops (Div is lowered)
 
 MAX_CHAIN_OPS = 4
 MAX_OUTSIDE_INPUTS = 3
@@ -67,6 +74,8 @@ def _outside(tensors: list) -> int:
 
 
 def _starts_chain(sk: ScheduledKernel, first: Node) -> bool:
+    if sk.kernel.kind == "act":  # an elementwise op by a constant (MobileFaceNet's PReLU as Min, Mul, Add)
+        return first.op in CHAINED_OPS
     if sk.kernel.kind not in _STARTERS:
         return False
     if first.op == "ConvTranspose" and max(int(s) for s in first.attrs.get("strides", (1, 1))) > 1:
@@ -74,9 +83,9 @@ def _starts_chain(sk: ScheduledKernel, first: Node) -> bool:
     return sk.kernel.kind != "eltwise" or first.op in ("Add", "Sub", "Mul", "Max", "Min", "Div")
 
 
-def chain_adds(result: Schedule, graph: gs.Graph) -> list[int]:
-    """Fuse every Add Vela chains into the kernel before it, in place; returns the indices of the kernels
-    that were removed (to drop from lists kept beside ``result.kernels``)."""
+def chain_elementwise(result: Schedule, graph: gs.Graph) -> list[int]:
+    """Fuse every elementwise op Vela chains into the kernel before it, in place; returns the indices of
+    the kernels that were removed (to drop from lists kept beside ``result.kernels``)."""
     nodes = {node.name: node for node in graph.nodes}
     owner = {name: i for i, sk in enumerate(result.kernels) for name in sk.nodes}
     outputs = {t.name for t in graph.outputs}
@@ -89,7 +98,7 @@ def chain_adds(result: Schedule, graph: gs.Graph) -> list[int]:
             continue
         sk = result.kernels[index]
         merged = None
-        if (node.op == "Add" and sk.kernel.kind == "eltwise" and sk.nodes[0] == node.name
+        if (node.op in CHAINED_OPS and sk.kernel.kind in ("eltwise", "act") and sk.nodes[0] == node.name
                 and previous is not None and previous != index):
             merged = _chain_into(result, nodes, groups, previous, index, node, outputs)
         if merged is not None:
@@ -100,7 +109,7 @@ def chain_adds(result: Schedule, graph: gs.Graph) -> list[int]:
         elif previous != index or index not in groups:
             previous = index
             first = nodes[sk.nodes[0]]
-            groups[index] = _Group(1, _outside(first.inputs if sk.kernel.kind == "eltwise" else first.inputs[:1]))
+            groups[index] = _Group(1, _outside(first.inputs if sk.kernel.kind in ("eltwise", "act") else first.inputs[:1]))
     for index in sorted(removed, reverse=True):
         del result.kernels[index]
     return removed
@@ -108,7 +117,8 @@ def chain_adds(result: Schedule, graph: gs.Graph) -> list[int]:
 
 def _chain_into(result: Schedule, nodes: dict[str, Node], groups: dict[int, _Group], before: int, index: int,
                 add: Node, outputs: set[str]) -> int | None:
-    """Fuse the Add kernel ``index`` into kernel ``before`` when Vela would chain it; the kernel it joined."""
+    """Fuse the elementwise kernel ``index`` (first node ``add``) into kernel ``before`` when Vela would chain
+    it; the kernel it joined."""
     host, guest = result.kernels[before], result.kernels[index]
     written = host.output
     fed = [t for t in add.inputs if t.name == written]
@@ -126,7 +136,8 @@ def _chain_into(result: Schedule, nodes: dict[str, Node], groups: dict[int, _Gro
     depth = int(shape[1]) if len(shape) == 4 and isinstance(shape[1], (int, np.integer)) else None
     if host.kernel.kind in CONV_KINDS and depth is not None and depth < MIN_DEPTH_AFTER_CONV:
         return None
-    act = "+".join(part for part in (host.kernel.act, "add", guest.kernel.act) if part)
+    op = (guest.kernel.op or add.op).lower()
+    act = "+".join(part for part in (host.kernel.act, op, guest.kernel.act) if part)
     host.kernel = replace(host.kernel, act=act)
     host.nodes.extend(guest.nodes)
     host.output, host.output_bytes = guest.output, guest.output_bytes

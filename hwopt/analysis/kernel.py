@@ -166,9 +166,13 @@ class FusionPolicy:
     # Activation kinds the target runs as passes of their own, never inside the conv/eltwise before them
     # (Vela lowers PReLU to MUL, MUL, MAXIMUM over the whole map: its per-layer report prices them apart).
     separate: tuple[str, ...] = ()
-    # An elementwise Add runs inside the kernel Vela executes just before it, when that kernel writes one of
-    # its inputs for it alone (Ethos-U85's chaining: hwopt.analysis.chaining); the kernel's act gains "add".
+    # An elementwise op (Add, Sub, Mul, Max, Min; of two activations or by a constant) runs inside the kernel
+    # Vela executes just before it, when that kernel writes its input for it alone (Ethos-U85's chaining:
+    # hwopt.analysis.chaining); the kernel's act gains the op.
     chain_elementwise: bool = False
+    # Pools and elementwise ops by a constant also run the activation after them (Vela fuses one activation
+    # onto any NPU op); without it only convs, gemms and elementwise ops of two activations do.
+    activation_into_any: bool = False
 
 
 @dataclass

@@ -250,9 +250,38 @@ def _generic_kernel(node: Node, kind: str) -> Kernel:
         stride = int(node.attrs.get("strides", [1, 1])[0])
     if kind == "concat":
         cin = sum(_geometry(t)[0] for t in variables)
-    op = prelu_form(node) if node.op == "PRelu" else node.op
+    op = prelu_form(node) if node.op == "PRelu" else constant_operand_form(node) if kind == "act" else node.op
     return Kernel(kind, cin, cout, h, w, oh, ow, window, window if kind == "pool" else 1, stride,
                   inputs=max(len(variables), 1), op=op, dtype_bytes=_dtype_bytes(node.outputs[0]))
+
+
+# An elementwise op of an activation by a constant, by the constant's size. Vela takes a scalar operand in
+# the op's own registers, but reads a per-channel constant (an unfolded BatchNormalization's scale or shift,
+# tf2onnx's Mul and Add by [1, C, 1, 1]) from where constants live, per element: 16 times a scalar Mul's
+# cycles on ethos-u55-256 at 64 channels, 194x194 (Human's age-and-gender net "gear").
+BINARY_ELEMENTWISE = ("Add", "Sub", "Mul", "Div", "Max", "Min")
+PER_CHANNEL = "(per channel)"
+
+
+def constant_operand_form(node: Node) -> str:
+    """``Mul`` (scalar or unknown constant) or ``Mul(per channel)`` (a constant of more than one value), and
+    the same for the other ops of ``BINARY_ELEMENTWISE``; any other op as is."""
+    if node.op not in BINARY_ELEMENTWISE:
+        return node.op
+    sizes = [value.size for t in node.inputs if (value := constant_value(t)) is not None]
+    return f"{node.op}{PER_CHANNEL}" if sizes and max(sizes) > 1 else node.op
+
+
+def hosts_activation(kernel: Kernel, policy: FusionPolicy) -> bool:
+    """True when ``kernel`` runs the activation chain after it in the same pass under ``policy``: convs,
+    gemms and elementwise ops of two activations always; pools and elementwise ops by a constant where the
+    target fuses an activation onto any op (``[fusion] activation_into_any``: Vela, regor's
+    ``ArchitectureOpGroup::Add``; the standalone ReLU after a MaxPool has no cycles of its own there)."""
+    if kernel.kind in CONV_KINDS + ("gemm", "eltwise"):
+        return True
+    if not policy.activation_into_any:
+        return False
+    return kernel.kind == "pool" or (kernel.kind == "act" and kernel.op.split("(")[0] in BINARY_ELEMENTWISE)
 
 
 # A standalone PReLU's op, by its slopes: NPU compilers lower the three cases differently. Vela 5.2
@@ -328,7 +357,7 @@ def schedule(model_or_graph: onnx.ModelProto | gs.Graph, policy: FusionPolicy = 
                 kernel = replace(kernel, op=node.op)
         nodes = chain or [node]
         output = nodes[-1].outputs[0]
-        if policy.activation and kernel.kind in CONV_KINDS + ("gemm", "eltwise"):
+        if policy.activation and hosts_activation(kernel, policy):
             _, chain = match_activation_chain(output)  # the kernel ends where the kept part of the chain does
             if not policy.activation_chain:
                 chain = runtime_fused_prefix(chain)
@@ -349,9 +378,9 @@ def schedule(model_or_graph: onnx.ModelProto | gs.Graph, policy: FusionPolicy = 
             int(np.prod(_dims(output)[1:] or [1])) * _dtype_bytes(output),
         ))
     if policy.chain_elementwise:
-        from hwopt.analysis.chaining import chain_adds
+        from hwopt.analysis.chaining import chain_elementwise
 
-        gone = set(chain_adds(result, graph))
+        gone = set(chain_elementwise(result, graph))
         first_nodes = [node for i, node in enumerate(first_nodes) if i not in gone]
     if policy.blocked_layout:
         mark_reorders(result, first_nodes, {name: tuple(t.shape or ()) for name, t in graph.tensors().items()},

@@ -360,7 +360,7 @@ def canonicalize(
         report.notes.append(f"rewrote {flattened} flattening Reshape(s) with a constant shape as Flatten")
     if round_trips:
         report.notes.append(f"dropped {round_trips} view op(s) (Reshape/Squeeze/...) whose chain ends in the shape "
-                            "it starts from")
+                            "it starts from, or Pad/Slice op(s) that copy their input unchanged")
     if verify:
         from hwopt.calibration.samples import random_inputs
         from hwopt.fidelity.verify import compare_models

@@ -40,13 +40,16 @@ from hwopt.analysis.kernel import CONV_KINDS, KINDS, Kernel
 
 # Elementary operations per element of an activation: prior knowledge that carries to activations the
 # training sweep lacks (e.g. hardswish seen only in a held-out family). Unknown names count as 4.
+# <op>(per channel): an elementwise op by a constant of one value per channel, read per element where
+# constants live (hwopt.analysis.kernels.constant_operand_form).
 # prelu: Vela lowers a per-channel PReLU to three passes over the map (MUL by the slope, MUL, MAXIMUM) and
 # reads the slope per element from where constants live (flash on U55): not a cheap lane op. With a slope
 # over 1 it is four passes (MINIMUM, MUL, RELU, ADD: hwopt.analysis.kernels.prelu_form), with one slope a
 # LeakyReLU.
 ACT_OPS = {"": 0, "relu": 1, "relu6": 1, "clip": 1, "leakyrelu": 2, "prelu": 6, "hardsigmoid": 2, "hardswish": 3,
            "x*hardsigmoid": 3, "sigmoid": 4, "silu": 5, "swish": 5, "tanh": 4, "gelu": 6, "mul": 1, "add": 1,
-           "batchnormalization": 2, "prelu(one slope)": 2, "prelu(slopes over 1)": 12}
+           "batchnormalization": 2, "prelu(one slope)": 2, "prelu(slopes over 1)": 12, "sub": 1, "max": 1,
+           "min": 1, **{f"{op}(per channel)": 4 for op in ("add", "sub", "mul", "max", "min")}}
 _ACT_DEFAULT = 4
 
 FEATURES = (
@@ -103,7 +106,8 @@ def features(kernels: Sequence[Kernel], parallelism: int, dtype_bytes: int,
                      "batch"):
             col[name][i] = getattr(k, name)
         col["kdtype"][i] = k.dtype_bytes
-        col["act_ops"][i] = act_ops(k.act if k.kind not in ("act",) else (k.op or k.act or "act"))
+        # a standalone activation's own op, plus the activation an elementwise op by a constant runs after it
+        col["act_ops"][i] = act_ops(k.act if k.kind != "act" else "+".join(p for p in (k.op or "act", k.act) if p))
         col["macs"][i] = k.macs
         col["flops"][i] = k.flops
         col["weights"][i] = k.weight_elements

@@ -95,3 +95,70 @@ def test_a_narrow_add_after_a_conv_is_not_chained(tmp_path: Path) -> None:
     model = residual_adds(tmp_path / "narrow.onnx", channels=4)
     own, inside = _adds(model, CHAINING)
     assert "add_single" in own and inside == []
+
+
+def unfolded_batchnorms(path: Path, channels: int = 16) -> onnx.ModelProto:
+    """tf2onnx's Keras habits on a 32x32 map: ``conv_bn`` + ReLU, then the BatchNormalization as ``bn_mul`` and
+    ``bn_add`` by [1, C, 1, 1] constants, a 2x2 ``pool`` and a ``pool_relu`` after it; then a PReLU spelled
+    as ``p_max`` = Max(y, 0), ``p_min`` = Min(y, 0), ``p_mul`` = Mul(p_min, slopes), ``p_add`` (TF.js'
+    MobileFaceNet)."""
+    rng = np.random.default_rng(1)
+    c = channels
+
+    def const(name: str, value: np.ndarray) -> str:
+        inits.append(numpy_helper.from_array(value.astype(np.float32), name))
+        return name
+
+    inits: list = []
+    per_channel = (c, 1, 1)
+    nodes = [
+        helper.make_node("Conv", ["x", const("w", rng.standard_normal((c, 3, 3, 3)) * 0.3)], ["c"], name="conv_bn",
+                         pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c"], ["r"], name="relu"),
+        helper.make_node("Mul", ["r", const("scale", rng.uniform(0.5, 1.5, (1, *per_channel)))], ["m"], name="bn_mul"),
+        helper.make_node("Add", ["m", const("shift", rng.uniform(-0.5, 0.5, (1, *per_channel)))], ["a"], name="bn_add"),
+        helper.make_node("MaxPool", ["a"], ["p"], name="pool", kernel_shape=[2, 2], strides=[2, 2]),
+        helper.make_node("Relu", ["p"], ["pr"], name="pool_relu"),
+        helper.make_node("Conv", ["pr", const("w2", rng.standard_normal((c, c, 3, 3)) * 0.1)], ["y"], name="conv_p",
+                         pads=[1, 1, 1, 1]),
+        helper.make_node("Max", ["y", const("zero_a", np.zeros(()))], ["pos"], name="p_max"),
+        helper.make_node("Min", ["y", const("zero_b", np.zeros(()))], ["neg"], name="p_min"),
+        helper.make_node("Mul", ["neg", const("slopes", rng.uniform(0.1, 0.3, per_channel))], ["neg_s"], name="p_mul"),
+        helper.make_node("Add", ["pos", "neg_s"], ["out"], name="p_add"),
+    ]
+    graph = helper.make_graph(nodes, "unfolded_batchnorms",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 32, 32])],
+                              [helper.make_tensor_value_info("out", TensorProto.FLOAT, [1, c, 16, 16])], initializer=inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    onnx.save(onnx.shape_inference.infer_shapes(model), path)
+    return onnx.load(path)
+
+
+def _kernels(model: onnx.ModelProto, policy: FusionPolicy) -> dict[str, tuple[str, str, str]]:
+    """First node -> (kind, op, act) of every kernel."""
+    return {sk.nodes[0]: (sk.kernel.kind, sk.kernel.op, sk.kernel.act) for sk in schedule(model, policy).kernels}
+
+
+def test_an_op_by_a_per_channel_constant_is_named_apart_from_one_by_a_scalar(tmp_path: Path) -> None:
+    kernels = _kernels(unfolded_batchnorms(tmp_path / "bn.onnx"), FusionPolicy())
+    assert kernels["bn_mul"] == ("act", "Mul(per channel)", "")
+    assert kernels["bn_add"] == ("act", "Add(per channel)", "")
+    assert kernels["p_max"][:2] == ("act", "Max")  # Max(y, 0): a scalar
+    assert kernels["pool_relu"] == ("act", "Relu", "")  # no target fuses it unless it says so
+
+
+def test_a_pool_and_an_op_by_a_constant_run_the_activation_after_them_where_the_target_says(tmp_path: Path) -> None:
+    model = unfolded_batchnorms(tmp_path / "bn.onnx")
+    kernels = _kernels(model, FusionPolicy(activation_into_any=True))
+    assert kernels["pool"] == ("pool", "MaxPool", "relu") and "pool_relu" not in kernels
+
+
+def test_u85_chains_ops_by_constants_and_prelu_spelled_as_min_mul_add(tmp_path: Path) -> None:
+    """The unfolded BatchNormalization's Mul and Add chain into the conv before them; the spelled PReLU's
+    Mul chains into its Min, and its Add into the Max (Vela runs the Add's first input's producer last)."""
+    model = unfolded_batchnorms(tmp_path / "bn.onnx")
+    kernels = _kernels(model, FusionPolicy(chain_elementwise=True, activation_into_any=True))
+    assert kernels["conv_bn"] == ("conv", "", "relu+mul(per channel)+add(per channel)")
+    assert kernels["p_min"] == ("act", "Min", "mul(per channel)")
+    assert kernels["p_max"] == ("act", "Max", "add")
+    assert {"bn_mul", "bn_add", "p_mul", "p_add"}.isdisjoint(kernels)

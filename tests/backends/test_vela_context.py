@@ -211,3 +211,24 @@ def test_u85_chains_the_adds_the_schedule_chains(tmp_path: Path) -> None:
     own = sorted(k.nodes[0] for k in found.kernels if k.kernel.kind == "eltwise")
     assert own == paid and all(k.latency_us > 0 for k in found.kernels if k.kernel.kind == "eltwise")
     assert found.attributed_us == pytest.approx(found.latency_us, rel=1e-6)
+
+
+@pytest.mark.parametrize("name", ["ethos-u55-256", "ethos-u85-256"])
+def test_vela_gives_cycles_to_exactly_the_kernels_the_schedule_keeps(tmp_path: Path, name: str) -> None:
+    """tf2onnx's unfolded BatchNormalizations, a ReLU after a MaxPool and a PReLU spelled as Max/Min/Mul/Add
+    (``tests.analysis.test_chaining.unfolded_batchnorms``): on both configurations the ReLU runs in the
+    pool's pass; on U85 the ops by constants and the spelled PReLU's Mul and Add chain. Every kernel the
+    schedule keeps has cycles of its own in Vela's report, and every ONNX node Vela gives cycles to is in
+    one of them."""
+    from tests.analysis.test_chaining import unfolded_batchnorms
+
+    model = unfolded_batchnorms(tmp_path / "bn.onnx")
+    target = load_target(name)
+    found = model_in_context(model, target)
+    assert all(k.latency_us > 0 for k in found.kernels), [(k.nodes, k.latency_us) for k in found.kernels]
+    paid = {n for row in measure_model(model, target).meta["layers"] if row["cycles"] > 0 for n in row["onnx_nodes"]}
+    firsts = {k.nodes[0] for k in found.kernels}
+    assert firsts <= paid and found.attributed_us == pytest.approx(found.latency_us, rel=1e-6)
+    chained = {"bn_mul", "bn_add", "p_mul", "p_add"}
+    assert (chained & firsts == set()) if name == "ethos-u85-256" else chained <= firsts
+    assert "pool_relu" not in firsts

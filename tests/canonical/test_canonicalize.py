@@ -179,6 +179,32 @@ def test_a_view_the_graph_outputs_is_kept(tmp_path: Path) -> None:
     assert [o.name for o in canonical.graph.output] == ["y", "squeezed"]
 
 
+def test_a_pad_of_zeros_and_a_slice_of_everything_are_dropped_but_a_reversing_slice_is_kept(tmp_path: Path) -> None:
+    """tf2onnx's Keras 'same' conv2d_transpose: ConvTranspose, the cropping Slice (kept: it changes the shape),
+    then a Pad of all-zero pads (dropped); a full-range Slice goes too, a full-range Slice of step -1 stays."""
+    rng = np.random.default_rng(0)
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4, 8, 8])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 16, 16])
+    ints = {"starts": [1, 1], "ends": [17, 17], "axes": [2, 3], "pads": [0] * 8, "all_starts": [0], "all_ends": [16],
+            "rev_starts": [-1], "rev_ends": [-100], "one_axis": [3], "step_back": [-1]}
+    inits = [numpy_helper.from_array(rng.standard_normal((4, 4, 4, 4)).astype(np.float32), "w")]
+    inits += [numpy_helper.from_array(np.array(v, np.int64), k) for k, v in ints.items()]
+    nodes = [helper.make_node("ConvTranspose", ["x", "w"], ["up"], strides=[2, 2], name="deconv"),
+             helper.make_node("Slice", ["up", "starts", "ends", "axes"], ["crop"], name="crop"),
+             helper.make_node("Pad", ["crop", "pads"], ["padded"], name="pad_nothing"),
+             helper.make_node("Slice", ["padded", "all_starts", "all_ends", "one_axis"], ["same"], name="slice_all"),
+             helper.make_node("Slice", ["same", "rev_starts", "rev_ends", "one_axis", "step_back"], ["y"],
+                              name="reverse")]
+    graph = helper.make_graph(nodes, "keras_deconv", [x], [y], inits)
+    path = tmp_path / "deconv.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), path)
+    original, canonical, report = load_canonical(path)  # verified exact inside
+    assert [n.name for n in canonical.graph.node if n.op_type in ("Pad", "Slice")] == ["crop", "reverse"]
+    assert any("Pad/Slice" in note for note in report.notes)
+    comparison = compare_models(original, canonical, random_inputs(original, 2, seed=1))
+    assert comparison.exact, comparison.to_dict()
+
+
 def _keras_hard_swish(path: Path, opset: int) -> Path:
     """Keras' MobileNetV3 activations as tf2onnx writes them: hard-swish x * (relu6(x + 3) * 1/6) after a conv,
     and a hard-sigmoid gate relu6(z) * 1/6 (the + 3 taken into the conv's bias) in a squeeze-excite."""
