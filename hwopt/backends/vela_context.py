@@ -105,13 +105,21 @@ def model_in_context(model: str | Path | onnx.ModelProto, target: Target) -> Mod
     us_per_cycle = 1e6 / clock if clock else 0.0
     cycles: dict[int, float] = defaultdict(float)
     names: dict[int, list[str]] = defaultdict(list)
-    unmapped, previous, cpu = 0.0, None, 0
+    unmapped, previous = 0.0, None
     routed: dict[tuple[str, str], int] = {}
-    for layer in measured.meta["layers"]:
-        if layer["target"] != "NPU":
-            cpu += 1
-            continue  # Vela's model time does not count CPU operators
+    layers = [layer for layer in measured.meta["layers"] if layer["target"] == "NPU"]
+    cpu = len(measured.meta["layers"]) - len(layers)  # Vela's model time does not count CPU operators
+    for position, layer in enumerate(layers):
         owners = {owner[n] for n in layer["onnx_nodes"] if n in owner}
+        if not owners:
+            # Vela splits some ops into passes, the first ones writing internal tensors named "#N" that map to
+            # no ONNX node (a Transpose of the 16x256x256 output: two passes): such a pass is the next row's op
+            for following in layers[position + 1:]:
+                if following["operator"] != layer["operator"]:
+                    break
+                owners = {owner[n] for n in following["onnx_nodes"] if n in owner}
+                if owners:
+                    break
         owners = _reader_with_operator(layer, owners, sched, op_of)
         if (layer["name"], layer["operator"]) in routed:  # Vela's second row of one layer (its fused activation)
             index = routed[(layer["name"], layer["operator"])]

@@ -232,3 +232,20 @@ def test_vela_gives_cycles_to_exactly_the_kernels_the_schedule_keeps(tmp_path: P
     chained = {"bn_mul", "bn_add", "p_mul", "p_add"}
     assert (chained & firsts == set()) if name == "ethos-u85-256" else chained <= firsts
     assert "pool_relu" not in firsts
+
+
+def test_a_pass_vela_writes_to_an_internal_tensor_is_the_next_rows_op(tmp_path: Path) -> None:
+    """Vela runs a Transpose of a large map in two passes, the first writing a tensor named "#N" that maps to no
+    ONNX node: its cycles are the Transpose's, not the kernel's before it (here a Slice that crops a
+    ConvTranspose's output; a Keras heatmap head as tf2onnx writes it)."""
+    from bench.context_models import keras_upsampler
+
+    model = keras_upsampler(8, 64, 2)
+    target = load_target("ethos-u55-256")
+    rows = [r for r in measure_model(model, target).meta["layers"] if r["operator"] == "Transpose"]
+    assert any(not r["onnx_nodes"] for r in rows), "Vela no longer splits the Transpose into passes"
+    found = model_in_context(model, target)
+    per_cycle = 1e6 / measure_model(model, target).meta["clock_hz"]
+    transposes = sum(k.latency_us for k in found.kernels if k.kernel.op == "Transpose")
+    assert transposes == pytest.approx(sum(r["cycles"] for r in rows) * per_cycle, rel=1e-6)
+    assert found.unmapped_us == 0 and found.attributed_us == pytest.approx(found.latency_us, rel=1e-6)
