@@ -20,6 +20,7 @@ estimator); a user's own is any TOML path. Schema::
     separate = []               # activation kinds run as their own kernels, never fused (Ethos-U: ["prelu"])
     chain_elementwise = false   # an Add/Mul/... runs inside the kernel run just before it (Ethos-U85's chaining)
     activation_into_any = false # pools and elementwise ops by a constant take the activation after them too (Vela)
+    nhwc_views = false          # a Transpose + Reshape that moves no data in NHWC storage is a view (hwopt's TFLite writer)
 
     [backend_settings]          # passed to the backend as is
     ...
@@ -168,7 +169,8 @@ def load_target_file(path: str | Path) -> Target:
                             blocked_layout=_blocked_layout(fusion, path),
                             separate=_separate(fusion, path),
                             chain_elementwise=bool(fusion.get("chain_elementwise", False)),
-                            activation_into_any=bool(fusion.get("activation_into_any", False))),
+                            activation_into_any=bool(fusion.get("activation_into_any", False)),
+                            nhwc_views=bool(fusion.get("nhwc_views", False))),
         backend_settings=dict(data.get("backend_settings", {})),
         vector_unit=dict(data.get("vector_unit", {})),
         path=path.resolve(),

@@ -173,6 +173,9 @@ class FusionPolicy:
     # Pools and elementwise ops by a constant also run the activation after them (Vela fuses one activation
     # onto any NPU op); without it only convs, gemms and elementwise ops of two activations do.
     activation_into_any: bool = False
+    # A Transpose read only by a Reshape-like op that moves no data in NHWC storage is a view: the target runs
+    # hwopt's TFLite writer, which writes the pair as one RESHAPE (the Ethos-U targets).
+    nhwc_views: bool = False
 
 
 @dataclass

@@ -272,6 +272,31 @@ def constant_operand_form(node: Node) -> str:
     return f"{node.op}{PER_CHANNEL}" if sizes and max(sizes) > 1 else node.op
 
 
+_VIEW_READERS = ("Reshape", "Flatten", "Squeeze", "Unsqueeze")
+
+
+def transpose_is_nhwc_view(node: Node) -> bool:
+    """True when ``node`` is a Transpose read only by a view op (Reshape & co.) and the pair moves no data in
+    NHWC storage: hwopt's TFLite writer then writes one RESHAPE (``hwopt.tflite.fusion``), as for the
+    NHWC -> NCHW Transpose tflite2onnx and tf2onnx put before a head's Reshape."""
+    from hwopt.tflite import layout
+
+    if node.op != "Transpose" or len(node.outputs[0].outputs) != 1:
+        return False
+    view = node.outputs[0].outputs[0]
+    if view.op not in _VIEW_READERS or view.inputs[0] is not node.outputs[0]:
+        return False
+    shape, out_shape = _dims(node.inputs[0]), _dims(view.outputs[0])
+    if not node.inputs[0].shape or not view.outputs[0].shape:
+        return False
+    rank = len(shape)
+    order = list(node.attrs.get("perm", reversed(range(rank))))
+    stored = layout.perm(rank)
+    physical = layout.physical_shape(shape)
+    moved = [axis for axis in (stored.index(a) for a in order) if physical[axis] != 1]
+    return moved == sorted(moved) and layout.same_memory_order(out_shape)
+
+
 def hosts_activation(kernel: Kernel, policy: FusionPolicy) -> bool:
     """True when ``kernel`` runs the activation chain after it in the same pass under ``policy``: convs,
     gemms and elementwise ops of two activations always; pools and elementwise ops by a constant where the
@@ -370,6 +395,8 @@ def schedule(model_or_graph: onnx.ModelProto | gs.Graph, policy: FusionPolicy = 
                     nodes.extend(act.nodes)
                 output = chain[-1].output
         consumed.update(id(n) for n in nodes)
+        if policy.nhwc_views and kernel.kind == "layout" and transpose_is_nhwc_view(node):
+            kernel = replace(kernel, kind="view")
         if kernel.kind == "view" and not policy.view_ops_free:
             kernel = replace(kernel, kind="layout")
         inputs = [t.name for t in _variables(node)]

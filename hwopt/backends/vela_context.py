@@ -26,6 +26,8 @@ So the figures of a model's kernels sum to Vela's whole-model latency (``attribu
 
 from __future__ import annotations
 
+import math
+
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,11 +42,22 @@ CONV_OPERATORS = frozenset(("Conv2D", "DepthwiseConv2D", "TransposeConv", "Fully
 _WEIGHTED = frozenset(CONV_KINDS) | {"gemm"}
 
 
-def _feeding_conv(index: int, sched, producer: dict[str, int], priced: set[int]) -> int | None:
-    """The convolution kernel feeding kernel ``index`` that has no layer yet (the latest in the schedule)."""
+def _feeding_conv(index: int, sched, producer: dict[str, int], priced: set[int], macs: float = 0.0) -> int | None:
+    """The convolution kernel feeding kernel ``index`` that a conv row named after ``index``'s output is: Vela
+    lets one conv write straight into a Concat's output, its row then named after the Concat. Among the
+    feeding convs, one with no row of its own (``priced``) before one with, then the one whose MAC count is
+    nearest the row's, then the latest in the schedule (InceptionV3's four branches feed one Concat, two of
+    them with the same MACs)."""
     found = [producer[name] for name in sched.kernels[index].inputs if name in producer]
-    found = [i for i in found if sched.kernels[i].kernel.kind in _WEIGHTED and i not in priced]
-    return max(found) if found else None
+    found = [i for i in found if sched.kernels[i].kernel.kind in _WEIGHTED]
+    if not found:
+        return None
+
+    def distance(i: int) -> float:
+        own = float(sched.kernels[i].kernel.macs)
+        return abs(math.log(own / macs)) if own > 0 and macs > 0 else 0.0
+
+    return min(found, key=lambda i: (i in priced, distance(i), -i))
 
 
 @dataclass
@@ -72,18 +85,28 @@ class ModelInContext:
 # Vela names some passes of a lowered op after the op's *input* tensor: a PReLU's MINIMUM pass carries the
 # name of the Add or conv before it (MediaPipe's palm detector: 221,184 cycles a PReLU booked to each Add).
 # Such a row belongs to the kernel that reads that tensor and holds an ONNX node of the row's operator.
-_ROW_OPERATOR_NODES = {"Prelu": ("PRelu",)}
+# Vela 5.2 on U85 names a Softmax's passes after its input too ("<input>_softmax_N", MTCNN's O-Net: 27 rows
+# booked to the Gemm before it).
+# And a MaxPool whose output only a channel Pad reads is written straight into the padded tensor: its row
+# is named after the Pad (MediaPipe's BlazeFace shortcuts; the corpus' blaze family), so it belongs to the
+# kernel feeding the row's owner that holds the op.
+_ROW_OPERATOR_NODES = {"Prelu": ("PRelu",), "Softmax": ("Softmax", "LogSoftmax"), "MaxPool": ("MaxPool",),
+                       "AvgPool": ("AveragePool",)}
 
 
 def _reader_with_operator(layer: dict, owners: set[int], sched, op_of: dict[str, str]) -> set[int]:
     """The kernels a row belongs to: its name's owners, or, when none of them holds a node of the row's
-    operator (``_ROW_OPERATOR_NODES``), the kernel reading that tensor that does."""
+    operator (``_ROW_OPERATOR_NODES``), the kernel reading that tensor (or the owners' output) that does, else
+    the kernel feeding the owners that does."""
     ops = _ROW_OPERATOR_NODES.get(layer["operator"])
     if not ops or not owners or any(op_of.get(n) in ops for i in owners for n in sched.kernels[i].nodes):
         return owners
-    readers = {i for i, sk in enumerate(sched.kernels)
-               if layer["name"] in sk.inputs and any(op_of.get(n) in ops for n in sk.nodes)}
-    return readers or owners
+    read = {layer["name"]} | {sched.kernels[i].output for i in owners}
+    fed = {name for i in owners for name in sched.kernels[i].inputs}
+    holds = [i for i, sk in enumerate(sched.kernels) if any(op_of.get(n) in ops for n in sk.nodes)]
+    readers = {i for i in holds if read.intersection(sched.kernels[i].inputs)}
+    feeders = {i for i in holds if sched.kernels[i].output in fed}
+    return readers or feeders or owners
 
 
 def model_in_context(model: str | Path | onnx.ModelProto, target: Target) -> ModelInContext:
@@ -109,6 +132,8 @@ def model_in_context(model: str | Path | onnx.ModelProto, target: Target) -> Mod
     routed: dict[tuple[str, str], int] = {}
     layers = [layer for layer in measured.meta["layers"] if layer["target"] == "NPU"]
     cpu = len(measured.meta["layers"]) - len(layers)  # Vela's model time does not count CPU operators
+    # kernels with a row of their own somewhere: a conv row named after a Concat is one of the others
+    with_rows = {owner[n] for layer in layers for n in layer["onnx_nodes"] if n in owner}
     for position, layer in enumerate(layers):
         owners = {owner[n] for n in layer["onnx_nodes"] if n in owner}
         if not owners:
@@ -126,7 +151,7 @@ def model_in_context(model: str | Path | onnx.ModelProto, target: Target) -> Mod
         elif owners:
             index = max(sorted(owners), key=lambda i: sched.kernels[i].kernel.macs)
             if layer["operator"] in CONV_OPERATORS and sched.kernels[index].kernel.kind not in _WEIGHTED:
-                feeding = _feeding_conv(index, sched, producer, set(cycles))
+                feeding = _feeding_conv(index, sched, producer, with_rows | set(cycles), float(layer.get("macs") or 0.0))
                 index = feeding if feeding is not None else index
         else:
             unmapped += layer["cycles"]

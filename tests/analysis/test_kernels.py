@@ -91,3 +91,23 @@ def test_a_standalone_prelu_is_described_by_the_form_its_slopes_give(tmp_path: P
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), tmp_path / "prelu.onnx")
     kernels = schedule(onnx.load(tmp_path / "prelu.onnx")).kernels
     assert [(k.kernel.kind, k.kernel.op) for k in kernels] == [("act", form)]
+
+
+def test_a_transpose_that_moves_no_data_in_nhwc_before_a_reshape_is_a_view_where_the_target_says(tmp_path: Path) -> None:
+    """tf2onnx's input Transpose (NHWC -> NCHW, read by a conv) moves data; the NCHW -> NHWC Transpose before a
+    head's Reshape does not in NHWC storage (hwopt's TFLite writer writes one RESHAPE): a view under
+    ``nhwc_views``, a layout kernel for every other target."""
+    from hwopt.analysis.kernel import FusionPolicy
+
+    w = onnx.numpy_helper.from_array(np.random.default_rng(0).standard_normal((8, 3, 3, 3)).astype(np.float32), "w")
+    shape = onnx.numpy_helper.from_array(np.array([1, -1, 2], np.int64), "shape")
+    nodes = [helper.make_node("Transpose", ["x"], ["nchw"], name="to_nchw", perm=[0, 3, 1, 2]),
+             helper.make_node("Conv", ["nchw", "w"], ["c"], name="conv", pads=[1, 1, 1, 1]),
+             helper.make_node("Transpose", ["c"], ["nhwc"], name="to_nhwc", perm=[0, 2, 3, 1]),
+             helper.make_node("Reshape", ["nhwc", "shape"], ["y"], name="head")]
+    graph = helper.make_graph(nodes, "heads", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 16, 16, 3])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 1024, 2])], initializer=[w, shape])
+    model = onnx.shape_inference.infer_shapes(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]))
+    kinds = {sk.nodes[0]: sk.kernel.kind for sk in schedule(model, FusionPolicy(nhwc_views=True)).kernels}
+    assert kinds["to_nchw"] == "layout" and kinds["to_nhwc"] == "view"
+    assert {sk.nodes[0]: sk.kernel.kind for sk in schedule(model).kernels}["to_nhwc"] == "layout"

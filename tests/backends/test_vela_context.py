@@ -249,3 +249,64 @@ def test_a_pass_vela_writes_to_an_internal_tensor_is_the_next_rows_op(tmp_path: 
     transposes = sum(k.latency_us for k in found.kernels if k.kernel.op == "Transpose")
     assert transposes == pytest.approx(sum(r["cycles"] for r in rows) * per_cycle, rel=1e-6)
     assert found.unmapped_us == 0 and found.attributed_us == pytest.approx(found.latency_us, rel=1e-6)
+
+
+def _rows_model(path: Path) -> onnx.ModelProto:
+    """Three places where Vela's per-layer report names a row after another op's tensor: two 1x1 convs of equal
+    MACs feeding a Concat (Vela writes one of them straight into the Concat's output, its row named after
+    the Concat), a MaxPool read only by a channel Pad (written into the padded tensor, its row named after
+    the Pad), and a Softmax after a Gemm (on U85 its passes are named after the Gemm's output)."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(3)
+
+    def weight(name: str, *shape: int) -> str:
+        inits.append(numpy_helper.from_array((rng.standard_normal(shape) * 0.2).astype(np.float32), name))
+        return name
+
+    inits: list = []
+    nodes = [
+        helper.make_node("Conv", ["x", weight("wa", 16, 16, 1, 1)], ["a"], name="branch_a"),
+        helper.make_node("Conv", ["x", weight("wb", 16, 16, 1, 1)], ["b"], name="branch_b"),
+        helper.make_node("Relu", ["b"], ["b_relu"], name="relu_b"),
+        helper.make_node("Concat", ["a", "b_relu"], ["cat"], name="concat", axis=1),
+        helper.make_node("MaxPool", ["cat"], ["pooled"], name="pool", kernel_shape=[2, 2], strides=[2, 2]),
+        helper.make_node("Pad", ["pooled", weight_int(inits, "pads", [0, 0, 0, 0, 0, 16, 0, 0])], ["padded"],
+                         name="channel_pad"),
+        helper.make_node("Conv", ["cat", weight("wc", 48, 32, 3, 3)], ["c"], name="down", strides=[2, 2],
+                         pads=[1, 1, 1, 1]),
+        helper.make_node("Add", ["padded", "c"], ["sum"], name="shortcut_add"),
+        helper.make_node("GlobalAveragePool", ["sum"], ["g"], name="gap"),
+        helper.make_node("Flatten", ["g"], ["f"], name="flatten"),
+        helper.make_node("Gemm", ["f", weight("wd", 10, 48)], ["logits"], name="dense", transB=1),
+        helper.make_node("Softmax", ["logits"], ["y"], name="softmax", axis=1),
+    ]
+    graph = helper.make_graph(nodes, "rows", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 16, 16, 16])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 10])], initializer=inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    onnx.save(onnx.shape_inference.infer_shapes(model), path)
+    return onnx.load(path)
+
+
+def weight_int(inits: list, name: str, values: list[int]) -> str:
+    from onnx import numpy_helper
+
+    inits.append(numpy_helper.from_array(np.array(values, np.int64), name))
+    return name
+
+
+@pytest.mark.parametrize("name", ["ethos-u55-256", "ethos-u85-256"])
+def test_rows_named_after_another_ops_tensor_go_to_the_op_that_ran_them(tmp_path: Path, name: str) -> None:
+    model = _rows_model(tmp_path / "rows.onnx")
+    target = load_target(name)
+    found = model_in_context(model, target)
+    by_first = {k.nodes[0]: k for k in found.kernels}
+    for kernel in ("branch_a", "branch_b", "pool", "softmax", "dense"):
+        assert by_first[kernel].latency_us > 0, (kernel, [(k.nodes, k.latency_us, k.layers) for k in found.kernels])
+    # each conv gets its own MACs' worth, not both in one
+    rows = measure_model(model, target).meta["layers"]
+    conv_rows = sorted(r["cycles"] for r in rows if r["operator"] == "Conv2D" and r["cycles"] > 0
+                       and r["macs"] == 16 * 16 * 16 * 16)
+    per_cycle = 1e6 / measure_model(model, target).meta["clock_hz"]
+    assert sorted(by_first[k].latency_us / per_cycle for k in ("branch_a", "branch_b")) == pytest.approx(conv_rows)
+    assert found.attributed_us == pytest.approx(found.latency_us, rel=1e-6)
