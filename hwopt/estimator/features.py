@@ -58,8 +58,13 @@ FEATURES = (
     "log_bytes", "cin_steps", "cin_mod", "cout_steps", "cout_mod", "log_padded_macs", "log_padded_bytes",
     "row_folds", "col_folds", "log_folds", "log_fold_cycles", "log_vector_work", "log_pixels",
     "pad_waste", "log_proxy", "log_proxy_fill4", "log_prior", "transposed", "weight_zeros",
-    "log_coded_param_bytes",
+    "log_coded_param_bytes", "layout_op",
 )
+# Which data move a layout kernel is (0 for every other kind): a Transpose reorders the whole map, a Pad or a
+# Slice copies it, a Split or Gather copies parts; one 'layout' group holds them all, and without this the
+# trees priced a BlazeFace channel Pad from the 368x368 Transposes beside it (9.6 ms against Vela's 0.6).
+LAYOUT_OPS = {"Transpose": 1, "Pad": 2, "Slice": 3, "Split": 4, "Gather": 5, "SpaceToDepth": 6, "DepthToSpace": 6,
+              "Tile": 7, "Expand": 7}
 # The bytes a weight codec moves per int8 weight byte, by the share of zeros z: 1 - CODED_ZERO_SAVING * z.
 # Vela's codec on pruned MediaPipe models: 70% zeros encode to 0.40 of the int8 size, 40% to 0.67, dense
 # trained weights to 0.87-1.0; a zero costs about a sixth of a byte.
@@ -99,7 +104,7 @@ def features(kernels: Sequence[Kernel], parallelism: int, dtype_bytes: int,
     col = {name: np.empty(n) for name in ("kind", "cin", "cout", "h", "w", "out_h", "out_w", "kernel", "kw",
                                            "stride", "groups", "inputs", "batch", "kdtype", "act_ops", "macs",
                                            "flops", "weights", "in_el", "out_el", "is_conv", "is_gemm",
-                                           "transposed", "zeros")}
+                                           "transposed", "zeros", "layout_op")}
     for i, k in enumerate(kernels):
         col["kind"][i] = KIND_CODE.get(k.kind, -1)
         for name in ("cin", "cout", "h", "w", "out_h", "out_w", "kernel", "kw", "stride", "groups", "inputs",
@@ -121,6 +126,7 @@ def features(kernels: Sequence[Kernel], parallelism: int, dtype_bytes: int,
         # model trained before it reads its own columns (``KernelRegressor.columns``).
         col["transposed"][i] = k.op == "ConvTranspose"
         col["zeros"][i] = k.weight_zeros / 100.0  # pruned weights (Kernel.weight_zeros); appended last too
+        col["layout_op"][i] = LAYOUT_OPS.get(k.op, 8) if k.kind == "layout" else 0  # appended last too
     db = float(dtype_bytes)
     cin, cout, groups = col["cin"], col["cout"], np.maximum(col["groups"], 1)
     gemm = col["is_gemm"] > 0
@@ -148,9 +154,12 @@ def features(kernels: Sequence[Kernel], parallelism: int, dtype_bytes: int,
     padded_bytes = (cin_pad * spatial_in * np.where(col["kind"] == KIND_CODE["concat"], 1, col["inputs"])
                     + cout_pad * spatial_out) * db + param_bytes
     taps = np.where(col["kind"] == KIND_CODE["pool"], win, 1.0)
+    # A pool reads its window once per output (at least every input once): a global-window AveragePool
+    # (tflite2onnx's squeeze-excite) is one pass over its input, not the input times the window.
+    touched = np.where(taps > 1, np.maximum(col["out_el"] * taps, col["in_el"]),
+                       np.maximum(col["out_el"], col["in_el"]))
     lanes_work = np.where(array, col["out_el"] * col["act_ops"],
-                          np.maximum(col["out_el"], col["in_el"]) * taps * np.maximum(col["inputs"] - 1, 1)
-                          + col["out_el"] * col["act_ops"])
+                          touched * np.maximum(col["inputs"] - 1, 1) + col["out_el"] * col["act_ops"])
     vector_work = np.where(on_vector, col["out_el"] * (win + col["act_ops"]), lanes_work)
     fused_act = out_bytes / db * col["act_ops"] / p
     proxies = []
@@ -180,7 +189,7 @@ def features(kernels: Sequence[Kernel], parallelism: int, dtype_bytes: int,
         np.mod(cout, p), log(padded_macs), log(padded_bytes), row_folds, col_folds, log(folds),
         log(fold_cycles), log(vector_work), log(pixels), cin_pad * cout_pad / np.maximum(cin * cout, 1),
         log(proxies[0]), log(proxies[1]), log(prior), col["transposed"], col["zeros"],
-        log(param_bytes * (1 - CODED_ZERO_SAVING * col["zeros"])),
+        log(param_bytes * (1 - CODED_ZERO_SAVING * col["zeros"])), col["layout_op"],
     ])
     return out.astype(np.float64)
 
