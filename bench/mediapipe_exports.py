@@ -113,6 +113,17 @@ image when no patch size is given; output 128x128):
   ``from_function`` at opset 13, batch 1, 64x64 given to ``bench/keras_to_onnx.py``), as nsfwjs' model did;
 - ``sibling``: @upscalerjs/esrgan-slim@1.0.0 ``models/x2/model.json`` (esrgan-medium's RDN family, 12 convs).
 
+and from PyPI, with tf2onnx (``keras`` exporter, ``bench/keras_to_onnx.py``):
+
+- sklesion==0.2.2 (MIT) ``sklesion/model.keras``: a skin-lesion classifier (HAM10000's seven classes), a Keras 3
+  model: a Normalization layer and a full Xception backbone (separable convolutions, 254x254 RGB) whose
+  pooled features are concatenated with a small dense branch over ten metadata values (age, sex and site
+  one-hot), then dense layers and a softmax. Two inputs, both fixed at batch 1 (``input_1:0`` 1x254x254x3,
+  ``input_2:0`` 1x10): the ONNX file is static, its specs line has no shape. Keras 3's Normalization keeps its
+  mean and variance as variables that tf2onnx's ``from_function`` left as graph inputs, so the function is
+  frozen first (``from_graph_def``). TensorFlow's TFLite converter takes it, but tflite2onnx 0.4.1 fails on the
+  result (``Requires layout description`` for the batch norm after a dense layer).
+
 The models are Google's MediaPipe solutions, Apache License 2.0 (as is the mediapipe package); they are
 not committed here. The floats in some of them are float16 weights with a Dequantize in front
 (tflite2onnx warns "float16 not supported/tested yet"; the ONNX holds the float32 values).
@@ -144,6 +155,7 @@ MP_POSE = ("@mediapipe/pose", "0.5.1675469404")  # npm
 ESRGAN_MEDIUM = ("@upscalerjs/esrgan-medium", "1.0.0")  # npm
 ESRGAN_THICK = ("@upscalerjs/esrgan-thick", "1.0.0")  # npm
 ESRGAN_SLIM = ("@upscalerjs/esrgan-slim", "1.0.0")  # npm
+SKLESION = ("sklesion", "0.2.2")
 # The wheel the lead converted by hand: cp311, manylinux x86_64 (pip picks it whatever runs this script).
 WHEEL_PLATFORM = ("--python-version", "3.11", "--implementation", "cp", "--abi", "cp311",
                   "--platform", "manylinux_2_17_x86_64")
@@ -218,6 +230,7 @@ MODELS = [
           size="64x64"),
     Model("esrgan_slim_x2", "models/x2/model.json", "tfjs_layers_tflite", "f", ESRGAN_SLIM, registry="npm",
           size="64x64", sibling=True),
+    Model("sklesion_xception", "sklesion/model.keras", "keras", "f", SKLESION),
 ]
 
 

