@@ -99,9 +99,9 @@ is compared with the Keras model's on a random input (max abs difference printed
 because tf2onnx writes Keras' UpSampling2D as a nearest Resize with ``tf_half_pixel_for_nn`` coordinates,
 which hwopt's writer refuses (set E's @upscalerjs/default-model), while TFLite's RESIZE_NEAREST_NEIGHBOR
 (half-pixel centres) becomes tflite2onnx's ``half_pixel`` / ``round_prefer_floor`` Resize, the same pixels at
-an integer scale, which it takes. Models (UpscalerJS's super-resolution networks, MIT, 64x64 input: one
-patch at ``patchSize: 64``, as UpscalerJS's patch-size guide runs large images; the package runs the whole
-image when no patch size is given; output 128x128):
+an integer scale, which it takes. Models (UpscalerJS's super-resolution networks, MIT; input 64x64, output
+128x128: UpscalerJS runs the whole image when no ``patchSize`` is given and splits it into patches of that
+size when one is; the models' input is free, and 64x64, one patch at ``patchSize: 64``, is the size chosen here):
 
 - @upscalerjs/esrgan-medium@1.0.0 ``models/x2/model.json``: x2, an RDN-style network (residual dense blocks:
   28 convs, concatenations, ReLU; UpSampling2D then convs), 2.8 GMACs at 64x64;
