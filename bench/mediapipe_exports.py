@@ -113,7 +113,21 @@ size when one is; the models' input is free, and 64x64, one patch at ``patchSize
   ``from_function`` at opset 13, batch 1, 64x64 given to ``bench/keras_to_onnx.py``), as nsfwjs' model did;
 - ``sibling``: @upscalerjs/esrgan-slim@1.0.0 ``models/x2/model.json`` (esrgan-medium's RDN family, 12 convs).
 
-and from PyPI, with tf2onnx (``keras`` exporter, ``bench/keras_to_onnx.py``):
+and, with tf2onnx:
+
+- @vladmandic/face-api@1.7.15 (MIT; the maintained fork of face-api.js): its TinyFaceDetector (a Tiny-YOLOv2
+  with depthwise-separable convolutions: a 3x3 conv, five separable convs with max pooling, leaky ReLU of slope
+  0.1, a 1x1 conv to 5 anchors x 5 values; 416x416, the package's default ``inputSize``), which the package
+  ships as weights only (``model/tiny_face_detector_model-weights_manifest.json`` and ``.bin``, uint8-quantized)
+  with the network in its TypeScript source. ``bench/faceapi_tiny_to_onnx.py`` rebuilds ``runMobilenet`` op for
+  op in TensorFlow from that source and converts it with tf2onnx 1.17.0 (``faceapi`` exporter, opset 13;
+  TFLite and tflite2onnx fail on it: see that file). Checked against the package's own JavaScript: when node and
+  npm are on the machine, ``faceapi_js_check`` installs @tensorflow/tfjs 4.22.0 (and its wasm/webgl backends,
+  which the package's ``face-api.node-wasm.js`` requires) into ``OUT/venvs/tfjs`` with npm, runs the
+  package's ``nets.tinyFaceDetector.runMobilenet`` on tfjs' CPU backend on the same random input and prints
+  the largest difference to onnxruntime's output on the ONNX file;
+
+and from PyPI (``keras`` exporter, ``bench/keras_to_onnx.py``):
 
 - sklesion==0.2.2 (MIT) ``sklesion/model.keras``: a skin-lesion classifier (HAM10000's seven classes), a Keras 3
   model: a Normalization layer and a full Xception backbone (separable convolutions, 254x254 RGB) whose
@@ -156,6 +170,8 @@ ESRGAN_MEDIUM = ("@upscalerjs/esrgan-medium", "1.0.0")  # npm
 ESRGAN_THICK = ("@upscalerjs/esrgan-thick", "1.0.0")  # npm
 ESRGAN_SLIM = ("@upscalerjs/esrgan-slim", "1.0.0")  # npm
 SKLESION = ("sklesion", "0.2.2")
+FACEAPI = ("@vladmandic/face-api", "1.7.15")  # npm
+TFJS_PINS = ("@tensorflow/tfjs@4.22.0", "@tensorflow/tfjs-backend-wasm@4.22.0", "@tensorflow/tfjs-backend-webgl@4.22.0")
 # The wheel the lead converted by hand: cp311, manylinux x86_64 (pip picks it whatever runs this script).
 WHEEL_PLATFORM = ("--python-version", "3.11", "--implementation", "cp", "--abi", "cp311",
                   "--platform", "manylinux_2_17_x86_64")
@@ -174,6 +190,7 @@ class Model:
     exporter: str  # tflite2onnx | tf2onnx | keras (tf2onnx from a Keras HDF5 file) | tfjs (tf2onnx --tfjs)
     #                | tfjs_layers (a TensorFlow.js layers model via Keras HDF5, then as keras)
     #                | tfjs_layers_tflite (a layers model via Keras to TFLite by TensorFlow, then tflite2onnx)
+    #                | faceapi (face-api's TinyFaceDetector rebuilt by bench/faceapi_tiny_to_onnx.py, tf2onnx)
     batch: str = "lead"  # lead (the first set) | fresh (the unseen test set gathered later) | e, f (sets E, F)
     package: tuple[str, str] = MEDIAPIPE
     prepare: bool = False  # run bench/tflite_prepare.py first (DENSIFY, MediaPipe's transpose-conv custom op)
@@ -182,7 +199,7 @@ class Model:
     registry: str = "pypi"  # pypi (a wheel) | npm (a package tarball; member relative to its package/)
     input_shape: str = ""  # NAME=1xHxWx3 for the specs line, where the exported input has a free batch dim
     outputs: tuple[str, ...] = ()  # tfjs: convert only up to these tensors (tfjs_prepare prunes the rest)
-    size: str = ""  # tfjs_layers_tflite: the HxW of the batch-1 TFLite input
+    size: str = ""  # tfjs_layers_tflite, tfjs_layers: the HxW of the batch-1 input; faceapi: the side
 
 
 _MODULES = "mediapipe/modules"
@@ -231,6 +248,8 @@ MODELS = [
     Model("esrgan_slim_x2", "models/x2/model.json", "tfjs_layers_tflite", "f", ESRGAN_SLIM, registry="npm",
           size="64x64", sibling=True),
     Model("sklesion_xception", "sklesion/model.keras", "keras", "f", SKLESION),
+    Model("faceapi_tiny_face_detector", "model/tiny_face_detector_model-weights_manifest.json", "faceapi", "f",
+          FACEAPI, registry="npm", size="416"),
 ]
 
 
@@ -308,7 +327,8 @@ def npm_file(name: str, version: str, member: str, out: Path, tarballs: Path) ->
             return _npm_js_model(archive, member, out)
         if member.endswith(".json"):
             folder = str(Path(member).parent)
-            for group in json.loads(data).get("weightsManifest", []):
+            manifest = json.loads(data)  # a model.json, or a bare weights manifest (a list of groups: face-api)
+            for group in manifest if isinstance(manifest, list) else manifest.get("weightsManifest", []):
                 for shard in group["paths"]:
                     (out / shard).write_bytes(read(f"{folder}/{shard}"))
         path.write_bytes(data)
@@ -434,7 +454,13 @@ def convert(model: Model, tflite: Path, onnx_path: Path, logs: Path, venvs: Path
     assert tf_python is not None
     packages = tf2onnx_packages(venvs, tf_python)
     env = dict(os.environ, PYTHONPATH=str(packages), TF_CPP_MIN_LOG_LEVEL="2")
-    if model.exporter == "keras":
+    if model.exporter == "faceapi":
+        import json
+
+        (shard,) = [p for group in json.loads(tflite.read_text()) for p in group["paths"]]
+        command = [str(tf_python), str(BENCH / "faceapi_tiny_to_onnx.py"), str(tflite), str(tflite.parent / shard),
+                   str(onnx_path), model.size]
+    elif model.exporter == "keras":
         command = [str(tf_python), str(BENCH / "keras_to_onnx.py"), str(tflite), str(onnx_path), str(model.opset)]
     elif model.exporter == "tfjs":
         command = [str(tf_python), "-m", "tf2onnx.convert", "--tfjs", str(tfjs_prepare(tflite, model.outputs)),
@@ -472,6 +498,58 @@ def against_keras(onnx_path: Path, npz: Path) -> float:
     return float(np.abs(got - saved["y"]).max())
 
 
+_FACEAPI_JS = """
+const [lib, manifestPath, xPath, yPath, size] = process.argv.slice(1);
+const faceapi = require(lib);
+const fs = require('fs'), path = require('path');
+(async () => {
+  const tf = faceapi.tf;
+  await tf.setBackend('cpu'); await tf.ready();
+  const manifest = JSON.parse(fs.readFileSync(manifestPath));
+  const buf = fs.readFileSync(path.join(path.dirname(manifestPath), manifest[0].paths[0]));
+  const map = tf.io.decodeWeights(buf.buffer.slice(buf.byteOffset, buf.byteOffset + buf.length), manifest[0].weights);
+  const net = faceapi.nets.tinyFaceDetector;
+  net.loadFromWeightMap(map);
+  const raw = fs.readFileSync(xPath);
+  const x = tf.tensor4d(new Float32Array(raw.buffer, raw.byteOffset, raw.length / 4), [1, +size, +size, 3]);
+  const y = net.runMobilenet(x, net.params);
+  fs.writeFileSync(yPath, Buffer.from((await y.data()).buffer));
+})();
+"""
+
+
+def faceapi_js_check(model: Model, manifest: Path, onnx_path: Path, out: Path) -> str:
+    """onnxruntime on ``onnx_path`` against the package's own JavaScript (``runMobilenet`` on tfjs' CPU backend)
+    on the random input ``bench/faceapi_tiny_to_onnx.py`` saved; "" when node or npm is missing."""
+    import shutil
+
+    import numpy as np
+    import onnxruntime as ort
+
+    if not (shutil.which("node") and shutil.which("npm")):
+        return ""
+    modules = out / "venvs" / "tfjs"
+    if not (modules / "node_modules" / "@tensorflow" / "tfjs").is_dir():
+        modules.mkdir(parents=True, exist_ok=True)
+        (modules / "package.json").write_text('{"name": "tfjs-check", "private": true}\n')
+        log(f"npm install {' '.join(TFJS_PINS)} into {modules}")
+        subprocess.run(["npm", "install", "--silent", "--no-audit", "--no-fund", *TFJS_PINS], cwd=modules, check=True,
+                       stdout=subprocess.DEVNULL)
+    name, version = model.package
+    lib = npm_file(name, version, "dist/face-api.node-wasm.js", manifest.parent, out / "npm")
+    here = modules / "face-api.node-wasm.js"  # beside node_modules, so that its requires resolve
+    shutil.copyfile(lib, here)
+    saved = np.load(f"{onnx_path}.npz")
+    x_file, y_file = modules / "x.f32", modules / "y.f32"
+    saved["x"].astype(np.float32).tofile(x_file)
+    subprocess.run(["node", "-e", _FACEAPI_JS, str(here.resolve()), str(manifest.resolve()), str(x_file),
+                    str(y_file), model.size], check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    js = np.fromfile(y_file, np.float32).reshape(saved["y"].shape)
+    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    got = session.run(None, {session.get_inputs()[0].name: saved["x"]})[0]
+    return f"  ort-vs-face-api-js {float(np.abs(got - js).max()):.1e}"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("build"))
@@ -496,7 +574,7 @@ def main() -> None:
             continue
         name, version = model.package
         if model.registry == "npm":
-            subfolder = "tfjs" / Path(model.name) if model.exporter.startswith("tfjs") else Path("tflite")
+            subfolder = "tfjs" / Path(model.name) if model.exporter.startswith(("tfjs", "faceapi")) else Path("tflite")
             tflite = npm_file(name, version, model.member, folder / subfolder, args.out / "npm")
         else:
             platform = WHEEL_PLATFORM if model.package == MEDIAPIPE else ()
@@ -508,6 +586,8 @@ def main() -> None:
                 continue
         at = "@" if model.registry == "npm" else "=="
         fed = f"  fed {model.input_shape}" if model.input_shape else ""
+        if model.exporter == "faceapi":
+            fed += faceapi_js_check(model, tflite, onnx_path, args.out)
         if model.exporter == "tfjs_layers_tflite":
             npz = tflite.with_name(f"{model.name}.tflite.npz")
             fed += f"  ort-vs-keras {against_keras(onnx_path, npz):.1e}  tflite sha256 {sha256(npz.with_suffix(''))[:16]}"
