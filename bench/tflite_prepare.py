@@ -1,9 +1,10 @@
 """Make a shipped TFLite model convertible to ONNX without changing what it computes (run with TensorFlow).
 
-    /work/tfenv/bin/python bench/tflite_prepare.py IN.tflite OUT.tflite
+    /work/tfenv/bin/python bench/tflite_prepare.py [--unshare] IN.tflite OUT.tflite
 
 Standalone (no hwopt import): ``bench.mediapipe_exports`` runs it with ``--tf-python`` before tf2onnx, for
-the models whose ``Model.prepare`` says so. Two rewrites, each only where the model has the op:
+the models whose ``Model.prepare`` says so, and with ``--unshare`` before tflite2onnx for those whose
+``Model.unshare`` does. Two rewrites, each only where the model has the op:
 
 - DENSIFY of a constant sparse weight (MediaPipe's pose_detection and face_detection_full_range_sparse
   store pruned weights that way; neither tflite2onnx nor tf2onnx reads sparse tensors): the dense values
@@ -15,6 +16,12 @@ the models whose ``Model.prepare`` says so. Two rewrites, each only where the mo
   its fourth input (TFLite >= 2.5), TransposeConvOptions with the same padding and strides, and its output
   shape as a new int32 constant. The interpreter cannot run the custom op, so the check is the builtin's
   definition; selfie_segmentation's one use is 2x2 stride 2 SAME (no overlap, no padding).
+
+With ``--unshare`` (and only then), a third: every constant tensor that several operators read gets one copy
+per further reader (a new tensor, a new buffer with the same bytes). TensorFlow's converter shares equal
+constants (a residual scaling's 0.2, a leaky ReLU's 0.1) among all their operators, and tflite2onnx 0.4.1 cannot
+broadcast a shared tensor (AssertionError in ``fakeBroadcast``: it reshapes each binary operator's constant in
+place); with one copy per operator it can. Set F's face-api TinyFaceDetector.
 
 Prints what it replaced, and when the input had no custom op, the largest difference between the input's
 and the output's outputs in the TFLite interpreter on a random input (0.0 expected).
@@ -110,6 +117,28 @@ def transpose_conv_bias(model) -> int:
     return replaced
 
 
+def unshare(model) -> int:
+    """One copy of a shared constant tensor per further reader (see the docstring); the number of copies."""
+    import copy
+
+    copies = 0
+    for subgraph in model.subgraphs:
+        readers: dict[int, list[tuple[int, int]]] = {}
+        for index, op in enumerate(subgraph.operators):
+            for position, tensor in enumerate(op.inputs):
+                if tensor >= 0 and model.buffers[subgraph.tensors[tensor].buffer].data is not None:
+                    readers.setdefault(int(tensor), []).append((index, position))
+        for tensor, uses in readers.items():
+            for index, position in uses[1:]:
+                duplicate = copy.deepcopy(subgraph.tensors[tensor])
+                duplicate.buffer = _add_buffer(model, bytes(model.buffers[duplicate.buffer].data))
+                duplicate.name = b"%s/copy%d" % (bytes(duplicate.name), index)
+                subgraph.tensors.append(duplicate)
+                subgraph.operators[index].inputs[position] = len(subgraph.tensors) - 1
+                copies += 1
+    return copies
+
+
 def _outputs(path: str, x: dict[int, np.ndarray] | None = None):
     interpreter = tf.lite.Interpreter(model_path=path, experimental_op_resolver_type=NO_DELEGATE)
     interpreter.allocate_tensors()
@@ -121,14 +150,16 @@ def _outputs(path: str, x: dict[int, np.ndarray] | None = None):
 
 
 def main() -> None:
-    src, dst = sys.argv[1], sys.argv[2]
+    args = [a for a in sys.argv[1:] if a != "--unshare"]
+    src, dst = args
     model = flatbuffer_utils.read_model(src)
     had_custom = any(_custom(model, op) for subgraph in model.subgraphs for op in subgraph.operators)
     dense = densify(model, src) if not had_custom else 0
     transposed = transpose_conv_bias(model)
+    copies = unshare(model) if "--unshare" in sys.argv else 0
     flatbuffer_utils.write_model(model, dst)
     print(f"{src}: {dense} DENSIFY replaced by dense constants, {transposed} Convolution2DTransposeBias by "
-          f"TRANSPOSE_CONV")
+          f"TRANSPOSE_CONV, {copies} shared constants copied")
     if not had_custom:
         before, after = _outputs(src), _outputs(dst)
         print(f"largest output difference, input vs output model: "
