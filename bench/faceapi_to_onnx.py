@@ -49,23 +49,15 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
+from tfjs_weights import decode
+
 
 def weights(manifest: Path, data: Path) -> dict[str, np.ndarray]:
     raw = data.read_bytes()
     values, offset = {}, 0
     for group in json.loads(manifest.read_text()):
-        for w in group["weights"]:
-            n = int(np.prod(w["shape"]))
-            q = w.get("quantization")
-            if q:
-                dtype = {"uint8": np.uint8, "uint16": np.uint16}[q["dtype"]]
-                part = np.frombuffer(raw, dtype, n, offset)
-                value = part.astype(np.float32) * np.float32(q["scale"]) + np.float32(q["min"])
-            else:
-                part = np.frombuffer(raw, np.float32, n, offset)
-                value = part.copy()
-            offset += part.nbytes
-            values[w["name"]] = value.reshape(w["shape"])
+        found, offset = decode(raw, group["weights"], offset)
+        values.update(found)
     assert offset == len(raw), (offset, len(raw))
     return values
 

@@ -30,24 +30,16 @@ from pathlib import Path
 import numpy as np
 import tf_keras
 
+from tfjs_weights import decode
+
 
 def weights(src: Path, manifest: list[dict]) -> dict[str, np.ndarray]:
     values: dict[str, np.ndarray] = {}
     for group in manifest:
         data = b"".join(base64.b64decode((src.parent / f"{p}.b64").read_text()) if (src.parent / f"{p}.b64").is_file()
                         else (src.parent / p).read_bytes() for p in group["paths"])
-        offset = 0
-        for w in group["weights"]:
-            n = int(np.prod(w["shape"]))
-            q = w.get("quantization")
-            if q:
-                raw = np.frombuffer(data, {"uint8": np.uint8, "uint16": np.uint16}[q["dtype"]], n, offset)
-                value = raw.astype(np.float32) * np.float32(q["scale"]) + np.float32(q["min"])
-            else:
-                raw = np.frombuffer(data, np.float32, n, offset)
-                value = raw.copy()
-            offset += raw.nbytes
-            values[w["name"]] = value.reshape(w["shape"])
+        found, offset = decode(data, group["weights"])
+        values.update(found)
         assert offset == len(data), (offset, len(data))
     return values
 
