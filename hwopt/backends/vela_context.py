@@ -27,7 +27,6 @@ So the figures of a model's kernels sum to Vela's whole-model latency (``attribu
 from __future__ import annotations
 
 import math
-
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,11 +44,11 @@ _WEIGHTED = frozenset(CONV_KINDS) | {"gemm"}
 def _feeding_conv(index: int, sched, producer: dict[str, int], priced: set[int], macs: float = 0.0) -> int | None:
     """The convolution kernel feeding kernel ``index`` that a conv row named after ``index``'s output is: Vela
     lets one conv write straight into a Concat's output, its row then named after the Concat. Among the
-    feeding convs, one with no row of its own (``priced``) before one with, then the one whose MAC count is
-    nearest the row's, then the latest in the schedule (InceptionV3's four branches feed one Concat, two of
-    them with the same MACs)."""
+    feeding convs with no row of their own (not in ``priced``), the one whose MAC count is nearest the row's,
+    then the latest in the schedule (InceptionV3's four branches feed one Concat, two of them with the same
+    MACs); None when every feeding conv has a row."""
     found = [producer[name] for name in sched.kernels[index].inputs if name in producer]
-    found = [i for i in found if sched.kernels[i].kernel.kind in _WEIGHTED]
+    found = [i for i in found if sched.kernels[i].kernel.kind in _WEIGHTED and i not in priced]
     if not found:
         return None
 
@@ -57,7 +56,7 @@ def _feeding_conv(index: int, sched, producer: dict[str, int], priced: set[int],
         own = float(sched.kernels[i].kernel.macs)
         return abs(math.log(own / macs)) if own > 0 and macs > 0 else 0.0
 
-    return min(found, key=lambda i: (i in priced, distance(i), -i))
+    return min(found, key=lambda i: (distance(i), -i))
 
 
 @dataclass
