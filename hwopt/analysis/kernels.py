@@ -275,13 +275,14 @@ def constant_operand_form(node: Node) -> str:
 _VIEW_READERS = ("Reshape", "Flatten", "Squeeze", "Unsqueeze")
 
 
-def transpose_is_nhwc_view(node: Node) -> bool:
-    """True when ``node`` is a Transpose read only by a view op (Reshape & co.) and the pair moves no data in
-    NHWC storage: hwopt's TFLite writer then writes one RESHAPE (``hwopt.tflite.fusion``), as for the
-    NHWC -> NCHW Transpose tflite2onnx and tf2onnx put before a head's Reshape."""
+def transpose_is_nhwc_view(node: Node, graph_outputs: set[str] = frozenset()) -> bool:
+    """True when ``node`` is a Transpose read only by a view op (Reshape & co.), not a graph output, and the
+    pair moves no data in NHWC storage: hwopt's TFLite writer then writes one RESHAPE
+    (``hwopt.tflite.fusion``), as for the NHWC -> NCHW Transpose tflite2onnx and tf2onnx put before a head's
+    Reshape."""
     from hwopt.tflite import layout
 
-    if node.op != "Transpose" or len(node.outputs[0].outputs) != 1:
+    if node.op != "Transpose" or len(node.outputs[0].outputs) != 1 or node.outputs[0].name in graph_outputs:
         return False
     view = node.outputs[0].outputs[0]
     if view.op not in _VIEW_READERS or view.inputs[0] is not node.outputs[0]:
@@ -395,7 +396,7 @@ def schedule(model_or_graph: onnx.ModelProto | gs.Graph, policy: FusionPolicy = 
                     nodes.extend(act.nodes)
                 output = chain[-1].output
         consumed.update(id(n) for n in nodes)
-        if policy.nhwc_views and kernel.kind == "layout" and transpose_is_nhwc_view(node):
+        if policy.nhwc_views and kernel.kind == "layout" and transpose_is_nhwc_view(node, set(result.outputs)):
             kernel = replace(kernel, kind="view")
         if kernel.kind == "view" and not policy.view_ops_free:
             kernel = replace(kernel, kind="layout")

@@ -111,3 +111,7 @@ def test_a_transpose_that_moves_no_data_in_nhwc_before_a_reshape_is_a_view_where
     kinds = {sk.nodes[0]: sk.kernel.kind for sk in schedule(model, FusionPolicy(nhwc_views=True)).kernels}
     assert kinds["to_nchw"] == "layout" and kinds["to_nhwc"] == "view"
     assert {sk.nodes[0]: sk.kernel.kind for sk in schedule(model).kernels}["to_nhwc"] == "layout"
+    # a Transpose the graph also outputs is written as a TRANSPOSE: not a view
+    model.graph.output.append(helper.make_tensor_value_info("nhwc", TensorProto.FLOAT, [1, 16, 16, 8]))
+    kinds = {sk.nodes[0]: sk.kernel.kind for sk in schedule(model, FusionPolicy(nhwc_views=True)).kernels}
+    assert kinds["to_nhwc"] == "layout"
