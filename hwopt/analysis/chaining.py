@@ -36,6 +36,7 @@ import onnx_graphsurgeon as gs
 
 from hwopt.analysis.graph import Node, constant_value
 from hwopt.analysis.kernel import CONV_KINDS, Schedule, ScheduledKernel
+from hwopt.analysis.kernels import BINARY_ELEMENTWISE
 
 CHAINED_OPS = ("Add", "Sub", "Mul", "Max", "Min")  # Vela's native binary elementwise ops (Div is lowered)
 
@@ -80,7 +81,7 @@ def _starts_chain(sk: ScheduledKernel, first: Node) -> bool:
         return False
     if first.op == "ConvTranspose" and max(int(s) for s in first.attrs.get("strides", (1, 1))) > 1:
         return False  # written as one conv per output phase, each into a slice: several producers
-    return sk.kernel.kind != "eltwise" or first.op in ("Add", "Sub", "Mul", "Max", "Min", "Div")
+    return sk.kernel.kind != "eltwise" or first.op in BINARY_ELEMENTWISE
 
 
 def chain_elementwise(result: Schedule, graph: gs.Graph) -> list[int]:

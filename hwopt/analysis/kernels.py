@@ -272,30 +272,25 @@ def constant_operand_form(node: Node) -> str:
     return f"{node.op}{PER_CHANNEL}" if sizes and max(sizes) > 1 else node.op
 
 
-_VIEW_READERS = ("Reshape", "Flatten", "Squeeze", "Unsqueeze")
-
-
 def transpose_is_nhwc_view(node: Node, graph_outputs: set[str] = frozenset()) -> bool:
     """True when ``node`` is a Transpose read only by a view op (Reshape & co.), not a graph output, and the
     pair moves no data in NHWC storage: hwopt's TFLite writer then writes one RESHAPE
-    (``hwopt.tflite.fusion``), as for the NHWC -> NCHW Transpose tflite2onnx and tf2onnx put before a head's
-    Reshape."""
+    (``hwopt.tflite.fusion``, ``hwopt.tflite.ops_shape.view``), as for the NHWC -> NCHW Transpose
+    tflite2onnx and tf2onnx put before a head's Reshape."""
     from hwopt.tflite import layout
+    from hwopt.tflite.fusion import VIEWS
 
     if node.op != "Transpose" or len(node.outputs[0].outputs) != 1 or node.outputs[0].name in graph_outputs:
         return False
     view = node.outputs[0].outputs[0]
-    if view.op not in _VIEW_READERS or view.inputs[0] is not node.outputs[0]:
+    if view.op not in VIEWS or view.inputs[0] is not node.outputs[0]:
         return False
-    shape, out_shape = _dims(node.inputs[0]), _dims(view.outputs[0])
     if not node.inputs[0].shape or not view.outputs[0].shape:
         return False
-    rank = len(shape)
-    order = list(node.attrs.get("perm", reversed(range(rank))))
-    stored = layout.perm(rank)
-    physical = layout.physical_shape(shape)
-    moved = [axis for axis in (stored.index(a) for a in order) if physical[axis] != 1]
-    return moved == sorted(moved) and layout.same_memory_order(out_shape)
+    shape = _dims(node.inputs[0])
+    order = list(node.attrs.get("perm", reversed(range(len(shape)))))
+    return (layout.view_reorder(order, layout.physical_shape(shape)) is None
+            and layout.same_memory_order(_dims(view.outputs[0])))
 
 
 def hosts_activation(kernel: Kernel, policy: FusionPolicy) -> bool:

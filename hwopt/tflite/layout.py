@@ -44,6 +44,16 @@ def same_memory_order(shape: tuple[int, ...] | list[int]) -> bool:
     return order == sorted(order)
 
 
+def view_reorder(order: list[int], stored_shape: tuple[int, ...] | list[int]) -> list[int] | None:
+    """The transpose of a stored tensor (physical axes; ``stored_shape`` its physical shape) that puts its
+    elements in the order of ONNX axes ``order``, as a view op after a Transpose reads them; None when no
+    element moves (only size-1 axes change place)."""
+    stored = perm(len(stored_shape))
+    to_order = [stored.index(axis) for axis in order]
+    moved = [axis for axis in to_order if stored_shape[axis] != 1]
+    return None if moved == sorted(moved) else to_order
+
+
 def transpose_perm(onnx_perm: list[int], rank: int) -> list[int]:
     """The TFLite TRANSPOSE permutation (physical axes) for an ONNX Transpose of ``onnx_perm``.
 

@@ -42,12 +42,10 @@ def view(ctx: Context, unit: Unit) -> None:
     in_shape, out_shape = ctx.shape(src), ctx.shape(dst)
     rank = len(in_shape)
     order = list(ctx.attrs().get("hwopt_perm", range(rank)))  # the data wanted: ONNX input axes in this order
-    stored = layout.perm(rank)
-    to_order = [stored.index(axis) for axis in order]  # transpose of the stored tensor giving that order
-    moved = [axis for axis in to_order if ctx.tshape(ctx.input(src))[axis] != 1]
     x = ctx.input(src)
+    to_order = layout.view_reorder(order, ctx.tshape(x))  # transpose of the stored tensor giving that order
     out = ctx.output(dst, ctx.quant(x))
-    if moved != sorted(moved):
+    if to_order is not None:
         x = _transpose(ctx, x, to_order, f"{dst}/to_onnx_order")
     if layout.same_memory_order(out_shape):
         _reshape(ctx, x, layout.physical_shape(out_shape), dst, out)
