@@ -17,8 +17,12 @@ builder (``examples.builder``):
 - ``prelu``, ``affine``: plain PReLU nets, and residual nets with a BatchNormalization after each Add as a
   1x1 depthwise conv;
 - ``keras``: plain Keras CNNs as tf2onnx writes them (NHWC input, unfolded BatchNormalizations, PReLU
-  spelled as Max/Min/Mul/Add, 2x2 pools, Flatten into dense layers), and Keras ConvTranspose heatmap heads
-  (a Slice cropping each upsampling, a Transpose of the full-size output).
+  spelled as Max/Min/Mul/Add, 2x2 pools, Flatten into dense layers; some with the BatchNormalization op
+  left standalone after the ReLU), and Keras ConvTranspose heatmap heads (a Slice cropping each
+  upsampling, a Transpose of the full-size output);
+- ``aspp``: atrous heads (dilations 2-24, dense or separable), ``dense``: ESRGAN's residual dense blocks
+  (Concats of up to 640 channels at full resolution), ``spelled_leaky``: a tiny-face-detector-like net
+  with its leaky ReLU spelled as Mul, Sub, ReLU and Add at 256-416 px.
 
 None is a real export of ``tests/data`` or PP-OCRv4 (the unseen set): the corpus' MobileNetV3-Small is
 width 0.25 at 64x64, EfficientNet-B0 width 0.25 depth 0.5 at 64x64, LR-ASPP MobileNetV3-Large 0.25 at
@@ -202,13 +206,15 @@ def keras_net(channels: tuple[int, ...], size: int, block: str = "relu-bn-pool",
         return b.const(b.rng.uniform(low, high, (1, c, 1, 1)))
 
     def bn(y: str) -> str:
+        if block == "relu-bnop-pool":  # a BatchNormalization op left standalone (the captcha CNN of set F)
+            return b.batchnorm(y)
         c = b.channels(y)
         return b.add(b.mul(y, per_channel(0.5, 1.5, c)), per_channel(-0.2, 0.2, c))
 
     for i, c in enumerate(channels):
         with b.scope(f"block{i}"):
             y = b.conv(y, c, 3, 1, pad=0, bias=True, module="conv")
-            if block == "relu-bn-pool":
+            if block in ("relu-bn-pool", "relu-bnop-pool"):
                 y = b.maxpool(bn(b.relu(y)), 2, 2, 0)
             elif block == "pool-relu":
                 y = b.relu(b.maxpool(y, 2, 2, 0))
@@ -273,6 +279,78 @@ def unet(width: int, size: int, up: str = "nearest", seed: int = 0) -> onnx.Mode
     return b.build(f"U-Net ({up} upsampling) base width {width} at {size}x{size} (random weights)")
 
 
+def aspp_net(width: int, size: int, dilations: tuple[int, ...], separable: bool = False, down: int = 2,
+             seed: int = 0) -> onnx.ModelProto:
+    """A DeepLab/CRAFT-style atrous head: a stride-2 encoder to 1/2**down of the input, then parallel 3x3
+    convs of the given dilations (dense, or ``separable``: a dilated depthwise conv and a pointwise one, as
+    DeepLabV3+ writes them), a 1x1 branch, their Concat and a 1x1 projection. Vela runs dilation 2 natively
+    and splits a larger one into (dilation / gcd(dilation, stride))^2 sub-grid convs, each with the weights
+    (``Kernel.dilation``): CRAFT's link refiner (dilations 6-24 at 480x640) is 14-100x its undilated cost,
+    which no other family shows."""
+    b = GraphBuilder(f"aspp_c{width}_{size}_d{'-'.join(map(str, dilations))}{'_sep' if separable else ''}", 13,
+                     seed, Habits())
+    y = b.input("input", 3, size, size)
+    for level in range(down):
+        y = b.conv_bn_act(y, width if level == down - 1 else max(width // 2, 8), 3, 2, act="relu", module=f"down{level}")
+    branches = [b.conv_bn_act(y, width, 1, act="relu", module="aspp_1x1")]
+    for d in dilations:
+        with b.scope(f"aspp_d{d}"):
+            if separable:
+                z = b.relu(b.conv(y, width, 3, groups=width, dilation=d, bias=True, module="dw"))
+                branches.append(b.conv_bn_act(z, width, 1, act="relu", module="pw"))
+            else:
+                branches.append(b.relu(b.conv(y, width, 3, dilation=d, bias=True, module="conv")))
+    y = b.conv_bn_act(b.concat(branches), width, 1, act="relu", module="project")
+    b.output(b.conv(y, 2, 1, bias=True, module="head"), "output")
+    return b.build(f"atrous head, width {width}, dilations {dilations}{' separable' if separable else ''}, "
+                   f"at {size}x{size} (random weights)")
+
+
+def dense_net(width: int, growth: int, size: int, blocks: int = 1, seed: int = 0) -> onnx.ModelProto:
+    """ESRGAN's residual dense blocks at the input's size: five 3x3 convs, each reading the Concat of the block's
+    input and every conv before it (up to width + 4 x growth channels: 640 in UpscalerJS' ESRGAN-medium at
+    64x64), LeakyReLU after the first four, the fifth scaled by 0.2 and added back; a pixel-shuffle-free head.
+    Wide Concats at full resolution, which no other family has."""
+    b = GraphBuilder(f"dense_c{width}_g{growth}_{size}_b{blocks}", 13, seed, Habits())
+    x = b.input("input", 3, size, size)
+    y = b.conv(x, width, 3, bias=True, module="stem")
+    for block in range(blocks):
+        with b.scope(f"rdb{block}"):
+            feats = [y]
+            for i in range(5):
+                z = b.conv(b.concat(feats) if len(feats) > 1 else y, growth if i < 4 else width, 3, bias=True,
+                           module=f"conv{i}")
+                if i < 4:
+                    z = b._keep_channels(b._emit("LeakyRelu", [z], alpha=0.2), z)
+                    feats.append(z)
+            y = b.add(b.mul(z, b.const(0.2)), y)
+    b.output(b.conv(y, 3, 3, bias=True, module="head"), "output")
+    return b.build(f"residual dense blocks, width {width}, growth {growth}, at {size}x{size} (random weights)")
+
+
+def spelled_leaky_net(channels: tuple[int, ...], size: int, seed: int = 0) -> onnx.ModelProto:
+    """face-api's tiny face detector as tf2onnx / tflite2onnx write it: separable convs, each followed by its
+    leaky ReLU spelled out (``m = x * 0.1; relu(x - m) + m``: a Mul by a scalar, a Sub, a ReLU, an Add) and a
+    2x2 max pool, from a 320-416 px input: scalar elementwise ops at full maps, beyond the other families'
+    sizes."""
+    b = GraphBuilder(f"spelled_leaky_{'-'.join(map(str, channels))}_{size}", 13, seed, Habits())
+    y = b.input("input", 3, size, size)
+
+    def leaky(z: str) -> str:
+        m = b.mul(z, b.const(0.1))
+        return b.add(b.relu(b._keep_channels(b._emit("Sub", [z, m]), z)), m)
+
+    y = leaky(b.conv(y, channels[0], 3, bias=True, module="stem"))
+    for i, c in enumerate(channels[1:]):
+        with b.scope(f"block{i}"):
+            y = b.maxpool(y, 2, 2, 0)
+            cin = b.channels(y)
+            y = b.conv(b.conv(y, cin, 3, groups=cin, bias=False, module="dw"), c, 1, bias=True, module="pw")
+            y = leaky(y)
+    b.output(b.conv(y, 25, 1, bias=True, module="head"), "output")
+    return b.build(f"tiny-face-detector-like net {channels} at {size}x{size}, leaky ReLU spelled out (random weights)")
+
+
 BLAZE_WIDTHS = {"a": (16, 16, 20, 24, 28, 32, 40, 48, 56, 64, 72, 80),
                 "b": (24, 24, 32, 40, 48, 56, 64, 80, 96, 96, 112, 128),
                 "c": (8, 12, 16, 16, 20, 24, 32, 40, 48, 48, 56, 64),
@@ -333,6 +411,21 @@ FAMILIES = {
        for c, s, n in ((16, 368, 3), (8, 256, 3), (24, 192, 2), (12, 320, 3), (32, 128, 3))},
     # the first block at the stem's full map (MTCNN's P-Net runs PReLUs at 144x192): maps up to 160x160
     **{f"prelu~{w}_{s}_late": (prelu_net, (PRELU_WIDTHS[w], s, (1, 3, 5))) for w, s in (("f", 320), ("h", 256))},
+    # added 2026-12-08 (session 14) after set F's misses: dilated convs (CRAFT's refiner), standalone
+    # BatchNormalization ops (a captcha CNN), ESRGAN's dense Concats, a spelled-out leaky ReLU at 416 px
+    **{f"aspp~c{c}_{s}_d{'-'.join(map(str, d))}{'_sep' if sep else ''}": (aspp_net, (c, s, d, sep, down))
+       for c, s, d, sep, down in ((32, 128, (3, 6, 9), False, 2), (64, 256, (6, 12, 18), False, 2),
+                                  (16, 192, (4, 8, 12, 16), False, 2), (48, 320, (12, 24), False, 3),
+                                  (24, 96, (2, 3, 5), False, 2), (32, 384, (6, 12, 18, 24), False, 2),
+                                  (64, 256, (6, 12, 18), True, 3), (32, 128, (3, 5, 7), True, 2),
+                                  (96, 128, (4, 8), False, 2), (40, 224, (9, 10), True, 2))},
+    **{f"keras~relu-bnop-pool_{'-'.join(map(str, c))}_{s}_{h}": (keras_net, (c, s, "relu-bnop-pool", h))
+       for c, s, h in (((32, 48, 64), 64, "flatten"), ((16, 32, 64, 128), 128, "gap"), ((24, 40), 48, "flatten"),
+                       ((8, 16, 32, 64), 200, "gap"))},
+    **{f"dense~c{c}_g{g}_{s}_b{n}": (dense_net, (c, g, s, n))
+       for c, g, s, n in ((64, 32, 64, 1), (128, 128, 64, 1), (32, 16, 128, 2), (48, 48, 96, 1), (64, 64, 48, 2))},
+    **{f"spelled_leaky~{'-'.join(map(str, c))}_{s}": (spelled_leaky_net, (c, s))
+       for c, s in (((16, 32, 64, 128), 416), ((8, 16, 32, 64, 128), 320), ((16, 32, 64), 256))},
 }
 
 

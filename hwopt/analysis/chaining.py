@@ -39,6 +39,10 @@ from hwopt.analysis.kernel import CONV_KINDS, Schedule, ScheduledKernel
 from hwopt.analysis.kernels import BINARY_ELEMENTWISE
 
 CHAINED_OPS = ("Add", "Sub", "Mul", "Max", "Min")  # Vela's native binary elementwise ops (Div is lowered)
+# Ops the writer lowers to several chainable ones: a standalone BatchNormalization is a MUL and an ADD by
+# per-channel constants (hwopt.tflite.ops_elementwise.batch_norm), which Vela chains one after the other
+# (the captcha CNN of set F on ethos-u85-256). (ops in the chain, outside inputs).
+LOWERED_CHAINS = {"BatchNormalization": (2, 2)}
 
 MAX_CHAIN_OPS = 4
 MAX_OUTSIDE_INPUTS = 3
@@ -76,7 +80,7 @@ def _outside(tensors: list) -> int:
 
 def _starts_chain(sk: ScheduledKernel, first: Node) -> bool:
     if sk.kernel.kind == "act":  # an elementwise op by a constant (MobileFaceNet's PReLU as Min, Mul, Add)
-        return first.op in CHAINED_OPS
+        return first.op in CHAINED_OPS or first.op in LOWERED_CHAINS
     if sk.kernel.kind not in _STARTERS:
         return False
     if first.op == "ConvTranspose" and max(int(s) for s in first.attrs.get("strides", (1, 1))) > 1:
@@ -99,7 +103,8 @@ def chain_elementwise(result: Schedule, graph: gs.Graph) -> list[int]:
             continue
         sk = result.kernels[index]
         merged = None
-        if (node.op in CHAINED_OPS and sk.kernel.kind in ("eltwise", "act") and sk.nodes[0] == node.name
+        if ((node.op in CHAINED_OPS or node.op in LOWERED_CHAINS) and sk.kernel.kind in ("eltwise", "act")
+                and sk.nodes[0] == node.name
                 and previous is not None and previous != index):
             merged = _chain_into(result, nodes, groups, previous, index, node, outputs)
         if merged is not None:
@@ -110,7 +115,9 @@ def chain_elementwise(result: Schedule, graph: gs.Graph) -> list[int]:
         elif previous != index or index not in groups:
             previous = index
             first = nodes[sk.nodes[0]]
-            groups[index] = _Group(1, _outside(first.inputs if sk.kernel.kind in ("eltwise", "act") else first.inputs[:1]))
+            ops, outside = LOWERED_CHAINS.get(first.op, (1, _outside(first.inputs if sk.kernel.kind in ("eltwise", "act")
+                                                                            else first.inputs[:1])))
+            groups[index] = _Group(ops, outside)
     for index in sorted(removed, reverse=True):
         del result.kernels[index]
     return removed
@@ -129,7 +136,8 @@ def _chain_into(result: Schedule, nodes: dict[str, Node], groups: dict[int, _Gro
         return None
     group = groups[before]
     others = [t for t in add.inputs if t.name != written]
-    if group.ops + 1 > MAX_CHAIN_OPS or group.outside + _outside(others) > MAX_OUTSIDE_INPUTS:
+    ops, outside = LOWERED_CHAINS.get(add.op, (1, _outside(others)))
+    if group.ops + ops > MAX_CHAIN_OPS or group.outside + outside > MAX_OUTSIDE_INPUTS:
         return None
     shape = tuple(add.outputs[0].shape or ())
     if not shape or any(tuple(t.shape or ()) != shape for t in add.inputs if not isinstance(t, gs.Constant)):
@@ -143,6 +151,6 @@ def _chain_into(result: Schedule, nodes: dict[str, Node], groups: dict[int, _Gro
     host.nodes.extend(guest.nodes)
     host.output, host.output_bytes = guest.output, guest.output_bytes
     host.inputs.extend(t.name for t in others if t.name not in host.inputs and not isinstance(t, gs.Constant))
-    group.ops += 1
-    group.outside += _outside(others)
+    group.ops += ops
+    group.outside += outside
     return before

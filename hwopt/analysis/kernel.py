@@ -78,6 +78,11 @@ class Kernel:
     # zeros, encodes to 0.40 of its int8 size; dense weights to 0.87-1.0), so on a weight-bound target
     # the same geometry runs faster. 0 for other kinds and for weights hwopt cannot read.
     weight_zeros: int = 0
+    # A conv's dilation (1 when every off-centre tap only reads padding: described as the 1x1 conv it computes).
+    # Vela runs dilation 2 natively but splits a larger one into (dilation / gcd(dilation, stride))^2 convs
+    # over strided sub-grids of the map, each with the weights (regor's HandleDilation): CRAFT's link refiner,
+    # dilations 6-24 at 480x640, costs 12-228 s on Ethos-U, 14-100x its undilated convs.
+    dilation: int = 1
     # Layout conversions this kernel pays inside its model (hwopt.analysis.layout): not part of what a
     # backend measures in isolation, so the estimator costs them on top of the kernel.
     reorder_in: bool = False
@@ -135,6 +140,8 @@ class Kernel:
                 f"x{self.kw}" if self.kw != self.kernel else "") + f" s{self.stride} @{self.h}x{self.w}"
             if self.kind == "gconv":
                 text += f" g{self.groups}"
+            if self.dilation > 1:
+                text += f" d{self.dilation}"
         elif self.kind == "gemm" and (self.groups > 1 or self.activation_operand):
             # attention's products: per group (head), rows x cin @ cin x cout
             rows = self.batch // max(self.groups, 1)

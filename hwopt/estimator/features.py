@@ -45,10 +45,11 @@ from hwopt.analysis.kernel import CONV_KINDS, KINDS, Kernel
 # prelu: Vela lowers a per-channel PReLU to three passes over the map (MUL by the slope, MUL, MAXIMUM) and
 # reads the slope per element from where constants live (flash on U55): not a cheap lane op. With a slope
 # over 1 it is four passes (MINIMUM, MUL, RELU, ADD: hwopt.analysis.kernels.prelu_form), with one slope a
-# LeakyReLU.
+# LeakyReLU. A standalone BatchNormalization is written as a MUL and an ADD by per-channel constants: two
+# per-channel ops.
 ACT_OPS = {"": 0, "relu": 1, "relu6": 1, "clip": 1, "leakyrelu": 2, "prelu": 6, "hardsigmoid": 2, "hardswish": 3,
            "x*hardsigmoid": 3, "sigmoid": 4, "silu": 5, "swish": 5, "tanh": 4, "gelu": 6, "mul": 1, "add": 1,
-           "batchnormalization": 2, "prelu(one slope)": 2, "prelu(slopes over 1)": 12, "sub": 1, "max": 1,
+           "batchnormalization": 8, "prelu(one slope)": 2, "prelu(slopes over 1)": 12, "sub": 1, "max": 1,
            "min": 1, **{f"{op}(per channel)": 4 for op in ("add", "sub", "mul", "max", "min")}}
 _ACT_DEFAULT = 4
 
@@ -58,7 +59,7 @@ FEATURES = (
     "log_bytes", "cin_steps", "cin_mod", "cout_steps", "cout_mod", "log_padded_macs", "log_padded_bytes",
     "row_folds", "col_folds", "log_folds", "log_fold_cycles", "log_vector_work", "log_pixels",
     "pad_waste", "log_proxy", "log_proxy_fill4", "log_prior", "transposed", "weight_zeros",
-    "log_coded_param_bytes", "layout_op",
+    "log_coded_param_bytes", "layout_op", "dilation", "log_dilation_passes",
 )
 # Which data move a layout kernel is (0 for every other kind): a Transpose reorders the whole map, a Pad or a
 # Slice copies it, a Split or Gather copies parts; one 'layout' group holds them all, and without this the
@@ -104,7 +105,7 @@ def features(kernels: Sequence[Kernel], parallelism: int, dtype_bytes: int,
     col = {name: np.empty(n) for name in ("kind", "cin", "cout", "h", "w", "out_h", "out_w", "kernel", "kw",
                                            "stride", "groups", "inputs", "batch", "kdtype", "act_ops", "macs",
                                            "flops", "weights", "in_el", "out_el", "is_conv", "is_gemm",
-                                           "transposed", "zeros", "layout_op")}
+                                           "transposed", "zeros", "layout_op", "dilation")}
     for i, k in enumerate(kernels):
         col["kind"][i] = KIND_CODE.get(k.kind, -1)
         for name in ("cin", "cout", "h", "w", "out_h", "out_w", "kernel", "kw", "stride", "groups", "inputs",
@@ -127,6 +128,7 @@ def features(kernels: Sequence[Kernel], parallelism: int, dtype_bytes: int,
         col["transposed"][i] = k.op == "ConvTranspose"
         col["zeros"][i] = k.weight_zeros / 100.0  # pruned weights (Kernel.weight_zeros); appended last too
         col["layout_op"][i] = LAYOUT_OPS.get(k.op, 8) if k.kind == "layout" else 0  # appended last too
+        col["dilation"][i] = k.dilation  # appended last too
     db = float(dtype_bytes)
     cin, cout, groups = col["cin"], col["cout"], np.maximum(col["groups"], 1)
     gemm = col["is_gemm"] > 0
@@ -180,6 +182,10 @@ def features(kernels: Sequence[Kernel], parallelism: int, dtype_bytes: int,
     prior = (np.maximum(np.where(mapped, folds * (pixels + 3 * p) + (PREFETCH_P * p + tiles), vector_work / p),
                         streamed / p)
              + np.where(mapped, fused_act, LAUNCH_P * p))
+    # A dilated conv as an NPU compiler may split it (Vela above dilation 2: Kernel.dilation): one conv over a
+    # strided sub-grid per phase, (dilation / gcd(dilation, stride))^2 of them, each with all the weights.
+    dilation_passes = (col["dilation"] / np.gcd(col["dilation"].astype(np.int64),
+                                                 np.maximum(col["stride"], 1).astype(np.int64))) ** 2
     log = np.log1p
     out = np.column_stack([
         col["kind"], cin, cout, col["h"], col["w"], col["out_h"], col["out_w"], col["kernel"], col["kw"],
@@ -190,6 +196,7 @@ def features(kernels: Sequence[Kernel], parallelism: int, dtype_bytes: int,
         log(fold_cycles), log(vector_work), log(pixels), cin_pad * cout_pad / np.maximum(cin * cout, 1),
         log(proxies[0]), log(proxies[1]), log(prior), col["transposed"], col["zeros"],
         log(param_bytes * (1 - CODED_ZERO_SAVING * col["zeros"])), col["layout_op"],
+        col["dilation"], log(dilation_passes),
     ])
     return out.astype(np.float64)
 

@@ -89,12 +89,15 @@ def _atrous(dilation: int, hw: int = 14):
 
 @pytest.mark.parametrize("dilation,kernel", [(1, 3), (2, 3), (12, 3), (14, 1), (36, 1)])
 def test_an_atrous_conv_whose_outer_taps_only_read_padding_is_a_1x1_kernel(dilation: int, kernel: int) -> None:
+    """...and the descriptor keeps the dilation of a conv whose taps read the map (Kernel.dilation), 1 for the
+    1x1 it computes otherwise."""
     import numpy as np
     import onnxruntime as ort
 
     model, weight = _atrous(dilation)
     (sk,) = schedule(model).kernels
     assert (sk.kernel.kernel, sk.kernel.kw) == (kernel, kernel)
+    assert sk.kernel.dilation == (dilation if kernel == 3 else 1)
     if kernel == 1:  # the claim is exact: the centre tap alone gives the same output
         x = np.random.default_rng(1).standard_normal((1, 16, 14, 14)).astype(np.float32)
         y = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]

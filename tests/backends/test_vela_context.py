@@ -310,3 +310,68 @@ def test_rows_named_after_another_ops_tensor_go_to_the_op_that_ran_them(tmp_path
     per_cycle = 1e6 / measure_model(model, target).meta["clock_hz"]
     assert sorted(by_first[k].latency_us / per_cycle for k in ("branch_a", "branch_b")) == pytest.approx(conv_rows)
     assert found.attributed_us == pytest.approx(found.latency_us, rel=1e-6)
+
+
+def standalone_batchnorm(path: Path, channels: int = 16) -> onnx.ModelProto:
+    """conv -> ReLU -> a BatchNormalization op that cannot fold (the captcha CNN of set F, tf2onnx) -> conv."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(2)
+    c = channels
+    inits = [numpy_helper.from_array(v.astype(np.float32), n) for n, v in (
+        ("w", rng.standard_normal((c, 3, 3, 3)) * 0.3), ("gamma", rng.uniform(0.5, 1.5, c)),
+        ("beta", rng.uniform(-0.5, 0.5, c)), ("mean", rng.uniform(-0.2, 0.2, c)), ("var", rng.uniform(0.5, 2.0, c)),
+        ("w2", rng.standard_normal((c, c, 3, 3)) * 0.1))]
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], name="conv", pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["c"], ["r"], name="relu"),
+             helper.make_node("BatchNormalization", ["r", "gamma", "beta", "mean", "var"], ["bn"], name="bn"),
+             helper.make_node("Conv", ["bn", "w2"], ["y"], name="conv2", pads=[1, 1, 1, 1])]
+    graph = helper.make_graph(nodes, "standalone_bn", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 32, 32])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, c, 32, 32])], initializer=inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    onnx.save(onnx.shape_inference.infer_shapes(model), path)
+    return onnx.load(path)
+
+
+@pytest.mark.parametrize("name", ["ethos-u55-256", "ethos-u85-256"])
+def test_a_standalone_batchnorm_is_chained_on_u85_and_paid_on_u55(tmp_path: Path, name: str) -> None:
+    """The writer lowers a BatchNormalization it cannot fold to a MUL and an ADD by per-channel constants; U85
+    chains both into the conv before them (``chaining.LOWERED_CHAINS``), U55 runs them as passes of their own.
+    The schedule keeps exactly the kernels Vela gives cycles to."""
+    model = standalone_batchnorm(tmp_path / "bn.onnx")
+    target = load_target(name)
+    found = model_in_context(model, target)
+    assert all(k.latency_us > 0 for k in found.kernels), [(k.nodes, k.latency_us) for k in found.kernels]
+    paid = {n for row in measure_model(model, target).meta["layers"] if row["cycles"] > 0 for n in row["onnx_nodes"]}
+    firsts = {k.nodes[0] for k in found.kernels}
+    assert firsts <= paid and found.attributed_us == pytest.approx(found.latency_us, rel=1e-6)
+    if name == "ethos-u85-256":
+        assert "bn" not in firsts and "batchnormalization" in next(k for k in found.kernels if k.nodes[0] == "conv").kernel.act
+    else:
+        assert "bn" in firsts
+
+
+def test_a_dilated_convs_row_carries_its_dilation_and_vela_prices_it_apart(tmp_path: Path) -> None:
+    """Vela splits a conv of dilation over 2 into dilation^2 sub-grid convs (regor's HandleDilation), so its cost
+    is not the undilated conv's: the in-context row is keyed by ``Kernel.dilation`` and the table round-trips it."""
+    from hwopt.backends.table_file import write_table
+
+    def atrous(dilation: int) -> onnx.ModelProto:
+        b = GraphBuilder(f"atrous_{dilation}", 13, 0, Habits())
+        x = b.input("input", 3, 48, 48)
+        y = b.conv_bn_act(x, 16, 3, 2, act="relu", module="stem")
+        b.output(b.relu(b.conv(y, 32, 3, dilation=dilation, bias=True, module="aspp")), "output")
+        return b.build("atrous test net")
+
+    target = load_target("ethos-u55-256")
+    found = {}
+    for d in (1, 6):
+        path = tmp_path / f"atrous_{d}.onnx"
+        onnx.save(atrous(d), str(path))
+        rows, _ = in_context_rows([path], target)
+        (row,) = [r for r in rows if r.kernel.cout == 32]
+        found[d] = row
+    assert found[1].kernel.dilation == 1 and found[6].kernel.dilation == 6
+    assert found[6].latency_us > 2 * found[1].latency_us  # 36 passes, each with the weights
+    write_table(tmp_path / "t.csv.gz", [found[6]])
+    assert read_table(tmp_path / "t.csv.gz")[0].kernel.dilation == 6
