@@ -1,7 +1,11 @@
-"""affine-to-dwconv: a per-channel constant Mul or Add applied by a 1x1 depthwise conv (exact).
+"""affine-to-dwconv: a per-channel constant Mul or Add, or a standalone BatchNormalization, applied by a 1x1
+depthwise conv (exact).
 
 ``x * c`` becomes a depthwise conv with ``c`` as its weights; ``x + d`` one with weights 1 and ``d`` as its
-bias. Both compute the same floats (a product by 1.0 and a sum with 0 are exact). Arm's Vela lowers a
+bias. Both compute the same floats (a product by 1.0 and a sum with 0 are exact). A BatchNormalization
+becomes one with its scale as weights and its shift as bias (exact up to float rounding, as folding it
+into a conv is); the TFLite writer would lower it to a MUL and an ADD, two passes reading per-channel
+constants. Arm's Vela lowers a
 TFLite MUL or ADD with a constant operand broadcast over the map as an elementwise op reading that
 constant, which on Ethos-U55 costs cycles per element; a depthwise conv holds it as weights or bias, read
 once per pass. Whether it pays depends on the configuration (an age-and-gender net's ten such ops, Vela:
@@ -15,19 +19,27 @@ from __future__ import annotations
 import numpy as np
 import onnx_graphsurgeon as gs
 
+from hwopt.analysis.affine_sites import BATCH_NORM
 from hwopt.analysis.graph import constant_value
 from hwopt.analysis.sites import Site
 from hwopt.rewrites.node_lowering import NodeLowering, one_per_channel
 
 
 def per_channel_constant(site: Site) -> tuple[np.ndarray | None, str | None]:
-    """(one value per channel, None) or (None, why the constant cannot become depthwise weights)."""
-    operand, value, channels = site.target.operand, site.target.constant, site.target.channels
+    """(one value per channel, None) or (None, why the constant cannot become depthwise weights); for a
+    BatchNormalization (scale, shift) stacked as a (2, C) array."""
+    operand, channels = site.target.operand, site.target.channels
     rank = len(operand.shape or ())
     if rank != 4:
         return None, f"its activation is {rank}-D (a 1x1 depthwise conv needs NCHW)"
     if channels is None:
         return None, "its activation's channel count is unknown"
+    if site.target.node.op == BATCH_NORM:
+        scale, shift = site.target.affine()
+        if scale.shape != (channels,):
+            return None, f"its statistics have shape {list(scale.shape)}, not one value per channel ({channels})"
+        return np.stack([scale, shift]).astype("float32"), None
+    value = site.target.constant
     if value.size == 1:
         return None, "its constant is one value for every channel (an NPU applies a scalar from a register)"
     per_channel = one_per_channel(value, channels)
@@ -38,7 +50,8 @@ def per_channel_constant(site: Site) -> tuple[np.ndarray | None, str | None]:
 
 class AffineToDwconv(NodeLowering):
     name = "affine-to-dwconv"
-    summary = "per-channel constant Mul/Add -> a 1x1 depthwise conv (the constant as weights or bias)"
+    summary = ("per-channel constant Mul/Add or a standalone BatchNormalization -> a 1x1 depthwise conv (the "
+               "constants as weights and bias)")
     site_kind = "affine"
 
     def plan(self, site: Site) -> tuple[np.ndarray | None, str | None]:
@@ -46,9 +59,12 @@ class AffineToDwconv(NodeLowering):
 
     def replacement(self, node: gs.Node, values: np.ndarray) -> tuple[list[gs.Node], str]:
         x = next(t for t in node.inputs if constant_value(t) is None)
-        channels = values.size
+        channels = values.shape[-1]
         dtype = np.dtype(x.dtype) if x.dtype is not None else np.dtype(np.float32)
-        if node.op == "Mul":
+        if node.op == BATCH_NORM:
+            weight, form = values[0].reshape(channels, 1, 1, 1), "batch norm x * s + d"
+            inputs = [gs.Constant(f"{node.name}_dw_bias", values[1].astype(dtype))]
+        elif node.op == "Mul":
             weight, inputs, form = values.reshape(channels, 1, 1, 1), [], "x * c"
         else:
             weight, form = np.ones((channels, 1, 1, 1)), "x + d"

@@ -81,3 +81,46 @@ def test_on_ethos_u55_the_constant_stops_being_read_per_element(tmp_path: Path) 
     target = load_target("ethos-u55-256")
     before, after = measure_model(canonical, target), measure_model(result.model, target)
     assert after.latency_us < 0.7 * before.latency_us, (before.latency_us, after.latency_us)
+
+
+def _standalone_bn_net(path: Path, size: int = 16, channels: int = 8) -> Path:
+    """conv -> ReLU -> a BatchNormalization op that cannot fold (after the ReLU: a captcha CNN through tf2onnx)."""
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], "conv", pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["c"], ["r"], "relu"),
+             helper.make_node("BatchNormalization", ["r", "gamma", "beta", "mean", "var"], ["y"], "bn", epsilon=1e-3)]
+    inits = [("w", RNG.standard_normal((channels, 3, 3, 3)).astype(np.float32) * 0.3),
+             ("gamma", RNG.uniform(0.5, 1.5, channels).astype(np.float32)),
+             ("beta", RNG.uniform(-0.2, 0.2, channels).astype(np.float32)),
+             ("mean", RNG.uniform(0.0, 0.5, channels).astype(np.float32)),
+             ("var", RNG.uniform(0.5, 2.0, channels).astype(np.float32))]
+    graph = helper.make_graph(nodes, "bn", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, size, size])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, channels, size, size])],
+                              [numpy_helper.from_array(v, n) for n, v in inits])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), str(path))
+    return path
+
+
+def test_a_standalone_batchnorm_becomes_one_depthwise_conv(tmp_path: Path) -> None:
+    canonical, result = _rewrite(_standalone_bn_net(tmp_path / "bn.onnx"))
+    (step,) = result.steps
+    assert [(o.site, o.detail) for o in step.applied] == [("aff0", "8 ch: batch norm x * s + d as a 1x1 depthwise conv")]
+    assert result.exact
+    ops = [n.op_type for n in result.model.graph.node]
+    assert "BatchNormalization" not in ops and ops.count("Conv") == 2
+    x = RNG.standard_normal((1, 3, 16, 16)).astype(np.float32) * 3
+    before = ort.InferenceSession(canonical.SerializeToString()).run(None, {"x": x})[0]
+    after = ort.InferenceSession(result.model.SerializeToString()).run(None, {"x": x})[0]
+    np.testing.assert_allclose(after, before, rtol=1e-5, atol=1e-5)  # float rounding of the folded statistics
+
+
+def test_on_ethos_u55_a_standalone_batchnorm_as_a_depthwise_conv_is_faster(tmp_path: Path) -> None:
+    """The writer lowers the BatchNormalization to a MUL and an ADD by per-channel constants, each read per element
+    from flash on ethos-u55; one 1x1 depthwise conv holds both. Measured by Vela."""
+    pytest.importorskip("ethosu.vela")
+    from hwopt.backends.vela import measure_model
+    from hwopt.targets import load_target
+
+    canonical, result = _rewrite(_standalone_bn_net(tmp_path / "bn.onnx", size=64, channels=32))
+    target = load_target("ethos-u55-256")
+    before, after = measure_model(canonical, target), measure_model(result.model, target)
+    assert after.latency_us < 0.7 * before.latency_us, (before.latency_us, after.latency_us)
