@@ -83,6 +83,11 @@ class Kernel:
     # over strided sub-grids of the map, each with the weights (regor's HandleDilation): CRAFT's link refiner,
     # dilations 6-24 at 480x640, costs 12-228 s on Ethos-U, 14-100x its undilated convs.
     dilation: int = 1
+    # 1 when the kernel reads a graph input itself (the stem conv of an NCHW export). Where the arena is in
+    # DRAM behind an SRAM cache (Vela's Dedicated_Sram: U65, U85) such a kernel streams its input from DRAM:
+    # a 7x7 stride-2 3->64 conv at 224x224 costs 4.5 ms on ethos-u65-256 reading the input, 1.3 ms after the
+    # input Transpose of an NHWC export (tf2onnx) has copied it (same on ethos-u55-256).
+    graph_input: int = 0
     # Layout conversions this kernel pays inside its model (hwopt.analysis.layout): not part of what a
     # backend measures in isolation, so the estimator costs them on top of the kernel.
     reorder_in: bool = False
@@ -157,6 +162,7 @@ class Kernel:
             text = f"{self.kind}{'(' + name + ')' if name != self.kind else ''} {self.cout} ch @{self.out_h}x{self.out_w}"
         text += f" +{self.act}" if self.act else ""
         text += f" zeros {self.weight_zeros}%" if self.weight_zeros else ""
+        text += " [reads the input]" if self.graph_input else ""
         if self.reorder_in or self.reorder_out:
             text += " [reorder " + "+".join(w for w, on in (("in", self.reorder_in), ("out", self.reorder_out)) if on) + "]"
         return text

@@ -349,6 +349,7 @@ def schedule(model_or_graph: onnx.ModelProto | gs.Graph, policy: FusionPolicy = 
         outputs=[t.name for t in graph.outputs],
     )
     first_nodes: list[Node] = []  # each kernel's first node (for the layout rules)
+    graph_inputs = {t.name for t in graph.inputs}
     samples = _samples(graph)
     opset = int(graph.opset or 13)
     for node in graph.nodes:
@@ -398,6 +399,8 @@ def schedule(model_or_graph: onnx.ModelProto | gs.Graph, policy: FusionPolicy = 
         if kernel.kind == "view" and not policy.view_ops_free:
             kernel = replace(kernel, kind="layout")
         inputs = [t.name for t in _variables(node)]
+        if inputs and inputs[0] in graph_inputs and kernel.kind not in ("view", "unknown"):
+            kernel = replace(kernel, graph_input=1)  # it streams the model's input itself (Kernel.graph_input)
         result.kernels.append(ScheduledKernel(
             kernel, [n.name for n in nodes], inputs, output.name,
             int(np.prod(_dims(output)[1:] or [1])) * _dtype_bytes(output),

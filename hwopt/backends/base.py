@@ -24,7 +24,7 @@ KERNEL_COLUMNS = tuple(f.name for f in fields(Kernel) if f.name not in _IN_MODEL
 TABLE_COLUMNS = KERNEL_COLUMNS + ("latency_us", "dram_bytes", "backend", "meta")
 # Kernel columns added after tables were first written, with the value a row of an older table means.
 # Rows with that value may be appended to a table without the column.
-LATER_COLUMNS = {"weight_zeros": "0", "dilation": "1"}
+LATER_COLUMNS = {"weight_zeros": "0", "dilation": "1", "graph_input": "0"}
 
 Progress = Callable[[int, int], None]
 

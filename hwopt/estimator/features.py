@@ -59,7 +59,7 @@ FEATURES = (
     "log_bytes", "cin_steps", "cin_mod", "cout_steps", "cout_mod", "log_padded_macs", "log_padded_bytes",
     "row_folds", "col_folds", "log_folds", "log_fold_cycles", "log_vector_work", "log_pixels",
     "pad_waste", "log_proxy", "log_proxy_fill4", "log_prior", "transposed", "weight_zeros",
-    "log_coded_param_bytes", "layout_op", "dilation", "log_dilation_passes",
+    "log_coded_param_bytes", "layout_op", "dilation", "log_dilation_passes", "graph_input",
 )
 # Which data move a layout kernel is (0 for every other kind): a Transpose reorders the whole map, a Pad or a
 # Slice copies it, a Split or Gather copies parts; one 'layout' group holds them all, and without this the
@@ -196,7 +196,7 @@ def features(kernels: Sequence[Kernel], parallelism: int, dtype_bytes: int,
         log(fold_cycles), log(vector_work), log(pixels), cin_pad * cout_pad / np.maximum(cin * cout, 1),
         log(proxies[0]), log(proxies[1]), log(prior), col["transposed"], col["zeros"],
         log(param_bytes * (1 - CODED_ZERO_SAVING * col["zeros"])), col["layout_op"],
-        col["dilation"], log(dilation_passes),
+        col["dilation"], log(dilation_passes), np.array([k.graph_input for k in kernels], np.float64),
     ])
     return out.astype(np.float64)
 

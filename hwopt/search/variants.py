@@ -169,7 +169,8 @@ class VariantModel:
                 # trained); they are taken to be as pruned as the expand conv's, by the model's own pipeline.
                 return Kernel("conv", cin or base.cin, cout or base.cout, base.h, base.w, d.out_h, d.out_w,
                               d.kernel, d.kw, d.stride, 1, d.act, dtype_bytes=d.dtype_bytes,
-                              weight_zeros=base.weight_zeros, dilation=d.dilation, reorder_in=base.reorder_in,
+                              weight_zeros=base.weight_zeros, dilation=d.dilation, graph_input=base.graph_input,
+                              reorder_in=base.reorder_in,
                               reorder_out=d.reorder_out)
             if base.kind == "dwconv":
                 if how == "fuse":
