@@ -1,6 +1,6 @@
 """MediaPipe's trained TFLite models as ONNX, from the PyPI wheel only: real exports hwopt never trained on.
 
-    python -m bench.mediapipe_exports [--out build] [--tf-python /work/tfenv/bin/python] [--batch lead|fresh|e|f]
+    python -m bench.mediapipe_exports [--out build] [--tf-python /work/tfenv/bin/python] [--batch lead|fresh|e|f|g]
 
 Fetches ``mediapipe==0.10.14`` (the cp311 manylinux x86_64 wheel, whatever the running interpreter:
 ``pip download --no-deps`` into ``OUT/wheels``, nothing installed), extracts the float TFLite models
@@ -146,6 +146,27 @@ and from PyPI (``keras`` exporter, ``bench/keras_to_onnx.py``):
   frozen first (``from_graph_def``). TensorFlow's TFLite converter takes it, but tflite2onnx 0.4.1 fails on the
   result (``Requires layout description`` for the batch norm after a dense layer).
 
+``--batch g`` converts set G's TensorFlow.js graph models (written with ``--out build/setG``; no hwopt estimator was
+run on any of it; set G's other models come from ``bench.package_exports`` and ``bench.torch_package_exports``
+``--batch g``), from npm, with tf2onnx 1.17.0's TensorFlow.js reader (``tfjs`` exporter, opset 13, ``tfjs_prepare``
+as for set E):
+
+- nsfwjs@4.3.0 (MIT) ``dist/models/mobilenet_v2_mid/model.min.js``: the package's "MobileNetV2Mid" NSFW classifier
+  (a TF-Hub MobileNetV2 width 1.4 feature extractor, then a dense layer to the five classes and a softmax), a
+  *graph* model (TensorFlow.js Converter v1.7.4, weights uint8-quantized) shipped as JavaScript modules: node
+  evaluates them (``_npm_js_model``) into ``model.json`` and the weight shards, decoded from base64; 1x224x224x3
+  (the package's ``IMAGE_SIZE``; the batch is free). The same package's inception_v3 is set E's.
+- @codait/max-human-pose-estimator@0.3.0 (Apache-2.0) ``model/model.json``: IBM's MAX Human Pose Estimator, the
+  OpenPose network of tf-pose-estimation's ``mobilenet_thin`` (a thin MobileNetV1 trunk, then six refinement
+  stages of separable convolutions, heatmaps and part affinity fields concatenated: ``Openpose/concat_stage7``),
+  converted by tensorflowjs 0.8.0 from the frozen graph. Every input dim is free; the package resizes the
+  longer side to 432 and calls ``resizeBilinear([width, height])``, so a 640x480 frame reaches the network as
+  1x432x324x3, the size used here.
+
+Tried for set G and left out: @codait/max-image-segmenter@0.3.0 (DeepLabv3 MobileNetV2, tensorflowjs 0.8.0):
+its graph does its own preprocessing (resize and pad to 513) and ends in ArgMax, and its backbone's AddN ops
+become ONNX Sum, which the writer has no converter for (and MobileNetV2 is nsfwjs' family).
+
 The models are Google's MediaPipe solutions, Apache License 2.0 (as is the mediapipe package); they are
 not committed here. The floats in some of them are float16 weights with a Dequantize in front
 (tflite2onnx warns "float16 not supported/tested yet"; the ONNX holds the float32 values).
@@ -178,6 +199,7 @@ ESRGAN_MEDIUM = ("@upscalerjs/esrgan-medium", "1.0.0")  # npm
 ESRGAN_THICK = ("@upscalerjs/esrgan-thick", "1.0.0")  # npm
 ESRGAN_SLIM = ("@upscalerjs/esrgan-slim", "1.0.0")  # npm
 SKLESION = ("sklesion", "0.2.2")
+MAX_POSE = ("@codait/max-human-pose-estimator", "0.3.0")  # npm
 FACEAPI = ("@vladmandic/face-api", "1.7.15")  # npm
 TFJS_PINS = ("@tensorflow/tfjs@4.22.0", "@tensorflow/tfjs-backend-wasm@4.22.0", "@tensorflow/tfjs-backend-webgl@4.22.0")
 # The wheel the lead converted by hand: cp311, manylinux x86_64 (pip picks it whatever runs this script).
@@ -200,7 +222,7 @@ class Model:
     #                | tfjs_layers_tflite (a layers model via Keras to TFLite by TensorFlow, then tflite2onnx)
     #                | faceapi (a face-api network rebuilt by bench/faceapi_to_onnx.py, tf2onnx)
     #                | faceapi_tflite (the same, TFLite by TensorFlow, then tflite2onnx)
-    batch: str = "lead"  # lead (the first set) | fresh (the unseen test set gathered later) | e, f (sets E, F)
+    batch: str = "lead"  # lead (the first set) | fresh (the unseen test set gathered later) | e, f, g (sets E-G)
     package: tuple[str, str] = MEDIAPIPE
     prepare: bool = False  # run bench/tflite_prepare.py first (DENSIFY, MediaPipe's transpose-conv custom op)
     opset: int = TF2ONNX_OPSET
@@ -262,6 +284,11 @@ MODELS = [
           "f", FACEAPI, registry="npm", size="416", unshare=True),
     Model("faceapi_face_expression", "model/face_expression_model-weights_manifest.json", "faceapi", "f",
           FACEAPI, registry="npm", size="112"),
+    # Set G (--batch g), TensorFlow.js graph models from npm.
+    Model("nsfwjs_mobilenet_v2_mid", "dist/models/mobilenet_v2_mid/model.min.js", "tfjs", "g", NSFWJS,
+          registry="npm", input_shape="input:0=1x224x224x3"),
+    Model("max_human_pose_estimator", "model/model.json", "tfjs", "g", MAX_POSE, registry="npm",
+          input_shape="image:0=1x432x324x3"),
 ]
 
 
@@ -360,7 +387,10 @@ for (const group of model.weightsManifest)
 
 def _npm_js_model(archive, member: str, out: Path) -> Path:
     """A model shipped as JavaScript modules (``model.min.js`` and one ``SHARD.min.js`` per weight shard):
-    the folder extracted to ``out/js``, then node writes ``out/model.json`` and ``out/SHARD.b64``."""
+    the folder extracted to ``out/js``, then node writes ``out/model.json`` and ``out/SHARD.b64``; each
+    shard is also written decoded, as ``out/SHARD`` (what a graph model's ``model.json`` names)."""
+    import base64
+
     folder = str(Path(member).parent)
     js = out / "js"
     js.mkdir(parents=True, exist_ok=True)
@@ -371,6 +401,8 @@ def _npm_js_model(archive, member: str, out: Path) -> Path:
             (js / Path(info.name).name).write_bytes(extracted.read())
     subprocess.run(["node", "-e", _DUMP_JS_MODEL, str((js / Path(member).name).resolve()), str(out.resolve())],
                    check=True)
+    for b64 in out.glob("*.b64"):
+        b64.with_suffix("").write_bytes(base64.b64decode(b64.read_text()))
     return out / "model.json"
 
 
@@ -590,8 +622,8 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("build"))
     parser.add_argument("--tf-python", type=Path, default=None,
                         help="a Python with TensorFlow, for the tf2onnx exports (skipped without it)")
-    parser.add_argument("--batch", choices=("lead", "fresh", "e", "f"), default="lead",
-                        help="lead: the first set; fresh: the unseen test set gathered later; e, f: sets E and F, "
+    parser.add_argument("--batch", choices=("lead", "fresh", "e", "f", "g"), default="lead",
+                        help="lead: the first set; fresh: the unseen test set gathered later; e, f, g: sets E to G, "
                              "later still (see the docstring)")
     args = parser.parse_args()
     if args.tf_python is not None and not args.tf_python.is_file():
