@@ -22,7 +22,8 @@ builder (``examples.builder``):
   upsampling, a Transpose of the full-size output);
 - ``aspp``: atrous heads (dilations 2-24, dense or separable), ``dense``: ESRGAN's residual dense blocks
   (Concats of up to 640 channels at full resolution), ``spelled_leaky``: a tiny-face-detector-like net
-  with its leaky ReLU spelled as Mul, Sub, ReLU and Add at 256-416 px.
+  with its leaky ReLU spelled as Mul, Sub, ReLU and Add at 256-416 px; ``plain``: VGG-style backbones at
+  256-640 px.
 
 None is a real export of ``tests/data`` or PP-OCRv4 (the unseen set): the corpus' MobileNetV3-Small is
 width 0.25 at 64x64, EfficientNet-B0 width 0.25 depth 0.5 at 64x64, LR-ASPP MobileNetV3-Large 0.25 at
@@ -351,6 +352,22 @@ def spelled_leaky_net(channels: tuple[int, ...], size: int, seed: int = 0) -> on
     return b.build(f"tiny-face-detector-like net {channels} at {size}x{size}, leaky ReLU spelled out (random weights)")
 
 
+def plain_net(channels: tuple[int, ...], size: int, convs: int = 2, seed: int = 0) -> onnx.ModelProto:
+    """A VGG-style backbone (CRAFT's, OpenNSFW's early stages): per stage ``convs`` 3x3 convs with ReLU at full
+    width, then a 2x2 max pool; large inputs (256-640 px), so dense 3x3 convs run at maps of 100-600 px,
+    beyond the other families' sizes."""
+    b = GraphBuilder(f"plain_{'-'.join(map(str, channels))}_{size}_x{convs}", 13, seed, Habits())
+    y = b.input("input", 3, size, size)
+    for i, c in enumerate(channels):
+        with b.scope(f"stage{i}"):
+            for j in range(convs):
+                y = b.conv_bn_act(y, c, 3, act="relu", module=f"conv{j}")
+            if i + 1 < len(channels):
+                y = b.maxpool(y, 2, 2, 0)
+    b.output(b.conv(y, 2, 1, bias=True, module="head"), "output")
+    return b.build(f"VGG-style backbone {channels} x{convs} at {size}x{size} (random weights)")
+
+
 BLAZE_WIDTHS = {"a": (16, 16, 20, 24, 28, 32, 40, 48, 56, 64, 72, 80),
                 "b": (24, 24, 32, 40, 48, 56, 64, 80, 96, 96, 112, 128),
                 "c": (8, 12, 16, 16, 20, 24, 32, 40, 48, 48, 56, 64),
@@ -426,6 +443,14 @@ FAMILIES = {
        for c, g, s, n in ((64, 32, 64, 1), (128, 128, 64, 1), (32, 16, 128, 2), (48, 48, 96, 1), (64, 64, 48, 2))},
     **{f"spelled_leaky~{'-'.join(map(str, c))}_{s}": (spelled_leaky_net, (c, s))
        for c, s in (((16, 32, 64, 128), 416), ((8, 16, 32, 64, 128), 320), ((16, 32, 64), 256))},
+    # large inputs (set F, after the fact: trueocr's MobileNetV3 at 768 px, CRAFT's VGG at 960x1280 were
+    # priced 15-40% low, kernel by kernel, beyond the corpus' maps)
+    **{f"mobilenetv3_small~w{w}_{s}": (SMALL_BUILDERS["mobilenetv3_small"], (w, s))
+       for w, s in ((0.5, 384), (0.25, 512), (0.75, 320))},
+    **{f"mobilenetv2~w{w}_{s}": (SMALL_BUILDERS["mobilenetv2"], (w, s)) for w, s in ((0.35, 448), (0.5, 384))},
+    **{f"plain~{'-'.join(map(str, c))}_{s}_x{n}": (plain_net, (c, s, n))
+       for c, s, n in (((32, 64, 128, 256), 384, 2), ((16, 32, 64, 128, 256), 640, 1), ((64, 128, 256, 512), 256, 2),
+                       ((24, 48, 96), 480, 1))},
 }
 
 
