@@ -162,7 +162,7 @@ class Kernel:
             text = f"{self.kind}{'(' + name + ')' if name != self.kind else ''} {self.cout} ch @{self.out_h}x{self.out_w}"
         text += f" +{self.act}" if self.act else ""
         text += f" zeros {self.weight_zeros}%" if self.weight_zeros else ""
-        text += " [reads the input]" if self.graph_input else ""
+        text += " from the input" if self.graph_input else ""
         if self.reorder_in or self.reorder_out:
             text += " [reorder " + "+".join(w for w, on in (("in", self.reorder_in), ("out", self.reorder_out)) if on) + "]"
         return text
