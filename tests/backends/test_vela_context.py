@@ -213,6 +213,17 @@ def test_u85_chains_the_adds_the_schedule_chains(tmp_path: Path) -> None:
     assert found.attributed_us == pytest.approx(found.latency_us, rel=1e-6)
 
 
+def _kept_kernels_are_paid(model: onnx.ModelProto, target):
+    """Every kernel the schedule keeps has cycles of its own in Vela's report, every ONNX node Vela gives cycles to
+    is in one of them, and the kernels sum to Vela's time; (the in-context result, the kernels' first nodes)."""
+    found = model_in_context(model, target)
+    assert all(k.latency_us > 0 for k in found.kernels), [(k.nodes, k.latency_us) for k in found.kernels]
+    paid = {n for row in measure_model(model, target).meta["layers"] if row["cycles"] > 0 for n in row["onnx_nodes"]}
+    firsts = {k.nodes[0] for k in found.kernels}
+    assert firsts <= paid and found.attributed_us == pytest.approx(found.latency_us, rel=1e-6)
+    return found, firsts
+
+
 @pytest.mark.parametrize("name", ["ethos-u55-256", "ethos-u85-256"])
 def test_vela_gives_cycles_to_exactly_the_kernels_the_schedule_keeps(tmp_path: Path, name: str) -> None:
     """tf2onnx's unfolded BatchNormalizations, a ReLU after a MaxPool and a PReLU spelled as Max/Min/Mul/Add
@@ -222,13 +233,7 @@ def test_vela_gives_cycles_to_exactly_the_kernels_the_schedule_keeps(tmp_path: P
     one of them."""
     from tests.analysis.test_chaining import unfolded_batchnorms
 
-    model = unfolded_batchnorms(tmp_path / "bn.onnx")
-    target = load_target(name)
-    found = model_in_context(model, target)
-    assert all(k.latency_us > 0 for k in found.kernels), [(k.nodes, k.latency_us) for k in found.kernels]
-    paid = {n for row in measure_model(model, target).meta["layers"] if row["cycles"] > 0 for n in row["onnx_nodes"]}
-    firsts = {k.nodes[0] for k in found.kernels}
-    assert firsts <= paid and found.attributed_us == pytest.approx(found.latency_us, rel=1e-6)
+    firsts = _kept_kernels_are_paid(unfolded_batchnorms(tmp_path / "bn.onnx"), load_target(name))[1]
     chained = {"bn_mul", "bn_add", "p_mul", "p_add"}
     assert (chained & firsts == set()) if name == "ethos-u85-256" else chained <= firsts
     assert "pool_relu" not in firsts
@@ -338,13 +343,7 @@ def test_a_standalone_batchnorm_is_chained_on_u85_and_paid_on_u55(tmp_path: Path
     """The writer lowers a BatchNormalization it cannot fold to a MUL and an ADD by per-channel constants; U85
     chains both into the conv before them (``chaining.LOWERED_CHAINS``), U55 runs them as passes of their own.
     The schedule keeps exactly the kernels Vela gives cycles to."""
-    model = standalone_batchnorm(tmp_path / "bn.onnx")
-    target = load_target(name)
-    found = model_in_context(model, target)
-    assert all(k.latency_us > 0 for k in found.kernels), [(k.nodes, k.latency_us) for k in found.kernels]
-    paid = {n for row in measure_model(model, target).meta["layers"] if row["cycles"] > 0 for n in row["onnx_nodes"]}
-    firsts = {k.nodes[0] for k in found.kernels}
-    assert firsts <= paid and found.attributed_us == pytest.approx(found.latency_us, rel=1e-6)
+    found, firsts = _kept_kernels_are_paid(standalone_batchnorm(tmp_path / "bn.onnx"), load_target(name))
     if name == "ethos-u85-256":
         assert "bn" not in firsts and "batchnormalization" in next(k for k in found.kernels if k.nodes[0] == "conv").kernel.act
     else:
