@@ -37,7 +37,7 @@ from hwopt.analysis.kernel import CONV_KINDS, Kernel
 from hwopt.targets import Target
 
 
-CONV_OPERATORS = frozenset(("Conv2D", "DepthwiseConv2D", "TransposeConv", "FullyConnected"))
+CONV_OPERATORS = frozenset(("Conv2D", "DepthwiseConv2D", "TransposeConv2D", "FullyConnected"))  # Vela 5.2 operator names
 _WEIGHTED = frozenset(CONV_KINDS) | {"gemm"}
 
 

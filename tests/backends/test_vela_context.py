@@ -388,3 +388,15 @@ def test_the_kernel_that_reads_the_graph_input_is_marked(tmp_path: Path, nhwc: b
     marked = [k.kernel for k in found.kernels if k.kernel.graph_input]
     assert [k.kind for k in marked] == (["layout"] if nhwc else ["conv"])
     assert all(k.latency_us > 0 for k in found.kernels)
+
+
+def test_a_transposed_conv_vela_writes_into_a_concat_is_priced() -> None:
+    """Vela names a TransposeConv2D that writes straight into a Concat's output after the Concat (a U-Net's last
+    decoder step; fastmrz's MRZ U-Net: 67 M cycles on ethos-u55-256): its cycles are the ConvTranspose's, not the
+    Concat's."""
+    from bench.context_models import unet
+
+    found = model_in_context(unet(8, 32, "convtranspose"), load_target("ethos-u55-256"))
+    transposed = [k for k in found.kernels if k.kernel.op == "ConvTranspose"]
+    assert len(transposed) == 3 and all(k.latency_us > 0 for k in transposed), [(k.nodes, k.latency_us) for k in transposed]
+    assert found.attributed_us == pytest.approx(found.latency_us, rel=1e-6)
