@@ -19,9 +19,14 @@ from __future__ import annotations
 import numpy as np
 import onnx_graphsurgeon as gs
 
+from typing import Any
+
+import onnx
+
 from hwopt.analysis.affine_sites import BATCH_NORM
-from hwopt.analysis.graph import constant_value
-from hwopt.analysis.sites import Site
+from hwopt.analysis.graph import constant_value, export_graph
+from hwopt.analysis.sites import Analysis, Site
+from hwopt.rewrites.base import RewriteContext, SiteOutcome
 from hwopt.rewrites.node_lowering import NodeLowering, one_per_channel
 
 
@@ -56,6 +61,56 @@ class AffineToDwconv(NodeLowering):
 
     def plan(self, site: Site) -> tuple[np.ndarray | None, str | None]:
         return per_channel_constant(site)
+
+    def apply(
+        self, analysis: Analysis, sites: list[Site], params: dict[str, Any], ctx: RewriteContext
+    ) -> tuple[onnx.ModelProto, list[SiteOutcome]]:
+        """As every lowering, but a Mul site read only by an Add site becomes one conv with the Add's shift as bias."""
+        graph = analysis.graph
+        by_node = {site.target.node.name: site for site in sites}
+        outputs = {t.name for t in graph.outputs}
+        pairs: dict[str, Site] = {}  # Add node name -> the Mul site before it
+        for site in sites:
+            node = site.target.node
+            out = node.outputs[0]
+            if node.op != "Mul" or out.name in outputs or len(out.outputs) != 1:
+                continue
+            reader = out.outputs[0]
+            if reader.op == "Add" and reader.name in by_node:
+                pairs[reader.name] = site
+        paired = {site.target.node.name for site in pairs.values()}
+        outcomes = []
+        for site in sites:
+            node = site.target.node
+            if node.name in paired:
+                continue  # written with its Add
+            plan, _ = self.plan(site)
+            assert plan is not None
+            mul = pairs.get(node.name)
+            if mul is None:
+                nodes, detail = self.replacement(node, plan)
+            else:
+                scale, _ = self.plan(mul)
+                nodes, detail = self._scale_and_shift(mul.target.node, node, scale, plan)
+                mul.target.node.outputs = []
+                outcomes.append(SiteOutcome(mul.id, f"{detail} (with {site.id})"))
+                detail = f"{detail} (with {mul.id})"
+            node.outputs = []  # detached: cleanup removes it
+            graph.nodes += nodes
+            outcomes.append(SiteOutcome(site.id, detail))
+        graph.cleanup().toposort()
+        order = {site.id: i for i, site in enumerate(sites)}
+        return export_graph(graph, analysis.model), sorted(outcomes, key=lambda o: order[o.site])
+
+    @staticmethod
+    def _scale_and_shift(mul: gs.Node, add: gs.Node, scale: np.ndarray, shift: np.ndarray) -> tuple[list[gs.Node], str]:
+        x = next(t for t in mul.inputs if constant_value(t) is None)
+        channels = scale.size
+        dtype = np.dtype(x.dtype) if x.dtype is not None else np.dtype(np.float32)
+        conv = gs.Node("Conv", f"{mul.name}_dw", {"group": channels, "kernel_shape": [1, 1]},
+                       [x, gs.Constant(f"{mul.name}_dw_weight", scale.reshape(channels, 1, 1, 1).astype(dtype)),
+                        gs.Constant(f"{mul.name}_dw_bias", shift.reshape(channels).astype(dtype))], list(add.outputs))
+        return [conv], f"{channels} ch: x * c + d as one 1x1 depthwise conv"
 
     def replacement(self, node: gs.Node, values: np.ndarray) -> tuple[list[gs.Node], str]:
         x = next(t for t in node.inputs if constant_value(t) is None)

@@ -56,18 +56,20 @@ def _rewrite(path: Path):
 def test_a_per_channel_mul_and_add_become_exact_depthwise_convs_and_others_say_why_not(tmp_path: Path) -> None:
     canonical, result = _rewrite(_affine_net(tmp_path / "affine.onnx"))
     (step,) = result.steps
-    assert [(o.site, o.detail) for o in step.applied] == [("aff0", "8 ch: x * c as a 1x1 depthwise conv"),
-                                                          ("aff1", "8 ch: x + d as a 1x1 depthwise conv")]
+    # the Mul by the scale and the Add of the shift after it (an unfolded BatchNormalization): one conv
+    assert [(o.site, o.detail) for o in step.applied] == [
+        ("aff0", "8 ch: x * c + d as one 1x1 depthwise conv (with aff1)"),
+        ("aff1", "8 ch: x * c + d as one 1x1 depthwise conv (with aff0)")]
     assert dict(step.skipped) == {
         "aff2": "its constant is one value for every channel (an NPU applies a scalar from a register)",
         "aff3": "its constant of shape [1, 1, 8, 8] is not one value per channel (C, 1, 1)"}
     assert result.exact
     convs = [n for n in result.model.graph.node if n.op_type == "Conv"]
-    assert len(convs) == 3 and [n.op_type for n in result.model.graph.node].count("Mul") == 1
+    assert len(convs) == 2 and [n.op_type for n in result.model.graph.node].count("Mul") == 1
     x = RNG.standard_normal((1, 3, 16, 16)).astype(np.float32) * 3
     before = ort.InferenceSession(canonical.SerializeToString()).run(None, {"x": x})[0]
     after = ort.InferenceSession(result.model.SerializeToString()).run(None, {"x": x})[0]
-    np.testing.assert_allclose(after, before, rtol=1e-6, atol=1e-6)  # x * c and x * 1 + d: the same floats
+    np.testing.assert_allclose(after, before, rtol=1e-5, atol=1e-5)  # x * c + d: the same up to float rounding
 
 
 def test_on_ethos_u55_the_constant_stops_being_read_per_element(tmp_path: Path) -> None:
@@ -124,3 +126,25 @@ def test_on_ethos_u55_a_standalone_batchnorm_as_a_depthwise_conv_is_faster(tmp_p
     target = load_target("ethos-u55-256")
     before, after = measure_model(canonical, target), measure_model(result.model, target)
     assert after.latency_us < 0.7 * before.latency_us, (before.latency_us, after.latency_us)
+
+
+def test_a_lone_add_by_a_per_channel_constant_is_its_own_depthwise_conv(tmp_path: Path) -> None:
+    """An Add whose Mul is not a site (a scalar Mul before it) stays a conv of its own, weights 1 and bias d."""
+    path = tmp_path / "add.onnx"
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], "conv", pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["c"], ["r"], "relu"),
+             helper.make_node("Mul", ["r", "half"], ["m"], "scalar_mul"),
+             helper.make_node("Add", ["m", "shift"], ["y"], "bn_add")]
+    inits = [("w", RNG.standard_normal((8, 3, 3, 3)).astype(np.float32) * 0.3), ("half", np.array(0.5, np.float32)),
+             ("shift", RNG.uniform(-0.2, 0.2, (1, 8, 1, 1)).astype(np.float32))]
+    graph = helper.make_graph(nodes, "add", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 16, 16])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8, 16, 16])],
+                              [numpy_helper.from_array(v, n) for n, v in inits])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), str(path))
+    canonical, result = _rewrite(path)
+    (step,) = result.steps
+    assert [(o.site, o.detail) for o in step.applied] == [("aff1", "8 ch: x + d as a 1x1 depthwise conv")]
+    x = RNG.standard_normal((1, 3, 16, 16)).astype(np.float32)
+    before = ort.InferenceSession(canonical.SerializeToString()).run(None, {"x": x})[0]
+    after = ort.InferenceSession(result.model.SerializeToString()).run(None, {"x": x})[0]
+    np.testing.assert_allclose(after, before, rtol=1e-6, atol=1e-6)
