@@ -3,10 +3,11 @@ the constant is applied.
 
 A Mul or Add by one value per channel that canonicalisation could not fold into a conv (it follows a pool,
 an Add, the input; a BatchNormalization exported unfused) is an elementwise op whose second operand is a
-constant broadcast over the map. A BatchNormalization op left standalone (after a ReLU: a captcha CNN
-through tf2onnx) is both: hwopt's TFLite writer lowers it to a MUL and an ADD by per-channel constants. Vela lowers it so, and on Ethos-U55 (Shared_Sram: constants in flash)
+constant broadcast over the map. Vela lowers it so, and on Ethos-U55 (Shared_Sram: constants in flash)
 that costs cycles per element: the two of them 77 of 129 ms of an age-and-gender net on ethos-u55-256
 (``bench/vela_lowerings.py``). ``affine-to-dwconv`` writes the same product or sum as a 1x1 depthwise conv.
+A BatchNormalization op left standalone (after a ReLU: a captcha CNN through tf2onnx) is both at once:
+hwopt's TFLite writer lowers it to a MUL and an ADD by per-channel constants.
 """
 
 from __future__ import annotations

@@ -86,7 +86,7 @@ class Kernel:
     # 1 when the kernel reads a graph input itself (the stem conv of an NCHW export). Where the arena is in
     # DRAM behind an SRAM cache (Vela's Dedicated_Sram: U65, U85) such a kernel streams its input from DRAM:
     # a 7x7 stride-2 3->64 conv at 224x224 costs 4.5 ms on ethos-u65-256 reading the input, 1.3 ms after the
-    # input Transpose of an NHWC export (tf2onnx) has copied it (same on ethos-u55-256).
+    # input Transpose of an NHWC export (tf2onnx) has copied it (ethos-u55-256, Shared_Sram: 2.6 ms either way).
     graph_input: int = 0
     # Layout conversions this kernel pays inside its model (hwopt.analysis.layout): not part of what a
     # backend measures in isolation, so the estimator costs them on top of the kernel.
