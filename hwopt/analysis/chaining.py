@@ -43,6 +43,7 @@ CHAINED_OPS = ("Add", "Sub", "Mul", "Max", "Min")  # Vela's native binary elemen
 # per-channel constants (hwopt.tflite.ops_elementwise.batch_norm), which Vela chains one after the other
 # (the captcha CNN of set F on ethos-u85-256). (ops in the chain, outside inputs).
 LOWERED_CHAINS = {"BatchNormalization": (2, 2)}
+_CHAINABLE = frozenset(CHAINED_OPS) | frozenset(LOWERED_CHAINS)
 
 MAX_CHAIN_OPS = 4
 MAX_OUTSIDE_INPUTS = 3
@@ -80,7 +81,7 @@ def _outside(tensors: list) -> int:
 
 def _starts_chain(sk: ScheduledKernel, first: Node) -> bool:
     if sk.kernel.kind == "act":  # an elementwise op by a constant (MobileFaceNet's PReLU as Min, Mul, Add)
-        return first.op in CHAINED_OPS or first.op in LOWERED_CHAINS
+        return first.op in _CHAINABLE
     if sk.kernel.kind not in _STARTERS:
         return False
     if first.op == "ConvTranspose" and max(int(s) for s in first.attrs.get("strides", (1, 1))) > 1:
@@ -103,8 +104,7 @@ def chain_elementwise(result: Schedule, graph: gs.Graph) -> list[int]:
             continue
         sk = result.kernels[index]
         merged = None
-        if ((node.op in CHAINED_OPS or node.op in LOWERED_CHAINS) and sk.kernel.kind in ("eltwise", "act")
-                and sk.nodes[0] == node.name
+        if (node.op in _CHAINABLE and sk.kernel.kind in ("eltwise", "act") and sk.nodes[0] == node.name
                 and previous is not None and previous != index):
             merged = _chain_into(result, nodes, groups, previous, index, node, outputs)
         if merged is not None:

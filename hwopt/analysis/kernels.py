@@ -132,7 +132,6 @@ def _conv_kernel(node: Node) -> Kernel | None:
     dilation = max(attrs.dilations)
     if dilation > 1 and _only_centre_reads_input(attrs, h, w, oh, ow):
         kh = kw = 1  # every other tap only ever reads padding: the conv computes as a 1x1 conv
-        dilation = 1
     return Kernel(kind, attrs.in_channels, attrs.out_channels, h, w, oh, ow, kh, kw,
                   attrs.strides[0], attrs.group, dtype_bytes=_dtype_bytes(node.outputs[0]),
                   weight_zeros=weight_zeros(node.inputs[1], 0), dilation=dilation if kh * kw > 1 else 1)

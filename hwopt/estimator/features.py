@@ -105,7 +105,7 @@ def features(kernels: Sequence[Kernel], parallelism: int, dtype_bytes: int,
     col = {name: np.empty(n) for name in ("kind", "cin", "cout", "h", "w", "out_h", "out_w", "kernel", "kw",
                                            "stride", "groups", "inputs", "batch", "kdtype", "act_ops", "macs",
                                            "flops", "weights", "in_el", "out_el", "is_conv", "is_gemm",
-                                           "transposed", "zeros", "layout_op", "dilation")}
+                                           "transposed", "zeros", "layout_op", "dilation", "graph_input")}
     for i, k in enumerate(kernels):
         col["kind"][i] = KIND_CODE.get(k.kind, -1)
         for name in ("cin", "cout", "h", "w", "out_h", "out_w", "kernel", "kw", "stride", "groups", "inputs",
@@ -129,6 +129,7 @@ def features(kernels: Sequence[Kernel], parallelism: int, dtype_bytes: int,
         col["zeros"][i] = k.weight_zeros / 100.0  # pruned weights (Kernel.weight_zeros); appended last too
         col["layout_op"][i] = LAYOUT_OPS.get(k.op, 8) if k.kind == "layout" else 0  # appended last too
         col["dilation"][i] = k.dilation  # appended last too
+        col["graph_input"][i] = k.graph_input  # appended last too
     db = float(dtype_bytes)
     cin, cout, groups = col["cin"], col["cout"], np.maximum(col["groups"], 1)
     gemm = col["is_gemm"] > 0
@@ -196,7 +197,7 @@ def features(kernels: Sequence[Kernel], parallelism: int, dtype_bytes: int,
         log(fold_cycles), log(vector_work), log(pixels), cin_pad * cout_pad / np.maximum(cin * cout, 1),
         log(proxies[0]), log(proxies[1]), log(prior), col["transposed"], col["zeros"],
         log(param_bytes * (1 - CODED_ZERO_SAVING * col["zeros"])), col["layout_op"],
-        col["dilation"], log(dilation_passes), np.array([k.graph_input for k in kernels], np.float64),
+        col["dilation"], log(dilation_passes), col["graph_input"],
     ])
     return out.astype(np.float64)
 

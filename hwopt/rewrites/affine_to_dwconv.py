@@ -16,12 +16,11 @@ only where the target's whole-model judge measures it faster (``hwopt.search.low
 
 from __future__ import annotations
 
-import numpy as np
-import onnx_graphsurgeon as gs
-
 from typing import Any
 
+import numpy as np
 import onnx
+import onnx_graphsurgeon as gs
 
 from hwopt.analysis.affine_sites import BATCH_NORM
 from hwopt.analysis.graph import constant_value, export_graph
@@ -104,26 +103,26 @@ class AffineToDwconv(NodeLowering):
 
     @staticmethod
     def _scale_and_shift(mul: gs.Node, add: gs.Node, scale: np.ndarray, shift: np.ndarray) -> tuple[list[gs.Node], str]:
-        x = next(t for t in mul.inputs if constant_value(t) is None)
-        channels = scale.size
-        dtype = np.dtype(x.dtype) if x.dtype is not None else np.dtype(np.float32)
-        conv = gs.Node("Conv", f"{mul.name}_dw", {"group": channels, "kernel_shape": [1, 1]},
-                       [x, gs.Constant(f"{mul.name}_dw_weight", scale.reshape(channels, 1, 1, 1).astype(dtype)),
-                        gs.Constant(f"{mul.name}_dw_bias", shift.reshape(channels).astype(dtype))], list(add.outputs))
-        return [conv], f"{channels} ch: x * c + d as one 1x1 depthwise conv"
+        return _depthwise(mul, scale, shift, add.outputs), f"{scale.size} ch: x * c + d as one 1x1 depthwise conv"
 
     def replacement(self, node: gs.Node, values: np.ndarray) -> tuple[list[gs.Node], str]:
-        x = next(t for t in node.inputs if constant_value(t) is None)
         channels = values.shape[-1]
-        dtype = np.dtype(x.dtype) if x.dtype is not None else np.dtype(np.float32)
         if node.op == BATCH_NORM:
-            weight, form = values[0].reshape(channels, 1, 1, 1), "batch norm x * s + d"
-            inputs = [gs.Constant(f"{node.name}_dw_bias", values[1].astype(dtype))]
+            scale, shift, form = values[0], values[1], "batch norm x * s + d"
         elif node.op == "Mul":
-            weight, inputs, form = values.reshape(channels, 1, 1, 1), [], "x * c"
+            scale, shift, form = values.reshape(channels), None, "x * c"
         else:
-            weight, form = np.ones((channels, 1, 1, 1)), "x + d"
-            inputs = [gs.Constant(f"{node.name}_dw_bias", values.reshape(channels).astype(dtype))]
-        conv = gs.Node("Conv", f"{node.name}_dw", {"group": channels, "kernel_shape": [1, 1]},
-                       [x, gs.Constant(f"{node.name}_dw_weight", weight.astype(dtype)), *inputs], list(node.outputs))
-        return [conv], f"{channels} ch: {form} as a 1x1 depthwise conv"
+            scale, shift, form = np.ones(channels), values.reshape(channels), "x + d"
+        return _depthwise(node, scale, shift, node.outputs), f"{channels} ch: {form} as a 1x1 depthwise conv"
+
+
+def _depthwise(node: gs.Node, scale: np.ndarray, shift: np.ndarray | None, outputs: list) -> list[gs.Node]:
+    """A 1x1 depthwise conv of ``node``'s activation input: weights ``scale``, bias ``shift`` (none when None),
+    named after ``node``, writing ``outputs``."""
+    x = next(t for t in node.inputs if constant_value(t) is None)
+    channels = scale.size
+    dtype = np.dtype(x.dtype) if x.dtype is not None else np.dtype(np.float32)
+    inputs = [x, gs.Constant(f"{node.name}_dw_weight", scale.reshape(channels, 1, 1, 1).astype(dtype))]
+    if shift is not None:
+        inputs.append(gs.Constant(f"{node.name}_dw_bias", shift.reshape(channels).astype(dtype)))
+    return [gs.Node("Conv", f"{node.name}_dw", {"group": channels, "kernel_shape": [1, 1]}, inputs, list(outputs))]
